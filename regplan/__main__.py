@@ -1,0 +1,3 @@
+from regplan.cli import main
+
+main()

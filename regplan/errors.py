@@ -1,0 +1,49 @@
+"""The domain errors. Each carries the exit code the CLI maps it to (README: Exit codes)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RegplanError(Exception):
+    """An expected failure with a one-line message for the user."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class StorageError(RegplanError):
+    """The root is not registry storage, or the storage cannot be read."""
+
+
+class SelectionError(RegplanError):
+    """The request names a repository or tag that does not exist."""
+
+
+class PlanFormatError(RegplanError):
+    """The plan file is not a valid regplan plan of a version we read."""
+
+
+class KeyFileError(RegplanError):
+    """A key file is missing, unreadable, or not an Ed25519 key of ours."""
+
+
+class SignatureError(RegplanError):
+    """A signature is invalid, or not enough trusted keys signed the plan."""
+
+    exit_code = 3
+
+
+class StalePlanError(RegplanError):
+    """The tree changed since the plan was made, or the plan was already applied."""
+
+    exit_code = 4
+
+
+class LockHeldError(RegplanError):
+    """Another apply, rollback or purge holds the storage lock."""
+
+    exit_code = 5
+
+
+class ApplyError(RegplanError):
+    """An apply, rollback or purge could not proceed; nothing further was moved."""

@@ -1,0 +1,94 @@
+"""Tree digests: the tree a plan was made against, and the tree it must leave.
+
+The digest covers metadata only (every path, every link's content, each file's
+size, symlink targets), never blob contents: one walk, no layer data read.
+The tree is cut into *parts* (a repository, a blob shard ``blobs/sha256/ab``,
+a top folder) so a stale plan can say what changed. Each part's digest is
+SHA-256 over its sorted lines; the tree digest is SHA-256 over the sorted
+``part digest`` lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from regplan.layout import part_of
+
+ALGORITHM = "regplan-tree-sha256-v1"
+
+
+@attrs.frozen(kw_only=True)
+class TreeDigest:
+    digest: str
+    entries: int
+    parts: Mapping[str, str]
+
+
+def _part_digest(lines: list[str]) -> str:
+    lines.sort()
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _combine(parts: Mapping[str, str]) -> str:
+    h = hashlib.sha256(ALGORITHM.encode())
+    for name in sorted(parts):
+        h.update(f"{name}\0{parts[name]}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _line(path: str, token: str) -> str:
+    return f"{path}\0{token}\n"
+
+
+def digest_entries(entries: Mapping[str, str]) -> TreeDigest:
+    """Digest a tree given as ``{rel path: token}``."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for path, token in entries.items():
+        groups[part_of(path)].append(_line(path, token))
+    parts = {name: _part_digest(lines) for name, lines in groups.items()}
+    return TreeDigest(digest=_combine(parts), entries=len(entries), parts=parts)
+
+
+def predict_after(
+    entries: Mapping[str, str], before: TreeDigest, removed: Iterable[str]
+) -> TreeDigest:
+    """The digest of the tree once every path in ``removed`` is gone.
+
+    Only the parts that lose a path are recomputed.
+    """
+    removed = set(removed)
+    touched = {part_of(p) for p in removed}
+    groups: dict[str, list[str]] = {name: [] for name in touched}
+    for path, token in entries.items():
+        part = part_of(path)
+        if part in groups and path not in removed:
+            groups[part].append(_line(path, token))
+    parts = dict(before.parts)
+    for name, lines in groups.items():
+        if lines:
+            parts[name] = _part_digest(lines)
+        else:
+            del parts[name]
+    return TreeDigest(
+        digest=_combine(parts), entries=before.entries - len(removed), parts=parts
+    )
+
+
+def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
+    """Human lines naming each part that differs, sorted."""
+    out = []
+    for name in sorted(expected.keys() | actual.keys()):
+        if name not in actual:
+            out.append(f"{name} (gone)")
+        elif name not in expected:
+            out.append(f"{name} (new)")
+        elif expected[name] != actual[name]:
+            out.append(f"{name} (changed)")
+    return out

@@ -1,0 +1,131 @@
+"""The plan model, format v1 (plans/README.md documents it field by field)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+from regplan.inventory import ProblemCode
+
+FORMAT = "regplan.plan"
+VERSION = 1
+
+
+class TargetKind(enum.Enum):
+    """What a target directory is. The order of members is the safe removal order."""
+
+    REPOSITORY = "repository"
+    TAG = "tag"
+    TAG_INDEX = "tag_index"
+    REVISION = "revision"
+    LAYER_LINK = "layer_link"
+    UPLOAD = "upload"
+    BLOB = "blob"
+    EMPTY_DIR = "empty_dir"
+
+    @property
+    def phase(self) -> int:
+        return list(TargetKind).index(self)
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    path: str
+    """Relative to docker/registry/v2, POSIX, no trailing slash."""
+    kind: TargetKind
+    reason: str
+    refs: tuple[str, ...] = ()
+    bytes: int = 0
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        return (self.kind.phase, self.path)
+
+
+@attrs.frozen(kw_only=True)
+class Kept:
+    path: str
+    reason: str
+    refs: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class PlanProblem:
+    path: str
+    code: ProblemCode
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Tool:
+    name: str
+    version: str
+
+
+@attrs.frozen(kw_only=True)
+class SelectionRecord:
+    """The selection as the user gave it (globs unexpanded)."""
+
+    images: tuple[str, ...] = ()
+    untagged: tuple[str, ...] = ()
+    prune: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    argv: tuple[str, ...]
+    selection: SelectionRecord
+
+
+@attrs.frozen(kw_only=True)
+class Fingerprint:
+    algorithm: str
+    before: str
+    after: str
+    entries: int
+    parts: Mapping[str, str]
+    """Part digests of the tree before: names what changed when the plan is stale."""
+
+
+@attrs.frozen(kw_only=True)
+class Summary:
+    targets: int
+    bytes: int
+    by_kind: Mapping[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class Signature:
+    keyid: str
+    role: str
+    signer: str
+    signed_at: str
+    sig: str
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    format: str = FORMAT
+    version: int = VERSION
+    plan_id: str
+    created_at: str
+    tool: Tool
+    root: str
+    request: Request
+    fingerprint: Fingerprint
+    summary: Summary
+    targets: tuple[Target, ...]
+    kept: tuple[Kept, ...] = ()
+    problems: tuple[PlanProblem, ...] = ()
+    signatures: tuple[Signature, ...] = ()
+
+
+def summarize(targets: tuple[Target, ...]) -> Summary:
+    by_kind: dict[str, int] = {}
+    for t in targets:
+        by_kind[t.kind.value] = by_kind.get(t.kind.value, 0) + 1
+    return Summary(
+        targets=len(targets), bytes=sum(t.bytes for t in targets), by_kind=dict(sorted(by_kind.items()))
+    )

@@ -1,0 +1,443 @@
+"""Registry-wide mark and sweep: (inventory, request) -> targets with reasons. Pure.
+
+The rules (DESIGN.md section 2), in the order they apply:
+
+* A removed tag takes its manifest revision, unless the revision is still
+  reached from a kept tag (directly, as an index child, or as a referrer of a
+  kept manifest) or from a revision that stays.
+* ``--untagged`` takes the revisions no kept tag reaches; index children and
+  referrers of reached manifests are reached.
+* A removed index takes its children and a removed manifest its referrers,
+  unless they are reached otherwise.
+* A manifest we cannot read (or a tag whose link is corrupt) is fail closed:
+  nothing in its repository that it might reference is removed.
+* A blob goes when something removed referenced it and nothing that stays
+  does, in any repository; a ``_layers`` link that stays counts as a reference.
+* Tag history entries of removed revisions go; tags that stay keep their own.
+* ``--prune`` takes every directory left empty, never the roots.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository
+from regplan.layout import (
+    ROOTS,
+    Digest,
+    blob_dir,
+    is_under,
+    layer_dir,
+    repo_dir,
+    revision_dir,
+    tag_dir,
+    tag_index_dir,
+)
+from regplan.plan import Kept, PlanProblem, Target, TargetKind
+from regplan.selection import Resolved
+
+MAX_REFS = 20
+
+
+@attrs.frozen(kw_only=True)
+class Decision:
+    targets: tuple[Target, ...]
+    kept: tuple[Kept, ...]
+    problems: tuple[PlanProblem, ...]
+
+    @property
+    def removed_paths(self) -> tuple[str, ...]:
+        return tuple(t.path for t in self.targets)
+
+
+def refs(names: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, de-duplicated, and capped so a base layer shared by thousands stays readable."""
+    ordered = sorted(set(names))
+    if len(ordered) <= MAX_REFS:
+        return tuple(ordered)
+    return (*ordered[:MAX_REFS], f"… and {len(ordered) - MAX_REFS} more")
+
+
+def image_name(repo: str, digest: Digest) -> str:
+    return f"{repo}@{digest}"
+
+
+def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
+    """Everything the request removes, and what it touched but keeps."""
+    p = _Planner(inventory, request)
+    p.run()
+    if prune:
+        p.prune()
+    targets = tuple(sorted(p.targets.values(), key=lambda t: t.sort_key))
+    kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
+    problems = tuple(
+        PlanProblem(path=pr.path, code=pr.code, message=pr.message)
+        for pr in sorted({*inventory.problems, *p.problems})
+    )
+    return Decision(targets=targets, kept=kept, problems=problems)
+
+
+@attrs.define
+class _RepoResult:
+    removed: dict[Digest, set[str]] = attrs.field(factory=dict)
+    """removed revision -> the images whose removal took it."""
+    live: set[Digest] = attrs.field(factory=set)
+    layers_removed: set[Digest] = attrs.field(factory=set)
+
+
+class _Planner:
+    def __init__(self, inv: Inventory, req: Resolved) -> None:
+        self.inv = inv
+        self.req = req
+        self.targets: dict[str, Target] = {}
+        self.kept: dict[str, Kept] = {}
+        self.problems: list[Problem] = []
+        self._tag_reach: dict[str, Mapping[Digest, frozenset[str]]] = {}
+        self.results: dict[str, _RepoResult] = {}
+
+    # -- graph helpers ------------------------------------------------------
+
+    def _referrers(self, repo: Repository) -> Mapping[Digest, set[Digest]]:
+        out: dict[Digest, set[Digest]] = defaultdict(set)
+        for d in repo.revisions:
+            m = self.inv.manifests.get(d)
+            if m is not None and m.subject is not None:
+                out[m.subject].add(d)
+        return out
+
+    def _closure(
+        self, repo: Repository, roots: Mapping[Digest, str]
+    ) -> dict[Digest, tuple[str, Digest | None]]:
+        """Every digest reached from ``roots`` by index children and referrers.
+
+        Maps each to (why, the digest it was reached from; None for a root).
+        """
+        referrers = self._referrers(repo)
+        via: dict[Digest, tuple[str, Digest | None]] = {}
+        stack: list[tuple[Digest, str, Digest | None]] = [
+            (d, why, None) for d, why in sorted(roots.items(), reverse=True)
+        ]
+        while stack:
+            d, why, parent = stack.pop()
+            if d in via:
+                continue
+            via[d] = (why, parent)
+            m = self.inv.manifests.get(d)
+            if m is not None:
+                for child in sorted(m.children, reverse=True):
+                    stack.append((child, f"child of removed index {image_name(repo.name, d)}", d))
+            for r in sorted(referrers.get(d, ()), reverse=True):
+                stack.append((r, f"referrer of removed {image_name(repo.name, d)}", d))
+        return via
+
+    def tag_reach(self, repo: Repository) -> Mapping[Digest, frozenset[str]]:
+        """digest -> names of the tags that still reach it (kept tags only)."""
+        cached = self._tag_reach.get(repo.name)
+        if cached is not None:
+            return cached
+        removed = {t for (r, t) in self.req.tags if r == repo.name}
+        reach: dict[Digest, set[str]] = defaultdict(set)
+        if repo.name not in self.req.repos:
+            for tag in repo.tags.values():
+                if tag.name in removed or tag.current is None:
+                    continue
+                for d in self._closure(repo, {tag.current: ""}):
+                    reach[d].add(f"{repo.name}:{tag.name}")
+        result = {d: frozenset(n) for d, n in reach.items()}
+        self._tag_reach[repo.name] = result
+        return result
+
+    def names(self, repo: Repository, digest: Digest) -> frozenset[str]:
+        return self.tag_reach(repo).get(digest) or frozenset({image_name(repo.name, digest)})
+
+    def _unknown(self, digest: Digest) -> bool:
+        m = self.inv.manifests.get(digest)
+        return m is None or not m.known
+
+    # -- the sweep ----------------------------------------------------------
+
+    def run(self) -> None:
+        for name, repo in self.inv.repositories.items():
+            if name in self.req.repos:
+                self._whole_repo(repo)
+            elif name in self.req.untagged or any(r == name for r, _ in self.req.tags):
+                self._revisions(repo)
+        self._blobs()
+
+    def add(self, target: Target) -> None:
+        self.targets[target.path] = target
+
+    def keep(self, path: str, reason: str, names: Iterable[str] = ()) -> None:
+        self.kept.setdefault(path, Kept(path=path, reason=reason, refs=refs(names)))
+
+    def _whole_repo(self, repo: Repository) -> None:
+        name = repo.name
+        result = _RepoResult(layers_removed=set(repo.layers))
+        for d in repo.revisions:
+            names = {f"{name}:{t.name}" for t in repo.tags.values() if t.current == d}
+            result.removed[d] = names or {image_name(name, d)}
+        self.results[name] = result
+        reason = self.req.repos[name]
+        images = [f"{name}:{t}" for t in repo.tags]
+        covered = any(
+            is_under(repo_dir(name), repo_dir(other)) and self._whole_dir(other)
+            for other in self.req.repos
+            if other != name
+        )
+        if covered:
+            return
+        if self._whole_dir(name):
+            self._target(repo_dir(name), TargetKind.REPOSITORY, reason, images)
+            return
+        for sub in ("_manifests", "_layers", "_uploads"):
+            path = f"{repo_dir(name)}/{sub}"
+            if path in self.inv.tree:
+                self._target(
+                    path,
+                    TargetKind.REPOSITORY,
+                    f"{reason} (its folder also holds other repositories, which stay)",
+                    images,
+                )
+
+    def _whole_dir(self, name: str) -> bool:
+        """True when no repository that stays is nested inside ``name``."""
+        prefix = name + "/"
+        return not any(
+            other.startswith(prefix) and other not in self.req.repos
+            for other in self.inv.repositories
+        )
+
+    def _target(
+        self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()
+    ) -> None:
+        self.add(
+            Target(
+                path=path,
+                kind=kind,
+                reason=reason,
+                refs=refs(names),
+                bytes=self.inv.tree.bytes_under(path),
+            )
+        )
+
+    def _revisions(self, repo: Repository) -> None:
+        name = repo.name
+        removed_tags = sorted(t for (r, t) in self.req.tags if r == name)
+        for tag in removed_tags:
+            self._target(tag_dir(name, tag), TargetKind.TAG, self.req.tags[(name, tag)])
+
+        reach = self.tag_reach(repo)
+        roots: dict[Digest, str] = {}
+        origin: dict[Digest, str] = {}
+        for tag in removed_tags:
+            current = repo.tags[tag].current
+            if current is not None:
+                roots.setdefault(current, f"tag {name}:{tag} removed and no kept tag reaches it")
+                origin.setdefault(current, f"{name}:{tag}")
+        if name in self.req.untagged:
+            pattern = self.req.untagged[name]
+            pointed = {t.current for t in repo.tags.values()}
+            for d in sorted((repo.revisions & reach.keys()) - pointed):
+                self.keep(
+                    revision_dir(name, d),
+                    "untagged, but a kept tag reaches it (index child or referrer)",
+                    reach[d],
+                )
+            for d in sorted(repo.revisions - reach.keys()):
+                roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
+                origin.setdefault(d, image_name(name, d))
+        consequence = self._closure(repo, roots)
+
+        uncertain = sorted(
+            t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
+        )
+        unknown_revs = sorted(d for d in repo.revisions if self._unknown(d))
+        fail_closed = ""
+        if uncertain:
+            fail_closed = f"tag {name}:{uncertain[0]} has an unreadable link"
+            self.problems.append(
+                Problem(
+                    path=tag_dir(name, uncertain[0]),
+                    code=ProblemCode.UNKNOWN_TAG_TARGET,
+                    message=f"cannot tell what {name}:{uncertain[0]} points to: "
+                    f"no revision of {name} is removed",
+                )
+            )
+        elif unknown_revs:
+            # It might be an index of any revision here, or use any layer link.
+            fail_closed = f"manifest {unknown_revs[0].short} of {name} is unreadable"
+        live_roots = set(reach) | (repo.revisions - consequence.keys())
+        if fail_closed:
+            live_roots = set(repo.revisions)
+        live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
+
+        result = _RepoResult(live=live)
+        for d, (why, _) in sorted(consequence.items()):
+            if d not in repo.revisions:
+                continue
+            if d in live:
+                self._keep_revision(repo, d, reach, fail_closed)
+                continue
+            source = origin[_root_of(d, consequence)]
+            result.removed[d] = {source}
+            self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
+        self.results[name] = result
+
+        for tag in sorted(repo.tags.values(), key=lambda t: t.name):
+            if tag.name in removed_tags:
+                continue
+            for h in sorted(tag.history & result.removed.keys()):
+                self._target(
+                    tag_index_dir(name, tag.name, h),
+                    TargetKind.TAG_INDEX,
+                    f"history entry of {name}:{tag.name} for removed revision {h.short}",
+                    result.removed[h],
+                )
+        self._layer_links(repo, result, fail_closed)
+
+    def _keep_revision(
+        self, repo: Repository, d: Digest, reach: Mapping[Digest, frozenset[str]], fail_closed: str
+    ) -> None:
+        path = revision_dir(repo.name, d)
+        if d in reach:
+            self.keep(path, "still reached from a kept tag", reach[d])
+        elif self._unknown(d):
+            m = self.inv.manifests.get(d)
+            error = m.error if m is not None else "not read"
+            self.keep(path, f"manifest unreadable ({error}): kept with all it might reference")
+        elif fail_closed:
+            self.keep(path, f"kept because {fail_closed} (fail closed)")
+        else:
+            self.keep(path, "still reached from a revision that stays (index child or referrer)")
+
+    def _layer_links(self, repo: Repository, result: _RepoResult, fail_closed: str) -> None:
+        name = repo.name
+        staying = repo.revisions - result.removed.keys()
+        needed: dict[Digest, set[str]] = defaultdict(set)
+        for d in staying:
+            m = self.inv.manifests.get(d)
+            if m is None or not m.known:
+                continue
+            for b in m.blobs:
+                needed[b].update(self.names(repo, d))
+        candidates: dict[Digest, set[str]] = defaultdict(set)
+        for d, sources in result.removed.items():
+            m = self.inv.manifests.get(d)
+            if m is not None:
+                for b in m.blobs:
+                    candidates[b].update(sources)
+        for b in sorted(candidates.keys() & repo.layers):
+            path = layer_dir(name, b)
+            if fail_closed:
+                self.keep(path, f"kept because {fail_closed} (fail closed)")
+            elif b in needed:
+                self.keep(path, f"still used by revisions of {name} that stay", needed[b])
+            else:
+                result.layers_removed.add(b)
+                self._target(
+                    path,
+                    TargetKind.LAYER_LINK,
+                    f"no revision of {name} that stays uses it",
+                    candidates[b],
+                )
+
+    def _blobs(self) -> None:
+        candidates: dict[Digest, set[str]] = defaultdict(set)
+        for result in self.results.values():
+            for d, sources in result.removed.items():
+                m = self.inv.manifests.get(d)
+                if m is None or not m.known:
+                    continue  # fail closed: an unreadable manifest's blob and refs stay
+                candidates[d].update(sources)
+                for b in m.blobs:
+                    candidates[b].update(sources)
+        for name, result in self.results.items():
+            if name in self.req.repos:
+                for b in result.layers_removed:
+                    candidates[b].add(name)
+        if not candidates:
+            return
+        keepers: dict[Digest, set[str]] = defaultdict(set)
+        for name, repo in self.inv.repositories.items():
+            if name in self.req.repos:
+                continue
+            removed = self.results[name].removed if name in self.results else {}
+            layers_removed = (
+                self.results[name].layers_removed if name in self.results else set()
+            )
+            for d in repo.revisions - removed.keys():
+                m = self.inv.manifests.get(d)
+                hits = {d} if d in candidates else set()
+                if m is not None:
+                    hits |= m.blobs & candidates.keys()
+                for b in hits:
+                    keepers[b].update(self.names(repo, d))
+            for tag in repo.tags.values():
+                if tag.current in candidates and tag.current not in removed:
+                    keepers[tag.current].add(f"{name}:{tag.name}")
+            for b in (repo.layers - layers_removed) & candidates.keys():
+                keepers[b].add(f"{name} (layer link)")
+        for b, sources in sorted(candidates.items()):
+            if b not in self.inv.blobs:
+                continue
+            if b in keepers:
+                self.keep(blob_dir(b), "shared: still referenced", keepers[b])
+            else:
+                self._target(
+                    blob_dir(b),
+                    TargetKind.BLOB,
+                    "nothing that stays references it",
+                    sources,
+                )
+
+    # -- prune --------------------------------------------------------------
+
+    def prune(self) -> None:
+        tree = self.inv.tree
+        removed: set[str] = set()
+        for path in self.targets:
+            removed.update(tree.subtree(path))
+        nonempty: dict[str, int] = defaultdict(int)
+        dirs: list[str] = []
+        for path, token in tree.entries.items():
+            if path in removed:
+                continue
+            if token == "d":
+                dirs.append(path)
+            else:
+                nonempty[_parent(path)] += 1
+        dirs.sort(key=lambda p: p.count("/"), reverse=True)
+        empty: set[str] = set()
+        for d in dirs:
+            if nonempty[d] == 0 and d not in ROOTS:
+                empty.add(d)
+            else:
+                nonempty[_parent(d)] += 1
+        had_removed = {_parent(p) for p in removed}
+        for d in sorted(empty):
+            if _parent(d) in empty:
+                continue
+            touched = any(p in had_removed for p in tree.subtree(d))
+            self.add(
+                Target(
+                    path=d,
+                    kind=TargetKind.EMPTY_DIR,
+                    reason="--prune: empty once this plan is applied"
+                    if touched
+                    else "--prune: empty directory",
+                )
+            )
+
+
+def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:
+    """Follow 'reached from' links back to the requested root."""
+    while (parent := via[d][1]) is not None:
+        d = parent
+    return d
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""

@@ -1,0 +1,159 @@
+"""Text and Markdown views of plans. Pure: plan in, string out."""
+
+from __future__ import annotations
+
+import shlex
+from collections import defaultdict
+
+from regplan.layout import split_repo
+from regplan.plan import Plan, Target, TargetKind
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _repo_of_ref(ref: str) -> str:
+    for sep in ("@", ":", " "):
+        if sep in ref:
+            return ref.split(sep, 1)[0]
+    return ref
+
+
+def target_repo(target: Target) -> str:
+    """The repository a target's bytes are counted under (blobs: their first reference)."""
+    split = split_repo(target.path)
+    if split is not None:
+        return split[0]
+    if target.path.startswith("repositories/"):
+        return target.path.removeprefix("repositories/")
+    if target.refs:
+        return _repo_of_ref(target.refs[0])
+    return "(registry-wide)"
+
+
+def bytes_by_repository(plan: Plan) -> list[tuple[str, int, int]]:
+    """(repository, targets, bytes), largest first, then by name."""
+    count: dict[str, int] = defaultdict(int)
+    size: dict[str, int] = defaultdict(int)
+    for t in plan.targets:
+        repo = target_repo(t)
+        count[repo] += 1
+        size[repo] += t.bytes
+    return sorted(((r, count[r], size[r]) for r in count), key=lambda x: (-x[2], x[0]))
+
+
+def command_line(plan: Plan) -> str:
+    return shlex.join(plan.request.argv)
+
+
+def _refs(refs: tuple[str, ...]) -> str:
+    return ", ".join(refs)
+
+
+def text(plan: Plan) -> str:
+    fp = plan.fingerprint
+    lines = [
+        f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})",
+        f"Root:        {plan.root}",
+        f"Command:     {command_line(plan)}",
+        f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})",
+        "",
+    ]
+    s = plan.summary
+    if not plan.targets:
+        lines.append("Nothing to remove.")
+    else:
+        kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
+        lines.append(f"Remove {s.targets} directories, {human_bytes(s.bytes)} ({kinds}):")
+        width = max(len(k.value) for k in TargetKind)
+        for t in plan.targets:
+            size = f"  {human_bytes(t.bytes)}" if t.bytes else ""
+            lines.append(f"  {t.kind.value:<{width}}  {t.path}{size}")
+            lines.append(f"  {'':<{width}}    {t.reason}")
+            if t.refs:
+                lines.append(f"  {'':<{width}}    refs: {_refs(t.refs)}")
+        lines += ["", "Bytes by repository:"]
+        for repo, n, size_ in bytes_by_repository(plan):
+            lines.append(f"  {repo}: {human_bytes(size_)} in {n} directories")
+    if plan.kept:
+        lines += ["", f"Kept ({len(plan.kept)}: touched by the request, still needed):"]
+        for k in plan.kept:
+            lines.append(f"  {k.path}")
+            lines.append(f"    {k.reason}" + (f"; refs: {_refs(k.refs)}" if k.refs else ""))
+    if plan.problems:
+        lines += ["", f"Problems ({len(plan.problems)}, nothing they touch is removed):"]
+        lines += [f"  {p.code.value}: {p.path}: {p.message}" for p in plan.problems]
+    lines += ["", "Signatures:"]
+    lines += [
+        f"  {sig.role}: {sig.signer} ({sig.keyid}) at {sig.signed_at}" for sig in plan.signatures
+    ] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(plan: Plan) -> str:
+    fp = plan.fingerprint
+    s = plan.summary
+    out = [
+        f"# regplan plan `{plan.plan_id}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Root | `{plan.root}` |",
+        f"| Command | `{_cell(command_line(plan))}` |",
+        f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
+        f"| Targets | {s.targets} directories, {human_bytes(s.bytes)} ({s.bytes} bytes) |",
+        f"| Fingerprint before | `{fp.before}` |",
+        f"| Fingerprint after | `{fp.after}` |",
+        f"| Signatures | {len(plan.signatures)} |",
+        "",
+    ]
+    if plan.targets:
+        out += ["## Bytes by repository", "", "| Repository | Directories | Bytes |", "|---|--:|--:|"]
+        out += [
+            f"| `{_cell(r)}` | {n} | {human_bytes(b)} |" for r, n, b in bytes_by_repository(plan)
+        ]
+        out.append("")
+        out += ["## Targets", ""]
+        by_kind: dict[TargetKind, list[Target]] = defaultdict(list)
+        for t in plan.targets:
+            by_kind[t.kind].append(t)
+        for kind in TargetKind:
+            if kind not in by_kind:
+                continue
+            out += [
+                f"### {kind.value} ({len(by_kind[kind])})",
+                "",
+                "| Path | Reason | Refs | Bytes |",
+                "|---|---|---|--:|",
+            ]
+            out += [
+                f"| `{_cell(t.path)}` | {_cell(t.reason)} | {_cell(_refs(t.refs))} | "
+                f"{human_bytes(t.bytes)} |"
+                for t in by_kind[kind]
+            ]
+            out.append("")
+    else:
+        out += ["Nothing to remove.", ""]
+    if plan.kept:
+        out += ["## Kept", "", "| Path | Why | Refs |", "|---|---|---|"]
+        out += [f"| `{_cell(k.path)}` | {_cell(k.reason)} | {_cell(_refs(k.refs))} |" for k in plan.kept]
+        out.append("")
+    if plan.problems:
+        out += ["## Problems", "", "| Code | Path | Message |", "|---|---|---|"]
+        out += [
+            f"| {p.code.value} | `{_cell(p.path)}` | {_cell(p.message)} |" for p in plan.problems
+        ]
+        out.append("")
+    out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]
+    out += [f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,276 @@
+"""The only reader of the registry tree.
+
+One walk with ``os.scandir`` records every path with its fingerprint token
+(link contents are read once, data files are only stat'ed), then the paths are
+classified into an :class:`~regplan.inventory.Inventory` and each manifest
+digest is read and parsed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from regplan import manifests
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Tree, Upload
+from regplan.layout import Digest, Storage, blob_data, split_repo
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+"""Called now and then with the number of paths seen so far."""
+
+
+@attrs.frozen(kw_only=True)
+class Walk:
+    entries: dict[str, str]
+    mtimes: dict[str, float]
+    """mtime of every ``current/link`` (tag push time)."""
+    startedat: dict[str, str]
+    """content of every ``_uploads/<uuid>/startedat``."""
+    problems: list[Problem]
+
+
+def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Walk:
+    """Record every path below ``v2``; never follows symlinks."""
+    entries: dict[str, str] = {}
+    mtimes: dict[str, float] = {}
+    startedat: dict[str, str] = {}
+    problems: list[Problem] = []
+    base = os.fspath(v2)
+    stack: list[tuple[str, str]] = [(base, "")]
+    while stack:
+        abs_dir, rel_dir = stack.pop()
+        try:
+            with os.scandir(abs_dir) as it:
+                children = list(it)
+        except OSError as e:
+            problems.append(
+                Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
+            )
+            continue
+        for entry in children:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_symlink():
+                    entries[rel] = "s" + os.readlink(entry.path)
+                    problems.append(
+                        Problem(
+                            path=rel,
+                            code=ProblemCode.SYMLINK,
+                            message="symlink in registry storage (not followed, kept)",
+                        )
+                    )
+                elif entry.is_dir(follow_symlinks=False):
+                    entries[rel] = "d"
+                    stack.append((entry.path, rel))
+                elif entry.name == "link":
+                    with open(entry.path, "rb") as f:
+                        entries[rel] = "l" + f.read().decode("utf-8", "replace")
+                    if rel_dir.endswith("/current"):
+                        mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
+                else:
+                    entries[rel] = f"f{entry.stat(follow_symlinks=False).st_size}"
+                    if entry.name == "startedat":
+                        with open(entry.path, "rb") as f:
+                            startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
+            except OSError as e:
+                entries.setdefault(rel, "f0")
+                problems.append(
+                    Problem(path=rel, code=ProblemCode.UNREADABLE, message=f"cannot read: {e}")
+                )
+        if progress is not None:
+            progress(len(entries))
+    return Walk(entries=entries, mtimes=mtimes, startedat=startedat, problems=problems)
+
+
+def scan(storage: Storage, *, progress: Progress | None = None) -> Inventory:
+    """Walk the storage once and build the inventory."""
+    w = walk(storage.v2, progress=progress)
+    builder = _Builder(w)
+    builder.classify()
+    builder.read_manifests(storage)
+    inv = builder.build()
+    log.debug(
+        "scanned %d paths: %d repositories, %d blobs, %d manifests, %d problems",
+        len(inv.tree),
+        len(inv.repositories),
+        len(inv.blobs),
+        len(inv.manifests),
+        len(inv.problems),
+    )
+    return inv
+
+
+@attrs.define
+class _RepoParts:
+    tags: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    revisions: set[Digest] = attrs.field(factory=set)
+    layers: set[Digest] = attrs.field(factory=set)
+    uploads: dict[str, str | None] = attrs.field(factory=dict)
+
+
+class _Builder:
+    def __init__(self, w: Walk) -> None:
+        self.w = w
+        self.problems: list[Problem] = list(w.problems)
+        self.repos: dict[str, _RepoParts] = {}
+        self.blobs: dict[Digest, int] = {}
+        self.manifests: dict[Digest, manifests.Manifest] = {}
+        self._links: list[tuple[str, Digest, str]] = []  # (path, digest, what) to check for blobs
+
+    def problem(self, path: str, code: ProblemCode, message: str) -> None:
+        self.problems.append(Problem(path=path, code=code, message=message))
+
+    def link(self, path: str, expected: Digest | None = None) -> Digest | None:
+        """The digest a link file names, or None (with a problem) when it is unusable."""
+        token = self.w.entries.get(path)
+        if token is None or token[0] != "l":
+            self.problem(path, ProblemCode.MISSING_LINK, "link file missing")
+            return None
+        content = token[1:]
+        if not content.strip():
+            self.problem(path, ProblemCode.EMPTY_LINK, "empty link file")
+            return None
+        try:
+            digest = Digest.parse(content)
+        except ValueError:
+            self.problem(path, ProblemCode.CORRUPT_LINK, f"corrupt link: {content[:80]!r}")
+            return None
+        if expected is not None and digest != expected:
+            self.problem(
+                path, ProblemCode.LINK_MISMATCH, f"link names {digest} but its path says {expected}"
+            )
+            return None
+        return digest
+
+    def classify(self) -> None:
+        for path, token in self.w.entries.items():
+            if token != "d":
+                continue
+            if path.startswith("blobs/"):
+                self._blob(path)
+            elif path.startswith("repositories/"):
+                self._repo_dir(path)
+        for path, digest, what in self._links:
+            if digest not in self.blobs:
+                self.problem(path, ProblemCode.MISSING_BLOB, f"{what} {digest} has no blob data")
+
+    def _blob(self, path: str) -> None:
+        parts = path.split("/")
+        if len(parts) != 4 or parts[2] != parts[3][:2]:
+            return
+        try:
+            digest = Digest.parse(f"{parts[1]}:{parts[3]}")
+        except ValueError:
+            return
+        token = self.w.entries.get(path + "/data")
+        if token is not None and token[0] == "f":
+            self.blobs[digest] = int(token[1:])
+
+    def _repo_dir(self, path: str) -> None:
+        split = split_repo(path)
+        if split is None:
+            return
+        repo, rest = split
+        parts = rest.split("/")
+        r = self.repos.setdefault(repo, _RepoParts())
+        n = len(parts)
+        if parts[0] == "_manifests" and n == 3 and parts[1] == "tags":
+            tag = parts[2]
+            current = self.link(f"{path}/current/link")
+            if current is not None:
+                self._links.append((f"{path}/current/link", current, f"tag {repo}:{tag} points to"))
+            t = r.tags.setdefault(tag, {"current": None, "history": set(), "pushed_at": 0.0})
+            t["current"] = current
+            t["pushed_at"] = self.w.mtimes.get(f"{path}/current/link", 0.0)
+        elif parts[0] == "_manifests" and n == 6 and parts[1] == "tags" and parts[3] == "index":
+            digest = self._path_digest(parts[4], parts[5])
+            if digest is not None and self.link(f"{path}/link", digest) is not None:
+                r.tags.setdefault(parts[2], {"current": None, "history": set(), "pushed_at": 0.0})
+                r.tags[parts[2]]["history"].add(digest)
+        elif parts[0] == "_manifests" and n == 4 and parts[1] == "revisions":
+            digest = self._path_digest(parts[2], parts[3])
+            if digest is not None:
+                r.revisions.add(digest)
+                if self.link(f"{path}/link", digest) is not None:
+                    self._links.append((f"{path}/link", digest, "revision"))
+        elif parts[0] == "_layers" and n == 3:
+            digest = self._path_digest(parts[1], parts[2])
+            if digest is not None:
+                r.layers.add(digest)
+                if self.link(f"{path}/link", digest) is not None:
+                    self._links.append((f"{path}/link", digest, "layer link"))
+        elif parts[0] == "_uploads" and n == 2:
+            r.uploads[parts[1]] = self.w.startedat.get(f"{path}/startedat")
+
+    def _path_digest(self, algorithm: str, encoded: str) -> Digest | None:
+        try:
+            return Digest.parse(f"{algorithm}:{encoded}")
+        except ValueError:
+            return None
+
+    def read_manifests(self, storage: Storage) -> None:
+        wanted: set[Digest] = set()
+        for r in self.repos.values():
+            wanted.update(r.revisions)
+            wanted.update(t["current"] for t in r.tags.values() if t["current"] is not None)
+        for digest in sorted(wanted):
+            if digest not in self.blobs:
+                self.manifests[digest] = manifests.Manifest.unreadable("blob data missing")
+                continue
+            path = blob_data(digest)
+            try:
+                with open(storage.v2 / path, "rb") as f:
+                    parsed = manifests.parse(f.read())
+            except OSError as e:
+                parsed = manifests.Manifest.unreadable(f"cannot read: {e}")
+            if not parsed.known:
+                self.problem(
+                    path,
+                    ProblemCode.UNREADABLE_MANIFEST,
+                    f"manifest {digest.short}: {parsed.error}; kept with all it might reference",
+                )
+            self.manifests[digest] = parsed
+        for name, r in self.repos.items():
+            for digest in sorted(r.revisions):
+                m = self.manifests.get(digest)
+                if m is None:
+                    continue
+                for child in sorted(m.children - r.revisions):
+                    self.problem(
+                        f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.encoded}",
+                        ProblemCode.MISSING_CHILD,
+                        f"index {digest.short} lists {child.short}, not a revision of {name}",
+                    )
+
+    def build(self) -> Inventory:
+        repositories = {
+            name: Repository(
+                name=name,
+                tags={
+                    tag: Tag(
+                        name=tag,
+                        current=t["current"],
+                        history=frozenset(t["history"]),
+                        pushed_at=t["pushed_at"],
+                    )
+                    for tag, t in sorted(r.tags.items())
+                },
+                revisions=frozenset(r.revisions),
+                layers=frozenset(r.layers),
+                uploads={u: Upload(uuid=u, started_at=s) for u, s in sorted(r.uploads.items())},
+            )
+            for name, r in sorted(self.repos.items())
+        }
+        return Inventory(
+            repositories=repositories,
+            blobs=self.blobs,
+            manifests=self.manifests,
+            problems=tuple(sorted(set(self.problems))),
+            tree=Tree(self.w.entries),
+        )

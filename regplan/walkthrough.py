@@ -1,0 +1,60 @@
+"""``regplan demo``: a guided run on a sample registry built by :mod:`regplan.demo`."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from regplan import render, signing, workflow
+from regplan.demo import build_demo
+from regplan.layout import Storage
+from regplan.selection import ImageSpec, Selection
+
+Echo = Callable[[str], None]
+
+
+def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
+    base = directory or Path(tempfile.mkdtemp(prefix="regplan-demo-"))
+    root = base / "registry"
+    if root.exists():
+        raise FileExistsError(f"{root} exists; give an empty or new directory")
+    build_demo(root)
+    storage = Storage.locate(root)
+    echo(f"1. A sample registry was written to {root}: team/app (v1, v2, latest re-pushed")
+    echo("   three times), team/tool (a multi-arch index), team/app/cache (nested inside")
+    echo("   team/app), old/repo (shares team/app:v1's layers).")
+
+    key = base / "keys" / "planner.key"
+    signing.keygen(key, comment="demo-planner")
+    echo(f"2. A signing key: regplan keygen {key}")
+
+    selection = Selection(
+        images=(ImageSpec.parse("team/app:v1"),), untagged=("team/*",), prune=True
+    )
+    argv = ["regplan", "plan", "--root", str(root), "--image=team/app:v1",
+            "--untagged=team/*", "--prune"]
+    plan = workflow.make_plan(
+        storage=storage, selection=selection, argv=argv,
+        key=signing.load_private(key), signer="demo-planner", now=now,
+    )
+    plan_path = base / "plans" / "demo.plan.json"
+    workflow.write_plan(plan, plan_path)
+    echo(f"3. {' '.join(argv)} -o {plan_path}")
+    echo("   Nothing is removed yet. v1's layers stay because old/repo:2019 uses them;")
+    echo("   team/tool's untagged index children stay because the tagged index needs them.")
+    echo("")
+    echo(f"4. regplan show {plan_path}")
+    for line in render.text(plan).splitlines():
+        echo("   " + line)
+    md = plan_path.with_suffix(".md")
+    md.write_text(render.markdown(plan))
+    echo(f"   (the Markdown view for a change ticket is in {md})")
+    echo("")
+    workflow.load_verified(
+        plan_path, trusted=[signing.load_trusted(Path(f"{key}.pub"))], root=root
+    )
+    echo(f"5. regplan verify {plan_path} --trust {key}.pub: signature valid, tree unchanged.")
+    echo(f"   Everything is under {base}.")
+    return base

@@ -1,0 +1,152 @@
+"""Plan creation and verification: the steps between the CLI and the pure core.
+
+``make_plan`` is scan -> resolve -> decide -> fingerprint -> sign;
+``load_verified`` is read -> signatures -> structure -> freshness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from regplan import __version__, codec, fingerprint, signing
+from regplan.errors import PlanFormatError, StalePlanError
+from regplan.layout import Storage
+from regplan.plan import (
+    Fingerprint,
+    Plan,
+    Request,
+    SelectionRecord,
+    Tool,
+    summarize,
+)
+from regplan.planner import decide
+from regplan.scan import Progress, scan, walk
+from regplan.selection import Selection, resolve
+
+log = logging.getLogger(__name__)
+
+
+def timestamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def make_plan(
+    *,
+    storage: Storage,
+    selection: Selection,
+    argv: Sequence[str],
+    key: Ed25519PrivateKey,
+    signer: str,
+    now: datetime,
+    progress: Progress | None = None,
+) -> Plan:
+    """Scan the storage and return the signed plan for ``selection``."""
+    inventory = scan(storage, progress=progress)
+    decision = decide(inventory, resolve(selection, inventory), prune=selection.prune)
+    tree = inventory.tree
+    before = fingerprint.digest_entries(tree.entries)
+    removed = {p for t in decision.targets for p in tree.subtree(t.path)}
+    after = fingerprint.predict_after(tree.entries, before, removed)
+    request = Request(
+        argv=tuple(argv),
+        selection=SelectionRecord(
+            images=tuple(str(i) for i in selection.images),
+            untagged=selection.untagged,
+            prune=selection.prune,
+        ),
+    )
+    seed = codec.canonical([before.digest, codec.unstructure_request(request)])
+    plan = Plan(
+        plan_id=f"{timestamp(now)}-{hashlib.sha256(seed).hexdigest()[:8]}",
+        created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool=Tool(name="regplan", version=__version__),
+        root=str(storage.root),
+        request=request,
+        fingerprint=Fingerprint(
+            algorithm=fingerprint.ALGORITHM,
+            before=before.digest,
+            after=after.digest,
+            entries=before.entries,
+            parts=dict(sorted(before.parts.items())),
+        ),
+        summary=summarize(decision.targets),
+        targets=decision.targets,
+        kept=decision.kept,
+        problems=decision.problems,
+    )
+    log.debug("plan %s: %d targets", plan.plan_id, len(plan.targets))
+    return signing.sign(plan, key, role="planner", signer=signer, now=now)
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """Write atomically: a reader never sees half a plan."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(codec.dumps(plan))
+    tmp.replace(path)
+
+
+def read_raw(path: Path) -> tuple[dict[str, object], bytes]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PlanFormatError(f"cannot read plan {path}: {e.strerror}") from None
+    return codec.parse_json(data, source=str(path)), data
+
+
+def load_plan(path: Path) -> Plan:
+    """Read and structure a plan without checking signatures (for show)."""
+    raw, _ = read_raw(path)
+    return codec.structure(raw, source=str(path))
+
+
+@attrs.frozen(kw_only=True)
+class Verified:
+    plan: Plan
+    signers: tuple[signing.TrustedKey, ...]
+    storage: Storage
+
+
+def load_verified(
+    path: Path,
+    *,
+    trusted: Sequence[signing.TrustedKey],
+    root: Path | None,
+    required: int = 1,
+) -> Verified:
+    """Signatures first (exit 3), then the plan's form, then freshness (exit 4)."""
+    raw, _ = read_raw(path)
+    signers = signing.verify(raw, trusted, required=required)
+    plan = codec.structure(raw, source=str(path))
+    storage = Storage.locate(root if root is not None else Path(plan.root))
+    check_fresh(plan, storage)
+    return Verified(plan=plan, signers=tuple(signers), storage=storage)
+
+
+def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
+    return fingerprint.digest_entries(walk(storage.v2, progress=progress).entries)
+
+
+def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:
+    """Refuse a plan made against another tree, naming what changed."""
+    now = current_digest(storage, progress)
+    if now.digest == plan.fingerprint.before:
+        return
+    if now.digest == plan.fingerprint.after and plan.targets:
+        raise StalePlanError(
+            f"plan {plan.plan_id} was already applied to {storage.root} "
+            "(the tree is in the state the plan leaves)"
+        )
+    changed = fingerprint.changed_parts(plan.fingerprint.parts, now.parts)
+    shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    raise StalePlanError(
+        f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: {shown}"
+    )
