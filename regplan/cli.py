@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from regplan import __version__, codec, render, signing, workflow
+from regplan import __version__, codec, render, signing, walkthrough, workflow
 from regplan.errors import RegplanError
 from regplan.layout import Storage
 from regplan.selection import ImageSpec, Selection
@@ -93,19 +93,37 @@ def keygen(keyfile: Path, comment: str) -> None:
 
 @cli.command()
 @root_option
-@click.option("--key", type=ExistingFile, envvar="REGPLAN_KEY", required=True,
-              help="Private key that signs the plan. [env: REGPLAN_KEY]")
-@click.option("-o", "--output", type=PathArg,
-              help="Plan file [default: plans/<UTC time>.plan.json].")
-@click.option("--image", "images", multiple=True, metavar="REPO[:TAG]",
-              help="Remove a tag, or the whole repository when no tag (globs).")
-@click.option("--untagged", multiple=True, metavar="REPO",
-              help="Remove manifests no tag reaches (globs; index and referrer aware).")
+@click.option(
+    "--key",
+    type=ExistingFile,
+    envvar="REGPLAN_KEY",
+    required=True,
+    help="Private key that signs the plan. [env: REGPLAN_KEY]",
+)
+@click.option(
+    "-o", "--output", type=PathArg, help="Plan file [default: plans/<UTC time>.plan.json]."
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="REPO[:TAG]",
+    help="Remove a tag, or the whole repository when no tag (globs).",
+)
+@click.option(
+    "--untagged",
+    multiple=True,
+    metavar="REPO",
+    help="Remove manifests no tag reaches (globs; index and referrer aware).",
+)
 @click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
 @click.option("--signer", default=default_signer, help="Name recorded with the signature.")
 @json_option
-@click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when targets are planned.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when targets are planned.",
+)
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -131,15 +149,27 @@ def plan(
     argv += ["--prune"] if prune else []
     t = now()
     made = workflow.make_plan(
-        storage=storage, selection=selection, argv=argv,
-        key=signing.load_private(key), signer=signer, now=t,
+        storage=storage,
+        selection=selection,
+        argv=argv,
+        key=signing.load_private(key),
+        signer=signer,
+        now=t,
     )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     workflow.write_plan(made, path)
     s = made.summary
     if as_json:
-        emit_json({"plan_id": made.plan_id, "path": str(path), "targets": s.targets,
-                   "bytes": s.bytes, "kept": len(made.kept), "problems": len(made.problems)})
+        emit_json(
+            {
+                "plan_id": made.plan_id,
+                "path": str(path),
+                "targets": s.targets,
+                "bytes": s.bytes,
+                "kept": len(made.kept),
+                "problems": len(made.problems),
+            }
+        )
     else:
         click.echo(
             f"Plan {made.plan_id} written to {path}: {s.targets} directories to remove, "
@@ -169,7 +199,10 @@ def show(plan_file: Path, fmt: str) -> None:
 @click.option("--require-signatures", default=1, show_default=True, type=click.IntRange(1))
 @json_option
 def verify(
-    plan_file: Path, trust: tuple[Path, ...], root: Path | None, require_signatures: int,
+    plan_file: Path,
+    trust: tuple[Path, ...],
+    root: Path | None,
+    require_signatures: int,
     as_json: bool,
 ) -> None:
     """Check signatures against trusted keys and the plan against the tree; changes nothing."""
@@ -178,8 +211,15 @@ def verify(
     )
     signers = [k.keyid for k in v.signers]
     if as_json:
-        emit_json({"plan_id": v.plan.plan_id, "valid": True, "signers": signers,
-                   "root": str(v.storage.root), "fresh": True})
+        emit_json(
+            {
+                "plan_id": v.plan.plan_id,
+                "valid": True,
+                "signers": signers,
+                "root": str(v.storage.root),
+                "fresh": True,
+            }
+        )
     else:
         click.echo(
             f"OK: plan {v.plan.plan_id} is signed by {len(signers)} trusted key(s) "
@@ -191,8 +231,6 @@ def verify(
 @click.argument("directory", type=PathArg, required=False)
 def demo(directory: Path | None) -> None:
     """Build a sample registry and walk through plan, show and verify on it."""
-    from regplan import walkthrough
-
     walkthrough.run(directory, echo=click.echo, now=now())
 
 

@@ -46,7 +46,7 @@ def parse_json(data: bytes, *, source: str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as e:
         raise PlanFormatError(f"{source}: not JSON ({e})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise PlanFormatError(f"{source}: not a regplan plan (no \"format\": \"{FORMAT}\")")
+        raise PlanFormatError(f'{source}: not a regplan plan (no "format": "{FORMAT}")')
     version = raw.get("version")
     if version != VERSION:
         raise PlanFormatError(

@@ -76,9 +76,7 @@ def predict_after(
             parts[name] = _part_digest(lines)
         else:
             del parts[name]
-    return TreeDigest(
-        digest=_combine(parts), entries=before.entries - len(removed), parts=parts
-    )
+    return TreeDigest(digest=_combine(parts), entries=before.entries - len(removed), parts=parts)
 
 
 def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

@@ -61,23 +61,23 @@ class Manifest:
         return cls(kind=ManifestKind.UNKNOWN, error=error)
 
 
-class _Unreadable(Exception):
+class _UnreadableError(Exception):
     pass
 
 
 def _digest(obj: Any, where: str) -> Digest:
     if not isinstance(obj, dict) or not isinstance(obj.get("digest"), str):
-        raise _Unreadable(f"{where}: descriptor without a digest")
+        raise _UnreadableError(f"{where}: descriptor without a digest")
     try:
         return Digest.parse(obj["digest"])
     except ValueError as e:
-        raise _Unreadable(f"{where}: {e}") from None
+        raise _UnreadableError(f"{where}: {e}") from None
 
 
 def _descriptors(doc: dict[str, Any], key: str) -> list[Any]:
     value = doc.get(key, [])
     if not isinstance(value, list):
-        raise _Unreadable(f"{key} is not a list")
+        raise _UnreadableError(f"{key} is not a list")
     return value
 
 
@@ -91,7 +91,7 @@ def parse(data: bytes) -> Manifest:
         return Manifest.unreadable("not a JSON object")
     try:
         return _parse(doc)
-    except _Unreadable as e:
+    except _UnreadableError as e:
         return Manifest.unreadable(str(e))
 
 
@@ -105,15 +105,15 @@ def _parse(doc: dict[str, Any]) -> Manifest:
         blobs = set()
         for i, layer in enumerate(layers):
             if not isinstance(layer, dict) or not isinstance(layer.get("blobSum"), str):
-                raise _Unreadable(f"fsLayers[{i}] without blobSum")
+                raise _UnreadableError(f"fsLayers[{i}] without blobSum")
             try:
                 blobs.add(Digest.parse(layer["blobSum"]))
             except ValueError as e:
-                raise _Unreadable(f"fsLayers[{i}]: {e}") from None
+                raise _UnreadableError(f"fsLayers[{i}]: {e}") from None
         return Manifest(kind=ManifestKind.SCHEMA1, blobs=frozenset(blobs))
 
     if version != 2:
-        raise _Unreadable(f"unknown schemaVersion {version!r}")
+        raise _UnreadableError(f"unknown schemaVersion {version!r}")
 
     if media_type in (LIST_MT, OCI_INDEX_MT) or (media_type is None and "manifests" in doc):
         kind = ManifestKind.MANIFEST_LIST if media_type == LIST_MT else ManifestKind.OCI_INDEX
@@ -128,4 +128,4 @@ def _parse(doc: dict[str, Any]) -> Manifest:
         blobs.update(_digest(m, f"layers[{i}]") for i, m in enumerate(_descriptors(doc, "layers")))
         return Manifest(kind=kind, blobs=frozenset(blobs), subject=subject)
 
-    raise _Unreadable(f"unknown manifest mediaType {media_type!r}")
+    raise _UnreadableError(f"unknown manifest mediaType {media_type!r}")

@@ -127,5 +127,7 @@ def summarize(targets: tuple[Target, ...]) -> Summary:
     for t in targets:
         by_kind[t.kind.value] = by_kind.get(t.kind.value, 0) + 1
     return Summary(
-        targets=len(targets), bytes=sum(t.bytes for t in targets), by_kind=dict(sorted(by_kind.items()))
+        targets=len(targets),
+        bytes=sum(t.bytes for t in targets),
+        by_kind=dict(sorted(by_kind.items())),
     )

@@ -20,7 +20,7 @@ The rules (DESIGN.md section 2), in the order they apply:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import attrs
 
@@ -126,11 +126,16 @@ class _Planner:
                 continue
             via[d] = (why, parent)
             m = self.inv.manifests.get(d)
+            name = image_name(repo.name, d)
             if m is not None:
-                for child in sorted(m.children, reverse=True):
-                    stack.append((child, f"child of removed index {image_name(repo.name, d)}", d))
-            for r in sorted(referrers.get(d, ()), reverse=True):
-                stack.append((r, f"referrer of removed {image_name(repo.name, d)}", d))
+                stack.extend(
+                    (c, f"child of removed index {name}", d)
+                    for c in sorted(m.children, reverse=True)
+                )
+            stack.extend(
+                (r, f"referrer of removed {name}", d)
+                for r in sorted(referrers.get(d, ()), reverse=True)
+            )
         return via
 
     def tag_reach(self, repo: Repository) -> Mapping[Digest, frozenset[str]]:
@@ -210,9 +215,7 @@ class _Planner:
             for other in self.inv.repositories
         )
 
-    def _target(
-        self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()
-    ) -> None:
+    def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
         self.add(
             Target(
                 path=path,
@@ -286,17 +289,21 @@ class _Planner:
             self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
         self.results[name] = result
 
-        for tag in sorted(repo.tags.values(), key=lambda t: t.name):
-            if tag.name in removed_tags:
+        self._history(repo, result, set(removed_tags))
+        self._layer_links(repo, result, fail_closed)
+
+    def _history(self, repo: Repository, result: _RepoResult, removed_tags: set[str]) -> None:
+        """Tags that stay lose the history entries of removed revisions."""
+        for t in sorted(repo.tags.values(), key=lambda t: t.name):
+            if t.name in removed_tags:
                 continue
-            for h in sorted(tag.history & result.removed.keys()):
+            for h in sorted(t.history & result.removed.keys()):
                 self._target(
-                    tag_index_dir(name, tag.name, h),
+                    tag_index_dir(repo.name, t.name, h),
                     TargetKind.TAG_INDEX,
-                    f"history entry of {name}:{tag.name} for removed revision {h.short}",
+                    f"history entry of {repo.name}:{t.name} for removed revision {h.short}",
                     result.removed[h],
                 )
-        self._layer_links(repo, result, fail_closed)
 
     def _keep_revision(
         self, repo: Repository, d: Digest, reach: Mapping[Digest, frozenset[str]], fail_closed: str
@@ -360,26 +367,7 @@ class _Planner:
                     candidates[b].add(name)
         if not candidates:
             return
-        keepers: dict[Digest, set[str]] = defaultdict(set)
-        for name, repo in self.inv.repositories.items():
-            if name in self.req.repos:
-                continue
-            removed = self.results[name].removed if name in self.results else {}
-            layers_removed = (
-                self.results[name].layers_removed if name in self.results else set()
-            )
-            for d in repo.revisions - removed.keys():
-                m = self.inv.manifests.get(d)
-                hits = {d} if d in candidates else set()
-                if m is not None:
-                    hits |= m.blobs & candidates.keys()
-                for b in hits:
-                    keepers[b].update(self.names(repo, d))
-            for tag in repo.tags.values():
-                if tag.current in candidates and tag.current not in removed:
-                    keepers[tag.current].add(f"{name}:{tag.name}")
-            for b in (repo.layers - layers_removed) & candidates.keys():
-                keepers[b].add(f"{name} (layer link)")
+        keepers = self._keepers(candidates.keys())
         for b, sources in sorted(candidates.items()):
             if b not in self.inv.blobs:
                 continue
@@ -393,6 +381,29 @@ class _Planner:
                     sources,
                 )
 
+    def _keepers(self, candidates: Collection[Digest]) -> dict[Digest, set[str]]:
+        """For each candidate blob, the images and layer links that stay and reference it."""
+        keepers: dict[Digest, set[str]] = defaultdict(set)
+        for name, repo in self.inv.repositories.items():
+            if name in self.req.repos:
+                continue
+            result = self.results.get(name, _RepoResult())
+            for d in repo.revisions - result.removed.keys():
+                m = self.inv.manifests.get(d)
+                hits = {d} if d in candidates else set()
+                if m is not None:
+                    hits |= {b for b in m.blobs if b in candidates}
+                for b in hits:
+                    keepers[b].update(self.names(repo, d))
+            for t in repo.tags.values():
+                current = t.current
+                if current is not None and current in candidates and current not in result.removed:
+                    keepers[current].add(f"{name}:{t.name}")
+            for b in repo.layers - result.layers_removed:
+                if b in candidates:
+                    keepers[b].add(f"{name} (layer link)")
+        return keepers
+
     # -- prune --------------------------------------------------------------
 
     def prune(self) -> None:
@@ -402,10 +413,10 @@ class _Planner:
             removed.update(tree.subtree(path))
         nonempty: dict[str, int] = defaultdict(int)
         dirs: list[str] = []
-        for path, token in tree.entries.items():
+        for path, kind in tree.entries.items():
             if path in removed:
                 continue
-            if token == "d":
+            if kind == "d":
                 dirs.append(path)
             else:
                 nonempty[_parent(path)] += 1

@@ -118,7 +118,12 @@ def markdown(plan: Plan) -> str:
         "",
     ]
     if plan.targets:
-        out += ["## Bytes by repository", "", "| Repository | Directories | Bytes |", "|---|--:|--:|"]
+        out += [
+            "## Bytes by repository",
+            "",
+            "| Repository | Directories | Bytes |",
+            "|---|--:|--:|",
+        ]
         out += [
             f"| `{_cell(r)}` | {n} | {human_bytes(b)} |" for r, n, b in bytes_by_repository(plan)
         ]
@@ -146,7 +151,9 @@ def markdown(plan: Plan) -> str:
         out += ["Nothing to remove.", ""]
     if plan.kept:
         out += ["## Kept", "", "| Path | Why | Refs |", "|---|---|---|"]
-        out += [f"| `{_cell(k.path)}` | {_cell(k.reason)} | {_cell(_refs(k.refs))} |" for k in plan.kept]
+        out += [
+            f"| `{_cell(k.path)}` | {_cell(k.reason)} | {_cell(_refs(k.refs))} |" for k in plan.kept
+        ]
         out.append("")
     if plan.problems:
         out += ["## Problems", "", "| Code | Path | Message |", "|---|---|---|"]
@@ -155,5 +162,7 @@ def markdown(plan: Plan) -> str:
         ]
         out.append("")
     out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]
-    out += [f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures]
+    out += [
+        f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures
+    ]
     return "\n".join(out) + "\n"

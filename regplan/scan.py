@@ -149,8 +149,8 @@ class _Builder:
         return digest
 
     def classify(self) -> None:
-        for path, token in self.w.entries.items():
-            if token != "d":
+        for path, kind in self.w.entries.items():
+            if kind != "d":
                 continue
             if path.startswith("blobs/"):
                 self._blob(path)

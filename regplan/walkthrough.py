@@ -33,11 +33,22 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     selection = Selection(
         images=(ImageSpec.parse("team/app:v1"),), untagged=("team/*",), prune=True
     )
-    argv = ["regplan", "plan", "--root", str(root), "--image=team/app:v1",
-            "--untagged=team/*", "--prune"]
+    argv = [
+        "regplan",
+        "plan",
+        "--root",
+        str(root),
+        "--image=team/app:v1",
+        "--untagged=team/*",
+        "--prune",
+    ]
     plan = workflow.make_plan(
-        storage=storage, selection=selection, argv=argv,
-        key=signing.load_private(key), signer="demo-planner", now=now,
+        storage=storage,
+        selection=selection,
+        argv=argv,
+        key=signing.load_private(key),
+        signer="demo-planner",
+        now=now,
     )
     plan_path = base / "plans" / "demo.plan.json"
     workflow.write_plan(plan, plan_path)
@@ -52,9 +63,7 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     md.write_text(render.markdown(plan))
     echo(f"   (the Markdown view for a change ticket is in {md})")
     echo("")
-    workflow.load_verified(
-        plan_path, trusted=[signing.load_trusted(Path(f"{key}.pub"))], root=root
-    )
+    workflow.load_verified(plan_path, trusted=[signing.load_trusted(Path(f"{key}.pub"))], root=root)
     echo(f"5. regplan verify {plan_path} --trust {key}.pub: signature valid, tree unchanged.")
     echo(f"   Everything is under {base}.")
     return base

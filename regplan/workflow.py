@@ -146,7 +146,9 @@ def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) 
             "(the tree is in the state the plan leaves)"
         )
     changed = fingerprint.changed_parts(plan.fingerprint.parts, now.parts)
-    shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    shown = ", ".join(changed[:10]) + (
+        f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+    )
     raise StalePlanError(
         f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: {shown}"
     )
