@@ -1,0 +1,84 @@
+"""Small tools shared by tests: deterministic keys and plans, tree edits, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from regplan import signing, workflow
+from regplan.layout import Storage
+from regplan.plan import Plan
+from regplan.selection import ImageSpec, Selection
+
+NOW = datetime(2026, 11, 28, 10, 15, 0, tzinfo=UTC)
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def selection(
+    images: tuple[str, ...] = (), untagged: tuple[str, ...] = (), prune: bool = False
+) -> Selection:
+    return Selection(
+        images=tuple(ImageSpec.parse(i) for i in images), untagged=untagged, prune=prune
+    )
+
+
+def make_plan(root: Path, sel: Selection, *, stable_root: str | None = None) -> Plan:
+    """A signed plan; with ``stable_root`` the temp path is replaced so bytes are stable."""
+    storage = Storage.locate(root)
+    argv = ["regplan", "plan", "--root", stable_root or str(root)]
+    argv += [f"--image={i}" for i in sel.images] + [f"--untagged={u}" for u in sel.untagged]
+    argv += ["--prune"] if sel.prune else []
+    plan = workflow.make_plan(
+        storage=storage, selection=sel, argv=argv, key=KEY, signer="test-planner", now=NOW
+    )
+    if stable_root is None:
+        return plan
+    unsigned = attrs.evolve(plan, root=stable_root, signatures=())
+    return signing.sign(unsigned, KEY, role="planner", signer="test-planner", now=NOW)
+
+
+def write_pub(key: Ed25519PrivateKey, path: Path) -> Path:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    path.write_text(f"{signing.PUBLIC_PREFIX} {base64.b64encode(raw).decode()} test\n")
+    return path
+
+
+def content_hashes(root: Path) -> dict[str, str]:
+    """Every file's SHA-256, every directory and symlink, independent of regplan's code."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for d in dirnames:
+            out[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            rel = os.path.normpath(os.path.join(rel_dir, f))
+            if os.path.islink(p):
+                out[rel] = "link:" + os.readlink(p)
+            else:
+                with open(p, "rb") as fh:
+                    out[rel] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def remove_targets(root: Path, plan: Plan) -> None:
+    """Delete a plan's targets outright (tests only; regplan itself moves them)."""
+    import shutil
+
+    v2 = Storage.locate(root).v2
+    for t in plan.targets:
+        p = v2 / t.path
+        if p.is_dir():
+            shutil.rmtree(p)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from regplan.demo import Registry, build_demo, image
+from regplan.inventory import ProblemCode
+from regplan.layout import Digest, Storage, blob_data, revision_dir
+from regplan.manifests import ManifestKind
+from regplan.scan import scan
+
+
+def test_demo_inventory(demo_root: Path) -> None:
+    """Nested repositories, tags with history, index children as revisions."""
+    inv = scan(Storage.locate(demo_root))
+    assert sorted(inv.repositories) == ["old/repo", "team/app", "team/app/cache", "team/tool"]
+    app = inv.repositories["team/app"]
+    assert sorted(app.tags) == ["latest", "v1", "v2"]
+    assert len(app.tags["latest"].history) == 3
+    assert len(app.revisions) == 5
+    tool = inv.repositories["team/tool"]
+    current = tool.tags["1.0"].current
+    assert current is not None
+    assert inv.manifests[current].kind == ManifestKind.OCI_INDEX
+    assert inv.manifests[current].children <= tool.revisions
+    assert inv.problems == ()
+    assert app.tags["v1"].pushed_at < app.tags["latest"].pushed_at
+
+
+def _first_revision(root: Path, repo: str) -> tuple[Digest, Path]:
+    storage = Storage.locate(root)
+    inv = scan(storage)
+    d = min(inv.repositories[repo].revisions)
+    return d, storage.v2 / revision_dir(repo, d) / "link"
+
+
+def test_corrupt_empty_and_mismatched_links_are_problems(demo_root: Path) -> None:
+    d, link = _first_revision(demo_root, "old/repo")
+    link.write_text("sha256:nothex")
+    storage = Storage.locate(demo_root)
+    tag_link = storage.v2 / "repositories/team/app/_manifests/tags/v2/current/link"
+    tag_link.write_bytes(b"")
+    layer = next((storage.v2 / "repositories/team/tool/_layers/sha256").iterdir()) / "link"
+    layer.write_text(f"sha256:{'0' * 64}")
+    inv = scan(storage)
+    codes = {(p.code, p.path) for p in inv.problems}
+    assert (ProblemCode.CORRUPT_LINK, str(link.relative_to(storage.v2))) in codes
+    assert (ProblemCode.EMPTY_LINK, str(tag_link.relative_to(storage.v2))) in codes
+    assert (ProblemCode.LINK_MISMATCH, str(layer.relative_to(storage.v2))) in codes
+    assert inv.repositories["team/app"].tags["v2"].current is None
+    assert d in inv.repositories["old/repo"].revisions  # the path still names it
+
+
+def test_missing_blob_and_unparseable_manifest(tmp_path: Path) -> None:
+    reg = Registry.create(tmp_path)
+    a = reg.push("r/a", image([{"a": b"1"}]), "t")
+    b = reg.push("r/b", image([{"b": b"2"}]), "t")
+    (reg.v2 / blob_data(a)).unlink()
+    (reg.v2 / blob_data(b)).write_bytes(b"{not json")
+    inv = scan(Storage.locate(tmp_path))
+    codes = {p.code for p in inv.problems}
+    assert ProblemCode.MISSING_BLOB in codes
+    assert ProblemCode.UNREADABLE_MANIFEST in codes
+    assert not inv.manifests[a].known
+    assert not inv.manifests[b].known
+
+
+def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
+    build_demo(tmp_path)
+    v2 = Storage.locate(tmp_path).v2
+    os.symlink("/etc", v2 / "repositories" / "evil")
+    inv = scan(Storage.locate(tmp_path))
+    assert inv.tree.entries["repositories/evil"] == "s/etc"
+    assert not any(p.startswith("repositories/evil/") for p in inv.tree.entries)
+    assert any(p.code == ProblemCode.SYMLINK for p in inv.problems)
