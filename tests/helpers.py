@@ -48,9 +48,7 @@ def write_pub(key: Ed25519PrivateKey, path: Path) -> Path:
 
     from cryptography.hazmat.primitives import serialization
 
-    raw = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     path.write_text(f"{signing.PUBLIC_PREFIX} {base64.b64encode(raw).decode()} test\n")
     return path
 

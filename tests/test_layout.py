@@ -12,7 +12,11 @@ HEX = "a" * 64
 
 @pytest.mark.parametrize(
     "text",
-    [f"sha256:{HEX}", "sha512:" + "b" * 128, "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"],
+    [
+        f"sha256:{HEX}",
+        "sha512:" + "b" * 128,
+        "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8",
+    ],
 )
 def test_digest_parses_valid(text: str) -> None:
     """Algorithm and encoding come from the text, not a hard-coded sha256."""
@@ -20,7 +24,16 @@ def test_digest_parses_valid(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "sha256", f"sha256:{HEX[:-1]}", f"SHA256:{HEX}", f"sha256:{HEX.upper()}", f"sha256:{HEX}\n", ":abc"]
+    "text",
+    [
+        "",
+        "sha256",
+        f"sha256:{HEX[:-1]}",
+        f"SHA256:{HEX}",
+        f"sha256:{HEX.upper()}",
+        f"sha256:{HEX}\n",
+        ":abc",
+    ],
 )
 def test_digest_rejects_invalid(text: str) -> None:
     with pytest.raises(ValueError, match="digest"):

@@ -21,43 +21,84 @@ def desc(digest: str, mt: str = "application/octet-stream") -> dict[str, object]
 CASES = [
     (
         "schema1 (signed)",
-        {"schemaVersion": 1, "name": "x", "fsLayers": [{"blobSum": A}, {"blobSum": A}, {"blobSum": B}],
-         "signatures": [{"protected": "x"}]},
-        ManifestKind.SCHEMA1, {A, B}, set(), None,
+        {
+            "schemaVersion": 1,
+            "name": "x",
+            "fsLayers": [{"blobSum": A}, {"blobSum": A}, {"blobSum": B}],
+            "signatures": [{"protected": "x"}],
+        },
+        ManifestKind.SCHEMA1,
+        {A, B},
+        set(),
+        None,
     ),
     (
         "schema2",
-        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-         "config": desc(A), "layers": [desc(B), desc(C)]},
-        ManifestKind.SCHEMA2, {A, B, C}, set(), None,
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": desc(A),
+            "layers": [desc(B), desc(C)],
+        },
+        ManifestKind.SCHEMA2,
+        {A, B, C},
+        set(),
+        None,
     ),
     (
         "OCI manifest with mediaType",
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "config": desc(A), "layers": [desc(B)]},
-        ManifestKind.OCI_MANIFEST, {A, B}, set(), None,
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": desc(A),
+            "layers": [desc(B)],
+        },
+        ManifestKind.OCI_MANIFEST,
+        {A, B},
+        set(),
+        None,
     ),
     (
         "OCI manifest without mediaType, config is a reference",
         {"schemaVersion": 2, "config": desc(A), "layers": []},
-        ManifestKind.OCI_MANIFEST, {A}, set(), None,
+        ManifestKind.OCI_MANIFEST,
+        {A},
+        set(),
+        None,
     ),
     (
         "OCI referrer with subject",
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "config": desc(A), "layers": [desc(B)], "subject": desc(S)},
-        ManifestKind.OCI_MANIFEST, {A, B}, set(), S,
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": desc(A),
+            "layers": [desc(B)],
+            "subject": desc(S),
+        },
+        ManifestKind.OCI_MANIFEST,
+        {A, B},
+        set(),
+        S,
     ),
     (
         "Docker manifest list",
-        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-         "manifests": [desc(A), desc(B)]},
-        ManifestKind.MANIFEST_LIST, set(), {A, B}, None,
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [desc(A), desc(B)],
+        },
+        ManifestKind.MANIFEST_LIST,
+        set(),
+        {A, B},
+        None,
     ),
     (
         "OCI index without mediaType",
         {"schemaVersion": 2, "manifests": [desc(C)]},
-        ManifestKind.OCI_INDEX, set(), {C}, None,
+        ManifestKind.OCI_INDEX,
+        set(),
+        {C},
+        None,
     ),
 ]
 
@@ -68,7 +109,11 @@ CASES = [
     ids=[c[0] for c in CASES],
 )
 def test_references(
-    doc: dict[str, object], kind: ManifestKind, blobs: set[str], children: set[str], subject: str | None
+    doc: dict[str, object],
+    kind: ManifestKind,
+    blobs: set[str],
+    children: set[str],
+    subject: str | None,
 ) -> None:
     m = parse(json.dumps(doc).encode())
     assert m.known

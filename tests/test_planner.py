@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
-from regplan.demo import Registry, Blob, image, index
+from regplan.demo import Blob, Registry, image, index
 from regplan.errors import SelectionError
 from regplan.layout import (
-    Digest,
     Storage,
-    blob_dir,
     blob_data,
+    blob_dir,
     layer_dir,
     repo_dir,
     revision_dir,
@@ -277,7 +277,7 @@ def test_targets_are_disjoint(demo_root: Path) -> None:
     """Apart from pruned folders, no target lies inside another."""
     d = plan_for(demo_root, "team/app:v1", "old/repo", untagged=("*",))
     ps = sorted(paths(d))
-    for a, b in zip(ps, ps[1:], strict=False):
+    for a, b in itertools.pairwise(ps):
         assert not b.startswith(a + "/")
 
 
@@ -299,6 +299,6 @@ def test_request_matching_nothing_is_an_error(
 
 def test_globs_cross_slashes(demo_root: Path) -> None:
     d = plan_for(demo_root, untagged=("team/*",))
-    assert all(t.path.startswith("repositories/team/app/") or t.kind == TargetKind.BLOB
-               for t in d.targets)
-    assert Digest  # imported for type use in other tests
+    assert all(
+        t.path.startswith("repositories/team/app/") or t.kind == TargetKind.BLOB for t in d.targets
+    )

@@ -1,0 +1,209 @@
+"""The command line end to end, exit codes included (README: Exit codes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from regplan.cli import cli
+from regplan.layout import Storage
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> Result:
+    return runner.invoke(cli, list(args), catch_exceptions=False, env=env)
+
+
+@pytest.fixture
+def keys(runner: CliRunner, tmp_path: Path) -> tuple[Path, Path]:
+    key = tmp_path / "keys" / "plan.key"
+    result = run(runner, "keygen", str(key))
+    assert result.exit_code == 0, result.output
+    return key, Path(f"{key}.pub")
+
+
+def make(runner: CliRunner, root: Path, key: Path, out: Path, *sel: str) -> Result:
+    return run(runner, "plan", "--root", str(root), "--key", str(key), "-o", str(out), *sel)
+
+
+def test_plan_show_verify(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    r = make(runner, demo_root, key, out, "--image", "team/app:v1", "--untagged", "team/*")
+    assert r.exit_code == 0
+    assert f"written to {out}" in r.output
+    shown = run(runner, "show", str(out))
+    assert "Remove " in shown.output and "old/repo:2019" in shown.output
+    md = run(runner, "show", str(out), "--format", "markdown")
+    assert md.output.startswith("# regplan plan `")
+    as_json = json.loads(run(runner, "show", str(out), "--format", "json").output)
+    assert as_json["format"] == "regplan.plan"
+    ok = run(runner, "verify", str(out), "--trust", str(pub))
+    assert ok.exit_code == 0
+    assert ok.output.startswith("OK: plan ")
+
+
+def test_json_output_is_only_json(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    r = runner.invoke(
+        cli,
+        [
+            "plan",
+            "--root",
+            str(demo_root),
+            "--key",
+            str(key),
+            "-o",
+            str(out),
+            "--untagged",
+            "*",
+            "--json",
+        ],
+    )
+    doc = json.loads(r.stdout)
+    assert doc["path"] == str(out)
+    assert doc["targets"] > 0
+    v = runner.invoke(cli, ["verify", str(out), "--trust", str(pub), "--json"])
+    assert json.loads(v.stdout)["valid"] is True
+
+
+def test_default_output_and_env(
+    runner: CliRunner,
+    demo_root: Path,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REGISTRY_DATA_DIR and REGPLAN_KEY stand in for --root and --key; plans/ by default."""
+    key, pub = keys
+    monkeypatch.chdir(tmp_path)
+    r = run(
+        runner,
+        "plan",
+        "--prune",
+        env={"REGISTRY_DATA_DIR": str(demo_root), "REGPLAN_KEY": str(key)},
+    )
+    assert r.exit_code == 0, r.output
+    [written] = (tmp_path / "plans").glob("*.plan.json")
+    assert written.name[:8].isdigit()
+    v = run(runner, "verify", str(written), env={"REGPLAN_TRUST": str(pub)})
+    assert v.exit_code == 0, v.output
+
+
+def test_detailed_exitcode(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, _ = keys
+    r = make(runner, demo_root, key, tmp_path / "a.json", "--untagged", "*", "--detailed-exitcode")
+    assert r.exit_code == 2
+    r = make(
+        runner, demo_root, key, tmp_path / "b.json", "--untagged", "old/*", "--detailed-exitcode"
+    )
+    assert r.exit_code == 0
+
+
+def test_tampered_plan_exit_3(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1")
+    doc = json.loads(out.read_text())
+    doc["targets"][0]["path"] = "repositories/old/repo"
+    out.write_text(json.dumps(doc))
+    r = run(runner, "verify", str(out), "--trust", str(pub))
+    assert r.exit_code == 3
+    assert r.output.startswith("Error: signature by ed25519:")
+    assert r.output.count("\n") == 1
+
+
+def test_untrusted_key_exit_3(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, _ = keys
+    other = tmp_path / "other.key"
+    run(runner, "keygen", str(other))
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1")
+    r = run(runner, "verify", str(out), "--trust", f"{other}.pub")
+    assert r.exit_code == 3
+    assert "0 valid signature(s) from trusted keys" in r.output
+
+
+def test_stale_plan_exit_4_names_change(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1")
+    v2 = Storage.locate(demo_root).v2
+    (v2 / "repositories/old/repo/_manifests/tags/new/current").mkdir(parents=True)
+    r = run(runner, "verify", str(out), "--trust", str(pub))
+    assert r.exit_code == 4
+    assert "stale" in r.output and "repositories/old/repo (changed)" in r.output
+
+
+def test_plan_for_another_tree_exit_4(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from regplan.demo import Registry, image
+
+    key, pub = keys
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1")
+    other = tmp_path / "other"
+    Registry.create(other).push("x/y", image([{"a": b"b"}]), "t")
+    r = run(runner, "verify", str(out), "--trust", str(pub), "--root", str(other))
+    assert r.exit_code == 4
+    assert "repositories/x/y (new)" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["plan", "--image", "nope"], 1, "Error: --image nope: no repository matches"),
+        (["plan"], 2, "nothing selected"),
+        (["plan", "--image", "team/app:v1", "--root", "/nonexistent"], 1, "no such directory"),
+    ],
+)
+def test_errors_are_one_line(
+    runner: CliRunner,
+    demo_root: Path,
+    keys: tuple[Path, Path],
+    args: list[str],
+    code: int,
+    message: str,
+) -> None:
+    key, _ = keys
+    full = [*args, "--key", str(key)]
+    if "--root" not in args:
+        full += ["--root", str(demo_root)]
+    r = run(runner, *full)
+    assert r.exit_code == code
+    assert message in r.output
+
+
+def test_not_registry_storage(runner: CliRunner, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    key, _ = keys
+    r = run(runner, "plan", "--root", str(tmp_path), "--key", str(key), "--prune")
+    assert r.exit_code == 1
+    assert "is not registry storage: expected docker/registry/v2" in r.output
+
+
+def test_demo_command(runner: CliRunner, tmp_path: Path) -> None:
+    r = run(runner, "demo", str(tmp_path / "d"))
+    assert r.exit_code == 0, r.output
+    assert "5. regplan verify" in r.output
+    assert (tmp_path / "d" / "plans" / "demo.plan.json").is_file()

@@ -1,0 +1,50 @@
+"""Snapshots of the plan file and its renderings (update: pytest --snapshot-update)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regplan import codec, render
+from regplan.plan import Plan
+from tests.helpers import make_plan, selection
+
+REPO = Path(__file__).resolve().parent.parent
+STABLE_ROOT = "/var/lib/registry"
+
+
+@pytest.fixture
+def example(demo_root: Path) -> Plan:
+    """The plan ``regplan demo`` makes, with a stable root path."""
+    return make_plan(
+        demo_root, selection(("team/app:v1",), ("team/*",), prune=True), stable_root=STABLE_ROOT
+    )
+
+
+def test_example_plan_in_plans_folder_is_current(example: Plan, snapshot: Any) -> None:
+    """plans/example.plan.json is what the demo registry gives today."""
+    snapshot.snapshot_dir = REPO / "plans"
+    snapshot.assert_match(codec.dumps(example).decode(), "example.plan.json")
+
+
+def test_text(example: Plan, snapshot: Any) -> None:
+    snapshot.assert_match(render.text(example), "plan.txt")
+
+
+def test_markdown(example: Plan, snapshot: Any) -> None:
+    snapshot.assert_match(render.markdown(example), "plan.md")
+
+
+def test_whole_repository_plan_text(demo_root: Path, snapshot: Any) -> None:
+    plan = make_plan(demo_root, selection(("old/repo", "team/app")), stable_root=STABLE_ROOT)
+    snapshot.assert_match(render.text(plan), "whole-repos.txt")
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (5 * 1024**3 + 1, "5.0 GiB")],
+)
+def test_human_bytes(n: int, text: str) -> None:
+    assert render.human_bytes(n) == text

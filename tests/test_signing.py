@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import copy
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regplan import codec, signing
+from regplan.errors import KeyFileError, PlanFormatError, SignatureError
+from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, write_pub
+
+
+@pytest.fixture
+def raw(demo_root: Path) -> dict[str, Any]:
+    plan = make_plan(demo_root, selection(("team/app:v1",), ("team/*",), prune=True))
+    return codec.unstructure(plan)
+
+
+def trusted(tmp_path: Path, *keys: Any) -> list[signing.TrustedKey]:
+    return [signing.load_trusted(write_pub(k, tmp_path / f"k{i}.pub")) for i, k in enumerate(keys)]
+
+
+def leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path
+
+
+def mutate(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return str(value) + "x"
+
+
+def test_keygen_writes_private_0600_and_one_line_public(tmp_path: Path) -> None:
+    key = tmp_path / "conf" / "plan.key"
+    keyid = signing.keygen(key, comment="alice@host")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    pub = (tmp_path / "conf" / "plan.key.pub").read_text()
+    assert pub.count("\n") == 1
+    assert pub.startswith("regplan-ed25519 ")
+    assert pub.rstrip().endswith("alice@host")
+    assert signing.load_trusted(Path(f"{key}.pub")).keyid == keyid
+    signing.load_private(key)
+    with pytest.raises(KeyFileError, match="refusing to overwrite"):
+        signing.keygen(key, comment="x")
+
+
+def test_bad_key_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_text("hello")
+    with pytest.raises(KeyFileError, match="not an unencrypted PEM private key"):
+        signing.load_private(junk)
+    with pytest.raises(KeyFileError, match="not a regplan public key"):
+        signing.load_trusted(junk)
+    with pytest.raises(KeyFileError, match="cannot read"):
+        signing.load_private(tmp_path / "missing")
+
+
+def test_valid_signature_verifies(raw: dict[str, Any], tmp_path: Path) -> None:
+    [k] = signing.verify(raw, trusted(tmp_path, KEY))
+    assert k.keyid == signing.keyid_of(KEY.public_key())
+
+
+def test_every_edited_value_fails(raw: dict[str, Any], tmp_path: Path) -> None:
+    """Any single value changed anywhere in the body breaks the signature."""
+    keys = trusted(tmp_path, KEY)
+    body_leaves = [p for p in leaves(raw) if p[0] != "signatures"]
+    assert len(body_leaves) > 100
+    for path in body_leaves:
+        edited = copy.deepcopy(raw)
+        node = edited
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = mutate(node[path[-1]])
+        with pytest.raises(SignatureError, match="changed after it was signed"):
+            signing.verify(edited, keys)
+
+
+def test_dropped_target_and_changed_role_fail(raw: dict[str, Any], tmp_path: Path) -> None:
+    keys = trusted(tmp_path, KEY)
+    edited = copy.deepcopy(raw)
+    edited["targets"].pop()
+    with pytest.raises(SignatureError):
+        signing.verify(edited, keys)
+    edited = copy.deepcopy(raw)
+    edited["signatures"][0]["role"] = "approver"
+    with pytest.raises(SignatureError):
+        signing.verify(edited, keys)
+
+
+def test_reformatting_keeps_signature(raw: dict[str, Any], tmp_path: Path) -> None:
+    """Whitespace and key order are not values."""
+    reformatted = json.loads(json.dumps(raw, sort_keys=True, indent=7))
+    signing.verify(reformatted, trusted(tmp_path, KEY))
+
+
+def test_untrusted_key_fails(raw: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(SignatureError, match=r"0 valid signature.*untrusted ed25519:"):
+        signing.verify(raw, trusted(tmp_path, OTHER_KEY))
+
+
+def test_unsigned_and_no_trust(raw: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(SignatureError, match="no trusted keys"):
+        signing.verify(raw, [])
+    with pytest.raises(SignatureError, match="not signed"):
+        signing.verify({**raw, "signatures": []}, trusted(tmp_path, KEY))
+
+
+def test_approval_counts_distinct_keys(demo_root: Path, tmp_path: Path) -> None:
+    plan = make_plan(demo_root, selection(("team/app:v1",)))
+    keys = trusted(tmp_path, KEY, OTHER_KEY)
+    with pytest.raises(SignatureError, match=r"1 valid signature.*2 required"):
+        signing.verify(codec.unstructure(plan), keys, required=2)
+    approved = signing.sign(plan, OTHER_KEY, role="approver", signer="bob", now=NOW)
+    assert approved.targets == plan.targets
+    assert len(signing.verify(codec.unstructure(approved), keys, required=2)) == 2
+    twice = signing.sign(plan, KEY, role="approver", signer="alice-again", now=NOW)
+    with pytest.raises(SignatureError, match="2 required"):
+        signing.verify(codec.unstructure(twice), keys, required=2)
+
+
+def test_codec_round_trip_and_strictness(raw: dict[str, Any]) -> None:
+    plan = codec.structure(raw, source="p")
+    assert codec.unstructure(plan) == raw
+    data = codec.dumps(plan)
+    assert data.endswith(b"}\n")
+    assert codec.dumps(codec.structure(json.loads(data), source="p")) == data
+    with pytest.raises(PlanFormatError, match="extra fields"):
+        codec.structure({**raw, "surprise": 1}, source="p")
+    with pytest.raises(PlanFormatError, match="version 2 is not supported"):
+        codec.parse_json(json.dumps({**raw, "version": 2}).encode(), source="p")
+    with pytest.raises(PlanFormatError, match="not a regplan plan"):
+        codec.parse_json(b"{}", source="p")
+    with pytest.raises(PlanFormatError, match="not JSON"):
+        codec.parse_json(b"{", source="p")
