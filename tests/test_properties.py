@@ -1,0 +1,178 @@
+"""Planner invariants on random registries and random requests (hypothesis).
+
+Each example writes a real tree, plans, deletes the targets, and checks the
+tree that remains with an independent reading of the manifests (plain json).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from regplan import fingerprint
+from regplan.demo import Index, Registry, image, index
+from regplan.errors import SelectionError
+from regplan.layout import Storage, blob_data, layer_dir, repo_dir, revision_dir, tag_dir
+from regplan.planner import decide
+from regplan.scan import scan, walk
+from regplan.selection import resolve
+from tests.helpers import remove_targets, selection
+
+REPOS = ["a", "a/b", "c/d", "e"]
+TAGS = ["t1", "t2", "latest"]
+
+layer_sets = st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True)
+push = st.tuples(
+    st.sampled_from(REPOS),
+    st.sampled_from([*TAGS, None]),
+    st.sampled_from(["image", "index", "referrer"]),
+    layer_sets,
+    layer_sets,
+)
+
+
+def build(root: Path, pushes: list[tuple[str, str | None, str, list[int], list[int]]]) -> None:
+    reg = Registry.create(root)
+    last: dict[str, object] = {}
+    for n, (repo, tag, kind, la, lb) in enumerate(pushes):
+        files = [{f"l{i}": f"layer {i}".encode()} for i in la]
+        if kind == "index":
+            item: object = index(
+                [image(files, arch="amd64"), image([{f"l{i}": b"x"} for i in lb], arch="arm64")]
+            )
+        elif kind == "referrer" and repo in last:
+            subject = last[repo]
+            manifest = subject.manifest  # type: ignore[attr-defined]
+            item = image([{"sig": str(n).encode()}], subject=manifest)
+        else:
+            item = image(files, created=f"2026-01-{1 + n % 28:02d}T00:00:00Z")
+        reg.push(repo, item, tag)  # type: ignore[arg-type]
+        last[repo] = item
+
+
+def manifest_refs(v2: Path, digest: str) -> tuple[set[str], set[str], str | None]:
+    """(blobs, children, subject) by plain json, independent of regplan.manifests."""
+    algo, hexd = digest.split(":")
+    doc = json.loads((v2 / "blobs" / algo / hexd[:2] / hexd / "data").read_bytes())
+    blobs = {doc["config"]["digest"], *(x["digest"] for x in doc.get("layers", []))} if "config" in doc else set()
+    children = {m["digest"] for m in doc.get("manifests", [])}
+    subject = doc.get("subject", {}).get("digest")
+    return blobs, children, subject
+
+
+def check_servable(v2: Path, repo: str, digest: str, seen: set[str]) -> None:
+    """The registry could serve this manifest: revision, blob, children, layers, links."""
+    if digest in seen:
+        return
+    seen.add(digest)
+    algo, hexd = digest.split(":")
+    assert (v2 / f"repositories/{repo}/_manifests/revisions/{algo}/{hexd}/link").is_file(), digest
+    assert (v2 / "blobs" / algo / hexd[:2] / hexd / "data").is_file()
+    blobs, children, _ = manifest_refs(v2, digest)
+    for b in blobs:
+        ba, bh = b.split(":")
+        assert (v2 / "blobs" / ba / bh[:2] / bh / "data").is_file(), b
+        assert (v2 / f"repositories/{repo}/_layers/{ba}/{bh}/link").is_file(), b
+    for c in children:
+        check_servable(v2, repo, c, seen)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    pushes=st.lists(push, min_size=1, max_size=10),
+    images=st.lists(
+        st.tuples(st.sampled_from(REPOS), st.sampled_from([*TAGS, None])), max_size=3
+    ),
+    untagged=st.lists(st.sampled_from([*REPOS, "*", "a*"]), max_size=2),
+    prune=st.booleans(),
+)
+def test_planner_invariants(
+    pushes: list[tuple[str, str | None, str, list[int], list[int]]],
+    images: list[tuple[str, str | None]],
+    untagged: list[str],
+    prune: bool,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build(root, pushes)
+        storage = Storage.locate(root)
+        v2 = storage.v2
+        inv = scan(storage)
+        specs = tuple(r if t is None else f"{r}:{t}" for r, t in images)
+        sel = selection(specs, tuple(untagged), prune)
+        try:
+            req = resolve(sel, inv)
+        except SelectionError:
+            assume(False)
+            raise
+        decision = decide(inv, req, prune=prune)
+        before = fingerprint.digest_entries(inv.tree.entries)
+        removed = {p for t in decision.targets for p in inv.tree.subtree(t.path)}
+        predicted = fingerprint.predict_after(inv.tree.entries, before, removed)
+
+        # Nothing outside the request's consequence: untouched repositories keep every path.
+        touched = set(req.repos) | {r for r, _ in req.tags} | set(req.untagged)
+        for name in inv.repositories:
+            if name in touched:
+                continue
+            own = repo_dir(name)
+            for t in decision.targets:
+                if t.kind.value == "empty_dir":
+                    continue
+                assert not (t.path == own or t.path.startswith(own + "/_")), (name, t.path)
+        # Kept tags are the tags of untouched-or-partly-touched repos that were not requested.
+        kept_tags = [
+            (name, tag, inv.repositories[name].tags[tag].current)
+            for name in inv.repositories
+            if name not in req.repos
+            for tag in inv.repositories[name].tags
+            if (name, tag) not in req.tags
+        ]
+        remaining_revs = {
+            (name, d)
+            for name, repo in inv.repositories.items()
+            if name not in req.repos
+            for d in repo.revisions
+            if revision_dir(name, d) not in removed
+        }
+
+        remove_targets(root, decision)  # type: ignore[arg-type]
+        if prune:
+            assert (v2 / "blobs").is_dir() and (v2 / "repositories").is_dir()
+
+        # The whole closure of every kept tag survives, and so does every revision that stays.
+        for name, tag, current in kept_tags:
+            assert (v2 / tag_dir(name, tag) / "current" / "link").is_file()
+            assert current is not None
+            check_servable(v2, name, str(current), set())
+        for name, d in remaining_revs:
+            check_servable(v2, name, str(d), set())
+            _, _, subject = manifest_refs(v2, str(d))
+        # A referrer of a manifest that stays, stays.
+        for name, repo in inv.repositories.items():
+            for d in repo.revisions:
+                m = inv.manifests[d]
+                if m.subject is None:
+                    continue
+                if (name, m.subject) in remaining_revs:
+                    assert (name, d) in remaining_revs, "referrer of a kept manifest removed"
+        # Removed blobs: nothing that remains references them.
+        for t in decision.targets:
+            if t.kind.value == "blob":
+                assert not (v2 / t.path).exists()
+        for name, d in remaining_revs:
+            blobs, _, _ = manifest_refs(v2, str(d))
+            for b in blobs:
+                assert (v2 / blob_data(type(d).parse(b))).is_file()
+                assert (v2 / layer_dir(name, type(d).parse(b))).is_dir()
+        # The predicted fingerprint is the tree's.
+        assert fingerprint.digest_entries(walk(v2).entries).digest == predicted.digest
+        assert not isinstance(None, Index)
