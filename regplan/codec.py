@@ -7,6 +7,7 @@ from typing import Any
 
 import cattrs
 from cattrs.preconf.json import make_converter as _json_converter
+from cattrs.v import format_exception
 
 from regplan.errors import PlanFormatError
 from regplan.plan import FORMAT, VERSION, Plan
@@ -56,12 +57,19 @@ def parse_json(data: bytes, *, source: str) -> dict[str, Any]:
     return raw
 
 
+def _describe(exc: BaseException, type_: type | None) -> str:
+    """Keep a validator's own message (e.g. why a target path is refused)."""
+    if type(exc) is ValueError and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
 def structure(raw: dict[str, Any], *, source: str) -> Plan:
     try:
         return _converter.structure(raw, Plan)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as e:
         detail = (
-            "; ".join(cattrs.transform_error(e))
+            "; ".join(cattrs.transform_error(e, format_exception=_describe))
             if isinstance(e, cattrs.BaseValidationError)
             else str(e)
         )

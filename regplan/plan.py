@@ -30,9 +30,18 @@ class TargetKind(enum.Enum):
         return list(TargetKind).index(self)
 
 
+def _safe_path(_: object, __: attrs.Attribute[str], value: str) -> None:
+    """Inside blobs/ or repositories/, no empty, '.' or '..' components: never outside the tree."""
+    parts = value.split("/")
+    if len(parts) < 2 or parts[0] not in ("blobs", "repositories"):
+        raise ValueError(f"target path {value!r} is not under blobs/ or repositories/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"target path {value!r} has an empty, '.' or '..' component")
+
+
 @attrs.frozen(kw_only=True)
 class Target:
-    path: str
+    path: str = attrs.field(validator=_safe_path)
     """Relative to docker/registry/v2, POSIX, no trailing slash."""
     kind: TargetKind
     reason: str

@@ -145,3 +145,14 @@ def test_codec_round_trip_and_strictness(raw: dict[str, Any]) -> None:
         codec.parse_json(b"{}", source="p")
     with pytest.raises(PlanFormatError, match="not JSON"):
         codec.parse_json(b"{", source="p")
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc", "repositories/../../etc", "repositories", "docker/x", "blobs//a", "blobs/./a"]
+)
+def test_plan_paths_outside_the_tree_are_refused(raw: dict[str, Any], path: str) -> None:
+    """Even a validly signed plan cannot name a path outside blobs/ or repositories/."""
+    edited = copy.deepcopy(raw)
+    edited["targets"][0]["path"] = path
+    with pytest.raises(PlanFormatError, match="target path"):
+        codec.structure(edited, source="p")

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.realreg import RealRegistry, require_binaries
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[Path], RealRegistry]]:
+    """Start a real registry over a rootdirectory; all are stopped at the end."""
+    require_binaries()
+    started: list[RealRegistry] = []
+
+    def start(root: Path) -> RealRegistry:
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        reg = RealRegistry(root, work)
+        reg.start()
+        started.append(reg)
+        return reg
+
+    yield start
+    for reg in started:
+        reg.stop()
