@@ -25,7 +25,9 @@ def require_binaries() -> None:
     missing = [b for b in (REGISTRY, SKOPEO) if shutil.which(b) is None]
     if not missing:
         return
-    message = f"real registry tests need {', '.join(missing)} (apt-get install docker-registry skopeo)"
+    message = (
+        f"real registry tests need {', '.join(missing)} (apt-get install docker-registry skopeo)"
+    )
     if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
         pytest.fail(message + "; REGPLAN_REQUIRE_REAL_REGISTRY=1 makes this a failure")
     pytest.skip(message)
@@ -106,8 +108,13 @@ class RealRegistry:
         ref = f"{repo}:{tag}" if tag else f"{repo}@{item.digest}"
         extra = ["--all"] if isinstance(item, Index) else []
         r = self._skopeo(
-            "copy", "-q", "--dest-tls-verify=false", "--preserve-digests", *extra,
-            f"oci:{layout}:x", f"docker://{self.host}/{ref}",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            *extra,
+            f"oci:{layout}:x",
+            f"docker://{self.host}/{ref}",
         )
         assert r.returncode == 0, r.stderr
         shutil.rmtree(layout)
@@ -117,8 +124,12 @@ class RealRegistry:
         self._n += 1
         out = self.work / f"pull-{self._n}"
         r = self._skopeo(
-            "copy", "-q", "--all", "--src-tls-verify=false",
-            f"docker://{self.host}/{ref}", f"oci:{out}:x",
+            "copy",
+            "-q",
+            "--all",
+            "--src-tls-verify=false",
+            f"docker://{self.host}/{ref}",
+            f"oci:{out}:x",
         )
         shutil.rmtree(out, ignore_errors=True)
         return r.returncode == 0
@@ -126,7 +137,10 @@ class RealRegistry:
     def garbage_collect(self, *flags: str) -> str:
         r = subprocess.run(
             [REGISTRY, "garbage-collect", *flags, str(self.config)],
-            capture_output=True, text=True, timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert r.returncode == 0, r.stderr
         return r.stdout + r.stderr
