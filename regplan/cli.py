@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from regplan import __version__, codec, render, signing, walkthrough, workflow
-from regplan.errors import RegplanError
+from regplan import __version__, apply, codec, render, signing, walkthrough, workflow
+from regplan.errors import ApplyError, RegplanError
 from regplan.layout import Storage
-from regplan.selection import ImageSpec, Selection
+from regplan.progress import Reporter
+from regplan.selection import ImageSpec, Selection, parse_age
 
 log = logging.getLogger("regplan")
 
@@ -225,6 +226,139 @@ def verify(
             f"OK: plan {v.plan.plan_id} is signed by {len(signers)} trusted key(s) "
             f"({', '.join(signers)}) and matches {v.storage.root}"
         )
+
+
+@cli.command()
+@click.argument("plan_file", type=ExistingFile)
+@click.option(
+    "--key",
+    type=ExistingFile,
+    envvar="REGPLAN_KEY",
+    required=True,
+    help="The reviewer's private key. [env: REGPLAN_KEY]",
+)
+@click.option("--signer", default=default_signer, help="Name recorded with the signature.")
+@trust_option
+def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) -> None:
+    """Co-sign PLAN as approver (with --trust, check the existing signatures first)."""
+    approved = workflow.approve(
+        plan_file,
+        key=signing.load_private(key),
+        signer=signer,
+        now=now(),
+        trusted=signing.trusted_from(trust),
+    )
+    roles = ", ".join(f"{s.role} {s.signer}" for s in approved.signatures)
+    click.echo(f"Approved plan {approved.plan_id}; signatures: {roles}")
+
+
+@cli.command("apply")
+@click.argument("plan_file", type=ExistingFile)
+@trust_option
+@root_option
+@click.option(
+    "--require-signatures",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Distinct trusted keys that must have signed.",
+)
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def apply_cmd(
+    plan_file: Path,
+    trust: tuple[Path, ...],
+    root: Path | None,
+    require_signatures: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
+    reporter = Reporter("moving", enabled=False if (quiet or as_json) else None)
+    result = apply.apply_plan(
+        plan_path=plan_file,
+        trusted=signing.trusted_from(trust),
+        root=root,
+        required=require_signatures,
+        now=now(),
+        progress=reporter.fraction,
+    )
+    reporter.done()
+    if as_json:
+        emit_json(
+            {
+                "apply_id": result.apply_id,
+                "plan_id": result.plan_id,
+                "moved": result.moved,
+                "bytes": result.bytes,
+                "quarantine": str(result.quarantine),
+                "resumed": result.resumed,
+                "fingerprint_ok": result.fingerprint_ok,
+                "changed": list(result.changed),
+            }
+        )
+    else:
+        click.echo(render.applied(result))
+    if not result.fingerprint_ok:
+        raise ApplyError(
+            f"apply {result.apply_id} finished, but the tree differs from the plan's prediction "
+            f"({'; '.join(result.changed)}): something wrote meanwhile; check, then undo with: "
+            f"regplan rollback {result.apply_id}"
+        )
+
+
+@cli.command()
+@click.argument("apply_id")
+@root_option
+@json_option
+def rollback(apply_id: str, root: Path | None, as_json: bool) -> None:
+    """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
+    result = apply.rollback(storage=_storage(root), apply_id=apply_id, now=now())
+    if as_json:
+        emit_json(
+            {
+                "apply_id": result.apply_id,
+                "restored": result.restored,
+                "fingerprint_ok": result.fingerprint_ok,
+                "changed": list(result.changed),
+            }
+        )
+    else:
+        click.echo(render.rolled_back(result))
+    if not result.fingerprint_ok:
+        raise ApplyError(
+            f"rolled back {apply_id}, but the tree differs from the plan's before "
+            f"({'; '.join(result.changed)}): something else changed it meanwhile"
+        )
+
+
+@cli.command()
+@click.argument("apply_id", required=False)
+@click.option("--older-than", metavar="AGE", help="Every applied one older than AGE (e.g. 7d).")
+@root_option
+@json_option
+def purge(apply_id: str | None, older_than: str | None, root: Path | None, as_json: bool) -> None:
+    """Delete the quarantine of APPLY_ID (or of every applied one older than AGE) for good."""
+    if (apply_id is None) == (older_than is None):
+        raise click.UsageError("give an APPLY_ID or --older-than AGE")
+    age = parse_age(older_than) if older_than is not None else None
+    done = apply.purge(storage=_storage(root), apply_id=apply_id, older_than=age, now=now())
+    if as_json:
+        emit_json([r.apply_id for r in done])
+    else:
+        click.echo(render.purged(done))
+
+
+@cli.command()
+@root_option
+@json_option
+def history(root: Path | None, as_json: bool) -> None:
+    """List the applies recorded in the storage, oldest first."""
+    found = apply.records(_storage(root))
+    if as_json:
+        emit_json([apply.record_json(r) for r in found])
+    else:
+        click.echo(render.history(found), nl=False)
 
 
 @cli.command()

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import shlex
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from regplan.layout import split_repo
+
+if TYPE_CHECKING:
+    from regplan.apply import ApplyResult, RollbackResult
+    from regplan.journal import ApplyRecord
 from regplan.plan import Plan, Target, TargetKind
 
 
@@ -166,3 +172,51 @@ def markdown(plan: Plan) -> str:
         f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures
     ]
     return "\n".join(out) + "\n"
+
+
+RESTART = "Restart the registry now: it caches blob descriptors in memory."
+
+
+def applied(r: ApplyResult) -> str:
+    verb = "Resumed and finished" if r.resumed else "Applied"
+    return "\n".join(
+        [
+            f"{verb} plan {r.plan_id} as {r.apply_id}: moved {r.moved} directories, "
+            f"{human_bytes(r.bytes)} now in quarantine ({r.quarantine}).",
+            RESTART,
+            f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
+            f"regplan purge {r.apply_id}",
+        ]
+    )
+
+
+def rolled_back(r: RollbackResult) -> str:
+    return (
+        f"Rolled back {r.apply_id}: {r.restored} directories moved back, "
+        f"{r.recreated} pruned directories recreated"
+        + (", the tree is as before the apply." if r.fingerprint_ok else ".")
+        + "\n"
+        + RESTART
+    )
+
+
+def purged(done: Sequence[ApplyRecord]) -> str:
+    if not done:
+        return "Nothing to purge."
+    return "\n".join(f"Purged {r.apply_id} (plan {r.plan_id})." for r in done)
+
+
+def history(found: Sequence[ApplyRecord]) -> str:
+    if not found:
+        return "No applies recorded.\n"
+    rows = [("APPLY ID", "STATE", "PLAN", "STARTED", "TARGETS", "IN QUARANTINE")]
+    rows += [
+        (r.apply_id, r.state.value, r.plan_id, r.started_at, str(r.targets), human_bytes(r.bytes))
+        for r in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines += [f"  {r.apply_id}: {r.note}" for r in found if r.note]
+    return "\n".join(lines) + "\n"

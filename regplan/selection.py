@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 
 import attrs
 
@@ -104,3 +106,15 @@ def resolve(selection: Selection, inventory: Inventory) -> Resolved:
     tags = {k: v for k, v in tags.items() if k[0] not in repos}
     untagged = {k: v for k, v in untagged.items() if k not in repos}
     return Resolved(repos=repos, tags=tags, untagged=untagged)
+
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w``."""
+    m = _AGE.match(text.strip())
+    if m is None:
+        raise SelectionError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})

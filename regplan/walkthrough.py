@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from regplan import render, signing, workflow
+from regplan import apply, render, signing, workflow
 from regplan.demo import build_demo
 from regplan.layout import Storage
 from regplan.selection import ImageSpec, Selection
@@ -65,5 +65,33 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     echo("")
     workflow.load_verified(plan_path, trusted=[signing.load_trusted(Path(f"{key}.pub"))], root=root)
     echo(f"5. regplan verify {plan_path} --trust {key}.pub: signature valid, tree unchanged.")
-    echo(f"   Everything is under {base}.")
+    echo("")
+    trusted = [signing.load_trusted(Path(f"{key}.pub"))]
+
+    def apply_once(step: str) -> str:
+        result = apply.apply_plan(
+            plan_path=plan_path, trusted=trusted, root=root, required=1, now=now
+        )
+        echo(f"{step}. regplan apply {plan_path} --trust {key}.pub")
+        echo("   Checks the signature and that the tree is unchanged, then moves each target")
+        echo("   into a quarantine under a journal; re-running it after a crash finishes the job.")
+        for line in render.applied(result).splitlines():
+            echo("   " + line)
+        return result.apply_id
+
+    first = apply_once("6")
+    echo(f"7. regplan history --root {root}")
+    for line in render.history(apply.records(storage)).splitlines():
+        echo("   " + line)
+    back = apply.rollback(storage=storage, apply_id=first, now=now)
+    echo(f"8. regplan rollback {first} --root {root}")
+    echo("   Everything moves back, pruned folders are recreated: byte for byte as before.")
+    for line in render.rolled_back(back).splitlines():
+        echo("   " + line)
+    second = apply_once("9")
+    done = apply.purge(storage=storage, apply_id=second, older_than=None, now=now)
+    echo(f"10. regplan purge {second} --root {root}")
+    echo("   The quarantine is deleted for good; the plan and journal stay as the record.")
+    echo("   " + render.purged(done))
+    echo(f"Everything is under {base}.")
     return base

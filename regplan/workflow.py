@@ -17,7 +17,7 @@ import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__, codec, fingerprint, signing
-from regplan.errors import PlanFormatError, StalePlanError
+from regplan.errors import PlanFormatError, SignatureError, StalePlanError
 from regplan.layout import Storage
 from regplan.plan import (
     Fingerprint,
@@ -162,3 +162,24 @@ def describe_changes(changed: Sequence[str], limit: int = 10) -> str:
         text += ("; " if text else "") + f"{len(shards)} blob shard(s) ({shards[0]}"
         text += ", …)" if len(shards) > 1 else ")"
     return text
+
+
+def approve(
+    path: Path,
+    *,
+    key: Ed25519PrivateKey,
+    signer: str,
+    now: datetime,
+    trusted: Sequence[signing.TrustedKey] = (),
+) -> Plan:
+    """Add an approver's signature; the body stays as it is, so earlier signatures hold."""
+    raw, _ = read_raw(path)
+    if trusted:
+        signing.verify(raw, trusted)
+    plan = codec.structure(raw, source=str(path))
+    keyid = signing.keyid_of(key.public_key())
+    if any(s.keyid == keyid for s in plan.signatures):
+        raise SignatureError(f"{path} is already signed by {keyid}")
+    approved = signing.sign(plan, key, role="approver", signer=signer, now=now)
+    write_plan(approved, path)
+    return approved

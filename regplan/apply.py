@@ -1,0 +1,446 @@
+"""Apply, rollback, purge and history: the transaction, driven by the journal.
+
+Apply moves each target directory by ``rename`` into
+``regplan-state/quarantine/<apply_id>/<original path>``, in the plan's order,
+in batches: the batch is announced in the journal (fsynced), moved, and the
+touched directories are fsynced. Every step is idempotent and decided by where
+each target is (storage or quarantine), so a run killed at any point is
+finished by running ``apply`` again, or undone by ``rollback``.
+Pruned (empty) directories are removed with ``rmdir`` after their mode is
+journaled, and recreated by rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from regplan import codec, fingerprint, signing
+from regplan.errors import ApplyError, StalePlanError
+from regplan.journal import ApplyRecord, Journal, State, read_journal, read_state, write_state
+from regplan.layout import Storage, part_of
+from regplan.lock import StorageLock
+from regplan.plan import Plan, Target, TargetKind
+from regplan.quarantine import fsync_dir, move, real_dir, same_filesystem
+from regplan.workflow import check_fresh, current_digest, describe_changes, read_raw
+
+log = logging.getLogger(__name__)
+
+BATCH = 512
+"""Moves per journal record and per round of directory fsyncs (group commit)."""
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) as moves proceed."""
+
+
+def _iso(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.frozen(kw_only=True)
+class ApplyResult:
+    apply_id: str
+    plan_id: str
+    moved: int
+    bytes: int
+    quarantine: Path
+    resumed: bool
+    fingerprint_ok: bool
+    changed: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RollbackResult:
+    apply_id: str
+    restored: int
+    recreated: int
+    fingerprint_ok: bool
+    changed: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Paths:
+    """Where one apply keeps its record and its quarantine."""
+
+    storage: Storage
+    apply_id: str
+
+    @property
+    def record(self) -> Path:
+        return self.storage.state / "applies" / self.apply_id
+
+    @property
+    def quarantine(self) -> Path:
+        return self.storage.state / "quarantine" / self.apply_id
+
+    @property
+    def journal(self) -> Path:
+        return self.record / "journal"
+
+    @property
+    def plan(self) -> Path:
+        return self.record / "plan.json"
+
+
+def record_json(r: ApplyRecord) -> dict[str, Any]:
+    """One apply as ``history --json`` prints it."""
+    return {
+        "apply_id": r.apply_id,
+        "state": r.state.value,
+        "plan_id": r.plan_id,
+        "started_at": r.started_at,
+        "updated_at": r.updated_at,
+        "targets": r.targets,
+        "bytes": r.bytes,
+        "note": r.note,
+    }
+
+
+def lock(storage: Storage, command: str) -> StorageLock:
+    return StorageLock(storage.state / "lock", command=command)
+
+
+def records(storage: Storage) -> list[ApplyRecord]:
+    """Every apply recorded in the storage's state, oldest first."""
+    base = storage.state / "applies"
+    if not base.is_dir():
+        return []
+    found = [read_state(d) for d in base.iterdir() if (d / "state.json").exists()]
+    return sorted(found, key=lambda r: (r.started_at, r.apply_id))
+
+
+def _new_id(now: datetime) -> str:
+    """UTC time for reading, random hex for uniqueness (two applies can share a second)."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+# -- apply ---------------------------------------------------------------------
+
+
+def apply_plan(
+    *,
+    plan_path: Path,
+    trusted: Sequence[signing.TrustedKey],
+    root: Path | None,
+    required: int,
+    now: datetime,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Verify, then move the plan's targets into quarantine (or finish an interrupted apply)."""
+    raw, data = read_raw(plan_path)
+    signing.verify(raw, trusted, required=required)
+    plan = codec.structure(raw, source=str(plan_path))
+    storage = Storage.locate(root if root is not None else Path(plan.root))
+    with lock(storage, f"apply {plan.plan_id}"):
+        previous = [r for r in records(storage) if r.plan_id == plan.plan_id]
+        for r in previous:
+            if r.state in (State.APPLIED, State.PURGING, State.PURGED):
+                raise StalePlanError(f"plan {plan.plan_id} was already applied as {r.apply_id}")
+            if r.state == State.ROLLING_BACK:
+                raise ApplyError(
+                    f"apply {r.apply_id} of this plan was interrupted while rolling back: "
+                    f"finish it with: regplan rollback {r.apply_id}"
+                )
+        resuming = next((r for r in previous if r.state == State.APPLYING), None)
+        if resuming is not None:
+            paths = Paths(storage, resuming.apply_id)
+            log.info("resuming apply %s", resuming.apply_id)
+            record = resuming
+        else:
+            check_fresh(plan, storage)
+            paths = Paths(storage, _new_id(now))
+            _preflight(plan, storage, paths)
+            record = _begin(plan, data, paths, now)
+        with Journal(paths.journal) as journal:
+            moved = _move_targets(plan, paths, journal, progress)
+        after = current_digest(storage)
+        ok = after.digest == plan.fingerprint.after
+        changed = () if ok else _unexpected_changes(plan, after)
+        note = "" if ok else "tree differs from the plan's prediction: " + describe_changes(changed)
+        write_state(
+            paths.record,
+            attrs.evolve(record, state=State.APPLIED, updated_at=_iso(now), note=note),
+        )
+    return ApplyResult(
+        apply_id=paths.apply_id,
+        plan_id=plan.plan_id,
+        moved=moved,
+        bytes=plan.summary.bytes,
+        quarantine=paths.quarantine,
+        resumed=resuming is not None,
+        fingerprint_ok=ok,
+        changed=changed,
+    )
+
+
+def _unexpected_changes(plan: Plan, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
+    """Name what differs from the plan's prediction, as precisely as the parts allow."""
+    touched = {part_of(t.path) for t in plan.targets}
+    expected = {k: v for k, v in plan.fingerprint.parts.items() if k not in touched}
+    seen = {k: v for k, v in actual.parts.items() if k not in touched}
+    changed = fingerprint.changed_parts(expected, seen)
+    return tuple(changed) or (f"within the {len(touched)} part(s) this plan changes",)
+
+
+def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
+    """Before anything moves: real directories only, and a quarantine that can take renames."""
+    for t in plan.targets:
+        if not real_dir(storage.v2, t.path):
+            raise StalePlanError(f"target {t.path} vanished since planning")
+        if os.path.lexists(paths.quarantine / t.path):
+            raise ApplyError(f"quarantine already holds {paths.quarantine / t.path}")
+    paths.quarantine.mkdir(parents=True, exist_ok=True)
+    try:
+        same_filesystem(storage.v2, paths.quarantine)
+    except ApplyError:
+        shutil.rmtree(paths.quarantine, ignore_errors=True)
+        raise
+
+
+def _begin(plan: Plan, data: bytes, paths: Paths, now: datetime) -> ApplyRecord:
+    paths.record.mkdir(parents=True)
+    (paths.plan).write_bytes(data)
+    record = ApplyRecord(
+        apply_id=paths.apply_id,
+        plan_id=plan.plan_id,
+        state=State.APPLYING,
+        root=str(paths.storage.root),
+        started_at=_iso(now),
+        updated_at=_iso(now),
+        targets=len(plan.targets),
+        bytes=plan.summary.bytes,
+    )
+    write_state(paths.record, record)
+    fsync_dir(paths.record.parent)
+    return record
+
+
+def _where(v2: Path, quarantine: Path, t: Target) -> str:
+    """'storage', 'quarantine', or an error when it is in both or neither."""
+    at_source = real_dir(v2, t.path)
+    in_quarantine = os.path.lexists(quarantine / t.path)
+    if at_source and not in_quarantine:
+        return "storage"
+    if in_quarantine and not at_source:
+        return "quarantine"
+    if at_source:
+        raise ApplyError(
+            f"{t.path} is both in the storage and in the quarantine: something recreated it "
+            "during the apply; nothing further was moved"
+        )
+    raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
+
+
+def _batches(targets: Sequence[Target]) -> Iterator[tuple[int, Sequence[Target]]]:
+    for i in range(0, len(targets), BATCH):
+        yield i, targets[i : i + BATCH]
+
+
+def _move_targets(plan: Plan, paths: Paths, journal: Journal, progress: Progress | None) -> int:
+    v2 = paths.storage.v2
+    movable = [t for t in plan.targets if t.kind != TargetKind.EMPTY_DIR]
+    pruned = [t for t in plan.targets if t.kind == TargetKind.EMPTY_DIR]
+    total = len(plan.targets)
+    moved = 0
+    for start, batch in _batches(movable):
+        todo = [t for t in batch if _where(v2, paths.quarantine, t) == "storage"]
+        if todo:
+            journal.append({"op": "move", "from": start, "to": start + len(batch)})
+            dirs: set[Path] = set()
+            for t in todo:
+                src, dst = v2 / t.path, paths.quarantine / t.path
+                try:
+                    move(src, dst)
+                except OSError as e:
+                    raise ApplyError(
+                        f"could not move {t.path}: {e.strerror}; {moved} moved so far, "
+                        f"undo with: regplan rollback {paths.apply_id}"
+                    ) from None
+                dirs.update((src.parent, dst.parent))
+                moved += 1
+            for d in dirs:
+                fsync_dir(d)
+            journal.append({"op": "moved", "to": start + len(batch)})
+        if progress is not None:
+            progress(start + len(batch), total)
+    removed = {r["path"] for r in read_journal(paths.journal) if r.get("op") == "rmdir"}
+    for t in pruned:
+        moved += _prune(v2, t, journal, removed, paths.apply_id)
+    if progress is not None:
+        progress(total, total)
+    return moved
+
+
+def _prune(v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: str) -> int:
+    """Remove an empty directory tree, journaling each directory's mode first."""
+    top = v2 / t.path
+    if not real_dir(v2, t.path):
+        if t.path in removed:
+            return 0
+        raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
+    found: list[tuple[str, os.stat_result]] = []
+    for dirpath, dirnames, filenames in os.walk(top, topdown=True):
+        if filenames:
+            raise ApplyError(
+                f"{t.path} is no longer empty ({Path(dirpath) / filenames[0]} appeared); "
+                f"undo with: regplan rollback {apply_id}"
+            )
+        rel = Path(dirpath).relative_to(v2).as_posix()
+        found.append((rel, os.lstat(dirpath)))
+        for d in dirnames:
+            if (Path(dirpath) / d).is_symlink():
+                raise ApplyError(f"{t.path} holds a symlink; nothing further was moved")
+    journal.append(
+        *(
+            {
+                "op": "rmdir",
+                "path": rel,
+                "mode": stat.S_IMODE(st.st_mode),
+                "uid": st.st_uid,
+                "gid": st.st_gid,
+            }
+            for rel, st in found
+        )
+    )
+    for rel, _ in reversed(found):
+        (v2 / rel).rmdir()
+    fsync_dir(top.parent)
+    return 1
+
+
+# -- rollback ------------------------------------------------------------------
+
+
+def _load_record(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord, Plan]:
+    paths = Paths(storage, apply_id)
+    if not (paths.record / "state.json").exists():
+        known = ", ".join(r.apply_id for r in records(storage)) or "none"
+        raise ApplyError(f"no apply {apply_id} in {storage.state} (applies: {known})")
+    record = read_state(paths.record)
+    raw, _ = read_raw(paths.plan)
+    return paths, record, codec.structure(raw, source=str(paths.plan))
+
+
+def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResult:
+    """Move everything of one apply back, recreate pruned directories; refuse on conflicts."""
+    with lock(storage, f"rollback {apply_id}"):
+        paths, record, plan = _load_record(storage, apply_id)
+        if record.state in (State.PURGING, State.PURGED):
+            raise ApplyError(
+                f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
+            )
+        if record.state == State.ROLLED_BACK:
+            raise ApplyError(f"apply {apply_id} was already rolled back")
+        v2 = storage.v2
+        back = [
+            t
+            for t in plan.targets
+            if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.quarantine / t.path)
+        ]
+        reappeared = [t.path for t in back if os.path.lexists(v2 / t.path)]
+        if reappeared:
+            raise ApplyError(
+                f"cannot roll back {apply_id}: {len(reappeared)} path(s) reappeared since the "
+                f"apply (a new push?), first {reappeared[0]}; nothing was moved"
+            )
+        pruned = [r for r in read_journal(paths.journal) if r.get("op") == "rmdir"]
+        write_state(
+            paths.record, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
+        )
+        with Journal(paths.journal) as journal:
+            journal.append({"op": "rollback", "restore": len(back), "recreate": len(pruned)})
+            for r in pruned:  # parents were journaled before their children
+                _recreate(v2 / r["path"], r)
+            restored = 0
+            for _, batch in _batches(list(reversed(back))):
+                dirs: set[Path] = set()
+                for t in batch:
+                    src, dst = paths.quarantine / t.path, v2 / t.path
+                    move(src, dst)
+                    dirs.update((src.parent, dst.parent))
+                    restored += 1
+                for d in dirs:
+                    fsync_dir(d)
+                journal.append({"op": "restored", "count": restored})
+        _remove_empty_tree(paths.quarantine)
+        now_digest = current_digest(storage)
+        ok = now_digest.digest == plan.fingerprint.before
+        changed = (
+            () if ok else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.parts))
+        )
+        note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
+        write_state(
+            paths.record,
+            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=_iso(now), note=note),
+        )
+    return RollbackResult(
+        apply_id=apply_id,
+        restored=restored,
+        recreated=len(pruned),
+        fingerprint_ok=ok,
+        changed=changed,
+    )
+
+
+def _recreate(path: Path, r: dict[str, Any]) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+    path.chmod(int(r["mode"]))
+    if os.geteuid() == 0:
+        os.chown(path, int(r["uid"]), int(r["gid"]))
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove a quarantine that holds only (empty) directories; keep it if a file is left."""
+    if not top.exists():
+        return
+    for dirpath, _, filenames in os.walk(top):
+        if filenames:
+            log.warning("quarantine %s still holds %s; kept", top, Path(dirpath) / filenames[0])
+            return
+    shutil.rmtree(top)
+
+
+# -- purge ---------------------------------------------------------------------
+
+
+def purge(
+    *, storage: Storage, apply_id: str | None, older_than: timedelta | None, now: datetime
+) -> list[ApplyRecord]:
+    """Delete the quarantine of one apply, or of every applied one older than an age."""
+    with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
+        if apply_id is not None:
+            _, record, _ = _load_record(storage, apply_id)
+            if record.state not in (State.APPLIED, State.PURGING):
+                raise ApplyError(
+                    f"apply {apply_id} is {record.state.value}; only an applied one can be purged"
+                )
+            chosen = [record]
+        else:
+            cutoff = _iso(now - (older_than or timedelta(0)))
+            chosen = [
+                r
+                for r in records(storage)
+                if r.state in (State.APPLIED, State.PURGING) and r.updated_at < cutoff
+            ]
+        done = []
+        for record in chosen:
+            paths = Paths(storage, record.apply_id)
+            write_state(
+                paths.record, attrs.evolve(record, state=State.PURGING, updated_at=_iso(now))
+            )
+            if paths.quarantine.exists():
+                shutil.rmtree(paths.quarantine)
+            final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=_iso(now))
+            write_state(paths.record, final)
+            done.append(final)
+        return done

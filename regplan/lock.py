@@ -1,0 +1,64 @@
+"""One apply, rollback or purge at a time per storage: an exclusive ``flock``.
+
+The kernel drops the lock when its holder dies (even by SIGKILL), so a crash
+never leaves a stale lock behind; the holder's details are only for the message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from regplan.errors import LockHeldError
+
+
+class StorageLock:
+    def __init__(self, path: Path, *, command: str) -> None:
+        self.path = path
+        self.command = command
+        self._fd: int | None = None
+
+    def __enter__(self) -> StorageLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(fd)
+            os.close(fd)
+            raise LockHeldError(f"another regplan {holder} holds {self.path}") from None
+        info = {
+            "command": self.command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _describe(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"{info['command']} (pid {info['pid']} on {info['host']}, since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "process"

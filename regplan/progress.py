@@ -1,0 +1,46 @@
+"""Progress on stderr for long work: only on a terminal, only after a second, throttled."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+
+class Reporter:
+    def __init__(self, label: str, *, enabled: bool | None = None, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._shown = False
+
+    def count(self, n: int) -> None:
+        """For work of unknown size: paths scanned so far."""
+        self._show(lambda rate: f"{self.label}: {n:,} ({rate(n)}/s)")
+
+    def fraction(self, done: int, total: int) -> None:
+        self._show(lambda rate: f"{self.label}: {done:,}/{total:,} ({rate(done)}/s)")
+
+    def _show(self, text: Callable[[Callable[[int], str]], str]) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.start < 1.0 or now - self._last < 0.2:
+            return
+        self._last = now
+        elapsed = now - self.start
+
+        def rate(n: int) -> str:
+            return f"{n / elapsed:,.0f}"
+
+        self.stream.write(f"\r{text(rate)}\x1b[K")
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
