@@ -30,7 +30,7 @@ from regplan.journal import ApplyRecord, Journal, State, read_journal, read_stat
 from regplan.layout import Storage, part_of
 from regplan.lock import StorageLock
 from regplan.plan import Plan, Target, TargetKind
-from regplan.quarantine import fsync_dir, move, real_dir, same_filesystem
+from regplan.quarantine import explain, fsync_dir, move, real_dir, same_filesystem
 from regplan.workflow import check_fresh, current_digest, describe_changes, read_raw
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,9 @@ def _move_targets(plan: Plan, paths: Paths, journal: Journal, progress: Progress
                     move(src, dst)
                 except OSError as e:
                     raise ApplyError(
-                        f"could not move {t.path}: {e.strerror}; {moved} moved so far, "
-                        f"undo with: regplan rollback {paths.apply_id}"
+                        f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
+                        "finish with the same apply, or undo with: "
+                        f"regplan rollback {paths.apply_id}"
                     ) from None
                 dirs.update((src.parent, dst.parent))
                 moved += 1
@@ -365,7 +366,13 @@ def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResul
                 dirs: set[Path] = set()
                 for t in batch:
                     src, dst = paths.quarantine / t.path, v2 / t.path
-                    move(src, dst)
+                    try:
+                        move(src, dst)
+                    except OSError as e:
+                        raise ApplyError(
+                            f"could not move {t.path} back: {explain(e)}; {restored} restored so "
+                            f"far, run the same rollback again once fixed"
+                        ) from None
                     dirs.update((src.parent, dst.parent))
                     restored += 1
                 for d in dirs:

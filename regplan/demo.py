@@ -313,3 +313,54 @@ def build_demo(root: Path) -> DemoImages:
     for repo, tag, item in pushed.pushes:
         reg.push(repo, item, tag)
     return pushed
+
+
+def build_scale(
+    root: Path,
+    *,
+    repos: int,
+    tags: int,
+    pushes: int = 2,
+    index_every: int = 10,
+) -> int:
+    """A large registry: ``repos`` repositories with ``tags`` tags each, every tag pushed
+    ``pushes`` times (leaving ``pushes - 1`` untagged revisions behind), every
+    ``index_every``-th tag a two-platform index. All images share one base layer and
+    each has its own small layer. Returns the number of images written."""
+    reg = Registry.create(root)
+    base = layer(BASE)
+    written = 0
+    for r in range(repos):
+        repo = f"team{r % 7}/svc{r}"
+        for t in range(tags):
+            for p in range(pushes):
+                own = {f"app/{r}-{t}-{p}": f"{repo}:{t}#{p}".encode()}
+                if index_every and t % index_every == 0:
+                    item: Pushable = index(
+                        [
+                            _with_base(base, image([own], arch="amd64")),
+                            _with_base(base, image([{**own, "arm": b"1"}], arch="arm64")),
+                        ]
+                    )
+                else:
+                    item = _with_base(base, image([own]))
+                reg.push(repo, item, f"v{t}")
+                written += 1
+    return written
+
+
+def _with_base(base: tuple[Blob, Digest], img: Image) -> Image:
+    """``img`` with the shared base layer (and its diff_id) in front, as real images have."""
+    blob, diff_id = base
+    doc = json.loads(img.manifest.data)
+    doc["layers"].insert(0, blob.descriptor())
+    config = json.loads(img.config.data)
+    config["rootfs"]["diff_ids"].insert(0, str(diff_id))
+    cfg = Blob(_json(config), CONFIG_MT)
+    doc["config"] = cfg.descriptor()
+    return Image(
+        manifest=Blob(_json(doc), img.manifest.media_type),
+        config=cfg,
+        layers=(blob, *img.layers),
+        platform=img.platform,
+    )

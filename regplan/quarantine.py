@@ -24,16 +24,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def move(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, creating ``dst``'s parents; fails rather than copy."""
+    """Rename ``src`` to ``dst``, creating ``dst``'s parents; never falls back to a copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _rename(src, dst)
-    except OSError as e:
-        if e.errno == errno.EXDEV:
-            raise ApplyError(
-                f"cannot move {src} to {dst}: another filesystem (regplan never copies)"
-            ) from None
-        raise
+    _rename(src, dst)
+
+
+def explain(e: OSError) -> str:
+    if e.errno == errno.EXDEV:
+        return "the quarantine is on another filesystem (regplan never copies)"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{e.strerror} (disk full)"
+    return e.strerror or str(e)
 
 
 def same_filesystem(a: Path, b: Path) -> None:

@@ -80,3 +80,14 @@ def remove_targets(root: Path, plan: Plan) -> None:
         p = v2 / t.path
         if p.is_dir():
             shutil.rmtree(p)
+
+
+def docker_hashes(root: Path) -> dict[str, str]:
+    """content_hashes of ``root/docker`` only (regplan-state/ is regplan's own)."""
+    return content_hashes(root / "docker")
+
+
+def write_plan_file(root: Path, sel: Selection, path: Path) -> Plan:
+    plan = make_plan(root, sel)
+    workflow.write_plan(plan, path)
+    return plan

@@ -1,0 +1,255 @@
+"""apply, rollback, purge, history and approve on real trees in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from regplan import apply, signing, workflow
+from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
+from regplan.journal import State
+from regplan.layout import Storage
+from regplan.lock import StorageLock
+from regplan.quarantine import real_dir
+from tests.helpers import (
+    KEY,
+    NOW,
+    OTHER_KEY,
+    docker_hashes,
+    selection,
+    write_plan_file,
+    write_pub,
+)
+
+SEL = selection(("team/app:v1", "old/repo"), ("*",), prune=True)
+
+
+@pytest.fixture
+def trusted(tmp_path: Path) -> list[signing.TrustedKey]:
+    return [signing.load_trusted(write_pub(KEY, tmp_path / "planner.pub"))]
+
+
+@pytest.fixture
+def plan_path(demo_root: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "p.json"
+    write_plan_file(demo_root, SEL, path)
+    return path
+
+
+def run_apply(
+    plan_path: Path, trusted: list[signing.TrustedKey], root: Path | None = None, required: int = 1
+) -> apply.ApplyResult:
+    return apply.apply_plan(
+        plan_path=plan_path, trusted=trusted, root=root, required=required, now=NOW
+    )
+
+
+def test_apply_then_rollback_is_byte_identical(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    original = docker_hashes(demo_root)
+    plan = workflow.load_plan(plan_path)
+    result = run_apply(plan_path, trusted)
+    assert result.fingerprint_ok
+    assert result.moved == len(plan.targets)
+    storage = Storage.locate(demo_root)
+    assert workflow.current_digest(storage).digest == plan.fingerprint.after
+    for t in plan.targets:
+        assert not (storage.v2 / t.path).exists()
+        if t.kind.value != "empty_dir":
+            assert (result.quarantine / t.path).is_dir()
+    [record] = apply.records(storage)
+    assert record.state == State.APPLIED
+    assert record.bytes == plan.summary.bytes
+
+    back = apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+    assert back.fingerprint_ok
+    assert docker_hashes(demo_root) == original
+    assert not result.quarantine.exists()
+    assert apply.records(storage)[0].state == State.ROLLED_BACK
+
+
+def test_directory_modes_are_restored(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    storage = Storage.locate(demo_root)
+    pruned = storage.v2 / "repositories/old/repo/_uploads"
+    pruned.chmod(0o700)
+    write_plan_file(demo_root, SEL, plan_path)
+    result = run_apply(plan_path, trusted)
+    apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+    assert pruned.stat().st_mode & 0o777 == 0o700
+
+
+def test_replayed_plan_is_refused(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    run_apply(plan_path, trusted)
+    with pytest.raises(StalePlanError, match="already applied as"):
+        run_apply(plan_path, trusted)
+
+
+def test_replay_without_state_is_refused(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    """Even with regplan-state/ gone, the tree itself says the plan was applied."""
+    import shutil
+
+    run_apply(plan_path, trusted)
+    shutil.rmtree(Storage.locate(demo_root).state)
+    with pytest.raises(StalePlanError, match="already applied"):
+        run_apply(plan_path, trusted)
+
+
+def test_apply_again_after_rollback(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    storage = Storage.locate(demo_root)
+    first = run_apply(plan_path, trusted)
+    apply.rollback(storage=storage, apply_id=first.apply_id, now=NOW)
+    second = run_apply(plan_path, trusted)
+    assert second.apply_id != first.apply_id
+    assert [r.state for r in apply.records(storage)] == [State.ROLLED_BACK, State.APPLIED]
+
+
+def test_stale_and_untrusted_and_tampered_move_nothing(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey], tmp_path: Path
+) -> None:
+    original = docker_hashes(demo_root)
+    other = [signing.load_trusted(write_pub(OTHER_KEY, tmp_path / "other.pub"))]
+    with pytest.raises(SignatureError):
+        run_apply(plan_path, other)
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(plan_path.read_text().replace('"bytes": 0', '"bytes": 1', 1))
+    with pytest.raises(SignatureError):
+        run_apply(tampered, trusted)
+    with pytest.raises(SignatureError, match="2 required"):
+        run_apply(plan_path, trusted, required=2)
+    assert docker_hashes(demo_root) == original
+    v2 = Storage.locate(demo_root).v2
+    (v2 / "repositories/team/tool/_manifests/tags/new").mkdir()
+    with pytest.raises(StalePlanError, match=r"repositories/team/tool \(changed\)"):
+        run_apply(plan_path, trusted)
+    (v2 / "repositories/team/tool/_manifests/tags/new").rmdir()
+    assert docker_hashes(demo_root) == original
+    assert apply.records(Storage.locate(demo_root)) == []
+
+
+def test_rollback_refuses_when_a_path_reappeared(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    storage = Storage.locate(demo_root)
+    result = run_apply(plan_path, trusted)
+    after = docker_hashes(demo_root)
+    quarantined = sorted(p for p in os.listdir(result.quarantine))
+    (storage.v2 / "repositories/team/app/_manifests/tags/v1").mkdir(parents=True)
+    with pytest.raises(ApplyError, match="reappeared since the apply .* nothing was moved"):
+        apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+    (storage.v2 / "repositories/team/app/_manifests/tags/v1").rmdir()
+    assert docker_hashes(demo_root) == after
+    assert sorted(os.listdir(result.quarantine)) == quarantined
+
+
+def test_purge_and_rollback_after_purge(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    storage = Storage.locate(demo_root)
+    result = run_apply(plan_path, trusted)
+    [done] = apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
+    assert done.state == State.PURGED
+    assert not result.quarantine.exists()
+    with pytest.raises(ApplyError, match="was purged"):
+        apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+    with pytest.raises(ApplyError, match="is purged; only an applied one"):
+        apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
+    with pytest.raises(ApplyError, match="no apply nope"):
+        apply.rollback(storage=storage, apply_id="nope", now=NOW)
+
+
+def test_purge_older_than(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    storage = Storage.locate(demo_root)
+    result = run_apply(plan_path, trusted)
+    assert apply.purge(storage=storage, apply_id=None, older_than=timedelta(days=7), now=NOW) == []
+    later = NOW + timedelta(days=8)
+    [done] = apply.purge(storage=storage, apply_id=None, older_than=timedelta(days=7), now=later)
+    assert done.apply_id == result.apply_id
+
+
+def test_second_apply_is_locked_out(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    """Another process holding the lock: exit 5 naming it, nothing moved."""
+    storage = Storage.locate(demo_root)
+    original = docker_hashes(demo_root)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from regplan.lock import StorageLock\n"
+            f"with StorageLock(Path({str(storage.state / 'lock')!r}), command='apply other'):\n"
+            "    print('locked', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeldError, match=r"another regplan apply other \(pid \d+ on "):
+            run_apply(plan_path, trusted)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert docker_hashes(demo_root) == original
+    with StorageLock(storage.state / "lock", command="x"):
+        pass  # released by the kernel when the holder died
+
+
+def test_quarantine_on_another_filesystem_is_refused(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(demo_root).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temp dir")
+    other = shm / f"regplan-test-{os.getpid()}"
+    other.mkdir()
+    try:
+        (demo_root / "regplan-state").symlink_to(other)
+        original = docker_hashes(demo_root)
+        with pytest.raises(ApplyError, match="another filesystem"):
+            run_apply(plan_path, trusted)
+        assert docker_hashes(demo_root) == original
+    finally:
+        import shutil
+
+        shutil.rmtree(other)
+
+
+def test_real_dir_refuses_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "repositories" / "real").mkdir(parents=True)
+    (tmp_path / "repositories" / "evil").symlink_to(tmp_path / "repositories" / "real")
+    assert real_dir(tmp_path, "repositories/real")
+    assert not real_dir(tmp_path, "repositories/missing")
+    with pytest.raises(StalePlanError, match="symlink"):
+        real_dir(tmp_path, "repositories/evil")
+
+
+def test_approve_adds_second_signature(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey], tmp_path: Path
+) -> None:
+    both = [*trusted, signing.load_trusted(write_pub(OTHER_KEY, tmp_path / "reviewer.pub"))]
+    with pytest.raises(SignatureError):
+        run_apply(plan_path, both, required=2)
+    approved = workflow.approve(
+        plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted
+    )
+    assert [s.role for s in approved.signatures] == ["planner", "approver"]
+    with pytest.raises(SignatureError, match="already signed"):
+        workflow.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW)
+    assert run_apply(plan_path, both, required=2).fingerprint_ok

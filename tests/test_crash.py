@@ -1,0 +1,170 @@
+"""Crash safety: SIGKILL an apply at arbitrary points, then resume or roll back.
+
+The apply runs in a subprocess through a small wrapper that kills its own
+process (SIGKILL) at a chosen call of the move primitive or of the state
+writer; no test hook lives in regplan itself. A timed kill covers points in
+between.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regplan import apply
+from regplan.demo import build_scale
+from regplan.journal import State
+from regplan.layout import Storage
+from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
+
+WRAPPER = """
+import os, signal, sys
+import regplan.apply as a, regplan.quarantine as q
+kill_rename = int(os.environ.get("KILL_AT_RENAME", "0"))
+kill_state = os.environ.get("KILL_AT_STATE")
+calls = 0
+real_rename, real_state = q._rename, a.write_state
+def rename(src, dst):
+    global calls
+    calls += 1
+    if calls == kill_rename:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rename(src, dst)
+def write_state(directory, record):
+    if kill_state and record.state.value == kill_state:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_state(directory, record)
+q._rename, a.write_state = rename, write_state
+from regplan.cli import cli
+cli(sys.argv[1:], prog_name="regplan")
+"""
+
+
+class Scenario:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.original = base / "original"
+        build_scale(self.original, repos=8, tags=20, pushes=3)
+        self.plan = base / "crash.plan.json"
+        plan = write_plan_file(self.original, selection((), ("*",), prune=True), self.plan)
+        self.targets = len(plan.targets)
+        self.pub = write_pub(KEY, base / "k.pub")
+        self.before = docker_hashes(self.original)
+        clean = self.copy("clean")
+        self.run(clean)
+        self.after = docker_hashes(clean)
+
+    def copy(self, name: str) -> Path:
+        dst = self.base / name
+        shutil.copytree(self.original, dst, symlinks=True)
+        return dst
+
+    def run(self, root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                WRAPPER,
+                "apply",
+                str(self.plan),
+                "--trust",
+                str(self.pub),
+                "--root",
+                str(root),
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=300,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    yield Scenario(tmp_path_factory.mktemp("crash"))
+
+
+def check_resume_and_rollback(scenario: Scenario, killed: Path) -> None:
+    """From the killed state: resume gives the clean result; rollback the original."""
+    storage = Storage.locate(killed)
+    [record] = apply.records(storage)
+    assert record.state == State.APPLYING
+    second = killed.parent / (killed.name + "-rollback")
+    shutil.copytree(killed, second, symlinks=True)
+
+    resumed = scenario.run(killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed and finished" in resumed.stdout
+    assert docker_hashes(killed) == scenario.after
+
+    apply.rollback(storage=Storage.locate(second), apply_id=record.apply_id, now=NOW)
+    assert docker_hashes(second) == scenario.before
+
+
+def test_the_plan_is_big_enough(scenario: Scenario) -> None:
+    assert scenario.targets > 2000
+
+
+@pytest.mark.parametrize("point", ["first-move", "middle", "last-move"])
+def test_kill_at_a_move(scenario: Scenario, point: str) -> None:
+    moves = {"first-move": 1, "middle": scenario.targets // 2, "last-move": scenario.targets - 50}
+    root = scenario.copy(f"kill-{point}")
+    r = scenario.run(root, KILL_AT_RENAME=str(moves[point]))
+    assert r.returncode == -signal.SIGKILL
+    check_resume_and_rollback(scenario, root)
+
+
+def test_kill_after_last_move_before_state_is_written(scenario: Scenario) -> None:
+    root = scenario.copy("kill-state")
+    r = scenario.run(root, KILL_AT_STATE="applied")
+    assert r.returncode == -signal.SIGKILL
+    check_resume_and_rollback(scenario, root)
+
+
+def journal_lines(root: Path) -> int:
+    applies = root / "regplan-state" / "applies"
+    journals = list(applies.glob("*/journal")) if applies.is_dir() else []
+    return sum(j.read_bytes().count(b"\n") for j in journals)
+
+
+@pytest.mark.parametrize("records", [1, 3, 8, 20])
+def test_kill_while_running(scenario: Scenario, records: int) -> None:
+    """SIGKILL once the journal holds ``records`` records: wherever the apply is by then
+    (renames, fsyncs, prune, the final walk)."""
+    root = scenario.copy(f"kill-running-{records}")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRAPPER,
+            "apply",
+            str(scenario.plan),
+            "--trust",
+            str(scenario.pub),
+            "--root",
+            str(root),
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while journal_lines(root) < records and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [record] = apply.records(Storage.locate(root))
+    if record.state == State.APPLIED:  # it finished before the kill landed
+        assert docker_hashes(root) == scenario.after
+        return
+    check_resume_and_rollback(scenario, root)

@@ -1,0 +1,130 @@
+"""Faults injected at the single move primitive and the journal's write primitive.
+
+Each must end with its exit code, a one-line message, and nothing lost: the
+partial state rolls back to the original tree, or a re-run finishes it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from regplan import apply, journal, quarantine
+from regplan.cli import cli
+from regplan.journal import State
+from regplan.layout import Storage
+from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
+
+
+def failing_at(n: int, err: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    calls = 0
+
+    def primitive(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise OSError(err, f"injected {errno.errorcode[err]}")
+        return real(*args)
+
+    return primitive
+
+
+@pytest.fixture
+def setup(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    plan = tmp_path / "p.json"
+    write_plan_file(demo_root, selection(("team/app:v1", "old/repo"), ("*",), prune=True), plan)
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    return demo_root, plan, pub
+
+
+def cli_apply(plan: Path, pub: Path) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, ["apply", str(plan), "--trust", str(pub)])
+    return r.exit_code, r.output
+
+
+@pytest.mark.parametrize(
+    ("err", "message"),
+    [
+        (errno.EXDEV, "the quarantine is on another filesystem (regplan never copies)"),
+        (errno.ENOSPC, "(disk full)"),
+        (errno.EACCES, "injected EACCES"),
+    ],
+)
+@pytest.mark.parametrize("at", [1, 9])
+def test_move_fails_midway(
+    setup: tuple[Path, Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    err: int,
+    message: str,
+    at: int,
+) -> None:
+    root, plan, pub = setup
+    original = docker_hashes(root)
+    monkeypatch.setattr(quarantine, "_rename", failing_at(at, err, quarantine._rename))
+    code, out = cli_apply(plan, pub)
+    assert code == 1
+    assert out.count("\n") == 1 and out.startswith("Error: could not move ")
+    assert message in out and f"{at - 1} moved so far" in out
+    storage = Storage.locate(root)
+    [record] = apply.records(storage)
+    assert record.state == State.APPLYING
+    monkeypatch.undo()
+    apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
+    assert docker_hashes(root) == original
+
+
+def test_rerun_finishes_after_a_failed_move(
+    setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, plan, pub = setup
+    monkeypatch.setattr(quarantine, "_rename", failing_at(5, errno.ENOSPC, quarantine._rename))
+    assert cli_apply(plan, pub)[0] == 1
+    monkeypatch.undo()
+    code, out = cli_apply(plan, pub)
+    assert code == 0, out
+    assert out.startswith("Resumed and finished plan ")
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_disk_full_while_writing_journal_or_state(
+    setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """Write 1 is the state file, 2 the first journal record, 3 the record after the moves."""
+    root, plan, pub = setup
+    original = docker_hashes(root)
+    monkeypatch.setattr(journal, "_write", failing_at(at, errno.ENOSPC, journal._write))
+    code, out = cli_apply(plan, pub)
+    assert code == 1
+    assert out.count("\n") == 1 and "(disk full)" in out and out.startswith("Error: cannot write ")
+    monkeypatch.undo()
+    storage = Storage.locate(root)
+    records = apply.records(storage)
+    if at == 1:
+        assert records == [] and docker_hashes(root) == original  # nothing began
+        return
+    [record] = records
+    if at == 2:
+        assert docker_hashes(root) == original  # the journal write comes before any move
+    apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
+    assert docker_hashes(root) == original
+
+
+def test_rollback_after_purge_is_a_clear_error(setup: tuple[Path, Path, Path]) -> None:
+    root, plan, pub = setup
+    assert cli_apply(plan, pub)[0] == 0
+    storage = Storage.locate(root)
+    [record] = apply.records(storage)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["purge", record.apply_id, "--root", str(root)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["rollback", record.apply_id, "--root", str(root)])
+    assert r.exit_code == 1
+    assert (
+        r.output
+        == f"Error: apply {record.apply_id} was purged: its quarantine is gone, nothing to restore\n"
+    )
