@@ -437,7 +437,7 @@ def purge(
             chosen = [
                 r
                 for r in records(storage)
-                if r.state in (State.APPLIED, State.PURGING) and r.updated_at < cutoff
+                if r.state in (State.APPLIED, State.PURGING) and r.updated_at <= cutoff
             ]
         done = []
         for record in chosen:

@@ -148,7 +148,7 @@ def test_rollback_refuses_when_a_path_reappeared(
     after = docker_hashes(demo_root)
     quarantined = sorted(p for p in os.listdir(result.quarantine))
     (storage.v2 / "repositories/team/app/_manifests/tags/v1").mkdir(parents=True)
-    with pytest.raises(ApplyError, match="reappeared since the apply .* nothing was moved"):
+    with pytest.raises(ApplyError, match=r"reappeared since the apply .* nothing was moved"):
         apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
     (storage.v2 / "repositories/team/app/_manifests/tags/v1").rmdir()
     assert docker_hashes(demo_root) == after

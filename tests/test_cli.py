@@ -207,3 +207,75 @@ def test_demo_command(runner: CliRunner, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "5. regplan verify" in r.output
     assert (tmp_path / "d" / "plans" / "demo.plan.json").is_file()
+
+
+def test_apply_history_rollback_purge_cycle(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1", "--untagged", "*", "--prune")
+    r = runner.invoke(cli, ["apply", str(out), "--trust", str(pub), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {"apply_id", "moved", "bytes"} <= doc.keys() and doc["moved"] > 0
+    apply_id = doc["apply_id"]
+    again = run(runner, "apply", str(out), "--trust", str(pub))
+    assert again.exit_code == 4
+    assert (
+        again.output == f"Error: plan {json.loads(out.read_text())['plan_id']} was already "
+        f"applied as {apply_id}\n"
+    )
+    h = runner.invoke(cli, ["history", "--root", str(demo_root), "--json"])
+    [entry] = json.loads(h.stdout)
+    assert entry["state"] == "applied" and entry["apply_id"] == apply_id
+    assert {"apply_id", "state", "plan_id", "started_at", "bytes"} <= entry.keys()
+    text = run(runner, "history", "--root", str(demo_root))
+    assert apply_id in text.output and "applied" in text.output
+    back = run(runner, "rollback", apply_id, "--root", str(demo_root))
+    assert back.exit_code == 0 and "Restart the registry" in back.output
+    redo = runner.invoke(cli, ["apply", str(out), "--trust", str(pub), "--json"])
+    second = json.loads(redo.stdout)["apply_id"]
+    p = run(runner, "purge", "--older-than", "0s", "--root", str(demo_root))
+    assert p.exit_code == 0 and second in p.output
+    states = [
+        e["state"]
+        for e in json.loads(
+            runner.invoke(cli, ["history", "--root", str(demo_root), "--json"]).stdout
+        )
+    ]
+    assert states == ["rolled-back", "purged"]
+
+
+def test_approve_and_require_signatures(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    reviewer = tmp_path / "reviewer.key"
+    run(runner, "keygen", str(reviewer))
+    out = tmp_path / "p.json"
+    make(runner, demo_root, key, out, "--image", "team/app:v1")
+    trust = ["--trust", str(pub), "--trust", f"{reviewer}.pub"]
+    r = run(runner, "apply", str(out), *trust, "--require-signatures", "2")
+    assert r.exit_code == 3 and "1 valid signature(s) from trusted keys, 2 required" in r.output
+    a = run(runner, "approve", str(out), "--key", str(reviewer), "--trust", str(pub))
+    assert a.exit_code == 0 and "approver" in a.output
+    r = run(runner, "apply", str(out), *trust, "--require-signatures", "2")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["purge"], 2, "give an APPLY_ID or --older-than AGE"),
+        (["purge", "--older-than", "soon"], 1, "age 'soon': expected a number and a unit"),
+        (["rollback", "nope"], 1, "no apply nope in"),
+        (["history"], 0, "No applies recorded."),
+    ],
+)
+def test_state_command_errors(
+    runner: CliRunner, demo_root: Path, args: list[str], code: int, message: str
+) -> None:
+    r = run(runner, *args, "--root", str(demo_root))
+    assert r.exit_code == code
+    assert message in r.output

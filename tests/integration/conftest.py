@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from regplan.demo import DemoImages, demo_pushes
 from tests.integration.realreg import RealRegistry, require_binaries
 
 
@@ -31,3 +32,20 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Path], RealRegistry]]:
     yield start
     for reg in started:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DemoImages]]:
+    """The demo's images pushed through skopeo into a real registry, once per run."""
+    require_binaries()
+    root = tmp_path_factory.mktemp("pushed") / "root"
+    work = tmp_path_factory.mktemp("pushed-work")
+    reg = RealRegistry(root, work)
+    reg.start()
+    images = demo_pushes()
+    try:
+        for repo, tag, item in images.pushes:
+            reg.push(repo, tag, item)
+    finally:
+        reg.stop()
+    yield root, images

@@ -10,11 +10,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from regplan.demo import Index, Pushable, write_oci_layout
+from regplan.demo import DemoImages, Index, Pushable, write_oci_layout
+from regplan.layout import Storage
+from regplan.scan import scan
 
 REGISTRY = "docker-registry"
 SKOPEO = "skopeo"
@@ -144,3 +147,23 @@ class RealRegistry:
         )
         assert r.returncode == 0, r.stderr
         return r.stdout + r.stderr
+
+
+Serve = Callable[[Path], RealRegistry]
+
+
+def copy_of(pushed: tuple[Path, DemoImages], tmp_path: Path) -> Path:
+    """A private copy of the pushed tree (each test changes its own)."""
+    root = tmp_path / "root"
+    shutil.copytree(pushed[0], root, symlinks=True)
+    return root
+
+
+def all_refs(root: Path) -> set[str]:
+    """Every tag and every revision (by digest) the storage holds."""
+    inv = scan(Storage.locate(root))
+    refs = set()
+    for name, repo in inv.repositories.items():
+        refs |= {f"{name}:{t}" for t in repo.tags}
+        refs |= {f"{name}@{d}" for d in repo.revisions}
+    return refs

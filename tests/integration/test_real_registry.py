@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from regplan.demo import DemoImages, Image, Index, build_demo, demo_pushes
+from regplan.demo import DemoImages, Image, Index, build_demo
 from regplan.layout import Storage, blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
 from regplan.plan import Plan, TargetKind
-from regplan.scan import scan
 from tests.helpers import content_hashes, make_plan, remove_targets, selection
-from tests.integration.realreg import RealRegistry, require_binaries
-
-Serve = Callable[[Path], RealRegistry]
-
-
-@pytest.fixture(scope="module")
-def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DemoImages]]:
-    """The demo's images pushed through skopeo into a real registry, once per module."""
-    require_binaries()
-    root = tmp_path_factory.mktemp("pushed") / "root"
-    work = tmp_path_factory.mktemp("pushed-work")
-    reg = RealRegistry(root, work)
-    reg.start()
-    images = demo_pushes()
-    try:
-        for repo, tag, item in images.pushes:
-            reg.push(repo, tag, item)
-    finally:
-        reg.stop()
-    yield root, images
-
-
-def copy_of(pushed: tuple[Path, DemoImages], tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    shutil.copytree(pushed[0], root, symlinks=True)
-    return root
-
-
-def all_refs(root: Path) -> set[str]:
-    """Every tag and every revision (by digest) the storage holds."""
-    inv = scan(Storage.locate(root))
-    refs = set()
-    for name, repo in inv.repositories.items():
-        refs |= {f"{name}:{t}" for t in repo.tags}
-        refs |= {f"{name}@{d}" for d in repo.revisions}
-    return refs
+from tests.integration.realreg import RealRegistry, Serve, all_refs, copy_of
 
 
 def test_builder_is_byte_faithful(pushed: tuple[Path, DemoImages], tmp_path: Path) -> None:

@@ -1,0 +1,63 @@
+"""apply, rollback and purge against the real registry, proven by real pulls."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from regplan.cli import cli
+from regplan.demo import DemoImages
+from tests.helpers import KEY, docker_hashes, selection, write_plan_file, write_pub
+from tests.integration.realreg import Serve, all_refs, copy_of
+
+
+def file_bytes(top: Path) -> int:
+    return sum(os.lstat(Path(d) / f).st_size for d, _, files in os.walk(top) for f in files)
+
+
+def test_apply_rollback_purge_with_real_pulls(
+    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+) -> None:
+    root = copy_of(pushed, tmp_path)
+    reg = serve(root)
+    original = docker_hashes(root)
+    before = all_refs(root)
+    plan_path = tmp_path / "p.json"
+    plan = write_plan_file(
+        root, selection(("team/app:v1", "old/repo:2020"), ("*",), prune=True), plan_path
+    )
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    runner = CliRunner()
+
+    r = runner.invoke(cli, ["apply", str(plan_path), "--trust", str(pub), "--json"])
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)["apply_id"]
+    reg.restart()
+    after = all_refs(root)
+    gone = before - after
+    assert {"team/app:v1", "old/repo:2020"} <= gone
+    assert all(reg.pull(ref) for ref in sorted(after)), "a kept image no longer pulls"
+    assert not any(reg.pull(ref) for ref in sorted(gone)), "a removed image still pulls"
+
+    r = runner.invoke(cli, ["rollback", first, "--root", str(root)])
+    assert r.exit_code == 0, r.output
+    reg.restart()
+    assert docker_hashes(root) == original  # every file, byte for byte
+    assert all(reg.pull(ref) for ref in sorted(before))
+
+    r = runner.invoke(cli, ["apply", str(plan_path), "--trust", str(pub), "--json"])
+    second = json.loads(r.stdout)["apply_id"]
+    quarantine = root / "regplan-state" / "quarantine" / second
+    held = file_bytes(quarantine)
+    assert held == plan.summary.bytes
+    total = file_bytes(root / "docker") + file_bytes(root / "regplan-state" / "quarantine")
+    r = runner.invoke(cli, ["purge", second, "--root", str(root)])
+    assert r.exit_code == 0, r.output
+    assert not quarantine.exists()
+    freed = total - file_bytes(root / "docker") - file_bytes(root / "regplan-state" / "quarantine")
+    assert freed == plan.summary.bytes
+    reg.restart()
+    assert all(reg.pull(ref) for ref in sorted(after))
