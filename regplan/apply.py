@@ -1,9 +1,10 @@
 """Apply, rollback, purge and history: the transaction, driven by the journal.
 
-Apply moves each target directory by ``rename`` into
-``regplan-state/quarantine/<apply_id>/<original path>``, in the plan's order,
-in batches: the batch is announced in the journal (fsynced), moved, and the
-touched directories are fsynced. Every step is idempotent and decided by where
+Apply moves each target directory by ``rename`` into a numbered slot,
+``regplan-state/quarantine/<apply_id>/<index in the plan>`` (``INDEX.tsv``
+beside the slots names each one's original path), in the plan's order, in
+batches: the batch is announced in the journal (fsynced), moved, and the
+touched directories are fsynced (group commit). Every step is idempotent and decided by where
 each target is (storage or quarantine), so a run killed at any point is
 finished by running ``apply`` again, or undone by ``rollback``.
 Pruned (empty) directories are removed with ``rmdir`` after their mode is
@@ -30,10 +31,13 @@ from regplan.journal import ApplyRecord, Journal, State, read_journal, read_stat
 from regplan.layout import Storage, part_of
 from regplan.lock import StorageLock
 from regplan.plan import Plan, Target, TargetKind
-from regplan.quarantine import explain, fsync_dir, move, real_dir, same_filesystem
+from regplan.quarantine import explain, fsync_dir, fsync_dirs, move, real_dir, same_filesystem
 from regplan.workflow import check_fresh, current_digest, describe_changes, read_raw
 
 log = logging.getLogger(__name__)
+
+INDEX = "INDEX.tsv"
+"""In each quarantine: which slot holds which original path (for people browsing it)."""
 
 BATCH = 512
 """Moves per journal record and per round of directory fsyncs (group commit)."""
@@ -82,6 +86,10 @@ class Paths:
     def quarantine(self) -> Path:
         return self.storage.state / "quarantine" / self.apply_id
 
+    def slot(self, index: int) -> str:
+        """Where target ``index`` of the plan rests in quarantine: flat, so no mkdir per move."""
+        return f"{os.fspath(self.quarantine)}/{index:07d}"
+
     @property
     def journal(self) -> Path:
         return self.record / "journal"
@@ -115,7 +123,7 @@ def records(storage: Storage) -> list[ApplyRecord]:
     if not base.is_dir():
         return []
     found = [read_state(d) for d in base.iterdir() if (d / "state.json").exists()]
-    return sorted(found, key=lambda r: (r.started_at, r.apply_id))
+    return sorted(found, key=lambda r: r.seq)
 
 
 def _new_id(now: datetime) -> str:
@@ -193,11 +201,12 @@ def _unexpected_changes(plan: Plan, actual: fingerprint.TreeDigest) -> tuple[str
 
 def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
     """Before anything moves: real directories only, and a quarantine that can take renames."""
-    for t in plan.targets:
-        if not real_dir(storage.v2, t.path):
+    checked: set[str] = set()
+    for i, t in enumerate(plan.targets):
+        if not real_dir(storage.v2, t.path, checked):
             raise StalePlanError(f"target {t.path} vanished since planning")
-        if os.path.lexists(paths.quarantine / t.path):
-            raise ApplyError(f"quarantine already holds {paths.quarantine / t.path}")
+        if os.path.lexists(paths.slot(i)):
+            raise ApplyError(f"quarantine already holds {paths.slot(i)}")
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     try:
         same_filesystem(storage.v2, paths.quarantine)
@@ -210,6 +219,7 @@ def _begin(plan: Plan, data: bytes, paths: Paths, now: datetime) -> ApplyRecord:
     paths.record.mkdir(parents=True)
     (paths.plan).write_bytes(data)
     record = ApplyRecord(
+        seq=1 + max((r.seq for r in records(paths.storage)), default=0),
         apply_id=paths.apply_id,
         plan_id=plan.plan_id,
         state=State.APPLYING,
@@ -221,13 +231,19 @@ def _begin(plan: Plan, data: bytes, paths: Paths, now: datetime) -> ApplyRecord:
     )
     write_state(paths.record, record)
     fsync_dir(paths.record.parent)
+    index = "".join(
+        f"{i:07d}\t{t.kind.value}\t{t.path}\n"
+        for i, t in enumerate(plan.targets)
+        if t.kind != TargetKind.EMPTY_DIR
+    )
+    (paths.quarantine / INDEX).write_text("slot\tkind\tpath\n" + index)
     return record
 
 
-def _where(v2: Path, quarantine: Path, t: Target) -> str:
+def _where(v2: str, slot: str, t: Target, checked: set[str]) -> str:
     """'storage', 'quarantine', or an error when it is in both or neither."""
-    at_source = real_dir(v2, t.path)
-    in_quarantine = os.path.lexists(quarantine / t.path)
+    at_source = real_dir(v2, t.path, checked)
+    in_quarantine = os.path.lexists(slot)
     if at_source and not in_quarantine:
         return "storage"
     if in_quarantine and not at_source:
@@ -240,42 +256,45 @@ def _where(v2: Path, quarantine: Path, t: Target) -> str:
     raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
 
 
-def _batches(targets: Sequence[Target]) -> Iterator[tuple[int, Sequence[Target]]]:
+def _batches(
+    targets: Sequence[tuple[int, Target]],
+) -> Iterator[tuple[int, Sequence[tuple[int, Target]]]]:
     for i in range(0, len(targets), BATCH):
         yield i, targets[i : i + BATCH]
 
 
 def _move_targets(plan: Plan, paths: Paths, journal: Journal, progress: Progress | None) -> int:
-    v2 = paths.storage.v2
-    movable = [t for t in plan.targets if t.kind != TargetKind.EMPTY_DIR]
+    v2, quarantine = os.fspath(paths.storage.v2), os.fspath(paths.quarantine)
+    movable = [(i, t) for i, t in enumerate(plan.targets) if t.kind != TargetKind.EMPTY_DIR]
     pruned = [t for t in plan.targets if t.kind == TargetKind.EMPTY_DIR]
     total = len(plan.targets)
     moved = 0
+    checked: set[str] = set()
+    made = {quarantine}
     for start, batch in _batches(movable):
-        todo = [t for t in batch if _where(v2, paths.quarantine, t) == "storage"]
+        todo = [(i, t) for i, t in batch if _where(v2, paths.slot(i), t, checked) == "storage"]
         if todo:
             journal.append({"op": "move", "from": start, "to": start + len(batch)})
-            dirs: set[Path] = set()
-            for t in todo:
-                src, dst = v2 / t.path, paths.quarantine / t.path
+            dirs: set[str] = {quarantine}
+            for i, t in todo:
+                src = f"{v2}/{t.path}"
                 try:
-                    move(src, dst)
+                    move(src, paths.slot(i), made)
                 except OSError as e:
                     raise ApplyError(
                         f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
                         "finish with the same apply, or undo with: "
                         f"regplan rollback {paths.apply_id}"
                     ) from None
-                dirs.update((src.parent, dst.parent))
+                dirs.add(os.path.dirname(src))
                 moved += 1
-            for d in dirs:
-                fsync_dir(d)
+            fsync_dirs(dirs)
             journal.append({"op": "moved", "to": start + len(batch)})
         if progress is not None:
             progress(start + len(batch), total)
     removed = {r["path"] for r in read_journal(paths.journal) if r.get("op") == "rmdir"}
     for t in pruned:
-        moved += _prune(v2, t, journal, removed, paths.apply_id)
+        moved += _prune(paths.storage.v2, t, journal, removed, paths.apply_id)
     if progress is not None:
         progress(total, total)
     return moved
@@ -341,13 +360,13 @@ def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResul
             )
         if record.state == State.ROLLED_BACK:
             raise ApplyError(f"apply {apply_id} was already rolled back")
-        v2 = storage.v2
+        v2 = os.fspath(storage.v2)
         back = [
-            t
-            for t in plan.targets
-            if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.quarantine / t.path)
+            (i, t)
+            for i, t in enumerate(plan.targets)
+            if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.slot(i))
         ]
-        reappeared = [t.path for t in back if os.path.lexists(v2 / t.path)]
+        reappeared = [t.path for _, t in back if os.path.lexists(f"{v2}/{t.path}")]
         if reappeared:
             raise ApplyError(
                 f"cannot roll back {apply_id}: {len(reappeared)} path(s) reappeared since the "
@@ -360,24 +379,25 @@ def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResul
         with Journal(paths.journal) as journal:
             journal.append({"op": "rollback", "restore": len(back), "recreate": len(pruned)})
             for r in pruned:  # parents were journaled before their children
-                _recreate(v2 / r["path"], r)
+                _recreate(storage.v2 / r["path"], r)
             restored = 0
+            made: set[str] = set()
             for _, batch in _batches(list(reversed(back))):
-                dirs: set[Path] = set()
-                for t in batch:
-                    src, dst = paths.quarantine / t.path, v2 / t.path
+                dirs: set[str] = set()
+                for i, t in batch:
+                    src, dst = paths.slot(i), f"{v2}/{t.path}"
                     try:
-                        move(src, dst)
+                        move(src, dst, made)
                     except OSError as e:
                         raise ApplyError(
                             f"could not move {t.path} back: {explain(e)}; {restored} restored so "
                             f"far, run the same rollback again once fixed"
                         ) from None
-                    dirs.update((src.parent, dst.parent))
+                    dirs.update((os.path.dirname(src), os.path.dirname(dst)))
                     restored += 1
-                for d in dirs:
-                    fsync_dir(d)
+                fsync_dirs(dirs)
                 journal.append({"op": "restored", "count": restored})
+        (paths.quarantine / INDEX).unlink(missing_ok=True)
         _remove_empty_tree(paths.quarantine)
         now_digest = current_digest(storage)
         ok = now_digest.digest == plan.fingerprint.before

@@ -36,6 +36,8 @@ class State(enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class ApplyRecord:
+    seq: int
+    """Order of the applies in this storage (assigned under the lock)."""
     apply_id: str
     plan_id: str
     state: State

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from regplan.errors import ApplyError, StalePlanError
@@ -23,9 +25,27 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def move(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, creating ``dst``'s parents; never falls back to a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def fsync_dirs(paths: Iterable[str]) -> None:
+    """fsync many directories; overlapped, since fsync waits on the disk, not the CPU."""
+    todo = sorted(set(paths))
+    if len(todo) < 8:
+        for d in todo:
+            fsync_dir(d)
+        return
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(fsync_dir, todo))
+
+
+def move(src: str, dst: str, made: set[str] | None = None) -> None:
+    """Rename ``src`` to ``dst``, creating ``dst``'s parents; never falls back to a copy.
+
+    ``made`` remembers parents already created, across calls.
+    """
+    parent = os.path.dirname(dst)
+    if made is None or parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        if made is not None:
+            made.add(parent)
     _rename(src, dst)
 
 
@@ -47,21 +67,28 @@ def same_filesystem(a: Path, b: Path) -> None:
         )
 
 
-def real_dir(base: Path, rel: str) -> bool:
+def real_dir(base: str | os.PathLike[str], rel: str, checked: set[str] | None = None) -> bool:
     """True when ``base/rel`` is a directory reached through real directories only.
 
     Raises when a symlink (or a non-directory) lies on the way: a signed plan
-    still never moves anything through a symlink.
+    still never moves anything through a symlink. ``checked`` remembers the
+    ancestors already seen to be real directories, across calls.
     """
-    current = base
-    for part in rel.split("/"):
-        current = current / part
+    parts = rel.split("/")
+    prefix = os.fspath(base)
+    for i, part in enumerate(parts):
+        prefix = f"{prefix}/{part}"
+        last = i == len(parts) - 1
+        if not last and checked is not None and prefix in checked:
+            continue
         try:
-            st = os.lstat(current)
+            st = os.lstat(prefix)
         except FileNotFoundError:
             return False
         if stat.S_ISLNK(st.st_mode):
-            raise StalePlanError(f"{current} is a symlink; regplan never follows symlinks")
+            raise StalePlanError(f"{prefix} is a symlink; regplan never follows symlinks")
         if not stat.S_ISDIR(st.st_mode):
-            raise StalePlanError(f"{current} is not a directory")
+            raise StalePlanError(f"{prefix} is not a directory")
+        if not last and checked is not None:
+            checked.add(prefix)
     return True

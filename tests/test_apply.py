@@ -59,10 +59,12 @@ def test_apply_then_rollback_is_byte_identical(
     assert result.moved == len(plan.targets)
     storage = Storage.locate(demo_root)
     assert workflow.current_digest(storage).digest == plan.fingerprint.after
+    index = (result.quarantine / "INDEX.tsv").read_text().splitlines()[1:]
+    slots = {path: slot for slot, _, path in (line.split("\t") for line in index)}
     for t in plan.targets:
         assert not (storage.v2 / t.path).exists()
         if t.kind.value != "empty_dir":
-            assert (result.quarantine / t.path).is_dir()
+            assert (result.quarantine / slots[t.path]).is_dir()
     [record] = apply.records(storage)
     assert record.state == State.APPLIED
     assert record.bytes == plan.summary.bytes
