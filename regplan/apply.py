@@ -77,18 +77,19 @@ class Paths:
 
     storage: Storage
     apply_id: str
+    record: Path = attrs.field(init=False)
+    quarantine: Path = attrs.field(init=False)
+    _slots: str = attrs.field(init=False)
 
-    @property
-    def record(self) -> Path:
-        return self.storage.state / "applies" / self.apply_id
-
-    @property
-    def quarantine(self) -> Path:
-        return self.storage.state / "quarantine" / self.apply_id
+    def __attrs_post_init__(self) -> None:
+        state = self.storage.state
+        object.__setattr__(self, "record", state / "applies" / self.apply_id)
+        object.__setattr__(self, "quarantine", state / "quarantine" / self.apply_id)
+        object.__setattr__(self, "_slots", os.fspath(self.quarantine))
 
     def slot(self, index: int) -> str:
         """Where target ``index`` of the plan rests in quarantine: flat, so no mkdir per move."""
-        return f"{os.fspath(self.quarantine)}/{index:07d}"
+        return f"{self._slots}/{index:07d}"
 
     @property
     def journal(self) -> Path:
@@ -169,7 +170,7 @@ def apply_plan(
             _preflight(plan, storage, paths)
             record = _begin(plan, data, paths, now)
         with Journal(paths.journal) as journal:
-            moved = _move_targets(plan, paths, journal, progress)
+            moved = _move_targets(plan, paths, journal, progress, resuming=resuming is not None)
         after = current_digest(storage)
         ok = after.digest == plan.fingerprint.after
         changed = () if ok else _unexpected_changes(plan, after)
@@ -263,7 +264,11 @@ def _batches(
         yield i, targets[i : i + BATCH]
 
 
-def _move_targets(plan: Plan, paths: Paths, journal: Journal, progress: Progress | None) -> int:
+def _move_targets(
+    plan: Plan, paths: Paths, journal: Journal, progress: Progress | None, *, resuming: bool
+) -> int:
+    """Move what is still in the storage. A fresh apply was just preflighted under the lock;
+    a resumed one first finds out, target by target, where each one is."""
     v2, quarantine = os.fspath(paths.storage.v2), os.fspath(paths.quarantine)
     movable = [(i, t) for i, t in enumerate(plan.targets) if t.kind != TargetKind.EMPTY_DIR]
     pruned = [t for t in plan.targets if t.kind == TargetKind.EMPTY_DIR]
@@ -272,7 +277,11 @@ def _move_targets(plan: Plan, paths: Paths, journal: Journal, progress: Progress
     checked: set[str] = set()
     made = {quarantine}
     for start, batch in _batches(movable):
-        todo = [(i, t) for i, t in batch if _where(v2, paths.slot(i), t, checked) == "storage"]
+        todo = [
+            (i, t)
+            for i, t in batch
+            if not resuming or _where(v2, paths.slot(i), t, checked) == "storage"
+        ]
         if todo:
             journal.append({"op": "move", "from": start, "to": start + len(batch)})
             dirs: set[str] = {quarantine}

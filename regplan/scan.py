@@ -69,8 +69,11 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
                     entries[rel] = "d"
                     stack.append((entry.path, rel))
                 elif entry.name == "link":
-                    with open(entry.path, "rb") as f:
-                        entries[rel] = "l" + f.read().decode("utf-8", "replace")
+                    fd = os.open(entry.path, os.O_RDONLY)
+                    try:
+                        entries[rel] = "l" + os.read(fd, 4096).decode("utf-8", "replace")
+                    finally:
+                        os.close(fd)
                     if rel_dir.endswith("/current"):
                         mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
                 else:
