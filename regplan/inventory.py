@@ -57,6 +57,8 @@ class Repository:
     revisions: frozenset[Digest] = frozenset()
     layers: frozenset[Digest] = frozenset()
     uploads: Mapping[str, Upload] = attrs.field(factory=dict)
+    damaged: tuple[str, ...] = ()
+    """Link files here that are present but empty, corrupt or naming another digest."""
 
 
 class Tree:

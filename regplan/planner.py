@@ -272,6 +272,8 @@ class _Planner:
         elif unknown_revs:
             # It might be an index of any revision here, or use any layer link.
             fail_closed = f"manifest {unknown_revs[0].short} of {name} is unreadable"
+        elif repo.damaged:
+            fail_closed = f"{repo.damaged[0]} is damaged"
         live_roots = set(reach) | (repo.revisions - consequence.keys())
         if fail_closed:
             live_roots = set(repo.revisions)

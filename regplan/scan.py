@@ -115,6 +115,7 @@ class _RepoParts:
     revisions: set[Digest] = attrs.field(factory=set)
     layers: set[Digest] = attrs.field(factory=set)
     uploads: dict[str, str | None] = attrs.field(factory=dict)
+    damaged: list[str] = attrs.field(factory=list)
 
 
 class _Builder:
@@ -192,30 +193,41 @@ class _Builder:
             t["current"] = current
             t["pushed_at"] = self.w.mtimes.get(f"{path}/current/link", 0.0)
         elif parts[0] == "_manifests" and n == 6 and parts[1] == "tags" and parts[3] == "index":
-            digest = self._path_digest(parts[4], parts[5])
-            if digest is not None and self.link(f"{path}/link", digest) is not None:
+            digest = self._linked(path, parts[4], parts[5])
+            if digest is not None:
                 r.tags.setdefault(parts[2], {"current": None, "history": set(), "pushed_at": 0.0})
                 r.tags[parts[2]]["history"].add(digest)
         elif parts[0] == "_manifests" and n == 4 and parts[1] == "revisions":
-            digest = self._path_digest(parts[2], parts[3])
+            digest = self._linked(path, parts[2], parts[3])
             if digest is not None:
                 r.revisions.add(digest)
-                if self.link(f"{path}/link", digest) is not None:
-                    self._links.append((f"{path}/link", digest, "revision"))
+                self._links.append((f"{path}/link", digest, "revision"))
         elif parts[0] == "_layers" and n == 3:
-            digest = self._path_digest(parts[1], parts[2])
+            digest = self._linked(path, parts[1], parts[2])
             if digest is not None:
                 r.layers.add(digest)
-                if self.link(f"{path}/link", digest) is not None:
-                    self._links.append((f"{path}/link", digest, "layer link"))
+                self._links.append((f"{path}/link", digest, "layer link"))
         elif parts[0] == "_uploads" and n == 2:
             r.uploads[parts[1]] = self.w.startedat.get(f"{path}/startedat")
 
-    def _path_digest(self, algorithm: str, encoded: str) -> Digest | None:
+    def _linked(self, path: str, algorithm: str, encoded: str) -> Digest | None:
+        """The digest of a ``<alg>/<hex>/link`` folder, or None.
+
+        A folder without its ``link`` is what distribution leaves when a manifest
+        is deleted through the API: deleted, not a problem. A link that is there
+        but empty, corrupt or naming another digest is a problem.
+        """
         try:
-            return Digest.parse(f"{algorithm}:{encoded}")
+            digest = Digest.parse(f"{algorithm}:{encoded}")
         except ValueError:
             return None
+        if f"{path}/link" not in self.w.entries:
+            return None
+        if self.link(f"{path}/link", digest) is None:
+            split = split_repo(path)
+            if split is not None:
+                self.repos[split[0]].damaged.append(f"{path}/link")
+        return digest
 
     def read_manifests(self, storage: Storage) -> None:
         wanted: set[Digest] = set()
@@ -267,6 +279,7 @@ class _Builder:
                 revisions=frozenset(r.revisions),
                 layers=frozenset(r.layers),
                 uploads={u: Upload(uuid=u, started_at=s) for u, s in sorted(r.uploads.items())},
+                damaged=tuple(sorted(r.damaged)),
             )
             for name, r in sorted(self.repos.items())
         }

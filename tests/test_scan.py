@@ -49,6 +49,18 @@ def test_corrupt_empty_and_mismatched_links_are_problems(demo_root: Path) -> Non
     assert (ProblemCode.LINK_MISMATCH, str(layer.relative_to(storage.v2))) in codes
     assert inv.repositories["team/app"].tags["v2"].current is None
     assert d in inv.repositories["old/repo"].revisions  # the path still names it
+    assert inv.repositories["old/repo"].damaged == (str(link.relative_to(storage.v2)),)
+
+
+def test_revision_deleted_through_the_api_is_gone_not_a_problem(tmp_path: Path) -> None:
+    """distribution's DELETE removes the revision's link and leaves its empty folder."""
+    reg = Registry.create(tmp_path)
+    a = reg.push("r", image([{"a": b"1"}]), None)
+    reg.push("r", image([{"b": b"1"}]), "t")
+    (reg.v2 / revision_dir("r", a) / "link").unlink()
+    inv = scan(Storage.locate(tmp_path))
+    assert a not in inv.repositories["r"].revisions
+    assert inv.problems == ()
 
 
 def test_missing_blob_and_unparseable_manifest(tmp_path: Path) -> None:
