@@ -143,6 +143,7 @@ def apply_plan(
     required: int,
     now: datetime,
     progress: Progress | None = None,
+    scan_progress: Callable[[int], None] | None = None,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply)."""
     raw, data = read_raw(plan_path)
@@ -165,13 +166,13 @@ def apply_plan(
             log.info("resuming apply %s", resuming.apply_id)
             record = resuming
         else:
-            check_fresh(plan, storage)
+            check_fresh(plan, storage, scan_progress)
             paths = Paths(storage, _new_id(now))
             _preflight(plan, storage, paths)
             record = _begin(plan, data, paths, now)
         with Journal(paths.journal) as journal:
             moved = _move_targets(plan, paths, journal, progress, resuming=resuming is not None)
-        after = current_digest(storage)
+        after = current_digest(storage, scan_progress)
         ok = after.digest == plan.fingerprint.after
         changed = () if ok else _unexpected_changes(plan, after)
         note = "" if ok else "tree differs from the plan's prediction: " + describe_changes(changed)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,15 +15,17 @@ from typing import Any
 import click
 
 from regplan import __version__, apply, codec, render, signing, walkthrough, workflow
+from regplan.config import ENV_ROOT, rootdirectory
 from regplan.errors import ApplyError, RegplanError
 from regplan.layout import Storage
 from regplan.progress import Reporter
-from regplan.selection import ImageSpec, Selection, parse_age
+from regplan.selection import ImageSpec, Retention, Selection, parse_age
 
 log = logging.getLogger("regplan")
 
 PathArg = click.Path(path_type=Path)
 ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+Command = Callable[..., Any]
 
 
 class RegplanGroup(click.Group):
@@ -47,13 +51,22 @@ def emit_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
-root_option = click.option(
-    "--root",
-    type=PathArg,
-    envvar="REGISTRY_DATA_DIR",
-    help="The registry's rootdirectory (holding docker/) or its docker/registry/v2 folder. "
-    "[env: REGISTRY_DATA_DIR]",
-)
+def storage_options(f: Command) -> Command:
+    """--root and --config; explicit flags beat the environment (README: Finding the storage)."""
+    f = click.option(
+        "--config",
+        type=ExistingFile,
+        help="The registry's config.yml; its storage.filesystem.rootdirectory is the root. "
+        "[env: REGISTRY_CONFIGURATION_PATH]",
+    )(f)
+    return click.option(
+        "--root",
+        type=PathArg,
+        help="The registry's rootdirectory (holding docker/) or its docker/registry/v2 "
+        "folder. [env: REGISTRY_DATA_DIR]",
+    )(f)
+
+
 trust_option = click.option(
     "--trust",
     "trust",
@@ -64,12 +77,37 @@ trust_option = click.option(
     "paths separated by the OS path separator]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 
 
-def _storage(root: Path | None) -> Storage:
-    if root is None:
-        raise click.UsageError("no storage given: pass --root or set REGISTRY_DATA_DIR")
-    return Storage.locate(root)
+def _root(root: Path | None, config: Path | None) -> Path | None:
+    """--root, --config, then REGISTRY_DATA_DIR, REGISTRY_CONFIGURATION_PATH and
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; None when none is given."""
+    env = os.environ
+    if root is not None:
+        return root
+    if config is not None:
+        return rootdirectory(config, env)
+    if env.get("REGISTRY_DATA_DIR"):
+        return Path(env["REGISTRY_DATA_DIR"])
+    if env.get("REGISTRY_CONFIGURATION_PATH"):
+        return rootdirectory(Path(env["REGISTRY_CONFIGURATION_PATH"]), env)
+    if env.get(ENV_ROOT):
+        return Path(env[ENV_ROOT])
+    return None
+
+
+def _storage(root: Path | None, config: Path | None) -> Storage:
+    found = _root(root, config)
+    if found is None:
+        raise click.UsageError(
+            "no storage given: pass --root or --config, or set REGISTRY_DATA_DIR"
+        )
+    return Storage.locate(found)
+
+
+def _progress(label: str, *, quiet: bool, as_json: bool) -> Reporter:
+    return Reporter(label, enabled=False if (quiet or as_json) else None)
 
 
 @click.group(cls=RegplanGroup)
@@ -92,8 +130,11 @@ def keygen(keyfile: Path, comment: str) -> None:
     click.echo(f"Wrote {keyfile} (private, 0600) and {keyfile}.pub; key id {keyid}")
 
 
+RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
+
+
 @cli.command()
-@root_option
+@storage_options
 @click.option(
     "--key",
     type=ExistingFile,
@@ -109,7 +150,8 @@ def keygen(keyfile: Path, comment: str) -> None:
     "images",
     multiple=True,
     metavar="REPO[:TAG]",
-    help="Remove a tag, or the whole repository when no tag (globs).",
+    help="Remove a tag, or the whole repository when no tag (globs). With a "
+    "retention rule: the repositories (and tags) the rule looks at.",
 )
 @click.option(
     "--untagged",
@@ -117,9 +159,41 @@ def keygen(keyfile: Path, comment: str) -> None:
     metavar="REPO",
     help="Remove manifests no tag reaches (globs; index and referrer aware).",
 )
+@click.option(
+    "--keep-last",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Retention: remove tags beyond the N newest.",
+)
+@click.option("--older-than", metavar="AGE", help="Retention: remove tags older than AGE.")
+@click.option("--match", metavar="REGEX", help="Retention: only tags matching REGEX (whole name).")
+@click.option("--exclude", metavar="REGEX", help="Retention: never tags matching REGEX.")
+@click.option("--keep", metavar="REGEX", help="Retention: never remove tags matching REGEX.")
+@click.option(
+    "--sort-by",
+    type=click.Choice(["pushed", "created"]),
+    default="pushed",
+    show_default=True,
+    help="Retention age: last push, or the image config's created.",
+)
+@click.option(
+    "--allow-empty-repos",
+    is_flag=True,
+    help="Retention may remove every tag of a repository (and so the repository).",
+)
+@click.option(
+    "--gc", is_flag=True, help="Registry-wide: blobs and layer links nothing kept references."
+)
+@click.option(
+    "--gc-min-age", metavar="AGE", help="With --gc: spare blobs and layer links younger than AGE."
+)
+@click.option(
+    "--uploads-older-than", metavar="AGE", help="Remove upload folders started more than AGE ago."
+)
 @click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
 @click.option("--signer", default=default_signer, help="Name recorded with the signature.")
 @json_option
+@quiet_option
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -128,35 +202,32 @@ def keygen(keyfile: Path, comment: str) -> None:
 @click.pass_context
 def plan(
     ctx: click.Context,
+    /,
     root: Path | None,
+    config: Path | None,
     key: Path,
     output: Path | None,
-    images: tuple[str, ...],
-    untagged: tuple[str, ...],
-    prune: bool,
     signer: str,
     as_json: bool,
+    quiet: bool,
     detailed_exitcode: bool,
+    **sel: Any,
 ) -> None:
     """Decide what to remove and write a signed plan; changes nothing."""
-    selection = Selection(
-        images=tuple(ImageSpec.parse(i) for i in images), untagged=untagged, prune=prune
-    )
-    if selection.empty:
-        raise click.UsageError("nothing selected: give --image, --untagged or --prune")
-    storage = _storage(root)
-    argv = ["regplan", "plan", "--root", str(root)]
-    argv += [f"--image={i}" for i in images] + [f"--untagged={u}" for u in untagged]
-    argv += ["--prune"] if prune else []
+    selection = _selection(sel)
+    storage = _storage(root, config)
+    scanning = _progress("scanning paths", quiet=quiet, as_json=as_json)
     t = now()
     made = workflow.make_plan(
         storage=storage,
         selection=selection,
-        argv=argv,
+        argv=_argv(storage, sel),
         key=signing.load_private(key),
         signer=signer,
         now=t,
+        progress=scanning.count,
     )
+    scanning.done()
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     workflow.write_plan(made, path)
     s = made.summary
@@ -181,6 +252,53 @@ def plan(
         ctx.exit(2)
 
 
+def _selection(sel: dict[str, Any]) -> Selection:
+    retention = Retention(
+        keep_last=sel["keep_last"],
+        older_than=sel["older_than"],
+        match=sel["match"],
+        exclude=sel["exclude"],
+        keep=sel["keep"],
+        sort_by=sel["sort_by"],
+        allow_empty_repos=sel["allow_empty_repos"],
+    )
+    if retention.active and not sel["images"]:
+        raise click.UsageError("retention rules apply to the tags of --image repositories")
+    if sel["gc_min_age"] and not sel["gc"]:
+        raise click.UsageError("--gc-min-age goes with --gc")
+    for flag in ("older_than", "gc_min_age", "uploads_older_than"):
+        if sel[flag] is not None:
+            parse_age(sel[flag])
+    selection = Selection(
+        images=tuple(ImageSpec.parse(i) for i in sel["images"]),
+        untagged=sel["untagged"],
+        prune=sel["prune"],
+        retention=retention,
+        gc=sel["gc"],
+        gc_min_age=sel["gc_min_age"],
+        uploads_older_than=sel["uploads_older_than"],
+    )
+    if selection.empty:
+        raise click.UsageError(
+            "nothing selected: give --image, --untagged, --gc, --uploads-older-than or --prune"
+        )
+    return selection
+
+
+def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
+    """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
+    argv = ["regplan", "plan", "--root", str(storage.root)]
+    argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
+    for name in (*RETENTION, "gc_min_age", "uploads_older_than"):
+        if sel[name] is not None:
+            argv.append(f"--{name.replace('_', '-')}={sel[name]}")
+    if sel["sort_by"] != "pushed":
+        argv.append(f"--sort-by={sel['sort_by']}")
+    flags = ("allow_empty_repos", "gc", "prune")
+    argv += [f"--{flag.replace('_', '-')}" for flag in flags if sel[flag]]
+    return argv
+
+
 @cli.command()
 @click.argument("plan_file", type=ExistingFile)
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
@@ -196,19 +314,23 @@ def show(plan_file: Path, fmt: str) -> None:
 @cli.command()
 @click.argument("plan_file", type=ExistingFile)
 @trust_option
-@root_option
+@storage_options
 @click.option("--require-signatures", default=1, show_default=True, type=click.IntRange(1))
 @json_option
 def verify(
     plan_file: Path,
     trust: tuple[Path, ...],
     root: Path | None,
+    config: Path | None,
     require_signatures: int,
     as_json: bool,
 ) -> None:
     """Check signatures against trusted keys and the plan against the tree; changes nothing."""
     v = workflow.load_verified(
-        plan_file, trusted=signing.trusted_from(trust), root=root, required=require_signatures
+        plan_file,
+        trusted=signing.trusted_from(trust),
+        root=_root(root, config),
+        required=require_signatures,
     )
     signers = [k.keyid for k in v.signers]
     if as_json:
@@ -255,7 +377,7 @@ def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) ->
 @cli.command("apply")
 @click.argument("plan_file", type=ExistingFile)
 @trust_option
-@root_option
+@storage_options
 @click.option(
     "--require-signatures",
     default=1,
@@ -264,26 +386,29 @@ def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) ->
     help="Distinct trusted keys that must have signed.",
 )
 @json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def apply_cmd(
     plan_file: Path,
     trust: tuple[Path, ...],
     root: Path | None,
+    config: Path | None,
     require_signatures: int,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
-    reporter = Reporter("moving", enabled=False if (quiet or as_json) else None)
+    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
+    moving = _progress("moving", quiet=quiet, as_json=as_json)
     result = apply.apply_plan(
         plan_path=plan_file,
         trusted=signing.trusted_from(trust),
-        root=root,
+        root=_root(root, config),
         required=require_signatures,
         now=now(),
-        progress=reporter.fraction,
+        progress=moving.fraction,
+        scan_progress=scanning.count,
     )
-    reporter.done()
+    moving.done()
     if as_json:
         emit_json(
             {
@@ -309,16 +434,17 @@ def apply_cmd(
 
 @cli.command()
 @click.argument("apply_id")
-@root_option
+@storage_options
 @json_option
-def rollback(apply_id: str, root: Path | None, as_json: bool) -> None:
+def rollback(apply_id: str, root: Path | None, config: Path | None, as_json: bool) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
-    result = apply.rollback(storage=_storage(root), apply_id=apply_id, now=now())
+    result = apply.rollback(storage=_storage(root, config), apply_id=apply_id, now=now())
     if as_json:
         emit_json(
             {
                 "apply_id": result.apply_id,
                 "restored": result.restored,
+                "recreated": result.recreated,
                 "fingerprint_ok": result.fingerprint_ok,
                 "changed": list(result.changed),
             }
@@ -335,14 +461,20 @@ def rollback(apply_id: str, root: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("apply_id", required=False)
 @click.option("--older-than", metavar="AGE", help="Every applied one older than AGE (e.g. 7d).")
-@root_option
+@storage_options
 @json_option
-def purge(apply_id: str | None, older_than: str | None, root: Path | None, as_json: bool) -> None:
+def purge(
+    apply_id: str | None,
+    older_than: str | None,
+    root: Path | None,
+    config: Path | None,
+    as_json: bool,
+) -> None:
     """Delete the quarantine of APPLY_ID (or of every applied one older than AGE) for good."""
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
     age = parse_age(older_than) if older_than is not None else None
-    done = apply.purge(storage=_storage(root), apply_id=apply_id, older_than=age, now=now())
+    done = apply.purge(storage=_storage(root, config), apply_id=apply_id, older_than=age, now=now())
     if as_json:
         emit_json([r.apply_id for r in done])
     else:
@@ -350,11 +482,11 @@ def purge(apply_id: str | None, older_than: str | None, root: Path | None, as_js
 
 
 @cli.command()
-@root_option
+@storage_options
 @json_option
-def history(root: Path | None, as_json: bool) -> None:
+def history(root: Path | None, config: Path | None, as_json: bool) -> None:
     """List the applies recorded in the storage, oldest first."""
-    found = apply.records(_storage(root))
+    found = apply.records(_storage(root, config))
     if as_json:
         emit_json([apply.record_json(r) for r in found])
     else:
@@ -364,7 +496,7 @@ def history(root: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("directory", type=PathArg, required=False)
 def demo(directory: Path | None) -> None:
-    """Build a sample registry and walk through plan, show and verify on it."""
+    """Build a sample registry and walk through the whole cycle on it."""
     walkthrough.run(directory, echo=click.echo, now=now())
 
 

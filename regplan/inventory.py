@@ -114,3 +114,7 @@ class Inventory:
     """Every digest a revision or tag names, parsed once (unreadable ones say why)."""
     problems: tuple[Problem, ...]
     tree: Tree = attrs.field(eq=False)
+    mtimes: Mapping[str, float] = attrs.field(factory=dict, eq=False)
+    """mtime of tag ``current/link``s, blob ``data`` files and ``_layers`` links, by path."""
+    created: Mapping[Digest, str] = attrs.field(factory=dict)
+    """Image config ``created`` of tagged manifests (only when scanned with created=True)."""

@@ -50,6 +50,7 @@ class Manifest:
     blobs: frozenset[Digest] = frozenset()
     children: frozenset[Digest] = frozenset()
     subject: Digest | None = None
+    config: Digest | None = None
     error: str | None = None
 
     @property
@@ -124,8 +125,19 @@ def _parse(doc: dict[str, Any]) -> Manifest:
 
     if media_type in (SCHEMA2_MT, OCI_MANIFEST_MT) or (media_type is None and "config" in doc):
         kind = ManifestKind.SCHEMA2 if media_type == SCHEMA2_MT else ManifestKind.OCI_MANIFEST
-        blobs = {_digest(doc.get("config"), "config")}
+        config = _digest(doc.get("config"), "config")
+        blobs = {config}
         blobs.update(_digest(m, f"layers[{i}]") for i, m in enumerate(_descriptors(doc, "layers")))
-        return Manifest(kind=kind, blobs=frozenset(blobs), subject=subject)
+        return Manifest(kind=kind, blobs=frozenset(blobs), subject=subject, config=config)
 
     raise _UnreadableError(f"unknown manifest mediaType {media_type!r}")
+
+
+def created(config: bytes) -> str | None:
+    """The ``created`` time of an image config, or None when it has none."""
+    try:
+        doc = json.loads(config)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = doc.get("created") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None

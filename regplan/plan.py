@@ -75,11 +75,21 @@ class Tool:
 
 @attrs.frozen(kw_only=True)
 class SelectionRecord:
-    """The selection as the user gave it (globs unexpanded)."""
+    """The selection as the user gave it (globs unexpanded, ages as written)."""
 
     images: tuple[str, ...] = ()
     untagged: tuple[str, ...] = ()
     prune: bool = False
+    keep_last: int | None = None
+    older_than: str | None = None
+    match: str | None = None
+    exclude: str | None = None
+    keep: str | None = None
+    sort_by: str = "pushed"
+    allow_empty_repos: bool = False
+    gc: bool = False
+    gc_min_age: str | None = None
+    uploads_older_than: str | None = None
 
 
 @attrs.frozen(kw_only=True)

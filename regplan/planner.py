@@ -35,6 +35,7 @@ from regplan.layout import (
     revision_dir,
     tag_dir,
     tag_index_dir,
+    upload_dir,
 )
 from regplan.plan import Kept, PlanProblem, Target, TargetKind
 from regplan.selection import Resolved
@@ -86,6 +87,8 @@ class _RepoResult:
     """removed revision -> the images whose removal took it."""
     live: set[Digest] = attrs.field(factory=set)
     layers_removed: set[Digest] = attrs.field(factory=set)
+    fail_closed: str = ""
+    """Why nothing this repository might reference may be removed ("" when it is sound)."""
 
 
 class _Planner:
@@ -170,7 +173,49 @@ class _Planner:
                 self._whole_repo(repo)
             elif name in self.req.untagged or any(r == name for r, _ in self.req.tags):
                 self._revisions(repo)
+            elif self.req.gc:
+                self.results[name] = _RepoResult(
+                    live=set(repo.revisions), fail_closed=self._fail_closed(repo, set())
+                )
+        for (name, uuid), reason in sorted(self.req.uploads.items()):
+            self._target(upload_dir(name, uuid), TargetKind.UPLOAD, reason)
+        if self.req.gc:
+            self._gc_layer_links()
         self._blobs()
+        for path, reason in self.req.kept.items():
+            self.keep(path, reason)
+        self.problems.extend(self.req.problems)
+
+    def _young(self, path: str) -> bool:
+        cutoff = self.req.gc_cutoff
+        return cutoff is not None and self.inv.mtimes.get(path, float("inf")) > cutoff
+
+    def _gc_layer_links(self) -> None:
+        """--gc: a layer link no manifest of its repository that stays uses goes."""
+        for name, repo in self.inv.repositories.items():
+            result = self.results.get(name)
+            if result is None or name in self.req.repos:
+                continue
+            if result.fail_closed:
+                self.keep(
+                    repo_dir(name),
+                    f"--gc sweeps none of its layer links: {result.fail_closed} (fail closed)",
+                )
+                continue
+            needed: set[Digest] = set()
+            for d in repo.revisions - result.removed.keys():
+                m = self.inv.manifests.get(d)
+                if m is not None:
+                    needed |= m.blobs
+            for b in sorted(repo.layers - result.layers_removed - needed):
+                path = layer_dir(name, b)
+                if self._young(f"{path}/link"):
+                    self.keep(path, "--gc: younger than --gc-min-age")
+                    continue
+                result.layers_removed.add(b)
+                self._target(
+                    path, TargetKind.LAYER_LINK, f"--gc: no manifest of {name} that stays uses it"
+                )
 
     def add(self, target: Target) -> None:
         self.targets[target.path] = target
@@ -254,32 +299,13 @@ class _Planner:
                 origin.setdefault(d, image_name(name, d))
         consequence = self._closure(repo, roots)
 
-        uncertain = sorted(
-            t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
-        )
-        unknown_revs = sorted(d for d in repo.revisions if self._unknown(d))
-        fail_closed = ""
-        if uncertain:
-            fail_closed = f"tag {name}:{uncertain[0]} has an unreadable link"
-            self.problems.append(
-                Problem(
-                    path=tag_dir(name, uncertain[0]),
-                    code=ProblemCode.UNKNOWN_TAG_TARGET,
-                    message=f"cannot tell what {name}:{uncertain[0]} points to: "
-                    f"no revision of {name} is removed",
-                )
-            )
-        elif unknown_revs:
-            # It might be an index of any revision here, or use any layer link.
-            fail_closed = f"manifest {unknown_revs[0].short} of {name} is unreadable"
-        elif repo.damaged:
-            fail_closed = f"{repo.damaged[0]} is damaged"
+        fail_closed = self._fail_closed(repo, set(removed_tags))
         live_roots = set(reach) | (repo.revisions - consequence.keys())
         if fail_closed:
             live_roots = set(repo.revisions)
         live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
 
-        result = _RepoResult(live=live)
+        result = _RepoResult(live=live, fail_closed=fail_closed)
         for d, (why, _) in sorted(consequence.items()):
             if d not in repo.revisions:
                 continue
@@ -293,6 +319,30 @@ class _Planner:
 
         self._history(repo, result, set(removed_tags))
         self._layer_links(repo, result, fail_closed)
+
+    def _fail_closed(self, repo: Repository, removed_tags: set[str]) -> str:
+        """Why this repository must keep all it might reference, or "" when it is sound."""
+        name = repo.name
+        uncertain = sorted(
+            t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
+        )
+        if uncertain:
+            self.problems.append(
+                Problem(
+                    path=tag_dir(name, uncertain[0]),
+                    code=ProblemCode.UNKNOWN_TAG_TARGET,
+                    message=f"cannot tell what {name}:{uncertain[0]} points to: "
+                    f"nothing {name} might reference is removed",
+                )
+            )
+            return f"tag {name}:{uncertain[0]} has an unreadable link"
+        unknown = sorted(d for d in repo.revisions if self._unknown(d))
+        if unknown:
+            # It might be an index of any revision here, or use any layer link.
+            return f"manifest {unknown[0].short} of {name} is unreadable"
+        if repo.damaged:
+            return f"{repo.damaged[0]} is damaged"
+        return ""
 
     def _history(self, repo: Repository, result: _RepoResult, removed_tags: set[str]) -> None:
         """Tags that stay lose the history entries of removed revisions."""
@@ -353,7 +403,11 @@ class _Planner:
                     candidates[b],
                 )
 
-    def _blobs(self) -> None:
+    def _blob_candidates(self) -> dict[Digest, set[str]]:
+        """Blobs the request may free, with the images whose removal freed them.
+
+        With --gc every blob is a candidate (those with no images: gc only).
+        """
         candidates: dict[Digest, set[str]] = defaultdict(set)
         for result in self.results.values():
             for d, sources in result.removed.items():
@@ -367,44 +421,62 @@ class _Planner:
             if name in self.req.repos:
                 for b in result.layers_removed:
                     candidates[b].add(name)
+        if self.req.gc:
+            for b in self.inv.blobs:
+                candidates.setdefault(b, set())
+        return candidates
+
+    def _blobs(self) -> None:
+        candidates = self._blob_candidates()
         if not candidates:
             return
         keepers = self._keepers(candidates.keys())
         for b, sources in sorted(candidates.items()):
             if b not in self.inv.blobs:
                 continue
+            path = blob_dir(b)
             if b in keepers:
-                self.keep(blob_dir(b), "shared: still referenced", keepers[b])
+                if sources:  # touched by the request: say why it stays
+                    self.keep(path, "shared: still referenced", keepers[b])
+            elif sources:
+                self._target(path, TargetKind.BLOB, "nothing that stays references it", sources)
+            elif self._young(f"{path}/data"):
+                self.keep(path, "--gc: younger than --gc-min-age")
             else:
-                self._target(
-                    blob_dir(b),
-                    TargetKind.BLOB,
-                    "nothing that stays references it",
-                    sources,
-                )
+                self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
 
     def _keepers(self, candidates: Collection[Digest]) -> dict[Digest, set[str]]:
         """For each candidate blob, the images and layer links that stay and reference it."""
         keepers: dict[Digest, set[str]] = defaultdict(set)
         for name, repo in self.inv.repositories.items():
-            if name in self.req.repos:
-                continue
-            result = self.results.get(name, _RepoResult())
-            for d in repo.revisions - result.removed.keys():
-                m = self.inv.manifests.get(d)
-                hits = {d} if d in candidates else set()
-                if m is not None:
-                    hits |= {b for b in m.blobs if b in candidates}
-                for b in hits:
-                    keepers[b].update(self.names(repo, d))
-            for t in repo.tags.values():
-                current = t.current
-                if current is not None and current in candidates and current not in result.removed:
-                    keepers[current].add(f"{name}:{t.name}")
-            for b in repo.layers - result.layers_removed:
-                if b in candidates:
-                    keepers[b].add(f"{name} (layer link)")
+            if name not in self.req.repos:
+                self._repo_keepers(repo, candidates, keepers)
         return keepers
+
+    def _repo_keepers(
+        self, repo: Repository, candidates: Collection[Digest], keepers: dict[Digest, set[str]]
+    ) -> None:
+        name = repo.name
+        result = self.results.get(name, _RepoResult())
+        if result.fail_closed:
+            # It might reference any blob its layer links name: they all stay.
+            for b in repo.layers:
+                if b in candidates:
+                    keepers[b].add(f"{name} (fail closed)")
+        for d in repo.revisions - result.removed.keys():
+            m = self.inv.manifests.get(d)
+            hits = {d} if d in candidates else set()
+            if m is not None:
+                hits |= {b for b in m.blobs if b in candidates}
+            for b in hits:
+                keepers[b].update(self.names(repo, d))
+        for t in repo.tags.values():
+            current = t.current
+            if current is not None and current in candidates and current not in result.removed:
+                keepers[current].add(f"{name}:{t.name}")
+        for b in repo.layers - result.layers_removed:
+            if b in candidates:
+                keepers[b].add(f"{name} (layer link)")
 
     # -- prune --------------------------------------------------------------
 

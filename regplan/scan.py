@@ -29,7 +29,7 @@ Progress = Callable[[int], None]
 class Walk:
     entries: dict[str, str]
     mtimes: dict[str, float]
-    """mtime of every ``current/link`` (tag push time)."""
+    """mtime of every ``current/link`` (tag push time), blob ``data`` and ``_layers`` link."""
     startedat: dict[str, str]
     """content of every ``_uploads/<uuid>/startedat``."""
     problems: list[Problem]
@@ -74,10 +74,13 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
                         entries[rel] = "l" + os.read(fd, 4096).decode("utf-8", "replace")
                     finally:
                         os.close(fd)
-                    if rel_dir.endswith("/current"):
+                    if rel_dir.endswith("/current") or "/_layers/" in rel_dir:
                         mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
                 else:
-                    entries[rel] = f"f{entry.stat(follow_symlinks=False).st_size}"
+                    st = entry.stat(follow_symlinks=False)
+                    entries[rel] = f"f{st.st_size}"
+                    if entry.name == "data":
+                        mtimes[rel] = st.st_mtime
                     if entry.name == "startedat":
                         with open(entry.path, "rb") as f:
                             startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
@@ -91,12 +94,18 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
     return Walk(entries=entries, mtimes=mtimes, startedat=startedat, problems=problems)
 
 
-def scan(storage: Storage, *, progress: Progress | None = None) -> Inventory:
-    """Walk the storage once and build the inventory."""
+def scan(storage: Storage, *, progress: Progress | None = None, created: bool = False) -> Inventory:
+    """Walk the storage once and build the inventory.
+
+    With ``created``, also read the image config of every tagged manifest for
+    its ``created`` time (``--sort-by created``).
+    """
     w = walk(storage.v2, progress=progress)
     builder = _Builder(w)
     builder.classify()
     builder.read_manifests(storage)
+    if created:
+        builder.read_created(storage)
     inv = builder.build()
     log.debug(
         "scanned %d paths: %d repositories, %d blobs, %d manifests, %d problems",
@@ -125,6 +134,7 @@ class _Builder:
         self.repos: dict[str, _RepoParts] = {}
         self.blobs: dict[Digest, int] = {}
         self.manifests: dict[Digest, manifests.Manifest] = {}
+        self.created: dict[Digest, str] = {}
         self._links: list[tuple[str, Digest, str]] = []  # (path, digest, what) to check for blobs
 
     def problem(self, path: str, code: ProblemCode, message: str) -> None:
@@ -263,6 +273,35 @@ class _Builder:
                         f"index {digest.short} lists {child.short}, not a revision of {name}",
                     )
 
+    def read_created(self, storage: Storage) -> None:
+        """Config ``created`` of each tagged image; an index takes its newest child's."""
+        tagged = {
+            t["current"] for r in self.repos.values() for t in r.tags.values() if t["current"]
+        }
+        images: dict[Digest, str] = {}
+
+        def of_image(d: Digest) -> str | None:
+            m = self.manifests.get(d)
+            if m is None or m.config is None or m.config not in self.blobs:
+                return None
+            if d not in images:
+                try:
+                    with open(storage.v2 / blob_data(m.config), "rb") as f:
+                        value = manifests.created(f.read(1 << 20))
+                except OSError:
+                    value = None
+                images[d] = value or ""
+            return images[d] or None
+
+        for d in sorted(tagged):
+            m = self.manifests.get(d)
+            if m is None:
+                continue
+            times = [of_image(c) for c in m.children] if m.children else [of_image(d)]
+            known = [t for t in times if t]
+            if known:
+                self.created[d] = max(known)
+
     def build(self) -> Inventory:
         repositories = {
             name: Repository(
@@ -289,4 +328,6 @@ class _Builder:
             manifests=self.manifests,
             problems=tuple(sorted(set(self.problems))),
             tree=Tree(self.w.entries),
+            mtimes=self.w.mtimes,
+            created=self.created,
         )

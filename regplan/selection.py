@@ -1,16 +1,22 @@
-"""What the user asked for, and its resolution against an inventory (pure)."""
+"""What the user asked for, and its resolution against an inventory (pure).
+
+``resolve`` turns globs, retention rules and ages into concrete names: whole
+repositories, tags, repositories to clear of untagged manifests, uploads; and
+it notes what a rule touched but keeps.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import attrs
 
 from regplan.errors import SelectionError
-from regplan.inventory import Inventory
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag
+from regplan.layout import tag_dir, upload_dir
 
 
 @attrs.frozen(kw_only=True)
@@ -33,79 +39,70 @@ class ImageSpec:
         return self.repo if self.tag is None else f"{self.repo}:{self.tag}"
 
 
+def _regex(value: str | None, flag: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    try:
+        return re.compile(value)
+    except re.error as e:
+        raise SelectionError(f"{flag} {value!r}: not a regular expression ({e})") from None
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """Rules over the tags of the repositories ``--image`` selects. Ages as given (``90d``)."""
+
+    keep_last: int | None = None
+    older_than: str | None = None
+    match: str | None = None
+    exclude: str | None = None
+    keep: str | None = None
+    sort_by: str = "pushed"
+    allow_empty_repos: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.keep_last, self.older_than, self.match, self.exclude, self.keep)
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Selection:
     images: tuple[ImageSpec, ...] = ()
     untagged: tuple[str, ...] = ()
     prune: bool = False
+    retention: Retention = Retention()
+    gc: bool = False
+    gc_min_age: str | None = None
+    uploads_older_than: str | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.images or self.untagged or self.prune)
+        return not (
+            self.images or self.untagged or self.prune or self.gc or self.uploads_older_than
+        )
 
 
 @attrs.frozen(kw_only=True)
 class Resolved:
-    """The concrete request: whole repositories, tags, and repositories to clear of untagged."""
+    """The concrete request."""
 
-    repos: Mapping[str, str]
+    repos: Mapping[str, str] = attrs.field(factory=dict)
     """repository -> reason it goes whole."""
-    tags: Mapping[tuple[str, str], str]
+    tags: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
     """(repository, tag) -> reason it goes."""
-    untagged: Mapping[str, str]
+    untagged: Mapping[str, str] = attrs.field(factory=dict)
     """repository -> the --untagged pattern that selected it."""
-
-
-def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
-    found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    if not found:
-        hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
-        raise SelectionError(
-            f"{flag} {pattern}: no repository matches (repositories: {hint or 'none'})"
-        )
-    return found
-
-
-def resolve(selection: Selection, inventory: Inventory) -> Resolved:
-    """Turn globs into names; a pattern that matches nothing is an error naming it."""
-    names = sorted(inventory.repositories)
-    repos: dict[str, str] = {}
-    tags: dict[tuple[str, str], str] = {}
-    for spec in selection.images:
-        for repo in _match_repos(spec.repo, names, "--image"):
-            if spec.tag is None:
-                repos.setdefault(repo, f"requested: --image {spec}")
-                continue
-            available = sorted(inventory.repositories[repo].tags)
-            found = [t for t in available if fnmatch.fnmatchcase(t, spec.tag)]
-            if not found and "*" not in spec.repo and "?" not in spec.repo:
-                hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
-                raise SelectionError(
-                    f"--image {spec}: {repo} has no tag matching {spec.tag!r} "
-                    f"(tags: {hint or 'none'})"
-                )
-            for tag in found:
-                tags.setdefault((repo, tag), f"requested: --image {spec}")
-    if selection.images and not repos and not tags:
-        raise SelectionError(
-            "--image: no tag matches " + ", ".join(str(s) for s in selection.images)
-        )
-    untagged: dict[str, str] = {}
-    for pattern in selection.untagged:
-        for repo in _match_repos(pattern, names, "--untagged"):
-            untagged.setdefault(repo, pattern)
-    # Removing the last tag removes the repository, as the one-file script does.
-    for repo in {r for r, _ in tags}:
-        if repo in repos:
-            continue
-        all_tags = set(inventory.repositories[repo].tags)
-        gone = {t for r, t in tags if r == repo}
-        if all_tags <= gone:
-            listed = ", ".join(sorted(gone))
-            repos[repo] = f"last tag removed ({listed}): the whole repository goes"
-    tags = {k: v for k, v in tags.items() if k[0] not in repos}
-    untagged = {k: v for k, v in untagged.items() if k not in repos}
-    return Resolved(repos=repos, tags=tags, untagged=untagged)
+    uploads: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    """(repository, upload uuid) -> reason it goes."""
+    gc: bool = False
+    gc_cutoff: float | None = None
+    """With --gc-min-age: blobs and layer links modified after this (epoch seconds) stay."""
+    kept: Mapping[str, str] = attrs.field(factory=dict)
+    """path -> why a rule that touched it keeps it."""
+    problems: tuple[Problem, ...] = ()
 
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
@@ -118,3 +115,197 @@ def parse_age(text: str) -> timedelta:
     if m is None:
         raise SelectionError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
     return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def parse_time(text: str) -> datetime | None:
+    """RFC 3339 as distribution writes it (``startedat``, config ``created``); None if not."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text.strip())
+    if m is None:
+        return None
+    fraction = (m.group(2) or "")[:7]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        return datetime.fromisoformat(m.group(1) + fraction + zone)
+    except ValueError:
+        return None
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
+    found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if not found:
+        hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+        raise SelectionError(
+            f"{flag} {pattern}: no repository matches (repositories: {hint or 'none'})"
+        )
+    return found
+
+
+class _Resolver:
+    def __init__(self, selection: Selection, inventory: Inventory, now: datetime) -> None:
+        self.sel = selection
+        self.inv = inventory
+        self.now = now
+        self.names = sorted(inventory.repositories)
+        self.repos: dict[str, str] = {}
+        self.tags: dict[tuple[str, str], str] = {}
+        self.kept: dict[str, str] = {}
+        self.problems: list[Problem] = []
+        r = selection.retention
+        self.older = parse_age(r.older_than) if r.older_than else None
+        self.match = _regex(r.match, "--match")
+        self.exclude = _regex(r.exclude, "--exclude")
+        self.keep = _regex(r.keep, "--keep")
+        if r.keep_last is not None and r.keep_last < 0:
+            raise SelectionError("--keep-last must be 0 or more")
+        if r.sort_by not in ("pushed", "created"):
+            raise SelectionError(f"--sort-by {r.sort_by!r}: expected pushed or created")
+
+    def images(self) -> None:
+        retention = self.sel.retention.active
+        for spec in self.sel.images:
+            for repo in _match_repos(spec.repo, self.names, "--image"):
+                available = sorted(self.inv.repositories[repo].tags)
+                if spec.tag is None and not retention:
+                    self.repos.setdefault(repo, f"requested: --image {spec}")
+                    continue
+                pattern = spec.tag or "*"
+                found = [t for t in available if fnmatch.fnmatchcase(t, pattern)]
+                if not found and spec.tag and not any(c in spec.repo for c in "*?["):
+                    hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
+                    raise SelectionError(
+                        f"--image {spec}: {repo} has no tag matching {spec.tag!r} "
+                        f"(tags: {hint or 'none'})"
+                    )
+                if retention:
+                    self.retain(self.inv.repositories[repo], found, spec)
+                else:
+                    for tag in found:
+                        self.tags.setdefault((repo, tag), f"requested: --image {spec}")
+        if self.sel.images and not retention and not self.repos and not self.tags:
+            raise SelectionError(
+                "--image: no tag matches " + ", ".join(str(s) for s in self.sel.images)
+            )
+
+    def _time(self, tag: Tag) -> tuple[float, str]:
+        """(sort key, how to say it) for a tag's age."""
+        if self.sel.retention.sort_by == "created" and tag.current is not None:
+            created = self.inv.created.get(tag.current)
+            when = parse_time(created) if created else None
+            if when is not None:
+                return when.timestamp(), f"created {_day(when.timestamp())}"
+            return float("-inf"), "no created time"
+        return tag.pushed_at, f"pushed {_day(tag.pushed_at)}"
+
+    def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
+        r = self.sel.retention
+        chosen = [
+            t
+            for t in candidates
+            if (self.match is None or self.match.fullmatch(t))
+            and (self.exclude is None or not self.exclude.fullmatch(t))
+        ]
+        by = "push time" if r.sort_by == "pushed" else "created time"
+        ranked = sorted(chosen, key=lambda t: (-self._time(repo.tags[t])[0], t))
+        cutoff = (self.now - self.older).timestamp() if self.older else None
+        going: dict[str, str] = {}
+        for rank, name in enumerate(ranked, 1):
+            tag = repo.tags[name]
+            when, said = self._time(tag)
+            beyond = r.keep_last is not None and rank > r.keep_last
+            old = cutoff is not None and when < cutoff
+            if r.keep_last is not None and cutoff is not None:
+                remove = beyond and old
+            elif r.keep_last is not None:
+                remove = beyond
+            elif cutoff is not None:
+                remove = old
+            else:
+                remove = True
+            if not remove:
+                continue
+            if self.keep is not None and self.keep.fullmatch(name):
+                self.kept[tag_dir(repo.name, name)] = f"protected by --keep {r.keep}"
+                continue
+            why = []
+            if beyond:
+                why.append(f"beyond keep-last {r.keep_last}: rank {rank} by {by}")
+            if old:
+                why.append(f"older than {r.older_than}: {said}")
+            if not why:
+                why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
+            going[name] = " and ".join(why)
+        if going and set(going) >= set(repo.tags) and not r.allow_empty_repos:
+            newest = ranked[0] if ranked[0] in going else min(going)
+            del going[newest]
+            self.kept[tag_dir(repo.name, newest)] = (
+                f"retention would remove every tag of {repo.name}; kept the newest "
+                "(--allow-empty-repos removes all)"
+            )
+        for name, reason in going.items():
+            self.tags.setdefault((repo.name, name), reason)
+
+    def uploads(self) -> dict[tuple[str, str], str]:
+        if not self.sel.uploads_older_than:
+            return {}
+        age = parse_age(self.sel.uploads_older_than)
+        cutoff = self.now - age
+        out: dict[tuple[str, str], str] = {}
+        for name, repo in self.inv.repositories.items():
+            for uuid, upload in repo.uploads.items():
+                path = upload_dir(name, uuid)
+                started = parse_time(upload.started_at) if upload.started_at else None
+                if started is None:
+                    what = "no startedat" if upload.started_at is None else "unreadable startedat"
+                    self.kept[path] = f"{what}: cannot tell its age"
+                    self.problems.append(
+                        Problem(
+                            path=path,
+                            code=ProblemCode.UNREADABLE,
+                            message=f"upload {uuid}: {what}; kept",
+                        )
+                    )
+                elif started < cutoff:
+                    out[(name, uuid)] = (
+                        f"--uploads-older-than {self.sel.uploads_older_than}: started "
+                        f"{started.strftime('%Y-%m-%d %H:%M')}"
+                    )
+        return out
+
+
+def resolve(selection: Selection, inventory: Inventory, now: datetime | None = None) -> Resolved:
+    """Turn globs and rules into names; a pattern that matches nothing is an error naming it."""
+    now = now or datetime.now(UTC)
+    res = _Resolver(selection, inventory, now)
+    res.images()
+    untagged: dict[str, str] = {}
+    for pattern in selection.untagged:
+        for repo in _match_repos(pattern, res.names, "--untagged"):
+            untagged.setdefault(repo, pattern)
+    uploads = res.uploads()
+    repos, tags = res.repos, res.tags
+    # Removing the last tag removes the repository, as the one-file script does.
+    for repo in {r for r, _ in tags}:
+        if repo in repos:
+            continue
+        all_tags = set(inventory.repositories[repo].tags)
+        gone = {t for r, t in tags if r == repo}
+        if all_tags <= gone:
+            listed = ", ".join(sorted(gone))
+            repos[repo] = f"last tag removed ({listed}): the whole repository goes"
+    gc_cutoff = None
+    if selection.gc_min_age:
+        gc_cutoff = (now - parse_age(selection.gc_min_age)).timestamp()
+    return Resolved(
+        repos=repos,
+        tags={k: v for k, v in tags.items() if k[0] not in repos},
+        untagged={k: v for k, v in untagged.items() if k not in repos},
+        uploads={k: v for k, v in uploads.items() if k[0] not in repos},
+        gc=selection.gc,
+        gc_cutoff=gc_cutoff,
+        kept=res.kept,
+        problems=tuple(res.problems),
+    )
