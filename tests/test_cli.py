@@ -279,3 +279,58 @@ def test_state_command_errors(
     r = run(runner, *args, "--root", str(demo_root))
     assert r.exit_code == code
     assert message in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keep-last", "3"], "retention rules apply to the tags of --image repositories"),
+        (["--gc-min-age", "1h", "--prune"], "--gc-min-age goes with --gc"),
+        (["--gc", "--gc-min-age", "soon"], "age 'soon'"),
+        (["--image", "team/*", "--match", "("], "--match '(': not a regular expression"),
+    ],
+)
+def test_rule_usage_errors(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    key, _ = keys
+    r = run(runner, "plan", "--root", str(demo_root), "--key", str(key), *args)
+    assert r.exit_code in (1, 2)
+    assert message in r.output
+
+
+def test_retention_and_gc_recorded_in_plan(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    out = tmp_path / "p.json"
+    r = make(
+        runner,
+        demo_root,
+        key,
+        out,
+        "--image",
+        "team/app",
+        "--keep-last",
+        "1",
+        "--keep",
+        "latest",
+        "--gc",
+        "--gc-min-age",
+        "0s",
+        "--uploads-older-than",
+        "30d",
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    sel = doc["request"]["selection"]
+    assert (sel["keep_last"], sel["keep"], sel["gc"], sel["gc_min_age"]) == (
+        1,
+        "latest",
+        True,
+        "0s",
+    )
+    assert "--keep-last=1" in doc["request"]["argv"] and "--gc" in doc["request"]["argv"]
+    tags = {t["path"].rsplit("/", 1)[1] for t in doc["targets"] if t["kind"] == "tag"}
+    assert tags == {"v1", "v2"}
+    assert run(runner, "verify", str(out), "--trust", str(pub)).exit_code == 0
