@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,8 @@ def plan(root: Path, sel: Selection, now: datetime = NOW) -> Decision:
     return decide(inv, resolve(sel, inv, now), prune=sel.prune)
 
 
-def retention(pattern: str = "r", **rules: object) -> Selection:
-    return Selection(images=(ImageSpec.parse(pattern),), retention=Retention(**rules))  # type: ignore[arg-type]
+def retention(pattern: str = "r", **rules: Any) -> Selection:
+    return Selection(images=(ImageSpec.parse(pattern),), retention=Retention(**rules))
 
 
 def removed_tags(d: Decision) -> set[str]:
@@ -61,7 +62,7 @@ def removed_tags(d: Decision) -> set[str]:
         ({"match": "t[78]"}, {"t7", "t8"}),
     ],
 )
-def test_retention_table(tmp_path: Path, rules: dict[str, object], gone: set[str] | None) -> None:
+def test_retention_table(tmp_path: Path, rules: dict[str, Any], gone: set[str] | None) -> None:
     ten_tags(tmp_path)
     d = plan(tmp_path, retention(**rules))
     if gone is None:

@@ -137,6 +137,14 @@ class RealRegistry:
         shutil.rmtree(out, ignore_errors=True)
         return r.returncode == 0
 
+    def delete_manifest(self, repo: str, digest: object) -> None:
+        """DELETE /v2/<repo>/manifests/<digest> (storage.delete.enabled is on)."""
+        req = urllib.request.Request(
+            f"http://{self.host}/v2/{repo}/manifests/{digest}", method="DELETE"
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 202
+
     def garbage_collect(self, *flags: str) -> str:
         r = subprocess.run(
             [REGISTRY, "garbage-collect", *flags, str(self.config)],
