@@ -9,11 +9,19 @@ from typing import TextIO
 
 
 class Reporter:
-    def __init__(self, label: str, *, enabled: bool | None = None, stream: TextIO | None = None):
+    def __init__(
+        self,
+        label: str,
+        *,
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.label = label
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self._last = 0.0
         self._shown = False
 
@@ -27,7 +35,7 @@ class Reporter:
     def _show(self, text: Callable[[Callable[[int], str]], str]) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
+        now = self.clock()
         if now - self.start < 1.0 or now - self._last < 0.2:
             return
         self._last = now

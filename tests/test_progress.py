@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import io
+
+from regplan.progress import Reporter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_shows_after_a_second_throttled_and_clears() -> None:
+    clock, out = Clock(), Tty()
+    r = Reporter("scanning paths", stream=out, clock=clock)
+    r.count(10)
+    assert out.getvalue() == ""  # quick work shows nothing
+    clock.now += 2
+    r.count(5000)
+    assert out.getvalue() == "\rscanning paths: 5,000 (2,500/s)\x1b[K"
+    r.count(6000)  # within 0.2 s of the last line: throttled
+    assert out.getvalue().count("\r") == 1
+    clock.now += 1
+    r.fraction(30, 40)
+    assert out.getvalue().endswith("\rscanning paths: 30/40 (10/s)\x1b[K")
+    r.done()
+    assert out.getvalue().endswith("\r\x1b[K")
+
+
+def test_silent_when_not_a_terminal_or_disabled() -> None:
+    clock = Clock()
+    for r, out in (
+        (Reporter("x", stream=(s := io.StringIO()), clock=clock), s),
+        (Reporter("x", stream=(t := Tty()), clock=clock, enabled=False), t),
+    ):
+        clock.now += 5
+        r.count(1)
+        r.done()
+        assert out.getvalue() == ""
