@@ -322,18 +322,20 @@ def build_scale(
     tags: int,
     pushes: int = 2,
     index_every: int = 10,
+    repush_every: int = 1,
 ) -> int:
-    """A large registry: ``repos`` repositories with ``tags`` tags each, every tag pushed
-    ``pushes`` times (leaving ``pushes - 1`` untagged revisions behind), every
-    ``index_every``-th tag a two-platform index. All images share one base layer and
-    each has its own small layer. Returns the number of images written."""
+    """A large registry: ``repos`` repositories with ``tags`` tags each; every
+    ``repush_every``-th tag is pushed ``pushes`` times (leaving ``pushes - 1`` untagged
+    revisions behind), the others once; every ``index_every``-th tag is a two-platform
+    index. All images share one base layer and each has its own small layer.
+    Returns the number of images written."""
     reg = Registry.create(root)
     base = layer(BASE)
     written = 0
     for r in range(repos):
         repo = f"team{r % 7}/svc{r}"
         for t in range(tags):
-            for p in range(pushes):
+            for p in range(pushes if t % repush_every == 0 else 1):
                 own = {f"app/{r}-{t}-{p}": f"{repo}:{t}#{p}".encode()}
                 if index_every and t % index_every == 0:
                     item: Pushable = index(

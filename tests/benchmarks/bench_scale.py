@@ -1,0 +1,153 @@
+"""Benchmark at registry scale: regplan next to distribution's garbage-collect.
+
+Run as a script (not part of the test run; needs docker-registry):
+
+    python -m tests.benchmarks.bench_scale --size 250k [--size 1m] [--rounds 3]
+        [--workdir /var/tmp/regplan-bench] [--out bench-results/scale.json]
+
+For each size it builds a tree with regplan.demo.build_scale (kept in --workdir
+for re-runs), then, interleaved in each round so that every command sees the
+same machine noise:
+
+- regplan plan --untagged '*' --gc        (mark and sweep, signed plan)
+- docker-registry garbage-collect --dry-run                     (mark only)
+- docker-registry garbage-collect --dry-run --delete-untagged
+- regplan verify                           (signature and fingerprint)
+- regplan apply and regplan rollback of that plan
+
+Every command runs as its own process; wall time and peak RSS (wait4) are
+recorded. The report gives medians and ratios, as a table and as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from regplan.demo import build_scale
+
+SIZES: dict[str, dict[str, int]] = {
+    # about 8 files per image; 500 repositories x 40 tags = 20,000 tags
+    "small": {"repos": 50, "tags": 20, "pushes": 3, "repush_every": 4},
+    "250k": {"repos": 500, "tags": 40, "pushes": 3, "repush_every": 4},
+    "1m": {"repos": 1000, "tags": 60, "pushes": 3, "repush_every": 2},
+}
+REGPLAN = [sys.executable, "-m", "regplan"]
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(seconds, peak RSS in MiB, stdout) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+    return seconds, usage.ru_maxrss // 1024, out
+
+
+def prepare(size: str, workdir: Path) -> tuple[Path, Path, dict[str, int]]:
+    base = workdir / size
+    root = base / "root"
+    marker = base / "built.json"
+    if not marker.exists():
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        t = time.perf_counter()
+        images = build_scale(root, **SIZES[size])
+        files = sum(len(f) for _, _, f in os.walk(root))
+        paths = sum(len(f) + len(d) for _, d, f in os.walk(root))
+        marker.write_text(json.dumps({"images": images, "files": files, "paths": paths,
+                                      "build_seconds": round(time.perf_counter() - t, 1)}))
+    shutil.rmtree(root / "regplan-state", ignore_errors=True)
+    config = base / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {root}}}\n"
+        "  delete: {enabled: true}\nhttp: {addr: 127.0.0.1:0}\n"
+    )
+    key = base / "bench.key"
+    if not key.exists():
+        run([*REGPLAN, "keygen", str(key)])
+    return root, config, json.loads(marker.read_text())
+
+
+def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
+    root, config, built = prepare(size, workdir)
+    key = config.parent / "bench.key"
+    plan = config.parent / "bench.plan.json"
+    print(f"\n{size}: {built['files']:,} files, {built['paths']:,} paths, {built['images']:,} images",
+          flush=True)
+    steps: dict[str, list[tuple[float, int]]] = {}
+    targets = 0
+
+    def record(name: str, result: tuple[float, int, str]) -> str:
+        steps.setdefault(name, []).append(result[:2])
+        return result[2]
+
+    for n in range(rounds):
+        record("plan", run([*REGPLAN, "plan", "--root", str(root), "--key", str(key),
+                            "-o", str(plan), "--untagged", "*", "--gc", "-q", "--json"]))
+        targets = json.loads(plan.read_text())["summary"]["targets"]
+        record("gc --dry-run", run(["docker-registry", "garbage-collect", "--dry-run",
+                                    str(config)]))
+        record("gc --dry-run --delete-untagged",
+               run(["docker-registry", "garbage-collect", "--dry-run", "--delete-untagged",
+                    str(config)]))
+        record("verify", run([*REGPLAN, "verify", str(plan), "--trust", f"{key}.pub"]))
+        out = record("apply", run([*REGPLAN, "apply", str(plan), "--trust", f"{key}.pub",
+                                   "--json", "-q"]))
+        record("rollback", run([*REGPLAN, "rollback", json.loads(out)["apply_id"],
+                                "--root", str(root)]))
+        shutil.rmtree(root / "regplan-state")
+        print(f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items()),
+              flush=True)
+    med = {k: statistics.median(s for s, _ in v) for k, v in steps.items()}
+    mem = {k: max(m for _, m in v) for k, v in steps.items()}
+    ratios = {
+        "plan / gc mark-only": med["plan"] / med["gc --dry-run"],
+        "plan / gc --delete-untagged": med["plan"] / med["gc --dry-run --delete-untagged"],
+        "verify / plan": med["verify"] / med["plan"],
+        "apply / plan": med["apply"] / med["plan"],
+        "rollback / plan": med["rollback"] / med["plan"],
+    }
+    print(f"  plan: {targets:,} targets")
+    print(f"  {'step':<32}{'median s':>10}{'peak MiB':>10}")
+    for k in steps:
+        print(f"  {k:<32}{med[k]:>10.2f}{mem[k]:>10}")
+    for k, v in ratios.items():
+        print(f"  {k:<32}{v:>10.2f}")
+    return {**built, "size": size, "targets": targets, "rounds": rounds,
+            "median_seconds": med, "peak_rss_mib": mem, "ratios": ratios,
+            "all": {k: [list(x) for x in v] for k, v in steps.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", action="append", choices=sorted(SIZES))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/regplan-bench"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/scale.json"))
+    args = parser.parse_args()
+    if shutil.which("docker-registry") is None:
+        sys.exit("needs docker-registry (apt-get install docker-registry)")
+    results = [bench(size, args.rounds, args.workdir) for size in args.size or ["250k"]]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
