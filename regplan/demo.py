@@ -38,7 +38,7 @@ EPOCH = "2026-01-01T00:00:00Z"
 
 
 def digest_of(data: bytes) -> Digest:
-    return Digest("sha256", hashlib.sha256(data).hexdigest())
+    return Digest("sha256:" + hashlib.sha256(data).hexdigest())
 
 
 def _json(obj: object) -> bytes:
