@@ -47,36 +47,48 @@ def _line(path: str, token: str) -> str:
     return f"{path}\0{token}\n"
 
 
-def digest_entries(entries: Mapping[str, str]) -> TreeDigest:
-    """Digest a tree given as ``{rel path: token}``."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for path, token in entries.items():
-        groups[part_of(path)].append(_line(path, token))
-    parts = {name: _part_digest(lines) for name, lines in groups.items()}
+def digest_entries(
+    entries: Mapping[str, str], groups: Mapping[str, list[str]] | None = None
+) -> TreeDigest:
+    """Digest a tree given as ``{rel path: token}`` (``groups``: its paths by part)."""
+    if groups is None:
+        groups = _group(entries)
+    parts = {
+        name: _part_digest([_line(p, entries[p]) for p in paths])
+        for name, paths in groups.items()
+        if paths
+    }
     return TreeDigest(digest=_combine(parts), entries=len(entries), parts=parts)
 
 
 def predict_after(
-    entries: Mapping[str, str], before: TreeDigest, removed: Iterable[str]
+    entries: Mapping[str, str],
+    before: TreeDigest,
+    removed: Iterable[str],
+    groups: Mapping[str, list[str]] | None = None,
 ) -> TreeDigest:
     """The digest of the tree once every path in ``removed`` is gone.
 
     Only the parts that lose a path are recomputed.
     """
     removed = set(removed)
-    touched = {part_of(p) for p in removed}
-    groups: dict[str, list[str]] = {name: [] for name in touched}
-    for path, token in entries.items():
-        part = part_of(path)
-        if part in groups and path not in removed:
-            groups[part].append(_line(path, token))
+    if groups is None:
+        groups = _group(entries)
     parts = dict(before.parts)
-    for name, lines in groups.items():
+    for name in {part_of(p) for p in removed}:
+        lines = [_line(p, entries[p]) for p in groups[name] if p not in removed]
         if lines:
             parts[name] = _part_digest(lines)
         else:
             del parts[name]
     return TreeDigest(digest=_combine(parts), entries=before.entries - len(removed), parts=parts)
+
+
+def _group(entries: Mapping[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for path in entries:
+        groups[part_of(path)].append(path)
+    return groups
 
 
 def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
-from regplan.layout import Digest
+from regplan.layout import Digest, part_of
 from regplan.manifests import Manifest
 
 
@@ -68,11 +68,21 @@ class Tree:
     ``s<target>`` symlink (never followed).
     """
 
-    __slots__ = ("_paths", "entries")
+    __slots__ = ("_sorted", "entries", "groups")
 
-    def __init__(self, entries: Mapping[str, str]) -> None:
+    def __init__(
+        self, entries: Mapping[str, str], groups: Mapping[str, list[str]] | None = None
+    ) -> None:
         self.entries = entries
-        self._paths = sorted(entries)
+        self.groups: Mapping[str, list[str]] = groups if groups is not None else _group(entries)
+        self._sorted: list[str] | None = None
+
+    @property
+    def _paths(self) -> list[str]:
+        """All paths sorted, built on first use (only subtree needs it)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.entries)
+        return self._sorted
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -105,6 +115,13 @@ class Tree:
         return (p for p, t in self.entries.items() if t == "d")
 
 
+def _group(entries: Mapping[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for path in entries:
+        groups.setdefault(part_of(path), []).append(path)
+    return groups
+
+
 @attrs.frozen(kw_only=True)
 class Inventory:
     repositories: Mapping[str, Repository]
@@ -115,6 +132,6 @@ class Inventory:
     problems: tuple[Problem, ...]
     tree: Tree = attrs.field(eq=False)
     mtimes: Mapping[str, float] = attrs.field(factory=dict, eq=False)
-    """mtime of tag ``current/link``s, blob ``data`` files and ``_layers`` links, by path."""
+    """mtime of blob ``data`` files and (when scanned with mtimes) link files, by path."""
     created: Mapping[Digest, str] = attrs.field(factory=dict)
     """Image config ``created`` of tagged manifests (only when scanned with created=True)."""

@@ -28,23 +28,49 @@ Progress = Callable[[int], None]
 @attrs.frozen(kw_only=True)
 class Walk:
     entries: dict[str, str]
+    groups: dict[str, list[str]]
+    """fingerprint part -> its paths (see layout.part_of), built during the walk."""
     mtimes: dict[str, float]
-    """mtime of every ``current/link`` (tag push time), blob ``data`` and ``_layers`` link."""
+    """mtime of blob ``data`` files and tags' ``current/link``; with ``mtimes=True`` of
+    every link file."""
     startedat: dict[str, str]
     """content of every ``_uploads/<uuid>/startedat``."""
     problems: list[Problem]
 
 
-def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Walk:
-    """Record every path below ``v2``; never follows symlinks."""
+def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tuple[str, str | None]:
+    """(part of ``rel``, part its children inherit or None to decide per child).
+
+    The same rule as layout.part_of, decided once per directory instead of per path.
+    """
+    if inherited is not None:
+        return inherited, inherited
+    if rel_dir == "":
+        return rel, (rel if name not in ("blobs", "repositories") else None)
+    if rel_dir == "blobs" or rel_dir.startswith("blobs/"):
+        depth = rel.count("/")
+        return rel, (rel if depth >= 2 else None)
+    if name.startswith("_") and rel_dir != "repositories":
+        return rel_dir, rel_dir  # inside repository rel_dir
+    return rel, None
+
+
+def walk(
+    v2: str | os.PathLike[str], *, progress: Progress | None = None, mtimes: bool = False
+) -> Walk:
+    """Record every path below ``v2``; never follows symlinks.
+
+    The hot loop of regplan: ``os.scandir``, no pathlib, link files read with
+    one ``open``/``read``/``close`` each, other files only ``stat``'ed.
+    """
     entries: dict[str, str] = {}
-    mtimes: dict[str, float] = {}
+    groups: dict[str, list[str]] = {}
+    times: dict[str, float] = {}
     startedat: dict[str, str] = {}
     problems: list[Problem] = []
-    base = os.fspath(v2)
-    stack: list[tuple[str, str]] = [(base, "")]
+    stack: list[tuple[str, str, str | None]] = [(os.fspath(v2), "", None)]
     while stack:
-        abs_dir, rel_dir = stack.pop()
+        abs_dir, rel_dir, inherited = stack.pop()
         try:
             with os.scandir(abs_dir) as it:
                 children = list(it)
@@ -53,10 +79,23 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
                 Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
             )
             continue
+        group = groups.get(inherited) if inherited is not None else None
+        if inherited is not None and group is None:
+            group = groups[inherited] = []
         for entry in children:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if group is not None:
+                group.append(rel)
+                below = inherited
+            else:
+                part, below = _child_part(rel_dir, inherited, name, rel)
+                groups.setdefault(part, []).append(rel)
             try:
-                if entry.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
+                    entries[rel] = "d"
+                    stack.append((entry.path, rel, below))
+                elif entry.is_symlink():
                     entries[rel] = "s" + os.readlink(entry.path)
                     problems.append(
                         Problem(
@@ -65,23 +104,20 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
                             message="symlink in registry storage (not followed, kept)",
                         )
                     )
-                elif entry.is_dir(follow_symlinks=False):
-                    entries[rel] = "d"
-                    stack.append((entry.path, rel))
-                elif entry.name == "link":
+                elif name == "link":
                     fd = os.open(entry.path, os.O_RDONLY)
                     try:
                         entries[rel] = "l" + os.read(fd, 4096).decode("utf-8", "replace")
                     finally:
                         os.close(fd)
-                    if rel_dir.endswith("/current") or "/_layers/" in rel_dir:
-                        mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
+                    if mtimes or rel_dir.endswith("/current"):  # a tag's push time
+                        times[rel] = entry.stat(follow_symlinks=False).st_mtime
                 else:
                     st = entry.stat(follow_symlinks=False)
                     entries[rel] = f"f{st.st_size}"
-                    if entry.name == "data":
-                        mtimes[rel] = st.st_mtime
-                    if entry.name == "startedat":
+                    if name == "data":
+                        times[rel] = st.st_mtime
+                    elif name == "startedat":
                         with open(entry.path, "rb") as f:
                             startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
             except OSError as e:
@@ -91,16 +127,25 @@ def walk(v2: str | os.PathLike[str], *, progress: Progress | None = None) -> Wal
                 )
         if progress is not None:
             progress(len(entries))
-    return Walk(entries=entries, mtimes=mtimes, startedat=startedat, problems=problems)
+    return Walk(
+        entries=entries, groups=groups, mtimes=times, startedat=startedat, problems=problems
+    )
 
 
-def scan(storage: Storage, *, progress: Progress | None = None, created: bool = False) -> Inventory:
+def scan(
+    storage: Storage,
+    *,
+    progress: Progress | None = None,
+    created: bool = False,
+    mtimes: bool = False,
+) -> Inventory:
     """Walk the storage once and build the inventory.
 
     With ``created``, also read the image config of every tagged manifest for
-    its ``created`` time (``--sort-by created``).
+    its ``created`` time (``--sort-by created``); with ``mtimes``, record every
+    link file's mtime (layer link ages for ``--gc-min-age``).
     """
-    w = walk(storage.v2, progress=progress)
+    w = walk(storage.v2, progress=progress, mtimes=mtimes)
     builder = _Builder(w)
     builder.classify()
     builder.read_manifests(storage)
@@ -327,7 +372,7 @@ class _Builder:
             blobs=self.blobs,
             manifests=self.manifests,
             problems=tuple(sorted(set(self.problems))),
-            tree=Tree(self.w.entries),
+            tree=Tree(self.w.entries, self.w.groups),
             mtimes=self.w.mtimes,
             created=self.created,
         )

@@ -52,9 +52,9 @@ def make_plan(
     inventory = scan(storage, progress=progress, created=selection.retention.sort_by == "created")
     decision = decide(inventory, resolve(selection, inventory, now), prune=selection.prune)
     tree = inventory.tree
-    before = fingerprint.digest_entries(tree.entries)
+    before = fingerprint.digest_entries(tree.entries, tree.groups)
     removed = {p for t in decision.targets for p in tree.subtree(t.path)}
-    after = fingerprint.predict_after(tree.entries, before, removed)
+    after = fingerprint.predict_after(tree.entries, before, removed, tree.groups)
     r = selection.retention
     request = Request(
         argv=tuple(argv),
@@ -143,7 +143,8 @@ def load_verified(
 
 
 def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
-    return fingerprint.digest_entries(walk(storage.v2, progress=progress).entries)
+    w = walk(storage.v2, progress=progress)
+    return fingerprint.digest_entries(w.entries, w.groups)
 
 
 def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:

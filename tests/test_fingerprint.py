@@ -45,3 +45,21 @@ def test_blob_size_counts_but_not_contents(demo_root: Path) -> None:
     data.write_bytes(original + b"!")
     changed = fingerprint.changed_parts(before.parts, digest(demo_root).parts)
     assert changed == [f"{data.parent.parent.relative_to(Storage.locate(demo_root).v2)} (changed)"]
+
+
+def test_walk_groups_paths_by_part_like_part_of(tmp_path: Path) -> None:
+    """The walk decides parts per directory; layout.part_of per path: they must agree."""
+    from regplan.demo import build_scale
+    from regplan.layout import part_of
+
+    build_scale(tmp_path, repos=3, tags=3, pushes=2, index_every=2)
+    v2 = Storage.locate(tmp_path).v2
+    (v2 / "repositories" / "_odd" / "x").mkdir(parents=True)
+    (v2 / "repositories" / "team0" / "_stray").mkdir()
+    (v2 / "extra").mkdir()
+    (v2 / "extra" / "note").write_text("x")
+    (v2 / "top-file").write_text("x")
+    w = walk(v2)
+    by_walk = {path: part for part, paths in w.groups.items() for path in paths}
+    assert by_walk == {path: part_of(path) for path in w.entries}
+    assert sum(len(p) for p in w.groups.values()) == len(w.entries)

@@ -36,7 +36,11 @@ def ten_tags(root: Path) -> list[str]:
 
 
 def plan(root: Path, sel: Selection, now: datetime = NOW) -> Decision:
-    inv = scan(Storage.locate(root), created=sel.retention.sort_by == "created")
+    inv = scan(
+        Storage.locate(root),
+        created=sel.retention.sort_by == "created",
+        mtimes=sel.gc_min_age is not None,
+    )
     return decide(inv, resolve(sel, inv, now), prune=sel.prune)
 
 

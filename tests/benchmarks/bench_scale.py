@@ -70,8 +70,16 @@ def prepare(size: str, workdir: Path) -> tuple[Path, Path, dict[str, int]]:
         images = build_scale(root, **SIZES[size])
         files = sum(len(f) for _, _, f in os.walk(root))
         paths = sum(len(f) + len(d) for _, d, f in os.walk(root))
-        marker.write_text(json.dumps({"images": images, "files": files, "paths": paths,
-                                      "build_seconds": round(time.perf_counter() - t, 1)}))
+        marker.write_text(
+            json.dumps(
+                {
+                    "images": images,
+                    "files": files,
+                    "paths": paths,
+                    "build_seconds": round(time.perf_counter() - t, 1),
+                }
+            )
+        )
     shutil.rmtree(root / "regplan-state", ignore_errors=True)
     config = base / "config.yml"
     config.write_text(
@@ -88,8 +96,10 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     key = config.parent / "bench.key"
     plan = config.parent / "bench.plan.json"
-    print(f"\n{size}: {built['files']:,} files, {built['paths']:,} paths, {built['images']:,} images",
-          flush=True)
+    print(
+        f"\n{size}: {built['files']:,} files, {built['paths']:,} paths, {built['images']:,} images",
+        flush=True,
+    )
     steps: dict[str, list[tuple[float, int]]] = {}
     targets = 0
 
@@ -98,22 +108,55 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         return result[2]
 
     for n in range(rounds):
-        record("plan", run([*REGPLAN, "plan", "--root", str(root), "--key", str(key),
-                            "-o", str(plan), "--untagged", "*", "--gc", "-q", "--json"]))
+        record(
+            "plan",
+            run(
+                [
+                    *REGPLAN,
+                    "plan",
+                    "--root",
+                    str(root),
+                    "--key",
+                    str(key),
+                    "-o",
+                    str(plan),
+                    "--untagged",
+                    "*",
+                    "--gc",
+                    "-q",
+                    "--json",
+                ]
+            ),
+        )
         targets = json.loads(plan.read_text())["summary"]["targets"]
-        record("gc --dry-run", run(["docker-registry", "garbage-collect", "--dry-run",
-                                    str(config)]))
-        record("gc --dry-run --delete-untagged",
-               run(["docker-registry", "garbage-collect", "--dry-run", "--delete-untagged",
-                    str(config)]))
+        record(
+            "gc --dry-run", run(["docker-registry", "garbage-collect", "--dry-run", str(config)])
+        )
+        record(
+            "gc --dry-run --delete-untagged",
+            run(
+                [
+                    "docker-registry",
+                    "garbage-collect",
+                    "--dry-run",
+                    "--delete-untagged",
+                    str(config),
+                ]
+            ),
+        )
         record("verify", run([*REGPLAN, "verify", str(plan), "--trust", f"{key}.pub"]))
-        out = record("apply", run([*REGPLAN, "apply", str(plan), "--trust", f"{key}.pub",
-                                   "--json", "-q"]))
-        record("rollback", run([*REGPLAN, "rollback", json.loads(out)["apply_id"],
-                                "--root", str(root)]))
+        out = record(
+            "apply", run([*REGPLAN, "apply", str(plan), "--trust", f"{key}.pub", "--json", "-q"])
+        )
+        record(
+            "rollback",
+            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+        )
         shutil.rmtree(root / "regplan-state")
-        print(f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items()),
-              flush=True)
+        print(
+            f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items()),
+            flush=True,
+        )
     med = {k: statistics.median(s for s, _ in v) for k, v in steps.items()}
     mem = {k: max(m for _, m in v) for k, v in steps.items()}
     ratios = {
@@ -129,9 +172,16 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         print(f"  {k:<32}{med[k]:>10.2f}{mem[k]:>10}")
     for k, v in ratios.items():
         print(f"  {k:<32}{v:>10.2f}")
-    return {**built, "size": size, "targets": targets, "rounds": rounds,
-            "median_seconds": med, "peak_rss_mib": mem, "ratios": ratios,
-            "all": {k: [list(x) for x in v] for k, v in steps.items()}}
+    return {
+        **built,
+        "size": size,
+        "targets": targets,
+        "rounds": rounds,
+        "median_seconds": med,
+        "peak_rss_mib": mem,
+        "ratios": ratios,
+        "all": {k: [list(x) for x in v] for k, v in steps.items()},
+    }
 
 
 def main() -> None:
