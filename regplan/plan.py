@@ -27,7 +27,10 @@ class TargetKind(enum.Enum):
 
     @property
     def phase(self) -> int:
-        return list(TargetKind).index(self)
+        return _PHASES[self]
+
+
+_PHASES = {kind: i for i, kind in enumerate(TargetKind)}
 
 
 def _safe_path(_: object, __: attrs.Attribute[str], value: str) -> None:

@@ -99,16 +99,22 @@ class _Planner:
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
         self._tag_reach: dict[str, Mapping[Digest, frozenset[str]]] = {}
+        self._referrer_maps: dict[str, Mapping[Digest, set[Digest]]] = {}
         self.results: dict[str, _RepoResult] = {}
 
     # -- graph helpers ------------------------------------------------------
 
     def _referrers(self, repo: Repository) -> Mapping[Digest, set[Digest]]:
+        """subject -> the revisions of ``repo`` that refer to it (built once per repository)."""
+        cached = self._referrer_maps.get(repo.name)
+        if cached is not None:
+            return cached
         out: dict[Digest, set[Digest]] = defaultdict(set)
         for d in repo.revisions:
             m = self.inv.manifests.get(d)
             if m is not None and m.subject is not None:
                 out[m.subject].add(d)
+        self._referrer_maps[repo.name] = out
         return out
 
     def _closure(
