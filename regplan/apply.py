@@ -163,6 +163,12 @@ def apply_plan(
         resuming = next((r for r in previous if r.state == State.APPLYING), None)
         if resuming is not None:
             paths = Paths(storage, resuming.apply_id)
+            began, _ = read_raw(paths.plan)
+            if codec.canonical(codec.body(began)) != codec.canonical(codec.body(raw)):
+                raise ApplyError(
+                    f"{plan_path} differs from the plan apply {resuming.apply_id} began with "
+                    f"({paths.plan}); finish that one, or roll it back"
+                )
             log.info("resuming apply %s", resuming.apply_id)
             record = resuming
         else:
@@ -388,8 +394,14 @@ def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResul
         )
         with Journal(paths.journal) as journal:
             journal.append({"op": "rollback", "restore": len(back), "recreate": len(pruned)})
-            for r in pruned:  # parents were journaled before their children
-                _recreate(storage.v2 / r["path"], r)
+            try:
+                for r in pruned:  # parents were journaled before their children
+                    _recreate(storage.v2 / r["path"], r)
+            except OSError as e:
+                raise ApplyError(
+                    f"could not recreate a pruned folder: {explain(e)}; nothing was moved back, "
+                    "run the rollback again once fixed"
+                ) from None
             restored = 0
             made: set[str] = set()
             for _, batch in _batches(list(reversed(back))):
@@ -475,8 +487,13 @@ def purge(
             write_state(
                 paths.record, attrs.evolve(record, state=State.PURGING, updated_at=_iso(now))
             )
-            if paths.quarantine.exists():
-                shutil.rmtree(paths.quarantine)
+            try:
+                if paths.quarantine.exists():
+                    shutil.rmtree(paths.quarantine)
+            except OSError as e:
+                raise ApplyError(
+                    f"could not delete {paths.quarantine}: {explain(e)}; run the purge again"
+                ) from None
             final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=_iso(now))
             write_state(paths.record, final)
             done.append(final)

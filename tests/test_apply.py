@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from regplan import apply, signing, workflow
@@ -255,3 +256,40 @@ def test_approve_adds_second_signature(
     with pytest.raises(SignatureError, match="already signed"):
         workflow.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW)
     assert run_apply(plan_path, both, required=2).fingerprint_ok
+
+
+def test_resume_refuses_a_different_plan_with_the_same_id(
+    demo_root: Path,
+    plan_path: Path,
+    trusted: list[signing.TrustedKey],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interrupted apply only resumes with the very plan it began with."""
+    import errno
+
+    from regplan import quarantine
+
+    calls = 0
+    real = quarantine._rename
+
+    def failing(src: str, dst: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(errno.ENOSPC, "full")
+        real(src, dst)
+
+    monkeypatch.setattr(quarantine, "_rename", failing)
+    with pytest.raises(ApplyError):
+        run_apply(plan_path, trusted)
+    monkeypatch.undo()
+    plan = workflow.load_plan(plan_path)
+    other = attrs.evolve(plan, kept=(), signatures=())
+    other = signing.sign(other, KEY, role="planner", signer="x", now=NOW)
+    assert other.plan_id == plan.plan_id
+    forged = tmp_path / "same-id.json"
+    workflow.write_plan(other, forged)
+    with pytest.raises(ApplyError, match="differs from the plan apply"):
+        run_apply(forged, trusted)
+    assert run_apply(plan_path, trusted).resumed
