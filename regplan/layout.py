@@ -155,8 +155,3 @@ def part_of(rel: str) -> str:
     if rel.startswith("blobs/"):
         return "/".join(rel.split("/")[:3])
     return rel.split("/", 1)[0]
-
-
-def is_under(path: str, ancestor: str) -> bool:
-    """True when ``path`` is ``ancestor`` or lies inside it."""
-    return path == ancestor or path.startswith(ancestor + "/")

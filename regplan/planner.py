@@ -29,7 +29,6 @@ from regplan.layout import (
     ROOTS,
     Digest,
     blob_dir,
-    is_under,
     layer_dir,
     repo_dir,
     revision_dir,
@@ -100,6 +99,10 @@ class _Planner:
         self.problems: list[Problem] = []
         self._tag_reach: dict[str, Mapping[Digest, frozenset[str]]] = {}
         self._referrer_maps: dict[str, Mapping[Digest, set[Digest]]] = {}
+        self._holds_kept: set[str] | None = None
+        self.removed_tags: dict[str, set[str]] = defaultdict(set)
+        for repo, tag in req.tags:
+            self.removed_tags[repo].add(tag)
         self.results: dict[str, _RepoResult] = {}
 
     # -- graph helpers ------------------------------------------------------
@@ -152,7 +155,7 @@ class _Planner:
         cached = self._tag_reach.get(repo.name)
         if cached is not None:
             return cached
-        removed = {t for (r, t) in self.req.tags if r == repo.name}
+        removed = self.removed_tags.get(repo.name, set())
         reach: dict[Digest, set[str]] = defaultdict(set)
         if repo.name not in self.req.repos:
             for tag in repo.tags.values():
@@ -177,7 +180,7 @@ class _Planner:
         for name, repo in self.inv.repositories.items():
             if name in self.req.repos:
                 self._whole_repo(repo)
-            elif name in self.req.untagged or any(r == name for r, _ in self.req.tags):
+            elif name in self.req.untagged or name in self.removed_tags:
                 self._revisions(repo)
             elif self.req.gc:
                 self.results[name] = _RepoResult(
@@ -238,13 +241,10 @@ class _Planner:
         self.results[name] = result
         reason = self.req.repos[name]
         images = [f"{name}:{t}" for t in repo.tags]
-        covered = any(
-            is_under(repo_dir(name), repo_dir(other)) and self._whole_dir(other)
-            for other in self.req.repos
-            if other != name
-        )
-        if covered:
-            return
+        parts = name.split("/")
+        ancestors = ("/".join(parts[:i]) for i in range(1, len(parts)))
+        if any(a in self.req.repos and self._whole_dir(a) for a in ancestors):
+            return  # an ancestor's folder goes whole, this one with it
         if self._whole_dir(name):
             self._target(repo_dir(name), TargetKind.REPOSITORY, reason, images)
             return
@@ -260,11 +260,14 @@ class _Planner:
 
     def _whole_dir(self, name: str) -> bool:
         """True when no repository that stays is nested inside ``name``."""
-        prefix = name + "/"
-        return not any(
-            other.startswith(prefix) and other not in self.req.repos
-            for other in self.inv.repositories
-        )
+        if self._holds_kept is None:
+            holds: set[str] = set()
+            for other in self.inv.repositories:
+                if other not in self.req.repos:
+                    parts = other.split("/")
+                    holds.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            self._holds_kept = holds
+        return name not in self._holds_kept
 
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
         self.add(
@@ -279,7 +282,7 @@ class _Planner:
 
     def _revisions(self, repo: Repository) -> None:
         name = repo.name
-        removed_tags = sorted(t for (r, t) in self.req.tags if r == name)
+        removed_tags = sorted(self.removed_tags.get(name, ()))
         for tag in removed_tags:
             self._target(tag_dir(name, tag), TargetKind.TAG, self.req.tags[(name, tag)])
 

@@ -288,12 +288,13 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
     uploads = res.uploads()
     repos, tags = res.repos, res.tags
     # Removing the last tag removes the repository, as the one-file script does.
-    for repo in {r for r, _ in tags}:
+    gone_by_repo: dict[str, set[str]] = {}
+    for r, t in tags:
+        gone_by_repo.setdefault(r, set()).add(t)
+    for repo, gone in gone_by_repo.items():
         if repo in repos:
             continue
-        all_tags = set(inventory.repositories[repo].tags)
-        gone = {t for r, t in tags if r == repo}
-        if all_tags <= gone:
+        if set(inventory.repositories[repo].tags) <= gone:
             listed = ", ".join(sorted(gone))
             repos[repo] = f"last tag removed ({listed}): the whole repository goes"
     gc_cutoff = None
