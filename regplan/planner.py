@@ -84,7 +84,6 @@ def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> D
 class _RepoResult:
     removed: dict[Digest, set[str]] = attrs.field(factory=dict)
     """removed revision -> the images whose removal took it."""
-    live: set[Digest] = attrs.field(factory=set)
     layers_removed: set[Digest] = attrs.field(factory=set)
     fail_closed: str = ""
     """Why nothing this repository might reference may be removed ("" when it is sound)."""
@@ -183,9 +182,7 @@ class _Planner:
             elif name in self.req.untagged or name in self.removed_tags:
                 self._revisions(repo)
             elif self.req.gc:
-                self.results[name] = _RepoResult(
-                    live=set(repo.revisions), fail_closed=self._fail_closed(repo, set())
-                )
+                self.results[name] = _RepoResult(fail_closed=self._fail_closed(repo, set()))
         for (name, uuid), reason in sorted(self.req.uploads.items()):
             self._target(upload_dir(name, uuid), TargetKind.UPLOAD, reason)
         if self.req.gc:
@@ -314,7 +311,7 @@ class _Planner:
             live_roots = set(repo.revisions)
         live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
 
-        result = _RepoResult(live=live, fail_closed=fail_closed)
+        result = _RepoResult(fail_closed=fail_closed)
         for d, (why, _) in sorted(consequence.items()):
             if d not in repo.revisions:
                 continue
