@@ -84,6 +84,28 @@ def predict_after(
     return TreeDigest(digest=_combine(parts), entries=before.entries - len(removed), parts=parts)
 
 
+def digest_events(events: Iterable[tuple[str, str, str]]) -> TreeDigest:
+    """Digest a tree from a depth-first walk's events without holding all of it:
+    each part's lines are hashed, and dropped, as soon as its end event comes
+    (``(rel, token, part)``; an empty token ends ``part``)."""
+    open_parts: dict[str, list[str]] = {}
+    parts: dict[str, str] = {}
+    count = 0
+    for rel, token, part in events:
+        if not token:
+            lines = open_parts.pop(part, None)
+            if lines:
+                parts[part] = _part_digest(lines)
+            continue
+        if part in parts:
+            raise AssertionError(f"{rel} came after its part {part} ended")
+        count += 1
+        open_parts.setdefault(part, []).append(_line(rel, token))
+    for part, lines in open_parts.items():
+        parts[part] = _part_digest(lines)
+    return TreeDigest(digest=_combine(parts), entries=count, parts=parts)
+
+
 def _group(entries: Mapping[str, str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for path in entries:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -55,49 +55,71 @@ def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tup
     return rel, None
 
 
-def walk(
-    v2: str | os.PathLike[str], *, progress: Progress | None = None, mtimes: bool = False
-) -> Walk:
-    """Record every path below ``v2``; never follows symlinks.
+UNREADABLE_FILE = "f0"
+"""The token of a file that could not be read (its problem is reported)."""
+PART_END = ""
+"""The token of the event that says every path of a part has been seen."""
+
+Event = tuple[str, str, str]
+"""(rel path, token, part); or (part, PART_END, part) once that part is complete."""
+
+
+@attrs.define
+class Side:
+    """What a walk notes besides its events."""
+
+    mtimes: dict[str, float] = attrs.field(factory=dict)
+    startedat: dict[str, str] = attrs.field(factory=dict)
+    problems: list[Problem] = attrs.field(factory=list)
+    count: int = 0
+
+
+def events(
+    v2: str | os.PathLike[str],
+    side: Side,
+    *,
+    progress: Progress | None = None,
+    mtimes: bool = False,
+) -> Iterator[Event]:
+    """Every path below ``v2`` with its token and part, depth first; never follows symlinks.
 
     The hot loop of regplan: ``os.scandir``, no pathlib, link files read with
-    one ``open``/``read``/``close`` each, other files only ``stat``'ed.
+    one ``open``/``read``/``close`` each, other files only ``stat``'ed. Depth
+    first means a part's paths all come before its PART_END event, so a
+    consumer can finish a part and forget its paths (see fingerprint.digest_events).
     """
-    entries: dict[str, str] = {}
-    groups: dict[str, list[str]] = {}
-    times: dict[str, float] = {}
-    startedat: dict[str, str] = {}
-    problems: list[Problem] = []
     stack: list[tuple[str, str, str | None]] = [(os.fspath(v2), "", None)]
     while stack:
         abs_dir, rel_dir, inherited = stack.pop()
+        if not abs_dir:  # the end of a part's subtree
+            yield rel_dir, PART_END, rel_dir
+            continue
         try:
             with os.scandir(abs_dir) as it:
                 children = list(it)
         except OSError as e:
-            problems.append(
+            side.problems.append(
                 Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
             )
             continue
-        group = groups.get(inherited) if inherited is not None else None
-        if inherited is not None and group is None:
-            group = groups[inherited] = []
         for entry in children:
             name = entry.name
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if group is not None:
-                group.append(rel)
-                below = inherited
+            below: str | None
+            if inherited is not None:
+                part = below = inherited
             else:
                 part, below = _child_part(rel_dir, inherited, name, rel)
-                groups.setdefault(part, []).append(rel)
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    entries[rel] = "d"
+                    yield rel, "d", part
+                    if part == rel:
+                        stack.append(("", rel, None))
                     stack.append((entry.path, rel, below))
-                elif entry.is_symlink():
-                    entries[rel] = "s" + os.readlink(entry.path)
-                    problems.append(
+                    continue
+                if entry.is_symlink():
+                    token = "s" + os.readlink(entry.path)
+                    side.problems.append(
                         Problem(
                             path=rel,
                             code=ProblemCode.SYMLINK,
@@ -107,28 +129,49 @@ def walk(
                 elif name == "link":
                     fd = os.open(entry.path, os.O_RDONLY)
                     try:
-                        entries[rel] = "l" + os.read(fd, 4096).decode("utf-8", "replace")
+                        token = "l" + os.read(fd, 4096).decode("utf-8", "replace")
                     finally:
                         os.close(fd)
                     if mtimes or rel_dir.endswith("/current"):  # a tag's push time
-                        times[rel] = entry.stat(follow_symlinks=False).st_mtime
+                        side.mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
                 else:
                     st = entry.stat(follow_symlinks=False)
-                    entries[rel] = f"f{st.st_size}"
+                    token = f"f{st.st_size}"
                     if name == "data":
-                        times[rel] = st.st_mtime
+                        side.mtimes[rel] = st.st_mtime
                     elif name == "startedat":
                         with open(entry.path, "rb") as f:
-                            startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
+                            side.startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
             except OSError as e:
-                entries.setdefault(rel, "f0")
-                problems.append(
+                token = UNREADABLE_FILE
+                side.problems.append(
                     Problem(path=rel, code=ProblemCode.UNREADABLE, message=f"cannot read: {e}")
                 )
+            yield rel, token, part
+            if part == rel:  # a file that is a part of its own (a top-level file)
+                yield rel, PART_END, rel
+        side.count += len(children)
         if progress is not None:
-            progress(len(entries))
+            progress(side.count)
+
+
+def walk(
+    v2: str | os.PathLike[str], *, progress: Progress | None = None, mtimes: bool = False
+) -> Walk:
+    """Every path below ``v2`` with its token, grouped by fingerprint part."""
+    side = Side()
+    entries: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for rel, token, part in events(v2, side, progress=progress, mtimes=mtimes):
+        if token:
+            entries[rel] = token
+            groups.setdefault(part, []).append(rel)
     return Walk(
-        entries=entries, groups=groups, mtimes=times, startedat=startedat, problems=problems
+        entries=entries,
+        groups=groups,
+        mtimes=side.mtimes,
+        startedat=side.startedat,
+        problems=side.problems,
     )
 
 

@@ -28,7 +28,7 @@ from regplan.plan import (
     summarize,
 )
 from regplan.planner import decide
-from regplan.scan import Progress, scan, walk
+from regplan.scan import Progress, Side, events, scan
 from regplan.selection import Selection, resolve
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,8 @@ def load_verified(
 
 
 def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
-    w = walk(storage.v2, progress=progress)
-    return fingerprint.digest_entries(w.entries, w.groups)
+    """The tree's digest as it is now, in one streaming walk (no path is kept)."""
+    return fingerprint.digest_events(events(storage.v2, Side(), progress=progress))
 
 
 def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:

@@ -63,3 +63,19 @@ def test_walk_groups_paths_by_part_like_part_of(tmp_path: Path) -> None:
     by_walk = {path: part for part, paths in w.groups.items() for path in paths}
     assert by_walk == {path: part_of(path) for path in w.entries}
     assert sum(len(p) for p in w.groups.values()) == len(w.entries)
+
+
+def test_streaming_digest_equals_the_digest_of_all_entries(tmp_path: Path) -> None:
+    """verify and apply digest the tree without keeping its paths: same result."""
+    from regplan.demo import build_demo, build_scale
+    from regplan.scan import Side, events
+
+    build_scale(tmp_path / "a", repos=4, tags=3, pushes=2, index_every=2)
+    build_demo(tmp_path / "a" / "docker" / "registry" / "v2" / "repositories" / "x" / "y")
+    v2 = Storage.locate(tmp_path / "a").v2
+    (v2 / "repositories" / "_odd" / "x").mkdir(parents=True)
+    (v2 / "top-file").write_text("x")
+    (v2 / "extra" / "deep").mkdir(parents=True)
+    streamed = fingerprint.digest_events(events(v2, Side()))
+    full = fingerprint.digest_entries(walk(v2).entries)
+    assert streamed == full
