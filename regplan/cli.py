@@ -410,18 +410,7 @@ def apply_cmd(
     )
     moving.done()
     if as_json:
-        emit_json(
-            {
-                "apply_id": result.apply_id,
-                "plan_id": result.plan_id,
-                "moved": result.moved,
-                "bytes": result.bytes,
-                "quarantine": str(result.quarantine),
-                "resumed": result.resumed,
-                "fingerprint_ok": result.fingerprint_ok,
-                "changed": list(result.changed),
-            }
-        )
+        emit_json(render.result_json(result))
     else:
         click.echo(render.applied(result))
     if not result.fingerprint_ok:
@@ -440,15 +429,7 @@ def rollback(apply_id: str, root: Path | None, config: Path | None, as_json: boo
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
     result = apply.rollback(storage=_storage(root, config), apply_id=apply_id, now=now())
     if as_json:
-        emit_json(
-            {
-                "apply_id": result.apply_id,
-                "restored": result.restored,
-                "recreated": result.recreated,
-                "fingerprint_ok": result.fingerprint_ok,
-                "changed": list(result.changed),
-            }
-        )
+        emit_json(render.result_json(result))
     else:
         click.echo(render.rolled_back(result))
     if not result.fingerprint_ok:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import shlex
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import attrs
 
 from regplan.layout import split_repo
 
@@ -172,6 +175,14 @@ def markdown(plan: Plan) -> str:
         f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures
     ]
     return "\n".join(out) + "\n"
+
+
+def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
+    """An apply's or rollback's result as ``--json`` prints it (every field, paths as text)."""
+    return {
+        k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+        for k, v in attrs.asdict(result, recurse=False).items()
+    }
 
 
 RESTART = "Restart the registry now: it caches blob descriptors in memory."

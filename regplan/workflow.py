@@ -55,23 +55,16 @@ def make_plan(
     before = fingerprint.digest_entries(tree.entries, tree.groups)
     removed = {p for t in decision.targets for p in tree.subtree(t.path)}
     after = fingerprint.predict_after(tree.entries, before, removed, tree.groups)
-    r = selection.retention
     request = Request(
         argv=tuple(argv),
         selection=SelectionRecord(
             images=tuple(str(i) for i in selection.images),
             untagged=selection.untagged,
             prune=selection.prune,
-            keep_last=r.keep_last,
-            older_than=r.older_than,
-            match=r.match,
-            exclude=r.exclude,
-            keep=r.keep,
-            sort_by=r.sort_by,
-            allow_empty_repos=r.allow_empty_repos,
             gc=selection.gc,
             gc_min_age=selection.gc_min_age,
             uploads_older_than=selection.uploads_older_than,
+            **attrs.asdict(selection.retention),  # the record is flat: retention's fields
         ),
     )
     seed = codec.canonical([before.digest, codec.unstructure_request(request)])
