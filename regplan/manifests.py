@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -66,11 +67,15 @@ class _UnreadableError(Exception):
     pass
 
 
-def _digest(obj: Any, where: str) -> Digest:
+Intern = Callable[[str], Digest]
+"""Turns text into a Digest; a scan passes one that returns one object per digest."""
+
+
+def _digest(obj: Any, where: str, intern: Intern) -> Digest:
     if not isinstance(obj, dict) or not isinstance(obj.get("digest"), str):
         raise _UnreadableError(f"{where}: descriptor without a digest")
     try:
-        return Digest.parse(obj["digest"])
+        return intern(obj["digest"])
     except ValueError as e:
         raise _UnreadableError(f"{where}: {e}") from None
 
@@ -82,7 +87,7 @@ def _descriptors(doc: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def parse(data: bytes) -> Manifest:
+def parse(data: bytes, intern: Intern = Digest.parse) -> Manifest:
     """Classify a manifest and list its references; never raises."""
     try:
         doc = json.loads(data)
@@ -91,15 +96,15 @@ def parse(data: bytes) -> Manifest:
     if not isinstance(doc, dict):
         return Manifest.unreadable("not a JSON object")
     try:
-        return _parse(doc)
+        return _parse(doc, intern)
     except _UnreadableError as e:
         return Manifest.unreadable(str(e))
 
 
-def _parse(doc: dict[str, Any]) -> Manifest:
+def _parse(doc: dict[str, Any], intern: Intern) -> Manifest:
     media_type = doc.get("mediaType")
     version = doc.get("schemaVersion")
-    subject = _digest(doc["subject"], "subject") if "subject" in doc else None
+    subject = _digest(doc["subject"], "subject", intern) if "subject" in doc else None
 
     if version == 1 or media_type in SCHEMA1_MTS:
         layers = _descriptors(doc, "fsLayers")
@@ -108,7 +113,7 @@ def _parse(doc: dict[str, Any]) -> Manifest:
             if not isinstance(layer, dict) or not isinstance(layer.get("blobSum"), str):
                 raise _UnreadableError(f"fsLayers[{i}] without blobSum")
             try:
-                blobs.add(Digest.parse(layer["blobSum"]))
+                blobs.add(intern(layer["blobSum"]))
             except ValueError as e:
                 raise _UnreadableError(f"fsLayers[{i}]: {e}") from None
         return Manifest(kind=ManifestKind.SCHEMA1, blobs=frozenset(blobs))
@@ -119,15 +124,18 @@ def _parse(doc: dict[str, Any]) -> Manifest:
     if media_type in (LIST_MT, OCI_INDEX_MT) or (media_type is None and "manifests" in doc):
         kind = ManifestKind.MANIFEST_LIST if media_type == LIST_MT else ManifestKind.OCI_INDEX
         children = frozenset(
-            _digest(m, f"manifests[{i}]") for i, m in enumerate(_descriptors(doc, "manifests"))
+            _digest(m, f"manifests[{i}]", intern)
+            for i, m in enumerate(_descriptors(doc, "manifests"))
         )
         return Manifest(kind=kind, children=children, subject=subject)
 
     if media_type in (SCHEMA2_MT, OCI_MANIFEST_MT) or (media_type is None and "config" in doc):
         kind = ManifestKind.SCHEMA2 if media_type == SCHEMA2_MT else ManifestKind.OCI_MANIFEST
-        config = _digest(doc.get("config"), "config")
+        config = _digest(doc.get("config"), "config", intern)
         blobs = {config}
-        blobs.update(_digest(m, f"layers[{i}]") for i, m in enumerate(_descriptors(doc, "layers")))
+        blobs.update(
+            _digest(m, f"layers[{i}]", intern) for i, m in enumerate(_descriptors(doc, "layers"))
+        )
         return Manifest(kind=kind, blobs=frozenset(blobs), subject=subject, config=config)
 
     raise _UnreadableError(f"unknown manifest mediaType {media_type!r}")

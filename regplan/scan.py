@@ -17,7 +17,15 @@ import attrs
 
 from regplan import manifests
 from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Tree, Upload
-from regplan.layout import Digest, Storage, blob_data, split_repo
+from regplan.layout import (
+    Digest,
+    Storage,
+    blob_data,
+    layer_dir,
+    revision_dir,
+    split_repo,
+    tag_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +231,15 @@ class _Builder:
         self.blobs: dict[Digest, int] = {}
         self.manifests: dict[Digest, manifests.Manifest] = {}
         self.created: dict[Digest, str] = {}
-        self._links: list[tuple[str, Digest, str]] = []  # (path, digest, what) to check for blobs
+        self._digests: dict[str, Digest] = {}
+
+    def digest(self, text: str) -> Digest:
+        """One Digest object per digest in the whole scan (the same blob is named
+        by many paths, links and manifests)."""
+        found = self._digests.get(text)
+        if found is None:
+            found = self._digests[text] = Digest.parse(text)
+        return found
 
     def problem(self, path: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(path=path, code=code, message=message))
@@ -239,7 +255,7 @@ class _Builder:
             self.problem(path, ProblemCode.EMPTY_LINK, "empty link file")
             return None
         try:
-            digest = Digest.parse(content)
+            digest = self.digest(content)
         except ValueError:
             self.problem(path, ProblemCode.CORRUPT_LINK, f"corrupt link: {content[:80]!r}")
             return None
@@ -258,16 +274,39 @@ class _Builder:
                 self._blob(path)
             elif path.startswith("repositories/"):
                 self._repo_dir(path)
-        for path, digest, what in self._links:
-            if digest not in self.blobs:
-                self.problem(path, ProblemCode.MISSING_BLOB, f"{what} {digest} has no blob data")
+        self._missing_blobs()
+
+    def _missing_blobs(self) -> None:
+        """Links whose blob has no data (paths are built only for those)."""
+        blobs = self.blobs
+        for repo, r in self.repos.items():
+            for tag, t in r.tags.items():
+                current = t["current"]
+                if current is not None and current not in blobs:
+                    self.problem(
+                        f"{tag_dir(repo, tag)}/current/link",
+                        ProblemCode.MISSING_BLOB,
+                        f"tag {repo}:{tag} points to {current} has no blob data",
+                    )
+            for d in sorted(d for d in r.revisions if d not in blobs):
+                self.problem(
+                    f"{revision_dir(repo, d)}/link",
+                    ProblemCode.MISSING_BLOB,
+                    f"revision {d} has no blob data",
+                )
+            for d in sorted(d for d in r.layers if d not in blobs):
+                self.problem(
+                    f"{layer_dir(repo, d)}/link",
+                    ProblemCode.MISSING_BLOB,
+                    f"layer link {d} has no blob data",
+                )
 
     def _blob(self, path: str) -> None:
         parts = path.split("/")
         if len(parts) != 4 or parts[2] != parts[3][:2]:
             return
         try:
-            digest = Digest.parse(f"{parts[1]}:{parts[3]}")
+            digest = self.digest(f"{parts[1]}:{parts[3]}")
         except ValueError:
             return
         token = self.w.entries.get(path + "/data")
@@ -280,13 +319,13 @@ class _Builder:
             return
         repo, rest = split
         parts = rest.split("/")
-        r = self.repos.setdefault(repo, _RepoParts())
+        r = self.repos.get(repo)
+        if r is None:
+            r = self.repos[repo] = _RepoParts()
         n = len(parts)
         if parts[0] == "_manifests" and n == 3 and parts[1] == "tags":
             tag = parts[2]
             current = self.link(f"{path}/current/link")
-            if current is not None:
-                self._links.append((f"{path}/current/link", current, f"tag {repo}:{tag} points to"))
             t = r.tags.setdefault(tag, {"current": None, "history": set(), "pushed_at": 0.0})
             t["current"] = current
             t["pushed_at"] = self.w.mtimes.get(f"{path}/current/link", 0.0)
@@ -299,12 +338,10 @@ class _Builder:
             digest = self._linked(path, parts[2], parts[3])
             if digest is not None:
                 r.revisions.add(digest)
-                self._links.append((f"{path}/link", digest, "revision"))
         elif parts[0] == "_layers" and n == 3:
             digest = self._linked(path, parts[1], parts[2])
             if digest is not None:
                 r.layers.add(digest)
-                self._links.append((f"{path}/link", digest, "layer link"))
         elif parts[0] == "_uploads" and n == 2:
             r.uploads[parts[1]] = self.w.startedat.get(f"{path}/startedat")
 
@@ -316,7 +353,7 @@ class _Builder:
         but empty, corrupt or naming another digest is a problem.
         """
         try:
-            digest = Digest.parse(f"{algorithm}:{encoded}")
+            digest = self.digest(f"{algorithm}:{encoded}")
         except ValueError:
             return None
         if f"{path}/link" not in self.w.entries:
@@ -339,7 +376,7 @@ class _Builder:
             path = blob_data(digest)
             try:
                 with open(storage.v2 / path, "rb") as f:
-                    parsed = manifests.parse(f.read())
+                    parsed = manifests.parse(f.read(), self.digest)
             except OSError as e:
                 parsed = manifests.Manifest.unreadable(f"cannot read: {e}")
             if not parsed.known:
