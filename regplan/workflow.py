@@ -49,7 +49,12 @@ def make_plan(
     progress: Progress | None = None,
 ) -> Plan:
     """Scan the storage and return the signed plan for ``selection``."""
-    inventory = scan(storage, progress=progress, created=selection.retention.sort_by == "created")
+    inventory = scan(
+        storage,
+        progress=progress,
+        created=selection.retention.sort_by == "created",
+        mtimes=selection.gc_min_age is not None,
+    )
     decision = decide(inventory, resolve(selection, inventory, now), prune=selection.prune)
     tree = inventory.tree
     before = fingerprint.digest_entries(tree.entries, tree.groups)

@@ -223,3 +223,22 @@ def test_uploads_older_than(tmp_path: Path) -> None:
     assert kept["repositories/r/_uploads/missing"] == "no startedat: cannot tell its age"
     assert kept["repositories/r/_uploads/garbled"] == "unreadable startedat: cannot tell its age"
     assert len([p for p in d.problems if "_uploads" in p.path]) == 2
+
+
+def test_gc_min_age_through_make_plan_sweeps_old_layer_links(tmp_path: Path) -> None:
+    """The CLI's path: make_plan must record layer link ages when --gc-min-age is given
+    (an unknown age counts as young, which would spare every link and its blob)."""
+    from tests.helpers import make_plan
+
+    reg = Registry.create(tmp_path)
+    orphan = image([{"o": b"1"}])
+    reg.push("r", orphan, None)
+    reg.push("r", image([{"k": b"1"}]), "keep")
+    api_delete(reg, "r", orphan.digest)
+    for dirpath, _, files in os.walk(reg.v2):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), (T0, T0))
+    plan = make_plan(tmp_path, Selection(gc=True, gc_min_age="1h"))
+    links = {t.path for t in plan.targets if t.kind == TargetKind.LAYER_LINK}
+    assert links == {layer_dir("r", b.digest) for b in (orphan.config, orphan.layers[0])}
+    assert blob_dir(orphan.layers[0].digest) in {t.path for t in plan.targets}
