@@ -11,12 +11,11 @@ SHA-256 over its sorted lines; the tree digest is SHA-256 over the sorted
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import attrs
 
-from regplan.layout import part_of
+from regplan.layout import group_by_part, part_of
 
 ALGORITHM = "regplan-tree-sha256-v1"
 
@@ -52,7 +51,7 @@ def digest_entries(
 ) -> TreeDigest:
     """Digest a tree given as ``{rel path: token}`` (``groups``: its paths by part)."""
     if groups is None:
-        groups = _group(entries)
+        groups = group_by_part(entries)
     parts = {
         name: _part_digest([_line(p, entries[p]) for p in paths])
         for name, paths in groups.items()
@@ -73,7 +72,7 @@ def predict_after(
     """
     removed = set(removed)
     if groups is None:
-        groups = _group(entries)
+        groups = group_by_part(entries)
     parts = dict(before.parts)
     for name in {part_of(p) for p in removed}:
         lines = [_line(p, entries[p]) for p in groups[name] if p not in removed]
@@ -104,13 +103,6 @@ def digest_events(events: Iterable[tuple[str, str, str]]) -> TreeDigest:
     for part, lines in open_parts.items():
         parts[part] = _part_digest(lines)
     return TreeDigest(digest=_combine(parts), entries=count, parts=parts)
-
-
-def _group(entries: Mapping[str, str]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = defaultdict(list)
-    for path in entries:
-        groups[part_of(path)].append(path)
-    return groups
 
 
 def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
-from regplan.layout import Digest, part_of
+from regplan.layout import Digest, group_by_part
 from regplan.manifests import Manifest
 
 
@@ -74,7 +74,9 @@ class Tree:
         self, entries: Mapping[str, str], groups: Mapping[str, list[str]] | None = None
     ) -> None:
         self.entries = entries
-        self.groups: Mapping[str, list[str]] = groups if groups is not None else _group(entries)
+        self.groups: Mapping[str, list[str]] = (
+            groups if groups is not None else group_by_part(entries)
+        )
         self._sorted: list[str] | None = None
 
     @property
@@ -113,13 +115,6 @@ class Tree:
 
     def directories(self) -> Iterator[str]:
         return (p for p, t in self.entries.items() if t == "d")
-
-
-def _group(entries: Mapping[str, str]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for path in entries:
-        groups.setdefault(part_of(path), []).append(path)
-    return groups
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,7 @@ Paths here are POSIX strings relative to ``docker/registry/v2`` ("rel paths").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -155,3 +156,11 @@ def part_of(rel: str) -> str:
     if rel.startswith("blobs/"):
         return "/".join(rel.split("/")[:3])
     return rel.split("/", 1)[0]
+
+
+def group_by_part(paths: Iterable[str]) -> dict[str, list[str]]:
+    """Paths by their fingerprint part (the walk builds the same grouping as it goes)."""
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(part_of(path), []).append(path)
+    return groups
