@@ -208,12 +208,8 @@ class _Planner:
                     f"--gc sweeps none of its layer links: {result.fail_closed} (fail closed)",
                 )
                 continue
-            needed: set[Digest] = set()
-            for d in repo.revisions - result.removed.keys():
-                m = self.inv.manifests.get(d)
-                if m is not None:
-                    needed |= m.blobs
-            for b in sorted(repo.layers - result.layers_removed - needed):
+            needed = self._used_by_staying(repo, result)
+            for b in sorted(repo.layers - result.layers_removed - needed.keys()):
                 path = layer_dir(name, b)
                 if self._young(f"{path}/link"):
                     self.keep(path, "--gc: younger than --gc-min-age")
@@ -378,16 +374,19 @@ class _Planner:
         else:
             self.keep(path, "still reached from a revision that stays (index child or referrer)")
 
+    def _used_by_staying(self, repo: Repository, result: _RepoResult) -> dict[Digest, list[Digest]]:
+        """blob -> the revisions of ``repo`` that stay and reference it."""
+        used: dict[Digest, list[Digest]] = defaultdict(list)
+        for d in repo.revisions - result.removed.keys():
+            m = self.inv.manifests.get(d)
+            if m is not None:  # an unreadable one lists nothing; its repository fails closed
+                for b in m.blobs:
+                    used[b].append(d)
+        return used
+
     def _layer_links(self, repo: Repository, result: _RepoResult, fail_closed: str) -> None:
         name = repo.name
-        staying = repo.revisions - result.removed.keys()
-        needed: dict[Digest, set[str]] = defaultdict(set)
-        for d in staying:
-            m = self.inv.manifests.get(d)
-            if m is None or not m.known:
-                continue
-            for b in m.blobs:
-                needed[b].update(self.names(repo, d))
+        needed = self._used_by_staying(repo, result)
         candidates: dict[Digest, set[str]] = defaultdict(set)
         for d, sources in result.removed.items():
             m = self.inv.manifests.get(d)
@@ -399,7 +398,8 @@ class _Planner:
             if fail_closed:
                 self.keep(path, f"kept because {fail_closed} (fail closed)")
             elif b in needed:
-                self.keep(path, f"still used by revisions of {name} that stay", needed[b])
+                users = {n for d in needed[b] for n in self.names(repo, d)}
+                self.keep(path, f"still used by revisions of {name} that stay", users)
             else:
                 result.layers_removed.add(b)
                 self._target(

@@ -393,7 +393,7 @@ class _Builder:
                     continue
                 for child in sorted(m.children - r.revisions):
                     self.problem(
-                        f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.encoded}",
+                        revision_dir(name, digest),
                         ProblemCode.MISSING_CHILD,
                         f"index {digest.short} lists {child.short}, not a revision of {name}",
                     )
