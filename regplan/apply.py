@@ -347,8 +347,14 @@ def _prune(v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: s
             for rel, st in found
         )
     )
-    for rel, _ in reversed(found):
-        (v2 / rel).rmdir()
+    try:
+        for rel, _ in reversed(found):
+            (v2 / rel).rmdir()
+    except OSError as e:
+        raise ApplyError(
+            f"could not remove empty folder {t.path}: {explain(e)}; "
+            f"finish with the same apply, or undo with: regplan rollback {apply_id}"
+        ) from None
     fsync_dir(top.parent)
     return 1
 

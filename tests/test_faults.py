@@ -126,3 +126,27 @@ def test_rollback_after_purge_is_a_clear_error(setup: tuple[Path, Path, Path]) -
     assert r.exit_code == 1
     gone = "its quarantine is gone, nothing to restore"
     assert r.output == f"Error: apply {record.apply_id} was purged: {gone}\n"
+
+
+def test_prune_failure_is_one_line_and_rolls_back(
+    setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An rmdir that fails while pruning (here: permission) ends like any other fault."""
+    root, plan, pub = setup
+    original = docker_hashes(root)
+    real_rmdir = Path.rmdir
+
+    def refuse(self: Path) -> None:
+        if self.name == "_uploads":
+            raise OSError(errno.EACCES, "injected EACCES")
+        real_rmdir(self)
+
+    monkeypatch.setattr(Path, "rmdir", refuse)
+    code, out = cli_apply(plan, pub)
+    assert code == 1
+    assert out.count("\n") == 1 and out.startswith("Error: could not remove empty folder ")
+    monkeypatch.undo()
+    storage = Storage.locate(root)
+    [record] = apply.records(storage)
+    apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
+    assert docker_hashes(root) == original
