@@ -15,6 +15,12 @@ from regplan.selection import ImageSpec, Selection
 Echo = Callable[[str], None]
 
 
+def _quote(echo: Echo, text: str) -> None:
+    """Show a command's output indented under its step."""
+    for line in text.splitlines():
+        echo("   " + line)
+
+
 def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     base = directory or Path(tempfile.mkdtemp(prefix="regplan-demo-"))
     root = base / "registry"
@@ -57,8 +63,7 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     echo("   team/tool's untagged index children stay because the tagged index needs them.")
     echo("")
     echo(f"4. regplan show {plan_path}")
-    for line in render.text(plan).splitlines():
-        echo("   " + line)
+    _quote(echo, render.text(plan))
     md = plan_path.with_suffix(".md")
     md.write_text(render.markdown(plan))
     echo(f"   (the Markdown view for a change ticket is in {md})")
@@ -75,23 +80,20 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
         echo(f"{step}. regplan apply {plan_path} --trust {key}.pub")
         echo("   Checks the signature and that the tree is unchanged, then moves each target")
         echo("   into a quarantine under a journal; re-running it after a crash finishes the job.")
-        for line in render.applied(result).splitlines():
-            echo("   " + line)
+        _quote(echo, render.applied(result))
         return result.apply_id
 
     first = apply_once("6")
     echo(f"7. regplan history --root {root}")
-    for line in render.history(apply.records(storage)).splitlines():
-        echo("   " + line)
+    _quote(echo, render.history(apply.records(storage)))
     back = apply.rollback(storage=storage, apply_id=first, now=now)
     echo(f"8. regplan rollback {first} --root {root}")
     echo("   Everything moves back, pruned folders are recreated: byte for byte as before.")
-    for line in render.rolled_back(back).splitlines():
-        echo("   " + line)
+    _quote(echo, render.rolled_back(back))
     second = apply_once("9")
     done = apply.purge(storage=storage, apply_id=second, older_than=None, now=now)
     echo(f"10. regplan purge {second} --root {root}")
     echo("   The quarantine is deleted for good; the plan and journal stay as the record.")
-    echo("   " + render.purged(done))
+    _quote(echo, render.purged(done))
     echo(f"Everything is under {base}.")
     return base
