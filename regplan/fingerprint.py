@@ -11,11 +11,9 @@ SHA-256 over its sorted lines; the tree digest is SHA-256 over the sorted
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
-
-from regplan.layout import group_by_part, part_of
 
 ALGORITHM = "regplan-tree-sha256-v1"
 
@@ -26,13 +24,24 @@ class TreeDigest:
     entries: int
     parts: Mapping[str, str]
 
+    @classmethod
+    def of_parts(cls, parts: Mapping[str, str], entries: int) -> TreeDigest:
+        return cls(digest=_combine(parts), entries=entries, parts=parts)
 
-def _part_digest(lines: list[str]) -> str:
+
+def line(path: str, token: str) -> str:
+    """A path's line; a part's lines, sorted, are what its digest covers."""
+    return f"{path}\0{token}\n"
+
+
+def part_bytes(lines: list[str]) -> bytes:
+    """Sort a part's lines (in place) and return the bytes its digest is over."""
     lines.sort()
-    h = hashlib.sha256()
-    for line in lines:
-        h.update(line.encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def part_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _combine(parts: Mapping[str, str]) -> str:
@@ -40,69 +49,6 @@ def _combine(parts: Mapping[str, str]) -> str:
     for name in sorted(parts):
         h.update(f"{name}\0{parts[name]}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
-
-
-def _line(path: str, token: str) -> str:
-    return f"{path}\0{token}\n"
-
-
-def digest_entries(
-    entries: Mapping[str, str], groups: Mapping[str, list[str]] | None = None
-) -> TreeDigest:
-    """Digest a tree given as ``{rel path: token}`` (``groups``: its paths by part)."""
-    if groups is None:
-        groups = group_by_part(entries)
-    parts = {
-        name: _part_digest([_line(p, entries[p]) for p in paths])
-        for name, paths in groups.items()
-        if paths
-    }
-    return TreeDigest(digest=_combine(parts), entries=len(entries), parts=parts)
-
-
-def predict_after(
-    entries: Mapping[str, str],
-    before: TreeDigest,
-    removed: Iterable[str],
-    groups: Mapping[str, list[str]] | None = None,
-) -> TreeDigest:
-    """The digest of the tree once every path in ``removed`` is gone.
-
-    Only the parts that lose a path are recomputed.
-    """
-    removed = set(removed)
-    if groups is None:
-        groups = group_by_part(entries)
-    parts = dict(before.parts)
-    for name in {part_of(p) for p in removed}:
-        lines = [_line(p, entries[p]) for p in groups[name] if p not in removed]
-        if lines:
-            parts[name] = _part_digest(lines)
-        else:
-            del parts[name]
-    return TreeDigest(digest=_combine(parts), entries=before.entries - len(removed), parts=parts)
-
-
-def digest_events(events: Iterable[tuple[str, str, str]]) -> TreeDigest:
-    """Digest a tree from a depth-first walk's events without holding all of it:
-    each part's lines are hashed, and dropped, as soon as its end event comes
-    (``(rel, token, part)``; an empty token ends ``part``)."""
-    open_parts: dict[str, list[str]] = {}
-    parts: dict[str, str] = {}
-    count = 0
-    for rel, token, part in events:
-        if not token:
-            lines = open_parts.pop(part, None)
-            if lines:
-                parts[part] = _part_digest(lines)
-            continue
-        if part in parts:
-            raise AssertionError(f"{rel} came after its part {part} ended")
-        count += 1
-        open_parts.setdefault(part, []).append(_line(rel, token))
-    for part, lines in open_parts.items():
-        parts[part] = _part_digest(lines)
-    return TreeDigest(digest=_combine(parts), entries=count, parts=parts)
 
 
 def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import bisect
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import attrs
 
-from regplan.layout import Digest, group_by_part
+from regplan.layout import Digest
 from regplan.manifests import Manifest
+from regplan.tree import Tree
 
 
 class ProblemCode(enum.Enum):
@@ -61,62 +61,6 @@ class Repository:
     """Link files here that are present but empty, corrupt or naming another digest."""
 
 
-class Tree:
-    """Every path under ``docker/registry/v2`` with its fingerprint token.
-
-    Tokens: ``d`` directory, ``l<content>`` link file, ``f<size>`` other file,
-    ``s<target>`` symlink (never followed).
-    """
-
-    __slots__ = ("_sorted", "entries", "groups")
-
-    def __init__(
-        self, entries: Mapping[str, str], groups: Mapping[str, list[str]] | None = None
-    ) -> None:
-        self.entries = entries
-        self.groups: Mapping[str, list[str]] = (
-            groups if groups is not None else group_by_part(entries)
-        )
-        self._sorted: list[str] | None = None
-
-    @property
-    def _paths(self) -> list[str]:
-        """All paths sorted, built on first use (only subtree needs it)."""
-        if self._sorted is None:
-            self._sorted = sorted(self.entries)
-        return self._sorted
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __contains__(self, path: str) -> bool:
-        return path in self.entries
-
-    def subtree(self, path: str) -> Iterator[str]:
-        """``path`` itself (when present) and every path below it."""
-        if path in self.entries:
-            yield path
-        prefix = path + "/"
-        i = bisect.bisect_left(self._paths, prefix)
-        while i < len(self._paths) and self._paths[i].startswith(prefix):
-            yield self._paths[i]
-            i += 1
-
-    def size(self, path: str) -> int:
-        token = self.entries.get(path, "d")
-        if token[0] == "f":
-            return int(token[1:])
-        if token[0] == "l":
-            return len(token) - 1
-        return 0
-
-    def bytes_under(self, path: str) -> int:
-        return sum(self.size(p) for p in self.subtree(path))
-
-    def directories(self) -> Iterator[str]:
-        return (p for p, t in self.entries.items() if t == "d")
-
-
 @attrs.frozen(kw_only=True)
 class Inventory:
     repositories: Mapping[str, Repository]
@@ -127,6 +71,7 @@ class Inventory:
     problems: tuple[Problem, ...]
     tree: Tree = attrs.field(eq=False)
     mtimes: Mapping[str, float] = attrs.field(factory=dict, eq=False)
-    """mtime of blob ``data`` files and (when scanned with mtimes) link files, by path."""
+    """Only when scanned with mtimes: mtime of every link file and blob ``data``, by path
+    (and always of tags' ``current/link``, as ``Tag.pushed_at``)."""
     created: Mapping[Digest, str] = attrs.field(factory=dict)
     """Image config ``created`` of tagged manifests (only when scanned with created=True)."""

@@ -71,7 +71,19 @@ def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> D
     p.run()
     if prune:
         p.prune()
-    targets = tuple(sorted(p.targets.values(), key=lambda t: t.sort_key))
+    # An empty folder's files, if any, are counted by the targets inside it.
+    sizes = inventory.tree.sizes(
+        path for path, (kind, _, _) in p.targets.items() if kind is not TargetKind.EMPTY_DIR
+    )
+    targets = tuple(
+        sorted(
+            (
+                Target(path=path, kind=kind, reason=reason, refs=names, bytes=sizes.get(path, 0))
+                for path, (kind, reason, names) in p.targets.items()
+            ),
+            key=lambda t: t.sort_key,
+        )
+    )
     kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
     problems = tuple(
         PlanProblem(path=pr.path, code=pr.code, message=pr.message)
@@ -93,7 +105,8 @@ class _Planner:
     def __init__(self, inv: Inventory, req: Resolved) -> None:
         self.inv = inv
         self.req = req
-        self.targets: dict[str, Target] = {}
+        self.targets: dict[str, tuple[TargetKind, str, tuple[str, ...]]] = {}
+        """path -> (kind, reason, refs); sized all at once in the end (part by part)."""
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
         self._tag_reach: dict[str, Mapping[Digest, frozenset[str]]] = {}
@@ -219,9 +232,6 @@ class _Planner:
                     path, TargetKind.LAYER_LINK, f"--gc: no manifest of {name} that stays uses it"
                 )
 
-    def add(self, target: Target) -> None:
-        self.targets[target.path] = target
-
     def keep(self, path: str, reason: str, names: Iterable[str] = ()) -> None:
         self.kept.setdefault(path, Kept(path=path, reason=reason, refs=refs(names)))
 
@@ -263,15 +273,7 @@ class _Planner:
         return name not in self._holds_kept
 
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
-        self.add(
-            Target(
-                path=path,
-                kind=kind,
-                reason=reason,
-                refs=refs(names),
-                bytes=self.inv.tree.bytes_under(path),
-            )
-        )
+        self.targets[path] = (kind, reason, refs(names))
 
     def _revisions(self, repo: Repository) -> None:
         name = repo.name
@@ -493,7 +495,7 @@ class _Planner:
             removed.update(tree.subtree(path))
         nonempty: dict[str, int] = defaultdict(int)
         dirs: list[str] = []
-        for path, kind in tree.entries.items():
+        for path, kind in tree.items():
             if path in removed:
                 continue
             if kind == "d":
@@ -512,15 +514,8 @@ class _Planner:
             if _parent(d) in empty:
                 continue
             touched = any(p in had_removed for p in tree.subtree(d))
-            self.add(
-                Target(
-                    path=d,
-                    kind=TargetKind.EMPTY_DIR,
-                    reason="--prune: empty once this plan is applied"
-                    if touched
-                    else "--prune: empty directory",
-                )
-            )
+            reason = "empty once this plan is applied" if touched else "empty directory"
+            self.targets[d] = (TargetKind.EMPTY_DIR, f"--prune: {reason}", ())
 
 
 def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:

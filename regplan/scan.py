@@ -1,9 +1,11 @@
 """The only reader of the registry tree.
 
-One walk with ``os.scandir`` records every path with its fingerprint token
-(link contents are read once, data files are only stat'ed), then the paths are
-classified into an :class:`~regplan.inventory.Inventory` and each manifest
-digest is read and parsed once.
+One walk with ``os.scandir`` yields every path with its fingerprint token (link
+contents are read once, data files are only stat'ed). As the events come, each
+path goes into the compact :class:`~regplan.tree.Tree` and the ones that mean
+something (link files, blob data, upload folders) into the
+:class:`~regplan.inventory.Inventory`; then each manifest digest is read and
+parsed once.
 """
 
 from __future__ import annotations
@@ -11,39 +13,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import attrs
 
-from regplan import manifests
-from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Tree, Upload
+from regplan import fingerprint, manifests
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.layout import (
     Digest,
     Storage,
     blob_data,
     layer_dir,
     revision_dir,
-    split_repo,
     tag_dir,
 )
+from regplan.tree import Event, Tree, TreeBuilder
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 """Called now and then with the number of paths seen so far."""
-
-
-@attrs.frozen(kw_only=True)
-class Walk:
-    entries: dict[str, str]
-    groups: dict[str, list[str]]
-    """fingerprint part -> its paths (see layout.part_of), built during the walk."""
-    mtimes: dict[str, float]
-    """mtime of blob ``data`` files and tags' ``current/link``; with ``mtimes=True`` of
-    every link file."""
-    startedat: dict[str, str]
-    """content of every ``_uploads/<uuid>/startedat``."""
-    problems: list[Problem]
 
 
 def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tuple[str, str | None]:
@@ -68,9 +56,6 @@ UNREADABLE_FILE = "f0"
 PART_END = ""
 """The token of the event that says every path of a part has been seen."""
 
-Event = tuple[str, str, str]
-"""(rel path, token, part); or (part, PART_END, part) once that part is complete."""
-
 
 @attrs.define
 class Side:
@@ -94,7 +79,7 @@ def events(
     The hot loop of regplan: ``os.scandir``, no pathlib, link files read with
     one ``open``/``read``/``close`` each, other files only ``stat``'ed. Depth
     first means a part's paths all come before its PART_END event, so a
-    consumer can finish a part and forget its paths (see fingerprint.digest_events).
+    consumer can finish a part and forget its paths (see tree.digest_events).
     """
     stack: list[tuple[str, str, str | None]] = [(os.fspath(v2), "", None)]
     while stack:
@@ -145,7 +130,7 @@ def events(
                 else:
                     st = entry.stat(follow_symlinks=False)
                     token = f"f{st.st_size}"
-                    if name == "data":
+                    if name == "data" and mtimes:
                         side.mtimes[rel] = st.st_mtime
                     elif name == "startedat":
                         with open(entry.path, "rb") as f:
@@ -163,26 +148,6 @@ def events(
             progress(side.count)
 
 
-def walk(
-    v2: str | os.PathLike[str], *, progress: Progress | None = None, mtimes: bool = False
-) -> Walk:
-    """Every path below ``v2`` with its token, grouped by fingerprint part."""
-    side = Side()
-    entries: dict[str, str] = {}
-    groups: dict[str, list[str]] = {}
-    for rel, token, part in events(v2, side, progress=progress, mtimes=mtimes):
-        if token:
-            entries[rel] = token
-            groups.setdefault(part, []).append(rel)
-    return Walk(
-        entries=entries,
-        groups=groups,
-        mtimes=side.mtimes,
-        startedat=side.startedat,
-        problems=side.problems,
-    )
-
-
 def scan(
     storage: Storage,
     *,
@@ -193,16 +158,16 @@ def scan(
     """Walk the storage once and build the inventory.
 
     With ``created``, also read the image config of every tagged manifest for
-    its ``created`` time (``--sort-by created``); with ``mtimes``, record every
-    link file's mtime (layer link ages for ``--gc-min-age``).
+    its ``created`` time (``--sort-by created``); with ``mtimes``, record the
+    mtime of every link file and blob ``data`` (ages for ``--gc-min-age``).
     """
-    w = walk(storage.v2, progress=progress, mtimes=mtimes)
-    builder = _Builder(w)
-    builder.classify()
+    side = Side()
+    builder = _Builder(side, keep_mtimes=mtimes)
+    tree = builder.consume(events(storage.v2, side, progress=progress, mtimes=mtimes))
     builder.read_manifests(storage)
     if created:
         builder.read_created(storage)
-    inv = builder.build()
+    inv = builder.build(tree)
     log.debug(
         "scanned %d paths: %d repositories, %d blobs, %d manifests, %d problems",
         len(inv.tree),
@@ -215,8 +180,17 @@ def scan(
 
 
 @attrs.define
+class _TagParts:
+    current: Digest | None = None
+    linked: bool = False
+    """Whether ``current/link`` was seen (its absence is a problem)."""
+    history: set[Digest] = attrs.field(factory=set)
+    pushed_at: float = 0.0
+
+
+@attrs.define
 class _RepoParts:
-    tags: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    tags: dict[str, _TagParts] = attrs.field(factory=dict)
     revisions: set[Digest] = attrs.field(factory=set)
     layers: set[Digest] = attrs.field(factory=set)
     uploads: dict[str, str | None] = attrs.field(factory=dict)
@@ -224,9 +198,10 @@ class _RepoParts:
 
 
 class _Builder:
-    def __init__(self, w: Walk) -> None:
-        self.w = w
-        self.problems: list[Problem] = list(w.problems)
+    def __init__(self, side: Side, *, keep_mtimes: bool) -> None:
+        self.side = side
+        self.keep_mtimes = keep_mtimes
+        self.problems: list[Problem] = side.problems
         self.repos: dict[str, _RepoParts] = {}
         self.blobs: dict[Digest, int] = {}
         self.manifests: dict[Digest, manifests.Manifest] = {}
@@ -244,10 +219,97 @@ class _Builder:
     def problem(self, path: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(path=path, code=code, message=message))
 
-    def link(self, path: str, expected: Digest | None = None) -> Digest | None:
+    def consume(self, evs: Iterator[Event]) -> Tree:
+        """Put every event into the tree and the ones that mean something into the model.
+
+        Inside a repository the walk's part is the repository's folder, so the
+        repository's name and the path within it come without splitting the path.
+        """
+        tree = TreeBuilder()
+        line = fingerprint.line
+        for rel, token, part in evs:
+            if not token:
+                tree.close(part)
+                continue
+            tree.open(part).append(line(rel, token))
+            if part == rel:
+                continue
+            if part.startswith("repositories/"):
+                repo, rest = part[13:], rel[len(part) + 1 :]
+                if token[0] == "d":
+                    self._repo_dir(repo, rest)
+                if rel.endswith("/link"):  # a folder named link is a missing link file
+                    self._link(repo, rest, rel, token)
+                elif rel.endswith("/startedat"):
+                    self._startedat(repo, rest, rel)
+            elif token[0] == "f" and rel.endswith("/data") and part.startswith("blobs/"):
+                self._data(rel, token)
+        self._missing_links()
+        self._missing_blobs()
+        return tree.finish()
+
+    def _repo(self, name: str) -> _RepoParts:
+        r = self.repos.get(name)
+        if r is None:
+            r = self.repos[name] = _RepoParts()
+        return r
+
+    def _repo_dir(self, repo: str, rest: str) -> None:
+        """A folder inside a repository: the repository, a tag, an upload."""
+        parts = rest.split("/")
+        n = len(parts)
+        if n == 1:
+            self._repo(repo)
+        elif n == 3 and parts[0] == "_manifests" and parts[1] == "tags":
+            self.repos[repo].tags.setdefault(parts[2], _TagParts())
+        elif n == 2 and parts[0] == "_uploads":
+            self.repos[repo].uploads.setdefault(parts[1], None)
+
+    def _link(self, repo: str, rest: str, rel: str, token: str) -> None:
+        parts = rest.split("/")
+        n = len(parts)
+        r = self.repos[repo]
+        if parts[0] == "_layers":
+            if n == 4:
+                self._linked(r, r.layers, rel, token, parts[1], parts[2])
+        elif parts[0] != "_manifests" or n < 5:
+            return
+        elif parts[1] == "revisions":
+            if n == 5:
+                self._linked(r, r.revisions, rel, token, parts[2], parts[3])
+        elif parts[1] != "tags":
+            return
+        elif n == 5 and parts[3] == "current":
+            t = r.tags[parts[2]]
+            t.linked = True
+            t.current = self.link(rel, token)
+            mtimes = self.side.mtimes  # a tag's push time; kept by path only when asked
+            t.pushed_at = mtimes.get(rel, 0.0) if self.keep_mtimes else mtimes.pop(rel, 0.0)
+        elif n == 7 and parts[3] == "index":
+            history = r.tags[parts[2]].history
+            self._linked(r, history, rel, token, parts[4], parts[5])
+
+    def _linked(
+        self, r: _RepoParts, into: set[Digest], rel: str, token: str, algorithm: str, encoded: str
+    ) -> None:
+        """The link of a ``<alg>/<hex>/`` folder: its digest goes ``into`` the set.
+
+        A link that is there but empty, corrupt or naming another digest is a
+        problem and damages its repository; the digest still counts. (A folder
+        without its link is what distribution leaves when a manifest is deleted
+        through the API: deleted, not a problem; it never comes here.)
+        """
+        try:
+            digest = self.digest(f"{algorithm}:{encoded}")
+        except ValueError:
+            return
+        if self.link(rel, token, digest) is None:
+            r.damaged.append(rel)
+        into.add(digest)
+
+    def link(self, path: str, token: str, expected: Digest | None = None) -> Digest | None:
         """The digest a link file names, or None (with a problem) when it is unusable."""
-        token = self.w.entries.get(path)
-        if token is None or token[0] != "l":
+        if token[0] != "l":
             self.problem(path, ProblemCode.MISSING_LINK, "link file missing")
             return None
         content = token[1:]
@@ -266,22 +328,38 @@ class _Builder:
             return None
         return digest
 
-    def classify(self) -> None:
-        for path, kind in self.w.entries.items():
-            if kind != "d":
-                continue
-            if path.startswith("blobs/"):
-                self._blob(path)
-            elif path.startswith("repositories/"):
-                self._repo_dir(path)
-        self._missing_blobs()
+    def _startedat(self, repo: str, rest: str, rel: str) -> None:
+        parts = rest.split("/")
+        if len(parts) == 3 and parts[0] == "_uploads":
+            self.repos[repo].uploads[parts[1]] = self.side.startedat.pop(rel, None)
+
+    def _data(self, rel: str, token: str) -> None:
+        """``blobs/<alg>/<ab>/<hex>/data``: a blob and its size."""
+        parts = rel.split("/")
+        if len(parts) != 5 or parts[2] != parts[3][:2]:
+            return
+        try:
+            digest = self.digest(f"{parts[1]}:{parts[3]}")
+        except ValueError:
+            return
+        self.blobs[digest] = int(token[1:])
+
+    def _missing_links(self) -> None:
+        for repo, r in self.repos.items():
+            for tag, t in r.tags.items():
+                if not t.linked:
+                    self.problem(
+                        f"{tag_dir(repo, tag)}/current/link",
+                        ProblemCode.MISSING_LINK,
+                        "link file missing",
+                    )
 
     def _missing_blobs(self) -> None:
         """Links whose blob has no data (paths are built only for those)."""
         blobs = self.blobs
         for repo, r in self.repos.items():
             for tag, t in r.tags.items():
-                current = t["current"]
+                current = t.current
                 if current is not None and current not in blobs:
                     self.problem(
                         f"{tag_dir(repo, tag)}/current/link",
@@ -301,74 +379,11 @@ class _Builder:
                     f"layer link {d} has no blob data",
                 )
 
-    def _blob(self, path: str) -> None:
-        parts = path.split("/")
-        if len(parts) != 4 or parts[2] != parts[3][:2]:
-            return
-        try:
-            digest = self.digest(f"{parts[1]}:{parts[3]}")
-        except ValueError:
-            return
-        token = self.w.entries.get(path + "/data")
-        if token is not None and token[0] == "f":
-            self.blobs[digest] = int(token[1:])
-
-    def _repo_dir(self, path: str) -> None:
-        split = split_repo(path)
-        if split is None:
-            return
-        repo, rest = split
-        parts = rest.split("/")
-        r = self.repos.get(repo)
-        if r is None:
-            r = self.repos[repo] = _RepoParts()
-        n = len(parts)
-        if parts[0] == "_manifests" and n == 3 and parts[1] == "tags":
-            tag = parts[2]
-            current = self.link(f"{path}/current/link")
-            t = r.tags.setdefault(tag, {"current": None, "history": set(), "pushed_at": 0.0})
-            t["current"] = current
-            t["pushed_at"] = self.w.mtimes.get(f"{path}/current/link", 0.0)
-        elif parts[0] == "_manifests" and n == 6 and parts[1] == "tags" and parts[3] == "index":
-            digest = self._linked(path, parts[4], parts[5])
-            if digest is not None:
-                r.tags.setdefault(parts[2], {"current": None, "history": set(), "pushed_at": 0.0})
-                r.tags[parts[2]]["history"].add(digest)
-        elif parts[0] == "_manifests" and n == 4 and parts[1] == "revisions":
-            digest = self._linked(path, parts[2], parts[3])
-            if digest is not None:
-                r.revisions.add(digest)
-        elif parts[0] == "_layers" and n == 3:
-            digest = self._linked(path, parts[1], parts[2])
-            if digest is not None:
-                r.layers.add(digest)
-        elif parts[0] == "_uploads" and n == 2:
-            r.uploads[parts[1]] = self.w.startedat.get(f"{path}/startedat")
-
-    def _linked(self, path: str, algorithm: str, encoded: str) -> Digest | None:
-        """The digest of a ``<alg>/<hex>/link`` folder, or None.
-
-        A folder without its ``link`` is what distribution leaves when a manifest
-        is deleted through the API: deleted, not a problem. A link that is there
-        but empty, corrupt or naming another digest is a problem.
-        """
-        try:
-            digest = self.digest(f"{algorithm}:{encoded}")
-        except ValueError:
-            return None
-        if f"{path}/link" not in self.w.entries:
-            return None
-        if self.link(f"{path}/link", digest) is None:
-            split = split_repo(path)
-            if split is not None:
-                self.repos[split[0]].damaged.append(f"{path}/link")
-        return digest
-
     def read_manifests(self, storage: Storage) -> None:
         wanted: set[Digest] = set()
         for r in self.repos.values():
             wanted.update(r.revisions)
-            wanted.update(t["current"] for t in r.tags.values() if t["current"] is not None)
+            wanted.update(t.current for t in r.tags.values() if t.current is not None)
         for digest in sorted(wanted):
             if digest not in self.blobs:
                 self.manifests[digest] = manifests.Manifest.unreadable("blob data missing")
@@ -400,9 +415,7 @@ class _Builder:
 
     def read_created(self, storage: Storage) -> None:
         """Config ``created`` of each tagged image; an index takes its newest child's."""
-        tagged = {
-            t["current"] for r in self.repos.values() for t in r.tags.values() if t["current"]
-        }
+        tagged = {t.current for r in self.repos.values() for t in r.tags.values() if t.current}
         images: dict[Digest, str] = {}
 
         def of_image(d: Digest) -> str | None:
@@ -427,16 +440,16 @@ class _Builder:
             if known:
                 self.created[d] = max(known)
 
-    def build(self) -> Inventory:
+    def build(self, tree: Tree) -> Inventory:
         repositories = {
             name: Repository(
                 name=name,
                 tags={
                     tag: Tag(
                         name=tag,
-                        current=t["current"],
-                        history=frozenset(t["history"]),
-                        pushed_at=t["pushed_at"],
+                        current=t.current,
+                        history=frozenset(t.history),
+                        pushed_at=t.pushed_at,
                     )
                     for tag, t in sorted(r.tags.items())
                 },
@@ -452,7 +465,7 @@ class _Builder:
             blobs=self.blobs,
             manifests=self.manifests,
             problems=tuple(sorted(set(self.problems))),
-            tree=Tree(self.w.entries, self.w.groups),
-            mtimes=self.w.mtimes,
+            tree=tree,
+            mtimes=self.side.mtimes,
             created=self.created,
         )

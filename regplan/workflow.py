@@ -30,6 +30,7 @@ from regplan.plan import (
 from regplan.planner import decide
 from regplan.scan import Progress, Side, events, scan
 from regplan.selection import Selection, resolve
+from regplan.tree import digest_events
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,8 @@ def make_plan(
         mtimes=selection.gc_min_age is not None,
     )
     decision = decide(inventory, resolve(selection, inventory, now), prune=selection.prune)
-    tree = inventory.tree
-    before = fingerprint.digest_entries(tree.entries, tree.groups)
-    removed = {p for t in decision.targets for p in tree.subtree(t.path)}
-    after = fingerprint.predict_after(tree.entries, before, removed, tree.groups)
+    before = inventory.tree.digest
+    after = inventory.tree.without(t.path for t in decision.targets)
     request = Request(
         argv=tuple(argv),
         selection=SelectionRecord(
@@ -142,7 +141,7 @@ def load_verified(
 
 def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
     """The tree's digest as it is now, in one streaming walk (no path is kept)."""
-    return fingerprint.digest_events(events(storage.v2, Side(), progress=progress))
+    return digest_events(events(storage.v2, Side(), progress=progress))
 
 
 def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import signing, workflow
-from regplan.layout import Storage
+from regplan import fingerprint, signing, workflow
+from regplan.layout import Storage, group_by_part
 from regplan.plan import Plan
 from regplan.selection import ImageSpec, Selection
 
@@ -91,3 +91,35 @@ def write_plan_file(root: Path, sel: Selection, path: Path) -> Plan:
     plan = make_plan(root, sel)
     workflow.write_plan(plan, path)
     return plan
+
+
+def reference_entries(v2: Path) -> dict[str, str]:
+    """Every path below ``v2`` with its fingerprint token, read with os.walk: an
+    oracle for the scan's own walk (tokens: ``d``, ``l<content>``, ``f<size>``,
+    ``s<target>``)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(v2):
+        rel_dir = os.path.relpath(dirpath, v2)
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if os.path.islink(p):
+                out[rel] = "s" + os.readlink(p)
+            elif os.path.isdir(p):
+                out[rel] = "d"
+            elif name == "link":
+                with open(p, "rb") as fh:
+                    out[rel] = "l" + fh.read(4096).decode("utf-8", "replace")
+            else:
+                out[rel] = f"f{os.path.getsize(p)}"
+    return out
+
+
+def reference_digest(entries: dict[str, str]) -> fingerprint.TreeDigest:
+    """The fingerprint of ``{path: token}`` straight from its definition: per part,
+    SHA-256 over the sorted ``path NUL token LF`` lines."""
+    parts = {}
+    for part, paths in group_by_part(entries).items():
+        lines = sorted(f"{p}\0{entries[p]}\n" for p in paths)
+        parts[part] = hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return fingerprint.TreeDigest.of_parts(parts, len(entries))

@@ -4,12 +4,13 @@ from pathlib import Path
 
 from regplan import fingerprint
 from regplan.layout import Storage
-from regplan.scan import walk
-from tests.helpers import make_plan, remove_targets, selection
+from regplan.scan import Side, events, scan
+from regplan.tree import digest_events
+from tests.helpers import make_plan, reference_digest, reference_entries, remove_targets, selection
 
 
 def digest(root: Path) -> fingerprint.TreeDigest:
-    return fingerprint.digest_entries(walk(Storage.locate(root).v2).entries)
+    return reference_digest(reference_entries(Storage.locate(root).v2))
 
 
 def test_predicted_after_equals_tree_after_removal(demo_root: Path) -> None:
@@ -59,16 +60,14 @@ def test_walk_groups_paths_by_part_like_part_of(tmp_path: Path) -> None:
     (v2 / "extra").mkdir()
     (v2 / "extra" / "note").write_text("x")
     (v2 / "top-file").write_text("x")
-    w = walk(v2)
-    by_walk = {path: part for part, paths in w.groups.items() for path in paths}
-    assert by_walk == {path: part_of(path) for path in w.entries}
-    assert sum(len(p) for p in w.groups.values()) == len(w.entries)
+    by_walk = {rel: part for rel, token, part in events(v2, Side()) if token}
+    assert by_walk == {path: part_of(path) for path in reference_entries(v2)}
 
 
-def test_streaming_digest_equals_the_digest_of_all_entries(tmp_path: Path) -> None:
-    """verify and apply digest the tree without keeping its paths: same result."""
+def test_scan_and_streaming_digests_equal_the_definition(tmp_path: Path) -> None:
+    """plan digests the tree as it builds the compact Tree, verify and apply without
+    keeping any path: both equal the digest computed from its definition."""
     from regplan.demo import build_demo, build_scale
-    from regplan.scan import Side, events
 
     build_scale(tmp_path / "a", repos=4, tags=3, pushes=2, index_every=2)
     build_demo(tmp_path / "a" / "docker" / "registry" / "v2" / "repositories" / "x" / "y")
@@ -76,6 +75,9 @@ def test_streaming_digest_equals_the_digest_of_all_entries(tmp_path: Path) -> No
     (v2 / "repositories" / "_odd" / "x").mkdir(parents=True)
     (v2 / "top-file").write_text("x")
     (v2 / "extra" / "deep").mkdir(parents=True)
-    streamed = fingerprint.digest_events(events(v2, Side()))
-    full = fingerprint.digest_entries(walk(v2).entries)
-    assert streamed == full
+    manifests = next((v2 / "repositories").glob("*/*/_manifests"))
+    (manifests / "odd\nname").mkdir()  # a part that cannot be joined into one block
+    (manifests / "revisions" / "link").write_bytes(b"sha256:\0\n")
+    expected = reference_digest(reference_entries(v2))
+    assert digest_events(events(v2, Side())) == expected
+    assert scan(Storage.locate(tmp_path / "a")).tree.digest == expected

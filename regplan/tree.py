@@ -1,0 +1,224 @@
+"""Every path of the registry tree with its fingerprint token, held compactly.
+
+A registry of a million files has over two million paths; as a dict of
+strings they cost about 650 bytes each. Here each fingerprint part (a
+repository, a blob shard, a top folder: see layout.part_of) keeps its lines
+``path NUL token LF``, sorted, as one zlib-compressed block: the very bytes its
+digest is computed over (fingerprint.part_bytes). A part is decompressed only
+when something asks about a path in it, and the last one is cached, so callers
+that ask part by part decompress each part once.
+
+Tokens: ``d`` directory, ``l<content>`` link file, ``f<size>`` other file,
+``s<target>`` symlink (never followed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeAlias
+
+from regplan import fingerprint
+from regplan.layout import group_by_part, part_of
+
+Event: TypeAlias = tuple[str, str, str]
+"""(rel path, token, part) from scan.events; an empty token closes ``part``."""
+
+_LEVEL = 1
+"""zlib level: 1 compresses the hex-heavy lines about 3x at several hundred MB/s."""
+
+
+class Tree:
+    """Read-only: the paths and tokens of one walk, and that walk's digest."""
+
+    __slots__ = ("_blocks", "_cache", "_names", "count", "digest")
+
+    def __init__(
+        self, blocks: Mapping[str, bytes | tuple[str, ...]], digest: fingerprint.TreeDigest
+    ) -> None:
+        self._blocks = blocks
+        self._names = sorted(blocks)
+        self._cache: tuple[str, list[str]] = ("", [])
+        self.digest = digest
+        self.count = digest.entries
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, str]) -> Tree:
+        """Build from ``{path: token}`` (tests and small tools; the scan builds it as it walks)."""
+        builder = TreeBuilder()
+        for part, paths in group_by_part(entries).items():
+            lines = builder.open(part)
+            lines.extend(fingerprint.line(p, entries[p]) for p in paths)
+            builder.close(part)
+        return builder.finish()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def lines(self, part: str) -> list[str]:
+        """The part's ``path NUL token`` lines, sorted by path (empty for an unknown part)."""
+        if self._cache[0] == part:
+            return self._cache[1]
+        block = self._blocks.get(part)
+        if block is None:
+            return []
+        if isinstance(block, tuple):  # a part whose lines cannot be joined unambiguously
+            lines = [line[:-1] for line in block]
+        else:
+            lines = zlib.decompress(block).decode("utf-8", "surrogateescape").split("\n")
+            lines.pop()  # after the last LF
+        self._cache = (part, lines)
+        return lines
+
+    def _parts_below(self, path: str) -> list[str]:
+        """The parts that hold ``path`` or anything below it (nested repositories are
+        parts of their own, inside their parent's folder)."""
+        names = [part_of(path)]
+        prefix = path + "/"
+        i = bisect.bisect_left(self._names, prefix)
+        while i < len(self._names) and self._names[i].startswith(prefix):
+            if self._names[i] != names[0]:
+                names.append(self._names[i])
+            i += 1
+        return names
+
+    def _ranges(self, lines: list[str], path: str) -> Iterator[tuple[int, int]]:
+        """Index ranges of ``lines`` holding ``path`` itself and the paths below it."""
+        i = bisect.bisect_left(lines, path + "\0")
+        if i < len(lines) and lines[i].startswith(path + "\0"):
+            yield i, i + 1
+        prefix = path + "/"
+        j = k = bisect.bisect_left(lines, prefix)
+        while k < len(lines) and lines[k].startswith(prefix):
+            k += 1
+        if k > j:
+            yield j, k
+
+    def _lines_under(self, path: str) -> Iterator[str]:
+        for part in self._parts_below(path):
+            lines = self.lines(part)
+            for start, end in self._ranges(lines, path):
+                yield from lines[start:end]
+
+    def token(self, path: str) -> str | None:
+        lines = self.lines(part_of(path))
+        i = bisect.bisect_left(lines, path + "\0")
+        if i < len(lines) and lines[i].startswith(path + "\0"):
+            return lines[i][len(path) + 1 :]
+        return None
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self.token(path) is not None
+
+    def subtree(self, path: str) -> Iterator[str]:
+        """``path`` itself (when present) and every path below it."""
+        for line in self._lines_under(path):
+            yield line.split("\0", 1)[0]
+
+    def bytes_under(self, path: str) -> int:
+        """Bytes of the files at and below ``path`` (link contents, file sizes)."""
+        total = 0
+        for line in self._lines_under(path):
+            token = line.split("\0", 1)[1]
+            kind = token[0]
+            if kind == "f":
+                total += int(token[1:])
+            elif kind == "l":
+                total += len(token) - 1
+        return total
+
+    def sizes(self, paths: Iterable[str]) -> dict[str, int]:
+        """``bytes_under`` for many paths, asked part by part (each part decompressed once)."""
+        return {p: self.bytes_under(p) for p in sorted(paths, key=part_of)}
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every (path, token), part by part."""
+        for part in self._names:
+            for line in self.lines(part):
+                path, token = line.split("\0", 1)
+                yield path, token
+
+    def without(self, paths: Iterable[str]) -> fingerprint.TreeDigest:
+        """The digest of this tree once every path in ``paths`` and below is gone.
+
+        Only the parts that lose a path are digested again.
+        """
+        by_part: dict[str, list[str]] = {}
+        for path in paths:
+            for part in self._parts_below(path):
+                by_part.setdefault(part, []).append(path)
+        parts = dict(self.digest.parts)
+        removed = 0
+        for part in sorted(by_part):
+            lines = self.lines(part)
+            gone = sorted({r for path in by_part[part] for r in self._ranges(lines, path)})
+            keep: list[str] = []
+            at = 0
+            for start, end in gone:
+                if start >= at:
+                    keep.extend(lines[at:start])
+                    removed += end - start
+                elif end > at:  # overlaps a range already dropped
+                    removed += end - at
+                at = max(at, end)
+            keep.extend(lines[at:])
+            if keep:
+                parts[part] = fingerprint.part_digest(
+                    ("\n".join(keep) + "\n").encode("utf-8", "surrogateescape")
+                )
+            else:
+                parts.pop(part, None)
+        return fingerprint.TreeDigest.of_parts(parts, self.count - removed)
+
+
+class TreeBuilder:
+    """Collects a walk's lines part by part: each part is digested, compressed (with
+    ``keep``) and its lines dropped as soon as it is closed."""
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self._keep = keep
+        self._open: dict[str, list[str]] = {}
+        self._blocks: dict[str, bytes | tuple[str, ...]] = {}
+        self._digests: dict[str, str] = {}
+        self._count = 0
+
+    def open(self, part: str) -> list[str]:
+        """The list to append ``fingerprint.line(path, token)`` lines of ``part`` to."""
+        lines = self._open.get(part)
+        if lines is None:
+            if part in self._digests:
+                raise AssertionError(f"part {part} reopened after it was closed")
+            lines = self._open[part] = []
+        return lines
+
+    def close(self, part: str) -> None:
+        lines = self._open.pop(part, None)
+        if not lines:
+            return
+        data = fingerprint.part_bytes(lines)
+        self._digests[part] = fingerprint.part_digest(data)
+        self._count += len(lines)
+        if not self._keep:
+            return
+        if data.count(b"\n") == len(lines) == data.count(b"\0"):
+            self._blocks[part] = zlib.compress(data, _LEVEL)
+        else:  # a newline in a path or a NUL/newline in a link: keep the lines as they are
+            self._blocks[part] = tuple(lines)
+
+    def finish(self) -> Tree:
+        for part in list(self._open):
+            self.close(part)
+        digest = fingerprint.TreeDigest.of_parts(self._digests, self._count)
+        return Tree(self._blocks, digest)
+
+
+def digest_events(events: Iterable[Event]) -> fingerprint.TreeDigest:
+    """The digest of a depth-first walk's events, holding one part's lines at a time."""
+    builder = TreeBuilder(keep=False)
+    for rel, token, part in events:
+        if token:
+            builder.open(part).append(fingerprint.line(rel, token))
+        else:
+            builder.close(part)
+    return builder.finish().digest
