@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import attrs
 import cattrs
 from cattrs.preconf.json import make_converter as _json_converter
 from cattrs.v import format_exception
@@ -35,9 +37,67 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+LISTS = ("targets", "kept", "problems")
+"""The fields that grow with the tree: written and hashed item by item, never whole."""
+
+
+def _lists(plan: Plan) -> tuple[dict[str, Any], dict[str, Iterable[Any]]]:
+    """The plan without its long lists, and those lists unstructured lazily."""
+    short = unstructure(attrs.evolve(plan, targets=(), kept=(), problems=()))
+    return short, {name: map(_converter.unstructure, getattr(plan, name)) for name in LISTS}
+
+
+def _pretty(value: Any, indent: str) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)
+
+
+def pretty_chunks(plan: Plan) -> Iterator[str]:
+    """The plan file, piece by piece: the same text as ``json.dumps(unstructure(plan),
+    indent=2)`` plus a newline, but no piece bigger than one list item."""
+    short, lists = _lists(plan)
+    yield "{"
+    for i, (name, value) in enumerate(short.items()):
+        yield f"{',' if i else ''}\n  {json.dumps(name)}: "
+        if name in lists and getattr(plan, name):
+            yield "["
+            for j, item in enumerate(lists[name]):
+                yield f"{',' if j else ''}\n    {_pretty(item, '    ')}"
+            yield "\n  ]"
+        else:
+            yield _pretty(value, "  ")
+    yield "\n}\n"
+
+
 def dumps(plan: Plan) -> bytes:
     """The plan file: indent 2, field order of the model, trailing newline."""
-    return (json.dumps(unstructure(plan), indent=2, ensure_ascii=False) + "\n").encode()
+    return "".join(pretty_chunks(plan)).encode()
+
+
+def canonical_chunks(obj: Mapping[str, Any], lists: Mapping[str, Iterable[Any]]) -> Iterator[bytes]:
+    """``canonical(obj)`` piece by piece; the values of ``lists`` come item by item."""
+    yield b"{"
+    for i, name in enumerate(sorted(obj)):
+        yield (b"," if i else b"") + canonical(name) + b":"
+        if name in lists:
+            yield b"["
+            for j, item in enumerate(lists[name]):
+                yield (b"," if j else b"") + canonical(item)
+            yield b"]"
+        else:
+            yield canonical(obj[name])
+    yield b"}"
+
+
+def body_chunks(plan: Plan) -> Iterator[bytes]:
+    """``canonical(body(unstructure(plan)))`` piece by piece."""
+    short, lists = _lists(plan)
+    return canonical_chunks(body(short), lists)
+
+
+def raw_body_chunks(raw: dict[str, Any]) -> Iterator[bytes]:
+    """``canonical(body(raw))`` piece by piece, for a plan as read from its file."""
+    lists = {name: raw[name] for name in LISTS if isinstance(raw.get(name), list)}
+    return canonical_chunks(body(raw), lists)
 
 
 def parse_json(data: bytes, *, source: str) -> dict[str, Any]:

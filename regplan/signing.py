@@ -1,9 +1,11 @@
 """Ed25519 keys, plan signatures and their verification.
 
-A signature covers ``regplan-plan-v1 NUL canonical(body) NUL canonical(meta)``
-where body is every plan field but ``signatures`` and meta is the signature's
-own ``keyid``, ``role``, ``signer`` and ``signed_at``: an edit anywhere, or a
-changed role, breaks it.
+A signature covers ``regplan-plan-v1 NUL hex(sha256(canonical(body))) NUL
+canonical(meta)`` where body is every plan field but ``signatures`` and meta is
+the signature's own ``keyid``, ``role``, ``signer`` and ``signed_at``: an edit
+anywhere, or a changed role, breaks it. The body is hashed first, piece by
+piece, so that a plan of half a million targets is signed and checked without
+ever holding its canonical form.
 """
 
 from __future__ import annotations
@@ -97,8 +99,15 @@ def load_trusted(path: Path) -> TrustedKey:
     return TrustedKey(keyid=keyid_of(key), key=key, source=str(path))
 
 
-def _message(body: dict[str, Any], meta: dict[str, str]) -> bytes:
-    return DOMAIN + b"\0" + codec.canonical(body) + b"\0" + codec.canonical(meta)
+def _body_digest(chunks: Iterable[bytes]) -> bytes:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest().encode()
+
+
+def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
+    return DOMAIN + b"\0" + body_digest + b"\0" + codec.canonical(meta)
 
 
 def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime) -> Plan:
@@ -111,7 +120,7 @@ def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: dat
         "signer": signer,
         "signed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    body = codec.body(codec.unstructure(plan))
+    body = _body_digest(codec.body_chunks(plan))
     sig = base64.b64encode(key.sign(_message(body, meta))).decode()
     return attrs.evolve(plan, signatures=(*plan.signatures, Signature(sig=sig, **meta)))
 
@@ -130,7 +139,7 @@ def verify(
     sigs = raw.get("signatures")
     if not isinstance(sigs, list) or not sigs:
         raise SignatureError("the plan is not signed")
-    body = codec.body(raw)
+    body = _body_digest(codec.raw_body_chunks(raw))
     valid: dict[str, TrustedKey] = {}
     unknown: list[str] = []
     for entry in sigs:

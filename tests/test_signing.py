@@ -147,6 +147,18 @@ def test_codec_round_trip_and_strictness(raw: dict[str, Any]) -> None:
         codec.parse_json(b"{", source="p")
 
 
+@pytest.mark.parametrize("lists", ["full", "empty"])
+def test_streamed_encodings_equal_the_whole_ones(raw: dict[str, Any], lists: str) -> None:
+    """The plan file and the signed body are written piece by piece: same bytes."""
+    if lists == "empty":
+        raw = {**raw, "targets": [], "kept": [], "problems": []}
+    plan = codec.structure(raw, source="p")
+    assert codec.dumps(plan) == (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
+    whole = codec.canonical(codec.body(raw))
+    assert b"".join(codec.body_chunks(plan)) == whole
+    assert b"".join(codec.raw_body_chunks(raw)) == whole
+
+
 @pytest.mark.parametrize(
     "path", ["/etc", "repositories/../../etc", "repositories", "docker/x", "blobs//a", "blobs/./a"]
 )
