@@ -11,7 +11,7 @@ SHA-256 over its sorted lines; the tree digest is SHA-256 over the sorted
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -27,6 +27,16 @@ class TreeDigest:
     @classmethod
     def of_parts(cls, parts: Mapping[str, str], entries: int) -> TreeDigest:
         return cls(digest=_combine(parts), entries=entries, parts=parts)
+
+    @classmethod
+    def join(cls, shares: Iterable[TreeDigest]) -> TreeDigest:
+        """The digest of a tree walked in disjoint shares (no part spans two)."""
+        parts: dict[str, str] = {}
+        entries = 0
+        for share in shares:
+            parts.update(share.parts)
+            entries += share.entries
+        return cls.of_parts(parts, entries)
 
 
 def line(path: str, token: str) -> str:

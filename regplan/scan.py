@@ -10,13 +10,15 @@ parsed once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterator
 
 import attrs
 
-from regplan import fingerprint, manifests
+from regplan import fingerprint, manifests, parallel
 from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.layout import (
     Digest,
@@ -26,12 +28,31 @@ from regplan.layout import (
     revision_dir,
     tag_dir,
 )
-from regplan.tree import Event, Tree, TreeBuilder
+from regplan.tree import Event, Parts, Tree, TreeBuilder, digest_events
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 """Called now and then with the number of paths seen so far."""
+
+
+def _spine(rel: str) -> bool:
+    """The folders every share walks through: the top, ``blobs``, ``blobs/<alg>``,
+    ``repositories``."""
+    return rel in ("", "blobs", "repositories") or (
+        rel.startswith("blobs/") and rel.count("/") == 1
+    )
+
+
+def _mine(entry: os.DirEntry[str], rel_dir: str, rel: str, owned: bool, k: int, n: int) -> bool:
+    """Whether an entry of a spine folder is in share k of n."""
+    if rel_dir == "repositories" or rel_dir.startswith("blobs/"):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                return zlib.crc32(rel.encode("utf-8", "surrogateescape")) % n == k
+        except OSError:
+            pass
+    return owned
 
 
 def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tuple[str, str | None]:
@@ -73,6 +94,7 @@ def events(
     *,
     progress: Progress | None = None,
     mtimes: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> Iterator[Event]:
     """Every path below ``v2`` with its token and part, depth first; never follows symlinks.
 
@@ -80,10 +102,15 @@ def events(
     one ``open``/``read``/``close`` each, other files only ``stat``'ed. Depth
     first means a part's paths all come before its PART_END event, so a
     consumer can finish a part and forget its paths (see tree.digest_events).
+
+    ``share=(k, n)`` walks the k-th of n disjoint shares: the folders directly
+    in ``repositories/`` and the blob shards are dealt out by a hash of their
+    name (a part never spans two shares); share 0 also has everything else.
     """
-    stack: list[tuple[str, str, str | None]] = [(os.fspath(v2), "", None)]
+    k, n = share
+    stack: list[tuple[str, str, str | None, bool]] = [(os.fspath(v2), "", None, k == 0)]
     while stack:
-        abs_dir, rel_dir, inherited = stack.pop()
+        abs_dir, rel_dir, inherited, owned = stack.pop()
         if not abs_dir:  # the end of a part's subtree
             yield rel_dir, PART_END, rel_dir
             continue
@@ -95,9 +122,14 @@ def events(
                 Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
             )
             continue
+        spine = n > 1 and inherited is None and _spine(rel_dir)
         for entry in children:
             name = entry.name
             rel = f"{rel_dir}/{name}" if rel_dir else name
+            if spine and not _mine(entry, rel_dir, rel, owned, k, n):
+                if _spine(rel) and entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel, None, False))  # walk on to the shares
+                continue
             below: str | None
             if inherited is not None:
                 part = below = inherited
@@ -107,8 +139,8 @@ def events(
                 if entry.is_dir(follow_symlinks=False):
                     yield rel, "d", part
                     if part == rel:
-                        stack.append(("", rel, None))
-                    stack.append((entry.path, rel, below))
+                        stack.append(("", rel, None, True))
+                    stack.append((entry.path, rel, below, True))
                     continue
                 if entry.is_symlink():
                     token = "s" + os.readlink(entry.path)
@@ -154,29 +186,82 @@ def scan(
     progress: Progress | None = None,
     created: bool = False,
     mtimes: bool = False,
+    jobs: int | None = None,
 ) -> Inventory:
     """Walk the storage once and build the inventory.
 
     With ``created``, also read the image config of every tagged manifest for
     its ``created`` time (``--sort-by created``); with ``mtimes``, record the
     mtime of every link file and blob ``data`` (ages for ``--gc-min-age``).
+    A large tree is walked in ``jobs`` shares at once (see parallel.jobs).
     """
-    side = Side()
-    builder = _Builder(side, keep_mtimes=mtimes)
-    tree = builder.consume(events(storage.v2, side, progress=progress, mtimes=mtimes))
+    n = parallel.jobs(jobs, large=large(storage.v2))
+    shares = parallel.run(functools.partial(_scan_share, storage.v2, mtimes), n, progress)
+    builder = _Builder.join(shares, keep_mtimes=mtimes)
+    builder.check_links()
     builder.read_manifests(storage)
     if created:
         builder.read_created(storage)
-    inv = builder.build(tree)
+    inv = builder.build(Tree.join(share.tree for share in shares))
     log.debug(
-        "scanned %d paths: %d repositories, %d blobs, %d manifests, %d problems",
+        "scanned %d paths in %d share(s): %d repositories, %d blobs, %d manifests, %d problems",
         len(inv.tree),
+        n,
         len(inv.repositories),
         len(inv.blobs),
         len(inv.manifests),
         len(inv.problems),
     )
     return inv
+
+
+def digest(
+    storage: Storage, *, progress: Progress | None = None, jobs: int | None = None
+) -> fingerprint.TreeDigest:
+    """The tree's digest as it is now, holding no more than one part's paths at a time."""
+
+    def share(k: int, n: int, progress: Progress | None) -> fingerprint.TreeDigest:
+        return digest_events(events(storage.v2, Side(), progress=progress, share=(k, n)))
+
+    n = parallel.jobs(jobs, large=large(storage.v2))
+    return fingerprint.TreeDigest.join(parallel.run(share, n, progress))
+
+
+def large(v2: str | os.PathLike[str]) -> bool:
+    """Worth walking in shares: most of the 256 blob shards exist (hundreds of blobs)."""
+    try:
+        return len(os.listdir(os.path.join(v2, "blobs", "sha256"))) >= LARGE_SHARDS
+    except OSError:
+        return False
+
+
+LARGE_SHARDS = 128
+
+
+@attrs.frozen(kw_only=True)
+class _Share:
+    """What one share of the walk found; a forked share sends it back pickled."""
+
+    tree: Parts
+    repos: dict[str, _RepoParts]
+    blobs: dict[Digest, int]
+    problems: list[Problem]
+    mtimes: dict[str, float]
+
+
+def _scan_share(
+    v2: str | os.PathLike[str], mtimes: bool, k: int, n: int, progress: Progress | None
+) -> _Share:
+    side = Side()
+    builder = _Builder(side, keep_mtimes=mtimes)
+    tree = builder.consume(events(v2, side, progress=progress, mtimes=mtimes, share=(k, n)))
+    return _Share(
+        tree=tree,
+        repos=builder.repos,
+        blobs=builder.blobs,
+        problems=builder.problems,
+        mtimes=side.mtimes,
+    )
 
 
 @attrs.define
@@ -219,7 +304,27 @@ class _Builder:
     def problem(self, path: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(path=path, code=code, message=message))
 
-    def consume(self, evs: Iterator[Event]) -> Tree:
+    @classmethod
+    def join(cls, shares: list[_Share], *, keep_mtimes: bool) -> _Builder:
+        """One builder from the shares' findings, with their digests interned again
+        (each share named the same blob with its own objects)."""
+        builder = cls(Side(), keep_mtimes=keep_mtimes)
+        d = builder.digest
+        for share in shares:
+            builder.blobs.update((d(b), size) for b, size in share.blobs.items())
+            for name, r in share.repos.items():
+                if len(shares) > 1:
+                    r.revisions = {d(x) for x in r.revisions}
+                    r.layers = {d(x) for x in r.layers}
+                    for t in r.tags.values():
+                        t.current = None if t.current is None else d(t.current)
+                        t.history = {d(x) for x in t.history}
+                builder.repos[name] = r
+            builder.problems.extend(share.problems)
+            builder.side.mtimes.update(share.mtimes)
+        return builder
+
+    def consume(self, evs: Iterator[Event]) -> Parts:
         """Put every event into the tree and the ones that mean something into the model.
 
         Inside a repository the walk's part is the repository's folder, so the
@@ -244,9 +349,12 @@ class _Builder:
                     self._startedat(repo, rest, rel)
             elif token[0] == "f" and rel.endswith("/data") and part.startswith("blobs/"):
                 self._data(rel, token)
+        return tree.parts()
+
+    def check_links(self) -> None:
+        """Once every share is in: tags without a current link, links without blob data."""
         self._missing_links()
         self._missing_blobs()
-        return tree.finish()
 
     def _repo(self, name: str) -> _RepoParts:
         r = self.repos.get(name)

@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeAlias
 
+import attrs
+
 from regplan import fingerprint
 from regplan.layout import group_by_part, part_of
 
@@ -27,6 +29,16 @@ Event: TypeAlias = tuple[str, str, str]
 
 _LEVEL = 1
 """zlib level: 1 compresses the hex-heavy lines about 3x at several hundred MB/s."""
+
+
+@attrs.frozen
+class Parts:
+    """What a TreeBuilder collected: per part its block and digest (picklable, so a
+    forked share of the walk can send it back)."""
+
+    blocks: dict[str, bytes | tuple[str, ...]]
+    digests: dict[str, str]
+    count: int
 
 
 class Tree:
@@ -42,6 +54,18 @@ class Tree:
         self._cache: tuple[str, list[str]] = ("", [])
         self.digest = digest
         self.count = digest.entries
+
+    @classmethod
+    def join(cls, shares: Iterable[Parts]) -> Tree:
+        """One tree from the disjoint shares of a walk."""
+        blocks: dict[str, bytes | tuple[str, ...]] = {}
+        digests: dict[str, str] = {}
+        count = 0
+        for share in shares:
+            blocks.update(share.blocks)
+            digests.update(share.digests)
+            count += share.count
+        return cls(blocks, fingerprint.TreeDigest.of_parts(digests, count))
 
     @classmethod
     def from_entries(cls, entries: Mapping[str, str]) -> Tree:
@@ -206,11 +230,13 @@ class TreeBuilder:
         else:  # a newline in a path or a NUL/newline in a link: keep the lines as they are
             self._blocks[part] = tuple(lines)
 
-    def finish(self) -> Tree:
+    def parts(self) -> Parts:
         for part in list(self._open):
             self.close(part)
-        digest = fingerprint.TreeDigest.of_parts(self._digests, self._count)
-        return Tree(self._blocks, digest)
+        return Parts(blocks=self._blocks, digests=self._digests, count=self._count)
+
+    def finish(self) -> Tree:
+        return Tree.join([self.parts()])
 
 
 def digest_events(events: Iterable[Event]) -> fingerprint.TreeDigest:

@@ -28,9 +28,9 @@ from regplan.plan import (
     summarize,
 )
 from regplan.planner import decide
-from regplan.scan import Progress, Side, events, scan
+from regplan.scan import Progress, scan
+from regplan.scan import digest as scan_digest
 from regplan.selection import Selection, resolve
-from regplan.tree import digest_events
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,11 @@ def make_plan(
 
 
 def write_plan(plan: Plan, path: Path) -> None:
-    """Write atomically: a reader never sees half a plan."""
+    """Write atomically (a reader never sees half a plan) and item by item."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(codec.dumps(plan))
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines(codec.pretty_chunks(plan))
     tmp.replace(path)
 
 
@@ -141,7 +142,7 @@ def load_verified(
 
 def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
     """The tree's digest as it is now, in one streaming walk (no path is kept)."""
-    return digest_events(events(storage.v2, Side(), progress=progress))
+    return scan_digest(storage, progress=progress)
 
 
 def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:

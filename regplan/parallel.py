@@ -1,0 +1,124 @@
+"""Run a read-only job in shares over both cores: share 0 here, the others in forked children.
+
+The walk of a large registry is CPU-bound Python (threads would queue on the
+GIL), so it is split by process. A child only reads the tree; it sends its
+result back pickled through a pipe and reports progress through shared memory.
+Nothing here writes to the registry.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from regplan.errors import RegplanError
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+Share = Callable[[int, int, Progress | None], T]
+"""share(k, n, progress) does the k-th of n shares of the job."""
+
+JOBS_ENV = "REGPLAN_JOBS"
+
+
+def jobs(wanted: int | None, *, large: bool) -> int:
+    """How many shares: ``wanted``, else ``REGPLAN_JOBS``, else the CPU count (at most
+    4) for a ``large`` job and 1 for a small one (a fork costs more than it saves)."""
+    if wanted is None:
+        env = os.environ.get(JOBS_ENV, "")
+        auto = min(os.cpu_count() or 1, 4) if large else 1
+        wanted = int(env) if env.isdigit() else auto
+    return max(1, wanted)
+
+
+def run(share: Share[T], n: int, progress: Progress | None = None) -> list[T]:
+    """Every share's result, in share order; a child's exception is raised here."""
+    if n <= 1:
+        return [share(0, 1, progress)]
+    counts = mmap.mmap(-1, 8 * n)
+    children: list[tuple[int, int]] = []
+    done = False
+    try:
+        for k in range(1, n):
+            # one by one: if a fork fails, the children so far are still reaped
+            children.append(_fork(share, k, n, counts, progress is not None))  # noqa: PERF401
+        first = share(0, n, _own_progress(counts, n, progress))
+        results = [first, *(_collect(pid, fd) for pid, fd in children)]
+        done = True
+        return results
+    finally:
+        for pid, fd in children:
+            _reap(pid, fd, kill=not done)
+        counts.close()
+
+
+def _own_progress(counts: mmap.mmap, n: int, progress: Progress | None) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(count: int) -> None:
+        others = sum(struct.unpack_from(f"{n - 1}q", counts, 8))
+        progress(count + others)
+
+    return report
+
+
+def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        return pid, read_fd
+    # The child: do the share, send the result, and leave without running any of
+    # the parent's exit handlers or flushing its buffers.
+    status = 0
+    try:
+        os.close(read_fd)
+
+        def progress(count: int) -> None:
+            struct.pack_into("q", counts, 8 * k, count)
+
+        try:
+            payload = pickle.dumps((True, share(k, n, progress if report else None)), protocol=5)
+        except BaseException as e:  # noqa: BLE001 - every failure goes to the parent
+            payload = pickle.dumps((False, e), protocol=5)
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(payload)
+    except BaseException:  # noqa: BLE001 - a child must never return into the caller
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _collect(pid: int, fd: int) -> Any:
+    with os.fdopen(fd, "rb", closefd=False) as pipe:
+        data = pipe.read()
+    if not data:
+        _, status = os.waitpid(pid, 0)
+        raise RegplanError(f"a walk worker (pid {pid}) died: {_describe(status)}")
+    ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's result
+    if not ok:
+        raise value
+    return value
+
+
+def _reap(pid: int, fd: int, *, kill: bool) -> None:
+    """Close the pipe and wait for the child; on failure, stop it first."""
+    os.close(fd)
+    try:
+        if kill:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

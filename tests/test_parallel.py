@@ -1,0 +1,99 @@
+"""The walk in shares (forked children) finds exactly what one walk finds."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from regplan import parallel
+from regplan.demo import build_demo, build_scale
+from regplan.errors import RegplanError
+from regplan.layout import Storage, blob_data
+from regplan.scan import Side, digest, events, scan
+
+
+@pytest.fixture(scope="module")
+def odd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree with something in every corner a share boundary could cut through."""
+    root = tmp_path_factory.mktemp("shares")
+    build_scale(root, repos=6, tags=3, pushes=2, index_every=2)
+    build_demo(root / "nested")
+    v2 = Storage.locate(root).v2
+    # a second registry's repositories nested under a namespace, and odd corners
+    os.rename(Storage.locate(root / "nested").v2 / "repositories", v2 / "repositories" / "deep")
+    (v2 / "repositories" / "_odd" / "x").mkdir(parents=True)
+    (v2 / "repositories" / "stray-file").write_text("x")
+    (v2 / "blobs" / "sha256" / "stray-file").write_text("x")
+    (v2 / "blobs" / "md5" / "ab").mkdir(parents=True)
+    (v2 / "extra" / "deep").mkdir(parents=True)
+    (v2 / "top-file").write_text("x")
+    os.symlink("/etc", v2 / "repositories" / "evil")
+    inv = scan(Storage.locate(root), jobs=1)
+    some_blob = sorted(inv.blobs)[3]
+    (v2 / blob_data(some_blob)).unlink()  # a missing blob: problems found across shares
+    return root
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_shares_are_disjoint_and_cover_the_walk(odd_root: Path, n: int) -> None:
+    v2 = Storage.locate(odd_root).v2
+    whole = list(events(v2, Side()))
+    shares = [list(events(v2, Side(), share=(k, n))) for k in range(n)]
+    assert all(shares)
+    assert sorted(e for s in shares for e in s) == sorted(whole)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_scan_in_shares_equals_one_scan(odd_root: Path, n: int) -> None:
+    storage = Storage.locate(odd_root)
+    one = scan(storage, jobs=1, mtimes=True)
+    many = scan(storage, jobs=n, mtimes=True)
+    assert many == one  # repositories, blobs, manifests, problems, created
+    assert many.mtimes == one.mtimes
+    assert many.tree.digest == one.tree.digest
+    assert list(many.tree.items()) == list(one.tree.items())
+    assert any("has no blob data" in p.message for p in many.problems)
+    assert digest(storage, jobs=n) == one.tree.digest
+    # one object per digest, whichever share named it (memory at a million files)
+    canon = {b: b for b in many.blobs}
+    named = [d for r in many.repositories.values() for d in r.revisions | r.layers]
+    assert all(canon[d] is d for d in named if d in canon)
+
+
+def test_progress_counts_every_share(odd_root: Path) -> None:
+    seen: list[int] = []
+    scan(Storage.locate(odd_root), jobs=2, progress=seen.append)
+    assert seen
+    assert max(seen) >= len(list(events(Storage.locate(odd_root).v2, Side()))) // 2
+
+
+def _fails_in_child(k: int, n: int, progress: object) -> int:
+    if k == 1:
+        raise ValueError("child says no")
+    return k
+
+
+def _dies_in_child(k: int, n: int, progress: object) -> int:
+    if k == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return k
+
+
+def test_a_childs_error_is_raised_here() -> None:
+    assert parallel.run(lambda k, n, p: k * 10, 3) == [0, 10, 20]
+    with pytest.raises(ValueError, match="child says no"):
+        parallel.run(_fails_in_child, 2)
+    with pytest.raises(RegplanError, match="died: killed by signal 9"):
+        parallel.run(_dies_in_child, 2)
+
+
+def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(parallel.JOBS_ENV, raising=False)
+    assert parallel.jobs(None, large=False) == 1
+    assert parallel.jobs(3, large=False) == 3
+    assert parallel.jobs(None, large=True) == min(os.cpu_count() or 1, 4)
+    monkeypatch.setenv(parallel.JOBS_ENV, "1")
+    assert parallel.jobs(None, large=True) == 1
