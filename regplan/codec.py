@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -37,6 +37,9 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+"""A JSON string as json.dumps(ensure_ascii=False) writes it (the C encoder)."""
+
 LISTS = ("targets", "kept", "problems")
 """The fields that grow with the tree: written and hashed item by item, never whole."""
 
@@ -48,7 +51,44 @@ def _lists(plan: Plan) -> tuple[dict[str, Any], dict[str, Iterable[Any]]]:
 
 
 def _pretty(value: Any, indent: str) -> str:
+    """``json.dumps(value, indent=2)`` nested at ``indent``."""
+    if isinstance(value, dict):
+        flat = _pretty_flat(value, indent)
+        if flat is not None:
+            return flat
     return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)
+
+
+def _scalar(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _encode_str(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return None
+
+
+def _pretty_flat(item: dict[str, Any], indent: str) -> str | None:
+    """The same text for a dict of scalars and lists of scalars (a target, a kept
+    entry, a problem), without the pure-Python indenting encoder; None otherwise."""
+    inner = indent + "  "
+    fields = []
+    for key, value in item.items():
+        if isinstance(value, list):
+            texts = [t for t in map(_scalar, value) if t is not None]
+            if len(texts) != len(value):
+                return None
+            text = (
+                (f"[\n{inner}  " + f",\n{inner}  ".join(texts) + f"\n{inner}]") if texts else "[]"
+            )
+        else:
+            scalar = _scalar(value)
+            if scalar is None:
+                return None
+            text = scalar
+        fields.append(f"{inner}{_encode_str(key)}: {text}")
+    return ("{\n" + ",\n".join(fields) + f"\n{indent}}}") if fields else "{}"
 
 
 def pretty_chunks(plan: Plan) -> Iterator[str]:

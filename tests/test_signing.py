@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regplan import codec, signing
 from regplan.errors import KeyFileError, PlanFormatError, SignatureError
@@ -157,6 +159,16 @@ def test_streamed_encodings_equal_the_whole_ones(raw: dict[str, Any], lists: str
     whole = codec.canonical(codec.body(raw))
     assert b"".join(codec.body_chunks(plan)) == whole
     assert b"".join(codec.raw_body_chunks(raw)) == whole
+
+
+scalars = st.one_of(st.text(), st.integers(), st.booleans(), st.none())
+
+
+@given(st.dictionaries(st.text(), st.one_of(scalars, st.lists(scalars), st.floats())))
+def test_plan_items_are_indented_exactly_like_json(item: dict[str, Any]) -> None:
+    """The fast writer of list items (codec._pretty) against the json module."""
+    expected = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+    assert codec._pretty(item, "    ") == expected
 
 
 @pytest.mark.parametrize(
