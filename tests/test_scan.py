@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from regplan.demo import Registry, build_demo, image
 from regplan.inventory import ProblemCode
 from regplan.layout import Digest, Storage, blob_data, revision_dir
@@ -85,3 +87,21 @@ def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
     assert inv.tree.token("repositories/evil") == "s/etc"
     assert list(inv.tree.subtree("repositories/evil")) == ["repositories/evil"]
     assert any(p.code == ProblemCode.SYMLINK for p in inv.problems)
+
+
+@pytest.mark.parametrize("cold", [True, False])
+def test_read_files_in_order_cached_or_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool
+) -> None:
+    """Cold reads go to threads after the first batch; either way the order holds."""
+    from regplan import scan as scan_module
+
+    monkeypatch.setattr(scan_module, "COLD_READ", 0.0 if cold else float("inf"))
+    names = [f"f{i}" for i in range(50)]
+    for name in names[::2]:
+        (tmp_path / name).write_text(name)
+    got = list(scan_module.read_files(str(tmp_path), names, batch=7))
+    assert [g if isinstance(g, bytes) else None for g in got] == [
+        n.encode() if i % 2 == 0 else None for i, n in enumerate(names)
+    ]
+    assert all(isinstance(g, FileNotFoundError) for g in got[1::2])
