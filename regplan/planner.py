@@ -19,6 +19,7 @@ The rules (DESIGN.md section 2), in the order they apply:
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 
@@ -99,6 +100,24 @@ class _RepoResult:
     layers_removed: set[Digest] = attrs.field(factory=set)
     fail_closed: str = ""
     """Why nothing this repository might reference may be removed ("" when it is sound)."""
+
+
+@attrs.define
+class _Keepers:
+    """The candidate blobs something that stays references (``held``), and for those
+    the plan explains (``named``: touched by the request), what references them.
+
+    A --gc plan makes every blob a candidate; only the touched ones need names,
+    which for a shared base layer are thousands."""
+
+    named: set[Digest]
+    held: set[Digest] = attrs.field(factory=set)
+    names: dict[Digest, set[str]] = attrs.field(factory=dict)
+
+    def add(self, blob: Digest, names: Iterable[str]) -> None:
+        self.held.add(blob)
+        if blob in self.named:
+            self.names.setdefault(blob, set()).update(names)
 
 
 class _Planner:
@@ -273,7 +292,7 @@ class _Planner:
         return name not in self._holds_kept
 
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
-        self.targets[path] = (kind, reason, refs(names))
+        self.targets[path] = (kind, sys.intern(reason), refs(names))  # reasons repeat
 
     def _revisions(self, repo: Repository) -> None:
         name = repo.name
@@ -438,14 +457,14 @@ class _Planner:
         candidates = self._blob_candidates()
         if not candidates:
             return
-        keepers = self._keepers(candidates.keys())
+        keepers = self._keepers(candidates)
         for b, sources in sorted(candidates.items()):
             if b not in self.inv.blobs:
                 continue
             path = blob_dir(b)
-            if b in keepers:
+            if b in keepers.held:
                 if sources:  # touched by the request: say why it stays
-                    self.keep(path, "shared: still referenced", keepers[b])
+                    self.keep(path, "shared: still referenced", keepers.names[b])
             elif sources:
                 self._target(path, TargetKind.BLOB, "nothing that stays references it", sources)
             elif self._young(f"{path}/data"):
@@ -453,16 +472,16 @@ class _Planner:
             else:
                 self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
 
-    def _keepers(self, candidates: Collection[Digest]) -> dict[Digest, set[str]]:
-        """For each candidate blob, the images and layer links that stay and reference it."""
-        keepers: dict[Digest, set[str]] = defaultdict(set)
+    def _keepers(self, candidates: Mapping[Digest, set[str]]) -> _Keepers:
+        """The candidate blobs that something that stays references, and by what."""
+        keepers = _Keepers(named={b for b, sources in candidates.items() if sources})
         for name, repo in self.inv.repositories.items():
             if name not in self.req.repos:
                 self._repo_keepers(repo, candidates, keepers)
         return keepers
 
     def _repo_keepers(
-        self, repo: Repository, candidates: Collection[Digest], keepers: dict[Digest, set[str]]
+        self, repo: Repository, candidates: Collection[Digest], keepers: _Keepers
     ) -> None:
         name = repo.name
         result = self.results.get(name, _RepoResult())
@@ -470,21 +489,21 @@ class _Planner:
             # It might reference any blob its layer links name: they all stay.
             for b in repo.layers:
                 if b in candidates:
-                    keepers[b].add(f"{name} (fail closed)")
+                    keepers.add(b, (f"{name} (fail closed)",))
         for d in repo.revisions - result.removed.keys():
             m = self.inv.manifests.get(d)
             hits = {d} if d in candidates else set()
             if m is not None:
                 hits |= {b for b in m.blobs if b in candidates}
             for b in hits:
-                keepers[b].update(self.names(repo, d))
+                keepers.add(b, self.names(repo, d))
         for t in repo.tags.values():
             current = t.current
             if current is not None and current in candidates and current not in result.removed:
-                keepers[current].add(f"{name}:{t.name}")
+                keepers.add(current, (f"{name}:{t.name}",))
         for b in repo.layers - result.layers_removed:
             if b in candidates:
-                keepers[b].add(f"{name} (layer link)")
+                keepers.add(b, (f"{name} (layer link)",))
 
     # -- prune --------------------------------------------------------------
 
