@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -48,8 +48,10 @@ class Manifest:
     """
 
     kind: ManifestKind
-    blobs: frozenset[Digest] = frozenset()
-    children: frozenset[Digest] = frozenset()
+    blobs: tuple[Digest, ...] = ()
+    """Sorted, distinct (a tuple: a registry holds hundreds of thousands of these)."""
+    children: tuple[Digest, ...] = ()
+    """Sorted, distinct."""
     subject: Digest | None = None
     config: Digest | None = None
     error: str | None = None
@@ -116,14 +118,14 @@ def _parse(doc: dict[str, Any], intern: Intern) -> Manifest:
                 blobs.add(intern(layer["blobSum"]))
             except ValueError as e:
                 raise _UnreadableError(f"fsLayers[{i}]: {e}") from None
-        return Manifest(kind=ManifestKind.SCHEMA1, blobs=frozenset(blobs))
+        return Manifest(kind=ManifestKind.SCHEMA1, blobs=_distinct(blobs))
 
     if version != 2:
         raise _UnreadableError(f"unknown schemaVersion {version!r}")
 
     if media_type in (LIST_MT, OCI_INDEX_MT) or (media_type is None and "manifests" in doc):
         kind = ManifestKind.MANIFEST_LIST if media_type == LIST_MT else ManifestKind.OCI_INDEX
-        children = frozenset(
+        children = _distinct(
             _digest(m, f"manifests[{i}]", intern)
             for i, m in enumerate(_descriptors(doc, "manifests"))
         )
@@ -136,9 +138,13 @@ def _parse(doc: dict[str, Any], intern: Intern) -> Manifest:
         blobs.update(
             _digest(m, f"layers[{i}]", intern) for i, m in enumerate(_descriptors(doc, "layers"))
         )
-        return Manifest(kind=kind, blobs=frozenset(blobs), subject=subject, config=config)
+        return Manifest(kind=kind, blobs=_distinct(blobs), subject=subject, config=config)
 
     raise _UnreadableError(f"unknown manifest mediaType {media_type!r}")
+
+
+def _distinct(digests: Iterable[Digest]) -> tuple[Digest, ...]:
+    return tuple(sorted(set(digests)))
 
 
 def created(config: bytes) -> str | None:

@@ -171,10 +171,7 @@ class _Planner:
             m = self.inv.manifests.get(d)
             name = image_name(repo.name, d)
             if m is not None:
-                stack.extend(
-                    (c, f"child of removed index {name}", d)
-                    for c in sorted(m.children, reverse=True)
-                )
+                stack.extend((c, f"child of removed index {name}", d) for c in reversed(m.children))
             stack.extend(
                 (r, f"referrer of removed {name}", d)
                 for r in sorted(referrers.get(d, ()), reverse=True)

@@ -553,7 +553,7 @@ class _Builder:
                 m = self.manifests.get(digest)
                 if m is None:
                     continue
-                for child in sorted(m.children - r.revisions):
+                for child in (c for c in m.children if c not in r.revisions):
                     self.problem(
                         revision_dir(name, digest),
                         ProblemCode.MISSING_CHILD,

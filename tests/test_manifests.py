@@ -118,8 +118,8 @@ def test_references(
     m = parse(json.dumps(doc).encode())
     assert m.known
     assert m.kind == kind
-    assert m.blobs == {d(x) for x in blobs}
-    assert m.children == {d(x) for x in children}
+    assert m.blobs == tuple(sorted({d(x) for x in blobs}))
+    assert m.children == tuple(sorted({d(x) for x in children}))
     assert m.subject == (d(subject) if subject else None)
 
 
