@@ -33,12 +33,15 @@ class TargetKind(enum.Enum):
 _PHASES = {kind: i for i, kind in enumerate(TargetKind)}
 
 
+_UNSAFE = frozenset({"", ".", ".."})
+
+
 def _safe_path(_: object, __: attrs.Attribute[str], value: str) -> None:
     """Inside blobs/ or repositories/, no empty, '.' or '..' components: never outside the tree."""
     parts = value.split("/")
     if len(parts) < 2 or parts[0] not in ("blobs", "repositories"):
         raise ValueError(f"target path {value!r} is not under blobs/ or repositories/")
-    if any(p in ("", ".", "..") for p in parts):
+    if not _UNSAFE.isdisjoint(parts):
         raise ValueError(f"target path {value!r} has an empty, '.' or '..' component")
 
 
