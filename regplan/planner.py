@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import attrs
 
@@ -72,19 +72,7 @@ def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> D
     p.run()
     if prune:
         p.prune()
-    # An empty folder's files, if any, are counted by the targets inside it.
-    sizes = inventory.tree.sizes(
-        path for path, (kind, _, _) in p.targets.items() if kind is not TargetKind.EMPTY_DIR
-    )
-    targets = tuple(
-        sorted(
-            (
-                Target(path=path, kind=kind, reason=reason, refs=names, bytes=sizes.get(path, 0))
-                for path, (kind, reason, names) in p.targets.items()
-            ),
-            key=lambda t: t.sort_key,
-        )
-    )
+    targets = tuple(sorted(p.sized_targets(), key=lambda t: t.sort_key))
     kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
     problems = tuple(
         PlanProblem(path=pr.path, code=pr.code, message=pr.message)
@@ -287,6 +275,14 @@ class _Planner:
                     holds.update("/".join(parts[:i]) for i in range(1, len(parts)))
             self._holds_kept = holds
         return name not in self._holds_kept
+
+    def sized_targets(self) -> Iterator[Target]:
+        """The targets with their bytes, sized part by part (each part decompressed once)."""
+        for path, size in self.inv.tree.sizes(self.targets):
+            kind, reason, names = self.targets[path]
+            # an empty folder's files, if any, are counted by the targets inside it
+            counted = 0 if kind is TargetKind.EMPTY_DIR else size
+            yield Target(path=path, kind=kind, reason=reason, refs=names, bytes=counted)
 
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
         self.targets[path] = (kind, sys.intern(reason), refs(names))  # reasons repeat

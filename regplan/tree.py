@@ -152,9 +152,11 @@ class Tree:
                 total += len(token) - 1
         return total
 
-    def sizes(self, paths: Iterable[str]) -> dict[str, int]:
-        """``bytes_under`` for many paths, asked part by part (each part decompressed once)."""
-        return {p: self.bytes_under(p) for p in sorted(paths, key=part_of)}
+    def sizes(self, paths: Iterable[str]) -> Iterator[tuple[str, int]]:
+        """(path, ``bytes_under(path)``) for many paths, asked part by part (each part
+        decompressed once)."""
+        for path in sorted(paths, key=part_of):
+            yield path, self.bytes_under(path)
 
     def items(self) -> Iterator[tuple[str, str]]:
         """Every (path, token), part by part."""
