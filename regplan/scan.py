@@ -285,6 +285,8 @@ class _Share:
     blobs: dict[Digest, int]
     problems: list[Problem]
     mtimes: dict[str, float]
+    interned: dict[str, Digest]
+    """Share 0's digest table (it ran in this process); empty for forked shares."""
 
 
 def _scan_share(
@@ -299,6 +301,7 @@ def _scan_share(
         blobs=builder.blobs,
         problems=builder.problems,
         mtimes=side.mtimes,
+        interned=builder.interned if k == 0 else {},
     )
 
 
@@ -329,15 +332,15 @@ class _Builder:
         self.blobs: dict[Digest, int] = {}
         self.manifests: dict[Digest, manifests.Manifest] = {}
         self.created: dict[Digest, str] = {}
-        self._digests: dict[str, Digest] = {}
+        self.interned: dict[str, Digest] = {}
 
     def digest(self, text: str) -> Digest:
         """One Digest object per digest in the whole scan (the same blob is named
         by many paths, links and manifests)."""
-        found = self._digests.get(text)
+        found = self.interned.get(text)
         if found is None:
             found = Digest.parse(text)
-            self._digests[found] = found  # the Digest is its own key: no second string
+            self.interned[found] = found  # the Digest is its own key: no second string
         return found
 
     def problem(self, path: str, code: ProblemCode, message: str) -> None:
@@ -345,14 +348,15 @@ class _Builder:
 
     @classmethod
     def join(cls, shares: list[_Share], *, keep_mtimes: bool) -> _Builder:
-        """One builder from the shares' findings, with their digests interned again
-        (each share named the same blob with its own objects)."""
+        """One builder from the shares' findings. Share 0 ran here: its digest objects
+        are the ones kept; a forked share's came through pickle and are interned again."""
         builder = cls(Side(), keep_mtimes=keep_mtimes)
+        builder.interned = shares[0].interned
         d = builder.digest
-        for share in shares:
+        for i, share in enumerate(shares):
             builder.blobs.update((d(b), size) for b, size in share.blobs.items())
             for name, r in share.repos.items():
-                if len(shares) > 1:
+                if i > 0:
                     r.revisions = {d(x) for x in r.revisions}
                     r.layers = {d(x) for x in r.layers}
                     for t in r.tags.values():

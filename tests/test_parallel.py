@@ -11,6 +11,7 @@ import pytest
 from regplan import parallel
 from regplan.demo import build_demo, build_scale
 from regplan.errors import RegplanError
+from regplan.inventory import Inventory
 from regplan.layout import Storage, blob_data
 from regplan.scan import Side, digest, events, scan
 
@@ -57,10 +58,24 @@ def test_scan_in_shares_equals_one_scan(odd_root: Path, n: int) -> None:
     assert list(many.tree.items()) == list(one.tree.items())
     assert any("has no blob data" in p.message for p in many.problems)
     assert digest(storage, jobs=n) == one.tree.digest
-    # one object per digest, whichever share named it (memory at a million files)
-    canon = {b: b for b in many.blobs}
-    named = [d for r in many.repositories.values() for d in r.revisions | r.layers]
-    assert all(canon[d] is d for d in named if d in canon)
+    assert_one_object_per_digest(one)
+    assert_one_object_per_digest(many)
+
+
+def assert_one_object_per_digest(inv: Inventory) -> None:
+    """Whichever share or manifest named a digest, it is one object (memory at a
+    million files: a digest is named by a blob, links, tags and manifests)."""
+    objects: dict[str, set[int]] = {}
+    named = [*inv.blobs, *inv.manifests]
+    for r in inv.repositories.values():
+        named += [*r.revisions, *r.layers]
+        for t in r.tags.values():
+            named += [*t.history, *([t.current] if t.current else [])]
+    for m in inv.manifests.values():
+        named += [*m.blobs, *m.children]
+    for d in named:
+        objects.setdefault(d, set()).add(id(d))
+    assert all(len(ids) == 1 for ids in objects.values())
 
 
 def test_progress_counts_every_share(odd_root: Path) -> None:
