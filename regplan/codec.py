@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -113,15 +114,22 @@ def dumps(plan: Plan) -> bytes:
     return "".join(pretty_chunks(plan)).encode()
 
 
+BATCH = 1024
+"""List items encoded per call: one C-encoder call for many items, but never all."""
+
+
 def canonical_chunks(obj: Mapping[str, Any], lists: Mapping[str, Iterable[Any]]) -> Iterator[bytes]:
-    """``canonical(obj)`` piece by piece; the values of ``lists`` come item by item."""
+    """``canonical(obj)`` piece by piece; the values of ``lists`` come BATCH items at a time."""
     yield b"{"
     for i, name in enumerate(sorted(obj)):
         yield (b"," if i else b"") + canonical(name) + b":"
         if name in lists:
             yield b"["
-            for j, item in enumerate(lists[name]):
-                yield (b"," if j else b"") + canonical(item)
+            items = iter(lists[name])
+            sep = b""
+            while batch := list(itertools.islice(items, BATCH)):
+                yield sep + canonical(batch)[1:-1]  # the items without the list's brackets
+                sep = b","
             yield b"]"
         else:
             yield canonical(obj[name])

@@ -149,9 +149,13 @@ def test_codec_round_trip_and_strictness(raw: dict[str, Any]) -> None:
         codec.parse_json(b"{", source="p")
 
 
-@pytest.mark.parametrize("lists", ["full", "empty"])
-def test_streamed_encodings_equal_the_whole_ones(raw: dict[str, Any], lists: str) -> None:
+@pytest.mark.parametrize("lists", ["full", "empty", "batches"])
+def test_streamed_encodings_equal_the_whole_ones(
+    raw: dict[str, Any], lists: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The plan file and the signed body are written piece by piece: same bytes."""
+    if lists == "batches":
+        monkeypatch.setattr(codec, "BATCH", 3)
     if lists == "empty":
         raw = {**raw, "targets": [], "kept": [], "problems": []}
     plan = codec.structure(raw, source="p")
