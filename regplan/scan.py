@@ -374,12 +374,15 @@ class _Builder:
         repository's name and the path within it come without splitting the path.
         """
         tree = TreeBuilder()
-        line = fingerprint.line
+        last, lines = "", []
         for rel, token, part in evs:
             if not token:
                 tree.close(part)
+                last = ""
                 continue
-            tree.open(part).append(line(rel, token))
+            if part is not last:  # a part's events mostly come together, as one object
+                last, lines = part, tree.open(part)
+            lines.append(f"{rel}\0{token}\n")  # fingerprint.line, inlined: the hot loop
             if part == rel:
                 continue
             if part.startswith("repositories/"):
