@@ -210,10 +210,11 @@ def _unexpected_changes(plan: Plan, actual: fingerprint.TreeDigest) -> tuple[str
 def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
     """Before anything moves: real directories only, and a quarantine that can take renames."""
     checked: set[str] = set()
+    fresh = not os.path.lexists(paths.quarantine)  # then no slot can be taken
     for i, t in enumerate(plan.targets):
         if not real_dir(storage.v2, t.path, checked):
             raise StalePlanError(f"target {t.path} vanished since planning")
-        if os.path.lexists(paths.slot(i)):
+        if not fresh and os.path.lexists(paths.slot(i)):
             raise ApplyError(f"quarantine already holds {paths.slot(i)}")
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     try:

@@ -234,6 +234,21 @@ def test_quarantine_on_another_filesystem_is_refused(
         shutil.rmtree(other)
 
 
+def test_a_taken_quarantine_slot_is_refused(
+    demo_root: Path,
+    plan_path: Path,
+    trusted: list[signing.TrustedKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(apply, "_new_id", lambda now: "20261128T101500Z-00000000")
+    slot = demo_root / "regplan-state" / "quarantine" / "20261128T101500Z-00000000" / "0000003"
+    slot.mkdir(parents=True)
+    original = docker_hashes(demo_root)
+    with pytest.raises(ApplyError, match=r"quarantine already holds .*0000003"):
+        run_apply(plan_path, trusted)
+    assert docker_hashes(demo_root) == original
+
+
 def test_real_dir_refuses_symlinks(tmp_path: Path) -> None:
     (tmp_path / "repositories" / "real").mkdir(parents=True)
     (tmp_path / "repositories" / "evil").symlink_to(tmp_path / "repositories" / "real")
