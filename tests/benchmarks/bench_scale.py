@@ -14,6 +14,8 @@ same machine noise:
 - docker-registry garbage-collect --dry-run --delete-untagged
 - regplan verify                           (signature and fingerprint)
 - regplan apply and regplan rollback of that plan
+- regplan apply and rollback of a plan of some 10,000 targets on the same
+  tree (``--untagged 'team0/*'``, planned untimed)
 
 Every command runs as its own process; wall time and peak RSS (wait4) are
 recorded. The report gives medians and ratios, as a table and as JSON.
@@ -41,6 +43,9 @@ SIZES: dict[str, dict[str, int]] = {
     "1m": {"repos": 1000, "tags": 60, "pushes": 3, "repush_every": 2},
 }
 REGPLAN = [sys.executable, "-m", "regplan"]
+SUBSET = "team0/*"
+"""--untagged pattern of the smaller plan: one repository in seven (about 12,000
+targets at 250k), the size of change the apply goal names (10,000 targets)."""
 
 
 def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -96,6 +101,8 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     key = config.parent / "bench.key"
     plan = config.parent / "bench.plan.json"
+    subset = config.parent / "bench-subset.plan.json"
+    subset_targets = 0
     print(
         f"\n{size}: {built['files']:,} files, {built['paths']:,} paths, {built['images']:,} images",
         flush=True,
@@ -155,6 +162,18 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
             "rollback",
             run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
         )
+        # the goal's size of change: a plan of some 10,000 targets on the same tree
+        plan_args = ["--root", str(root), "--key", str(key), "-o", str(subset), "-q", "--json"]
+        run([*REGPLAN, "plan", *plan_args, "--untagged", SUBSET])
+        subset_targets = json.loads(subset.read_text())["summary"]["targets"]
+        out = record(
+            "apply (subset)",
+            run([*REGPLAN, "apply", str(subset), "--trust", f"{key}.pub", "--json", "-q"]),
+        )
+        record(
+            "rollback (subset)",
+            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+        )
         shutil.rmtree(root / "regplan-state")
         print(
             f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items()),
@@ -168,8 +187,10 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         "verify / plan": med["verify"] / med["plan"],
         "apply / plan": med["apply"] / med["plan"],
         "rollback / plan": med["rollback"] / med["plan"],
+        "apply (subset) / plan": med["apply (subset)"] / med["plan"],
+        "rollback (subset) / plan": med["rollback (subset)"] / med["plan"],
     }
-    print(f"  plan: {targets:,} targets")
+    print(f"  plan: {targets:,} targets; subset ({SUBSET}): {subset_targets:,} targets")
     print(f"  {'step':<32}{'median s':>10}{'peak MiB':>10}")
     for k in steps:
         print(f"  {k:<32}{med[k]:>10.2f}{mem[k]:>10}")
@@ -179,6 +200,7 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         **built,
         "size": size,
         "targets": targets,
+        "subset_targets": subset_targets,
         "rounds": rounds,
         "median_seconds": med,
         "peak_rss_mib": mem,
