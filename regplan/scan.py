@@ -38,23 +38,11 @@ Progress = Callable[[int], None]
 """Called now and then with the number of paths seen so far."""
 
 
-def _spine(rel: str) -> bool:
-    """The folders every share walks through: the top, ``blobs``, ``blobs/<alg>``,
-    ``repositories``."""
-    return rel in ("", "blobs", "repositories") or (
-        rel.startswith("blobs/") and rel.count("/") == 1
-    )
-
-
-def _mine(entry: os.DirEntry[str], rel_dir: str, rel: str, owned: bool, k: int, n: int) -> bool:
-    """Whether an entry of a spine folder is in share k of n."""
-    if rel_dir == "repositories" or rel_dir.startswith("blobs/"):
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                return zlib.crc32(rel.encode("utf-8", "surrogateescape")) % n == k
-        except OSError:
-            pass
-    return owned
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False  # the share that owns it reports it
 
 
 def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tuple[str, str | None]:
@@ -105,14 +93,15 @@ def events(
     first means a part's paths all come before its PART_END event, so a
     consumer can finish a part and forget its paths (see tree.digest_events).
 
-    ``share=(k, n)`` walks the k-th of n disjoint shares: the folders directly
-    in ``repositories/`` and the blob shards are dealt out by a hash of their
-    name (a part never spans two shares); share 0 also has everything else.
+    ``share=(k, n)`` walks the k-th of n disjoint shares: parts are dealt out
+    by a hash of their name (so one repository or one blob shard never spans
+    two shares, and a registry with a single namespace still splits evenly);
+    the folders above the parts are walked by every share.
     """
     k, n = share
-    stack: list[tuple[str, str, str | None, bool]] = [(os.fspath(v2), "", None, k == 0)]
+    stack: list[tuple[str, str, str | None]] = [(os.fspath(v2), "", None)]
     while stack:
-        abs_dir, rel_dir, inherited, owned = stack.pop()
+        abs_dir, rel_dir, inherited = stack.pop()
         if not abs_dir:  # the end of a part's subtree
             yield rel_dir, PART_END, rel_dir
             continue
@@ -124,25 +113,25 @@ def events(
                 Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
             )
             continue
-        spine = n > 1 and inherited is None and _spine(rel_dir)
+        deal = n > 1 and inherited is None  # this folder's children start parts
         for entry in children:
             name = entry.name
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if spine and not _mine(entry, rel_dir, rel, owned, k, n):
-                if _spine(rel) and entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel, None, False))  # walk on to the shares
-                continue
             below: str | None
             if inherited is not None:
                 part = below = inherited
             else:
                 part, below = _child_part(rel_dir, inherited, name, rel)
+                if deal and zlib.crc32(part.encode("utf-8", "surrogateescape")) % n != k:
+                    if below is None and _is_dir(entry):  # parts further down may be ours
+                        stack.append((entry.path, rel, None))
+                    continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield rel, "d", part
                     if part == rel:
-                        stack.append(("", rel, None, True))
-                    stack.append((entry.path, rel, below, True))
+                        stack.append(("", rel, None))
+                    stack.append((entry.path, rel, below))
                     continue
                 if entry.is_symlink():
                     token = "s" + os.readlink(entry.path)

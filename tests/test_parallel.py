@@ -47,6 +47,25 @@ def test_shares_are_disjoint_and_cover_the_walk(odd_root: Path, n: int) -> None:
     assert sorted(e for s in shares for e in s) == sorted(whole)
 
 
+def test_one_namespace_still_splits(tmp_path: Path) -> None:
+    """Shares are dealt by part (a repository, a blob shard), not by top folder."""
+    build_scale(tmp_path, repos=16, tags=1, pushes=1)
+    repos = Storage.locate(tmp_path).v2 / "repositories"
+    (repos / "solo").mkdir()
+    for team in [p for p in repos.iterdir() if p.name.startswith("team")]:
+        for svc in team.iterdir():
+            svc.rename(repos / "solo" / svc.name)
+        team.rmdir()
+    v2 = Storage.locate(tmp_path).v2
+    per_share = [
+        {part for _, token, part in events(v2, Side(), share=(k, 2)) if "/solo/" in part}
+        for k in range(2)
+    ]
+    assert all(per_share)
+    assert not per_share[0] & per_share[1]
+    assert len(per_share[0] | per_share[1]) == 16
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_scan_in_shares_equals_one_scan(odd_root: Path, n: int) -> None:
     storage = Storage.locate(odd_root)
