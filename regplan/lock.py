@@ -16,6 +16,20 @@ from types import TracebackType
 
 from regplan.errors import LockHeldError
 
+_HELD: set[int] = set()
+"""Lock descriptors this process holds."""
+
+
+def _close_in_child() -> None:
+    """A forked child (a walk share) closes its copies of held locks at once: a lock
+    must die with its holder, not live on in a child that outlives it for a while."""
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
 
 class StorageLock:
     def __init__(self, path: Path, *, command: str) -> None:
@@ -41,6 +55,7 @@ class StorageLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def __exit__(
@@ -50,6 +65,7 @@ class StorageLock:
         tb: TracebackType | None,
     ) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

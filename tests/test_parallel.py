@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from regplan import parallel
 from regplan.demo import build_demo, build_scale
-from regplan.errors import RegplanError
+from regplan.errors import LockHeldError, RegplanError
 from regplan.inventory import Inventory
 from regplan.layout import Storage, blob_data
+from regplan.lock import StorageLock
 from regplan.scan import Side, digest, events, scan
 
 
@@ -131,3 +135,40 @@ def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -
     assert parallel.jobs(None, large=True) == min(os.cpu_count() or 1, 4)
     monkeypatch.setenv(parallel.JOBS_ENV, "1")
     assert parallel.jobs(None, large=True) == 1
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from pathlib import Path
+from regplan.lock import StorageLock
+with StorageLock(Path(sys.argv[1]), command="apply"):
+    child = os.fork()
+    if child == 0:  # stands for a walk share that outlives its parent by a while
+        time.sleep(30)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_lock_dies_with_its_holder_not_with_a_walk_child(tmp_path: Path) -> None:
+    """A forked share holds a copy of the lock's file descriptor; it closes it at
+    once, so a SIGKILLed apply's lock is free for the re-run at once."""
+    lock_path = tmp_path / "state" / "lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_FORK, str(lock_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    try:
+        with pytest.raises(LockHeldError):
+            StorageLock(lock_path, command="test").__enter__()
+        proc.kill()
+        proc.wait()
+        os.kill(child, 0)  # the child still runs
+        with StorageLock(lock_path, command="test"):
+            pass
+    finally:
+        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
