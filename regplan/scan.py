@@ -209,7 +209,8 @@ def scan(
 def digest(
     storage: Storage, *, progress: Progress | None = None, jobs: int | None = None
 ) -> fingerprint.TreeDigest:
-    """The tree's digest as it is now, holding no more than one part's paths at a time."""
+    """The tree's digest as it is now, holding no more than one part's paths at a time
+    in each share."""
 
     def share(k: int, n: int, progress: Progress | None) -> fingerprint.TreeDigest:
         return digest_events(events(storage.v2, Side(), progress=progress, share=(k, n)))
