@@ -146,7 +146,7 @@ def apply_plan(
     scan_progress: Callable[[int], None] | None = None,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply)."""
-    raw, data = read_raw(plan_path)
+    raw, text = read_raw(plan_path)
     signing.verify(raw, trusted, required=required)
     plan = codec.structure(raw, source=str(plan_path))
     storage = Storage.locate(root if root is not None else Path(plan.root))
@@ -175,7 +175,7 @@ def apply_plan(
             check_fresh(plan, storage, scan_progress)
             paths = Paths(storage, _new_id(now))
             _preflight(plan, storage, paths)
-            record = _begin(plan, data, paths, now)
+            record = _begin(plan, text, paths, now)
         with Journal(paths.journal) as journal:
             moved = _move_targets(plan, paths, journal, progress, resuming=resuming is not None)
         after = current_digest(storage, scan_progress)
@@ -224,9 +224,11 @@ def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
         raise
 
 
-def _begin(plan: Plan, data: bytes, paths: Paths, now: datetime) -> ApplyRecord:
+def _begin(plan: Plan, text: str, paths: Paths, now: datetime) -> ApplyRecord:
     paths.record.mkdir(parents=True)
-    (paths.plan).write_bytes(data)
+    with paths.plan.open("w", encoding="utf-8", newline="") as f:
+        for start in range(0, len(text), 1 << 20):  # the verified text, as read
+            f.write(text[start : start + (1 << 20)])
     record = ApplyRecord(
         seq=1 + max((r.seq for r in records(paths.storage)), default=0),
         apply_id=paths.apply_id,

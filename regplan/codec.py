@@ -148,7 +148,7 @@ def raw_body_chunks(raw: dict[str, Any]) -> Iterator[bytes]:
     return canonical_chunks(body(raw), lists)
 
 
-def parse_json(data: bytes, *, source: str) -> dict[str, Any]:
+def parse_json(data: str | bytes, *, source: str) -> dict[str, Any]:
     """Read the raw plan object and check its format and version."""
     try:
         raw = json.loads(data)

@@ -69,6 +69,8 @@ def test_apply_then_rollback_is_byte_identical(
     [record] = apply.records(storage)
     assert record.state == State.APPLIED
     assert record.bytes == plan.summary.bytes
+    kept_copy = demo_root / "regplan-state" / "applies" / result.apply_id / "plan.json"
+    assert kept_copy.read_bytes() == plan_path.read_bytes()
 
     back = apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
     assert back.fingerprint_ok

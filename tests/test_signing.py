@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regplan import codec, signing
+from regplan import codec, signing, workflow
 from regplan.errors import KeyFileError, PlanFormatError, SignatureError
 from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, write_pub
 
@@ -147,6 +147,13 @@ def test_codec_round_trip_and_strictness(raw: dict[str, Any]) -> None:
         codec.parse_json(b"{}", source="p")
     with pytest.raises(PlanFormatError, match="not JSON"):
         codec.parse_json(b"{", source="p")
+
+
+def test_a_plan_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(PlanFormatError, match="not UTF-8"):
+        workflow.load_plan(path)
 
 
 @pytest.mark.parametrize("lists", ["full", "empty", "batches"])
