@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 
 import attrs
 
@@ -41,6 +42,7 @@ from regplan.plan import Kept, PlanProblem, Target, TargetKind
 from regplan.selection import Resolved
 
 MAX_REFS = 20
+_NO_IMAGES: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)
@@ -83,7 +85,7 @@ def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> D
 
 @attrs.define
 class _RepoResult:
-    removed: dict[Digest, set[str]] = attrs.field(factory=dict)
+    removed: dict[Digest, Collection[str]] = attrs.field(factory=dict)
     """removed revision -> the images whose removal took it."""
     layers_removed: set[Digest] = attrs.field(factory=set)
     fail_closed: str = ""
@@ -277,9 +279,13 @@ class _Planner:
         return name not in self._holds_kept
 
     def sized_targets(self) -> Iterator[Target]:
-        """The targets with their bytes, sized part by part (each part decompressed once)."""
-        for path, size in self.inv.tree.sizes(self.targets):
-            kind, reason, names = self.targets[path]
+        """The targets with their bytes, sized part by part (each part decompressed once).
+
+        Takes them out of ``self.targets`` as it goes: at a million files the
+        pending entries and the Targets would otherwise both be held at the peak.
+        """
+        for path, size in self.inv.tree.sizes(list(self.targets)):
+            kind, reason, names = self.targets.pop(path)
             # an empty folder's files, if any, are counted by the targets inside it
             counted = 0 if kind is TargetKind.EMPTY_DIR else size
             yield Target(path=path, kind=kind, reason=reason, refs=names, bytes=counted)
@@ -329,7 +335,7 @@ class _Planner:
                 self._keep_revision(repo, d, reach, fail_closed)
                 continue
             source = origin[_root_of(d, consequence)]
-            result.removed[d] = {source}
+            result.removed[d] = (source,)  # a tuple: a set of one is 216 bytes
             self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
         self.results[name] = result
 
@@ -423,7 +429,7 @@ class _Planner:
                     candidates[b],
                 )
 
-    def _blob_candidates(self) -> dict[Digest, set[str]]:
+    def _blob_candidates(self) -> dict[Digest, AbstractSet[str]]:
         """Blobs the request may free, with the images whose removal freed them.
 
         With --gc every blob is a candidate (those with no images: gc only).
@@ -441,10 +447,11 @@ class _Planner:
             if name in self.req.repos:
                 for b in result.layers_removed:
                     candidates[b].add(name)
+        out: dict[Digest, AbstractSet[str]] = dict(candidates)
         if self.req.gc:
-            for b in self.inv.blobs:
-                candidates.setdefault(b, set())
-        return candidates
+            for b in self.inv.blobs:  # without images: one shared empty set, not one each
+                out.setdefault(b, _NO_IMAGES)
+        return out
 
     def _blobs(self) -> None:
         candidates = self._blob_candidates()
@@ -465,7 +472,7 @@ class _Planner:
             else:
                 self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
 
-    def _keepers(self, candidates: Mapping[Digest, set[str]]) -> _Keepers:
+    def _keepers(self, candidates: Mapping[Digest, AbstractSet[str]]) -> _Keepers:
         """The candidate blobs that something that stays references, and by what."""
         keepers = _Keepers(named={b for b, sources in candidates.items() if sources})
         for name, repo in self.inv.repositories.items():
