@@ -364,15 +364,7 @@ class _Builder:
         repository's name and the path within it come without splitting the path.
         """
         tree = TreeBuilder()
-        last, lines = "", []
-        for rel, token, part in evs:
-            if not token:
-                tree.close(part)
-                last = ""
-                continue
-            if part is not last:  # a part's events mostly come together, as one object
-                last, lines = part, tree.open(part)
-            lines.append(f"{rel}\0{token}\n")  # fingerprint.line, inlined: the hot loop
+        for rel, token, part in tree.take(evs):
             if part == rel:
                 continue
             if part.startswith("repositories/"):

@@ -218,6 +218,21 @@ class TreeBuilder:
             lines = self._open[part] = []
         return lines
 
+    def take(self, events: Iterable[Event]) -> Iterator[Event]:
+        """Put a walk's events in, closing each part at its end event; pass every
+        path's event on (for a consumer that also classifies them)."""
+        last, lines = "", []
+        for event in events:
+            rel, token, part = event
+            if not token:
+                self.close(part)
+                last = ""
+                continue
+            if part is not last:  # a part's events mostly come together, as one object
+                last, lines = part, self.open(part)
+            lines.append(f"{rel}\0{token}\n")  # fingerprint.line, inlined: the hot loop
+            yield event
+
     def close(self, part: str) -> None:
         lines = self._open.pop(part, None)
         if not lines:
@@ -244,13 +259,6 @@ class TreeBuilder:
 def digest_events(events: Iterable[Event]) -> fingerprint.TreeDigest:
     """The digest of a depth-first walk's events, holding one part's lines at a time."""
     builder = TreeBuilder(keep=False)
-    last, lines = "", []
-    for rel, token, part in events:
-        if not token:
-            builder.close(part)
-            last = ""
-            continue
-        if part is not last:  # a part's events mostly come together, as one object
-            last, lines = part, builder.open(part)
-        lines.append(f"{rel}\0{token}\n")  # fingerprint.line, inlined: the hot loop
+    for _ in builder.take(events):
+        pass
     return builder.finish().digest
