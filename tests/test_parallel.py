@@ -142,11 +142,12 @@ import os, sys, time
 from pathlib import Path
 from regplan.lock import StorageLock
 with StorageLock(Path(sys.argv[1]), command="apply"):
-    child = os.fork()
-    if child == 0:  # stands for a walk share that outlives its parent by a while
+    if os.fork() == 0:  # stands for a walk share that outlives its parent by a while
+        # fork() returns here only after the after-fork hooks ran, so this line
+        # means the child's copy of the lock is closed.
+        print(os.getpid(), flush=True)
         time.sleep(30)
         os._exit(0)
-    print(child, flush=True)
     time.sleep(60)
 """
 
