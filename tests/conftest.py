@@ -3,8 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from regplan.demo import DemoImages, build_demo
+
+# No per-example deadline and no too-slow check: both are timing assertions,
+# and on a loaded 2-core CI machine a pause would fail a correct test.
+settings.register_profile("regplan", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("regplan")
 
 
 @pytest.fixture
