@@ -41,19 +41,20 @@ def run(share: Share[T], n: int, progress: Progress | None = None) -> list[T]:
     if n <= 1:
         return [share(0, 1, progress)]
     counts = mmap.mmap(-1, 8 * n)
-    children: list[tuple[int, int]] = []
-    done = False
+    children: dict[int, int] = {}
+    """pid -> read end of its pipe, for the children not reaped yet."""
     try:
         for k in range(1, n):
             # one by one: if a fork fails, the children so far are still reaped
-            children.append(_fork(share, k, n, counts, progress is not None))  # noqa: PERF401
-        first = share(0, n, _own_progress(counts, n, progress))
-        results = [first, *(_collect(pid, fd) for pid, fd in children)]
-        done = True
+            pid, fd = _fork(share, k, n, counts, progress is not None)
+            children[pid] = fd
+        results = [share(0, n, _own_progress(counts, n, progress))]
+        # popped before collecting: whatever is left when one fails is stopped below
+        results.extend(_collect(pid, children.pop(pid)) for pid in list(children))
         return results
     finally:
-        for pid, fd in children:
-            _reap(pid, fd, kill=not done)
+        for pid, fd in children.items():  # only after a failure: stop the rest
+            _stop(pid, fd)
         counts.close()
 
 
@@ -96,23 +97,24 @@ def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> t
 
 
 def _collect(pid: int, fd: int) -> Any:
-    with os.fdopen(fd, "rb", closefd=False) as pipe:
+    """The child's result; the child is reaped either way (and never signalled after)."""
+    with os.fdopen(fd, "rb") as pipe:
         data = pipe.read()
-    if not data:
-        _, status = os.waitpid(pid, 0)
-        raise RegplanError(f"a walk worker (pid {pid}) died: {_describe(status)}")
-    ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's result
+    _, status = os.waitpid(pid, 0)
+    try:
+        ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's result
+    except Exception:  # noqa: BLE001 - nothing, or half a result: it died writing it
+        raise RegplanError(f"a walk worker (pid {pid}) died: {_describe(status)}") from None
     if not ok:
         raise value
     return value
 
 
-def _reap(pid: int, fd: int, *, kill: bool) -> None:
-    """Close the pipe and wait for the child; on failure, stop it first."""
+def _stop(pid: int, fd: int) -> None:
+    """Stop a child not reaped yet and reap it."""
     os.close(fd)
     try:
-        if kill:
-            os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -126,6 +127,23 @@ def test_a_childs_error_is_raised_here() -> None:
         parallel.run(_fails_in_child, 2)
     with pytest.raises(RegplanError, match="died: killed by signal 9"):
         parallel.run(_dies_in_child, 2)
+
+
+def test_a_child_that_dies_writing_its_result_is_a_one_line_error() -> None:
+    """Half a result (the child killed mid-write) is reported like a dead child,
+    and the child is reaped."""
+    payload = pickle.dumps((True, list(range(1000))), protocol=5)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        os.write(write_fd, payload[: len(payload) // 2])
+        os._exit(9)
+    os.close(write_fd)
+    with pytest.raises(RegplanError, match=rf"walk worker \(pid {pid}\) died: exit status 9"):
+        parallel._collect(pid, read_fd)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped
 
 
 def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
