@@ -54,7 +54,8 @@ def run(share: Share[T], n: int, progress: Progress | None = None) -> list[T]:
         return results
     finally:
         for pid, fd in children.items():  # only after a failure: stop the rest
-            _stop(pid, fd)
+            os.close(fd)
+            _stop(pid)
         counts.close()
 
 
@@ -98,8 +99,12 @@ def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> t
 
 def _collect(pid: int, fd: int) -> Any:
     """The child's result; the child is reaped either way (and never signalled after)."""
-    with os.fdopen(fd, "rb") as pipe:
-        data = pipe.read()
+    try:
+        with os.fdopen(fd, "rb") as pipe:
+            data = pipe.read()
+    except BaseException:  # interrupted while waiting (Ctrl-C): stop this child too
+        _stop(pid)
+        raise
     _, status = os.waitpid(pid, 0)
     try:
         ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's result
@@ -110,9 +115,8 @@ def _collect(pid: int, fd: int) -> Any:
     return value
 
 
-def _stop(pid: int, fd: int) -> None:
+def _stop(pid: int) -> None:
     """Stop a child not reaped yet and reap it."""
-    os.close(fd)
     try:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

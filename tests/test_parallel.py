@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,34 @@ def test_a_child_that_dies_writing_its_result_is_a_one_line_error() -> None:
         parallel._collect(pid, read_fd)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped
+
+
+def _slow_child(pid_file: Path, k: int, n: int, progress: parallel.Progress | None) -> int:
+    if k == 1:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(30)
+    else:
+        while not pid_file.exists():  # the parent goes on once the child runs
+            time.sleep(0.01)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # Ctrl-C while it waits for the child
+    return k
+
+
+def test_interrupted_while_waiting_stops_and_reaps_the_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            parallel.run(functools.partial(_slow_child, pid_file), 2)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    child = int(pid_file.read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # reaped, not left running or a zombie
 
 
 def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
