@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from regplan.cli import cli
 from regplan.layout import Storage
+from tests.helpers import docker_hashes
 
 
 @pytest.fixture
@@ -245,6 +246,40 @@ def test_apply_history_rollback_purge_cycle(
         )
     ]
     assert states == ["rolled-back", "purged"]
+
+
+def test_the_whole_cycle_with_walks_in_shares(
+    runner: CliRunner,
+    demo_root: Path,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a large registry runs: every walk in forked shares. The plan is the
+    one-process plan, and apply and rollback round-trip the tree byte for byte."""
+    key, pub = keys
+    before = docker_hashes(demo_root)
+    sel = ("--image", "team/app:v1", "--untagged", "*", "--prune", "--gc")
+    monkeypatch.setenv("REGPLAN_JOBS", "1")
+    one = tmp_path / "one.json"
+    assert make(runner, demo_root, key, one, *sel).exit_code == 0
+    monkeypatch.setenv("REGPLAN_JOBS", "2")
+    two = tmp_path / "two.json"
+    assert make(runner, demo_root, key, two, *sel).exit_code == 0
+    plans = [json.loads(p.read_text()) for p in (one, two)]
+    assert plans[0]["fingerprint"] == plans[1]["fingerprint"]
+    assert plans[0]["targets"] == plans[1]["targets"] != []
+    assert plans[0]["kept"] == plans[1]["kept"]
+
+    assert run(runner, "verify", str(two), "--trust", str(pub)).exit_code == 0
+    r = runner.invoke(cli, ["apply", str(two), "--trust", str(pub), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["moved"] == len(plans[1]["targets"])
+    assert docker_hashes(demo_root) != before
+    back = run(runner, "rollback", doc["apply_id"], "--root", str(demo_root))
+    assert back.exit_code == 0, back.output
+    assert docker_hashes(demo_root) == before
 
 
 def test_approve_and_require_signatures(

@@ -1,8 +1,9 @@
 """Crash safety: SIGKILL an apply at arbitrary points, then resume or roll back.
 
 The apply runs in a subprocess through a small wrapper that kills its own
-process (SIGKILL) at a chosen call of the move primitive or of the state
-writer; no test hook lives in regplan itself. A timed kill covers points in
+process (SIGKILL) at a chosen call of the move primitive, of the state
+writer, or inside a walk while forked shares run; no test hook lives in
+regplan itself. A timed kill covers points in
 between.
 """
 
@@ -43,6 +44,23 @@ def write_state(directory, record):
         os.kill(os.getpid(), signal.SIGKILL)
     real_state(directory, record)
 q._rename, a.write_state = rename, write_state
+import regplan.parallel as par
+kill_walk = int(os.environ.get("KILL_IN_WALK", "0"))
+walks = 0
+real_run = par.run
+def run(share, n, progress=None):
+    global walks
+    walks += 1
+    if walks != kill_walk:
+        return real_run(share, n, progress)
+    def dying(k, n_, p):
+        if k == 0:  # the parent, while its forked shares walk
+            with open(os.environ["WALK_SHARES_FILE"], "w") as f:
+                f.write(str(n_))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return share(k, n_, p)
+    return real_run(dying, n, progress)
+par.run = run
 from regplan.cli import cli
 cli(sys.argv[1:], prog_name="regplan")
 """
@@ -94,7 +112,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     yield Scenario(tmp_path_factory.mktemp("crash"))
 
 
-def check_resume_and_rollback(scenario: Scenario, killed: Path) -> None:
+def check_resume_and_rollback(scenario: Scenario, killed: Path, **env: str) -> None:
     """From the killed state: resume gives the clean result; rollback the original."""
     storage = Storage.locate(killed)
     [record] = apply.records(storage)
@@ -102,7 +120,7 @@ def check_resume_and_rollback(scenario: Scenario, killed: Path) -> None:
     second = killed.parent / (killed.name + "-rollback")
     shutil.copytree(killed, second, symlinks=True)
 
-    resumed = scenario.run(killed)
+    resumed = scenario.run(killed, **env)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resumed and finished" in resumed.stdout
     assert docker_hashes(killed) == scenario.after
@@ -129,6 +147,38 @@ def test_kill_after_last_move_before_state_is_written(scenario: Scenario) -> Non
     r = scenario.run(root, KILL_AT_STATE="applied")
     assert r.returncode == -signal.SIGKILL
     check_resume_and_rollback(scenario, root)
+
+
+SHARES = {"REGPLAN_JOBS": "2"}
+"""Walk in two shares, as on a large registry: a forked child walks beside the apply."""
+
+
+def test_kill_in_the_freshness_walk_changes_nothing(scenario: Scenario) -> None:
+    """Killed while it checks the tree, before anything moves: no record, the tree as it
+    was, the lock free, and a re-run applies the plan."""
+    root = scenario.copy("kill-first-walk")
+    shares = root.parent / "kill-first-walk.shares"
+    r = scenario.run(root, KILL_IN_WALK="1", WALK_SHARES_FILE=str(shares), **SHARES)
+    assert r.returncode == -signal.SIGKILL
+    assert shares.read_text() == "2"
+    assert apply.records(Storage.locate(root)) == []
+    assert docker_hashes(root) == scenario.before
+    again = scenario.run(root, **SHARES)
+    assert again.returncode == 0, again.stderr
+    assert docker_hashes(root) == scenario.after
+
+
+def test_kill_in_the_final_walk_resumes_and_rolls_back(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in the check after the moves, while a forked share still walks."""
+    monkeypatch.setenv("REGPLAN_JOBS", "2")  # the in-process rollback too
+    root = scenario.copy("kill-final-walk")
+    shares = root.parent / "kill-final-walk.shares"
+    r = scenario.run(root, KILL_IN_WALK="2", WALK_SHARES_FILE=str(shares), **SHARES)
+    assert r.returncode == -signal.SIGKILL
+    assert shares.read_text() == "2"
+    check_resume_and_rollback(scenario, root, **SHARES)
 
 
 def journal_lines(root: Path) -> int:
