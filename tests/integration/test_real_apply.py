@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
@@ -19,8 +20,13 @@ def file_bytes(top: Path) -> int:
 
 
 def test_apply_rollback_purge_with_real_pulls(
-    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+    pushed: tuple[Path, DemoImages],
+    serve: Serve,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Every walk in two forked shares, as on a large registry."""
+    monkeypatch.setenv("REGPLAN_JOBS", "2")
     root = copy_of(pushed, tmp_path)
     reg = serve(root)
     original = docker_hashes(root)
