@@ -242,12 +242,13 @@ def _begin(plan: Plan, text: str, paths: Paths, now: datetime) -> ApplyRecord:
     )
     write_state(paths.record, record)
     fsync_dir(paths.record.parent)
-    index = "".join(
-        f"{i:07d}\t{t.kind.value}\t{t.path}\n"
-        for i, t in enumerate(plan.targets)
-        if t.kind != TargetKind.EMPTY_DIR
-    )
-    (paths.quarantine / INDEX).write_text("slot\tkind\tpath\n" + index)
+    with (paths.quarantine / INDEX).open("w", encoding="utf-8") as f:
+        f.write("slot\tkind\tpath\n")
+        f.writelines(  # line by line: as one string it was 170 MiB at 516,000 targets
+            f"{i:07d}\t{t.kind.value}\t{t.path}\n"
+            for i, t in enumerate(plan.targets)
+            if t.kind != TargetKind.EMPTY_DIR
+        )
     return record
 
 
