@@ -63,9 +63,13 @@ def _own_progress(counts: mmap.mmap, n: int, progress: Progress | None) -> Progr
     if progress is None:
         return None
 
+    seen = [0] * (n - 1)
+
     def report(count: int) -> None:
-        others = sum(struct.unpack_from(f"{n - 1}q", counts, 8))
-        progress(count + others)
+        # a share's count only grows: a lower reading is a write caught halfway
+        for i, value in enumerate(struct.unpack_from(f"{n - 1}q", counts, 8)):
+            seen[i] = max(seen[i], value)
+        progress(count + sum(seen))
 
     return report
 
@@ -83,7 +87,9 @@ def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> t
         os.close(read_fd)
 
         def progress(count: int) -> None:
-            struct.pack_into("q", counts, 8 * k, count)
+            # one 8-byte copy: struct.pack_into zero-fills the slot before it
+            # writes, and the parent reading in between saw 0
+            counts[8 * k : 8 * k + 8] = struct.pack("q", count)
 
         try:
             payload = pickle.dumps((True, share(k, n, progress if report else None)), protocol=5)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -108,7 +110,24 @@ def test_progress_counts_every_share(odd_root: Path) -> None:
     seen: list[int] = []
     scan(Storage.locate(odd_root), jobs=2, progress=seen.append)
     assert seen
+    assert seen == sorted(seen)  # never backwards (progress lines must not jump back)
     assert max(seen) >= len(list(events(Storage.locate(odd_root).v2, Side()))) // 2
+
+
+def test_a_share_count_caught_mid_write_does_not_lower_the_total() -> None:
+    """The parent reads the children's counts while they write them; a reading
+    that is lower than the last one (a half-written slot) is not believed."""
+    counts = mmap.mmap(-1, 8 * 3)
+    shown: list[int] = []
+    report = parallel._own_progress(counts, 3, shown.append)
+    assert report is not None
+    struct.pack_into("2q", counts, 8, 100, 200)
+    report(5)
+    counts[8:16] = bytes(8)  # share 1's slot caught between zero-fill and value
+    report(6)
+    struct.pack_into("2q", counts, 8, 120, 210)
+    report(7)
+    assert shown == [305, 306, 337]
 
 
 def _fails_in_child(k: int, n: int, progress: object) -> int:
