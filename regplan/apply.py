@@ -376,7 +376,14 @@ def _load_record(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord, P
     return paths, record, codec.structure(raw, source=str(paths.plan))
 
 
-def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResult:
+def rollback(
+    *,
+    storage: Storage,
+    apply_id: str,
+    now: datetime,
+    progress: Progress | None = None,
+    scan_progress: Callable[[int], None] | None = None,
+) -> RollbackResult:
     """Move everything of one apply back, recreate pruned directories; refuse on conflicts."""
     with lock(storage, f"rollback {apply_id}"):
         paths, record, plan = _load_record(storage, apply_id)
@@ -429,9 +436,11 @@ def rollback(*, storage: Storage, apply_id: str, now: datetime) -> RollbackResul
                     restored += 1
                 fsync_dirs(dirs)
                 journal.append({"op": "restored", "count": restored})
+                if progress is not None:
+                    progress(restored, len(back))
         (paths.quarantine / INDEX).unlink(missing_ok=True)
         _remove_empty_tree(paths.quarantine)
-        now_digest = current_digest(storage)
+        now_digest = current_digest(storage, scan_progress)
         ok = now_digest.digest == plan.fingerprint.before
         changed = (
             () if ok else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.parts))

@@ -317,6 +317,7 @@ def show(plan_file: Path, fmt: str) -> None:
 @storage_options
 @click.option("--require-signatures", default=1, show_default=True, type=click.IntRange(1))
 @json_option
+@quiet_option
 def verify(
     plan_file: Path,
     trust: tuple[Path, ...],
@@ -324,14 +325,18 @@ def verify(
     config: Path | None,
     require_signatures: int,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Check signatures against trusted keys and the plan against the tree; changes nothing."""
+    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
     v = workflow.load_verified(
         plan_file,
         trusted=signing.trusted_from(trust),
         root=_root(root, config),
         required=require_signatures,
+        progress=scanning.count,
     )
+    scanning.done()
     signers = [k.keyid for k in v.signers]
     if as_json:
         emit_json(
@@ -409,6 +414,7 @@ def apply_cmd(
         scan_progress=scanning.count,
     )
     moving.done()
+    scanning.done()  # whichever drew last, its line is cleared
     if as_json:
         emit_json(render.result_json(result))
     else:
@@ -425,9 +431,22 @@ def apply_cmd(
 @click.argument("apply_id")
 @storage_options
 @json_option
-def rollback(apply_id: str, root: Path | None, config: Path | None, as_json: bool) -> None:
+@quiet_option
+def rollback(
+    apply_id: str, root: Path | None, config: Path | None, as_json: bool, quiet: bool
+) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
-    result = apply.rollback(storage=_storage(root, config), apply_id=apply_id, now=now())
+    moving = _progress("moving back", quiet=quiet, as_json=as_json)
+    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
+    result = apply.rollback(
+        storage=_storage(root, config),
+        apply_id=apply_id,
+        now=now(),
+        progress=moving.fraction,
+        scan_progress=scanning.count,
+    )
+    moving.done()
+    scanning.done()  # whichever drew last, its line is cleared
     if as_json:
         emit_json(render.result_json(result))
     else:

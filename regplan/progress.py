@@ -24,9 +24,15 @@ class Reporter:
         self.start = clock()
         self._last = 0.0
         self._shown = False
+        self._counted = 0
 
     def count(self, n: int) -> None:
-        """For work of unknown size: paths scanned so far."""
+        """For work of unknown size: paths scanned so far. A smaller count than the
+        last one starts a new run of the work (apply's second walk): its rate, and
+        its second of silence, start over."""
+        if n < self._counted:
+            self.start = self.clock()
+        self._counted = n
         self._show(lambda rate: f"{self.label}: {n:,} ({rate(n)}/s)")
 
     def fraction(self, done: int, total: int) -> None:

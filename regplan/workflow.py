@@ -141,13 +141,14 @@ def load_verified(
     trusted: Sequence[signing.TrustedKey],
     root: Path | None,
     required: int = 1,
+    progress: Progress | None = None,
 ) -> Verified:
     """Signatures first (exit 3), then the plan's form, then freshness (exit 4)."""
     raw, _ = read_raw(path)
     signers = signing.verify(raw, trusted, required=required)
     plan = codec.structure(raw, source=str(path))
     storage = Storage.locate(root if root is not None else Path(plan.root))
-    check_fresh(plan, storage)
+    check_fresh(plan, storage, progress)
     return Verified(plan=plan, signers=tuple(signers), storage=storage)
 
 

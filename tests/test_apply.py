@@ -79,6 +79,30 @@ def test_apply_then_rollback_is_byte_identical(
     assert apply.records(storage)[0].state == State.ROLLED_BACK
 
 
+def test_verify_and_rollback_report_progress(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    """What the CLI draws on stderr: verify counts its walk; rollback counts the
+    moves back up to all of them, then its final walk."""
+    walked: list[int] = []
+    workflow.load_verified(plan_path, trusted=trusted, root=None, progress=walked.append)
+    assert walked and walked == sorted(walked)
+    storage = Storage.locate(demo_root)
+    assert walked[-1] == len(list(storage.v2.rglob("*")))
+    result = run_apply(plan_path, trusted)
+    moved: list[tuple[int, int]] = []
+    walked.clear()
+    back = apply.rollback(
+        storage=storage,
+        apply_id=result.apply_id,
+        now=NOW,
+        progress=lambda done, total: moved.append((done, total)),
+        scan_progress=walked.append,
+    )
+    assert back.restored > 0 and moved[-1] == (back.restored, back.restored)
+    assert walked[-1] == len(list(storage.v2.rglob("*")))
+
+
 def test_directory_modes_are_restored(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:

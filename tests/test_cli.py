@@ -233,7 +233,7 @@ def test_apply_history_rollback_purge_cycle(
     assert {"apply_id", "state", "plan_id", "started_at", "bytes"} <= entry.keys()
     text = run(runner, "history", "--root", str(demo_root))
     assert apply_id in text.output and "applied" in text.output
-    back = run(runner, "rollback", apply_id, "--root", str(demo_root))
+    back = run(runner, "rollback", apply_id, "--root", str(demo_root), "-q")
     assert back.exit_code == 0 and "Restart the registry" in back.output
     redo = runner.invoke(cli, ["apply", str(out), "--trust", str(pub), "--json"])
     second = json.loads(redo.stdout)["apply_id"]
@@ -271,7 +271,7 @@ def test_the_whole_cycle_with_walks_in_shares(
     assert plans[0]["targets"] == plans[1]["targets"] != []
     assert plans[0]["kept"] == plans[1]["kept"]
 
-    assert run(runner, "verify", str(two), "--trust", str(pub)).exit_code == 0
+    assert run(runner, "verify", str(two), "--trust", str(pub), "-q").exit_code == 0
     r = runner.invoke(cli, ["apply", str(two), "--trust", str(pub), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)

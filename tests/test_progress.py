@@ -45,3 +45,18 @@ def test_silent_when_not_a_terminal_or_disabled() -> None:
         r.count(1)
         r.done()
         assert out.getvalue() == ""
+
+
+def test_a_count_that_starts_over_is_a_new_walk() -> None:
+    """apply walks twice with one reporter: the second walk's rate is its own."""
+    clock, out = Clock(), Tty()
+    r = Reporter("checking paths", stream=out, clock=clock)
+    clock.now += 2
+    r.count(8000)
+    assert out.getvalue().endswith("checking paths: 8,000 (4,000/s)\x1b[K")
+    clock.now += 30  # the moves
+    r.count(5)
+    assert out.getvalue().count("\r") == 1  # a new walk: silent for its first second
+    clock.now += 2
+    r.count(6000)
+    assert out.getvalue().endswith("checking paths: 6,000 (3,000/s)\x1b[K")
