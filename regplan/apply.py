@@ -482,7 +482,12 @@ def _remove_empty_tree(top: Path) -> None:
 
 
 def purge(
-    *, storage: Storage, apply_id: str | None, older_than: timedelta | None, now: datetime
+    *,
+    storage: Storage,
+    apply_id: str | None,
+    older_than: timedelta | None,
+    now: datetime,
+    progress: Progress | None = None,
 ) -> list[ApplyRecord]:
     """Delete the quarantine of one apply, or of every applied one older than an age."""
     with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
@@ -507,8 +512,7 @@ def purge(
                 paths.record, attrs.evolve(record, state=State.PURGING, updated_at=_iso(now))
             )
             try:
-                if paths.quarantine.exists():
-                    shutil.rmtree(paths.quarantine)
+                _delete_quarantine(paths.quarantine, progress)
             except OSError as e:
                 raise ApplyError(
                     f"could not delete {paths.quarantine}: {explain(e)}; run the purge again"
@@ -517,3 +521,24 @@ def purge(
             write_state(paths.record, final)
             done.append(final)
         return done
+
+
+def _delete_quarantine(top: Path, progress: Progress | None) -> None:
+    """Delete a quarantine slot by slot (each with rmtree, which follows no symlink),
+    reporting (done, total); a quarantine that is not a real directory is refused."""
+    try:
+        mode = os.lstat(top).st_mode
+    except FileNotFoundError:
+        return  # a purge interrupted after the delete, run again
+    if not stat.S_ISDIR(mode):
+        raise ApplyError(f"{top} is not a directory (a symlink?); nothing was deleted")
+    names = sorted(os.listdir(top))
+    for done, name in enumerate(names, 1):
+        path = os.path.join(top, name)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        if progress is not None and (done % BATCH == 0 or done == len(names)):
+            progress(done, len(names))
+    os.rmdir(top)

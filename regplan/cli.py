@@ -463,18 +463,28 @@ def rollback(
 @click.option("--older-than", metavar="AGE", help="Every applied one older than AGE (e.g. 7d).")
 @storage_options
 @json_option
+@quiet_option
 def purge(
     apply_id: str | None,
     older_than: str | None,
     root: Path | None,
     config: Path | None,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Delete the quarantine of APPLY_ID (or of every applied one older than AGE) for good."""
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
     age = parse_age(older_than) if older_than is not None else None
-    done = apply.purge(storage=_storage(root, config), apply_id=apply_id, older_than=age, now=now())
+    deleting = _progress("deleting", quiet=quiet, as_json=as_json)
+    done = apply.purge(
+        storage=_storage(root, config),
+        apply_id=apply_id,
+        older_than=age,
+        now=now(),
+        progress=deleting.fraction,
+    )
+    deleting.done()
     if as_json:
         emit_json([r.apply_id for r in done])
     else:

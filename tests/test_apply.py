@@ -21,6 +21,7 @@ from tests.helpers import (
     KEY,
     NOW,
     OTHER_KEY,
+    content_hashes,
     docker_hashes,
     selection,
     write_plan_file,
@@ -189,15 +190,43 @@ def test_purge_and_rollback_after_purge(
 ) -> None:
     storage = Storage.locate(demo_root)
     result = run_apply(plan_path, trusted)
-    [done] = apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
+    slots = len(os.listdir(result.quarantine))
+    deleted: list[tuple[int, int]] = []
+    [done] = apply.purge(
+        storage=storage,
+        apply_id=result.apply_id,
+        older_than=None,
+        now=NOW,
+        progress=lambda n, total: deleted.append((n, total)),
+    )
     assert done.state == State.PURGED
     assert not result.quarantine.exists()
+    assert deleted[-1] == (slots, slots)
     with pytest.raises(ApplyError, match="was purged"):
         apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
     with pytest.raises(ApplyError, match="is purged; only an applied one"):
         apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
     with pytest.raises(ApplyError, match="no apply nope"):
         apply.rollback(storage=storage, apply_id="nope", now=NOW)
+
+
+def test_purge_refuses_a_quarantine_that_is_a_symlink(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey], tmp_path: Path
+) -> None:
+    """A quarantine replaced by a symlink: purge deletes nothing, least of all what
+    the link points to."""
+    storage = Storage.locate(demo_root)
+    result = run_apply(plan_path, trusted)
+    elsewhere = tmp_path / "elsewhere"
+    result.quarantine.rename(elsewhere)
+    result.quarantine.symlink_to(elsewhere)
+    before = content_hashes(elsewhere)
+    with pytest.raises(
+        ApplyError, match="is not a directory \\(a symlink\\?\\); nothing was deleted"
+    ):
+        apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
+    assert content_hashes(elsewhere) == before
+    assert result.quarantine.is_symlink()
 
 
 def test_purge_older_than(

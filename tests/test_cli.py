@@ -237,7 +237,7 @@ def test_apply_history_rollback_purge_cycle(
     assert back.exit_code == 0 and "Restart the registry" in back.output
     redo = runner.invoke(cli, ["apply", str(out), "--trust", str(pub), "--json"])
     second = json.loads(redo.stdout)["apply_id"]
-    p = run(runner, "purge", "--older-than", "0s", "--root", str(demo_root))
+    p = run(runner, "purge", "--older-than", "0s", "--root", str(demo_root), "-q")
     assert p.exit_code == 0 and second in p.output
     states = [
         e["state"]
