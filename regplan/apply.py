@@ -163,7 +163,7 @@ def apply_plan(
         resuming = next((r for r in previous if r.state == State.APPLYING), None)
         if resuming is not None:
             paths = Paths(storage, resuming.apply_id)
-            began, _ = read_raw(paths.plan)
+            began = read_raw(paths.plan)[0]
             if codec.canonical(codec.body(began)) != codec.canonical(codec.body(raw)):
                 raise ApplyError(
                     f"{plan_path} differs from the plan apply {resuming.apply_id} began with "
@@ -372,7 +372,7 @@ def _load_record(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord, P
         known = ", ".join(r.apply_id for r in records(storage)) or "none"
         raise ApplyError(f"no apply {apply_id} in {storage.state} (applies: {known})")
     record = read_state(paths.record)
-    raw, _ = read_raw(paths.plan)
+    raw = read_raw(paths.plan)[0]
     return paths, record, codec.structure(raw, source=str(paths.plan))
 
 

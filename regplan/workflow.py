@@ -108,7 +108,8 @@ def read_raw(path: Path) -> tuple[dict[str, object], str]:
 
     Parsing the bytes would hold the bytes, their decoded copy and the objects
     at once; here the bytes are dropped before parsing (``regplan verify`` of
-    a plan of 516,000 targets: 966 -> 862 MiB at the peak).
+    a plan of 516,000 targets: 966 -> 862 MiB at the peak). A caller that does
+    not need the text takes ``[0]``: the text of that plan is 188 MB.
     """
     try:
         data = path.read_bytes()
@@ -124,7 +125,7 @@ def read_raw(path: Path) -> tuple[dict[str, object], str]:
 
 def load_plan(path: Path) -> Plan:
     """Read and structure a plan without checking signatures (for show)."""
-    raw, _ = read_raw(path)
+    raw = read_raw(path)[0]
     return codec.structure(raw, source=str(path))
 
 
@@ -144,7 +145,7 @@ def load_verified(
     progress: Progress | None = None,
 ) -> Verified:
     """Signatures first (exit 3), then the plan's form, then freshness (exit 4)."""
-    raw, _ = read_raw(path)
+    raw = read_raw(path)[0]
     signers = signing.verify(raw, trusted, required=required)
     plan = codec.structure(raw, source=str(path))
     storage = Storage.locate(root if root is not None else Path(plan.root))
@@ -195,7 +196,7 @@ def approve(
     trusted: Sequence[signing.TrustedKey] = (),
 ) -> Plan:
     """Add an approver's signature; the body stays as it is, so earlier signatures hold."""
-    raw, _ = read_raw(path)
+    raw = read_raw(path)[0]
     if trusted:
         signing.verify(raw, trusted)
     plan = codec.structure(raw, source=str(path))
