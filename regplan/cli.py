@@ -216,18 +216,17 @@ def plan(
     """Decide what to remove and write a signed plan; changes nothing."""
     selection = _selection(sel)
     storage = _storage(root, config)
-    scanning = _progress("scanning paths", quiet=quiet, as_json=as_json)
     t = now()
-    made = workflow.make_plan(
-        storage=storage,
-        selection=selection,
-        argv=_argv(storage, sel),
-        key=signing.load_private(key),
-        signer=signer,
-        now=t,
-        progress=scanning.count,
-    )
-    scanning.done()
+    with _progress("scanning paths", quiet=quiet, as_json=as_json) as scanning:
+        made = workflow.make_plan(
+            storage=storage,
+            selection=selection,
+            argv=_argv(storage, sel),
+            key=signing.load_private(key),
+            signer=signer,
+            now=t,
+            progress=scanning.count,
+        )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     workflow.write_plan(made, path)
     s = made.summary
@@ -328,15 +327,14 @@ def verify(
     quiet: bool,
 ) -> None:
     """Check signatures against trusted keys and the plan against the tree; changes nothing."""
-    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
-    v = workflow.load_verified(
-        plan_file,
-        trusted=signing.trusted_from(trust),
-        root=_root(root, config),
-        required=require_signatures,
-        progress=scanning.count,
-    )
-    scanning.done()
+    with _progress("checking paths", quiet=quiet, as_json=as_json) as scanning:
+        v = workflow.load_verified(
+            plan_file,
+            trusted=signing.trusted_from(trust),
+            root=_root(root, config),
+            required=require_signatures,
+            progress=scanning.count,
+        )
     signers = [k.keyid for k in v.signers]
     if as_json:
         emit_json(
@@ -402,19 +400,19 @@ def apply_cmd(
     quiet: bool,
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
-    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
-    moving = _progress("moving", quiet=quiet, as_json=as_json)
-    result = apply.apply_plan(
-        plan_path=plan_file,
-        trusted=signing.trusted_from(trust),
-        root=_root(root, config),
-        required=require_signatures,
-        now=now(),
-        progress=moving.fraction,
-        scan_progress=scanning.count,
-    )
-    moving.done()
-    scanning.done()  # whichever drew last, its line is cleared
+    with (
+        _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
+        _progress("moving", quiet=quiet, as_json=as_json) as moving,
+    ):
+        result = apply.apply_plan(
+            plan_path=plan_file,
+            trusted=signing.trusted_from(trust),
+            root=_root(root, config),
+            required=require_signatures,
+            now=now(),
+            progress=moving.fraction,
+            scan_progress=scanning.count,
+        )
     if as_json:
         emit_json(render.result_json(result))
     else:
@@ -436,17 +434,17 @@ def rollback(
     apply_id: str, root: Path | None, config: Path | None, as_json: bool, quiet: bool
 ) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
-    moving = _progress("moving back", quiet=quiet, as_json=as_json)
-    scanning = _progress("checking paths", quiet=quiet, as_json=as_json)
-    result = apply.rollback(
-        storage=_storage(root, config),
-        apply_id=apply_id,
-        now=now(),
-        progress=moving.fraction,
-        scan_progress=scanning.count,
-    )
-    moving.done()
-    scanning.done()  # whichever drew last, its line is cleared
+    with (
+        _progress("moving back", quiet=quiet, as_json=as_json) as moving,
+        _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
+    ):
+        result = apply.rollback(
+            storage=_storage(root, config),
+            apply_id=apply_id,
+            now=now(),
+            progress=moving.fraction,
+            scan_progress=scanning.count,
+        )
     if as_json:
         emit_json(render.result_json(result))
     else:
@@ -476,15 +474,14 @@ def purge(
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
     age = parse_age(older_than) if older_than is not None else None
-    deleting = _progress("deleting", quiet=quiet, as_json=as_json)
-    done = apply.purge(
-        storage=_storage(root, config),
-        apply_id=apply_id,
-        older_than=age,
-        now=now(),
-        progress=deleting.fraction,
-    )
-    deleting.done()
+    with _progress("deleting", quiet=quiet, as_json=as_json) as deleting:
+        done = apply.purge(
+            storage=_storage(root, config),
+            apply_id=apply_id,
+            older_than=age,
+            now=now(),
+            progress=deleting.fraction,
+        )
     if as_json:
         emit_json([r.apply_id for r in done])
     else:

@@ -58,3 +58,11 @@ class Reporter:
         if self._shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self._shown = False
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """However the work ends: an error message must not follow a progress line."""
+        self.done()

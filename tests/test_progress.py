@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from regplan.progress import Reporter
 
 
@@ -60,3 +62,15 @@ def test_a_count_that_starts_over_is_a_new_walk() -> None:
     clock.now += 2
     r.count(6000)
     assert out.getvalue().endswith("checking paths: 6,000 (3,000/s)\x1b[K")
+
+
+def test_the_line_is_cleared_however_the_work_ends() -> None:
+    """An error message printed next must start on a clean line."""
+    clock, out = Clock(), Tty()
+    with pytest.raises(ValueError, match="stale"), Reporter("x", stream=out, clock=clock) as r:
+        clock.now += 2
+        r.count(5000)
+        raise ValueError("stale")
+    assert out.getvalue() == "\rx: 5,000 (2,500/s)\x1b[K\r\x1b[K"
+    r.done()  # already cleared: nothing more
+    assert out.getvalue().count("\x1b[K") == 2
