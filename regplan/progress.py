@@ -21,7 +21,9 @@ class Reporter:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.label = label
         self.clock = clock
-        self.start = clock()
+        self.start: float | None = None
+        """When the work began: its first report (not this object's creation, which
+        comes before the plan is even read)."""
         self._last = 0.0
         self._shown = False
         self._counted = 0
@@ -31,7 +33,7 @@ class Reporter:
         last one starts a new run of the work (apply's second walk): its rate, and
         its second of silence, start over."""
         if n < self._counted:
-            self.start = self.clock()
+            self.start = None
         self._counted = n
         self._show(lambda rate: f"{self.label}: {n:,} ({rate(n)}/s)")
 
@@ -42,6 +44,8 @@ class Reporter:
         if not self.enabled:
             return
         now = self.clock()
+        if self.start is None:
+            self.start = now
         if now - self.start < 1.0 or now - self._last < 0.2:
             return
         self._last = now

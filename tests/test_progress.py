@@ -53,6 +53,7 @@ def test_a_count_that_starts_over_is_a_new_walk() -> None:
     """apply walks twice with one reporter: the second walk's rate is its own."""
     clock, out = Clock(), Tty()
     r = Reporter("checking paths", stream=out, clock=clock)
+    r.count(0)
     clock.now += 2
     r.count(8000)
     assert out.getvalue().endswith("checking paths: 8,000 (4,000/s)\x1b[K")
@@ -68,9 +69,22 @@ def test_the_line_is_cleared_however_the_work_ends() -> None:
     """An error message printed next must start on a clean line."""
     clock, out = Clock(), Tty()
     with pytest.raises(ValueError, match="stale"), Reporter("x", stream=out, clock=clock) as r:
+        r.count(0)
         clock.now += 2
         r.count(5000)
         raise ValueError("stale")
     assert out.getvalue() == "\rx: 5,000 (2,500/s)\x1b[K\r\x1b[K"
     r.done()  # already cleared: nothing more
     assert out.getvalue().count("\x1b[K") == 2
+
+
+def test_the_work_starts_at_its_first_report_not_at_creation() -> None:
+    """The reporters are made before the plan is read; that time is not the walk's."""
+    clock, out = Clock(), Tty()
+    r = Reporter("checking paths", stream=out, clock=clock)
+    clock.now += 30  # reading and checking a large plan
+    r.count(2)
+    assert out.getvalue() == ""  # the walk's first second: silent
+    clock.now += 2
+    r.count(150_000)
+    assert out.getvalue() == "\rchecking paths: 150,000 (75,000/s)\x1b[K"
