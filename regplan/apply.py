@@ -164,7 +164,7 @@ def apply_plan(
         if resuming is not None:
             paths = Paths(storage, resuming.apply_id)
             began = read_raw(paths.plan)[0]
-            if codec.canonical(codec.body(began)) != codec.canonical(codec.body(raw)):
+            if signing.raw_body_digest(began) != signing.raw_body_digest(raw):
                 raise ApplyError(
                     f"{plan_path} differs from the plan apply {resuming.apply_id} began with "
                     f"({paths.plan}); finish that one, or roll it back"

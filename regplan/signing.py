@@ -106,6 +106,12 @@ def _body_digest(chunks: Iterable[bytes]) -> bytes:
     return h.hexdigest().encode()
 
 
+def raw_body_digest(raw: dict[str, Any]) -> bytes:
+    """What a signature covers of a plan as read from its file: two plans with the
+    same body digest are the same plan, whatever their signatures and formatting."""
+    return _body_digest(codec.raw_body_chunks(raw))
+
+
 def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
     return DOMAIN + b"\0" + body_digest + b"\0" + codec.canonical(meta)
 
@@ -139,7 +145,7 @@ def verify(
     sigs = raw.get("signatures")
     if not isinstance(sigs, list) or not sigs:
         raise SignatureError("the plan is not signed")
-    body = _body_digest(codec.raw_body_chunks(raw))
+    body = raw_body_digest(raw)
     valid: dict[str, TrustedKey] = {}
     unknown: list[str] = []
     for entry in sigs:
