@@ -107,10 +107,18 @@ class Tree:
             i += 1
         return names
 
-    def _ranges(self, lines: list[str], path: str) -> Iterator[tuple[int, int]]:
-        """Index ranges of ``lines`` holding ``path`` itself and the paths below it."""
+    @staticmethod
+    def _own(lines: list[str], path: str) -> int | None:
+        """The index of ``path``'s own line in the sorted ``lines``, or None."""
         i = bisect.bisect_left(lines, path + "\0")
         if i < len(lines) and lines[i].startswith(path + "\0"):
+            return i
+        return None
+
+    def _ranges(self, lines: list[str], path: str) -> Iterator[tuple[int, int]]:
+        """Index ranges of ``lines`` holding ``path`` itself and the paths below it."""
+        i = self._own(lines, path)
+        if i is not None:
             yield i, i + 1
         prefix = path + "/"
         j = k = bisect.bisect_left(lines, prefix)
@@ -127,10 +135,8 @@ class Tree:
 
     def token(self, path: str) -> str | None:
         lines = self.lines(part_of(path))
-        i = bisect.bisect_left(lines, path + "\0")
-        if i < len(lines) and lines[i].startswith(path + "\0"):
-            return lines[i][len(path) + 1 :]
-        return None
+        i = self._own(lines, path)
+        return None if i is None else lines[i][len(path) + 1 :]
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and self.token(path) is not None
