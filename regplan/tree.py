@@ -44,7 +44,7 @@ class Parts:
 class Tree:
     """Read-only: the paths and tokens of one walk, and that walk's digest."""
 
-    __slots__ = ("_blocks", "_cache", "_names", "count", "digest")
+    __slots__ = ("_blocks", "_cache", "_names", "digest")
 
     def __init__(
         self, blocks: Mapping[str, bytes | tuple[str, ...]], digest: fingerprint.TreeDigest
@@ -53,7 +53,6 @@ class Tree:
         self._names = sorted(blocks)
         self._cache: tuple[str, list[str]] = ("", [])
         self.digest = digest
-        self.count = digest.entries
 
     @classmethod
     def join(cls, shares: Iterable[Parts]) -> Tree:
@@ -78,7 +77,7 @@ class Tree:
         return builder.finish()
 
     def __len__(self) -> int:
-        return self.count
+        return self.digest.entries
 
     def lines(self, part: str) -> list[str]:
         """The part's ``path NUL token`` lines, sorted by path (empty for an unknown part)."""
@@ -201,7 +200,7 @@ class Tree:
                 )
             else:
                 parts.pop(part, None)
-        return fingerprint.TreeDigest.of_parts(parts, self.count - removed)
+        return fingerprint.TreeDigest.of_parts(parts, len(self) - removed)
 
 
 class TreeBuilder:
