@@ -13,22 +13,31 @@ journaled, and recreated by rollback.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from regplan import codec, fingerprint, signing
+from regplan import codec, confine, fingerprint, quarantine, signing
 from regplan.errors import ApplyError, StalePlanError
-from regplan.journal import ApplyRecord, Journal, State, read_journal, read_state, write_state
-from regplan.layout import Storage, part_of
+from regplan.journal import (
+    ApplyRecord,
+    Journal,
+    Record,
+    State,
+    read_journal,
+    read_state,
+    write_state,
+)
+from regplan.layout import STATE_DIR, V2, Storage, part_of
 from regplan.lock import StorageLock
 from regplan.plan import Plan, Target, TargetKind
 from regplan.quarantine import explain, fsync_dir, fsync_dirs, move, real_dir, same_filesystem
@@ -91,6 +100,10 @@ class Paths:
         """Where target ``index`` of the plan rests in quarantine: flat, so no mkdir per move."""
         return f"{self._slots}/{index:07d}"
 
+    def slot_rel(self, index: int) -> str:
+        """``slot`` relative to the storage root (for moves through a confine.Tree)."""
+        return f"{STATE_DIR}/quarantine/{self.apply_id}/{index:07d}"
+
     @property
     def journal(self) -> Path:
         return self.record / "journal"
@@ -119,11 +132,22 @@ def lock(storage: Storage, command: str) -> StorageLock:
 
 
 def records(storage: Storage) -> list[ApplyRecord]:
-    """Every apply recorded in the storage's state, oldest first."""
+    """Every apply recorded in the storage's state, oldest first (a symlink planted
+    among them is refused, never followed)."""
     base = storage.state / "applies"
-    if not base.is_dir():
-        return []
-    found = [read_state(d) for d in base.iterdir() if (d / "state.json").exists()]
+    try:
+        if not os.path.lexists(base):
+            return []
+        confine.real_directory(storage.state)
+        confine.real_directory(base)
+        names = sorted(os.listdir(base))
+    except OSError as e:
+        raise ApplyError(f"cannot read {base}: {quarantine.explain(e)}") from None
+    found = []
+    for name in names:
+        d = base / name
+        if os.path.lexists(d / "state.json"):
+            found.append(read_state(d))
     return sorted(found, key=lambda r: r.seq)
 
 
@@ -163,7 +187,7 @@ def apply_plan(
         resuming = next((r for r in previous if r.state == State.APPLYING), None)
         if resuming is not None:
             paths = Paths(storage, resuming.apply_id)
-            began = read_raw(paths.plan)[0]
+            began = read_raw(paths.plan, follow=False)[0]
             if signing.raw_body_digest(began) != signing.raw_body_digest(raw):
                 raise ApplyError(
                     f"{plan_path} differs from the plan apply {resuming.apply_id} began with "
@@ -216,7 +240,7 @@ def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
             raise StalePlanError(f"target {t.path} vanished since planning")
         if not fresh and os.path.lexists(paths.slot(i)):
             raise ApplyError(f"quarantine already holds {paths.slot(i)}")
-    paths.quarantine.mkdir(parents=True, exist_ok=True)
+    _state_dir(storage, f"{STATE_DIR}/quarantine/{paths.apply_id}")
     try:
         same_filesystem(storage.v2, paths.quarantine)
     except ApplyError:
@@ -224,11 +248,32 @@ def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
         raise
 
 
+def _state_dir(storage: Storage, rel: str) -> None:
+    """Make a folder of regplan-state/ (and its parents) without following a planted link."""
+    try:
+        with confine.Tree(storage.root) as root:
+            root.dir(rel, create=True)
+    except OSError as e:
+        raise ApplyError(f"cannot create {storage.root / rel}: {explain(e)}") from None
+
+
+def _write_new(path: Path, lines: Iterable[str]) -> None:
+    """Write a new file of the state folder (never through a link), fsynced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ApplyError(f"cannot write {path}: {explain(e)}; nothing was moved") from None
+
+
 def _begin(plan: Plan, text: str, paths: Paths, now: datetime) -> ApplyRecord:
-    paths.record.mkdir(parents=True)
-    with paths.plan.open("w", encoding="utf-8", newline="") as f:
-        for start in range(0, len(text), 1 << 20):  # the verified text, as read
-            f.write(text[start : start + (1 << 20)])
+    _state_dir(paths.storage, f"{STATE_DIR}/applies/{paths.apply_id}")
+    _write_new(  # the verified text, as read
+        paths.plan, (text[start : start + (1 << 20)] for start in range(0, len(text), 1 << 20))
+    )
     record = ApplyRecord(
         seq=1 + max((r.seq for r in records(paths.storage)), default=0),
         apply_id=paths.apply_id,
@@ -242,13 +287,17 @@ def _begin(plan: Plan, text: str, paths: Paths, now: datetime) -> ApplyRecord:
     )
     write_state(paths.record, record)
     fsync_dir(paths.record.parent)
-    with (paths.quarantine / INDEX).open("w", encoding="utf-8") as f:
-        f.write("slot\tkind\tpath\n")
-        f.writelines(  # line by line: as one string it was 170 MiB at 516,000 targets
-            f"{i:07d}\t{t.kind.value}\t{t.path}\n"
-            for i, t in enumerate(plan.targets)
-            if t.kind != TargetKind.EMPTY_DIR
-        )
+    _write_new(  # line by line: as one string it was 170 MiB at 516,000 targets
+        paths.quarantine / INDEX,
+        itertools.chain(
+            ("slot\tkind\tpath\n",),
+            (
+                f"{i:07d}\t{t.kind.value}\t{t.path}\n"
+                for i, t in enumerate(plan.targets)
+                if t.kind != TargetKind.EMPTY_DIR
+            ),
+        ),
+    )
     return record
 
 
@@ -279,48 +328,57 @@ def _move_targets(
     plan: Plan, paths: Paths, journal: Journal, progress: Progress | None, *, resuming: bool
 ) -> int:
     """Move what is still in the storage. A fresh apply was just preflighted under the lock;
-    a resumed one first finds out, target by target, where each one is."""
+    a resumed one first finds out, target by target, where each one is.
+
+    Every move is resolved from the root without following links at the moment
+    of the rename (quarantine.move): a folder swapped for a symlink after the
+    preflight stops the apply, it is never followed out of the root."""
     v2, quarantine = os.fspath(paths.storage.v2), os.fspath(paths.quarantine)
     movable = [(i, t) for i, t in enumerate(plan.targets) if t.kind != TargetKind.EMPTY_DIR]
     pruned = [t for t in plan.targets if t.kind == TargetKind.EMPTY_DIR]
     total = len(plan.targets)
     moved = 0
     checked: set[str] = set()
-    made = {quarantine}
-    for start, batch in _batches(movable):
-        todo = [
-            (i, t)
-            for i, t in batch
-            if not resuming or _where(v2, paths.slot(i), t, checked) == "storage"
-        ]
-        if todo:
-            journal.append({"op": "move", "from": start, "to": start + len(batch)})
-            dirs: set[str] = {quarantine}
-            for i, t in todo:
-                src = f"{v2}/{t.path}"
-                try:
-                    move(src, paths.slot(i), made)
-                except OSError as e:
-                    raise ApplyError(
-                        f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
-                        "finish with the same apply, or undo with: "
-                        f"regplan rollback {paths.apply_id}"
-                    ) from None
-                dirs.add(os.path.dirname(src))
-                moved += 1
-            fsync_dirs(dirs)
-            journal.append({"op": "moved", "to": start + len(batch)})
-        if progress is not None:
-            progress(start + len(batch), total)
-    removed = {r["path"] for r in read_journal(paths.journal) if r.get("op") == "rmdir"}
-    for t in pruned:
-        moved += _prune(paths.storage.v2, t, journal, removed, paths.apply_id)
+    with confine.Tree(paths.storage.root) as root:
+        for start, batch in _batches(movable):
+            todo = [
+                (i, t)
+                for i, t in batch
+                if not resuming or _where(v2, paths.slot(i), t, checked) == "storage"
+            ]
+            if todo:
+                journal.append({"op": "move", "from": start, "to": start + len(batch)})
+                dirs: set[str] = {quarantine}
+                for i, t in todo:
+                    try:
+                        move(root, f"{V2_REL}/{t.path}", root, paths.slot_rel(i))
+                    except OSError as e:
+                        raise ApplyError(
+                            f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
+                            "finish with the same apply, or undo with: "
+                            f"regplan rollback {paths.apply_id}"
+                        ) from None
+                    dirs.add(os.path.dirname(f"{v2}/{t.path}"))
+                    moved += 1
+                fsync_dirs(dirs)
+                journal.append({"op": "moved", "to": start + len(batch)})
+            if progress is not None:
+                progress(start + len(batch), total)
+        removed = {r.path for r in read_journal(paths.journal) if r.op == "rmdir"}
+        for t in pruned:
+            moved += _prune(root, paths.storage.v2, t, journal, removed, paths.apply_id)
     if progress is not None:
         progress(total, total)
     return moved
 
 
-def _prune(v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: str) -> int:
+V2_REL = "/".join(V2)
+"""The tree's folder relative to the storage root."""
+
+
+def _prune(
+    root: confine.Tree, v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: str
+) -> int:
     """Remove an empty directory tree, journaling each directory's mode first."""
     top = v2 / t.path
     if not real_dir(v2, t.path):
@@ -353,7 +411,9 @@ def _prune(v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: s
     )
     try:
         for rel, _ in reversed(found):
-            (v2 / rel).rmdir()
+            fd, name = root.parent(f"{V2_REL}/{rel}")
+            os.rmdir(name, dir_fd=fd)
+            root.forget(f"{V2_REL}/{rel}")
     except OSError as e:
         raise ApplyError(
             f"could not remove empty folder {t.path}: {explain(e)}; "
@@ -372,7 +432,7 @@ def _load_record(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord, P
         known = ", ".join(r.apply_id for r in records(storage)) or "none"
         raise ApplyError(f"no apply {apply_id} in {storage.state} (applies: {known})")
     record = read_state(paths.record)
-    raw = read_raw(paths.plan)[0]
+    raw = read_raw(paths.plan, follow=False)[0]
     return paths, record, codec.structure(raw, source=str(paths.plan))
 
 
@@ -393,46 +453,46 @@ def rollback(
             )
         if record.state == State.ROLLED_BACK:
             raise ApplyError(f"apply {apply_id} was already rolled back")
+        _refuse_out_of_order(storage, record, plan)
         v2 = os.fspath(storage.v2)
         back = [
             (i, t)
             for i, t in enumerate(plan.targets)
             if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.slot(i))
         ]
+        pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
+        _preflight_destinations(storage, [t.path for _, t in back], [r.path for r in pruned])
         reappeared = [t.path for _, t in back if os.path.lexists(f"{v2}/{t.path}")]
         if reappeared:
             raise ApplyError(
                 f"cannot roll back {apply_id}: {len(reappeared)} path(s) reappeared since the "
                 f"apply (a new push?), first {reappeared[0]}; nothing was moved"
             )
-        pruned = [r for r in read_journal(paths.journal) if r.get("op") == "rmdir"]
         write_state(
             paths.record, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
         )
-        with Journal(paths.journal) as journal:
+        with Journal(paths.journal) as journal, confine.Tree(storage.root) as root:
             journal.append({"op": "rollback", "restore": len(back), "recreate": len(pruned)})
             try:
                 for r in pruned:  # parents were journaled before their children
-                    _recreate(storage.v2 / r["path"], r)
+                    _recreate(root, r)
             except OSError as e:
                 raise ApplyError(
                     f"could not recreate a pruned folder: {explain(e)}; nothing was moved back, "
                     "run the rollback again once fixed"
                 ) from None
             restored = 0
-            made: set[str] = set()
             for _, batch in _batches(list(reversed(back))):
                 dirs: set[str] = set()
                 for i, t in batch:
-                    src, dst = paths.slot(i), f"{v2}/{t.path}"
                     try:
-                        move(src, dst, made)
+                        move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}")
                     except OSError as e:
                         raise ApplyError(
                             f"could not move {t.path} back: {explain(e)}; {restored} restored so "
                             f"far, run the same rollback again once fixed"
                         ) from None
-                    dirs.update((os.path.dirname(src), os.path.dirname(dst)))
+                    dirs.update((os.path.dirname(paths.slot(i)), os.path.dirname(f"{v2}/{t.path}")))
                     restored += 1
                 fsync_dirs(dirs)
                 journal.append({"op": "restored", "count": restored})
@@ -459,12 +519,59 @@ def rollback(
     )
 
 
-def _recreate(path: Path, r: dict[str, Any]) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-    path.chmod(int(r["mode"]))
+def _recreate(root: confine.Tree, r: Record) -> None:
+    """Make a pruned folder again with its journaled mode and owner: through descriptors
+    reached without following links, so a planted symlink is never chmod'ed or chown'ed."""
+    fd = root.dir(f"{V2_REL}/{r.path}", create=True)
+    os.fchmod(fd, r.mode)
     if os.geteuid() == 0:
-        os.chown(path, int(r["uid"]), int(r["gid"]))
+        os.fchown(fd, r.uid, r.gid)
+
+
+def _preflight_destinations(storage: Storage, moved: Sequence[str], pruned: Sequence[str]) -> None:
+    """Before anything moves back: no destination's parent is a symlink or a file
+    (as apply checks its sources), whatever was planted since the apply."""
+    checked: set[str] = set()
+    for rel in (*pruned, *moved):
+        parent = rel.rpartition("/")[0]
+        try:
+            real_dir(storage.v2, parent, checked)
+        except StalePlanError as e:
+            raise ApplyError(f"cannot roll back to {rel}: {e}; nothing was moved") from None
+
+
+def _overlap(a: Sequence[str], b: Sequence[str]) -> str | None:
+    """A path of ``b`` that is, holds or lies inside a path of ``a``, or None."""
+    mine = set(a)
+    above = {p.rsplit("/", i)[0] for p in a for i in range(1, p.count("/") + 1)}
+    for path in b:
+        if path in mine or path in above:
+            return path
+        parts = path.split("/")
+        if any("/".join(parts[:i]) in mine for i in range(1, len(parts))):
+            return path
+    return None
+
+
+def _refuse_out_of_order(storage: Storage, record: ApplyRecord, plan: Plan) -> None:
+    """Undo applies in reverse order where they touch the same folders: rolling back an
+    earlier one first would recreate what a later one removed, and then the later one
+    could never be rolled back cleanly."""
+    mine = [t.path for t in plan.targets]
+    for later in records(storage):
+        if later.seq <= record.seq or later.state not in LIVE:
+            continue
+        other = _load_record(storage, later.apply_id)[2]
+        clash = _overlap(mine, [t.path for t in other.targets])
+        if clash is not None:
+            raise ApplyError(
+                f"cannot roll back {record.apply_id} before {later.apply_id}, which was applied "
+                f"after it and also touched {clash}: first run: regplan rollback {later.apply_id}"
+            )
+
+
+LIVE = (State.APPLYING, State.APPLIED, State.ROLLING_BACK)
+"""States in which an apply's moves are (partly) in effect."""
 
 
 def _remove_empty_tree(top: Path) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 import attrs
 import cattrs
 
-from regplan import codec
+from regplan import codec, confine
 from regplan.errors import ApplyError
+from regplan.layout import path_problem, printable
 from regplan.quarantine import fsync_dir
 
 _write = os.write
@@ -55,7 +56,8 @@ _converter = codec.make_converter()
 
 def _disk_error(what: str, e: OSError) -> ApplyError:
     hint = " (disk full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-    return ApplyError(f"cannot write {what}: {e.strerror}{hint}")
+    reason = f"{e.filename}: {e.strerror}" if isinstance(e, confine.NotConfined) else e.strerror
+    return ApplyError(f"cannot write {what}: {reason}{hint}")
 
 
 class Journal:
@@ -63,7 +65,10 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise _disk_error(f"journal {path}", e) from None
 
     def append(self, *records: dict[str, Any]) -> None:
         data = b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in records)
@@ -86,16 +91,82 @@ class Journal:
         self.close()
 
 
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Every complete record; a torn last line (a crash mid-write) is ignored."""
-    if not path.exists():
+@attrs.frozen(kw_only=True)
+class Record:
+    """One journal line, checked: regplan acts on ``rmdir`` lines when it rolls back,
+    so a line planted in the journal must not name anything outside the tree."""
+
+    op: str
+    path: str = ""
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+
+
+_FIELDS: dict[str, frozenset[str]] = {
+    "move": frozenset({"from", "to"}),
+    "moved": frozenset({"to"}),
+    "rmdir": frozenset({"path", "mode", "uid", "gid"}),
+    "rollback": frozenset({"restore", "recreate"}),
+    "restored": frozenset({"count"}),
+}
+
+
+def _record(raw: object) -> Record:
+    """A journal line as a Record, or ValueError saying what is wrong with it."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004 (one error type: a bad line)
+    op = raw.get("op")
+    if not isinstance(op, str) or op not in _FIELDS:
+        raise ValueError(f"unknown op {str(op)[:40]!r}")
+    fields = raw.keys() - {"op"}
+    if fields != _FIELDS[op]:
+        raise ValueError(
+            f"{op} record with fields {sorted(fields)}, expected {sorted(_FIELDS[op])}"
+        )
+    for name in fields - {"path"}:
+        value = raw[name]
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{name} is not a whole number")
+    if op != "rmdir":
+        return Record(op=op)
+    path = raw["path"]
+    why = path_problem(path) if isinstance(path, str) else "is not a string"
+    if why is not None:
+        raise ValueError(f"path {printable(str(path))[:120]!r} {why}")
+    if raw["mode"] > 0o7777:
+        raise ValueError("mode is not a permission mode")
+    return Record(op=op, path=path, mode=raw["mode"], uid=raw["uid"], gid=raw["gid"])
+
+
+def read_journal(path: Path) -> list[Record]:
+    """Every complete record, checked; a torn last line (a crash mid-write) is ignored.
+
+    A line that parses but is not a record regplan writes (an absolute or ``..``
+    path, a missing field) is an error: the journal was tampered with.
+    """
+    try:
+        data = confine.read_regular(os.fspath(path))
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        raise ApplyError(f"cannot read journal {path}: {e.strerror}") from None
+    lines = data.splitlines()
     out = []
-    for line in path.read_bytes().splitlines():
+    for n, line in enumerate(lines, 1):
         try:
-            out.append(json.loads(line))
-        except ValueError:
-            break
+            raw = json.loads(line)
+        except (ValueError, RecursionError):
+            if n == len(lines):
+                break  # torn by a crash
+            raise ApplyError(f"journal {path} line {n} is not JSON; it was tampered with") from None
+        try:
+            out.append(_record(raw))
+        except ValueError as e:
+            raise ApplyError(
+                f"journal {path} line {n} is not a record regplan writes ({e}); "
+                "it was tampered with, nothing was changed"
+            ) from None
     return out
 
 
@@ -104,7 +175,7 @@ def write_state(directory: Path, record: ApplyRecord) -> None:
     tmp = directory / "state.json.tmp"
     data = json.dumps(_converter.unstructure(record), indent=2, sort_keys=True).encode() + b"\n"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -120,7 +191,10 @@ def write_state(directory: Path, record: ApplyRecord) -> None:
 
 def read_state(directory: Path) -> ApplyRecord:
     try:
-        raw = json.loads((directory / "state.json").read_bytes())
+        confine.real_directory(directory)
+        raw = json.loads(confine.read_regular(os.fspath(directory / "state.json"), 1 << 20))
         return _converter.structure(raw, ApplyRecord)
-    except (OSError, ValueError, TypeError, KeyError, cattrs.BaseValidationError) as e:
+    except OSError as e:
+        raise ApplyError(f"cannot read {directory / 'state.json'}: {e.strerror}") from None
+    except (ValueError, TypeError, KeyError, RecursionError, cattrs.BaseValidationError) as e:
         raise ApplyError(f"cannot read {directory / 'state.json'}: {e}") from None

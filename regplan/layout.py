@@ -158,6 +158,75 @@ def part_of(rel: str) -> str:
     return rel.split("/", 1)[0]
 
 
+NAME_MAX = 255
+"""Bytes in one path component (Linux, and what S3 keys are cut into here)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name found in the storage cannot be named in a plan, or None.
+
+    A plan is UTF-8 JSON whose paths are read, diffed and pasted by people:
+    names that are not UTF-8, hold control characters (a newline would split a
+    message or a line of INDEX.tsv) or are longer than a file system allows are
+    never targets; whatever holds them is kept.
+    """
+    if name.isascii():
+        if _CONTROL.search(name):
+            return "has a control character"
+        return "is longer than 255 bytes" if len(name) > NAME_MAX else None
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not UTF-8"
+    if _CONTROL.search(name):
+        return "has a control character"
+    return "is longer than 255 bytes" if size > NAME_MAX else None
+
+
+def printable(text: str) -> str:
+    """``text`` with bytes that are not UTF-8 and control characters escaped (one line)."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+_REPO = r"(?:[^/_][^/]*)(?:/[^/_][^/]*)*"
+_DIGEST_PATH = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*/[a-zA-Z0-9=_-]+"
+SHAPES = {
+    "repository": re.compile(rf"repositories/{_REPO}(?:/(?:_manifests|_layers|_uploads))?"),
+    "tag": re.compile(rf"repositories/{_REPO}/_manifests/tags/[^/]+"),
+    "tag_index": re.compile(rf"repositories/{_REPO}/_manifests/tags/[^/]+/index/{_DIGEST_PATH}"),
+    "revision": re.compile(rf"repositories/{_REPO}/_manifests/revisions/{_DIGEST_PATH}"),
+    "layer_link": re.compile(rf"repositories/{_REPO}/_layers/{_DIGEST_PATH}"),
+    "upload": re.compile(rf"repositories/{_REPO}/_uploads/[^/]+"),
+    "blob": re.compile(
+        r"blobs/[a-z0-9]+(?:[+._-][a-z0-9]+)*/([a-zA-Z0-9=_-]{2})/\1[a-zA-Z0-9=_-]*"
+    ),
+    "empty_dir": re.compile(r"(?:blobs|repositories)/.+"),
+}
+"""The shape of a target's path by its kind: a re-signed plan still cannot move
+``blobs/sha256`` (the whole blob store) as a "blob"."""
+
+
+def path_problem(path: str, kind: str | None = None) -> str | None:
+    """Why ``path`` may not be a target (of ``kind``), or None: it must lie under
+    blobs/ or repositories/, with no empty, '.' or '..' component, no name a plan
+    cannot hold, and the shape of its kind."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] not in ("blobs", "repositories"):
+        return "is not under blobs/ or repositories/"
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' component"
+    for p in parts:
+        why = name_problem(p)
+        if why is not None:
+            return f"has a name that {why}"
+    shape = SHAPES.get(kind) if kind is not None else None
+    if kind is not None and shape is not None and not shape.fullmatch(path):
+        return f"is not the path of a {kind.replace('_', ' ')}"
+    return None
+
+
 def group_by_part(paths: Iterable[str]) -> dict[str, list[str]]:
     """Paths by their fingerprint part (the walk builds the same grouping as it goes)."""
     groups: dict[str, list[str]] = {}

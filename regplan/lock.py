@@ -6,15 +6,20 @@ never leaves a stale lock behind; the holder's details are only for the message.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from regplan.errors import LockHeldError
+from regplan import confine
+from regplan.errors import ApplyError, LockHeldError
+from regplan.quarantine import explain
 
 _HELD: set[int] = set()
 """Lock descriptors this process holds."""
@@ -38,8 +43,17 @@ class StorageLock:
         self._fd: int | None = None
 
     def __enter__(self) -> StorageLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.path.lexists(self.path.parent):
+                confine.real_directory(self.path.parent)
+            else:
+                self.path.parent.mkdir()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise confine.NotConfined(errno.EINVAL, "not a regular file", str(self.path))
+        except OSError as e:
+            raise ApplyError(f"cannot take the lock {self.path}: {explain(e)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,8 +66,11 @@ class StorageLock:
             "host": socket.gethostname(),
             "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # the holder's details are only for another process's message (disk full)
         self._fd = fd
         _HELD.add(fd)
         return self
@@ -66,7 +83,8 @@ class StorageLock:
     ) -> None:
         if self._fd is not None:
             _HELD.discard(self._fd)
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import attrs
 
 from regplan.inventory import ProblemCode
+from regplan.layout import path_problem, printable
 
 FORMAT = "regplan.plan"
 VERSION = 1
@@ -33,23 +34,25 @@ class TargetKind(enum.Enum):
 _PHASES = {kind: i for i, kind in enumerate(TargetKind)}
 
 
-_UNSAFE = frozenset({"", ".", ".."})
-
-
 def _safe_path(_: object, __: attrs.Attribute[str], value: str) -> None:
     """Inside blobs/ or repositories/, no empty, '.' or '..' components: never outside the tree."""
-    parts = value.split("/")
-    if len(parts) < 2 or parts[0] not in ("blobs", "repositories"):
-        raise ValueError(f"target path {value!r} is not under blobs/ or repositories/")
-    if not _UNSAFE.isdisjoint(parts):
-        raise ValueError(f"target path {value!r} has an empty, '.' or '..' component")
+    why = path_problem(value)
+    if why is not None:
+        raise ValueError(f"target path {printable(value)!r} {why}")
+
+
+def _fits_kind(instance: Target, _: attrs.Attribute[TargetKind], value: TargetKind) -> None:
+    """A target's path has the shape of its kind (a "blob" is one blob's folder)."""
+    why = path_problem(instance.path, value.value)
+    if why is not None:
+        raise ValueError(f"target path {printable(instance.path)!r} {why}")
 
 
 @attrs.frozen(kw_only=True)
 class Target:
     path: str = attrs.field(validator=_safe_path)
     """Relative to docker/registry/v2, POSIX, no trailing slash."""
-    kind: TargetKind
+    kind: TargetKind = attrs.field(validator=_fits_kind)
     reason: str
     refs: tuple[str, ...] = ()
     bytes: int = 0

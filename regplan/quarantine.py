@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from regplan import confine
 from regplan.errors import ApplyError, StalePlanError
 
 _rename = os.rename
@@ -36,20 +37,29 @@ def fsync_dirs(paths: Iterable[str]) -> None:
         list(pool.map(fsync_dir, todo))
 
 
-def move(src: str, dst: str, made: set[str] | None = None) -> None:
-    """Rename ``src`` to ``dst``, creating ``dst``'s parents; never falls back to a copy.
+def move(src: confine.Tree, src_rel: str, dst: confine.Tree, dst_rel: str) -> None:
+    """Rename ``src/src_rel`` to ``dst/dst_rel``, creating ``dst_rel``'s missing parents;
+    never a copy, and never through a symlink on either side.
 
-    ``made`` remembers parents already created, across calls.
+    Both paths are resolved from directories held open, one component at a
+    time without following links, at the moment of the rename: a folder swapped
+    for a symlink after the preflight is refused, not followed out of the root.
+    The source itself must be a real directory.
     """
-    parent = os.path.dirname(dst)
-    if made is None or parent not in made:
-        os.makedirs(parent, exist_ok=True)
-        if made is not None:
-            made.add(parent)
-    _rename(src, dst)
+    sfd, sname = src.parent(src_rel)
+    st = os.stat(sname, dir_fd=sfd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        raise confine.NotConfined(
+            errno.ENOTDIR, f"is a {confine.kind(st.st_mode)}, not a directory", src_rel
+        )
+    dfd, dname = dst.parent(dst_rel, create=True)
+    _rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+    src.forget(src_rel)
 
 
 def explain(e: OSError) -> str:
+    if isinstance(e, confine.NotConfined):
+        return f"{e.filename}: {e.strerror}"
     if e.errno == errno.EXDEV:
         return "the quarantine is on another filesystem (regplan never copies)"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):

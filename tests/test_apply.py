@@ -272,21 +272,37 @@ def test_second_apply_is_locked_out(
 def test_quarantine_on_another_filesystem_is_refused(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(demo_root).st_dev:
-        pytest.skip("needs /dev/shm on another filesystem than the temp dir")
-    other = shm / f"regplan-test-{os.getpid()}"
-    other.mkdir()
+    """regplan-state/quarantine is a real mount point of another filesystem (tmpfs)."""
+    quarantine_dir = demo_root / "regplan-state" / "quarantine"
+    quarantine_dir.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(quarantine_dir)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
-        (demo_root / "regplan-state").symlink_to(other)
         original = docker_hashes(demo_root)
         with pytest.raises(ApplyError, match="another filesystem"):
             run_apply(plan_path, trusted)
         assert docker_hashes(demo_root) == original
     finally:
-        import shutil
+        subprocess.run(["umount", str(quarantine_dir)], check=True)
 
-        shutil.rmtree(other)
+
+def test_a_symlinked_state_folder_is_refused(
+    demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey], tmp_path: Path
+) -> None:
+    """A regplan-state/ planted as a link out of the root: nothing is written through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (demo_root / "regplan-state").symlink_to(outside)
+    original = docker_hashes(demo_root)
+    with pytest.raises(ApplyError, match="regplan-state: is a symlink, not a real directory"):
+        run_apply(plan_path, trusted)
+    assert docker_hashes(demo_root) == original
+    assert list(outside.iterdir()) == []
 
 
 def test_a_taken_quarantine_slot_is_refused(
@@ -343,12 +359,12 @@ def test_resume_refuses_a_different_plan_with_the_same_id(
     calls = 0
     real = quarantine._rename
 
-    def failing(src: str, dst: str) -> None:
+    def failing(src: str, dst: str, **fds: int) -> None:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise OSError(errno.ENOSPC, "full")
-        real(src, dst)
+        real(src, dst, **fds)
 
     monkeypatch.setattr(quarantine, "_rename", failing)
     with pytest.raises(ApplyError):

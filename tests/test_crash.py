@@ -33,12 +33,12 @@ kill_rename = int(os.environ.get("KILL_AT_RENAME", "0"))
 kill_state = os.environ.get("KILL_AT_STATE")
 calls = 0
 real_rename, real_state = q._rename, a.write_state
-def rename(src, dst):
+def rename(src, dst, **fds):
     global calls
     calls += 1
     if calls == kill_rename:
         os.kill(os.getpid(), signal.SIGKILL)
-    real_rename(src, dst)
+    real_rename(src, dst, **fds)
 def write_state(directory, record):
     if kill_state and record.state.value == kill_state:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -7,6 +7,7 @@ partial state rolls back to the original tree, or a re-run finishes it.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,12 @@ from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, w
 def failing_at(n: int, err: int, real: Callable[..., Any]) -> Callable[..., Any]:
     calls = 0
 
-    def primitive(*args: Any) -> Any:
+    def primitive(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == n:
             raise OSError(err, f"injected {errno.errorcode[err]}")
-        return real(*args)
+        return real(*args, **kwargs)
 
     return primitive
 
@@ -134,14 +135,14 @@ def test_prune_failure_is_one_line_and_rolls_back(
     """An rmdir that fails while pruning (here: permission) ends like any other fault."""
     root, plan, pub = setup
     original = docker_hashes(root)
-    real_rmdir = Path.rmdir
+    real_rmdir = os.rmdir
 
-    def refuse(self: Path) -> None:
-        if self.name == "_uploads":
+    def refuse(path: str, **kwargs: Any) -> None:
+        if path == "_uploads":
             raise OSError(errno.EACCES, "injected EACCES")
-        real_rmdir(self)
+        real_rmdir(path, **kwargs)
 
-    monkeypatch.setattr(Path, "rmdir", refuse)
+    monkeypatch.setattr(os, "rmdir", refuse)
     code, out = cli_apply(plan, pub)
     assert code == 1
     assert out.count("\n") == 1 and out.startswith("Error: could not remove empty folder ")
