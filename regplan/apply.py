@@ -226,7 +226,7 @@ def _unexpected_changes(plan: Plan, actual: fingerprint.TreeDigest) -> tuple[str
     """Name what differs from the plan's prediction, as precisely as the parts allow."""
     touched = {part_of(t.path) for t in plan.targets}
     expected = {k: v for k, v in plan.fingerprint.parts.items() if k not in touched}
-    seen = {k: v for k, v in actual.parts.items() if k not in touched}
+    seen = {k: v for k, v in actual.named_parts().items() if k not in touched}
     changed = fingerprint.changed_parts(expected, seen)
     return tuple(changed) or (f"within the {len(touched)} part(s) this plan changes",)
 
@@ -503,7 +503,7 @@ def rollback(
         now_digest = current_digest(storage, scan_progress)
         ok = now_digest.digest == plan.fingerprint.before
         changed = (
-            () if ok else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.parts))
+            () if ok else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.named_parts()))
         )
         note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
         write_state(
@@ -595,8 +595,13 @@ def purge(
     older_than: timedelta | None,
     now: datetime,
     progress: Progress | None = None,
+    include_unverified: bool = False,
 ) -> list[ApplyRecord]:
-    """Delete the quarantine of one apply, or of every applied one older than an age."""
+    """Delete the quarantine of one apply, or of every applied one older than an age.
+
+    An apply whose final check found the tree other than predicted (its note says
+    how) is left out of ``older_than`` unless ``include_unverified``: someone
+    must look at it first, and purging it by id is that decision."""
     with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
         if apply_id is not None:
             _, record, _ = _load_record(storage, apply_id)
@@ -610,7 +615,9 @@ def purge(
             chosen = [
                 r
                 for r in records(storage)
-                if r.state in (State.APPLIED, State.PURGING) and r.updated_at <= cutoff
+                if r.state in (State.APPLIED, State.PURGING)
+                and r.updated_at <= cutoff
+                and (include_unverified or not r.note)
             ]
         done = []
         for record in chosen:

@@ -459,12 +459,19 @@ def rollback(
 @cli.command()
 @click.argument("apply_id", required=False)
 @click.option("--older-than", metavar="AGE", help="Every applied one older than AGE (e.g. 7d).")
+@click.option(
+    "--include-unverified",
+    is_flag=True,
+    help="With --older-than: also applies whose final check found the tree other than "
+    "planned (see history); by default those are left for a person to look at.",
+)
 @storage_options
 @json_option
 @quiet_option
 def purge(
     apply_id: str | None,
     older_than: str | None,
+    include_unverified: bool,
     root: Path | None,
     config: Path | None,
     as_json: bool,
@@ -481,6 +488,7 @@ def purge(
             older_than=age,
             now=now(),
             progress=deleting.fraction,
+            include_unverified=include_unverified,
         )
     if as_json:
         emit_json([r.apply_id for r in done])

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from regplan.layout import printable
+
 ALGORITHM = "regplan-tree-sha256-v1"
 
 
@@ -23,6 +25,11 @@ class TreeDigest:
     digest: str
     entries: int
     parts: Mapping[str, str]
+
+    def named_parts(self) -> dict[str, str]:
+        """The part digests by printable name, sorted, as a plan records them (a folder
+        name that is not UTF-8 is escaped; the tree digest itself covers the raw bytes)."""
+        return {printable(name): self.parts[name] for name in sorted(self.parts)}
 
     @classmethod
     def of_parts(cls, parts: Mapping[str, str], entries: int) -> TreeDigest:

@@ -12,7 +12,9 @@ from regplan.manifests import Manifest
 from regplan.tree import Tree
 
 
-class ProblemCode(enum.Enum):
+class ProblemCode(enum.StrEnum):
+    """Stable names, written to plans; ordered by name (two problems of one path sort)."""
+
     EMPTY_LINK = "empty-link"
     CORRUPT_LINK = "corrupt-link"
     LINK_MISMATCH = "link-mismatch"
@@ -23,6 +25,8 @@ class ProblemCode(enum.Enum):
     UNKNOWN_TAG_TARGET = "unknown-tag-target"
     SYMLINK = "symlink"
     UNREADABLE = "unreadable"
+    SPECIAL_FILE = "special-file"
+    UNNAMEABLE = "unnameable"
 
 
 @attrs.frozen(kw_only=True, order=True)
@@ -75,3 +79,7 @@ class Inventory:
     (and always of tags' ``current/link``, as ``Tag.pushed_at``)."""
     created: Mapping[Digest, str] = attrs.field(factory=dict)
     """Image config ``created`` of tagged manifests (only when scanned with created=True)."""
+    blind: tuple[str, ...] = ()
+    """Paths the walk could not see into: folders it could not list, symlinks, FIFOs
+    and other special files, names a plan cannot hold. Sorted. What might be
+    referenced from there is kept (planner: fail closed)."""

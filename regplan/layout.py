@@ -83,14 +83,27 @@ class Storage:
         if not path.is_dir():
             raise StorageError(f"{path}: no such directory (expected the registry's rootdirectory)")
         if path.parts[-3:] == V2:
-            return cls(root=path.parents[2], v2=path)
+            return cls(root=path.parents[2], v2=path)._confined()
         v2 = path.joinpath(*V2)
         if v2.is_dir():
-            return cls(root=path, v2=v2)
+            return cls(root=path, v2=v2)._confined()
         raise StorageError(
             f"{path} is not registry storage: expected {Path(*V2)} inside it "
             "(the rootdirectory of the filesystem driver) or the v2 folder itself"
         )
+
+
+    def _confined(self) -> Storage:
+        """docker/, registry/ and v2/ must be real folders of the root: a link there
+        would take every move, rename and chmod out of the rootdirectory."""
+        for i in range(1, len(V2) + 1):
+            folder = self.root.joinpath(*V2[:i])
+            if folder.is_symlink():
+                raise StorageError(
+                    f"{folder} is a symlink; regplan works only inside the rootdirectory "
+                    f"(give --root {folder.resolve().parents[len(V2) - i]} if that is the storage)"
+                )
+        return self
 
 
 def blob_dir(digest: Digest) -> str:

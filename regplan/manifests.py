@@ -93,6 +93,8 @@ def parse(data: bytes, intern: Intern = Digest.parse) -> Manifest:
     """Classify a manifest and list its references; never raises."""
     try:
         doc = json.loads(data)
+    except RecursionError:
+        return Manifest.unreadable("JSON nested too deeply")
     except (ValueError, UnicodeDecodeError) as e:
         return Manifest.unreadable(f"not JSON: {e}")
     if not isinstance(doc, dict):
@@ -151,7 +153,7 @@ def created(config: bytes) -> str | None:
     """The ``created`` time of an image config, or None when it has none."""
     try:
         doc = json.loads(config)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     value = doc.get("created") if isinstance(doc, dict) else None
     return value if isinstance(value, str) else None

@@ -15,6 +15,11 @@ The rules (DESIGN.md section 2), in the order they apply:
   does, in any repository; a ``_layers`` link that stays counts as a reference.
 * Tag history entries of removed revisions go; tags that stay keep their own.
 * ``--prune`` takes every directory left empty, never the roots.
+* What the walk could not see into (a folder it could not list, a symlink, a
+  FIFO, a name a plan cannot hold: ``Inventory.blind``) is kept with all it
+  might reference: inside a repository, that repository fails closed; anywhere
+  under ``repositories/`` but an upload, no blob is removed at all (what is
+  there might reference any of them); prune never counts it as empty.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from regplan.layout import (
     Digest,
     blob_dir,
     layer_dir,
+    printable,
     repo_dir,
     revision_dir,
+    split_repo,
     tag_dir,
     tag_index_dir,
     upload_dir,
@@ -125,6 +132,28 @@ class _Planner:
         for repo, tag in req.tags:
             self.removed_tags[repo].add(tag)
         self.results: dict[str, _RepoResult] = {}
+        self.blind_repos: dict[str, str] = {}
+        """repository -> why it fails closed: something inside it cannot be seen."""
+        self.blind_holders: set[str] = set()
+        """Folders of repositories/ (by name) that hold something the walk could not see."""
+        self.freeze = ""
+        """Why no blob may be removed ("" when every repository was seen whole)."""
+        self._blind_spots()
+
+    def _blind_spots(self) -> None:
+        for path in self.inv.blind:
+            if not path.startswith("repositories/"):
+                continue  # an unseen blob is no candidate; a manifest missing its data fails closed
+            shown = printable(path)
+            split = split_repo(path)
+            if split is not None:
+                repo, rest = split
+                if rest.split("/", 1)[0] == "_uploads":
+                    continue  # uploads reference nothing
+                self.blind_repos.setdefault(repo, f"{shown} cannot be seen")
+            names = path.split("/")[1:]
+            self.blind_holders.update("/".join(names[:i]) for i in range(1, len(names)))
+            self.freeze = self.freeze or shown
 
     # -- graph helpers ------------------------------------------------------
 
@@ -270,7 +299,7 @@ class _Planner:
     def _whole_dir(self, name: str) -> bool:
         """True when no repository that stays is nested inside ``name``."""
         if self._holds_kept is None:
-            holds: set[str] = set()
+            holds: set[str] = set(self.blind_holders)
             for other in self.inv.repositories:
                 if other not in self.req.repos:
                     parts = other.split("/")
@@ -345,6 +374,8 @@ class _Planner:
     def _fail_closed(self, repo: Repository, removed_tags: set[str]) -> str:
         """Why this repository must keep all it might reference, or "" when it is sound."""
         name = repo.name
+        if name in self.blind_repos:
+            return self.blind_repos[name]
         uncertain = sorted(
             t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
         )
@@ -457,6 +488,9 @@ class _Planner:
         candidates = self._blob_candidates()
         if not candidates:
             return
+        if self.freeze:
+            self._freeze_blobs(candidates)
+            return
         keepers = self._keepers(candidates)
         for b, sources in sorted(candidates.items()):
             if b not in self.inv.blobs:
@@ -471,6 +505,18 @@ class _Planner:
                 self.keep(path, "--gc: younger than --gc-min-age")
             else:
                 self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
+
+    def _freeze_blobs(self, candidates: Mapping[Digest, AbstractSet[str]]) -> None:
+        """No blob goes: something under repositories/ cannot be seen and might use any."""
+        why = f"{self.freeze} cannot be seen and might reference it (fail closed)"
+        for b, sources in sorted(candidates.items()):
+            if sources and b in self.inv.blobs:
+                self.keep(blob_dir(b), why, sources)
+        self.keep(
+            "blobs",
+            f"no blob is removed: {self.freeze} cannot be seen, and what is there might "
+            "reference any blob (fail closed); make it readable, or remove it, and plan again",
+        )
 
     def _keepers(self, candidates: Mapping[Digest, AbstractSet[str]]) -> _Keepers:
         """The candidate blobs that something that stays references, and by what."""
@@ -514,10 +560,11 @@ class _Planner:
             removed.update(tree.subtree(path))
         nonempty: dict[str, int] = defaultdict(int)
         dirs: list[str] = []
+        blind = set(self.inv.blind)  # a folder that could not be listed is never empty
         for path, kind in tree.items():
             if path in removed:
                 continue
-            if kind == "d":
+            if kind == "d" and path not in blind:
                 dirs.append(path)
             else:
                 nonempty[_parent(path)] += 1

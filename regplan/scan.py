@@ -20,13 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
-from regplan import fingerprint, manifests, parallel
+from regplan import confine, fingerprint, manifests, parallel
 from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.layout import (
+    NAME_MAX,
     Digest,
     Storage,
     blob_data,
     layer_dir,
+    name_problem,
+    printable,
     revision_dir,
     tag_dir,
 )
@@ -64,6 +67,17 @@ def _child_part(rel_dir: str, inherited: str | None, name: str, rel: str) -> tup
 
 UNREADABLE_FILE = "f0"
 """The token of a file that could not be read (its problem is reported)."""
+UNNAMEABLE = "n"
+"""The token of an entry whose name a plan cannot hold (layout.name_problem): not walked."""
+SPECIAL = "x"
+"""The token of a FIFO, socket or device: never opened."""
+
+
+def _why(e: OSError) -> str:
+    """An OSError without the absolute path (the problem names the path)."""
+    return e.strerror or str(e)
+
+
 PART_END = ""
 """The token of the event that says every path of a part has been seen."""
 
@@ -75,6 +89,8 @@ class Side:
     mtimes: dict[str, float] = attrs.field(factory=dict)
     startedat: dict[str, str] = attrs.field(factory=dict)
     problems: list[Problem] = attrs.field(factory=list)
+    blind: list[str] = attrs.field(factory=list)
+    """Paths not seen into (see Inventory.blind)."""
     count: int = 0
 
 
@@ -109,8 +125,13 @@ def events(
             with os.scandir(abs_dir) as it:
                 children = list(it)
         except OSError as e:
+            side.blind.append(rel_dir)
             side.problems.append(
-                Problem(path=rel_dir, code=ProblemCode.UNREADABLE, message=f"cannot list: {e}")
+                Problem(
+                    path=rel_dir,
+                    code=ProblemCode.UNREADABLE,
+                    message=f"cannot list: {_why(e)}; kept with all it might hold",
+                )
             )
             continue
         deal = n > 1 and inherited is None  # this folder's children start parts
@@ -127,6 +148,22 @@ def events(
                         stack.append((entry.path, rel, None))
                     continue
             try:
+                if not (name.isascii() and name.isprintable() and len(name) <= NAME_MAX):
+                    why = name_problem(name)
+                    if why is not None:  # never walked: a plan could not name what is inside
+                        token = UNNAMEABLE
+                        side.blind.append(rel)
+                        side.problems.append(
+                            Problem(
+                                path=printable(rel),
+                                code=ProblemCode.UNNAMEABLE,
+                                message=f"name {why}: not walked; kept with all it might hold",
+                            )
+                        )
+                        yield rel, token, part
+                        if part == rel:
+                            yield rel, PART_END, rel
+                        continue
                 if entry.is_dir(follow_symlinks=False):
                     yield rel, "d", part
                     if part == rel:
@@ -135,6 +172,7 @@ def events(
                     continue
                 if entry.is_symlink():
                     token = "s" + os.readlink(entry.path)
+                    side.blind.append(rel)
                     side.problems.append(
                         Problem(
                             path=rel,
@@ -142,12 +180,20 @@ def events(
                             message="symlink in registry storage (not followed, kept)",
                         )
                     )
+                elif not entry.is_file(follow_symlinks=False):
+                    token = SPECIAL
+                    side.blind.append(rel)
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                    side.problems.append(
+                        Problem(
+                            path=rel,
+                            code=ProblemCode.SPECIAL_FILE,
+                            message=f"{confine.kind(mode)} in registry storage (never read, kept)",
+                        )
+                    )
                 elif name == "link":
-                    fd = os.open(entry.path, os.O_RDONLY)
-                    try:
-                        token = "l" + os.read(fd, 4096).decode("utf-8", "replace")
-                    finally:
-                        os.close(fd)
+                    content = confine.read_regular(entry.path, 4096)
+                    token = "l" + content.decode("utf-8", "replace")
                     if mtimes or rel_dir.endswith("/current"):  # a tag's push time
                         side.mtimes[rel] = entry.stat(follow_symlinks=False).st_mtime
                 else:
@@ -156,12 +202,14 @@ def events(
                     if name == "data" and mtimes:
                         side.mtimes[rel] = st.st_mtime
                     elif name == "startedat":
-                        with open(entry.path, "rb") as f:
-                            side.startedat[rel] = f.read(200).decode("utf-8", "replace").strip()
+                        text = confine.read_regular(entry.path, 200)
+                        side.startedat[rel] = text.decode("utf-8", "replace").strip()
             except OSError as e:
                 token = UNREADABLE_FILE
                 side.problems.append(
-                    Problem(path=rel, code=ProblemCode.UNREADABLE, message=f"cannot read: {e}")
+                    Problem(
+                        path=rel, code=ProblemCode.UNREADABLE, message=f"cannot read: {_why(e)}"
+                    )
                 )
             yield rel, token, part
             if part == rel:  # a file that is a part of its own (a top-level file)
@@ -248,8 +296,7 @@ def read_files(top: str, paths: Sequence[str], batch: int = 1024) -> Iterator[by
 
     def read(path: str) -> bytes | OSError:
         try:
-            with open(os.path.join(top, path), "rb") as f:
-                return f.read()
+            return confine.read_regular(os.path.join(top, path))
         except OSError as e:
             return e
 
@@ -274,6 +321,7 @@ class _Share:
     repos: dict[str, _RepoParts]
     blobs: dict[Digest, int]
     problems: list[Problem]
+    blind: list[str]
     mtimes: dict[str, float]
     interned: dict[str, Digest]
     """Share 0's digest table (it ran in this process); empty for forked shares."""
@@ -290,6 +338,7 @@ def _scan_share(
         repos=builder.repos,
         blobs=builder.blobs,
         problems=builder.problems,
+        blind=side.blind,
         mtimes=side.mtimes,
         interned=builder.interned if k == 0 else {},
     )
@@ -354,6 +403,7 @@ class _Builder:
                         t.history = {d(x) for x in t.history}
                 builder.repos[name] = r
             builder.problems.extend(share.problems)
+            builder.side.blind.extend(share.blind)
             builder.side.mtimes.update(share.mtimes)
         return builder
 
@@ -527,7 +577,7 @@ class _Builder:
         v2 = os.fspath(storage.v2)
         for digest, path, data in zip(present, paths, read_files(v2, paths), strict=True):
             if isinstance(data, OSError):
-                parsed = manifests.Manifest.unreadable(f"cannot read: {data}")
+                parsed = manifests.Manifest.unreadable(f"cannot read: {_why(data)}")
             else:
                 parsed = manifests.parse(data, self.digest)
             if not parsed.known:
@@ -560,8 +610,10 @@ class _Builder:
                 return None
             if d not in images:
                 try:
-                    with open(storage.v2 / blob_data(m.config), "rb") as f:
-                        value = manifests.created(f.read(1 << 20))
+                    data = confine.read_regular(
+                        os.fspath(storage.v2 / blob_data(m.config)), 1 << 20
+                    )
+                    value = manifests.created(data)
                 except OSError:
                     value = None
                 images[d] = value or ""
@@ -604,4 +656,5 @@ class _Builder:
             tree=tree,
             mtimes=self.side.mtimes,
             created=self.created,
+            blind=tuple(sorted(set(self.side.blind))),  # shares all walk the folders above parts
         )

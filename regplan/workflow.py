@@ -83,7 +83,7 @@ def make_plan(
             before=before.digest,
             after=after.digest,
             entries=before.entries,
-            parts=dict(sorted(before.parts.items())),
+            parts=before.named_parts(),
         ),
         summary=summarize(decision.targets),
         targets=decision.targets,
@@ -172,7 +172,7 @@ def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) 
         )
     raise StalePlanError(
         f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: "
-        + describe_changes(fingerprint.changed_parts(plan.fingerprint.parts, now.parts))
+        + describe_changes(fingerprint.changed_parts(plan.fingerprint.parts, now.named_parts()))
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,25 +94,40 @@ def write_plan_file(root: Path, sel: Selection, path: Path) -> Plan:
     return plan
 
 
+def _nameable(name: str) -> bool:
+    """A name a plan can hold: UTF-8, no control character, at most 255 bytes."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return size <= 255 and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+
+
 def reference_entries(v2: Path) -> dict[str, str]:
     """Every path below ``v2`` with its fingerprint token, read with os.walk: an
     oracle for the scan's own walk (tokens: ``d``, ``l<content>``, ``f<size>``,
-    ``s<target>``)."""
+    ``s<target>``; ``n`` for an entry whose name a plan cannot hold, not walked
+    into; ``x`` for a FIFO, socket or device)."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(v2):
         rel_dir = os.path.relpath(dirpath, v2)
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if os.path.islink(p):
+            if not _nameable(name):
+                out[rel] = "n"
+            elif os.path.islink(p):
                 out[rel] = "s" + os.readlink(p)
             elif os.path.isdir(p):
                 out[rel] = "d"
+            elif not stat.S_ISREG(os.lstat(p).st_mode):
+                out[rel] = "x"
             elif name == "link":
                 with open(p, "rb") as fh:
                     out[rel] = "l" + fh.read(4096).decode("utf-8", "replace")
             else:
                 out[rel] = f"f{os.path.getsize(p)}"
+        dirnames[:] = [d for d in dirnames if _nameable(d)]
     return out
 
 
