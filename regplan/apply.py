@@ -503,7 +503,9 @@ def rollback(
         now_digest = current_digest(storage, scan_progress)
         ok = now_digest.digest == plan.fingerprint.before
         changed = (
-            () if ok else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.named_parts()))
+            ()
+            if ok
+            else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.named_parts()))
         )
         note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
         write_state(

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ import click
 
 from regplan import __version__, apply, codec, render, signing, walkthrough, workflow
 from regplan.config import ENV_ROOT, rootdirectory
-from regplan.errors import ApplyError, RegplanError
-from regplan.layout import Storage
+from regplan.errors import ApplyError, RegplanError, SelectionError
+from regplan.layout import Storage, printable
 from regplan.progress import Reporter
 from regplan.selection import ImageSpec, Retention, Selection, parse_age
 
@@ -29,14 +29,24 @@ Command = Callable[..., Any]
 
 
 class RegplanGroup(click.Group):
-    """Turns a ``RegplanError`` into ``Error: <message>`` and its exit code."""
+    """Turns a ``RegplanError`` into ``Error: <message>`` and its exit code.
+
+    The message is one line whatever it quotes (a name with a newline is
+    escaped). An OSError no layer below turned into a RegplanError (a disk that
+    fails where nothing else could) is one line and exit 1 as well, not a
+    traceback; anything else keeps its traceback: that is a bug to report.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RegplanError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {printable(str(e))}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"Error: {printable(where + (e.strerror or str(e)))}", err=True)
+            ctx.exit(1)
 
 
 def now() -> datetime:
@@ -267,7 +277,7 @@ def _selection(sel: dict[str, Any]) -> Selection:
         raise click.UsageError("--gc-min-age goes with --gc")
     for flag in ("older_than", "gc_min_age", "uploads_older_than"):
         if sel[flag] is not None:
-            parse_age(sel[flag])
+            _age(sel[flag], flag)
     selection = Selection(
         images=tuple(ImageSpec.parse(i) for i in sel["images"]),
         untagged=sel["untagged"],
@@ -282,6 +292,14 @@ def _selection(sel: dict[str, Any]) -> Selection:
             "nothing selected: give --image, --untagged, --gc, --uploads-older-than or --prune"
         )
     return selection
+
+
+def _age(text: str, flag: str) -> timedelta:
+    """An AGE option, or a usage error (exit 2) that names the option."""
+    try:
+        return parse_age(text)
+    except SelectionError as e:
+        raise click.BadParameter(str(e), param_hint=f"--{flag.replace('_', '-')}") from None
 
 
 def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
@@ -480,7 +498,7 @@ def purge(
     """Delete the quarantine of APPLY_ID (or of every applied one older than AGE) for good."""
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
-    age = parse_age(older_than) if older_than is not None else None
+    age = _age(older_than, "older_than") if older_than is not None else None
     with _progress("deleting", quiet=quiet, as_json=as_json) as deleting:
         done = apply.purge(
             storage=_storage(root, config),

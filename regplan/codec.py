@@ -154,6 +154,8 @@ def parse_json(data: str | bytes, *, source: str) -> dict[str, Any]:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise PlanFormatError(f"{source}: not JSON ({e})") from None
+    except RecursionError:
+        raise PlanFormatError(f"{source}: not a regplan plan (JSON nested too deeply)") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise PlanFormatError(f'{source}: not a regplan plan (no "format": "{FORMAT}")')
     version = raw.get("version")

@@ -23,9 +23,13 @@ NOT_DRIVERS = frozenset({"delete", "maintenance", "cache", "redirect", "tag"})
 def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
     """The filesystem driver's rootdirectory; refuse any other driver, naming it."""
     try:
-        doc = yaml.safe_load(config.read_text())
+        doc = yaml.safe_load(config.read_text(encoding="utf-8"))
     except OSError as e:
         raise StorageError(f"cannot read registry config {config}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise StorageError(f"{config} is not a text file (not UTF-8)") from None
+    except RecursionError:
+        raise StorageError(f"{config} is not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -23,6 +23,10 @@ class PlanFormatError(RegplanError):
     """The plan file is not a valid regplan plan of a version we read."""
 
 
+class PlanWriteError(RegplanError):
+    """The plan file could not be written (nothing is left half written)."""
+
+
 class KeyFileError(RegplanError):
     """A key file is missing, unreadable, or not an Ed25519 key of ours."""
 

@@ -92,7 +92,6 @@ class Storage:
             "(the rootdirectory of the filesystem driver) or the v2 folder itself"
         )
 
-
     def _confined(self) -> Storage:
         """docker/, registry/ and v2/ must be real folders of the root: a link there
         would take every move, rename and chmod out of the rootdirectory."""

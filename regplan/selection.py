@@ -114,7 +114,17 @@ def parse_age(text: str) -> timedelta:
     m = _AGE.match(text.strip())
     if m is None:
         raise SelectionError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        age = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        age = MAX_AGE + MAX_AGE
+    if age > MAX_AGE:
+        raise SelectionError(f"age {text!r} is more than 1000 years")
+    return age
+
+
+MAX_AGE = timedelta(days=365_250)
+"""Ages beyond this are a typo (and ``now - age`` would leave the calendar)."""
 
 
 def parse_time(text: str) -> datetime | None:

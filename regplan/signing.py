@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -53,18 +53,25 @@ def keygen(path: Path, *, comment: str) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     pub_path = path.with_name(path.name + ".pub")
     for p in (path, pub_path):
-        if p.exists():
+        if os.path.lexists(p):  # a dangling symlink too: never write through one
             raise KeyFileError(f"{p} exists; refusing to overwrite a key")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
     public = private.public_key()
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     line = f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {comment}".rstrip()
-    pub_path.write_text(line + "\n")
+    written: list[Path] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for p, data, mode in ((path, pem, 0o600), (pub_path, (line + "\n").encode(), 0o644)):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(p)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except OSError as e:
+        for p in written:  # no half key pair left behind
+            p.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write key {e.filename or path}: {e.strerror}") from None
     return keyid_of(public)
 
 
@@ -75,7 +82,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise KeyFileError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} is not an Ed25519 key")

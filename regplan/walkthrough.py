@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from regplan import apply, render, signing, workflow
 from regplan.demo import build_demo
+from regplan.errors import RegplanError
 from regplan.layout import Storage
 from regplan.selection import ImageSpec, Selection
 
@@ -24,8 +26,8 @@ def _quote(echo: Echo, text: str) -> None:
 def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     base = directory or Path(tempfile.mkdtemp(prefix="regplan-demo-"))
     root = base / "registry"
-    if root.exists():
-        raise FileExistsError(f"{root} exists; give an empty or new directory")
+    if os.path.lexists(root):
+        raise RegplanError(f"{root} exists; give an empty or new directory")
     build_demo(root)
     storage = Storage.locate(root)
     echo(f"1. A sample registry was written to {root}: team/app (v1, v2, latest re-pushed")

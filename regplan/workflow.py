@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__, codec, confine, fingerprint, signing
-from regplan.errors import PlanFormatError, SignatureError, StalePlanError
+from regplan.errors import PlanFormatError, PlanWriteError, SignatureError, StalePlanError
 from regplan.layout import Storage
 from regplan.plan import (
     Fingerprint,
@@ -95,12 +96,22 @@ def make_plan(
 
 
 def write_plan(plan: Plan, path: Path) -> None:
-    """Write atomically (a reader never sees half a plan) and item by item."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (a reader never sees half a plan) and item by item; on any
+    failure (a full disk) the temporary file is removed and the error is one line."""
+    if path.is_dir():
+        raise PlanWriteError(f"{path} is a directory; give the plan file's name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines(codec.pretty_chunks(plan))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            f.writelines(codec.pretty_chunks(plan))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise PlanWriteError(f"cannot write plan {e.filename or path}: {e.strerror}") from None
 
 
 def read_raw(path: Path, *, follow: bool = True) -> tuple[dict[str, object], str]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import pickle
+import shutil
 import stat
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,6 +21,8 @@ from regplan import fingerprint, signing, workflow
 from regplan.layout import Storage, group_by_part
 from regplan.plan import Plan
 from regplan.selection import ImageSpec, Selection
+
+T = TypeVar("T")
 
 NOW = datetime(2026, 11, 28, 10, 15, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -55,17 +63,21 @@ def write_pub(key: Ed25519PrivateKey, path: Path) -> Path:
 
 
 def content_hashes(root: Path) -> dict[str, str]:
-    """Every file's SHA-256, every directory and symlink, independent of regplan's code."""
+    """Every file's SHA-256, every directory, symlink and special file, independent of
+    regplan's code (a FIFO is never opened)."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        for d in dirnames:
-            out[os.path.normpath(os.path.join(rel_dir, d)) + "/"] = "dir"
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            rel = os.path.normpath(os.path.join(rel_dir, f))
-            if os.path.islink(p):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode):
                 out[rel] = "link:" + os.readlink(p)
+            elif stat.S_ISDIR(mode):
+                out[rel + "/"] = "dir"
+            elif not stat.S_ISREG(mode):
+                out[rel] = f"special:{stat.S_IFMT(mode):o}"
             else:
                 with open(p, "rb") as fh:
                     out[rel] = hashlib.sha256(fh.read()).hexdigest()
@@ -139,3 +151,81 @@ def reference_digest(entries: dict[str, str]) -> fingerprint.TreeDigest:
         lines = sorted(f"{p}\0{entries[p]}\n" for p in paths)
         parts[part] = hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
     return fingerprint.TreeDigest.of_parts(parts, len(entries))
+
+
+NOBODY = 65534
+
+
+def as_nobody(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a forked child as an unprivileged user and return its result.
+
+    Root reads and lists what mode 000 hides, so the unreadable-storage tests
+    drop privileges the way an operator's service account has none. Not root:
+    ``fn`` runs here as it is. An exception in the child comes back as
+    ``ChildError`` with its type and message.
+    """
+    if os.geteuid() != 0:
+        return fn()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            payload = pickle.dumps(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001 (everything goes back to the parent)
+            payload = pickle.dumps(("err", f"{type(e).__name__}: {e}"))
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)  # noqa: S301 (our own child's bytes)
+    if kind == "err":
+        raise ChildError(value)
+    result: T = value
+    return result
+
+
+class ChildError(Exception):
+    """What an ``as_nobody`` function raised, as ``Type: message``."""
+
+
+def hide(path: Path) -> None:
+    """Mode 000: an unprivileged walk cannot list or read it."""
+    path.chmod(0)
+
+
+def shared_tmp() -> Path:
+    """A temp folder an unprivileged child can reach (pytest's tmp_path is root's, 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="regplan-test-"))
+    path.chmod(0o755)
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree after giving back every mode a test took away."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            p = Path(dirpath) / d
+            if not p.is_symlink():
+                p.chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sign_raw(raw: dict[str, Any], key: Ed25519PrivateKey = KEY) -> dict[str, Any]:
+    """Re-sign a raw plan object as it stands (any edit): what a holder of a trusted
+    key could produce, for tests of what a validly signed plan may still not do."""
+    meta = {
+        "keyid": signing.keyid_of(key.public_key()),
+        "role": "planner",
+        "signer": "attacker",
+        "signed_at": "2026-11-28T10:15:00Z",
+    }
+    message = signing._message(signing.raw_body_digest(raw), meta)
+    sig = base64.b64encode(key.sign(message)).decode()
+    return raw | {"signatures": [meta | {"sig": sig}]}

@@ -303,7 +303,7 @@ def test_approve_and_require_signatures(
     ("args", "code", "message"),
     [
         (["purge"], 2, "give an APPLY_ID or --older-than AGE"),
-        (["purge", "--older-than", "soon"], 1, "age 'soon': expected a number and a unit"),
+        (["purge", "--older-than", "soon"], 2, "age 'soon': expected a number and a unit"),
         (["rollback", "nope"], 1, "no apply nope in"),
         (["history"], 0, "No applies recorded."),
     ],

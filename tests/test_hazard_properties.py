@@ -1,0 +1,187 @@
+"""Random registries with random hazards planted (hypothesis): the two statements
+that must hold whatever the storage holds.
+
+1. What the walk cannot see, the plan keeps: with anything unseen under
+   repositories/ no blob is planned, and nothing inside a repository holding
+   something unseen is planned.
+2. Nothing outside the root is read, written or moved: plan, verify, apply and
+   rollback end with a result or a one-line RegplanError, a folder outside the
+   root that the planted links point to is untouched, and rollback restores
+   the storage byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from regplan import apply, signing, workflow
+from regplan.errors import RegplanError, SelectionError
+from regplan.layout import Storage, split_repo
+from regplan.plan import TargetKind
+from tests.helpers import (
+    KEY,
+    NOW,
+    docker_hashes,
+    make_plan,
+    selection,
+    write_pub,
+)
+from tests.test_hostile_apply import snapshot
+from tests.test_properties import REPOS, build, push
+
+HAZARDS = ["symlink-folder", "fifo-link", "unnameable", "corrupt-link", "deep-manifest"]
+
+hazard = st.tuples(st.sampled_from(HAZARDS), st.integers(0, 10_000))
+
+
+def folders(v2: Path) -> list[Path]:
+    """Folders under repositories/, sorted (what a hazard can hit)."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(v2 / "repositories"):
+        dirnames.sort()
+        out += [Path(dirpath) / d for d in dirnames]
+    return out
+
+
+def plant(v2: Path, outside: Path, kind: str, pick: int) -> None:
+    """One hazard, at a place chosen by ``pick`` among those of its kind."""
+    links = sorted(v2.glob("repositories/**/link"))
+    if kind == "symlink-folder" and folders(v2):
+        target = folders(v2)[pick % len(folders(v2))]
+        if target.is_dir() and not target.is_symlink():
+            outside.mkdir()
+            target.rename(outside / "moved")
+            target.symlink_to(outside / "moved")
+    elif kind == "fifo-link" and links:
+        link = links[pick % len(links)]
+        if link.is_file():
+            link.unlink()
+            os.mkfifo(link)
+    elif kind == "unnameable" and folders(v2):
+        parent = folders(v2)[pick % len(folders(v2))]
+        if parent.is_dir() and not parent.is_symlink():
+            os.mkdir(os.fsencode(parent) + b"/\xff" + str(pick).encode())
+    elif kind == "corrupt-link" and links:
+        link = links[pick % len(links)]
+        if link.is_file() and not link.is_symlink():
+            link.write_bytes(b"sha256:not-a-digest")
+    elif kind == "deep-manifest":
+        datas = sorted(p for p in v2.glob("blobs/*/*/*/data") if p.stat().st_size < 4096)
+        if datas:
+            datas[pick % len(datas)].write_bytes(b"[" * 3000)
+
+
+def unseen(plan_problems: list[tuple[str, str]]) -> list[str]:
+    """Paths under repositories/ the walk could not see (from the plan's problems)."""
+    codes = {"symlink", "unreadable", "special-file", "unnameable"}
+    return [p for code, p in plan_problems if code in codes and p.startswith("repositories/")]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    pushes=st.lists(push, min_size=1, max_size=8),
+    hazards=st.lists(hazard, min_size=1, max_size=3),
+    untagged=st.lists(st.sampled_from([*REPOS, "*"]), max_size=2),
+    prune=st.booleans(),
+    after=st.integers(0, 10_000),
+)
+def test_hazards_are_kept_and_nothing_leaves_the_root(
+    pushes: list[tuple[str, str | None, str, list[int], list[int]]],
+    hazards: list[tuple[str, int]],
+    untagged: list[str],
+    prune: bool,
+    after: int,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        root, outside = base / "registry", base / "outside"
+        outside.mkdir()
+        build(root, pushes)
+        v2 = Storage.locate(root).v2
+        for n, (kind, pick) in enumerate(hazards):
+            plant(v2, outside / str(n), kind, pick)
+        (outside / "sentinel").write_text("someone else's")
+        (outside / "lure").mkdir()  # what a link planted before rollback points to
+        before_outside = snapshot(outside)
+        original = docker_hashes(root)
+
+        try:
+            plan = make_plan(root, attrs.evolve(selection((), (*untagged, "*"), prune), gc=True))
+        except SelectionError:
+            assume(False)
+            raise
+        # uploads reference nothing: an unseen one changes no decision
+        hidden = [
+            h
+            for h in unseen([(p.code.value, p.path) for p in plan.problems])
+            if "_uploads" not in (split_repo(h) or ("", ""))[1].split("/")[:1]
+        ]
+        hidden_repos = {s[0] for s in map(split_repo, hidden) if s is not None}
+        if hidden:
+            assert not [t for t in plan.targets if t.kind == TargetKind.BLOB], hidden
+        for t in plan.targets:
+            split = split_repo(t.path + "/_") if t.kind == TargetKind.REPOSITORY else None
+            owner = split[0] if split else (split_repo(t.path) or ("",))[0]
+            assert owner not in hidden_repos or t.kind == TargetKind.EMPTY_DIR, (t.path, hidden)
+
+        plan_path = base / "p.json"
+        workflow.write_plan(plan, plan_path)
+        trusted = [signing.load_trusted(write_pub(KEY, base / "k.pub"))]
+        try:
+            result = apply.apply_plan(
+                plan_path=plan_path, trusted=trusted, root=None, required=1, now=NOW
+            )
+        except RegplanError as e:
+            assert "\n" not in str(e)
+        else:
+            storage = Storage.locate(root)
+            undo = plant_before_rollback(v2, base, [t.path for t in plan.targets], after)
+            if undo is not None:  # the rollback may refuse, but never goes through the link
+                try:
+                    apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+                except RegplanError as e:
+                    assert "\n" not in str(e)
+                assert snapshot(outside) == before_outside
+                undo()
+                assert snapshot(outside) == before_outside
+            if apply.records(storage)[-1].state.value != "rolled-back":
+                apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
+        assert docker_hashes(root) == original
+        assert snapshot(outside) == before_outside
+
+
+def plant_before_rollback(
+    v2: Path, base: Path, targets: list[str], pick: int
+) -> Callable[[], None] | None:
+    """Replace a folder on the way to a moved target (or a pruned one) by a link to
+    a folder outside the root; return how to take it away again."""
+    ancestors = sorted({t.rsplit("/", i)[0] for t in targets for i in range(1, t.count("/") + 1)})
+    if not ancestors:
+        return None
+    place = v2 / ancestors[pick % len(ancestors)]
+    lure = base / "outside" / "lure"
+    aside = base / "aside"
+    if place.is_symlink() or not place.parent.is_dir() or place.parent.is_symlink():
+        return None
+    moved = place.exists()
+    if moved:
+        place.rename(aside)
+    place.symlink_to(lure)
+
+    def undo() -> None:
+        place.unlink()
+        if moved:
+            aside.rename(place)
+
+    return undo
