@@ -19,7 +19,14 @@ from regplan.config import ENV_ROOT, rootdirectory
 from regplan.errors import ApplyError, RegplanError, SelectionError
 from regplan.layout import Storage, printable
 from regplan.progress import Reporter
-from regplan.selection import ImageSpec, Retention, Selection, parse_age
+from regplan.selection import (
+    ImageSpec,
+    Protect,
+    Retention,
+    Selection,
+    parse_age,
+    parse_protect,
+)
 
 log = logging.getLogger("regplan")
 
@@ -201,6 +208,15 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
     "--uploads-older-than", metavar="AGE", help="Remove upload folders started more than AGE ago."
 )
 @click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
+@click.option(
+    "--protect",
+    "protect",
+    type=click.File("r", encoding="utf-8"),
+    multiple=True,
+    metavar="FILE",
+    help="Images that must survive, whatever else is asked: lines repo:tag, "
+    "repo@sha256:... or sha256:... ('-' reads stdin; # comments). Repeatable.",
+)
 @click.option("--signer", default=default_signer, help="Name recorded with the signature.")
 @json_option
 @quiet_option
@@ -239,6 +255,11 @@ def plan(
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     workflow.write_plan(made, path)
+    for p in made.request.selection.protect:
+        if not p.matches:
+            click.echo(
+                f"Warning: --protect {p.source}: {printable(p.ref)} matches nothing", err=True
+            )
     s = made.summary
     if as_json:
         emit_json(
@@ -278,7 +299,15 @@ def _selection(sel: dict[str, Any]) -> Selection:
     for flag in ("older_than", "gc_min_age", "uploads_older_than"):
         if sel[flag] is not None:
             _age(sel[flag], flag)
+    protect: tuple[Protect, ...] = ()
+    for f in sel["protect"]:
+        name = "stdin" if f.name == "<stdin>" else f.name
+        try:
+            protect += parse_protect(f.read(), name)
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--protect") from None
     selection = Selection(
+        protect=protect,
         images=tuple(ImageSpec.parse(i) for i in sel["images"]),
         untagged=sel["untagged"],
         prune=sel["prune"],
@@ -311,6 +340,7 @@ def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
             argv.append(f"--{name.replace('_', '-')}={sel[name]}")
     if sel["sort_by"] != "pushed":
         argv.append(f"--sort-by={sel['sort_by']}")
+    argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
     flags = ("allow_empty_repos", "gc", "prune")
     argv += [f"--{flag.replace('_', '-')}" for flag in flags if sel[flag]]
     return argv

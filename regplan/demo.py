@@ -154,6 +154,55 @@ def image(
     )
 
 
+COSIGN_SIGNATURE_MT = "application/vnd.dev.cosign.simplesigning.v1+json"
+IN_TOTO_MT = "application/vnd.dsse.envelope.v1+json"
+
+
+def cosign(subject: Pushable, repo: str, *, kind: str = "sig") -> Image:
+    """What ``cosign sign`` (``kind="sig"``) or ``cosign attest`` (``"att"``) pushes as
+    the tag ``sha256-<hex>.<kind>``: an OCI manifest whose one layer is the signed
+    payload naming the subject, with the signature in an annotation; its config
+    is cosign's near-empty image config."""
+    payload = _json(
+        {
+            "critical": {
+                "identity": {"docker-reference": repo},
+                "image": {"docker-manifest-digest": str(subject.digest)},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        }
+    )
+    layer_mt = COSIGN_SIGNATURE_MT if kind == "sig" else IN_TOTO_MT
+    body = Blob(payload if kind == "sig" else _json({"payload": payload.hex()}), layer_mt)
+    config = Blob(
+        _json(
+            {
+                "architecture": "",
+                "created": "0001-01-01T00:00:00Z",
+                "history": [{"created": "0001-01-01T00:00:00Z"}],
+                "os": "",
+                "rootfs": {"type": "layers", "diff_ids": [str(body.digest)]},
+                "config": {},
+            }
+        ),
+        CONFIG_MT,
+    )
+    annotations = {"dev.cosignproject.cosign/signature": f"MEUCIQ{subject.digest.encoded[:20]}="}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MT,
+        "config": config.descriptor(),
+        "layers": [body.descriptor(annotations=annotations)],
+    }
+    return Image(manifest=Blob(_json(doc), OCI_MANIFEST_MT), config=config, layers=(body,))
+
+
+def attached_tag(subject: Pushable, kind: str) -> str:
+    """cosign's tag for a signature (``sig``), attestation (``att``) or SBOM (``sbom``)."""
+    return f"sha256-{subject.digest.encoded}.{kind}"
+
+
 def index(children: Iterable[Image]) -> Index:
     kids = tuple(children)
     doc = {
@@ -303,6 +352,14 @@ def demo_pushes() -> DemoImages:
     # cross-repository sharing: old/repo uses team/app:v1's layers exactly
     pushes.append(("old/repo", "2019", app_v1))
     pushes.append(("old/repo", "2020", image([BASE, _files("old-2020")])))
+    # signed images: cosign pushes signatures and attestations as tags after the image
+    signed_v1 = image([BASE, _files("signed-v1")])
+    signed_v2 = image([BASE, _files("signed-v2")])
+    pushes += [("team/signed", "v1", signed_v1), ("team/signed", "v2", signed_v2)]
+    for subject, kinds in ((signed_v1, ("sig", "att")), (signed_v2, ("sig",))):
+        for kind in kinds:
+            sig = cosign(subject, "team/signed", kind=kind)
+            pushes.append(("team/signed", attached_tag(subject, kind), sig))
     return DemoImages(tuple(pushes))
 
 

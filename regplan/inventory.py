@@ -27,6 +27,7 @@ class ProblemCode(enum.StrEnum):
     UNREADABLE = "unreadable"
     SPECIAL_FILE = "special-file"
     UNNAMEABLE = "unnameable"
+    UNKNOWN_FOLDER = "unknown-folder"
 
 
 @attrs.frozen(kw_only=True, order=True)

@@ -105,6 +105,25 @@ class Storage:
         return self
 
 
+_ATTACHED = re.compile(r"sha256-([a-f0-9]{64})(?:\.(.+))?")
+ATTACHED_KINDS = {"sig": "signature", "att": "attestation", "sbom": "SBOM", "": "referrers"}
+"""cosign's suffixes (configurable: any other suffix is named as it is) and the OCI
+1.1 referrers fallback tag (no suffix), in words."""
+
+
+def attached_subject(tag: str) -> Digest | None:
+    """The subject of an attached tag (``sha256-<hex>[.<suffix>]``: a cosign signature,
+    attestation or SBOM, or an OCI referrers fallback tag), or None for an image tag."""
+    m = _ATTACHED.fullmatch(tag)
+    return Digest(f"sha256:{m.group(1)}") if m else None
+
+
+def attached_kind(tag: str) -> str:
+    """What an attached tag holds, in words (``signature``, ``attestation`` ...)."""
+    suffix = tag.partition(".")[2]
+    return ATTACHED_KINDS.get(suffix, suffix)
+
+
 def blob_dir(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
 

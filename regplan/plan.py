@@ -83,6 +83,17 @@ class Tool:
 
 
 @attrs.frozen(kw_only=True)
+class ProtectRecord:
+    """A ``--protect`` line as the plan records it, with what it matched."""
+
+    source: str
+    """``FILE:LINE``"""
+    ref: str
+    matches: tuple[str, ...] = ()
+    """The images (``repo@digest``) it keeps; empty: it matched nothing (a warning)."""
+
+
+@attrs.frozen(kw_only=True)
 class SelectionRecord:
     """The selection as the user gave it (globs unexpanded, ages as written)."""
 
@@ -99,6 +110,7 @@ class SelectionRecord:
     gc: bool = False
     gc_min_age: str | None = None
     uploads_older_than: str | None = None
+    protect: tuple[ProtectRecord, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

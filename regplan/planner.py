@@ -35,6 +35,8 @@ from regplan.inventory import Inventory, Problem, ProblemCode, Repository
 from regplan.layout import (
     ROOTS,
     Digest,
+    attached_kind,
+    attached_subject,
     blob_dir,
     layer_dir,
     printable,
@@ -99,6 +101,19 @@ class _RepoResult:
     """Why nothing this repository might reference may be removed ("" when it is sound)."""
 
 
+@attrs.frozen(kw_only=True)
+class _Decided:
+    """One repository's decision, before it becomes targets (see _Planner._revisions)."""
+
+    removed_tags: list[str]
+    reach: Mapping[Digest, frozenset[str]]
+    consequence: Mapping[Digest, tuple[str, Digest | None]]
+    """Everything the removed tags and untagged roots reach, with why (some of it stays)."""
+    removed: Mapping[Digest, tuple[str, str]]
+    """Revisions that go -> (why, the image whose removal took it)."""
+    fail_closed: str
+
+
 @attrs.define
 class _Keepers:
     """The candidate blobs something that stays references (``held``), and for those
@@ -139,6 +154,10 @@ class _Planner:
         self.freeze = ""
         """Why no blob may be removed ("" when every repository was seen whole)."""
         self._blind_spots()
+        self.protected: dict[str, dict[Digest, str]] = defaultdict(dict)
+        """repository -> its protected manifests -> the --protect line."""
+        for (repo_name, digest), why in req.protected.items():
+            self.protected[repo_name][digest] = why
 
     def _blind_spots(self) -> None:
         for path in self.inv.blind:
@@ -224,6 +243,9 @@ class _Planner:
     # -- the sweep ----------------------------------------------------------
 
     def run(self) -> None:
+        for name, protected in sorted(self.protected.items()):
+            for digest, why in sorted(protected.items()):
+                self.keep(revision_dir(name, digest), why)
         for name, repo in self.inv.repositories.items():
             if name in self.req.repos:
                 self._whole_repo(repo)
@@ -323,12 +345,30 @@ class _Planner:
         self.targets[path] = (kind, sys.intern(reason), refs(names))  # reasons repeat
 
     def _revisions(self, repo: Repository) -> None:
+        """Tags, untagged manifests and what follows them out of one repository.
+
+        Attached tags (signatures, attestations, SBOMs, referrers fallback tags)
+        follow their subject: decided, then the attached tags of every removed
+        subject join the removed tags and the repository is decided again, until
+        nothing more follows (a signature of a signature)."""
+        name = repo.name
+        requested = set(self.removed_tags.get(name, ()))
+        follow: dict[str, str] = {}
+        while True:
+            self.removed_tags[name] = requested | follow.keys()
+            self._tag_reach.pop(name, None)
+            decided = self._decide(repo)
+            more = self._attached_going(repo, decided, follow)
+            if not more:
+                break
+            follow.update(more)
+        self._emit(repo, decided, follow)
+
+    def _decide(self, repo: Repository) -> _Decided:
         name = repo.name
         removed_tags = sorted(self.removed_tags.get(name, ()))
-        for tag in removed_tags:
-            self._target(tag_dir(name, tag), TargetKind.TAG, self.req.tags[(name, tag)])
-
         reach = self.tag_reach(repo)
+        protected = self.protected.get(name, {})
         roots: dict[Digest, str] = {}
         origin: dict[Digest, str] = {}
         for tag in removed_tags:
@@ -338,6 +378,71 @@ class _Planner:
                 origin.setdefault(current, f"{name}:{tag}")
         if name in self.req.untagged:
             pattern = self.req.untagged[name]
+            for d in sorted(repo.revisions - reach.keys() - protected.keys()):
+                roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
+                origin.setdefault(d, image_name(name, d))
+        consequence = self._closure(repo, roots)
+        fail_closed = self._fail_closed(repo, set(removed_tags))
+        live_roots = set(reach) | (repo.revisions - consequence.keys()) | protected.keys()
+        if fail_closed:
+            live_roots = set(repo.revisions)
+        live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
+        removed = {
+            d: (why, origin[_root_of(d, consequence)])
+            for d, (why, _) in consequence.items()
+            if d in repo.revisions and d not in live
+        }
+        return _Decided(
+            removed_tags=removed_tags,
+            reach=reach,
+            consequence=consequence,
+            removed=removed,
+            fail_closed=fail_closed,
+        )
+
+    def _attached_going(
+        self, repo: Repository, decided: _Decided, follow: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Attached tags that go now: their subject is removed, or (``--untagged``) their
+        subject is in no repository at all."""
+        name = repo.name
+        out: dict[str, str] = {}
+        if decided.fail_closed:
+            return out
+        gone = set(decided.removed_tags)
+        for tag in sorted(repo.tags):
+            subject = attached_subject(tag)
+            if subject is None or tag in gone or tag in follow:
+                continue
+            what = attached_kind(tag)
+            if subject in decided.removed:
+                why = decided.removed[subject][0]
+                out[tag] = f"{what} of {name}@{subject.short}, which this plan removes ({why})"
+            elif name in self.req.untagged and subject not in repo.revisions:
+                elsewhere = [
+                    r for r, rp in self.inv.repositories.items() if subject in rp.revisions
+                ]
+                if elsewhere:
+                    self.keep(
+                        tag_dir(name, tag),
+                        f"{what} of {subject.short}, which is in {elsewhere[0]}: signatures kept "
+                        "in another repository (cosign's COSIGN_REPOSITORY) are not orphans",
+                    )
+                else:
+                    pattern = self.req.untagged[name]
+                    out[tag] = (
+                        f"orphaned {what}: subject {subject} is in no repository "
+                        f"(--untagged {pattern})"
+                    )
+        return out
+
+    def _emit(self, repo: Repository, decided: _Decided, follow: Mapping[str, str]) -> None:
+        name = repo.name
+        for tag in decided.removed_tags:
+            reason = self.req.tags.get((name, tag)) or follow[tag]
+            self._target(tag_dir(name, tag), TargetKind.TAG, reason)
+        reach = decided.reach
+        if name in self.req.untagged:
             pointed = {t.current for t in repo.tags.values()}
             for d in sorted((repo.revisions & reach.keys()) - pointed):
                 self.keep(
@@ -345,31 +450,19 @@ class _Planner:
                     "untagged, but a kept tag reaches it (index child or referrer)",
                     reach[d],
                 )
-            for d in sorted(repo.revisions - reach.keys()):
-                roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
-                origin.setdefault(d, image_name(name, d))
-        consequence = self._closure(repo, roots)
-
-        fail_closed = self._fail_closed(repo, set(removed_tags))
-        live_roots = set(reach) | (repo.revisions - consequence.keys())
-        if fail_closed:
-            live_roots = set(repo.revisions)
-        live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
-
-        result = _RepoResult(fail_closed=fail_closed)
-        for d, (why, _) in sorted(consequence.items()):
+        result = _RepoResult(fail_closed=decided.fail_closed)
+        for d in sorted(decided.consequence):
             if d not in repo.revisions:
                 continue
-            if d in live:
-                self._keep_revision(repo, d, reach, fail_closed)
+            if d not in decided.removed:
+                self._keep_revision(repo, d, reach, decided.fail_closed)
                 continue
-            source = origin[_root_of(d, consequence)]
+            why, source = decided.removed[d]
             result.removed[d] = (source,)  # a tuple: a set of one is 216 bytes
             self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
         self.results[name] = result
-
-        self._history(repo, result, set(removed_tags))
-        self._layer_links(repo, result, fail_closed)
+        self._history(repo, result, set(decided.removed_tags))
+        self._layer_links(repo, result, decided.fail_closed)
 
     def _fail_closed(self, repo: Repository, removed_tags: set[str]) -> str:
         """Why this repository must keep all it might reference, or "" when it is sound."""
@@ -414,7 +507,10 @@ class _Planner:
         self, repo: Repository, d: Digest, reach: Mapping[Digest, frozenset[str]], fail_closed: str
     ) -> None:
         path = revision_dir(repo.name, d)
-        if d in reach:
+        protected = self.protected.get(repo.name, {})
+        if d in protected:
+            self.keep(path, protected[d], reach.get(d, ()))
+        elif d in reach:
             self.keep(path, "still reached from a kept tag", reach[d])
         elif self._unknown(d):
             m = self.inv.manifests.get(d)
@@ -561,10 +657,13 @@ class _Planner:
         nonempty: dict[str, int] = defaultdict(int)
         dirs: list[str] = []
         blind = set(self.inv.blind)  # a folder that could not be listed is never empty
+        unknown = tuple(  # nor is anything in a folder regplan does not know
+            p.path for p in self.inv.problems if p.code is ProblemCode.UNKNOWN_FOLDER
+        )
         for path, kind in tree.items():
             if path in removed:
                 continue
-            if kind == "d" and path not in blind:
+            if kind == "d" and path not in blind and not _inside(path, unknown):
                 dirs.append(path)
             else:
                 nonempty[_parent(path)] += 1
@@ -589,6 +688,11 @@ def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Dige
     while (parent := via[d][1]) is not None:
         d = parent
     return d
+
+
+def _inside(path: str, folders: tuple[str, ...]) -> bool:
+    """``path`` is one of ``folders`` or lies below one."""
+    return any(path == f or path.startswith(f + "/") for f in folders)
 
 
 def _parent(path: str) -> str:

@@ -362,6 +362,10 @@ class _RepoParts:
     damaged: list[str] = attrs.field(factory=list)
 
 
+KNOWN_FOLDERS = frozenset({"_manifests", "_layers", "_uploads"})
+"""What distribution keeps in a repository's folder."""
+
+
 class _Builder:
     def __init__(self, side: Side, *, keep_mtimes: bool) -> None:
         self.side = side
@@ -446,6 +450,13 @@ class _Builder:
         n = len(parts)
         if n == 1:
             self._repo(repo)
+            if rest not in KNOWN_FOLDERS and rest.startswith("_"):
+                self.problem(
+                    f"repositories/{repo}/{rest}",
+                    ProblemCode.UNKNOWN_FOLDER,
+                    "a folder regplan does not know (a newer registry's?): never removed "
+                    "but with its whole repository",
+                )
         elif n == 3 and parts[0] == "_manifests" and parts[1] == "tags":
             self.repos[repo].tags.setdefault(parts[2], _TagParts())
         elif n == 2 and parts[0] == "_uploads":

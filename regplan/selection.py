@@ -16,7 +16,7 @@ import attrs
 
 from regplan.errors import SelectionError
 from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag
-from regplan.layout import tag_dir, upload_dir
+from regplan.layout import Digest, attached_subject, repo_dir, tag_dir, upload_dir
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +69,55 @@ class Retention:
 
 
 @attrs.frozen(kw_only=True)
+class Protect:
+    """One line of a ``--protect`` file: an image that must survive, whatever the request."""
+
+    source: str
+    """``FILE:LINE``, for the reviewer and for warnings."""
+    ref: str
+    """As written: ``repo:tag``, ``repo@sha256:...`` or ``sha256:...`` (a registry host
+    in front, as ``kubectl`` prints images, is allowed and ignored)."""
+    repo: str | None = None
+    tag: str | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, ref: str, source: str) -> Protect:
+        """Parse one reference; SelectionError naming ``source`` when it is none of the forms."""
+        bad = SelectionError(
+            f"--protect {source}: {ref[:120]!r} is not repo:tag, repo@sha256:... or sha256:..."
+        )
+        name, at, digest_text = ref.partition("@")
+        digest = None
+        if ref.startswith("sha256:"):
+            name, digest_text, at = "", ref, "@"
+        if at:
+            try:
+                digest = Digest.parse(digest_text)
+            except ValueError:
+                raise bad from None
+        first, slash, rest = name.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            name = rest  # registry.example:5000/team/app:v1 -> team/app:v1
+        repo, colon, tag = name.rpartition(":")
+        if not colon or "/" in tag:
+            repo, tag = name, ""
+        if (not repo and name) or (not tag and digest is None) or any(c.isspace() for c in name):
+            raise bad
+        return cls(source=source, ref=ref, repo=repo or None, tag=tag or None, digest=digest)
+
+
+def parse_protect(text: str, name: str) -> tuple[Protect, ...]:
+    """The entries of a protect file: one reference per line, ``#`` comments, blank lines."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        ref = line.split("#", 1)[0].strip()
+        if ref:
+            out.append(Protect.parse(ref, f"{name}:{n}"))
+    return tuple(out)
+
+
+@attrs.frozen(kw_only=True)
 class Selection:
     images: tuple[ImageSpec, ...] = ()
     untagged: tuple[str, ...] = ()
@@ -77,6 +126,7 @@ class Selection:
     gc: bool = False
     gc_min_age: str | None = None
     uploads_older_than: str | None = None
+    protect: tuple[Protect, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -103,6 +153,10 @@ class Resolved:
     kept: Mapping[str, str] = attrs.field(factory=dict)
     """path -> why a rule that touched it keeps it."""
     problems: tuple[Problem, ...] = ()
+    protected: Mapping[tuple[str, Digest], str] = attrs.field(factory=dict)
+    """(repository, manifest digest) -> the --protect line that keeps it with all it needs."""
+    protect_matches: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """--protect source (FILE:LINE) -> the images (repo@digest) it matched; empty: none."""
 
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
@@ -154,6 +208,17 @@ def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
     return found
 
 
+def _goes(*, beyond: bool, old: bool, ranked: bool, aged: float | None) -> bool:
+    """With both rules a tag goes only when it is beyond the N newest *and* older."""
+    if ranked and aged is not None:
+        return beyond and old
+    if ranked:
+        return beyond
+    if aged is not None:
+        return old
+    return True
+
+
 class _Resolver:
     def __init__(self, selection: Selection, inventory: Inventory, now: datetime) -> None:
         self.sel = selection
@@ -173,6 +238,36 @@ class _Resolver:
             raise SelectionError("--keep-last must be 0 or more")
         if r.sort_by not in ("pushed", "created"):
             raise SelectionError(f"--sort-by {r.sort_by!r}: expected pushed or created")
+        self.protected: dict[tuple[str, Digest], str] = {}
+        self.protected_tags: dict[tuple[str, str], str] = {}
+        self.protect_matches: dict[str, tuple[str, ...]] = {}
+        for entry in selection.protect:
+            self._protect(entry)
+
+    def _protect(self, entry: Protect) -> None:
+        """What a --protect line names: the manifests, and every tag pointing at them."""
+        why = f"protected by {entry.source} ({entry.ref})"
+        repos = [entry.repo] if entry.repo else self.names
+        found: list[tuple[str, Digest]] = []
+        for name in repos:
+            repo = self.inv.repositories.get(name)
+            if repo is None:
+                continue
+            if entry.digest is not None:
+                if entry.digest in repo.revisions:
+                    found.append((name, entry.digest))
+                continue
+            tag = repo.tags.get(entry.tag or "")
+            if tag is not None:
+                self.protected_tags.setdefault((name, tag.name), why)
+                if tag.current is not None:
+                    found.append((name, tag.current))
+        for name, digest in found:
+            self.protected.setdefault((name, digest), why)
+            for tag in self.inv.repositories[name].tags.values():
+                if tag.current == digest:
+                    self.protected_tags.setdefault((name, tag.name), why)
+        self.protect_matches[entry.source] = tuple(f"{r}@{d}" for r, d in found)
 
     def images(self) -> None:
         retention = self.sel.retention.active
@@ -212,10 +307,11 @@ class _Resolver:
 
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
         r = self.sel.retention
-        chosen = [
+        chosen = [  # attached tags (signatures...) are never ranked: they follow their image
             t
             for t in candidates
-            if (self.match is None or self.match.fullmatch(t))
+            if attached_subject(t) is None
+            and (self.match is None or self.match.fullmatch(t))
             and (self.exclude is None or not self.exclude.fullmatch(t))
         ]
         by = "push time" if r.sort_by == "pushed" else "created time"
@@ -227,19 +323,13 @@ class _Resolver:
             when, said = self._time(tag)
             beyond = r.keep_last is not None and rank > r.keep_last
             old = cutoff is not None and when < cutoff
-            if r.keep_last is not None and cutoff is not None:
-                remove = beyond and old
-            elif r.keep_last is not None:
-                remove = beyond
-            elif cutoff is not None:
-                remove = old
-            else:
-                remove = True
-            if not remove:
+            if not _goes(beyond=beyond, old=old, ranked=r.keep_last is not None, aged=cutoff):
                 continue
             if self.keep is not None and self.keep.fullmatch(name):
                 self.kept[tag_dir(repo.name, name)] = f"protected by --keep {r.keep}"
                 continue
+            if (repo.name, name) in self.protected_tags:
+                continue  # resolve() keeps it and says why
             why = []
             if beyond:
                 why.append(f"beyond keep-last {r.keep_last}: rank {rank} by {by}")
@@ -248,7 +338,8 @@ class _Resolver:
             if not why:
                 why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
             going[name] = " and ".join(why)
-        if going and set(going) >= set(repo.tags) and not r.allow_empty_repos:
+        images = {t for t in repo.tags if attached_subject(t) is None}
+        if going and set(going) >= images and not r.allow_empty_repos:
             newest = ranked[0] if ranked[0] in going else min(going)
             del going[newest]
             self.kept[tag_dir(repo.name, newest)] = (
@@ -257,6 +348,24 @@ class _Resolver:
             )
         for name, reason in going.items():
             self.tags.setdefault((repo.name, name), reason)
+
+    def spare_protected(self, repos: dict[str, str], tags: dict[tuple[str, str], str]) -> None:
+        """Protected images survive the request: their tags are not removed, and a
+        repository holding one is not removed whole (its other tags go instead)."""
+        holding = {repo for repo, _ in self.protected}
+        for name in sorted(holding & repos.keys()):
+            reason = repos.pop(name)
+            first = min(why for (r, _), why in self.protected.items() if r == name)
+            self.kept[repo_dir(name)] = (
+                f"{reason}, but it holds an image {first}: the repository stays"
+            )
+            for tag in self.inv.repositories[name].tags:
+                tags.setdefault(
+                    (name, tag), f"{reason} (the repository stays: it holds a protected image)"
+                )
+        for key, why in self.protected_tags.items():
+            if tags.pop(key, None) is not None:
+                self.kept[tag_dir(*key)] = why
 
     def uploads(self) -> dict[tuple[str, str], str]:
         if not self.sel.uploads_older_than:
@@ -297,16 +406,27 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
             untagged.setdefault(repo, pattern)
     uploads = res.uploads()
     repos, tags = res.repos, res.tags
-    # Removing the last tag removes the repository, as the one-file script does.
+    # Removing the last image tag removes the repository, as the one-file script does
+    # (its signatures go with it), unless a signature there belongs to another repository.
     gone_by_repo: dict[str, set[str]] = {}
     for r, t in tags:
         gone_by_repo.setdefault(r, set()).add(t)
     for repo, gone in gone_by_repo.items():
         if repo in repos:
             continue
-        if set(inventory.repositories[repo].tags) <= gone:
+        inv_repo = inventory.repositories[repo]
+        images = {t for t in inv_repo.tags if attached_subject(t) is None}
+        foreign = [
+            t
+            for t in inv_repo.tags
+            if t not in gone
+            and (s := attached_subject(t)) is not None
+            and s not in inv_repo.revisions
+        ]
+        if images <= gone and not foreign:
             listed = ", ".join(sorted(gone))
             repos[repo] = f"last tag removed ({listed}): the whole repository goes"
+    res.spare_protected(repos, tags)
     gc_cutoff = None
     if selection.gc_min_age:
         gc_cutoff = (now - parse_age(selection.gc_min_age)).timestamp()
@@ -319,4 +439,6 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         gc_cutoff=gc_cutoff,
         kept=res.kept,
         problems=tuple(res.problems),
+        protected=res.protected,
+        protect_matches=res.protect_matches,
     )

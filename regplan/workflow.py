@@ -23,6 +23,7 @@ from regplan.layout import Storage
 from regplan.plan import (
     Fingerprint,
     Plan,
+    ProtectRecord,
     Request,
     SelectionRecord,
     Tool,
@@ -57,7 +58,8 @@ def make_plan(
         created=selection.retention.sort_by == "created",
         mtimes=selection.gc_min_age is not None,
     )
-    decision = decide(inventory, resolve(selection, inventory, now), prune=selection.prune)
+    resolved = resolve(selection, inventory, now)
+    decision = decide(inventory, resolved, prune=selection.prune)
     before = inventory.tree.digest
     after = inventory.tree.without(t.path for t in decision.targets)
     request = Request(
@@ -69,6 +71,12 @@ def make_plan(
             gc=selection.gc,
             gc_min_age=selection.gc_min_age,
             uploads_older_than=selection.uploads_older_than,
+            protect=tuple(
+                ProtectRecord(
+                    source=p.source, ref=p.ref, matches=resolved.protect_matches.get(p.source, ())
+                )
+                for p in selection.protect
+            ),
             **attrs.asdict(selection.retention),  # the record is flat: retention's fields
         ),
     )

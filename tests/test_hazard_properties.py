@@ -12,6 +12,7 @@ that must hold whatever the storage holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -67,7 +68,8 @@ def plant(v2: Path, outside: Path, kind: str, pick: int) -> None:
     elif kind == "unnameable" and folders(v2):
         parent = folders(v2)[pick % len(folders(v2))]
         if parent.is_dir() and not parent.is_symlink():
-            os.mkdir(os.fsencode(parent) + b"/\xff" + str(pick).encode())
+            with contextlib.suppress(FileExistsError):  # the same pick twice
+                os.mkdir(os.fsencode(parent) + b"/\xff" + str(pick).encode())
     elif kind == "corrupt-link" and links:
         link = links[pick % len(links)]
         if link.is_file() and not link.is_symlink():

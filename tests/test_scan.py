@@ -15,7 +15,15 @@ from regplan.scan import scan
 def test_demo_inventory(demo_root: Path) -> None:
     """Nested repositories, tags with history, index children as revisions."""
     inv = scan(Storage.locate(demo_root))
-    assert sorted(inv.repositories) == ["old/repo", "team/app", "team/app/cache", "team/tool"]
+    assert sorted(inv.repositories) == [
+        "old/repo",
+        "team/app",
+        "team/app/cache",
+        "team/signed",
+        "team/tool",
+    ]
+    signed = inv.repositories["team/signed"]
+    assert len([t for t in signed.tags if t.startswith("sha256-")]) == 3  # 2 .sig, 1 .att
     app = inv.repositories["team/app"]
     assert sorted(app.tags) == ["latest", "v1", "v2"]
     assert len(app.tags["latest"].history) == 3

@@ -27,7 +27,7 @@ def test_demo_tree_is_served(serve: Serve, tmp_path: Path) -> None:
     build_demo(root)
     reg = serve(root)
     refs = all_refs(root)
-    assert len(refs) == 18
+    assert len(refs) == 28  # 5 tags and 5 revisions of team/signed (3 of them signatures)
     assert all(reg.pull(ref) for ref in sorted(refs))
 
 
