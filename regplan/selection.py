@@ -265,7 +265,7 @@ class _Resolver:
         for name, digest in found:
             self.protected.setdefault((name, digest), why)
             for tag in self.inv.repositories[name].tags.values():
-                if tag.current == digest:
+                if tag.current == digest or attached_subject(tag.name) == digest:
                     self.protected_tags.setdefault((name, tag.name), why)
         self.protect_matches[entry.source] = tuple(f"{r}@{d}" for r, d in found)
 
@@ -328,8 +328,10 @@ class _Resolver:
             if self.keep is not None and self.keep.fullmatch(name):
                 self.kept[tag_dir(repo.name, name)] = f"protected by --keep {r.keep}"
                 continue
-            if (repo.name, name) in self.protected_tags:
-                continue  # resolve() keeps it and says why
+            protected = self.protected_tags.get((repo.name, name))
+            if protected is not None:
+                self.kept[tag_dir(repo.name, name)] = protected
+                continue
             why = []
             if beyond:
                 why.append(f"beyond keep-last {r.keep_last}: rank {rank} by {by}")
