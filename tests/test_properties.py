@@ -10,16 +10,17 @@ import json
 import tempfile
 from pathlib import Path
 
+import attrs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from regplan.demo import Registry, image, index
+from regplan.demo import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
 from regplan.inventory import Inventory
-from regplan.layout import Storage, repo_dir, revision_dir, tag_dir
+from regplan.layout import Storage, attached_subject, repo_dir, revision_dir, tag_dir
 from regplan.planner import Decision, decide
 from regplan.scan import scan
-from regplan.selection import Resolved, resolve
+from regplan.selection import Resolved, parse_protect, resolve
 from tests.helpers import reference_digest, reference_entries, remove_targets, selection
 
 REPOS = ["a", "a/b", "c/d", "e"]
@@ -29,7 +30,7 @@ layer_sets = st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True)
 push = st.tuples(
     st.sampled_from(REPOS),
     st.sampled_from([*TAGS, None]),
-    st.sampled_from(["image", "index", "referrer"]),
+    st.sampled_from(["image", "index", "referrer", "signature", "orphan-signature"]),
     layer_sets,
     layer_sets,
 )
@@ -48,6 +49,16 @@ def build(root: Path, pushes: list[tuple[str, str | None, str, list[int], list[i
             subject = last[repo]
             manifest = subject.manifest  # type: ignore[attr-defined]
             item = image([{"sig": str(n).encode()}], subject=manifest)
+        elif kind in ("signature", "orphan-signature"):
+            # cosign's tag: a signature (even) or attestation (odd) of the last push, or of
+            # an image that was never pushed (an orphan)
+            target = last.get(repo) if kind == "signature" else image([{"gone": bytes(n)}])
+            if target is None:
+                continue
+            suffix = "sig" if n % 2 == 0 else "att"
+            sig = cosign(target, repo, kind=suffix)  # type: ignore[arg-type]
+            reg.push(repo, sig, attached_tag(target, suffix))  # type: ignore[arg-type]
+            continue
         else:
             item = image(files, created=f"2026-01-{1 + n % 28:02d}T00:00:00Z")
         reg.push(repo, item, tag)  # type: ignore[arg-type]
@@ -105,12 +116,14 @@ def assert_untouched_repos_untouched(inv: Inventory, req: Resolved, decision: De
     images=st.lists(st.tuples(st.sampled_from(REPOS), st.sampled_from([*TAGS, None])), max_size=3),
     untagged=st.lists(st.sampled_from([*REPOS, "*", "a*"]), max_size=2),
     prune=st.booleans(),
+    protected=st.lists(st.tuples(st.sampled_from(REPOS), st.sampled_from(TAGS)), max_size=2),
 )
 def test_planner_invariants(
     pushes: list[tuple[str, str | None, str, list[int], list[int]]],
     images: list[tuple[str, str | None]],
     untagged: list[str],
     prune: bool,
+    protected: list[tuple[str, str]],
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -119,7 +132,10 @@ def test_planner_invariants(
         v2 = storage.v2
         inv = scan(storage)
         specs = tuple(r if t is None else f"{r}:{t}" for r, t in images)
-        sel = selection(specs, tuple(untagged), prune)
+        lines = "\n".join(f"{r}:{t}" for r, t in protected)
+        sel = attrs.evolve(
+            selection(specs, tuple(untagged), prune), protect=parse_protect(lines, "p")
+        )
         try:
             req = resolve(sel, inv)
         except SelectionError:
@@ -131,12 +147,18 @@ def test_planner_invariants(
         predicted = inv.tree.without(t.path for t in decision.targets)
 
         assert_untouched_repos_untouched(inv, req, decision)
-        kept_tags = [
+        kept_tags = [  # attached tags follow their subject: checked below
             (name, tag, inv.repositories[name].tags[tag].current)
             for name in inv.repositories
             if name not in req.repos
             for tag in inv.repositories[name].tags
-            if (name, tag) not in req.tags
+            if (name, tag) not in req.tags and attached_subject(tag) is None
+        ]
+        attached = [
+            (name, tag, subject)
+            for name, repo in inv.repositories.items()
+            for tag in repo.tags
+            if (subject := attached_subject(tag)) is not None and subject in repo.revisions
         ]
         remaining_revs = {
             (name, d)
@@ -162,5 +184,19 @@ def test_planner_invariants(
                 subject = inv.manifests[d].subject
                 if subject is not None and (name, subject) in remaining_revs:
                     assert (name, d) in remaining_revs, "referrer of a kept manifest removed"
+        # An attached tag stays exactly while its subject stays (unless asked for by name).
+        for name, tag, subject in attached:
+            has_tag = (v2 / tag_dir(name, tag) / "current" / "link").is_file()
+            has_subject = (v2 / revision_dir(name, subject) / "link").is_file()
+            if has_tag:
+                assert has_subject, f"{name}:{tag} stayed without its subject"
+            elif (name, tag) not in req.tags and name not in req.repos:
+                assert not has_subject, f"{name}:{tag} removed while its subject stays"
+        # Whatever --protect names survives whole, with its tags.
+        for name, digest in req.protected:
+            check_servable(v2, name, str(digest), set())
+            for t in inv.repositories[name].tags.values():
+                if t.current == digest:
+                    assert (v2 / tag_dir(name, t.name) / "current" / "link").is_file()
         # The predicted fingerprint is the tree's.
         assert reference_digest(reference_entries(v2)) == predicted

@@ -207,9 +207,7 @@ def plan_protecting(root: Path, entries: tuple[Protect, ...], *images: str, **kw
         f"localhost/{REPO}:v1@DIGEST",
     ],
 )
-def test_protect_keeps_an_image_with_its_signatures(
-    signed: tuple[Path, Signed], line: str
-) -> None:
+def test_protect_keeps_an_image_with_its_signatures(signed: tuple[Path, Signed], line: str) -> None:
     root, s = signed
     digest = str(s.v["v1"].digest)
     entries = protect("# what the cluster runs", "", line.replace("DIGEST", digest))
