@@ -353,7 +353,7 @@ class _Planner:
         nothing more follows (a signature of a signature)."""
         name = repo.name
         requested = set(self.removed_tags.get(name, ()))
-        follow: dict[str, str] = {}
+        follow: dict[str, tuple[str, str]] = {}
         while True:
             self.removed_tags[name] = requested | follow.keys()
             self._tag_reach.pop(name, None)
@@ -401,12 +401,12 @@ class _Planner:
         )
 
     def _attached_going(
-        self, repo: Repository, decided: _Decided, follow: Mapping[str, str]
-    ) -> dict[str, str]:
-        """Attached tags that go now: their subject is removed, or (``--untagged``) their
-        subject is in no repository at all."""
+        self, repo: Repository, decided: _Decided, follow: Mapping[str, tuple[str, str]]
+    ) -> dict[str, tuple[str, str]]:
+        """Attached tags that go now, with why and the image they go with: their subject
+        is removed, or (``--untagged``) their subject is in no repository at all."""
         name = repo.name
-        out: dict[str, str] = {}
+        out: dict[str, tuple[str, str]] = {}
         if decided.fail_closed:
             return out
         gone = set(decided.removed_tags)
@@ -416,8 +416,11 @@ class _Planner:
                 continue
             what = attached_kind(tag)
             if subject in decided.removed:
-                why = decided.removed[subject][0]
-                out[tag] = f"{what} of {name}@{subject.short}, which this plan removes ({why})"
+                why, image = decided.removed[subject]
+                out[tag] = (
+                    f"{what} of {name}@{subject.short}, which this plan removes ({why})",
+                    image,
+                )
             elif name in self.req.untagged and subject not in repo.revisions:
                 elsewhere = [
                     r for r, rp in self.inv.repositories.items() if subject in rp.revisions
@@ -432,15 +435,21 @@ class _Planner:
                     pattern = self.req.untagged[name]
                     out[tag] = (
                         f"orphaned {what}: subject {subject} is in no repository "
-                        f"(--untagged {pattern})"
+                        f"(--untagged {pattern})",
+                        image_name(name, subject),
                     )
         return out
 
-    def _emit(self, repo: Repository, decided: _Decided, follow: Mapping[str, str]) -> None:
+    def _emit(
+        self, repo: Repository, decided: _Decided, follow: Mapping[str, tuple[str, str]]
+    ) -> None:
         name = repo.name
         for tag in decided.removed_tags:
-            reason = self.req.tags.get((name, tag)) or follow[tag]
-            self._target(tag_dir(name, tag), TargetKind.TAG, reason)
+            if (name, tag) in self.req.tags:
+                self._target(tag_dir(name, tag), TargetKind.TAG, self.req.tags[(name, tag)])
+            else:  # it follows an image: refs name that image
+                reason, image = follow[tag]
+                self._target(tag_dir(name, tag), TargetKind.TAG, reason, [image])
         reach = decided.reach
         if name in self.req.untagged:
             pointed = {t.current for t in repo.tags.values()}

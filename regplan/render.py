@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from regplan.layout import split_repo
+from regplan.layout import attached_kind, attached_subject, split_repo
 
 if TYPE_CHECKING:
     from regplan.apply import ApplyResult, RollbackResult
@@ -57,6 +57,31 @@ def bytes_by_repository(plan: Plan) -> list[tuple[str, int, int]]:
     return sorted(((r, count[r], size[r]) for r in count), key=lambda x: (-x[2], x[0]))
 
 
+def removed_images(plan: Plan) -> list[tuple[str, list[str]]]:
+    """(image, what is attached to it) for every removed tag, sorted: a signature,
+    attestation, SBOM or referrers tag is listed under the image it follows
+    (its target's refs), not as an image of its own."""
+    images: dict[str, list[str]] = {}
+    attached: list[tuple[str, str]] = []
+    for t in plan.targets:
+        if t.kind is not TargetKind.TAG:
+            continue
+        repo = (split_repo(t.path) or ("?", ""))[0]
+        tag = t.path.rsplit("/", 1)[1]
+        if attached_subject(tag) is not None and t.refs:
+            attached.append((t.refs[0], attached_kind(tag)))
+        else:
+            images.setdefault(f"{repo}:{tag}", [])
+    for image, kind in attached:
+        images.setdefault(image, []).append(kind)
+    return sorted((image, sorted(kinds)) for image, kinds in images.items())
+
+
+def image_line(image: str, kinds: Sequence[str]) -> str:
+    """``team/app:v1 (+ signature, attestation)``"""
+    return f"{image} (+ {', '.join(kinds)})" if kinds else image
+
+
 def command_line(plan: Plan) -> str:
     return shlex.join(plan.request.argv)
 
@@ -78,6 +103,11 @@ def text(plan: Plan) -> str:
     if not plan.targets:
         lines.append("Nothing to remove.")
     else:
+        images = removed_images(plan)
+        if images:
+            lines.append(f"Images removed ({len(images)}):")
+            lines += [f"  {image_line(i, k)}" for i, k in images]
+            lines.append("")
         kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
         lines.append(f"Remove {s.targets} directories, {human_bytes(s.bytes)} ({kinds}):")
         width = max(len(k.value) for k in TargetKind)
@@ -90,6 +120,12 @@ def text(plan: Plan) -> str:
         lines += ["", "Bytes by repository:"]
         for repo, n, size_ in bytes_by_repository(plan):
             lines.append(f"  {repo}: {human_bytes(size_)} in {n} directories")
+    protect = plan.request.selection.protect
+    if protect:
+        lines += ["", f"Protected ({len(protect)} --protect lines):"]
+        lines += [
+            f"  {p.source}: {p.ref} -> {', '.join(p.matches) or 'matches nothing'}" for p in protect
+        ]
     if plan.kept:
         lines += ["", f"Kept ({len(plan.kept)}: touched by the request, still needed):"]
         for k in plan.kept:
@@ -126,6 +162,20 @@ def markdown(plan: Plan) -> str:
         f"| Signatures | {len(plan.signatures)} |",
         "",
     ]
+    images = removed_images(plan)
+    if images:
+        out += [f"## Images removed ({len(images)})", ""]
+        out += [f"- `{_cell(i)}`" + (f" (+ {', '.join(k)})" if k else "") for i, k in images]
+        out.append("")
+    protect = plan.request.selection.protect
+    if protect:
+        out += ["## Protected", "", "| Line | Reference | Keeps |", "|---|---|---|"]
+        out += [
+            f"| {_cell(p.source)} | `{_cell(p.ref)}` | "
+            f"{_cell(', '.join(p.matches)) or '**matches nothing**'} |"
+            for p in protect
+        ]
+        out.append("")
     if plan.targets:
         out += [
             "## Bytes by repository",

@@ -32,7 +32,8 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     storage = Storage.locate(root)
     echo(f"1. A sample registry was written to {root}: team/app (v1, v2, latest re-pushed")
     echo("   three times), team/tool (a multi-arch index), team/app/cache (nested inside")
-    echo("   team/app), old/repo (shares team/app:v1's layers).")
+    echo("   team/app), old/repo (shares team/app:v1's layers), team/signed (v1 and v2 with")
+    echo("   cosign signatures and an attestation, pushed as sha256-<digest>.sig/.att tags).")
 
     key = base / "keys" / "planner.key"
     signing.keygen(key, comment="demo-planner")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from regplan import codec, render
 from regplan.plan import Plan
+from regplan.selection import parse_protect
 from tests.helpers import make_plan, selection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,3 +50,28 @@ def test_whole_repository_plan_text(demo_root: Path, snapshot: Any) -> None:
 )
 def test_human_bytes(n: int, text: str) -> None:
     assert render.human_bytes(n) == text
+
+
+@pytest.fixture
+def signed_plan(demo_root: Path) -> Plan:
+    """team/signed:v1 removed (its signature and attestation follow it); v2 protected,
+    and a protect line that matches nothing."""
+    sel = attrs.evolve(
+        selection(("team/signed:v1",)),
+        protect=parse_protect("team/signed:v2\nteam/gone:v0\n", "running.txt"),
+    )
+    return make_plan(demo_root, sel, stable_root=STABLE_ROOT)
+
+
+def test_signed_image_text(signed_plan: Plan, snapshot: Any) -> None:
+    """Attached tags are listed under the image they follow: 'v1 (+ attestation, signature)'."""
+    text = render.text(signed_plan)
+    assert "  team/signed:v1 (+ attestation, signature)\n" in text
+    snapshot.assert_match(text, "signed.txt")
+
+
+def test_signed_image_markdown(signed_plan: Plan, snapshot: Any) -> None:
+    markdown = render.markdown(signed_plan)
+    assert "- `team/signed:v1` (+ attestation, signature)\n" in markdown
+    assert "| running.txt:2 | `team/gone:v0` | **matches nothing** |" in markdown
+    snapshot.assert_match(markdown, "signed.md")
