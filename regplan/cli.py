@@ -6,6 +6,7 @@ import getpass
 import json
 import logging
 import os
+import shlex
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,12 @@ from typing import Any
 
 import click
 
-from regplan import __version__, apply, codec, render, signing, walkthrough, workflow
-from regplan.config import ENV_ROOT, rootdirectory
-from regplan.errors import ApplyError, RegplanError, SelectionError
+from regplan import __version__, apply, check, codec, online, render, signing, walkthrough, workflow
+from regplan.config import ENV_ROOT, rootdirectory, running
+from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
 from regplan.layout import Storage, printable
 from regplan.progress import Reporter
+from regplan.regclient import Credentials, RegistryClient
 from regplan.selection import (
     ImageSpec,
     Protect,
@@ -94,6 +96,79 @@ trust_option = click.option(
     "paths separated by the OS path separator]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")
+
+
+def registry_options(*, required: bool) -> Callable[[Command], Command]:
+    """How to reach the running registry (README: Talking to the running registry)."""
+
+    def add(f: Command) -> Command:
+        for option in reversed(
+            [
+                click.option(
+                    "--registry-url",
+                    envvar="REGPLAN_REGISTRY_URL",
+                    required=required,
+                    metavar="URL",
+                    help="The running registry, e.g. https://registry.example:5000 "
+                    "[env: REGPLAN_REGISTRY_URL]",
+                ),
+                click.option(
+                    "--registry-user",
+                    metavar="USER",
+                    help="Registry user (password from REGPLAN_REGISTRY_PASSWORD); "
+                    "default: ~/.docker/config.json auths.",
+                ),
+                click.option(
+                    "--ca-cert", type=ExistingFile, help="CA bundle for the registry's TLS."
+                ),
+                click.option("--insecure", is_flag=True, help="Do not verify the registry's TLS."),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return add
+
+
+def _client(url: str, user: str | None, ca_cert: Path | None, insecure: bool) -> RegistryClient:
+    credentials = None
+    if user is not None:
+        credentials = Credentials(
+            user=user, password=os.environ.get("REGPLAN_REGISTRY_PASSWORD", "")
+        )
+    return RegistryClient(url, credentials=credentials, ca_cert=ca_cert, insecure=insecure)
+
+
+allow_online_option = click.option(
+    "--allow-online",
+    is_flag=True,
+    help="Change the storage even though the registry accepts writes (not recommended).",
+)
+
+
+def _guard(reg: dict[str, Any], allow_online: bool, command: str) -> str | None:
+    """Probe the registry before anything changes (when a URL is given); its URL or None."""
+    url = reg["registry_url"]
+    if url is None:
+        return None
+    with _client(url, reg["registry_user"], reg["ca_cert"], reg["insecure"]) as client:
+        probe = online.guard(client, allow_online=allow_online, command=command)
+    log.info("registry %s: %s (%s)", url, probe.mode.value, probe.detail)
+    return str(url)
+
+
+def _advice(config: Path | None) -> str:
+    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+    settings = running(Path(found), os.environ) if found else None
+    return online.cache_advice(settings)
+
+
+def _check_hint(url: str | None, storage_root: Path | str, plan: Path | None = None) -> str:
+    args = ["regplan", "check", "--registry-url", url or "URL", "--root", str(storage_root)]
+    args += ["--plan", str(plan)] if plan is not None else []
+    return "Then prove every kept image still pulls: " + shlex.join(args)
+
+
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 
 
@@ -436,6 +511,8 @@ def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) ->
     type=click.IntRange(1),
     help="Distinct trusted keys that must have signed.",
 )
+@registry_options(required=False)
+@allow_online_option
 @json_option
 @quiet_option
 def apply_cmd(
@@ -444,10 +521,13 @@ def apply_cmd(
     root: Path | None,
     config: Path | None,
     require_signatures: int,
+    allow_online: bool,
     as_json: bool,
     quiet: bool,
+    **reg: Any,
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
+    url = _guard(reg, allow_online, f"regplan apply {plan_file}")
     with (
         _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
         _progress("moving", quiet=quiet, as_json=as_json) as moving,
@@ -464,7 +544,8 @@ def apply_cmd(
     if as_json:
         emit_json(render.result_json(result))
     else:
-        click.echo(render.applied(result))
+        click.echo(render.applied(result, _advice(config)))
+        click.echo(_check_hint(url, result.quarantine.parents[2], plan_file))
     if not result.fingerprint_ok:
         raise ApplyError(
             f"apply {result.apply_id} finished, but the tree differs from the plan's prediction "
@@ -476,18 +557,28 @@ def apply_cmd(
 @cli.command()
 @click.argument("apply_id")
 @storage_options
+@registry_options(required=False)
+@allow_online_option
 @json_option
 @quiet_option
 def rollback(
-    apply_id: str, root: Path | None, config: Path | None, as_json: bool, quiet: bool
+    apply_id: str,
+    root: Path | None,
+    config: Path | None,
+    allow_online: bool,
+    as_json: bool,
+    quiet: bool,
+    **reg: Any,
 ) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
+    storage = _storage(root, config)
+    url = _guard(reg, allow_online, f"regplan rollback {apply_id}")
     with (
         _progress("moving back", quiet=quiet, as_json=as_json) as moving,
         _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
     ):
         result = apply.rollback(
-            storage=_storage(root, config),
+            storage=storage,
             apply_id=apply_id,
             now=now(),
             progress=moving.fraction,
@@ -496,7 +587,8 @@ def rollback(
     if as_json:
         emit_json(render.result_json(result))
     else:
-        click.echo(render.rolled_back(result))
+        click.echo(render.rolled_back(result, _advice(config)))
+        click.echo(_check_hint(url, storage.root))
     if not result.fingerprint_ok:
         raise ApplyError(
             f"rolled back {apply_id}, but the tree differs from the plan's before "
@@ -514,6 +606,8 @@ def rollback(
     "planned (see history); by default those are left for a person to look at.",
 )
 @storage_options
+@registry_options(required=False)
+@allow_online_option
 @json_option
 @quiet_option
 def purge(
@@ -522,13 +616,16 @@ def purge(
     include_unverified: bool,
     root: Path | None,
     config: Path | None,
+    allow_online: bool,
     as_json: bool,
     quiet: bool,
+    **reg: Any,
 ) -> None:
     """Delete the quarantine of APPLY_ID (or of every applied one older than AGE) for good."""
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
     age = _age(older_than, "older_than") if older_than is not None else None
+    _guard(reg, allow_online, "regplan purge")
     with _progress("deleting", quiet=quiet, as_json=as_json) as deleting:
         done = apply.purge(
             storage=_storage(root, config),
@@ -542,6 +639,52 @@ def purge(
         emit_json([r.apply_id for r in done])
     else:
         click.echo(render.purged(done))
+
+
+@cli.command("check")
+@registry_options(required=True)
+@storage_options
+@click.option(
+    "--plan",
+    "plan_file",
+    type=ExistingFile,
+    help="Also prove that what this plan removed is no longer served (a stale cache is not).",
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="GLOB",
+    help="Only these repositories (REPO or REPO:TAG globs); default: every tag in the storage.",
+)
+@json_option
+@quiet_option
+def check_cmd(
+    root: Path | None,
+    config: Path | None,
+    plan_file: Path | None,
+    images: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    **reg: Any,
+) -> None:
+    """Prove through the registry's API that every kept image is whole (changes nothing)."""
+    storage = _storage(root, config)
+    selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
+    removed = check.removed_by(workflow.load_plan(plan_file)) if plan_file else []
+    with (
+        _client(
+            reg["registry_url"], reg["registry_user"], reg["ca_cert"], reg["insecure"]
+        ) as client,
+        _progress("checking images", quiet=quiet, as_json=as_json) as checking,
+    ):
+        report = check.check(client, selected, removed=removed, progress=checking.count)
+    if as_json:
+        emit_json(render.check_json(report, client.url))
+    else:
+        click.echo(render.check_report(report, client.url))
+    if not report.ok:
+        raise CheckFailed(check.verdict(report, apply.records(storage)))
 
 
 @cli.command()

@@ -1,7 +1,9 @@
-"""Where the storage is, from the registry's own configuration file.
+"""Where the storage is, and how the registry runs over it, from its own configuration file.
 
-Only ``storage.filesystem.rootdirectory`` is read, and overridden by
-``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does.
+``storage.filesystem.rootdirectory`` (overridden by
+``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does),
+``storage.maintenance.readonly.enabled``, ``storage.cache.blobdescriptor`` and
+``redis.addr``, with their ``REGISTRY_*`` overrides.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
 import yaml
 
 from regplan.errors import StorageError
@@ -20,8 +23,8 @@ NOT_DRIVERS = frozenset({"delete", "maintenance", "cache", "redirect", "tag"})
 """Keys under ``storage`` that configure something other than the driver."""
 
 
-def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
-    """The filesystem driver's rootdirectory; refuse any other driver, naming it."""
+def _load(config: Path) -> dict[str, object]:
+    """The config's top-level mapping; one-line StorageError otherwise."""
     try:
         doc = yaml.safe_load(config.read_text(encoding="utf-8"))
     except OSError as e:
@@ -34,7 +37,15 @@ def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise StorageError(f"{config} is not valid YAML{where}") from None
-    storage = doc.get("storage") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise StorageError(f"{config} is not a registry configuration (no mapping)")
+    return doc
+
+
+def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
+    """The filesystem driver's rootdirectory; refuse any other driver, naming it."""
+    doc = _load(config)
+    storage = doc.get("storage")
     if not isinstance(storage, dict):
         raise StorageError(f"{config} has no storage section")
     drivers = sorted(k for k in storage if k not in NOT_DRIVERS)
@@ -52,3 +63,35 @@ def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
     if not isinstance(root, str) or not root:
         raise StorageError(f"{config}: storage.filesystem.rootdirectory is not a path")
     return Path(root)
+
+
+@attrs.frozen(kw_only=True)
+class Running:
+    """How the registry serves the storage, as far as its configuration says."""
+
+    readonly: bool
+    cache: str | None
+    """``storage.cache.blobdescriptor``: ``inmemory``, ``redis`` or None."""
+    redis_addr: str | None
+
+
+def _section(doc: Mapping[str, object], *keys: str) -> Mapping[str, object]:
+    """``doc[k1][k2]...`` as a mapping; empty when any level is missing or not a mapping."""
+    for key in keys:
+        value = doc.get(key)
+        doc = value if isinstance(value, dict) else {}
+    return doc
+
+
+def running(config: Path, env: Mapping[str, str]) -> Running:
+    doc = _load(config)
+    flag = env.get("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED")
+    enabled = _section(doc, "storage", "maintenance", "readonly").get("enabled")
+    kind = _section(doc, "storage", "cache").get("blobdescriptor")
+    addr = _section(doc, "redis").get("addr")
+    return Running(
+        readonly=(flag.lower() == "true") if flag else enabled is True,
+        cache=env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR")
+        or (kind if isinstance(kind, str) else None),
+        redis_addr=env.get("REGISTRY_REDIS_ADDR") or (str(addr) if addr else None),
+    )

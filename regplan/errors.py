@@ -51,3 +51,17 @@ class LockHeldError(RegplanError):
 
 class ApplyError(RegplanError):
     """An apply, rollback or purge could not proceed; nothing further was moved."""
+
+
+class RegistryError(RegplanError):
+    """The running registry could not be asked (bad URL, TLS, authentication)."""
+
+
+class RegistryOnlineError(RegplanError):
+    """The registry accepts writes: storage must not change under it (README: Exit codes)."""
+
+    exit_code = 6
+
+
+class CheckFailed(RegplanError):  # noqa: N818 (what the user reads: the check failed)
+    """``regplan check`` found a broken image, or a removed one still served."""

@@ -14,6 +14,7 @@ from regplan.layout import attached_kind, attached_subject, split_repo
 
 if TYPE_CHECKING:
     from regplan.apply import ApplyResult, RollbackResult
+    from regplan.check import Report as CheckReport
     from regplan.journal import ApplyRecord
 from regplan.plan import Plan, Target, TargetKind
 
@@ -235,30 +236,57 @@ def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
     }
 
 
-RESTART = "Restart the registry now: it caches blob descriptors in memory."
-
-
-def applied(r: ApplyResult) -> str:
+def applied(r: ApplyResult, advice: str) -> str:
     verb = "Resumed and finished" if r.resumed else "Applied"
     return "\n".join(
         [
             f"{verb} plan {r.plan_id} as {r.apply_id}: moved {r.moved} directories, "
             f"{human_bytes(r.bytes)} now in quarantine ({r.quarantine}).",
-            RESTART,
+            advice,
             f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
             f"regplan purge {r.apply_id}",
         ]
     )
 
 
-def rolled_back(r: RollbackResult) -> str:
+def rolled_back(r: RollbackResult, advice: str) -> str:
     return (
         f"Rolled back {r.apply_id}: {r.restored} directories moved back, "
         f"{r.recreated} pruned directories recreated"
         + (", the tree is as before the apply." if r.fingerprint_ok else ".")
         + "\n"
-        + RESTART
+        + advice
     )
+
+
+def check_json(report: CheckReport, url: str) -> dict[str, object]:
+    """``check --json``: the totals and every failure."""
+    return {
+        "registry": url,
+        "ok": report.ok,
+        "images": report.images,
+        "manifests": report.manifests,
+        "blobs": report.blobs,
+        "failures": [{"image": f.image, "what": f.what} for f in report.failures],
+        "removed_checked": report.removed_checked,
+        "still_served": [{"image": f.image, "what": f.what} for f in report.still_served],
+    }
+
+
+def check_report(report: CheckReport, url: str) -> str:
+    """The result of ``regplan check``: every broken image and every removed thing still
+    served on a line of its own, then the totals."""
+    lines = [f"BROKEN {f.image}: {f.what}" for f in report.failures]
+    lines += [f"STILL SERVED {f.image}: {f.what}" for f in report.still_served]
+    verdict = "all whole" if not report.failures else f"{len(report.failures)} broken"
+    lines.append(
+        f"Checked {report.images} images ({report.manifests} manifests, {report.blobs} blobs) "
+        f"through {url}: {verdict}."
+    )
+    if report.removed_checked:
+        gone = report.removed_checked - len(report.still_served)
+        lines.append(f"Of {report.removed_checked} things the plan removed, {gone} are gone.")
+    return "\n".join(lines)
 
 
 def purged(done: Sequence[ApplyRecord]) -> str:

@@ -12,6 +12,7 @@ from regplan import apply, render, signing, workflow
 from regplan.demo import build_demo
 from regplan.errors import RegplanError
 from regplan.layout import Storage
+from regplan.online import cache_advice
 from regplan.selection import ImageSpec, Selection
 
 Echo = Callable[[str], None]
@@ -32,8 +33,10 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     storage = Storage.locate(root)
     echo(f"1. A sample registry was written to {root}: team/app (v1, v2, latest re-pushed")
     echo("   three times), team/tool (a multi-arch index), team/app/cache (nested inside")
-    echo("   team/app), old/repo (shares team/app:v1's layers), team/signed (v1 and v2 with")
-    echo("   cosign signatures and an attestation, pushed as sha256-<digest>.sig/.att tags).")
+    echo(
+        "   team/app), old/repo (shares team/app:v1's layers), team/signed (v1 and v2 with\n"
+        "   cosign signatures and an attestation, pushed as sha256-<digest>.sig/.att tags)."
+    )
 
     key = base / "keys" / "planner.key"
     signing.keygen(key, comment="demo-planner")
@@ -83,7 +86,7 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
         echo(f"{step}. regplan apply {plan_path} --trust {key}.pub")
         echo("   Checks the signature and that the tree is unchanged, then moves each target")
         echo("   into a quarantine under a journal; re-running it after a crash finishes the job.")
-        _quote(echo, render.applied(result))
+        _quote(echo, render.applied(result, cache_advice(None)))
         return result.apply_id
 
     first = apply_once("6")
@@ -92,7 +95,7 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     back = apply.rollback(storage=storage, apply_id=first, now=now)
     echo(f"8. regplan rollback {first} --root {root}")
     echo("   Everything moves back, pruned folders are recreated: byte for byte as before.")
-    _quote(echo, render.rolled_back(back))
+    _quote(echo, render.rolled_back(back, cache_advice(None)))
     second = apply_once("9")
     done = apply.purge(storage=storage, apply_id=second, older_than=None, now=now)
     echo(f"10. regplan purge {second} --root {root}")

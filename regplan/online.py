@@ -1,0 +1,41 @@
+"""Storage must not change under a registry that accepts writes: the guard apply,
+rollback and purge run first, and what to tell the operator about the registry's
+caches afterwards."""
+
+from __future__ import annotations
+
+import shlex
+
+from regplan.config import Running
+from regplan.errors import RegistryOnlineError
+from regplan.regclient import Mode, Probe, RegistryClient
+
+
+def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
+    """Probe the registry; refuse (exit 6) when it accepts writes, unless allowed.
+
+    Stopped or read-only: proceed. A registry whose answer says neither (a 401
+    without credentials that may push, a proxy) is treated as writable: regplan
+    cannot show it is safe.
+    """
+    probe = client.probe()
+    if probe.mode in (Mode.STOPPED, Mode.READ_ONLY) or allow_online:
+        return probe
+    raise RegistryOnlineError(
+        f"the registry at {client.url} accepts writes ({probe.detail}): a push in flight "
+        f"has blobs nothing references yet; set storage.maintenance.readonly.enabled: true "
+        f"(or stop it), restart it, then run {command} again (or pass --allow-online)"
+    )
+
+
+def cache_advice(settings: Running | None) -> str:
+    """What the operator must do so the registry stops serving what moved."""
+    if settings is not None and settings.cache == "redis":
+        host, _, port = (settings.redis_addr or "localhost:6379").rpartition(":")
+        cli = shlex.join(["redis-cli", "-h", host or "localhost", "-p", port or "6379"])
+        return (
+            "Flush the registry's redis blob descriptor cache (a restart does not): "
+            f"{cli} --scan --pattern 'blobs::*' | xargs -r {cli} DEL; "
+            f"{cli} --scan --pattern 'repository::*::blobs*' | xargs -r {cli} DEL"
+        )
+    return "Restart the registry now: it caches blob descriptors in memory."

@@ -1,0 +1,237 @@
+"""The running registry, through its HTTP API only: the one seam to it.
+
+A small client over httpx for what regplan asks a registry: is it there, does
+it accept writes (without writing anything), and what does it serve (manifests
+by tag or digest, blobs by HEAD). Authentication as operators have it: basic
+auth, and the registry token (bearer) flow, with credentials from the command
+line or ``~/.docker/config.json``; TLS with a CA file, or unverified on request.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import os
+import threading
+from collections.abc import Generator, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import attrs
+import httpx
+
+from regplan.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+
+PROBE_REPOSITORY = "regplan-probe/readonly-check"
+PROBE_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": "sha256:" + "0" * 64,
+            "size": 2,
+        },
+        "layers": [],
+    }
+).encode()
+"""A manifest whose config blob exists nowhere: a writable registry refuses it with
+400 MANIFEST_BLOB_UNKNOWN before it stores anything, a read-only one with 405."""
+
+
+class Mode(enum.Enum):
+    STOPPED = "stopped"
+    READ_ONLY = "read-only"
+    WRITABLE = "writable"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen(kw_only=True)
+class Probe:
+    mode: Mode
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class Credentials:
+    user: str
+    password: str
+
+
+def docker_credentials(url: str, config: Path | None = None) -> Credentials | None:
+    """``auths`` of ``~/.docker/config.json`` (or ``$DOCKER_CONFIG/config.json``) for the
+    registry's host; None when there is none (credential helpers are not asked)."""
+    if config is None:
+        folder = os.environ.get("DOCKER_CONFIG")
+        config = (Path(folder) if folder else Path.home() / ".docker") / "config.json"
+    try:
+        auths = json.loads(config.read_text(encoding="utf-8")).get("auths", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    host = urlparse(url).netloc
+    for key, entry in auths.items() if isinstance(auths, dict) else ():
+        name = urlparse(key).netloc if "://" in key else key.split("/")[0]
+        if name != host or not isinstance(entry, dict) or not isinstance(entry.get("auth"), str):
+            continue
+        try:
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return Credentials(user=user, password=password)
+    return None
+
+
+class _Auth(httpx.Auth):
+    """Answer the registry's 401 challenge: Basic, or Bearer through its token service
+    (tokens cached by scope, so a check of thousands of images asks once per scope)."""
+
+    def __init__(self, credentials: Credentials | None, client: httpx.Client) -> None:
+        self.credentials = credentials
+        self.client = client
+        self.tokens: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def _basic(self) -> str:
+        c = self.credentials or Credentials(user="", password="")
+        return "Basic " + base64.b64encode(f"{c.user}:{c.password}".encode()).decode()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        for header in self.tokens.values():  # a token for this host already
+            request.headers["Authorization"] = header
+            break
+        response = yield request
+        if response.status_code != 401:
+            return
+        challenge = response.headers.get("WWW-Authenticate", "")
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic" and self.credentials is not None:
+            request.headers["Authorization"] = self._basic()
+            yield request
+        elif scheme.lower() == "bearer":
+            request.headers["Authorization"] = self._bearer(_params(params))
+            yield request
+
+    def _bearer(self, params: Mapping[str, str]) -> str:
+        scope = params.get("scope", "")
+        with self.lock:
+            cached = self.tokens.get(scope)
+        if cached is not None:
+            return cached
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        headers = {"Authorization": self._basic()} if self.credentials is not None else {}
+        try:
+            r = self.client.get(params.get("realm", ""), params=query, headers=headers)
+            r.raise_for_status()
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+        except (httpx.HTTPError, ValueError, AttributeError) as e:
+            raise RegistryError(f"token service {params.get('realm')} refused: {e}") from None
+        if not isinstance(token, str):
+            raise RegistryError(f"token service {params.get('realm')} sent no token")
+        header = f"Bearer {token}"
+        with self.lock:
+            self.tokens[scope] = header
+        return header
+
+
+def _params(text: str) -> dict[str, str]:
+    """``realm="https://auth",service="registry",scope="repository:a:pull"``"""
+    out: dict[str, str] = {}
+    for part in _split_commas(text):
+        key, _, value = part.strip().partition("=")
+        out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def _split_commas(text: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current] if current else parts
+
+
+class RegistryClient:
+    """What regplan asks one registry. Thread-safe (httpx.Client is)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: Credentials | None = None,
+        ca_cert: Path | None = None,
+        insecure: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        parsed = urlparse(url if "://" in url else f"https://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise RegistryError(f"registry URL {url!r}: expected http(s)://HOST[:PORT]")
+        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        verify: bool | str = str(ca_cert) if ca_cert is not None else not insecure
+        self._http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
+        self._http.auth = _Auth(credentials or docker_credentials(self.url), self._http)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as e:
+            raise RegistryUnreachable(f"{self.url}: {e or type(e).__name__}") from None
+
+    def probe(self) -> Probe:
+        """Stopped, read-only or writable, found without writing anything (PROBE_MANIFEST)."""
+        try:
+            r = self._send(
+                "PUT",
+                f"/v2/{PROBE_REPOSITORY}/manifests/probe",
+                content=PROBE_MANIFEST,
+                headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+            )
+        except RegistryUnreachable as e:
+            return Probe(mode=Mode.STOPPED, detail=str(e))
+        if r.status_code == 405:
+            return Probe(mode=Mode.READ_ONLY, detail="writes answer 405 Method Not Allowed")
+        if r.status_code in (400, 404) or r.status_code >= 500:
+            return Probe(
+                mode=Mode.WRITABLE, detail=f"a manifest PUT reached validation ({r.status_code})"
+            )
+        return Probe(mode=Mode.UNKNOWN, detail=f"a manifest PUT answered {r.status_code}")
+
+    def manifest(self, repo: str, ref: str) -> tuple[int, bytes]:
+        """(status, body) of GET /v2/<repo>/manifests/<ref> with every manifest type accepted."""
+        r = self._send("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+        return r.status_code, r.content
+
+    def blob_status(self, repo: str, digest: str) -> int:
+        """The status of HEAD /v2/<repo>/blobs/<digest> (redirects to storage not followed)."""
+        return self._send("HEAD", f"/v2/{repo}/blobs/{digest}").status_code
+
+
+class RegistryUnreachable(RegistryError):  # noqa: N818 (it says what happened)
+    """Nothing answered at the registry's address."""
