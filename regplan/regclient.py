@@ -225,12 +225,24 @@ class RegistryClient:
 
     def manifest(self, repo: str, ref: str) -> tuple[int, bytes]:
         """(status, body) of GET /v2/<repo>/manifests/<ref> with every manifest type accepted."""
-        r = self._send("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+        r = self._authorized(
+            self._send("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+        )
         return r.status_code, r.content
 
     def blob_status(self, repo: str, digest: str) -> int:
         """The status of HEAD /v2/<repo>/blobs/<digest> (redirects to storage not followed)."""
-        return self._send("HEAD", f"/v2/{repo}/blobs/{digest}").status_code
+        return self._authorized(self._send("HEAD", f"/v2/{repo}/blobs/{digest}")).status_code
+
+    def _authorized(self, r: httpx.Response) -> httpx.Response:
+        """A read the registry refuses to this client is no answer about the image."""
+        if r.status_code in (401, 403):
+            raise RegistryError(
+                f"{self.url} refused {r.request.method} {r.request.url.path} "
+                f"({r.status_code}): give --registry-user with REGPLAN_REGISTRY_PASSWORD, or "
+                "`docker login` for a user that may pull"
+            )
+        return r
 
 
 class RegistryUnreachable(RegistryError):  # noqa: N818 (it says what happened)

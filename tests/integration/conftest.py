@@ -16,15 +16,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[Path], RealRegistry]]:
+def serve(tmp_path: Path) -> Iterator[Callable[..., RealRegistry]]:
     """Start a real registry over a rootdirectory; all are stopped at the end."""
     require_binaries()
     started: list[RealRegistry] = []
 
-    def start(root: Path) -> RealRegistry:
+    def start(root: Path, *, storage: str = "", extra: str = "") -> RealRegistry:
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        reg = RealRegistry(root, work)
+        reg = RealRegistry(root, work, storage=storage, extra=extra)
         reg.start()
         started.append(reg)
         return reg

@@ -48,19 +48,30 @@ def free_port() -> int:
 class RealRegistry:
     """One ``docker-registry serve`` on 127.0.0.1 over a filesystem root."""
 
-    def __init__(self, root: Path, work: Path) -> None:
+    def __init__(self, root: Path, work: Path, *, storage: str = "", extra: str = "") -> None:
+        """``storage``: more lines under ``storage:`` (indented two spaces), ``extra``: more
+        top-level sections (auth ...)."""
         self.root = root
         self.work = work
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
         self.config = work / f"registry-{self.port}.yml"
+        self.storage = storage
+        self.extra = extra
+        self.configure(storage=storage, extra=extra)
+
+    def configure(self, *, storage: str = "", extra: str = "") -> None:
+        """Write the config (takes effect at the next start)."""
         self.config.write_text(
             "version: 0.1\n"
             "log: {level: error}\n"
             "storage:\n"
-            f"  filesystem: {{rootdirectory: {root}}}\n"
+            f"  filesystem: {{rootdirectory: {self.root}}}\n"
             "  delete: {enabled: true}\n"
+            f"{storage}"
             f"http: {{addr: {self.host}}}\n"
+            f"{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._n = 0
@@ -76,6 +87,10 @@ class RealRegistry:
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, behind authentication
+                    return
+                time.sleep(0.05)
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
             if self.proc.poll() is not None:
@@ -228,7 +243,7 @@ class RealRegistry:
         return r.stdout + r.stderr
 
 
-Serve = Callable[[Path], RealRegistry]
+Serve = Callable[..., RealRegistry]
 
 
 def copy_of(pushed: tuple[Path, DemoImages], tmp_path: Path) -> Path:

@@ -1,0 +1,162 @@
+"""The running registry: a writable one is refused without a trace, a read-only or
+stopped one is not; regplan check proves every kept image through the API, catches
+a stale blob descriptor cache before the restart and a layer deleted behind
+regplan's back after it; basic auth with htpasswd, credentials from the command
+line or ~/.docker/config.json."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regplan.demo import build_demo
+from tests.helpers import docker_hashes
+from tests.integration.realreg import RealRegistry, Serve, free_port
+
+CACHE = "  cache: {blobdescriptor: inmemory}\n"
+READ_ONLY = CACHE + "  maintenance: {readonly: {enabled: true}}\n"
+
+
+def regplan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regplan", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def planned(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The demo registry and a signed plan of team/app:v1 and every untagged manifest."""
+    root = tmp_path / "root"
+    build_demo(root)
+    key = tmp_path / "k"
+    assert regplan("keygen", str(key)).returncode == 0
+    plan = tmp_path / "p.json"
+    made = regplan(
+        "plan", "--root", str(root), "--key", str(key), "-o", str(plan),
+        "--image=team/app:v1", "--untagged=team/*", "--gc",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return root, plan, Path(f"{key}.pub")
+
+
+def test_a_writable_registry_is_refused_without_a_trace(
+    planned: tuple[Path, Path, Path], serve: Serve
+) -> None:
+    root, plan, pub = planned
+    reg: RealRegistry = serve(root, storage=CACHE)
+    before = docker_hashes(root)
+    for command in (
+        ["apply", str(plan), "--trust", str(pub)],
+        ["rollback", "nothing-yet", "--root", str(root)],
+        ["purge", "--older-than", "7d", "--root", str(root)],
+    ):
+        refused = regplan(*command, "--registry-url", reg.url)
+        assert refused.returncode == 6, refused.stderr
+        assert refused.stderr.count("\n") == 1
+        assert "storage.maintenance.readonly" in refused.stderr
+    assert docker_hashes(root) == before  # no upload session, no probe manifest
+    assert not (root / "regplan-state" / "applies").exists()
+
+
+def test_read_only_then_stale_cache_then_clean_check(
+    planned: tuple[Path, Path, Path], serve: Serve
+) -> None:
+    """Read-only: apply proceeds. Before the restart the in-memory cache still answers
+    for removed blobs: check --plan says so (exit 1); after it, all is well."""
+    root, plan, pub = planned
+    reg: RealRegistry = serve(root, storage=READ_ONLY)
+    check = ["check", "--registry-url", reg.url, "--root", str(root)]
+    warm = regplan(*check)  # fills the cache with every blob of every image
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    applied = regplan("apply", str(plan), "--trust", str(pub), "--registry-url", reg.url)
+    assert applied.returncode == 0, applied.stderr
+    assert f"regplan check --registry-url {reg.url} --root {root} --plan {plan}" in applied.stdout
+    stale = regplan(*check, "--plan", str(plan))
+    assert stale.returncode == 1
+    assert "STILL SERVED" in stale.stdout
+    assert "blob descriptor cache is stale" in stale.stderr
+    reg.restart()
+    clean = regplan(*check, "--plan", str(plan), "--json")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    report = json.loads(clean.stdout)
+    assert report["ok"] and report["images"] == 11 and report["still_served"] == []
+    assert report["removed_checked"] > 10
+
+
+def test_a_stopped_registry_does_not_stop_an_apply(planned: tuple[Path, Path, Path]) -> None:
+    _, plan, pub = planned
+    nobody_there = f"http://127.0.0.1:{free_port()}"
+    applied = regplan("apply", str(plan), "--trust", str(pub), "--registry-url", nobody_there)
+    assert applied.returncode == 0, applied.stderr
+
+
+def test_check_names_an_image_whose_layer_was_deleted_behind_regplans_back(
+    planned: tuple[Path, Path, Path], serve: Serve
+) -> None:
+    root, plan, pub = planned
+    assert regplan("apply", str(plan), "--trust", str(pub)).returncode == 0
+    reg: RealRegistry = serve(root, storage=CACHE)
+    victim = _layer_of(root, "team/app/cache", "stable")
+    (root / "docker/registry/v2/blobs/sha256" / victim[:2] / victim / "data").unlink()
+    reg.restart()
+    broken = regplan("check", "--registry-url", reg.url, "--root", str(root), "--image", "team/*")
+    assert broken.returncode == 1
+    assert f"BROKEN team/app/cache:stable: blob sha256:{victim} answered 404" in broken.stdout
+    assert "1 image(s) broken; undo the latest apply with: regplan rollback " in broken.stderr
+
+
+def _layer_of(root: Path, repo: str, tag: str) -> str:
+    v2 = root / "docker/registry/v2"
+    digest = (v2 / f"repositories/{repo}/_manifests/tags/{tag}/current/link").read_text()
+    hexd = digest.split(":")[1]
+    manifest = json.loads((v2 / "blobs/sha256" / hexd[:2] / hexd / "data").read_text())
+    layer: str = manifest["layers"][-1]["digest"].split(":")[1]
+    return layer
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    if subprocess.run(["which", "htpasswd"], capture_output=True, check=False).returncode:
+        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
+            pytest.fail("htpasswd missing (apt-get install apache2-utils)")
+        pytest.skip("htpasswd missing (apt-get install apache2-utils)")
+    path = tmp_path / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(path), "ops", "s3cret"], check=True, capture_output=True
+    )
+    return path
+
+
+def test_basic_auth_with_htpasswd(
+    planned: tuple[Path, Path, Path], serve: Serve, htpasswd: Path, tmp_path: Path
+) -> None:
+    root, _, _ = planned
+    auth = f"auth:\n  htpasswd: {{realm: regplan-test, path: {htpasswd}}}\n"
+    reg: RealRegistry = serve(root, storage=CACHE, extra=auth)
+    check = ["check", "--registry-url", reg.url, "--root", str(root), "--image", "old/*"]
+    anonymous = regplan(*check, env={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert anonymous.returncode == 1 and "(401)" in anonymous.stderr
+    by_flag = regplan(*check, "--registry-user", "ops", env={"REGPLAN_REGISTRY_PASSWORD": "s3cret"})
+    assert by_flag.returncode == 0, by_flag.stderr
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    token = base64.b64encode(b"ops:s3cret").decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    by_docker_login = regplan(*check, env={"DOCKER_CONFIG": str(docker)})
+    assert by_docker_login.returncode == 0, by_docker_login.stderr
+    # the probe authenticates too: with credentials it sees a writable registry
+    refused = regplan(
+        "purge", "--older-than", "1d", "--root", str(root), "--registry-url", reg.url,
+        env={"DOCKER_CONFIG": str(docker)},
+    )  # fmt: skip
+    assert refused.returncode == 6 and "(400)" in refused.stderr

@@ -1,0 +1,79 @@
+"""The registry seam's pure parts: credentials, challenges, config, advice."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from regplan.config import Running, running
+from regplan.errors import RegistryError
+from regplan.online import cache_advice
+from regplan.regclient import Credentials, RegistryClient, _params, docker_credentials
+
+
+def _config(tmp_path: Path, auths: object) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": auths}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "key", ["registry.example:5000", "https://registry.example:5000", "registry.example:5000/v2/"]
+)
+def test_docker_config_auths_by_host(tmp_path: Path, key: str) -> None:
+    auth = base64.b64encode(b"ops:pa:ss").decode()
+    config = _config(tmp_path, {key: {"auth": auth}, "other:1": {"auth": "eDp5"}})
+    found = docker_credentials("https://registry.example:5000", config)
+    assert found == Credentials(user="ops", password="pa:ss")  # noqa: S106 (a test fixture)
+
+
+def test_docker_config_without_an_entry_or_unreadable(tmp_path: Path) -> None:
+    assert docker_credentials("http://a:1", _config(tmp_path, {"b:1": {"auth": "eDp5"}})) is None
+    assert docker_credentials("http://a:1", tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text("{")
+    assert docker_credentials("http://a:1", tmp_path / "bad.json") is None
+
+
+def test_bearer_challenge_parameters() -> None:
+    text = 'realm="https://auth.example/token",service="registry",scope="repository:a/b:pull,push"'
+    assert _params(text) == {
+        "realm": "https://auth.example/token",
+        "service": "registry",
+        "scope": "repository:a/b:pull,push",
+    }
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", ""])
+def test_a_registry_url_that_is_not_http(url: str) -> None:
+    with pytest.raises(RegistryError, match="expected http"):
+        RegistryClient(url)
+
+
+def test_running_settings_and_their_environment_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "storage:\n  filesystem: {rootdirectory: /r}\n"
+        "  maintenance: {readonly: {enabled: true}}\n  cache: {blobdescriptor: redis}\n"
+        "redis: {addr: cache.local:6380}\n"
+    )
+    assert running(config, {}) == Running(
+        readonly=True, cache="redis", redis_addr="cache.local:6380"
+    )
+    env = {
+        "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED": "false",
+        "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory",
+    }
+    assert running(config, env) == Running(
+        readonly=False, cache="inmemory", redis_addr="cache.local:6380"
+    )
+
+
+def test_cache_advice() -> None:
+    assert cache_advice(None).startswith("Restart the registry now")
+    redis = cache_advice(Running(readonly=True, cache="redis", redis_addr="cache.local:6380"))
+    assert "a restart does not" in redis
+    assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in redis
+    assert "'repository::*::blobs*'" in redis
