@@ -96,12 +96,16 @@ def docker_credentials(url: str, config: Path | None = None) -> Credentials | No
 
 class _Auth(httpx.Auth):
     """Answer the registry's 401 challenge: Basic, or Bearer through its token service
-    (tokens cached by scope, so a check of thousands of images asks once per scope)."""
+    (a token kept per repository, so a check of thousands of images asks once for each)."""
 
     def __init__(self, credentials: Credentials | None, client: httpx.Client) -> None:
         self.credentials = credentials
         self.client = client
         self.tokens: dict[str, str] = {}
+        """repository -> its latest token (what a request to it sends first)."""
+        self.granted: dict[str, str] = {}
+        """scope -> the token the service gave for it."""
+        self.fetching: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
 
     def _basic(self) -> str:
@@ -109,9 +113,10 @@ class _Auth(httpx.Auth):
         return "Basic " + base64.b64encode(f"{c.user}:{c.password}".encode()).decode()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        for header in self.tokens.values():  # a token for this host already
-            request.headers["Authorization"] = header
-            break
+        with self.lock:
+            known = self.tokens.get(_repository(request.url.path))
+        if known is not None:  # this repository's token from an earlier challenge
+            request.headers["Authorization"] = known
         response = yield request
         if response.status_code != 401:
             return
@@ -125,26 +130,49 @@ class _Auth(httpx.Auth):
             yield request
 
     def _bearer(self, params: Mapping[str, str]) -> str:
+        """A token for the challenge's scope, from the token service (basic credentials if
+        any); threads that meet the same challenge at once wait for one token."""
         scope = params.get("scope", "")
+        key = scope.split(":")[1] if scope.count(":") >= 2 else scope
         with self.lock:
-            cached = self.tokens.get(scope)
-        if cached is not None:
-            return cached
+            pending = self.fetching.setdefault(scope, threading.Lock())
+        with pending:
+            with self.lock:
+                fresh = self.granted.get(scope)
+            if fresh is not None:
+                return fresh
+            header = self._fetch(params, scope)
+            with self.lock:
+                self.granted[scope] = header
+                self.tokens[key] = header
+        return header
+
+    def _fetch(self, params: Mapping[str, str], scope: str) -> str:
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         headers = {"Authorization": self._basic()} if self.credentials is not None else {}
+        realm = params.get("realm", "")
         try:
-            r = self.client.get(params.get("realm", ""), params=query, headers=headers)
-            r.raise_for_status()
-            body = r.json()
-            token = body.get("token") or body.get("access_token")
-        except (httpx.HTTPError, ValueError, AttributeError) as e:
-            raise RegistryError(f"token service {params.get('realm')} refused: {e}") from None
+            r = self.client.get(realm, params=query, headers=headers, auth=None)
+            body = r.json() if r.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as e:
+            raise RegistryError(f"token service {realm}: {e or type(e).__name__}") from None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str):
-            raise RegistryError(f"token service {params.get('realm')} sent no token")
-        header = f"Bearer {token}"
-        with self.lock:
-            self.tokens[scope] = header
-        return header
+            raise RegistryError(
+                f"token service {realm} gave no token for {scope or 'the registry'} "
+                f"({r.status_code}): give --registry-user with REGPLAN_REGISTRY_PASSWORD, or "
+                "`docker login`, for a user that may pull"
+            )
+        return f"Bearer {token}"
+
+
+def _repository(path: str) -> str:
+    """``/v2/team/app/manifests/v1`` -> ``team/app`` (what a token's scope names)."""
+    parts = path.removeprefix("/v2/").split("/")
+    for i, part in enumerate(parts):
+        if part in ("manifests", "blobs", "tags"):
+            return "/".join(parts[:i])
+    return ""
 
 
 def _params(text: str) -> dict[str, str]:

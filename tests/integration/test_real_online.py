@@ -18,6 +18,7 @@ import pytest
 from regplan.demo import build_demo
 from tests.helpers import docker_hashes
 from tests.integration.realreg import RealRegistry, Serve, free_port
+from tests.integration.tokenserver import TokenServer
 
 CACHE = "  cache: {blobdescriptor: inmemory}\n"
 READ_ONLY = CACHE + "  maintenance: {readonly: {enabled: true}}\n"
@@ -160,3 +161,25 @@ def test_basic_auth_with_htpasswd(
         env={"DOCKER_CONFIG": str(docker)},
     )  # fmt: skip
     assert refused.returncode == 6 and "(400)" in refused.stderr
+
+
+def test_the_registry_token_flow(
+    planned: tuple[Path, Path, Path], serve: Serve, tmp_path: Path
+) -> None:
+    """auth.token: the registry sends a Bearer challenge; regplan asks the token service
+    with the user's basic credentials, once per scope, and the check passes."""
+    root, _, _ = planned
+    tokens = TokenServer(tmp_path, user="ops", password="s3cret")  # noqa: S106 (a test fixture)
+    try:
+        reg: RealRegistry = serve(root, storage=CACHE, extra=tokens.registry_config())
+        check = ["check", "--registry-url", reg.url, "--root", str(root), "--image", "team/*"]
+        wrong = regplan(*check, "--registry-user", "ops", env={"REGPLAN_REGISTRY_PASSWORD": "no"})
+        assert wrong.returncode == 1 and "token service" in wrong.stderr
+        assert wrong.stderr.count("\n") == 1
+        ok = regplan(*check, "--registry-user", "ops", env={"REGPLAN_REGISTRY_PASSWORD": "s3cret"})
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "all whole" in ok.stdout
+        repositories = 4  # team/app, team/app/cache, team/signed, team/tool: one scope each
+        assert tokens.issued == repositories
+    finally:
+        tokens.stop()
