@@ -21,8 +21,9 @@ def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
     probe = client.probe()
     if probe.mode in (Mode.STOPPED, Mode.READ_ONLY) or allow_online:
         return probe
+    state = "accepts writes" if probe.mode is Mode.WRITABLE else "may accept writes"
     raise RegistryOnlineError(
-        f"the registry at {client.url} accepts writes ({probe.detail}): a push in flight "
+        f"the registry at {client.url} {state} ({probe.detail}): a push in flight "
         f"has blobs nothing references yet; set storage.maintenance.readonly.enabled: true "
         f"(or stop it), restart it, then run {command} again (or pass --allow-online)"
     )

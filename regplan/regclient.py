@@ -230,7 +230,10 @@ class RegistryClient:
         try:
             return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as e:
-            raise RegistryUnreachable(f"{self.url}: {e or type(e).__name__}") from None
+            cause = e.__cause__ or e.__context__
+            while cause is not None and not isinstance(cause, ConnectionRefusedError):
+                cause = cause.__cause__ or cause.__context__
+            raise RegistryUnreachable(f"{self.url}: {e or type(e).__name__}") from cause
 
     def probe(self) -> Probe:
         """Stopped, read-only or writable, found without writing anything (PROBE_MANIFEST)."""
@@ -242,7 +245,10 @@ class RegistryClient:
                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
             )
         except RegistryUnreachable as e:
-            return Probe(mode=Mode.STOPPED, detail=str(e))
+            # only a refused connection says the registry is down; a TLS failure, a timeout
+            # or a name that does not resolve says nothing about what may be writing
+            refused = isinstance(e.__cause__, ConnectionRefusedError)
+            return Probe(mode=Mode.STOPPED if refused else Mode.UNKNOWN, detail=str(e))
         if r.status_code == 405:
             return Probe(mode=Mode.READ_ONLY, detail="writes answer 405 Method Not Allowed")
         if r.status_code in (400, 404) or r.status_code >= 500:

@@ -21,10 +21,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RealRegistry]]:
     require_binaries()
     started: list[RealRegistry] = []
 
-    def start(root: Path, *, storage: str = "", extra: str = "") -> RealRegistry:
+    def start(
+        root: Path, *, storage: str = "", extra: str = "", tls: tuple[Path, Path] | None = None
+    ) -> RealRegistry:
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        reg = RealRegistry(root, work, storage=storage, extra=extra)
+        reg = RealRegistry(root, work, storage=storage, extra=extra, tls=tls)
         reg.start()
         started.append(reg)
         return reg

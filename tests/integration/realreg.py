@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -48,17 +49,24 @@ def free_port() -> int:
 class RealRegistry:
     """One ``docker-registry serve`` on 127.0.0.1 over a filesystem root."""
 
-    def __init__(self, root: Path, work: Path, *, storage: str = "", extra: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        work: Path,
+        *,
+        storage: str = "",
+        extra: str = "",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         """``storage``: more lines under ``storage:`` (indented two spaces), ``extra``: more
-        top-level sections (auth ...)."""
+        top-level sections (auth ...), ``tls``: (certificate, key) to serve https."""
         self.root = root
         self.work = work
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.config = work / f"registry-{self.port}.yml"
-        self.storage = storage
-        self.extra = extra
         self.configure(storage=storage, extra=extra)
 
     def configure(self, *, storage: str = "", extra: str = "") -> None:
@@ -70,11 +78,16 @@ class RealRegistry:
             f"  filesystem: {{rootdirectory: {self.root}}}\n"
             "  delete: {enabled: true}\n"
             f"{storage}"
-            f"http: {{addr: {self.host}}}\n"
+            f"http: {{addr: {self.host}{self._tls()}}}\n"
             f"{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._n = 0
+
+    def _tls(self) -> str:
+        if self.tls is None:
+            return ""
+        return f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}}}"
 
     def start(self) -> None:
         log = (self.work / f"registry-{self.port}.log").open("ab")
@@ -84,7 +97,8 @@ class RealRegistry:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as r:
+                unverified = ssl._create_unverified_context()  # noqa: S323 (our own test cert)
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=unverified) as r:
                     if r.status == 200:
                         return
             except urllib.error.HTTPError as e:
@@ -261,3 +275,44 @@ def all_refs(root: Path) -> set[str]:
         refs |= {f"{name}:{t}" for t in repo.tags}
         refs |= {f"{name}@{d}" for d in repo.revisions}
     return refs
+
+
+def tls_pair(work: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files (the cert is
+    its own CA: give it as --ca-cert)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = work / "tls.crt", work / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

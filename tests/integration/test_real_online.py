@@ -17,7 +17,7 @@ import pytest
 
 from regplan.demo import build_demo
 from tests.helpers import docker_hashes
-from tests.integration.realreg import RealRegistry, Serve, free_port
+from tests.integration.realreg import RealRegistry, Serve, free_port, tls_pair
 from tests.integration.tokenserver import TokenServer
 
 CACHE = "  cache: {blobdescriptor: inmemory}\n"
@@ -183,3 +183,24 @@ def test_the_registry_token_flow(
         assert tokens.issued == repositories
     finally:
         tokens.stop()
+
+
+def test_tls_with_a_ca_file_or_insecure(
+    planned: tuple[Path, Path, Path], serve: Serve, tmp_path: Path
+) -> None:
+    """A registry on https with its own CA: unverified it is an error, never 'stopped'
+    (the probe refuses rather than guess); with --ca-cert or --insecure all is well."""
+    root, plan, pub = planned
+    cert, key = tls_pair(tmp_path)
+    reg: RealRegistry = serve(root, storage=READ_ONLY, tls=(cert, key))
+    check = ["check", "--registry-url", reg.url, "--root", str(root), "--image", "old/*"]
+    unverified = regplan(*check)
+    assert unverified.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in unverified.stderr
+    assert regplan(*check, "--ca-cert", str(cert)).returncode == 0
+    assert regplan(*check, "--insecure").returncode == 0
+    cannot_tell = regplan("apply", str(plan), "--trust", str(pub), "--registry-url", reg.url)
+    assert cannot_tell.returncode == 6, cannot_tell.stderr
+    applied = regplan(
+        "apply", str(plan), "--trust", str(pub), "--registry-url", reg.url, "--ca-cert", str(cert)
+    )
+    assert applied.returncode == 0, applied.stderr  # read-only: it proceeds
