@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import pickle
 import shutil
 import stat
+import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import fingerprint, signing, workflow
@@ -229,3 +232,20 @@ def sign_raw(raw: dict[str, Any], key: Ed25519PrivateKey = KEY) -> dict[str, Any
     message = signing._message(signing.raw_body_digest(raw), meta)
     sig = base64.b64encode(key.sign(message)).decode()
     return raw | {"signatures": [meta | {"sig": sig}]}
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``mount`` (another filesystem, or a disk that fills
+    up) for the block; the test is skipped where mounting is not allowed."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -24,6 +24,7 @@ from tests.helpers import (
     content_hashes,
     docker_hashes,
     selection,
+    tmpfs,
     write_plan_file,
     write_pub,
 )
@@ -275,20 +276,11 @@ def test_quarantine_on_another_filesystem_is_refused(
     """regplan-state/quarantine is a real mount point of another filesystem (tmpfs)."""
     quarantine_dir = demo_root / "regplan-state" / "quarantine"
     quarantine_dir.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(quarantine_dir)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(quarantine_dir, "1m"):
         original = docker_hashes(demo_root)
         with pytest.raises(ApplyError, match="another filesystem"):
             run_apply(plan_path, trusted)
         assert docker_hashes(demo_root) == original
-    finally:
-        subprocess.run(["umount", str(quarantine_dir)], check=True)
 
 
 def test_a_symlinked_state_folder_is_refused(

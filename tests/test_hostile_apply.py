@@ -19,7 +19,6 @@ from click.testing import CliRunner
 
 from regplan import apply, signing
 from regplan.cli import cli
-from regplan.demo import build_demo
 from regplan.errors import ApplyError
 from regplan.journal import State
 from regplan.layout import Storage
@@ -37,10 +36,8 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "registry"
-    build_demo(r)
-    return r
+def root(demo_root: Path) -> Path:
+    return demo_root
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.helpers import (
     remove_tree,
     selection,
     shared_tmp,
+    tmpfs,
     write_plan_file,
     write_pub,
 )
@@ -48,10 +49,8 @@ def one_line_error(result: Result, code: int = 1) -> str:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "registry"
-    build_demo(r)
-    return r
+def root(demo_root: Path) -> Path:
+    return demo_root
 
 
 @pytest.fixture
@@ -192,15 +191,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs: a disk that fills up."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with tmpfs(mount, "8m"):
+        yield mount
 
 
 def fill(disk: Path) -> None:
