@@ -100,7 +100,12 @@ def removed_by(plan: Plan) -> list[Gone]:
     for t in plan.targets:
         split = split_repo(t.path)
         last = t.path.rsplit("/", 2)
-        if t.kind is TargetKind.TAG and split is not None:
+        if t.kind is TargetKind.REPOSITORY:
+            for ref in t.refs:  # its tags, as the plan names them (at most 20)
+                repo, colon, tag = ref.rpartition(":")
+                if colon and repo and "/" not in tag and " " not in ref:
+                    out.append(Gone(kind="manifest", repo=repo, ref=tag, label=ref))
+        elif t.kind is TargetKind.TAG and split is not None:
             out.append(
                 Gone(kind="manifest", repo=split[0], ref=last[-1], label=f"{split[0]}:{last[-1]}")
             )

@@ -99,8 +99,8 @@ class Storage:
             folder = self.root.joinpath(*V2[:i])
             if folder.is_symlink():
                 raise StorageError(
-                    f"{folder} is a symlink; regplan works only inside the rootdirectory "
-                    f"(give --root {folder.resolve().parents[len(V2) - i]} if that is the storage)"
+                    f"{folder} is a symlink; regplan works only inside the rootdirectory: "
+                    "give --root the real folder that holds docker/registry/v2"
                 )
         return self
 
