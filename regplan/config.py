@@ -37,9 +37,7 @@ def _load(config: Path) -> dict[str, object]:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise StorageError(f"{config} is not valid YAML{where}") from None
-    if not isinstance(doc, dict):
-        raise StorageError(f"{config} is not a registry configuration (no mapping)")
-    return doc
+    return doc if isinstance(doc, dict) else {}  # then: "has no storage section"
 
 
 def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
