@@ -157,10 +157,13 @@ def _guard(reg: dict[str, Any], allow_online: bool, command: str) -> str | None:
     return str(url)
 
 
-def _advice(config: Path | None) -> str:
+def _advice(config: Path | None, url: str | None) -> str:
+    """After apply or rollback: the cache to clear, and the read-only mode to lift (or the
+    registry that nothing checked was stopped), from the registry's configuration."""
     found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
     settings = running(Path(found), os.environ) if found else None
-    return online.cache_advice(settings)
+    mode = online.mode_advice(settings, probed=url is not None)
+    return online.cache_advice(settings) + (f"\n{mode}" if mode else "")
 
 
 def _check_hint(url: str | None, storage_root: Path | str, plan: Path | None = None) -> str:
@@ -544,7 +547,7 @@ def apply_cmd(
     if as_json:
         emit_json(render.result_json(result))
     else:
-        click.echo(render.applied(result, _advice(config)))
+        click.echo(render.applied(result, _advice(config, url)))
         click.echo(_check_hint(url, result.quarantine.parents[2], plan_file))
     if not result.fingerprint_ok:
         raise ApplyError(
@@ -587,7 +590,7 @@ def rollback(
     if as_json:
         emit_json(render.result_json(result))
     else:
-        click.echo(render.rolled_back(result, _advice(config)))
+        click.echo(render.rolled_back(result, _advice(config, url)))
         click.echo(_check_hint(url, storage.root))
     if not result.fingerprint_ok:
         raise ApplyError(

@@ -29,6 +29,23 @@ def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
     )
 
 
+def mode_advice(settings: Running | None, *, probed: bool) -> str | None:
+    """What the registry's configuration says about writes, when no probe could."""
+    if settings is None:
+        return None
+    if settings.readonly:
+        return (
+            "The registry's configuration has storage.maintenance.readonly on: turn it off "
+            "(and restart) once `regplan check` is clean."
+        )
+    if not probed:
+        return (
+            "Warning: the registry's configuration does not set "
+            "storage.maintenance.readonly: make sure it was stopped (--registry-url checks)."
+        )
+    return None
+
+
 def cache_advice(settings: Running | None) -> str:
     """What the operator must do so the registry stops serving what moved."""
     if settings is not None and settings.cache == "redis":

@@ -369,3 +369,28 @@ def test_retention_and_gc_recorded_in_plan(
     tags = {t["path"].rsplit("/", 1)[1] for t in doc["targets"] if t["kind"] == "tag"}
     assert tags == {"v1", "v2"}
     assert run(runner, "verify", str(out), "--trust", str(pub)).exit_code == 0
+
+
+def test_apply_and_rollback_advise_from_the_registry_config(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A redis blob descriptor cache survives a restart: the flush commands are printed;
+    read-only mode is to be lifted once the check is clean."""
+    key, pub = keys
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"storage:\n  filesystem: {{rootdirectory: {demo_root}}}\n"
+        "  maintenance: {readonly: {enabled: true}}\n  cache: {blobdescriptor: redis}\n"
+        "redis: {addr: cache.local:6380}\n"
+    )
+    plan = tmp_path / "p.json"
+    assert make(runner, demo_root, key, plan, "--image", "old/repo:2019").exit_code == 0
+    applied = run(runner, "apply", str(plan), "--trust", str(pub), "--config", str(config))
+    assert applied.exit_code == 0, applied.output
+    assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in applied.output
+    assert "storage.maintenance.readonly on: turn it off" in applied.output
+    assert f"regplan check --registry-url URL --root {demo_root} --plan {plan}" in applied.output
+    apply_id = applied.output.split(" as ", 1)[1].split(":", 1)[0]
+    back = run(runner, "rollback", apply_id, "--config", str(config))
+    assert back.exit_code == 0, back.output
+    assert "a restart does not" in back.output

@@ -10,7 +10,7 @@ import pytest
 
 from regplan.config import Running, running
 from regplan.errors import RegistryError
-from regplan.online import cache_advice
+from regplan.online import cache_advice, mode_advice
 from regplan.regclient import Credentials, RegistryClient, _params, docker_credentials
 
 
@@ -77,3 +77,12 @@ def test_cache_advice() -> None:
     assert "a restart does not" in redis
     assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in redis
     assert "'repository::*::blobs*'" in redis
+
+
+def test_mode_advice() -> None:
+    on = Running(readonly=True, cache=None, redis_addr=None)
+    off = Running(readonly=False, cache=None, redis_addr=None)
+    assert mode_advice(None, probed=False) is None
+    assert "turn it off" in (mode_advice(on, probed=True) or "")
+    assert "make sure it was stopped" in (mode_advice(off, probed=False) or "")
+    assert mode_advice(off, probed=True) is None  # the probe found it read-only or stopped
