@@ -170,7 +170,12 @@ class _Checker:
         for child in _descriptors(doc.get("manifests")):
             problems += self._manifest(repo, child["digest"])
         blobs = [*_descriptors([doc.get("config")]), *_descriptors(doc.get("layers"))]
-        blobs += [{"digest": b["blobSum"]} for b in doc.get("fsLayers") or [] if "blobSum" in b]
+        layers = doc.get("fsLayers")  # Docker schema1
+        blobs += [
+            {"digest": b["blobSum"]}
+            for b in (layers if isinstance(layers, list) else [])
+            if isinstance(b, dict) and isinstance(b.get("blobSum"), str)
+        ]
         for blob in blobs:
             if blob.get("urls"):
                 continue  # a foreign layer: served elsewhere, not by this registry

@@ -251,7 +251,7 @@ class RegistryClient:
             return Probe(mode=Mode.STOPPED if refused else Mode.UNKNOWN, detail=str(e))
         if r.status_code == 405:
             return Probe(mode=Mode.READ_ONLY, detail="writes answer 405 Method Not Allowed")
-        if r.status_code in (400, 404) or r.status_code >= 500:
+        if r.status_code in (400, 404):
             return Probe(
                 mode=Mode.WRITABLE, detail=f"a manifest PUT reached validation ({r.status_code})"
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from regplan.config import Running, running
 from regplan.errors import RegistryError
 from regplan.online import cache_advice, mode_advice
-from regplan.regclient import Credentials, RegistryClient, _params, docker_credentials
+from regplan.regclient import Credentials, Mode, RegistryClient, _params, docker_credentials
 
 
 def _config(tmp_path: Path, auths: object) -> Path:
@@ -86,3 +88,30 @@ def test_mode_advice() -> None:
     assert "turn it off" in (mode_advice(on, probed=True) or "")
     assert "make sure it was stopped" in (mode_advice(off, probed=False) or "")
     assert mode_advice(off, probed=True) is None  # the probe found it read-only or stopped
+
+
+@pytest.mark.parametrize(
+    ("status", "mode"),
+    [(400, Mode.WRITABLE), (404, Mode.WRITABLE), (405, Mode.READ_ONLY), (502, Mode.UNKNOWN)],
+)
+def test_the_probe_reads_the_answer_to_its_manifest_put(status: int, mode: Mode) -> None:
+    """A proxy's 502 says nothing about writes: unknown (refused), never 'stopped'."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
+            assert client.probe().mode is mode
+    finally:
+        server.shutdown()
+        server.server_close()
