@@ -15,7 +15,18 @@ from typing import Any
 
 import click
 
-from regplan import __version__, apply, check, codec, online, render, signing, walkthrough, workflow
+from regplan import (
+    __version__,
+    apply,
+    check,
+    codec,
+    online,
+    render,
+    signing,
+    walkthrough,
+    why,
+    workflow,
+)
 from regplan.config import ENV_ROOT, rootdirectory, running
 from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
 from regplan.layout import Storage, printable
@@ -434,6 +445,30 @@ def show(plan_file: Path, fmt: str) -> None:
         click.echo(codec.dumps(loaded).decode(), nl=False)
     else:
         click.echo(render.markdown(loaded) if fmt == "markdown" else render.text(loaded), nl=False)
+
+
+@cli.command("why")
+@click.argument("plan_file", type=ExistingFile)
+@click.argument("ref")
+@json_option
+def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
+    """What PLAN does to REF (repo:tag, repo@sha256:..., sha256:... or a storage path):
+    removed (exit 7, with every directory it causes), kept (and why) or untouched."""
+    loaded = workflow.load_plan(plan_file)
+    try:
+        answer = why.why(loaded, ref)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="REF") from None
+    if as_json:
+        emit_json(render.why_json(answer, loaded))
+    else:
+        click.echo(render.why_text(answer, loaded))
+    if answer.verdict is why.Verdict.REMOVED:
+        click.get_current_context().exit(REMOVED)
+
+
+REMOVED = 7
+"""``why``'s exit code when the plan removes REF: a pipeline can stop on it."""
 
 
 @cli.command()

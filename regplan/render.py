@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from regplan.apply import ApplyResult, RollbackResult
     from regplan.check import Report as CheckReport
     from regplan.journal import ApplyRecord
+    from regplan.why import Answer as WhyAnswer
 from regplan.plan import Plan, Target, TargetKind
 
 
@@ -257,6 +258,38 @@ def rolled_back(r: RollbackResult, advice: str) -> str:
         + "\n"
         + advice
     )
+
+
+def why_text(answer: WhyAnswer, plan: Plan) -> str:
+    """``regplan why``: the verdict on one line, then what it causes or what keeps it."""
+    verdict = answer.verdict.value
+    if answer.targets:
+        lines = [
+            f"{answer.ref}: {verdict} by plan {plan.plan_id} ({len(answer.targets)} directories)"
+        ]
+        lines += [f"  {t.kind.value} {t.path}: {t.reason}" for t in answer.targets]
+    elif answer.kept:
+        lines = [f"{answer.ref}: {verdict} by plan {plan.plan_id}"]
+        lines += [
+            f"  {k.path}: {k.reason}" + (f" (kept for {_refs(k.refs)})" if k.refs else "")
+            for k in answer.kept
+        ]
+    else:
+        lines = [f"{answer.ref}: {verdict} by plan {plan.plan_id}"]
+    return "\n".join(lines)
+
+
+def why_json(answer: WhyAnswer, plan: Plan) -> dict[str, object]:
+    return {
+        "plan_id": plan.plan_id,
+        "ref": answer.ref,
+        "verdict": answer.verdict.value,
+        "targets": [
+            {"path": t.path, "kind": t.kind.value, "reason": t.reason, "refs": list(t.refs)}
+            for t in answer.targets
+        ],
+        "kept": [{"path": k.path, "reason": k.reason, "refs": list(k.refs)} for k in answer.kept],
+    }
 
 
 def check_json(report: CheckReport, url: str) -> dict[str, object]:
