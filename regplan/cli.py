@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -412,6 +413,15 @@ def _selection(sel: dict[str, Any]) -> Selection:
     return selection
 
 
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in pieces."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _age(text: str, flag: str) -> timedelta:
     """An AGE option, or a usage error (exit 2) that names the option."""
     try:
@@ -444,7 +454,10 @@ def show(plan_file: Path, fmt: str) -> None:
     if fmt == "json":
         click.echo(codec.dumps(loaded).decode(), nl=False)
     else:
-        click.echo(render.markdown(loaded) if fmt == "markdown" else render.text(loaded), nl=False)
+        pinned = render.PlanFile(name=str(plan_file), sha256=_sha256(plan_file))
+        click.echo(
+            render.markdown(loaded, pinned) if fmt == "markdown" else render.text(loaded), nl=False
+        )
 
 
 @cli.command("why")

@@ -147,84 +147,125 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(plan: Plan) -> str:
+MARKDOWN_LIMIT = 30_000
+"""Characters of a change-ticket rendering, whatever the plan's size (a Jira comment
+holds 32,767, a GitHub comment 65,536)."""
+CELL = 160
+"""Characters of one table cell at the most; longer ones end with an ellipsis."""
+
+
+@attrs.frozen(kw_only=True)
+class PlanFile:
+    """The file a ticket rendering pins: its name and the SHA-256 of its bytes."""
+
+    name: str
+    sha256: str
+
+
+def _clip(value: str, width: int = CELL) -> str:
+    value = _cell(value)
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _capped(rows: Sequence[str], cap: int, more: str) -> list[str]:
+    """The first ``cap`` rows, then one line saying how many more (``more`` names them)."""
+    if len(rows) <= cap:
+        return list(rows)
+    return [*rows[:cap], f"| … {len(rows) - cap} more {more} |"]
+
+
+def markdown(plan: Plan, plan_file: PlanFile | None = None) -> str:
+    """A change-ticket view of any plan in at most MARKDOWN_LIMIT characters: what goes in
+    image terms, bytes by repository, what is kept because shared or protected, problems,
+    signatures, and the exact verify and apply commands; the full list stays in the plan
+    file it pins by SHA-256."""
+    cap = 40
+    while True:
+        text = _markdown(plan, plan_file, cap)
+        if len(text) <= MARKDOWN_LIMIT or cap <= 1:
+            return text[:MARKDOWN_LIMIT]
+        cap //= 2
+
+
+def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
     fp = plan.fingerprint
     s = plan.summary
-    out = [
-        f"# regplan plan `{plan.plan_id}`",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Root | `{plan.root}` |",
-        f"| Command | `{_cell(command_line(plan))}` |",
+    kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
+    name = plan_file.name if plan_file is not None else "PLAN"
+    out = [f"# regplan plan `{plan.plan_id}`", "", "| | |", "|---|---|"]
+    if plan_file is not None:
+        out.append(f"| Plan file | `{_clip(plan_file.name)}`, SHA-256 `{plan_file.sha256}` |")
+    out += [
+        f"| Root | `{_clip(plan.root)}` |",
+        f"| Command | `{_clip(command_line(plan), 400)}` |",
         f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
-        f"| Targets | {s.targets} directories, {human_bytes(s.bytes)} ({s.bytes} bytes) |",
-        f"| Fingerprint before | `{fp.before}` |",
-        f"| Fingerprint after | `{fp.after}` |",
+        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({kinds}) |",
+        f"| Keeps | {len(plan.kept)} touched but still needed |",
+        f"| Problems | {len(plan.problems)} |",
+        f"| Fingerprint | `{fp.before[:16]}` -> `{fp.after[:16]}` ({fp.entries} paths) |",
         f"| Signatures | {len(plan.signatures)} |",
         "",
     ]
     images = removed_images(plan)
     if images:
-        out += [f"## Images removed ({len(images)})", ""]
-        out += [f"- `{_cell(i)}`" + (f" (+ {', '.join(k)})" if k else "") for i, k in images]
-        out.append("")
-    protect = plan.request.selection.protect
-    if protect:
-        out += ["## Protected", "", "| Line | Reference | Keeps |", "|---|---|---|"]
-        out += [
-            f"| {_cell(p.source)} | `{_cell(p.ref)}` | "
-            f"{_cell(', '.join(p.matches)) or '**matches nothing**'} |"
-            for p in protect
-        ]
-        out.append("")
-    if plan.targets:
+        out += [f"## Images removed ({len(images)})", "", "| Image | With it |", "|---|---|"]
+        rows = [f"| `{_clip(i)}` | {', '.join(k) or ''} |" for i, k in images]
+        out += [*_capped(rows, cap, "images"), ""]
+    by_repo = bytes_by_repository(plan)
+    if by_repo:
         out += [
             "## Bytes by repository",
             "",
             "| Repository | Directories | Bytes |",
             "|---|--:|--:|",
         ]
-        out += [
-            f"| `{_cell(r)}` | {n} | {human_bytes(b)} |" for r, n, b in bytes_by_repository(plan)
+        rows = [f"| `{_clip(r)}` | {n} | {human_bytes(b)} |" for r, n, b in by_repo]
+        out += [*_capped(rows, cap, "repositories"), ""]
+    protect = plan.request.selection.protect
+    if protect:
+        out += ["## Protected", "", "| Line | Reference | Keeps |", "|---|---|---|"]
+        rows = [
+            f"| {_clip(p.source, 80)} | `{_clip(p.ref)}` | "
+            f"{_clip(', '.join(p.matches)) or '**matches nothing**'} |"
+            for p in protect
         ]
-        out.append("")
-        out += ["## Targets", ""]
-        by_kind: dict[TargetKind, list[Target]] = defaultdict(list)
-        for t in plan.targets:
-            by_kind[t.kind].append(t)
-        for kind in TargetKind:
-            if kind not in by_kind:
-                continue
-            out += [
-                f"### {kind.value} ({len(by_kind[kind])})",
-                "",
-                "| Path | Reason | Refs | Bytes |",
-                "|---|---|---|--:|",
-            ]
-            out += [
-                f"| `{_cell(t.path)}` | {_cell(t.reason)} | {_cell(_refs(t.refs))} | "
-                f"{human_bytes(t.bytes)} |"
-                for t in by_kind[kind]
-            ]
-            out.append("")
-    else:
-        out += ["Nothing to remove.", ""]
+        out += [*_capped(rows, cap, "lines"), ""]
     if plan.kept:
-        out += ["## Kept", "", "| Path | Why | Refs |", "|---|---|---|"]
-        out += [
-            f"| `{_cell(k.path)}` | {_cell(k.reason)} | {_cell(_refs(k.refs))} |" for k in plan.kept
+        out += [f"## Kept ({len(plan.kept)})", "", "| Path | Why | For |", "|---|---|---|"]
+        rows = [
+            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |"
+            for k in plan.kept
         ]
-        out.append("")
+        out += [*_capped(rows, cap // 2 or 1, "kept"), ""]
     if plan.problems:
-        out += ["## Problems", "", "| Code | Path | Message |", "|---|---|---|"]
         out += [
-            f"| {p.code.value} | `{_cell(p.path)}` | {_cell(p.message)} |" for p in plan.problems
+            f"## Problems ({len(plan.problems)})",
+            "",
+            "| Code | Path | Message |",
+            "|---|---|---|",
         ]
-        out.append("")
+        rows = [
+            f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |"
+            for p in plan.problems
+        ]
+        out += [*_capped(rows, cap // 2 or 1, "problems"), ""]
     out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]
+    rows = [
+        f"| {g.role} | {_clip(g.signer, 80)} | `{g.keyid}` | {g.signed_at} |"
+        for g in plan.signatures
+    ]
+    out += [*_capped(rows, cap, "signatures"), ""]
+    root = shlex.quote(plan.root)
     out += [
-        f"| {g.role} | {_cell(g.signer)} | `{g.keyid}` | {g.signed_at} |" for g in plan.signatures
+        "## Verify and apply",
+        "",
+        "```sh",
+        f"regplan verify {shlex.quote(name)} --trust KEY.pub --root {root}",
+        f"regplan apply {shlex.quote(name)} --trust KEY.pub --root {root} --registry-url URL",
+        "```",
+        "",
+        f"The full list of the {s.targets} directories is in the attached plan file "
+        f"(`regplan show {shlex.quote(name)}`).",
     ]
     return "\n".join(out) + "\n"
 

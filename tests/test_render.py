@@ -9,7 +9,8 @@ import attrs
 import pytest
 
 from regplan import codec, render
-from regplan.plan import Plan
+from regplan.inventory import ProblemCode
+from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.selection import parse_protect
 from tests.helpers import make_plan, selection
 
@@ -72,6 +73,45 @@ def test_signed_image_text(signed_plan: Plan, snapshot: Any) -> None:
 
 def test_signed_image_markdown(signed_plan: Plan, snapshot: Any) -> None:
     markdown = render.markdown(signed_plan)
-    assert "- `team/signed:v1` (+ attestation, signature)\n" in markdown
+    assert "| `team/signed:v1` | attestation, signature |\n" in markdown
     assert "| running.txt:2 | `team/gone:v0` | **matches nothing** |" in markdown
     snapshot.assert_match(markdown, "signed.md")
+
+
+def test_markdown_fits_a_ticket_whatever_the_plan(example: Plan) -> None:
+    """250,000 targets, 50,000 kept, 10,000 problems: still at most 30,000 characters,
+    with the totals, the capped tables and the commands."""
+    targets = [
+        Target(
+            path=f"repositories/team{r % 7}/svc{r}/_manifests/tags/v{t}",
+            kind=TargetKind.TAG,
+            reason=f"beyond keep-last 3: rank {t} by push time",
+            bytes=1000 + t,
+        )
+        for r in range(500)
+        for t in range(500)
+    ]
+    kept = [
+        Kept(path=f"blobs/sha256/{i:064x}"[:80], reason="shared: still referenced")
+        for i in range(50_000)
+    ]
+    problems = [
+        PlanProblem(
+            path=f"repositories/x{i}/_layers", code=ProblemCode.UNREADABLE, message="cannot list"
+        )
+        for i in range(10_000)
+    ]
+    big = attrs.evolve(
+        example,
+        targets=tuple(targets),
+        kept=tuple(kept),
+        problems=tuple(problems),
+        summary=summarize(tuple(targets)),
+    )
+    text = render.markdown(big, render.PlanFile(name="big.plan.json", sha256="ab" * 32))
+    assert len(text) <= render.MARKDOWN_LIMIT
+    assert "| Removes | 250000 directories, " in text
+    assert "SHA-256 `" + "ab" * 32 + "`" in text
+    assert "more images |" in text and "more repositories |" in text
+    assert "regplan apply big.plan.json --trust KEY.pub" in text
+    assert text.endswith("(`regplan show big.plan.json`).\n")
