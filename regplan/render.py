@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,55 +92,142 @@ def _refs(refs: tuple[str, ...]) -> str:
     return ", ".join(refs)
 
 
-def text(plan: Plan) -> str:
+SUMMARY_CAP = 30
+"""Rows of each list in the text summary; the rest is counted (``show --targets``)."""
+
+
+def text(plan: Plan, *, targets: bool = False) -> str:
+    """The review summary (a few hundred lines at most, whatever the plan's size), or,
+    with ``targets``, every directory the plan removes as well."""
+    return "".join(f"{line}\n" for line in text_lines(plan, targets=targets))
+
+
+def text_lines(plan: Plan, *, targets: bool = False) -> Iterator[str]:
+    """``text`` line by line, so a plan of half a million targets is printed as it goes."""
     fp = plan.fingerprint
-    lines = [
-        f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})",
-        f"Root:        {plan.root}",
-        f"Command:     {command_line(plan)}",
-        f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})",
-        "",
-    ]
+    yield f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})"
+    yield f"Root:        {plan.root}"
+    yield f"Command:     {command_line(plan)}"
+    yield f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})"
+    yield ""
     s = plan.summary
     if not plan.targets:
-        lines.append("Nothing to remove.")
+        yield "Nothing to remove."
     else:
+        kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
+        yield f"Removes {s.targets} directories, {human_bytes(s.bytes)} ({kinds})."
         images = removed_images(plan)
         if images:
-            lines.append(f"Images removed ({len(images)}):")
-            lines += [f"  {image_line(i, k)}" for i, k in images]
-            lines.append("")
-        kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
-        lines.append(f"Remove {s.targets} directories, {human_bytes(s.bytes)} ({kinds}):")
-        width = max(len(k.value) for k in TargetKind)
-        for t in plan.targets:
-            size = f"  {human_bytes(t.bytes)}" if t.bytes else ""
-            lines.append(f"  {t.kind.value:<{width}}  {t.path}{size}")
-            lines.append(f"  {'':<{width}}    {t.reason}")
-            if t.refs:
-                lines.append(f"  {'':<{width}}    refs: {_refs(t.refs)}")
-        lines += ["", "Bytes by repository:"]
-        for repo, n, size_ in bytes_by_repository(plan):
-            lines.append(f"  {repo}: {human_bytes(size_)} in {n} directories")
+            yield ""
+            yield f"Images removed ({len(images)}):"
+            yield from _capped_lines([f"  {image_line(i, k)}" for i, k in images], "images")
+        yield ""
+        rows = bytes_by_repository(plan)
+        what = _what_by_repository(plan)
+        yield f"By repository ({len(rows)}, largest first):"
+        yield from _capped_lines(
+            [
+                f"  {repo}: {what[repo]}; {human_bytes(size)} in {n} directories"
+                for repo, n, size in rows
+            ],
+            "repositories",
+        )
     protect = plan.request.selection.protect
     if protect:
-        lines += ["", f"Protected ({len(protect)} --protect lines):"]
-        lines += [
-            f"  {p.source}: {p.ref} -> {', '.join(p.matches) or 'matches nothing'}" for p in protect
-        ]
+        yield ""
+        yield f"Protected ({len(protect)} --protect lines):"
+        yield from _capped_lines(
+            [
+                f"  {p.source}: {p.ref} -> {', '.join(p.matches) or 'matches nothing'}"
+                for p in protect
+            ],
+            "lines",
+        )
     if plan.kept:
-        lines += ["", f"Kept ({len(plan.kept)}: touched by the request, still needed):"]
-        for k in plan.kept:
-            lines.append(f"  {k.path}")
-            lines.append(f"    {k.reason}" + (f"; refs: {_refs(k.refs)}" if k.refs else ""))
+        yield ""
+        yield f"Kept ({len(plan.kept)}: touched by the request, still needed):"
+        yield from _capped_lines(
+            [
+                f"  {k.path}\n    {k.reason}"
+                + (f"; refs: {_clip(_refs(k.refs))}" if k.refs else "")
+                for k in plan.kept
+            ],
+            "kept",
+        )
     if plan.problems:
-        lines += ["", f"Problems ({len(plan.problems)}, nothing they touch is removed):"]
-        lines += [f"  {p.code.value}: {p.path}: {p.message}" for p in plan.problems]
-    lines += ["", "Signatures:"]
-    lines += [
-        f"  {sig.role}: {sig.signer} ({sig.keyid}) at {sig.signed_at}" for sig in plan.signatures
-    ] or ["  none"]
-    return "\n".join(lines) + "\n"
+        yield ""
+        yield f"Problems ({len(plan.problems)}, nothing they touch is removed):"
+        yield from _capped_lines(
+            [f"  {p.code.value}: {p.path}: {p.message}" for p in plan.problems], "problems"
+        )
+    yield ""
+    yield "Signatures:"
+    sigs = [f"  {g.role}: {g.signer} ({g.keyid}) at {g.signed_at}" for g in plan.signatures]
+    yield from sigs or ["  none"]
+    if targets and plan.targets:
+        yield from _every_target(plan)
+    elif plan.targets:
+        yield ""
+        yield "Every directory, with its reason: regplan show PLAN --targets"
+
+
+def _what_by_repository(plan: Plan, names: int = 5) -> dict[str, str]:
+    """repository -> what the plan does to it in image terms: the whole repository, or its
+    tags removed (the first few named) and its untagged manifests."""
+    whole: set[str] = set()
+    tags: dict[str, list[str]] = defaultdict(list)
+    untagged: dict[str, int] = defaultdict(int)
+    other: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for t in plan.targets:
+        split = split_repo(t.path)
+        if t.kind is TargetKind.REPOSITORY:
+            whole.add(target_repo(t).removesuffix("/_manifests").removesuffix("/_layers"))
+        elif t.kind is TargetKind.TAG and split is not None:
+            tag = t.path.rsplit("/", 1)[1]
+            if attached_subject(tag) is None:
+                tags[split[0]].append(tag)
+        elif (
+            t.kind is TargetKind.REVISION
+            and split is not None
+            and t.refs
+            and t.refs[0].startswith(f"{split[0]}@")
+        ):
+            untagged[split[0]] += 1
+        if t.kind not in (TargetKind.REPOSITORY, TargetKind.TAG, TargetKind.REVISION):
+            other[target_repo(t)][t.kind.value.replace("_", " ")] += 1
+    out: dict[str, str] = {}
+    for repo in {*whole, *tags, *untagged, *other}:
+        if repo in whole:
+            out[repo] = "the whole repository"
+            continue
+        parts = []
+        if tags[repo]:
+            shown = ", ".join(sorted(tags[repo])[:names])
+            more = f" and {len(tags[repo]) - names} more" if len(tags[repo]) > names else ""
+            parts.append(f"{len(tags[repo])} tag(s) ({shown}{more})")
+        if untagged[repo]:
+            parts.append(f"{untagged[repo]} untagged manifest(s)")
+        parts += [f"{n} {kind}(s)" for kind, n in sorted(other[repo].items())]
+        out[repo] = ", ".join(parts)
+    return out
+
+
+def _every_target(plan: Plan) -> Iterator[str]:
+    yield ""
+    yield f"Every directory ({plan.summary.targets}, in the order they are moved):"
+    width = max(len(k.value) for k in TargetKind)
+    for t in plan.targets:
+        size = f"  {human_bytes(t.bytes)}" if t.bytes else ""
+        yield f"  {t.kind.value:<{width}}  {t.path}{size}"
+        yield f"  {'':<{width}}    {t.reason}"
+        if t.refs:
+            yield f"  {'':<{width}}    refs: {_refs(t.refs)}"
+
+
+def _capped_lines(rows: Sequence[str], what: str, cap: int = SUMMARY_CAP) -> list[str]:
+    if len(rows) <= cap:
+        return list(rows)
+    return [*rows[:cap], f"  … and {len(rows) - cap} more {what}"]
 
 
 def _cell(value: str) -> str:
@@ -233,8 +320,7 @@ def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
     if plan.kept:
         out += [f"## Kept ({len(plan.kept)})", "", "| Path | Why | For |", "|---|---|---|"]
         rows = [
-            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |"
-            for k in plan.kept
+            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |" for k in plan.kept
         ]
         out += [*_capped(rows, cap // 2 or 1, "kept"), ""]
     if plan.problems:
@@ -245,8 +331,7 @@ def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
             "|---|---|---|",
         ]
         rows = [
-            f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |"
-            for p in plan.problems
+            f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |" for p in plan.problems
         ]
         out += [*_capped(rows, cap // 2 or 1, "problems"), ""]
     out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]

@@ -43,7 +43,10 @@ def test_plan_show_verify(
     assert r.exit_code == 0
     assert f"written to {out}" in r.output
     shown = run(runner, "show", str(out))
-    assert "Remove " in shown.output and "old/repo:2019" in shown.output
+    assert "Removes " in shown.output and "old/repo:2019" in shown.output
+    assert "regplan show PLAN --targets" in shown.output
+    every = run(runner, "show", str(out), "--targets").output
+    assert "  tag         repositories/team/app/_manifests/tags/v1" in every
     md = run(runner, "show", str(out), "--format", "markdown")
     assert md.output.startswith("# regplan plan `")
     as_json = json.loads(run(runner, "show", str(out), "--format", "json").output)

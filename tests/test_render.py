@@ -36,6 +36,10 @@ def test_text(example: Plan, snapshot: Any) -> None:
     snapshot.assert_match(render.text(example), "plan.txt")
 
 
+def test_text_with_every_target(example: Plan, snapshot: Any) -> None:
+    snapshot.assert_match(render.text(example, targets=True), "plan-targets.txt")
+
+
 def test_markdown(example: Plan, snapshot: Any) -> None:
     snapshot.assert_match(render.markdown(example), "plan.md")
 
@@ -108,6 +112,9 @@ def test_markdown_fits_a_ticket_whatever_the_plan(example: Plan) -> None:
         problems=tuple(problems),
         summary=summarize(tuple(targets)),
     )
+    summary = render.text(big)
+    assert summary.count("\n") < 300
+    assert "  … and 470 more repositories\n" in summary
     text = render.markdown(big, render.PlanFile(name="big.plan.json", sha256="ab" * 32))
     assert len(text) <= render.MARKDOWN_LIMIT
     assert "| Removes | 250000 directories, " in text
