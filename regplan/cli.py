@@ -23,6 +23,7 @@ from regplan import (
     codec,
     online,
     render,
+    report,
     signing,
     walkthrough,
     why,
@@ -447,16 +448,19 @@ def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
 
 @cli.command()
 @click.argument("plan_file", type=ExistingFile)
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]), default="text"
+)
 @click.option("--targets", is_flag=True, help="Text: also list every directory the plan removes.")
 def show(plan_file: Path, fmt: str, targets: bool) -> None:
     """Print a plan for review (does not check signatures; use verify)."""
     loaded = workflow.load_plan(plan_file)
     if fmt == "json":
         click.echo(codec.dumps(loaded).decode(), nl=False)
-    elif fmt == "markdown":
+    elif fmt in ("markdown", "html"):
         pinned = render.PlanFile(name=str(plan_file), sha256=_sha256(plan_file))
-        click.echo(render.markdown(loaded, pinned), nl=False)
+        page = render.markdown(loaded, pinned) if fmt == "markdown" else report.html(loaded, pinned)
+        click.echo(page, nl=False)
     else:
         for line in render.text_lines(loaded, targets=targets):
             click.echo(line)

@@ -66,6 +66,17 @@ def removed_images(plan: Plan) -> list[tuple[str, list[str]]]:
     images: dict[str, list[str]] = {}
     attached: list[tuple[str, str]] = []
     for t in plan.targets:
+        if t.kind is TargetKind.REPOSITORY and not t.path.endswith(
+            ("_manifests", "_layers", "_uploads")
+        ):
+            tags = [
+                r.rpartition(":")[2]
+                for r in t.refs
+                if attached_subject(r.rpartition(":")[2]) is None
+            ]
+            shown = ", ".join(tags[:5]) + (" …" if len(tags) > 5 else "")
+            images[f"{target_repo(t)} (whole repository)"] = [f"tags {shown}"] if tags else []
+            continue
         if t.kind is not TargetKind.TAG:
             continue
         repo = (split_repo(t.path) or ("?", ""))[0]

@@ -1,0 +1,136 @@
+"""show --format html: one self-contained page, parsed here and opened in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from regplan import report
+from regplan.plan import Plan, Target, TargetKind, summarize
+from regplan.render import PlanFile
+from regplan.selection import parse_protect
+from tests.helpers import make_plan, selection
+
+STABLE_ROOT = "/var/lib/registry"
+
+
+class Page(HTMLParser):
+    """Every tag and attribute, and the text, of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.open: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in ("meta", "input"):  # void elements
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))  # <rect .../>: opened and closed
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open[-1] == tag, (self.open[-3:], tag)
+        self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+@pytest.fixture
+def plan(demo_root: Path) -> Plan:
+    sel = attrs.evolve(
+        selection(("team/signed:v1", "old/repo")),
+        protect=parse_protect("team/signed:v2\n", "running.txt"),
+    )
+    return make_plan(demo_root, sel, stable_root=STABLE_ROOT)
+
+
+def test_the_page_is_whole_and_self_contained(plan: Plan, snapshot: Any) -> None:
+    page = report.html(plan, PlanFile(name="p.json", sha256="ab" * 32))
+    parsed = Page()
+    parsed.feed(page)
+    parsed.close()
+    assert parsed.open == []  # every element closed, in order
+    external = [
+        (tag, a) for tag, a in parsed.tags for k, v in a.items() if k in ("src", "href") and v
+    ]
+    assert external == [] and not [t for t, _ in parsed.tags if t in ("link", "img", "iframe")]
+    assert [t for t, _ in parsed.tags].count("rect") == 2  # team/signed and old/repo
+    text = "".join(parsed.text)
+    assert "old/repo (whole repository)" in text and "team/signed:v1" in text
+    assert "SHA-256 " + "ab" * 32 in text
+    snapshot.assert_match(page, "plan.html")
+
+
+def test_the_page_stays_under_10_mb_for_any_plan(plan: Plan) -> None:
+    targets = tuple(
+        Target(
+            path=f"repositories/team{r % 7}/svc{r}/_manifests/tags/v{'x' * 100}{t}",
+            kind=TargetKind.TAG,
+            reason="beyond keep-last 3",
+        )
+        for r in range(500)
+        for t in range(500)
+    )
+    big = attrs.evolve(plan, targets=targets, summary=summarize(targets))
+    page = report.html(big)
+    assert len(page.encode()) <= report.HTML_LIMIT
+    assert f"{250_000 - report.ROWS} more images are not listed here" in page
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
+            pytest.fail("chromium missing (apt-get install chromium)")
+        pytest.skip("chromium missing (apt-get install chromium)")
+    return found
+
+
+def browse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1100,900",
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_chromium_renders_the_page_and_filters_its_table(plan: Plan, tmp_path: Path) -> None:
+    page = tmp_path / "plan.html"
+    page.write_text(report.html(plan))
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><body></body></html>")
+    for name in ("blank", "plan"):
+        shot = browse(
+            tmp_path, f"--screenshot={tmp_path / name}.png", f"file://{tmp_path}/{name}.html"
+        )
+        assert (tmp_path / f"{name}.png").is_file(), shot.stderr.decode()[-500:]
+    # a blank page compresses to almost nothing; a rendered page does not
+    assert (tmp_path / "plan.png").stat().st_size > 5 * (tmp_path / "blank.png").stat().st_size
+    dom = browse(tmp_path, "--dump-dom", f"file://{page}#filter=signed").stdout.decode()
+    assert dom.count('<tr hidden="">') == 1  # old/repo's row, filtered out in the browser
+    assert '<span id="shown">1</span>' in dom
