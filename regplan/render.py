@@ -66,16 +66,13 @@ def removed_images(plan: Plan) -> list[tuple[str, list[str]]]:
     images: dict[str, list[str]] = {}
     attached: list[tuple[str, str]] = []
     for t in plan.targets:
-        if t.kind is TargetKind.REPOSITORY and not t.path.endswith(
-            ("_manifests", "_layers", "_uploads")
-        ):
-            tags = [
-                r.rpartition(":")[2]
-                for r in t.refs
-                if attached_subject(r.rpartition(":")[2]) is None
-            ]
+        if t.kind is TargetKind.REPOSITORY:  # the folder, or its _manifests, _layers...
+            repo = t.path.removeprefix("repositories/")
+            repo = repo.rsplit("/", 1)[0] if repo.rsplit("/", 1)[-1].startswith("_") else repo
+            tags = [r.rpartition(":")[2] for r in t.refs]
+            tags = [tag for tag in tags if attached_subject(tag) is None]
             shown = ", ".join(tags[:5]) + (" …" if len(tags) > 5 else "")
-            images[f"{target_repo(t)} (whole repository)"] = [f"tags {shown}"] if tags else []
+            images.setdefault(f"{repo} (whole repository)", [f"tags {shown}"] if tags else [])
             continue
         if t.kind is not TargetKind.TAG:
             continue
