@@ -124,7 +124,7 @@ def removed_by(plan: Plan) -> list[Gone]:
             digest = f"{alg}:{last[-1]}"
             repo = t.refs[0].split("@")[0].rsplit(":", 1)[0]
             out.append(Gone(kind="blob", repo=repo, ref=digest, label=f"blob {digest}"))
-    return out
+    return list(dict.fromkeys(out))  # a repository removed folder by folder names its tags thrice
 
 
 class _Checker:

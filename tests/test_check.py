@@ -25,3 +25,10 @@ def test_a_tag_its_revision_history_and_layer_links(demo_root: Path) -> None:
     assert any(r.startswith("sha256:") for r in manifests)  # and the revisions
     layer_links = [g for g in gone if g.label.startswith("team/signed blob ")]
     assert layer_links and all(g.repo == "team/signed" for g in layer_links)
+
+
+def test_a_repository_removed_folder_by_folder_is_asked_for_once(demo_root: Path) -> None:
+    """team/app/cache stays inside team/app: team/app goes as _manifests, _layers, _uploads."""
+    plan = make_plan(demo_root, selection(("team/app",)))
+    tags = [g.ref for g in removed_by(plan) if g.kind == "manifest" and g.repo == "team/app"]
+    assert sorted(tags) == ["latest", "v1", "v2"]
