@@ -26,11 +26,11 @@ class NotConfined(OSError):  # noqa: N818 (an OSError: callers already handle th
     """A path inside the storage is a symlink, or not what it must be."""
 
 
-def read_regular(path: str, limit: int = -1, *, dir_fd: int | None = None) -> bytes:
+def read_regular(path: str, limit: int = -1) -> bytes:
     """The bytes of a regular file (at most ``limit``); never blocks on a FIFO or a
     device, never follows a symlink. Raises OSError (NotConfined for a non-regular
     file) otherwise."""
-    fd = os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
+    fd = os.open(path, _FILE_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -137,18 +137,6 @@ class Tree:
         """(descriptor of ``rel``'s parent, ``rel``'s last component)."""
         parent, _, name = rel.rpartition("/")
         return self.dir(parent, create=create), name
-
-    def lstat(self, rel: str) -> os.stat_result:
-        fd, name = self.parent(rel)
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
-
-    def exists(self, rel: str) -> bool:
-        """Whether ``rel`` exists (as anything); its parents must be real directories."""
-        try:
-            self.lstat(rel)
-        except FileNotFoundError:
-            return False
-        return True
 
     def forget(self, rel: str) -> None:
         """Drop ``rel`` and everything below it from the cache (it was moved away)."""

@@ -202,12 +202,8 @@ def name_problem(name: str) -> str | None:
     message or a line of INDEX.tsv) or are longer than a file system allows are
     never targets; whatever holds them is kept.
     """
-    if name.isascii():
-        if _CONTROL.search(name):
-            return "has a control character"
-        return "is longer than 255 bytes" if len(name) > NAME_MAX else None
     try:
-        size = len(name.encode("utf-8"))
+        size = len(name) if name.isascii() else len(name.encode("utf-8"))
     except UnicodeEncodeError:
         return "is not UTF-8"
     if _CONTROL.search(name):

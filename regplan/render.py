@@ -67,12 +67,11 @@ def removed_images(plan: Plan) -> list[tuple[str, list[str]]]:
     attached: list[tuple[str, str]] = []
     for t in plan.targets:
         if t.kind is TargetKind.REPOSITORY:  # the folder, or its _manifests, _layers...
-            repo = t.path.removeprefix("repositories/")
-            repo = repo.rsplit("/", 1)[0] if repo.rsplit("/", 1)[-1].startswith("_") else repo
             tags = [r.rpartition(":")[2] for r in t.refs]
             tags = [tag for tag in tags if attached_subject(tag) is None]
             shown = ", ".join(tags[:5]) + (" …" if len(tags) > 5 else "")
-            images.setdefault(f"{repo} (whole repository)", [f"tags {shown}"] if tags else [])
+            whole = f"{target_repo(t)} (whole repository)"
+            images.setdefault(whole, [f"tags {shown}"] if tags else [])
             continue
         if t.kind is not TargetKind.TAG:
             continue
@@ -189,7 +188,7 @@ def _what_by_repository(plan: Plan, names: int = 5) -> dict[str, str]:
     for t in plan.targets:
         split = split_repo(t.path)
         if t.kind is TargetKind.REPOSITORY:
-            whole.add(target_repo(t).removesuffix("/_manifests").removesuffix("/_layers"))
+            whole.add(target_repo(t))  # the folder, or its _manifests, _layers, _uploads
         elif t.kind is TargetKind.TAG and split is not None:
             tag = t.path.rsplit("/", 1)[1]
             if attached_subject(tag) is None:
