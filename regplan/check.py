@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import attrs
 
@@ -27,6 +28,7 @@ from regplan.scan import scan
 from regplan.selection import ImageSpec
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 WORKERS = 8
 """Requests in flight at once: enough to hide latency, few enough for any registry."""
@@ -144,15 +146,20 @@ class _Checker:
                 self.progress(self.done)
         return problems
 
+    def _once(
+        self, table: dict[tuple[str, str], T], key: tuple[str, str], ask: Callable[[], T]
+    ) -> T:
+        """``table[key]``, asking the registry only the first time (shared by threads)."""
+        with self.lock:
+            if key in table:
+                return table[key]
+        answer = ask()
+        with self.lock:
+            table[key] = answer
+        return answer
+
     def _manifest(self, repo: str, ref: str) -> list[str]:
-        key = (repo, ref)
-        with self.lock:
-            if key in self.manifests:
-                return self.manifests[key]
-        problems = self._fetch(repo, ref)
-        with self.lock:
-            self.manifests[key] = problems
-        return problems
+        return self._once(self.manifests, (repo, ref), lambda: self._fetch(repo, ref))
 
     def _fetch(self, repo: str, ref: str) -> list[str]:
         status, body = self.client.manifest(repo, ref)
@@ -185,14 +192,7 @@ class _Checker:
         return problems
 
     def _blob(self, repo: str, digest: str) -> int:
-        key = (repo, digest)
-        with self.lock:
-            if key in self.blobs:
-                return self.blobs[key]
-        status = self.client.blob_status(repo, digest)
-        with self.lock:
-            self.blobs[key] = status
-        return status
+        return self._once(self.blobs, (repo, digest), lambda: self.client.blob_status(repo, digest))
 
     def gone(self, item: Gone) -> bool:
         """True when the registry no longer serves ``item``."""
