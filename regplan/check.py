@@ -23,6 +23,7 @@ import attrs
 from regplan.journal import ApplyRecord
 from regplan.layout import Storage, split_repo
 from regplan.plan import Plan, TargetKind
+from regplan.planfile import Source, source
 from regplan.regclient import RegistryClient
 from regplan.scan import scan
 from regplan.selection import ImageSpec
@@ -96,10 +97,10 @@ def verdict(report: Report, applies: Sequence[ApplyRecord]) -> str:
     return "; ".join(parts)
 
 
-def removed_by(plan: Plan) -> list[Gone]:
+def removed_by(plan: Plan | Source) -> list[Gone]:
     """What a registry must no longer serve once ``plan`` is applied (and it restarted)."""
     out: list[Gone] = []
-    for t in plan.targets:
+    for t in source(plan).targets():
         split = split_repo(t.path)
         last = t.path.rsplit("/", 2)
         if t.kind is TargetKind.REPOSITORY:

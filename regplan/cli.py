@@ -32,6 +32,7 @@ from regplan import (
 from regplan.config import ENV_ROOT, rootdirectory, running
 from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
 from regplan.layout import Storage, printable
+from regplan.planfile import PlanStream
 from regplan.progress import Reporter
 from regplan.regclient import Credentials, RegistryClient
 from regplan.selection import (
@@ -453,17 +454,29 @@ def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
 )
 @click.option("--targets", is_flag=True, help="Text: also list every directory the plan removes.")
 def show(plan_file: Path, fmt: str, targets: bool) -> None:
-    """Print a plan for review (does not check signatures; use verify)."""
-    loaded = workflow.load_plan(plan_file)
-    if fmt == "json":
-        click.echo(codec.dumps(loaded).decode(), nl=False)
-    elif fmt in ("markdown", "html"):
-        pinned = render.PlanFile(name=str(plan_file), sha256=_sha256(plan_file))
-        page = render.markdown(loaded, pinned) if fmt == "markdown" else report.html(loaded, pinned)
-        click.echo(page, nl=False)
-    else:
-        for line in render.text_lines(loaded, targets=targets):
-            click.echo(line)
+    """Print a plan for review (does not check signatures; use verify).
+
+    The plan is read as a stream: a plan of any size is summarized in flat memory."""
+    with PlanStream(plan_file) as loaded:
+        if fmt == "json":
+            lists = {
+                "targets": loaded.targets(),
+                "kept": loaded.kept(),
+                "problems": loaded.problems(),
+            }
+            for chunk in codec.stream_pretty_chunks(loaded.header, lists):
+                click.echo(chunk, nl=False)
+        elif fmt in ("markdown", "html"):
+            pinned = render.PlanFile(name=str(plan_file), sha256=_sha256(plan_file))
+            page = (
+                render.markdown(loaded, pinned)
+                if fmt == "markdown"
+                else report.html(loaded, pinned)
+            )
+            click.echo(page, nl=False)
+        else:
+            for line in render.text_lines(loaded, targets=targets):
+                click.echo(line)
 
 
 @cli.command("why")
@@ -473,15 +486,15 @@ def show(plan_file: Path, fmt: str, targets: bool) -> None:
 def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
     """What PLAN does to REF (repo:tag, repo@sha256:..., sha256:... or a storage path):
     removed (exit 7, with every directory it causes), kept (and why) or untouched."""
-    loaded = workflow.load_plan(plan_file)
-    try:
-        answer = why.why(loaded, ref)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="REF") from None
+    with PlanStream(plan_file) as loaded:
+        try:
+            answer = why.why(loaded, ref)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="REF") from None
     if as_json:
-        emit_json(render.why_json(answer, loaded))
+        emit_json(render.why_json(answer, loaded.header))
     else:
-        click.echo(render.why_text(answer, loaded))
+        click.echo(render.why_text(answer, loaded.header))
     if answer.verdict is why.Verdict.REMOVED:
         click.get_current_context().exit(REMOVED)
 
@@ -728,7 +741,10 @@ def check_cmd(
     """Prove through the registry's API that every kept image is whole (changes nothing)."""
     storage = _storage(root, config)
     selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
-    removed = check.removed_by(workflow.load_plan(plan_file)) if plan_file else []
+    removed: list[check.Gone] = []
+    if plan_file:
+        with PlanStream(plan_file) as loaded:
+            removed = check.removed_by(loaded)
     with (
         _client(
             reg["registry_url"], reg["registry_user"], reg["ca_cert"], reg["insecure"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -96,10 +96,32 @@ def pretty_chunks(plan: Plan) -> Iterator[str]:
     """The plan file, piece by piece: the same text as ``json.dumps(unstructure(plan),
     indent=2)`` plus a newline, but no piece bigger than one list item."""
     short, lists = _lists(plan)
+    return _pretty_chunks(short, lists, {name for name in LISTS if getattr(plan, name)})
+
+
+def stream_pretty_chunks(header: Plan, lists: Mapping[str, Iterable[Any]]) -> Iterator[str]:
+    """``pretty_chunks`` of ``header`` (a plan without its lists) with the long lists
+    taken from ``lists`` (structured items, e.g. read from a plan file one at a time)."""
+    short = unstructure(header)
+    peeked: dict[str, Iterable[Any]] = {}
+    for name, items in lists.items():
+        it = iter(items)
+        first = next(it, _NONE)
+        if first is not _NONE:
+            peeked[name] = map(_converter.unstructure, itertools.chain([first], it))
+    return _pretty_chunks(short, peeked, set(peeked))
+
+
+_NONE = object()
+
+
+def _pretty_chunks(
+    short: dict[str, Any], lists: Mapping[str, Iterable[Any]], filled: set[str]
+) -> Iterator[str]:
     yield "{"
     for i, (name, value) in enumerate(short.items()):
         yield f"{',' if i else ''}\n  {json.dumps(name)}: "
-        if name in lists and getattr(plan, name):
+        if name in filled:
             yield "["
             for j, item in enumerate(lists[name]):
                 yield f"{',' if j else ''}\n    {_pretty(item, '    ')}"
@@ -156,7 +178,15 @@ def parse_json(data: str | bytes, *, source: str) -> dict[str, Any]:
         raise PlanFormatError(f"{source}: not JSON ({e})") from None
     except RecursionError:
         raise PlanFormatError(f"{source}: not a regplan plan (JSON nested too deeply)") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    if not isinstance(raw, dict):
+        raise PlanFormatError(f'{source}: not a regplan plan (no "format": "{FORMAT}")')
+    check_format(raw, source=source)
+    return raw
+
+
+def check_format(raw: Mapping[str, Any], *, source: str) -> None:
+    """The plan's ``format`` and ``version`` are the ones this regplan reads."""
+    if raw.get("format") != FORMAT:
         raise PlanFormatError(f'{source}: not a regplan plan (no "format": "{FORMAT}")')
     version = raw.get("version")
     if version != VERSION:
@@ -164,7 +194,6 @@ def parse_json(data: str | bytes, *, source: str) -> dict[str, Any]:
             f"{source}: plan format version {version!r} is not supported "
             f"(this regplan reads version {VERSION})"
         )
-    return raw
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:
@@ -174,16 +203,32 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
+def describe(e: Exception) -> str:
+    """A structuring error in one line (what ``structure`` raises says)."""
+    if isinstance(e, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(e, format_exception=_describe))
+    return str(e)
+
+
+_ERRORS = (cattrs.BaseValidationError, ValueError, TypeError, KeyError)
+
+
 def structure(raw: dict[str, Any], *, source: str) -> Plan:
     try:
         return _converter.structure(raw, Plan)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as e:
-        detail = (
-            "; ".join(cattrs.transform_error(e, format_exception=_describe))
-            if isinstance(e, cattrs.BaseValidationError)
-            else str(e)
-        )
-        raise PlanFormatError(f"{source}: invalid plan: {detail}") from None
+    except _ERRORS as e:
+        raise PlanFormatError(f"{source}: invalid plan: {describe(e)}") from None
+
+
+T = TypeVar("T")
+
+
+def structure_item(item: Any, type_: type[T], *, source: str, where: str) -> T:
+    """One item of a plan's list (a target, a kept entry, a problem); ``where`` names it."""
+    try:
+        return _converter.structure(item, type_)
+    except _ERRORS as e:
+        raise PlanFormatError(f"{source}: invalid plan: {where}: {describe(e)}") from None
 
 
 def unstructure_request(request: object) -> object:

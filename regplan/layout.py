@@ -244,10 +244,11 @@ def path_problem(path: str, kind: str | None = None) -> str | None:
         return "is not under blobs/ or repositories/"
     if any(p in ("", ".", "..") for p in parts):
         return "has an empty, '.' or '..' component"
-    for p in parts:
-        why = name_problem(p)
-        if why is not None:
-            return f"has a name that {why}"
+    if not (path.isascii() and path.isprintable() and max(map(len, parts)) <= NAME_MAX):
+        for p in parts:  # the rare path that needs a closer look says which rule it breaks
+            why = name_problem(p)
+            if why is not None:
+                return f"has a name that {why}"
     shape = SHAPES.get(kind) if kind is not None else None
     if kind is not None and shape is not None and not shape.fullmatch(path):
         return f"is not the path of a {kind.replace('_', ' ')}"

@@ -34,15 +34,9 @@ class TargetKind(enum.Enum):
 _PHASES = {kind: i for i, kind in enumerate(TargetKind)}
 
 
-def _safe_path(_: object, __: attrs.Attribute[str], value: str) -> None:
-    """Inside blobs/ or repositories/, no empty, '.' or '..' components: never outside the tree."""
-    why = path_problem(value)
-    if why is not None:
-        raise ValueError(f"target path {printable(value)!r} {why}")
-
-
 def _fits_kind(instance: Target, _: attrs.Attribute[TargetKind], value: TargetKind) -> None:
-    """A target's path has the shape of its kind (a "blob" is one blob's folder)."""
+    """Inside blobs/ or repositories/, no empty, '.' or '..' components (never outside the
+    tree), and the shape of its kind (a "blob" is one blob's folder)."""
     why = path_problem(instance.path, value.value)
     if why is not None:
         raise ValueError(f"target path {printable(instance.path)!r} {why}")
@@ -50,7 +44,7 @@ def _fits_kind(instance: Target, _: attrs.Attribute[TargetKind], value: TargetKi
 
 @attrs.frozen(kw_only=True)
 class Target:
-    path: str = attrs.field(validator=_safe_path)
+    path: str
     """Relative to docker/registry/v2, POSIX, no trailing slash."""
     kind: TargetKind = attrs.field(validator=_fits_kind)
     reason: str

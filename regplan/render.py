@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import shlex
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
-
-from regplan.layout import attached_kind, attached_subject, split_repo
 
 if TYPE_CHECKING:
     from regplan.apply import ApplyResult, RollbackResult
     from regplan.check import Report as CheckReport
     from regplan.journal import ApplyRecord
     from regplan.why import Answer as WhyAnswer
+from regplan.overview import Overview, overview
 from regplan.plan import Plan, Target, TargetKind
+from regplan.planfile import Source, source
 
 
 def human_bytes(n: int) -> str:
@@ -27,63 +26,6 @@ def human_bytes(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _repo_of_ref(ref: str) -> str:
-    for sep in ("@", ":", " "):
-        if sep in ref:
-            return ref.split(sep, 1)[0]
-    return ref
-
-
-def target_repo(target: Target) -> str:
-    """The repository a target's bytes are counted under (blobs: their first reference)."""
-    split = split_repo(target.path)
-    if split is not None:
-        return split[0]
-    if target.path.startswith("repositories/"):
-        return target.path.removeprefix("repositories/")
-    if target.refs:
-        return _repo_of_ref(target.refs[0])
-    return "(registry-wide)"
-
-
-def bytes_by_repository(plan: Plan) -> list[tuple[str, int, int]]:
-    """(repository, targets, bytes), largest first, then by name."""
-    count: dict[str, int] = defaultdict(int)
-    size: dict[str, int] = defaultdict(int)
-    for t in plan.targets:
-        repo = target_repo(t)
-        count[repo] += 1
-        size[repo] += t.bytes
-    return sorted(((r, count[r], size[r]) for r in count), key=lambda x: (-x[2], x[0]))
-
-
-def removed_images(plan: Plan) -> list[tuple[str, list[str]]]:
-    """(image, what is attached to it) for every removed tag, sorted: a signature,
-    attestation, SBOM or referrers tag is listed under the image it follows
-    (its target's refs), not as an image of its own."""
-    images: dict[str, list[str]] = {}
-    attached: list[tuple[str, str]] = []
-    for t in plan.targets:
-        if t.kind is TargetKind.REPOSITORY:  # the folder, or its _manifests, _layers...
-            tags = [r.rpartition(":")[2] for r in t.refs]
-            tags = [tag for tag in tags if attached_subject(tag) is None]
-            shown = ", ".join(tags[:5]) + (" …" if len(tags) > 5 else "")
-            whole = f"{target_repo(t)} (whole repository)"
-            images.setdefault(whole, [f"tags {shown}"] if tags else [])
-            continue
-        if t.kind is not TargetKind.TAG:
-            continue
-        repo = (split_repo(t.path) or ("?", ""))[0]
-        tag = t.path.rsplit("/", 1)[1]
-        if attached_subject(tag) is not None and t.refs:
-            attached.append((t.refs[0], attached_kind(tag)))
-        else:
-            images.setdefault(f"{repo}:{tag}", [])
-    for image, kind in attached:
-        images.setdefault(image, []).append(kind)
-    return sorted((image, sorted(kinds)) for image, kinds in images.items())
 
 
 def image_line(image: str, kinds: Sequence[str]) -> str:
@@ -103,14 +45,27 @@ SUMMARY_CAP = 30
 """Rows of each list in the text summary; the rest is counted (``show --targets``)."""
 
 
-def text(plan: Plan, *, targets: bool = False) -> str:
+def text(plan: Plan | Source, *, targets: bool = False) -> str:
     """The review summary (a few hundred lines at most, whatever the plan's size), or,
     with ``targets``, every directory the plan removes as well."""
     return "".join(f"{line}\n" for line in text_lines(plan, targets=targets))
 
 
-def text_lines(plan: Plan, *, targets: bool = False) -> Iterator[str]:
-    """``text`` line by line, so a plan of half a million targets is printed as it goes."""
+def text_lines(plan: Plan | Source, *, targets: bool = False) -> Iterator[str]:
+    """``text`` line by line: the summary from one pass over the targets, then, with
+    ``targets``, every target from a second pass, printed as it is read."""
+    src = source(plan)
+    ov = overview(src)
+    yield from _summary_lines(ov)
+    if targets and ov.header.summary.targets:
+        yield from _every_target(ov.header, src.targets())
+    elif ov.header.summary.targets:
+        yield ""
+        yield "Every directory, with its reason: regplan show PLAN --targets"
+
+
+def _summary_lines(ov: Overview) -> Iterator[str]:
+    plan = ov.header
     fp = plan.fingerprint
     yield f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})"
     yield f"Root:        {plan.root}"
@@ -118,24 +73,21 @@ def text_lines(plan: Plan, *, targets: bool = False) -> Iterator[str]:
     yield f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})"
     yield ""
     s = plan.summary
-    if not plan.targets:
+    if not s.targets:
         yield "Nothing to remove."
     else:
         kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
         yield f"Removes {s.targets} directories, {human_bytes(s.bytes)} ({kinds})."
-        images = removed_images(plan)
-        if images:
+        if ov.images:
             yield ""
-            yield f"Images removed ({len(images)}):"
-            yield from _capped_lines([f"  {image_line(i, k)}" for i, k in images], "images")
+            yield f"Images removed ({len(ov.images)}):"
+            yield from _capped_lines([f"  {image_line(i, k)}" for i, k in ov.images], "images")
         yield ""
-        rows = bytes_by_repository(plan)
-        what = _what_by_repository(plan)
-        yield f"By repository ({len(rows)}, largest first):"
+        yield f"By repository ({len(ov.by_repository)}, largest first):"
         yield from _capped_lines(
             [
-                f"  {repo}: {what[repo]}; {human_bytes(size)} in {n} directories"
-                for repo, n, size in rows
+                f"  {repo}: {ov.what[repo]}; {human_bytes(size)} in {n} directories"
+                for repo, n, size in ov.by_repository
             ],
             "repositories",
         )
@@ -150,80 +102,37 @@ def text_lines(plan: Plan, *, targets: bool = False) -> Iterator[str]:
             ],
             "lines",
         )
-    if plan.kept:
+    if ov.kept_count:
         yield ""
-        yield f"Kept ({len(plan.kept)}: touched by the request, still needed):"
+        yield f"Kept ({ov.kept_count}: touched by the request, still needed):"
         yield from _capped_lines(
             [
                 f"  {k.path}\n    {k.reason}"
                 + (f"; refs: {_clip(_refs(k.refs))}" if k.refs else "")
-                for k in plan.kept
+                for k in ov.kept
             ],
             "kept",
+            total=ov.kept_count,
         )
-    if plan.problems:
+    if ov.problems_count:
         yield ""
-        yield f"Problems ({len(plan.problems)}, nothing they touch is removed):"
+        yield f"Problems ({ov.problems_count}, nothing they touch is removed):"
         yield from _capped_lines(
-            [f"  {p.code.value}: {p.path}: {p.message}" for p in plan.problems], "problems"
+            [f"  {p.code.value}: {p.path}: {p.message}" for p in ov.problems],
+            "problems",
+            total=ov.problems_count,
         )
     yield ""
     yield "Signatures:"
     sigs = [f"  {g.role}: {g.signer} ({g.keyid}) at {g.signed_at}" for g in plan.signatures]
     yield from sigs or ["  none"]
-    if targets and plan.targets:
-        yield from _every_target(plan)
-    elif plan.targets:
-        yield ""
-        yield "Every directory, with its reason: regplan show PLAN --targets"
 
 
-def _what_by_repository(plan: Plan, names: int = 5) -> dict[str, str]:
-    """repository -> what the plan does to it in image terms: the whole repository, or its
-    tags removed (the first few named) and its untagged manifests."""
-    whole: set[str] = set()
-    tags: dict[str, list[str]] = defaultdict(list)
-    untagged: dict[str, int] = defaultdict(int)
-    other: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for t in plan.targets:
-        split = split_repo(t.path)
-        if t.kind is TargetKind.REPOSITORY:
-            whole.add(target_repo(t))  # the folder, or its _manifests, _layers, _uploads
-        elif t.kind is TargetKind.TAG and split is not None:
-            tag = t.path.rsplit("/", 1)[1]
-            if attached_subject(tag) is None:
-                tags[split[0]].append(tag)
-        elif (
-            t.kind is TargetKind.REVISION
-            and split is not None
-            and t.refs
-            and t.refs[0].startswith(f"{split[0]}@")
-        ):
-            untagged[split[0]] += 1
-        if t.kind not in (TargetKind.REPOSITORY, TargetKind.TAG, TargetKind.REVISION):
-            other[target_repo(t)][t.kind.value.replace("_", " ")] += 1
-    out: dict[str, str] = {}
-    for repo in {*whole, *tags, *untagged, *other}:
-        if repo in whole:
-            out[repo] = "the whole repository"
-            continue
-        parts = []
-        if tags[repo]:
-            shown = ", ".join(sorted(tags[repo])[:names])
-            more = f" and {len(tags[repo]) - names} more" if len(tags[repo]) > names else ""
-            parts.append(f"{len(tags[repo])} tag(s) ({shown}{more})")
-        if untagged[repo]:
-            parts.append(f"{untagged[repo]} untagged manifest(s)")
-        parts += [f"{n} {kind}(s)" for kind, n in sorted(other[repo].items())]
-        out[repo] = ", ".join(parts)
-    return out
-
-
-def _every_target(plan: Plan) -> Iterator[str]:
+def _every_target(plan: Plan, targets: Iterable[Target]) -> Iterator[str]:
     yield ""
     yield f"Every directory ({plan.summary.targets}, in the order they are moved):"
     width = max(len(k.value) for k in TargetKind)
-    for t in plan.targets:
+    for t in targets:
         size = f"  {human_bytes(t.bytes)}" if t.bytes else ""
         yield f"  {t.kind.value:<{width}}  {t.path}{size}"
         yield f"  {'':<{width}}    {t.reason}"
@@ -231,10 +140,14 @@ def _every_target(plan: Plan) -> Iterator[str]:
             yield f"  {'':<{width}}    refs: {_refs(t.refs)}"
 
 
-def _capped_lines(rows: Sequence[str], what: str, cap: int = SUMMARY_CAP) -> list[str]:
-    if len(rows) <= cap:
+def _capped_lines(
+    rows: Sequence[str], what: str, cap: int = SUMMARY_CAP, total: int | None = None
+) -> list[str]:
+    """The first ``cap`` rows, then how many more of ``total`` (default: of ``rows``)."""
+    total = len(rows) if total is None else total
+    if total <= cap:
         return list(rows)
-    return [*rows[:cap], f"  … and {len(rows) - cap} more {what}"]
+    return [*rows[:cap], f"  … and {total - cap} more {what}"]
 
 
 def _cell(value: str) -> str:
@@ -261,27 +174,31 @@ def _clip(value: str, width: int = CELL) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-def _capped(rows: Sequence[str], cap: int, more: str) -> list[str]:
-    """The first ``cap`` rows, then one line saying how many more (``more`` names them)."""
-    if len(rows) <= cap:
+def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) -> list[str]:
+    """The first ``cap`` rows, then one line saying how many more of ``total`` (default:
+    of ``rows``; ``more`` names them)."""
+    total = len(rows) if total is None else total
+    if total <= cap:
         return list(rows)
-    return [*rows[:cap], f"| … {len(rows) - cap} more {more} |"]
+    return [*rows[:cap], f"| … {total - cap} more {more} |"]
 
 
-def markdown(plan: Plan, plan_file: PlanFile | None = None) -> str:
+def markdown(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
     """A change-ticket view of any plan in at most MARKDOWN_LIMIT characters: what goes in
     image terms, bytes by repository, what is kept because shared or protected, problems,
     signatures, and the exact verify and apply commands; the full list stays in the plan
     file it pins by SHA-256."""
+    ov = overview(plan)
     cap = 40
     while True:
-        text = _markdown(plan, plan_file, cap)
+        text = _markdown(ov, plan_file, cap)
         if len(text) <= MARKDOWN_LIMIT or cap <= 1:
             return text[:MARKDOWN_LIMIT]
         cap //= 2
 
 
-def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
+def _markdown(ov: Overview, plan_file: PlanFile | None, cap: int) -> str:
+    plan = ov.header
     fp = plan.fingerprint
     s = plan.summary
     kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
@@ -294,18 +211,18 @@ def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
         f"| Command | `{_clip(command_line(plan), 400)}` |",
         f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
         f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({kinds}) |",
-        f"| Keeps | {len(plan.kept)} touched but still needed |",
-        f"| Problems | {len(plan.problems)} |",
+        f"| Keeps | {ov.kept_count} touched but still needed |",
+        f"| Problems | {ov.problems_count} |",
         f"| Fingerprint | `{fp.before[:16]}` -> `{fp.after[:16]}` ({fp.entries} paths) |",
         f"| Signatures | {len(plan.signatures)} |",
         "",
     ]
-    images = removed_images(plan)
+    images = ov.images
     if images:
         out += [f"## Images removed ({len(images)})", "", "| Image | With it |", "|---|---|"]
         rows = [f"| `{_clip(i)}` | {', '.join(k) or ''} |" for i, k in images]
         out += [*_capped(rows, cap, "images"), ""]
-    by_repo = bytes_by_repository(plan)
+    by_repo = ov.by_repository
     if by_repo:
         out += [
             "## Bytes by repository",
@@ -324,23 +241,21 @@ def _markdown(plan: Plan, plan_file: PlanFile | None, cap: int) -> str:
             for p in protect
         ]
         out += [*_capped(rows, cap, "lines"), ""]
-    if plan.kept:
-        out += [f"## Kept ({len(plan.kept)})", "", "| Path | Why | For |", "|---|---|---|"]
+    if ov.kept_count:
+        out += [f"## Kept ({ov.kept_count})", "", "| Path | Why | For |", "|---|---|---|"]
         rows = [
-            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |" for k in plan.kept
+            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |" for k in ov.kept
         ]
-        out += [*_capped(rows, cap // 2 or 1, "kept"), ""]
-    if plan.problems:
+        out += [*_capped(rows, cap // 2 or 1, "kept", ov.kept_count), ""]
+    if ov.problems_count:
         out += [
-            f"## Problems ({len(plan.problems)})",
+            f"## Problems ({ov.problems_count})",
             "",
             "| Code | Path | Message |",
             "|---|---|---|",
         ]
-        rows = [
-            f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |" for p in plan.problems
-        ]
-        out += [*_capped(rows, cap // 2 or 1, "problems"), ""]
+        rows = [f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |" for p in ov.problems]
+        out += [*_capped(rows, cap // 2 or 1, "problems", ov.problems_count), ""]
     out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]
     rows = [
         f"| {g.role} | {_clip(g.signer, 80)} | `{g.keyid}` | {g.signed_at} |"

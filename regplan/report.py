@@ -7,10 +7,13 @@ the page stays under 10 MB for any plan; the plan file holds the full list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
+from regplan.overview import Overview, overview
 from regplan.plan import Plan
-from regplan.render import PlanFile, bytes_by_repository, command_line, human_bytes, removed_images
+from regplan.planfile import Source
+from regplan.render import PlanFile, command_line, human_bytes
 
 HTML_LIMIT = 10_000_000
 """Bytes of the page at the most: 20,000 rows of at most some 700 bytes (cells are
@@ -49,9 +52,9 @@ apply();
 """
 
 
-def _chart(plan: Plan) -> str:
+def _chart(ov: Overview) -> str:
     """Bytes freed by repository as horizontal bars (inline SVG)."""
-    rows = bytes_by_repository(plan)
+    rows = ov.by_repository
     bars = [(r, b) for r, _, b in rows[:BARS]]
     rest = sum(b for _, _, b in rows[BARS:])
     if rest:
@@ -76,7 +79,9 @@ def _chart(plan: Plan) -> str:
     return "".join(parts)
 
 
-def html(plan: Plan, plan_file: PlanFile | None = None) -> str:
+def html(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
+    ov = overview(plan)
+    plan = ov.header
     s = plan.summary
     fp = plan.fingerprint
     kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
@@ -86,8 +91,8 @@ def html(plan: Plan, plan_file: PlanFile | None = None) -> str:
         ("Command", command_line(plan)),
         ("Created", f"{plan.created_at} by {plan.tool.name} {plan.tool.version}"),
         ("Removes", f"{s.targets} directories, {human_bytes(s.bytes)} ({kinds})"),
-        ("Keeps", f"{len(plan.kept)} touched but still needed"),
-        ("Problems", str(len(plan.problems))),
+        ("Keeps", f"{ov.kept_count} touched but still needed"),
+        ("Problems", str(ov.problems_count)),
         ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
         ("Signatures", ", ".join(f"{g.role} {g.signer} ({g.keyid})" for g in plan.signatures)),
     ]
@@ -102,10 +107,10 @@ def html(plan: Plan, plan_file: PlanFile | None = None) -> str:
         *(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in facts),
         "</table>",
     ]
-    chart = _chart(plan)
+    chart = _chart(ov)
     if chart:
         out += ["<h2>Bytes freed by repository</h2>", chart]
-    images = removed_images(plan)
+    images = ov.images
     listed = images[:ROWS]
     out += [
         f"<h2>Images removed ({len(images)})</h2>",
@@ -129,12 +134,16 @@ def html(plan: Plan, plan_file: PlanFile | None = None) -> str:
         ],
     )
     out += _listing(
-        "Kept", ("Path", "Why", "For"), [(k.path, k.reason, ", ".join(k.refs)) for k in plan.kept]
+        "Kept",
+        ("Path", "Why", "For"),
+        [(k.path, k.reason, ", ".join(k.refs)) for k in ov.kept],
+        ov.kept_count,
     )
     out += _listing(
         "Problems",
         ("Code", "Path", "Message"),
-        [(p.code.value, p.path, p.message) for p in plan.problems],
+        [(p.code.value, p.path, p.message) for p in ov.problems],
+        ov.problems_count,
     )
     out += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)
@@ -146,17 +155,22 @@ def _e(value: str, width: int = 300) -> str:
 
 
 def _listing(
-    title: str, heads: tuple[str, str, str], rows: list[tuple[str, str, str]]
+    title: str,
+    heads: tuple[str, str, str],
+    rows: Sequence[tuple[str, str, str]],
+    total: int | None = None,
 ) -> list[str]:
-    if not rows:
+    """The first LISTED rows of ``total`` (default: of ``rows``)."""
+    total = len(rows) if total is None else total
+    if not total:
         return []
-    out = [f"<h2>{title} ({len(rows)})</h2>", "<table>"]
+    out = [f"<h2>{title} ({total})</h2>", "<table>"]
     out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>")
     out += [
         f"<tr><td><code>{_e(a)}</code></td><td>{_e(b)}</td><td>{_e(c)}</td></tr>"
         for a, b, c in rows[:LISTED]
     ]
     out.append("</table>")
-    if len(rows) > LISTED:
-        out.append(f'<p class="note">… and {len(rows) - LISTED} more (in the plan file).</p>')
+    if total > LISTED:
+        out.append(f'<p class="note">… and {total - LISTED} more (in the plan file).</p>')
     return out

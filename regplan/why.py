@@ -14,6 +14,7 @@ import attrs
 
 from regplan.layout import Digest, blob_dir, repo_dir, revision_dir, tag_dir
 from regplan.plan import Kept, Plan, Target
+from regplan.planfile import Source, source
 
 
 class Verdict(enum.Enum):
@@ -53,25 +54,29 @@ def _covers(target: str, path: str) -> bool:
     return path == target or path.startswith(target + "/")
 
 
-def why(plan: Plan, ref: str) -> Answer:
-    """Raise ValueError when REF is none of the forms above."""
+def why(plan: Plan | Source, ref: str) -> Answer:
+    """Raise ValueError when REF is none of the forms above. One pass over the targets
+    (and one over the kept entries when none is REF's): only the matches are held."""
+    src = source(plan)
     paths, names = _parse(ref)
-    bare = ref if ref.startswith("sha256:") else None
-    itself = [
-        t
-        for t in plan.targets
-        if any(_covers(t.path, p) for p in paths)
-        or (bare is not None and t.path.endswith("/" + bare.replace(":", "/")))
-    ]
-    caused = [t for t in plan.targets if t not in itself and names & set(t.refs)]
+    bare = "/" + ref.replace(":", "/") if ref.startswith("sha256:") else None
+
+    def is_itself(path: str) -> bool:
+        return any(_covers(path, p) for p in paths) or (bare is not None and path.endswith(bare))
+
+    itself: list[Target] = []
+    caused: list[Target] = []
+    for t in src.targets():
+        if is_itself(t.path):
+            itself.append(t)
+        elif names & set(t.refs):
+            caused.append(t)
     if itself or caused:
         return Answer(ref=ref, verdict=Verdict.REMOVED, targets=(*itself, *caused))
     kept = tuple(
         k
-        for k in plan.kept
-        if k.path in paths
-        or names & set(k.refs)
-        or (bare is not None and k.path.endswith("/" + bare.replace(":", "/")))
+        for k in src.kept()
+        if k.path in paths or names & set(k.refs) or (bare is not None and k.path.endswith(bare))
     )
     if kept:
         return Answer(ref=ref, verdict=Verdict.KEPT, kept=kept)

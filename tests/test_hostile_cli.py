@@ -77,6 +77,8 @@ def test_a_plan_file_nested_100000_deep(tmp_path: Path, pub: Path, command: str)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000)
     extra = [] if command == "show" else ["--trust", str(pub)]
+    assert "not a regplan plan" in one_line_error(run(command, str(deep), *extra))
+    deep.write_text('{"format": "regplan.plan", "x": ' + "[" * 100_000)
     assert "nested too deeply" in one_line_error(run(command, str(deep), *extra))
 
 

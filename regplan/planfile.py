@@ -1,0 +1,232 @@
+"""A plan read as a stream: its header at once, its long lists one item at a time.
+
+A plan of 200,000 targets is a 54 MB file; read whole with ``json.loads`` and
+structured, it takes some 300 MiB. Here one pass (ijson's C parser) checks the
+whole file's syntax, builds the header (every field but the lists of
+``codec.LISTS``) and counts the items of each list; each later pass over one
+list (``targets()``, ``kept()``, ``problems()``) structures one item at a time
+and forgets it. Memory does not grow with the plan.
+
+Every pass reads the same open file from its start, so a plan replaced (renamed
+over) while it is read is not mixed with its successor.
+
+Views take a :class:`Source`: a ``PlanStream`` or a plan already in memory
+(``InMemory``, the one ``regplan plan`` just made, or a test's).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import ijson
+
+from regplan import codec
+from regplan.errors import PlanFormatError
+from regplan.plan import FORMAT, Kept, Plan, PlanProblem, Target
+
+
+class Source(Protocol):
+    """A plan to render: its header (lists empty), its lists as iterators, their lengths."""
+
+    @property
+    def header(self) -> Plan: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Items of each of ``codec.LISTS``."""
+        ...
+
+    def targets(self) -> Iterator[Target]: ...
+
+    def kept(self) -> Iterator[Kept]: ...
+
+    def problems(self) -> Iterator[PlanProblem]: ...
+
+
+class InMemory:
+    """A plan already held whole, as a Source."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.header = _empty_lists(plan)
+        self.counts = {name: len(getattr(plan, name)) for name in codec.LISTS}
+
+    def targets(self) -> Iterator[Target]:
+        return iter(self.plan.targets)
+
+    def kept(self) -> Iterator[Kept]:
+        return iter(self.plan.kept)
+
+    def problems(self) -> Iterator[PlanProblem]:
+        return iter(self.plan.problems)
+
+
+def source(plan: Plan | Source) -> Source:
+    return InMemory(plan) if isinstance(plan, Plan) else plan
+
+
+def _empty_lists(plan: Plan) -> Plan:
+    return Plan(
+        **{**{f: getattr(plan, f) for f in _FIELDS}, "targets": (), "kept": (), "problems": ()}
+    )
+
+
+_FIELDS = tuple(a.name for a in Plan.__attrs_attrs__)
+
+
+class PlanStream:
+    """A plan file, read as described above. Use as a context manager (it holds the file)."""
+
+    def __init__(self, path: Path, *, follow: bool = True) -> None:
+        self.path = path
+        self.source = str(path)
+        self._file = _open(path, follow=follow)
+        try:
+            raw, counts = self._header()
+            raw = {k: v for k, v in raw.items() if v is not _LIST}
+            self.raw_header: dict[str, Any] = raw
+            self.counts: Mapping[str, int] = counts
+            self.header: Plan = codec.structure(
+                {**raw, **{name: [] for name in codec.LISTS}}, source=self.source
+            )
+        except BaseException:
+            self._file.close()
+            raise
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PlanStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _rewound(self) -> _Reader:
+        """A reader from the start of the file, with a position of its own: passes may
+        be interleaved (``show --format json`` reads the three lists side by side)."""
+        return _Reader(self._file.fileno())
+
+    def _header(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """One pass over the whole file: the header, the lists' lengths, any JSON error."""
+        skim = _Skim(self.source)
+        try:
+            events = ijson.basic_parse(self._rewound())
+            if next(events, None) != ("start_map", None):
+                raise PlanFormatError(_NOT_PLAN.format(self.source))
+            for event, value in events:
+                skim.feed(event, value)
+        except ijson.JSONError as e:
+            raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+        codec.check_format(skim.raw, source=self.source)
+        return skim.raw, skim.counts
+
+    def raw_items(self, name: str) -> Iterator[dict[str, Any]]:
+        """The items of list ``name`` as parsed, one at a time."""
+        try:
+            yield from ijson.items(self._rewound(), f"{name}.item")
+        except ijson.JSONError as e:  # the file changed under us since the header pass
+            raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+
+    def targets(self) -> Iterator[Target]:
+        for i, item in enumerate(self.raw_items("targets")):
+            yield codec.structure_item(item, Target, source=self.source, where=f"targets[{i}]")
+
+    def kept(self) -> Iterator[Kept]:
+        for i, item in enumerate(self.raw_items("kept")):
+            yield codec.structure_item(item, Kept, source=self.source, where=f"kept[{i}]")
+
+    def problems(self) -> Iterator[PlanProblem]:
+        for i, item in enumerate(self.raw_items("problems")):
+            yield codec.structure_item(
+                item, PlanProblem, source=self.source, where=f"problems[{i}]"
+            )
+
+
+class _Reader:
+    """``read`` at a position of its own (``os.pread``) on a shared descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.at = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes (ijson asks for 0 first, to learn the type read gives)."""
+        data = os.pread(self.fd, size if size >= 0 else 1 << 20, self.at)
+        self.at += len(data)
+        return data
+
+
+class _Skim:
+    """The header pass, fed ijson's events without prefixes (a prefix is as long as the
+    nesting is deep: a hostile file 100,000 deep would take gigabytes). It knows the
+    depth and the top-level field it is in; a short field is built, a long list only
+    counted, and nothing may nest deeper than MAX_DEPTH."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.raw: dict[str, Any] = {}
+        self.counts = dict.fromkeys(codec.LISTS, 0)
+        self.depth = 1  # inside the plan's object
+        self.key = ""
+        self.builder: Any = None
+
+    def feed(self, event: str, value: Any) -> None:
+        depth = self.depth
+        if event in _STARTS:
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise PlanFormatError(f"{self.source}: not a regplan plan (JSON nested too deeply)")
+        elif event in _ENDS:
+            self.depth -= 1
+        if depth == 1 and event == "map_key":
+            if value in self.raw:
+                raise PlanFormatError(f"{self.source}: field {value!r} appears twice")
+            self.key = value
+        elif depth == 1 and self.key in self.counts and event != "end_map":
+            if event != "start_array":
+                raise PlanFormatError(f"{self.source}: invalid plan: {self.key} must be a list")
+            self.raw[self.key] = _LIST  # seen; replaced by an empty list for the header
+        elif self.key in self.counts and depth == 2 and event not in _ENDS:
+            self.counts[self.key] += 1  # an item begins (or is a scalar: structuring says no)
+        elif depth == 1 and event in _STARTS:
+            self.builder = ijson.ObjectBuilder()
+            self.builder.event(event, value)
+        elif depth == 1 and event != "end_map":
+            self.raw[self.key] = value
+        elif self.builder is not None:
+            self.builder.event(event, value)
+            if self.depth == 1:
+                self.raw[self.key] = self.builder.value
+                self.builder = None
+
+
+MAX_DEPTH = 32
+"""Nesting a plan never needs (it has 4 levels); deeper is refused in the first pass."""
+_LIST = object()
+_STARTS = frozenset({"start_map", "start_array"})
+_ENDS = frozenset({"end_map", "end_array"})
+_NOT_PLAN = '{}: not a regplan plan (no "format": "' + FORMAT + '")'
+
+
+def _first_line(e: Exception) -> str:
+    """yajl's message, without the lines that draw where in the text it is."""
+    return (str(e).strip().splitlines() or ["?"])[0]
+
+
+def _open(path: Path, *, follow: bool) -> IO[bytes]:
+    """With ``follow=False`` (a plan in the storage's state folder) a symlink or a FIFO
+    in its place is refused, never followed or waited on."""
+    flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise PlanFormatError(f"cannot read plan {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PlanFormatError(f"cannot read plan {path}: not a regular file")
+    return os.fdopen(fd, "rb")
