@@ -532,7 +532,7 @@ def verify(
     if as_json:
         emit_json(
             {
-                "plan_id": v.plan.plan_id,
+                "plan_id": v.header.plan_id,
                 "valid": True,
                 "signers": signers,
                 "root": str(v.storage.root),
@@ -541,7 +541,7 @@ def verify(
         )
     else:
         click.echo(
-            f"OK: plan {v.plan.plan_id} is signed by {len(signers)} trusted key(s) "
+            f"OK: plan {v.header.plan_id} is signed by {len(signers)} trusted key(s) "
             f"({', '.join(signers)}) and matches {v.storage.root}"
         )
 

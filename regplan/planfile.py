@@ -16,12 +16,15 @@ Views take a :class:`Source`: a ``PlanStream`` or a plan already in memory
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import attrs
 import ijson
 
 from regplan import codec
@@ -52,7 +55,7 @@ class InMemory:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.header = _empty_lists(plan)
+        self.header = attrs.evolve(plan, targets=(), kept=(), problems=())
         self.counts = {name: len(getattr(plan, name)) for name in codec.LISTS}
 
     def targets(self) -> Iterator[Target]:
@@ -69,15 +72,6 @@ def source(plan: Plan | Source) -> Source:
     return InMemory(plan) if isinstance(plan, Plan) else plan
 
 
-def _empty_lists(plan: Plan) -> Plan:
-    return Plan(
-        **{**{f: getattr(plan, f) for f in _FIELDS}, "targets": (), "kept": (), "problems": ()}
-    )
-
-
-_FIELDS = tuple(a.name for a in Plan.__attrs_attrs__)
-
-
 class PlanStream:
     """A plan file, read as described above. Use as a context manager (it holds the file)."""
 
@@ -87,15 +81,21 @@ class PlanStream:
         self._file = _open(path, follow=follow)
         try:
             raw, counts = self._header()
+            self.present = frozenset(k for k, v in raw.items() if v is _LIST)
+            """The lists the file holds (a plan may leave out an empty one)."""
             raw = {k: v for k, v in raw.items() if v is not _LIST}
             self.raw_header: dict[str, Any] = raw
+            """The header as parsed (what the signatures cover, but the lists)."""
             self.counts: Mapping[str, int] = counts
-            self.header: Plan = codec.structure(
-                {**raw, **{name: [] for name in codec.LISTS}}, source=self.source
-            )
         except BaseException:
             self._file.close()
             raise
+
+    @functools.cached_property
+    def header(self) -> Plan:
+        """The header structured (on first use: a signature check comes before it)."""
+        lists: dict[str, list[Any]] = {name: [] for name in codec.LISTS}
+        return codec.structure({**self.raw_header, **lists}, source=self.source)
 
     def close(self) -> None:
         self._file.close()
@@ -115,7 +115,7 @@ class PlanStream:
         """One pass over the whole file: the header, the lists' lengths, any JSON error."""
         skim = _Skim(self.source)
         try:
-            events = ijson.basic_parse(self._rewound())
+            events = ijson.basic_parse(self._rewound(), use_float=True)
             if next(events, None) != ("start_map", None):
                 raise PlanFormatError(_NOT_PLAN.format(self.source))
             for event, value in events:
@@ -128,9 +128,21 @@ class PlanStream:
     def raw_items(self, name: str) -> Iterator[dict[str, Any]]:
         """The items of list ``name`` as parsed, one at a time."""
         try:
-            yield from ijson.items(self._rewound(), f"{name}.item")
+            yield from ijson.items(self._rewound(), f"{name}.item", use_float=True)
         except ijson.JSONError as e:  # the file changed under us since the header pass
             raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+
+    def body_chunks(self) -> Iterator[bytes]:
+        """``codec.canonical(codec.body(raw))`` of the plan as read whole, piece by piece:
+        what its signatures cover."""
+        body = codec.body({**self.raw_header, **dict.fromkeys(self.present)})
+        return codec.canonical_chunks(body, {name: self.raw_items(name) for name in self.present})
+
+    def check_items(self) -> None:
+        """Structure every item once (and forget it): a plan that is not valid says so
+        before anything uses it."""
+        for _ in itertools.chain(self.targets(), self.kept(), self.problems()):
+            pass
 
     def targets(self) -> Iterator[Target]:
         for i, item in enumerate(self.raw_items("targets")):

@@ -14,10 +14,10 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from regplan import codec
 from regplan.errors import KeyFileError, SignatureError
 from regplan.plan import Plan, Signature
+
+if TYPE_CHECKING:
+    from regplan.planfile import PlanStream
 
 DOMAIN = b"regplan-plan-v1"
 PUBLIC_PREFIX = "regplan-ed25519"
@@ -146,13 +149,35 @@ def verify(
     Works on the raw JSON object, before structuring, so that any edit of any
     value fails here with a signature error.
     """
+    return verify_body(raw.get("signatures"), lambda: raw_body_digest(raw), trusted, required)
+
+
+def verify_stream(
+    stream: PlanStream, trusted: Sequence[TrustedKey], *, required: int = 1
+) -> list[TrustedKey]:
+    """``verify`` of a plan read as a stream: the body is hashed list item by list item."""
+    return verify_body(
+        stream.raw_header.get("signatures"),
+        lambda: _body_digest(stream.body_chunks()),
+        trusted,
+        required,
+    )
+
+
+def verify_body(
+    sigs: object,
+    body_digest: Callable[[], bytes],
+    trusted: Sequence[TrustedKey],
+    required: int,
+) -> list[TrustedKey]:
+    """The signature entries ``sigs`` against the body's digest (computed once it is
+    known that there is something to check)."""
     if not trusted:
         raise SignatureError("no trusted keys given (--trust or REGPLAN_TRUST)")
     by_id = {k.keyid: k for k in trusted}
-    sigs = raw.get("signatures")
     if not isinstance(sigs, list) or not sigs:
         raise SignatureError("the plan is not signed")
-    body = raw_body_digest(raw)
+    body = body_digest()
     valid: dict[str, TrustedKey] = {}
     unknown: list[str] = []
     for entry in sigs:

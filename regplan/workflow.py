@@ -29,6 +29,7 @@ from regplan.plan import (
     Tool,
     summarize,
 )
+from regplan.planfile import PlanStream
 from regplan.planner import decide
 from regplan.scan import Progress, scan
 from regplan.scan import digest as scan_digest
@@ -152,7 +153,8 @@ def load_plan(path: Path) -> Plan:
 
 @attrs.frozen(kw_only=True)
 class Verified:
-    plan: Plan
+    header: Plan
+    """The plan without its lists (they stay in the file: a verify holds no target)."""
     signers: tuple[signing.TrustedKey, ...]
     storage: Storage
 
@@ -165,13 +167,15 @@ def load_verified(
     required: int = 1,
     progress: Progress | None = None,
 ) -> Verified:
-    """Signatures first (exit 3), then the plan's form, then freshness (exit 4)."""
-    raw = read_raw(path)[0]
-    signers = signing.verify(raw, trusted, required=required)
-    plan = codec.structure(raw, source=str(path))
-    storage = Storage.locate(root if root is not None else Path(plan.root))
-    check_fresh(plan, storage, progress)
-    return Verified(plan=plan, signers=tuple(signers), storage=storage)
+    """Signatures first (exit 3), then the plan's form, then freshness (exit 4); the
+    plan is read as a stream, so memory does not grow with it."""
+    with PlanStream(path) as stream:
+        signers = signing.verify_stream(stream, trusted, required=required)
+        stream.check_items()
+        header = stream.header
+    storage = Storage.locate(root if root is not None else Path(header.root))
+    check_fresh(header, storage, progress)
+    return Verified(header=header, signers=tuple(signers), storage=storage)
 
 
 def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
@@ -180,11 +184,12 @@ def current_digest(storage: Storage, progress: Progress | None = None) -> finger
 
 
 def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:
-    """Refuse a plan made against another tree, naming what changed."""
+    """Refuse a plan made against another tree, naming what changed (``plan`` may be a
+    header: its lists are not used)."""
     now = current_digest(storage, progress)
     if now.digest == plan.fingerprint.before:
         return
-    if now.digest == plan.fingerprint.after and plan.targets:
+    if now.digest == plan.fingerprint.after and plan.summary.targets:
         raise StalePlanError(
             f"plan {plan.plan_id} was already applied to {storage.root} "
             "(the tree is in the state the plan leaves)"

@@ -7,18 +7,20 @@ import itertools
 import json
 import os
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
-from regplan import codec, render, report, why, workflow
-from regplan.errors import PlanFormatError
+from regplan import codec, render, report, signing, why, workflow
+from regplan.errors import PlanFormatError, SignatureError
 from regplan.inventory import ProblemCode
 from regplan.overview import overview
 from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.planfile import PlanStream
-from tests.helpers import make_plan, selection
+from tests.helpers import KEY, make_plan, selection, sign_raw
 
 
 @pytest.fixture
@@ -185,3 +187,34 @@ def test_lists_are_read_lazily(plan: Plan, tmp_path: Path) -> None:
     assert [t.path for t in first] == [
         f"repositories/team/svc{i}/_layers/sha256/{i:064x}" for i in range(2)
     ]
+
+
+def test_stream_signature_covers_what_the_whole_file_does(plan: Plan, tmp_path: Path) -> None:
+    """The body digest from the stream is the one of the plan read whole: for a plan as
+    regplan writes it, one that leaves out its empty lists, and edited ones."""
+    keys = [
+        signing.TrustedKey(
+            keyid=signing.keyid_of(KEY.public_key()), key=KEY.public_key(), source="k"
+        )
+    ]
+    doc = sign_raw(json.loads(raw(plan)))
+    slim = sign_raw({k: v for k, v in json.loads(raw(plan)).items() if k != "problems"})
+    for n, d in enumerate((doc, slim)):
+        path = tmp_path / f"{n}.json"
+        path.write_text(json.dumps(d, indent=1))
+        with PlanStream(path) as s:
+            assert signing.verify_stream(s, keys) == signing.verify(d, keys)
+            assert b"".join(s.body_chunks()) == b"".join(codec.raw_body_chunks(d))
+    edits: list[Callable[[dict[str, Any]], None]] = [
+        lambda d: d["targets"][-1].update(reason="edited"),
+        lambda d: d["targets"][0].update(bytes=1.5),
+        lambda d: d["kept"].append({"path": "blobs/x", "reason": "r", "refs": []}),
+        lambda d: d.update(root="/elsewhere"),
+    ]
+    for edit in edits:
+        edited = json.loads(json.dumps(doc))
+        edit(edited)
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(edited))
+        with PlanStream(path) as s, pytest.raises(SignatureError, match="changed after"):
+            signing.verify_stream(s, keys)
