@@ -22,11 +22,11 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
-from regplan import codec, confine, fingerprint, quarantine, signing
+from regplan import confine, fingerprint, quarantine, signing
 from regplan.errors import ApplyError, StalePlanError
 from regplan.journal import (
     ApplyRecord,
@@ -39,11 +39,14 @@ from regplan.journal import (
 )
 from regplan.layout import STATE_DIR, V2, Storage, part_of
 from regplan.lock import StorageLock
-from regplan.plan import Plan, Target, TargetKind
+from regplan.plan import Target, TargetKind
+from regplan.planfile import PlanStream
 from regplan.quarantine import explain, fsync_dir, fsync_dirs, move, real_dir, same_filesystem
-from regplan.workflow import check_fresh, current_digest, describe_changes, read_raw
+from regplan.workflow import check_fresh, current_digest, describe_changes
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INDEX = "INDEX.tsv"
 """In each quarantine: which slot holds which original path (for people browsing it)."""
@@ -169,47 +172,57 @@ def apply_plan(
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
 ) -> ApplyResult:
-    """Verify, then move the plan's targets into quarantine (or finish an interrupted apply)."""
-    raw, text = read_raw(plan_path)
-    signing.verify(raw, trusted, required=required)
-    plan = codec.structure(raw, source=str(plan_path))
-    storage = Storage.locate(root if root is not None else Path(plan.root))
-    with lock(storage, f"apply {plan.plan_id}"):
-        previous = [r for r in records(storage) if r.plan_id == plan.plan_id]
-        for r in previous:
-            if r.state in (State.APPLIED, State.PURGING, State.PURGED):
-                raise StalePlanError(f"plan {plan.plan_id} was already applied as {r.apply_id}")
-            if r.state == State.ROLLING_BACK:
-                raise ApplyError(
-                    f"apply {r.apply_id} of this plan was interrupted while rolling back: "
-                    f"finish it with: regplan rollback {r.apply_id}"
+    """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
+
+    The plan is read as a stream: each step below takes one pass over its targets
+    and holds none of them (only the empty folders to prune)."""
+    with PlanStream(plan_path) as stream:
+        signing.verify_stream(stream, trusted, required=required)
+        stream.check_items()
+        plan = stream.header
+        storage = Storage.locate(root if root is not None else Path(plan.root))
+        with lock(storage, f"apply {plan.plan_id}"):
+            previous = [r for r in records(storage) if r.plan_id == plan.plan_id]
+            for r in previous:
+                if r.state in (State.APPLIED, State.PURGING, State.PURGED):
+                    raise StalePlanError(f"plan {plan.plan_id} was already applied as {r.apply_id}")
+                if r.state == State.ROLLING_BACK:
+                    raise ApplyError(
+                        f"apply {r.apply_id} of this plan was interrupted while rolling back: "
+                        f"finish it with: regplan rollback {r.apply_id}"
+                    )
+            resuming = next((r for r in previous if r.state == State.APPLYING), None)
+            if resuming is not None:
+                paths = Paths(storage, resuming.apply_id)
+                with _state_plan(paths) as began:
+                    if signing.body_digest(began) != signing.body_digest(stream):
+                        raise ApplyError(
+                            f"{plan_path} differs from the plan apply {resuming.apply_id} "
+                            f"began with ({paths.plan}); finish that one, or roll it back"
+                        )
+                log.info("resuming apply %s", resuming.apply_id)
+                record = resuming
+            else:
+                check_fresh(plan, storage, scan_progress)
+                paths = Paths(storage, _new_id(now))
+                _preflight(stream, storage, paths)
+                record = _begin(stream, paths, now)
+            with Journal(paths.journal) as journal:
+                moved = _move_targets(
+                    stream, paths, journal, progress, resuming=resuming is not None
                 )
-        resuming = next((r for r in previous if r.state == State.APPLYING), None)
-        if resuming is not None:
-            paths = Paths(storage, resuming.apply_id)
-            began = read_raw(paths.plan, follow=False)[0]
-            if signing.raw_body_digest(began) != signing.raw_body_digest(raw):
-                raise ApplyError(
-                    f"{plan_path} differs from the plan apply {resuming.apply_id} began with "
-                    f"({paths.plan}); finish that one, or roll it back"
-                )
-            log.info("resuming apply %s", resuming.apply_id)
-            record = resuming
-        else:
-            check_fresh(plan, storage, scan_progress)
-            paths = Paths(storage, _new_id(now))
-            _preflight(plan, storage, paths)
-            record = _begin(plan, text, paths, now)
-        with Journal(paths.journal) as journal:
-            moved = _move_targets(plan, paths, journal, progress, resuming=resuming is not None)
-        after = current_digest(storage, scan_progress)
-        ok = after.digest == plan.fingerprint.after
-        changed = () if ok else _unexpected_changes(plan, after)
-        note = "" if ok else "tree differs from the plan's prediction: " + describe_changes(changed)
-        write_state(
-            paths.record,
-            attrs.evolve(record, state=State.APPLIED, updated_at=_iso(now), note=note),
-        )
+            after = current_digest(storage, scan_progress)
+            ok = after.digest == plan.fingerprint.after
+            changed = () if ok else _unexpected_changes(stream, after)
+            note = (
+                ""
+                if ok
+                else "tree differs from the plan's prediction: " + describe_changes(changed)
+            )
+            write_state(
+                paths.record,
+                attrs.evolve(record, state=State.APPLIED, updated_at=_iso(now), note=note),
+            )
     return ApplyResult(
         apply_id=paths.apply_id,
         plan_id=plan.plan_id,
@@ -222,20 +235,26 @@ def apply_plan(
     )
 
 
-def _unexpected_changes(plan: Plan, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
+def _state_plan(paths: Paths) -> PlanStream:
+    """The plan an apply began with, as it keeps it (a link or FIFO there is refused)."""
+    return PlanStream(paths.plan, follow=False)
+
+
+def _unexpected_changes(plan: PlanStream, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
     """Name what differs from the plan's prediction, as precisely as the parts allow."""
-    touched = {part_of(t.path) for t in plan.targets}
-    expected = {k: v for k, v in plan.fingerprint.parts.items() if k not in touched}
+    touched = {part_of(t.path) for t in plan.targets()}
+    parts = plan.header.fingerprint.parts
+    expected = {k: v for k, v in parts.items() if k not in touched}
     seen = {k: v for k, v in actual.named_parts().items() if k not in touched}
     changed = fingerprint.changed_parts(expected, seen)
     return tuple(changed) or (f"within the {len(touched)} part(s) this plan changes",)
 
 
-def _preflight(plan: Plan, storage: Storage, paths: Paths) -> None:
+def _preflight(plan: PlanStream, storage: Storage, paths: Paths) -> None:
     """Before anything moves: real directories only, and a quarantine that can take renames."""
     checked: set[str] = set()
     fresh = not os.path.lexists(paths.quarantine)  # then no slot can be taken
-    for i, t in enumerate(plan.targets):
+    for i, t in enumerate(plan.targets()):
         if not real_dir(storage.v2, t.path, checked):
             raise StalePlanError(f"target {t.path} vanished since planning")
         if not fresh and os.path.lexists(paths.slot(i)):
@@ -257,43 +276,41 @@ def _state_dir(storage: Storage, rel: str) -> None:
         raise ApplyError(f"cannot create {storage.root / rel}: {explain(e)}") from None
 
 
-def _write_new(path: Path, lines: Iterable[str]) -> None:
+def _write_new(path: Path, chunks: Iterable[bytes]) -> None:
     """Write a new file of the state folder (never through a link), fsynced."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with open(fd, "w", encoding="utf-8", newline="") as f:
-            f.writelines(lines)
+        with open(fd, "wb") as f:
+            f.writelines(chunks)
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
         raise ApplyError(f"cannot write {path}: {explain(e)}; nothing was moved") from None
 
 
-def _begin(plan: Plan, text: str, paths: Paths, now: datetime) -> ApplyRecord:
+def _begin(plan: PlanStream, paths: Paths, now: datetime) -> ApplyRecord:
     _state_dir(paths.storage, f"{STATE_DIR}/applies/{paths.apply_id}")
-    _write_new(  # the verified text, as read
-        paths.plan, (text[start : start + (1 << 20)] for start in range(0, len(text), 1 << 20))
-    )
+    _write_new(paths.plan, plan.copy())  # the verified bytes, as read
     record = ApplyRecord(
         seq=1 + max((r.seq for r in records(paths.storage)), default=0),
         apply_id=paths.apply_id,
-        plan_id=plan.plan_id,
+        plan_id=plan.header.plan_id,
         state=State.APPLYING,
         root=str(paths.storage.root),
         started_at=_iso(now),
         updated_at=_iso(now),
-        targets=len(plan.targets),
-        bytes=plan.summary.bytes,
+        targets=plan.counts["targets"],
+        bytes=plan.header.summary.bytes,
     )
     write_state(paths.record, record)
     fsync_dir(paths.record.parent)
     _write_new(  # line by line: as one string it was 170 MiB at 516,000 targets
         paths.quarantine / INDEX,
         itertools.chain(
-            ("slot\tkind\tpath\n",),
+            (b"slot\tkind\tpath\n",),
             (
-                f"{i:07d}\t{t.kind.value}\t{t.path}\n"
-                for i, t in enumerate(plan.targets)
+                f"{i:07d}\t{t.kind.value}\t{t.path}\n".encode()
+                for i, t in enumerate(plan.targets())
                 if t.kind != TargetKind.EMPTY_DIR
             ),
         ),
@@ -317,15 +334,27 @@ def _where(v2: str, slot: str, t: Target, checked: set[str]) -> str:
     raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
 
 
-def _batches(
-    targets: Sequence[tuple[int, Target]],
-) -> Iterator[tuple[int, Sequence[tuple[int, Target]]]]:
-    for i in range(0, len(targets), BATCH):
-        yield i, targets[i : i + BATCH]
+def _batches(items: Iterable[T]) -> Iterator[tuple[int, list[T]]]:
+    """(index of the first, BATCH items) at a time."""
+    it = iter(items)
+    start = 0
+    while batch := list(itertools.islice(it, BATCH)):
+        yield start, batch
+        start += len(batch)
+
+
+def _split(targets: Iterable[Target], pruned: list[Target]) -> Iterator[tuple[int, Target]]:
+    """(index in the plan, target) of every target to move; the empty folders to prune
+    go to ``pruned`` as they pass (they come last: theirs is the last phase)."""
+    for i, t in enumerate(targets):
+        if t.kind == TargetKind.EMPTY_DIR:
+            pruned.append(t)
+        else:
+            yield i, t
 
 
 def _move_targets(
-    plan: Plan, paths: Paths, journal: Journal, progress: Progress | None, *, resuming: bool
+    plan: PlanStream, paths: Paths, journal: Journal, progress: Progress | None, *, resuming: bool
 ) -> int:
     """Move what is still in the storage. A fresh apply was just preflighted under the lock;
     a resumed one first finds out, target by target, where each one is.
@@ -334,13 +363,12 @@ def _move_targets(
     of the rename (quarantine.move): a folder swapped for a symlink after the
     preflight stops the apply, it is never followed out of the root."""
     v2, quarantine = os.fspath(paths.storage.v2), os.fspath(paths.quarantine)
-    movable = [(i, t) for i, t in enumerate(plan.targets) if t.kind != TargetKind.EMPTY_DIR]
-    pruned = [t for t in plan.targets if t.kind == TargetKind.EMPTY_DIR]
-    total = len(plan.targets)
+    pruned: list[Target] = []
+    total = plan.counts["targets"]
     moved = 0
     checked: set[str] = set()
     with confine.Tree(paths.storage.root) as root:
-        for start, batch in _batches(movable):
+        for start, batch in _batches(_split(plan.targets(), pruned)):
             todo = [
                 (i, t)
                 for i, t in batch
@@ -426,14 +454,12 @@ def _prune(
 # -- rollback ------------------------------------------------------------------
 
 
-def _load_record(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord, Plan]:
+def _load_state(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord]:
     paths = Paths(storage, apply_id)
     if not (paths.record / "state.json").exists():
         known = ", ".join(r.apply_id for r in records(storage)) or "none"
         raise ApplyError(f"no apply {apply_id} in {storage.state} (applies: {known})")
-    record = read_state(paths.record)
-    raw = read_raw(paths.plan, follow=False)[0]
-    return paths, record, codec.structure(raw, source=str(paths.plan))
+    return paths, read_state(paths.record)
 
 
 def rollback(
@@ -444,69 +470,33 @@ def rollback(
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
 ) -> RollbackResult:
-    """Move everything of one apply back, recreate pruned directories; refuse on conflicts."""
+    """Move everything of one apply back, recreate pruned directories; refuse on conflicts.
+
+    The plan is read as a stream, pass by pass (what to restore, then the moves); no
+    target is held. Moves need no order among themselves (no target lies inside
+    another; the empty folders pruned, which may hold targets, are recreated first)."""
     with lock(storage, f"rollback {apply_id}"):
-        paths, record, plan = _load_record(storage, apply_id)
+        paths, record = _load_state(storage, apply_id)
         if record.state in (State.PURGING, State.PURGED):
             raise ApplyError(
                 f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
             )
         if record.state == State.ROLLED_BACK:
             raise ApplyError(f"apply {apply_id} was already rolled back")
-        _refuse_out_of_order(storage, record, plan)
-        v2 = os.fspath(storage.v2)
-        back = [
-            (i, t)
-            for i, t in enumerate(plan.targets)
-            if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.slot(i))
-        ]
-        pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
-        _preflight_destinations(storage, [t.path for _, t in back], [r.path for r in pruned])
-        reappeared = [t.path for _, t in back if os.path.lexists(f"{v2}/{t.path}")]
-        if reappeared:
-            raise ApplyError(
-                f"cannot roll back {apply_id}: {len(reappeared)} path(s) reappeared since the "
-                f"apply (a new push?), first {reappeared[0]}; nothing was moved"
+        with _state_plan(paths) as plan:
+            _refuse_out_of_order(storage, record, plan)
+            pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
+            back = _preflight_destinations(storage, plan, paths, pruned)
+            write_state(
+                paths.record, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
             )
-        write_state(
-            paths.record, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
-        )
-        with Journal(paths.journal) as journal, confine.Tree(storage.root) as root:
-            journal.append({"op": "rollback", "restore": len(back), "recreate": len(pruned)})
-            try:
-                for r in pruned:  # parents were journaled before their children
-                    _recreate(root, r)
-            except OSError as e:
-                raise ApplyError(
-                    f"could not recreate a pruned folder: {explain(e)}; nothing was moved back, "
-                    "run the rollback again once fixed"
-                ) from None
-            restored = 0
-            for _, batch in _batches(list(reversed(back))):
-                dirs: set[str] = set()
-                for i, t in batch:
-                    try:
-                        move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}")
-                    except OSError as e:
-                        raise ApplyError(
-                            f"could not move {t.path} back: {explain(e)}; {restored} restored so "
-                            f"far, run the same rollback again once fixed"
-                        ) from None
-                    dirs.update((os.path.dirname(paths.slot(i)), os.path.dirname(f"{v2}/{t.path}")))
-                    restored += 1
-                fsync_dirs(dirs)
-                journal.append({"op": "restored", "count": restored})
-                if progress is not None:
-                    progress(restored, len(back))
+            restored = _restore(storage, plan, paths, pruned, back, progress)
+            fp = plan.header.fingerprint
         (paths.quarantine / INDEX).unlink(missing_ok=True)
         _remove_empty_tree(paths.quarantine)
         now_digest = current_digest(storage, scan_progress)
-        ok = now_digest.digest == plan.fingerprint.before
-        changed = (
-            ()
-            if ok
-            else tuple(fingerprint.changed_parts(plan.fingerprint.parts, now_digest.named_parts()))
-        )
+        ok = now_digest.digest == fp.before
+        changed = () if ok else tuple(fingerprint.changed_parts(fp.parts, now_digest.named_parts()))
         note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
         write_state(
             paths.record,
@@ -521,6 +511,52 @@ def rollback(
     )
 
 
+def _in_quarantine(plan: PlanStream, paths: Paths) -> Iterator[tuple[int, Target]]:
+    """(index, target) of every moved target whose slot is still taken."""
+    for i, t in enumerate(plan.targets()):
+        if t.kind != TargetKind.EMPTY_DIR and os.path.lexists(paths.slot(i)):
+            yield i, t
+
+
+def _restore(
+    storage: Storage,
+    plan: PlanStream,
+    paths: Paths,
+    pruned: Sequence[Record],
+    back: int,
+    progress: Progress | None,
+) -> int:
+    v2 = os.fspath(storage.v2)
+    with Journal(paths.journal) as journal, confine.Tree(storage.root) as root:
+        journal.append({"op": "rollback", "restore": back, "recreate": len(pruned)})
+        try:
+            for r in pruned:  # parents were journaled before their children
+                _recreate(root, r)
+        except OSError as e:
+            raise ApplyError(
+                f"could not recreate a pruned folder: {explain(e)}; nothing was moved back, "
+                "run the rollback again once fixed"
+            ) from None
+        restored = 0
+        for _, batch in _batches(_in_quarantine(plan, paths)):
+            dirs: set[str] = set()
+            for i, t in batch:
+                try:
+                    move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}")
+                except OSError as e:
+                    raise ApplyError(
+                        f"could not move {t.path} back: {explain(e)}; {restored} restored so "
+                        f"far, run the same rollback again once fixed"
+                    ) from None
+                dirs.update((os.path.dirname(paths.slot(i)), os.path.dirname(f"{v2}/{t.path}")))
+                restored += 1
+            fsync_dirs(dirs)
+            journal.append({"op": "restored", "count": restored})
+            if progress is not None:
+                progress(restored, back)
+    return restored
+
+
 def _recreate(root: confine.Tree, r: Record) -> None:
     """Make a pruned folder again with its journaled mode and owner: through descriptors
     reached without following links, so a planted symlink is never chmod'ed or chown'ed."""
@@ -530,16 +566,33 @@ def _recreate(root: confine.Tree, r: Record) -> None:
         os.fchown(fd, r.uid, r.gid)
 
 
-def _preflight_destinations(storage: Storage, moved: Sequence[str], pruned: Sequence[str]) -> None:
+def _preflight_destinations(
+    storage: Storage, plan: PlanStream, paths: Paths, pruned: Sequence[Record]
+) -> int:
     """Before anything moves back: no destination's parent is a symlink or a file
-    (as apply checks its sources), whatever was planted since the apply."""
+    (as apply checks its sources), whatever was planted since the apply, and no
+    destination was taken again (a new push?). Returns how many targets go back."""
     checked: set[str] = set()
-    for rel in (*pruned, *moved):
+    v2 = os.fspath(storage.v2)
+    moved = ((t.path, True) for _, t in _in_quarantine(plan, paths))
+    back = 0
+    reappeared: list[str] = []
+    for rel, is_target in itertools.chain(((r.path, False) for r in pruned), moved):
         parent = rel.rpartition("/")[0]
         try:
             real_dir(storage.v2, parent, checked)
         except StalePlanError as e:
             raise ApplyError(f"cannot roll back to {rel}: {e}; nothing was moved") from None
+        if is_target:
+            back += 1
+            if os.path.lexists(f"{v2}/{rel}"):
+                reappeared.append(rel)
+    if reappeared:
+        raise ApplyError(
+            f"cannot roll back {paths.apply_id}: {len(reappeared)} path(s) reappeared since the "
+            f"apply (a new push?), first {reappeared[0]}; nothing was moved"
+        )
+    return back
 
 
 def _overlap(a: Sequence[str], b: Sequence[str]) -> str | None:
@@ -555,16 +608,19 @@ def _overlap(a: Sequence[str], b: Sequence[str]) -> str | None:
     return None
 
 
-def _refuse_out_of_order(storage: Storage, record: ApplyRecord, plan: Plan) -> None:
+def _refuse_out_of_order(storage: Storage, record: ApplyRecord, plan: PlanStream) -> None:
     """Undo applies in reverse order where they touch the same folders: rolling back an
     earlier one first would recreate what a later one removed, and then the later one
-    could never be rolled back cleanly."""
-    mine = [t.path for t in plan.targets]
+    could never be rolled back cleanly. (Only when a later apply is live are the two
+    plans' paths held, to compare them.)"""
+    mine: list[str] | None = None
     for later in records(storage):
         if later.seq <= record.seq or later.state not in LIVE:
             continue
-        other = _load_record(storage, later.apply_id)[2]
-        clash = _overlap(mine, [t.path for t in other.targets])
+        if mine is None:
+            mine = [t.path for t in plan.targets()]
+        with _state_plan(Paths(storage, later.apply_id)) as other:
+            clash = _overlap(mine, [t.path for t in other.targets()])
         if clash is not None:
             raise ApplyError(
                 f"cannot roll back {record.apply_id} before {later.apply_id}, which was applied "
@@ -606,7 +662,7 @@ def purge(
     must look at it first, and purging it by id is that decision."""
     with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
         if apply_id is not None:
-            _, record, _ = _load_record(storage, apply_id)
+            _, record = _load_state(storage, apply_id)
             if record.state not in (State.APPLIED, State.PURGING):
                 raise ApplyError(
                     f"apply {apply_id} is {record.state.value}; only an applied one can be purged"

@@ -203,10 +203,10 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
-def describe(e: Exception) -> str:
-    """A structuring error in one line (what ``structure`` raises says)."""
+def describe(e: Exception, path: str = "$") -> str:
+    """A structuring error in one line, naming where (``path``: of the value structured)."""
     if isinstance(e, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(e, format_exception=_describe))
+        return "; ".join(cattrs.transform_error(e, path=path, format_exception=_describe))
     return str(e)
 
 
@@ -224,11 +224,14 @@ T = TypeVar("T")
 
 
 def structure_item(item: Any, type_: type[T], *, source: str, where: str) -> T:
-    """One item of a plan's list (a target, a kept entry, a problem); ``where`` names it."""
+    """One item of a plan's list (a target, a kept entry, a problem); ``where`` names it
+    as ``structure`` of the whole plan would (``targets[4]``)."""
     try:
         return _converter.structure(item, type_)
     except _ERRORS as e:
-        raise PlanFormatError(f"{source}: invalid plan: {where}: {describe(e)}") from None
+        path = f"$.{where}"
+        detail = describe(e, path) if isinstance(e, cattrs.BaseValidationError) else f"{e} @ {path}"
+        raise PlanFormatError(f"{source}: invalid plan: {detail}") from None
 
 
 def unstructure_request(request: object) -> object:

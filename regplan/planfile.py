@@ -17,6 +17,7 @@ Views take a :class:`Source`: a ``PlanStream`` or a plan already in memory
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 import stat
@@ -114,8 +115,9 @@ class PlanStream:
     def _header(self) -> tuple[dict[str, Any], dict[str, int]]:
         """One pass over the whole file: the header, the lists' lengths, any JSON error."""
         skim = _Skim(self.source)
+        reader = self._rewound()
         try:
-            events = ijson.basic_parse(self._rewound(), use_float=True)
+            events = ijson.basic_parse(reader, use_float=True)
             if next(events, None) != ("start_map", None):
                 raise PlanFormatError(_NOT_PLAN.format(self.source))
             for event, value in events:
@@ -123,6 +125,10 @@ class PlanStream:
         except ijson.JSONError as e:
             raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
         codec.check_format(skim.raw, source=self.source)
+        while reader.read(1 << 20):  # to the end, for the hash (yajl stops at the last brace)
+            pass
+        self.sha256 = reader.hash.hexdigest()
+        """Of the bytes this pass checked: ``copy`` writes only those."""
         return skim.raw, skim.counts
 
     def raw_items(self, name: str) -> Iterator[dict[str, Any]]:
@@ -131,6 +137,15 @@ class PlanStream:
             yield from ijson.items(self._rewound(), f"{name}.item", use_float=True)
         except ijson.JSONError as e:  # the file changed under us since the header pass
             raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+
+    def copy(self) -> Iterator[bytes]:
+        """The file's bytes, piece by piece, as the first pass read them: a file changed
+        in place since then raises (after its last piece) instead of ending quietly."""
+        reader = self._rewound()
+        while data := reader.read(1 << 20):
+            yield data
+        if reader.hash.hexdigest() != self.sha256:
+            raise PlanFormatError(f"{self.source} changed while it was read")
 
     def body_chunks(self) -> Iterator[bytes]:
         """``codec.canonical(codec.body(raw))`` of the plan as read whole, piece by piece:
@@ -160,16 +175,19 @@ class PlanStream:
 
 
 class _Reader:
-    """``read`` at a position of its own (``os.pread``) on a shared descriptor."""
+    """``read`` at a position of its own (``os.pread``) on a shared descriptor; the
+    SHA-256 of what it read."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.at = 0
+        self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         """At most ``size`` bytes (ijson asks for 0 first, to learn the type read gives)."""
         data = os.pread(self.fd, size if size >= 0 else 1 << 20, self.at)
         self.at += len(data)
+        self.hash.update(data)
         return data
 
 

@@ -152,13 +152,18 @@ def verify(
     return verify_body(raw.get("signatures"), lambda: raw_body_digest(raw), trusted, required)
 
 
+def body_digest(stream: PlanStream) -> bytes:
+    """``raw_body_digest`` of a plan read as a stream."""
+    return _body_digest(stream.body_chunks())
+
+
 def verify_stream(
     stream: PlanStream, trusted: Sequence[TrustedKey], *, required: int = 1
 ) -> list[TrustedKey]:
     """``verify`` of a plan read as a stream: the body is hashed list item by list item."""
     return verify_body(
         stream.raw_header.get("signatures"),
-        lambda: _body_digest(stream.body_chunks()),
+        lambda: body_digest(stream),
         trusted,
         required,
     )

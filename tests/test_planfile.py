@@ -134,7 +134,7 @@ def raw(plan: Plan) -> str:
         (lambda t: t.replace('"problems": [', '"problems": {"a": [', 1), "problems must be a list"),
         (
             lambda t: t.replace("repositories/team/app/_manifests/tags/v1", "../../etc"),
-            "invalid plan: targets[",
+            "is not under blobs/ or repositories/ @ $.targets[1]",
         ),
         (lambda t: t.replace('"reason":', '"why":', 1), "invalid plan: "),
     ],
