@@ -123,7 +123,7 @@ class PlanStream:
             for event, value in events:
                 skim.feed(event, value)
         except ijson.JSONError as e:
-            raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+            raise _json_error(self.source, e) from None
         codec.check_format(skim.raw, source=self.source)
         while reader.read(1 << 20):  # to the end, for the hash (yajl stops at the last brace)
             pass
@@ -136,7 +136,7 @@ class PlanStream:
         try:
             yield from ijson.items(self._rewound(), f"{name}.item", use_float=True)
         except ijson.JSONError as e:  # the file changed under us since the header pass
-            raise PlanFormatError(f"{self.source}: not JSON ({_first_line(e)})") from None
+            raise _json_error(self.source, e) from None
 
     def copy(self) -> Iterator[bytes]:
         """The file's bytes, piece by piece, as the first pass read them: a file changed
@@ -152,6 +152,14 @@ class PlanStream:
         what its signatures cover."""
         body = codec.body({**self.raw_header, **dict.fromkeys(self.present)})
         return codec.canonical_chunks(body, {name: self.raw_items(name) for name in self.present})
+
+    @functools.cached_property
+    def body_digest(self) -> bytes:
+        """The hex SHA-256 of ``body_chunks``: what a signature signs (computed once)."""
+        h = hashlib.sha256()
+        for chunk in self.body_chunks():
+            h.update(chunk)
+        return h.hexdigest().encode()
 
     def check_items(self) -> None:
         """Structure every item once (and forget it): a plan that is not valid says so
@@ -243,9 +251,14 @@ _ENDS = frozenset({"end_map", "end_array"})
 _NOT_PLAN = '{}: not a regplan plan (no "format": "' + FORMAT + '")'
 
 
-def _first_line(e: Exception) -> str:
-    """yajl's message, without the lines that draw where in the text it is."""
-    return (str(e).strip().splitlines() or ["?"])[0]
+def _json_error(source: str, e: Exception) -> PlanFormatError:
+    """yajl's message in one line (it comes as bytes, with lines that draw where)."""
+    arg = e.args[0] if e.args else ""
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    first = (text.strip().splitlines() or ["?"])[0]
+    if "invalid bytes in UTF8" in first:
+        return PlanFormatError(f"{source}: not UTF-8 ({first})")
+    return PlanFormatError(f"{source}: not JSON ({first})")
 
 
 def _open(path: Path, *, follow: bool) -> IO[bytes]:

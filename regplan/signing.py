@@ -128,6 +128,15 @@ def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
 
 def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime) -> Plan:
     """Return the plan with one more signature; the body is untouched."""
+    body = _body_digest(codec.body_chunks(plan))
+    signature = sign_body(body, key, role=role, signer=signer, now=now)
+    return attrs.evolve(plan, signatures=(*plan.signatures, signature))
+
+
+def sign_body(
+    body: bytes, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime
+) -> Signature:
+    """A signature over a plan's body digest (``body_digest``, ``raw_body_digest``)."""
     if role not in ROLES:
         raise ValueError(role)
     meta = {
@@ -136,9 +145,8 @@ def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: dat
         "signer": signer,
         "signed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    body = _body_digest(codec.body_chunks(plan))
     sig = base64.b64encode(key.sign(_message(body, meta))).decode()
-    return attrs.evolve(plan, signatures=(*plan.signatures, Signature(sig=sig, **meta)))
+    return Signature(sig=sig, **meta)
 
 
 def verify(
@@ -153,8 +161,8 @@ def verify(
 
 
 def body_digest(stream: PlanStream) -> bytes:
-    """``raw_body_digest`` of a plan read as a stream."""
-    return _body_digest(stream.body_chunks())
+    """``raw_body_digest`` of a plan read as a stream (computed once per stream)."""
+    return stream.body_digest
 
 
 def verify_stream(

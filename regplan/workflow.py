@@ -10,15 +10,15 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import __version__, codec, confine, fingerprint, signing
-from regplan.errors import PlanFormatError, PlanWriteError, SignatureError, StalePlanError
+from regplan import __version__, codec, fingerprint, signing
+from regplan.errors import PlanWriteError, SignatureError, StalePlanError
 from regplan.layout import Storage
 from regplan.plan import (
     Fingerprint,
@@ -107,13 +107,17 @@ def make_plan(
 def write_plan(plan: Plan, path: Path) -> None:
     """Write atomically (a reader never sees half a plan) and item by item; on any
     failure (a full disk) the temporary file is removed and the error is one line."""
+    _write_chunks(codec.pretty_chunks(plan), path)
+
+
+def _write_chunks(chunks: Iterable[str], path: Path) -> None:
     if path.is_dir():
         raise PlanWriteError(f"{path} is a directory; give the plan file's name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("w", encoding="utf-8") as f:
-            f.writelines(codec.pretty_chunks(plan))
+            f.writelines(chunks)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
@@ -121,34 +125,19 @@ def write_plan(plan: Plan, path: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise PlanWriteError(f"cannot write plan {e.filename or path}: {e.strerror}") from None
-
-
-def read_raw(path: Path, *, follow: bool = True) -> tuple[dict[str, object], str]:
-    """The raw plan object and the file's text.
-
-    Parsing the bytes would hold the bytes, their decoded copy and the objects
-    at once; here the bytes are dropped before parsing (``regplan verify`` of
-    a plan of 516,000 targets: 966 -> 862 MiB at the peak). A caller that does
-    not need the text takes ``[0]``: the text of that plan is 188 MB.
-    With ``follow=False`` (a plan kept in the storage's state folder) a symlink
-    or a FIFO in its place is refused, never followed or waited on.
-    """
-    try:
-        data = path.read_bytes() if follow else confine.read_regular(os.fspath(path))
-    except OSError as e:
-        raise PlanFormatError(f"cannot read plan {path}: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8")  # in one piece: a text-mode read holds more at once
-    except UnicodeDecodeError as e:
-        raise PlanFormatError(f"{path}: not UTF-8 ({e})") from None
-    del data
-    return codec.parse_json(text, source=str(path)), text
+    except BaseException:  # a bad item found while writing: no half file is left
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_plan(path: Path) -> Plan:
-    """Read and structure a plan without checking signatures (for show)."""
-    raw = read_raw(path)[0]
-    return codec.structure(raw, source=str(path))
+    """A whole plan in memory, signatures unchecked (for tests and small plans: the
+    commands read plans as streams)."""
+    with PlanStream(path) as s:
+        return attrs.evolve(
+            s.header, targets=tuple(s.targets()), kept=tuple(s.kept()), problems=tuple(s.problems())
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -221,14 +210,21 @@ def approve(
     now: datetime,
     trusted: Sequence[signing.TrustedKey] = (),
 ) -> Plan:
-    """Add an approver's signature; the body stays as it is, so earlier signatures hold."""
-    raw = read_raw(path)[0]
-    if trusted:
-        signing.verify(raw, trusted)
-    plan = codec.structure(raw, source=str(path))
-    keyid = signing.keyid_of(key.public_key())
-    if any(s.keyid == keyid for s in plan.signatures):
-        raise SignatureError(f"{path} is already signed by {keyid}")
-    approved = signing.sign(plan, key, role="approver", signer=signer, now=now)
-    write_plan(approved, path)
+    """Add an approver's signature; the body stays as it is, so earlier signatures hold.
+    The plan is read as a stream and written anew item by item (an invalid item
+    stops the write, and no file is left half written); the header (lists empty) is
+    returned."""
+    with PlanStream(path) as stream:
+        if trusted:
+            signing.verify_stream(stream, trusted)
+        header = stream.header
+        keyid = signing.keyid_of(key.public_key())
+        if any(s.keyid == keyid for s in header.signatures):
+            raise SignatureError(f"{path} is already signed by {keyid}")
+        signature = signing.sign_body(
+            signing.body_digest(stream), key, role="approver", signer=signer, now=now
+        )
+        approved = attrs.evolve(header, signatures=(*header.signatures, signature))
+        lists = {"targets": stream.targets(), "kept": stream.kept(), "problems": stream.problems()}
+        _write_chunks(codec.stream_pretty_chunks(approved, lists), path)
     return approved

@@ -20,7 +20,7 @@ from regplan.inventory import ProblemCode
 from regplan.overview import overview
 from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.planfile import PlanStream
-from tests.helpers import KEY, make_plan, selection, sign_raw
+from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, sign_raw
 
 
 @pytest.fixture
@@ -218,3 +218,18 @@ def test_stream_signature_covers_what_the_whole_file_does(plan: Plan, tmp_path: 
         path.write_text(json.dumps(edited))
         with PlanStream(path) as s, pytest.raises(SignatureError, match="changed after"):
             signing.verify_stream(s, keys)
+
+
+def test_approve_of_a_plan_with_a_bad_item_leaves_the_file_as_it_was(
+    plan: Plan, tmp_path: Path
+) -> None:
+    doc = json.loads(raw(plan))
+    doc["targets"][-1]["path"] = "blobs/../../etc"
+    path = tmp_path / "plans" / "p.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(sign_raw(doc)))
+    before = path.read_bytes()
+    with pytest.raises(PlanFormatError, match=r"'\.' or '\.\.' component @ \$\.targets\["):
+        workflow.approve(path, key=OTHER_KEY, signer="r", now=NOW)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["p.json"]
