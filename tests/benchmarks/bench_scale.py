@@ -16,6 +16,10 @@ same machine noise:
 - regplan apply and regplan rollback of that plan
 - regplan apply and rollback of a plan of some 10,000 targets on the same
   tree (``--untagged 'team0/*'``, planned untimed)
+- regplan show (text, markdown, html, json) of the big plan and of a plan of
+  one image, and verify, apply and rollback of that one: the peak of each
+  reading command over its peak on one image (the flat-memory goal: at most
+  60 MiB more, whatever the plan's size)
 
 Every command runs as its own process; wall time and peak RSS (wait4) are
 recorded. The report gives medians and ratios, as a table and as JSON.
@@ -97,6 +101,18 @@ def prepare(size: str, workdir: Path) -> tuple[Path, Path, dict[str, int]]:
     return root, config, json.loads(marker.read_text())
 
 
+FORMATS = ("text", "markdown", "html", "json")
+
+
+def first_image(root: Path) -> str:
+    """``repo:tag`` of the first tag of the first repository (a plan of one image)."""
+    repos = root / "docker" / "registry" / "v2" / "repositories"
+    team = sorted(repos.iterdir())[0]
+    repo = sorted(team.iterdir())[0]
+    tag = sorted((repo / "_manifests" / "tags").iterdir())[0]
+    return f"{team.name}/{repo.name}:{tag.name}"
+
+
 def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     key = config.parent / "bench.key"
@@ -107,6 +123,9 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         f"\n{size}: {built['files']:,} files, {built['paths']:,} paths, {built['images']:,} images",
         flush=True,
     )
+    tiny = config.parent / "bench-one.plan.json"
+    trust = ["--trust", f"{key}.pub"]
+    one = first_image(root)
     steps: dict[str, list[tuple[float, int]]] = {}
     targets = 0
     # untimed: every command starts with the same warm cache (the tree's folders
@@ -177,6 +196,21 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
             "rollback (subset)",
             run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
         )
+        # what a plan's size costs a reader: each reading command on the big plan and on
+        # a plan of one image (its peak is the baseline of the flat-memory goal)
+        run([*REGPLAN, "plan", *plan_args[:4], "-o", str(tiny), "-q", "--json", "--image", one])
+        for name, p in (("", plan), (" (one image)", tiny)):
+            for fmt in FORMATS:
+                record(f"show {fmt}{name}", run([*REGPLAN, "show", str(p), "--format", fmt]))
+            if p is tiny:
+                record("verify (one image)", run([*REGPLAN, "verify", str(p), *trust]))
+                out = record(
+                    "apply (one image)", run([*REGPLAN, "apply", str(p), *trust, "--json", "-q"])
+                )
+                record(
+                    "rollback (one image)",
+                    run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+                )
         shutil.rmtree(root / "regplan-state")
         print(
             f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items()),
@@ -193,12 +227,18 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         "apply (subset) / plan": med["apply (subset)"] / med["plan"],
         "rollback (subset) / plan": med["rollback (subset)"] / med["plan"],
     }
+    over_one = {
+        f"{k} - one image, MiB": mem[k] - mem[f"{k} (one image)"]
+        for k in ("verify", "apply", "rollback", *(f"show {f}" for f in FORMATS))
+    }
     print(f"  plan: {targets:,} targets; subset ({SUBSET}): {subset_targets:,} targets")
     print(f"  {'step':<32}{'median s':>10}{'peak MiB':>10}")
     for k in steps:
         print(f"  {k:<32}{med[k]:>10.2f}{mem[k]:>10}")
     for k, v in ratios.items():
         print(f"  {k:<32}{v:>10.2f}")
+    for k, d in over_one.items():
+        print(f"  {k:<32}{d:>10}")
     return {
         **built,
         "size": size,
@@ -208,6 +248,7 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         "median_seconds": med,
         "peak_rss_mib": mem,
         "ratios": ratios,
+        "peak_over_one_image_mib": over_one,
         "all": {k: [list(x) for x in v] for k, v in steps.items()},
     }
 
