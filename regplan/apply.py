@@ -176,7 +176,7 @@ def apply_plan(
 
     The plan is read as a stream: each step below takes one pass over its targets
     and holds none of them (only the empty folders to prune)."""
-    with PlanStream(plan_path) as stream:
+    with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required)
         stream.check_items()
         plan = stream.header

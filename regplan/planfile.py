@@ -8,7 +8,11 @@ list (``targets()``, ``kept()``, ``problems()``) structures one item at a time
 and forgets it. Memory does not grow with the plan.
 
 Every pass reads the same open file from its start, so a plan replaced (renamed
-over) while it is read is not mixed with its successor.
+over) while it is read is not mixed with its successor. With ``snapshot`` (what
+``verify``, ``apply`` and ``approve`` use) the file is first copied into an
+unnamed temporary file that only this process holds, and every pass reads that:
+what the signature check read is what the moves read, even if someone writes
+into the plan file meanwhile.
 
 Views take a :class:`Source`: a ``PlanStream`` or a plan already in memory
 (``InMemory``, the one ``regplan plan`` just made, or a test's).
@@ -20,7 +24,9 @@ import functools
 import hashlib
 import itertools
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -76,10 +82,12 @@ def source(plan: Plan | Source) -> Source:
 class PlanStream:
     """A plan file, read as described above. Use as a context manager (it holds the file)."""
 
-    def __init__(self, path: Path, *, follow: bool = True) -> None:
+    def __init__(self, path: Path, *, follow: bool = True, snapshot: bool = False) -> None:
         self.path = path
         self.source = str(path)
         self._file = _open(path, follow=follow)
+        if snapshot:
+            self._file = _snapshot(self._file, path)
         try:
             raw, counts = self._header()
             self.present = frozenset(k for k, v in raw.items() if v is _LIST)
@@ -259,6 +267,22 @@ def _json_error(source: str, e: Exception) -> PlanFormatError:
     if "invalid bytes in UTF8" in first:
         return PlanFormatError(f"{source}: not UTF-8 ({first})")
     return PlanFormatError(f"{source}: not JSON ({first})")
+
+
+def _snapshot(original: IO[bytes], path: Path) -> IO[bytes]:
+    """A private copy of ``original`` (closed): an unnamed file in the temporary folder."""
+    with original:
+        try:
+            copy = tempfile.TemporaryFile()  # noqa: SIM115 (returned open: the stream holds it)
+        except OSError as e:
+            raise PlanFormatError(f"cannot copy plan {path} aside: {e.strerror}") from None
+        try:
+            shutil.copyfileobj(original, copy, 1 << 20)
+            copy.flush()
+        except OSError as e:
+            copy.close()
+            raise PlanFormatError(f"cannot copy plan {path} aside: {e.strerror}") from None
+    return copy
 
 
 def _open(path: Path, *, follow: bool) -> IO[bytes]:

@@ -158,7 +158,7 @@ def load_verified(
 ) -> Verified:
     """Signatures first (exit 3), then the plan's form, then freshness (exit 4); the
     plan is read as a stream, so memory does not grow with it."""
-    with PlanStream(path) as stream:
+    with PlanStream(path, snapshot=True) as stream:
         signers = signing.verify_stream(stream, trusted, required=required)
         stream.check_items()
         header = stream.header
@@ -214,7 +214,7 @@ def approve(
     The plan is read as a stream and written anew item by item (an invalid item
     stops the write, and no file is left half written); the header (lists empty) is
     returned."""
-    with PlanStream(path) as stream:
+    with PlanStream(path, snapshot=True) as stream:
         if trusted:
             signing.verify_stream(stream, trusted)
         header = stream.header

@@ -233,3 +233,28 @@ def test_approve_of_a_plan_with_a_bad_item_leaves_the_file_as_it_was(
         workflow.approve(path, key=OTHER_KEY, signer="r", now=NOW)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["p.json"]
+
+
+def test_a_snapshot_reads_what_was_verified_whatever_is_written_later(
+    plan: Plan, tmp_path: Path
+) -> None:
+    """verify, apply and approve read a private copy: writing into the plan file after
+    the signature check changes nothing they read."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(sign_raw(json.loads(raw(plan)))))
+    before = path.read_bytes()
+    keys = [
+        signing.TrustedKey(
+            keyid=signing.keyid_of(KEY.public_key()), key=KEY.public_key(), source="k"
+        )
+    ]
+    with PlanStream(path, snapshot=True) as s:
+        signing.verify_stream(s, keys)
+        other = raw(attrs.evolve(plan, targets=plan.targets[:1]))
+        with path.open("r+") as f:  # in place: same inode, same descriptor's view
+            f.write(other)
+            f.truncate()
+        assert tuple(s.targets()) == plan.targets
+        assert b"".join(s.copy()) == before
+    with PlanStream(path) as s:
+        assert len(tuple(s.targets())) == 1
