@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import hashlib
 import json
@@ -780,4 +781,10 @@ def demo(directory: Path | None) -> None:
 
 
 def main() -> None:
+    # No cyclic garbage collection: a command's millions of objects (digests, paths,
+    # targets) hold no cycles and are freed by reference counting, while every full
+    # collection walks them all (10.3 s of a plan's main process at a million files,
+    # 1.5 s at a quarter of that). Measured side by side at a million files: user CPU
+    # 85.5 -> 80.8 s, peak RSS unchanged (README, Performance).
+    gc.disable()
     cli(prog_name="regplan")
