@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -416,15 +415,6 @@ def _selection(sel: dict[str, Any]) -> Selection:
     return selection
 
 
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in pieces."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _age(text: str, flag: str) -> timedelta:
     """An AGE option, or a usage error (exit 2) that names the option."""
     try:
@@ -468,7 +458,8 @@ def show(plan_file: Path, fmt: str, targets: bool) -> None:
             for chunk in codec.stream_pretty_chunks(loaded.header, lists):
                 click.echo(chunk, nl=False)
         elif fmt in ("markdown", "html"):
-            pinned = render.PlanFile(name=str(plan_file), sha256=_sha256(plan_file))
+            # the SHA-256 of the very bytes rendered (the stream's first pass took it)
+            pinned = render.PlanFile(name=str(plan_file), sha256=loaded.sha256)
             page = (
                 render.markdown(loaded, pinned)
                 if fmt == "markdown"
