@@ -170,20 +170,6 @@ def raw_body_chunks(raw: dict[str, Any]) -> Iterator[bytes]:
     return canonical_chunks(body(raw), lists)
 
 
-def parse_json(data: str | bytes, *, source: str) -> dict[str, Any]:
-    """Read the raw plan object and check its format and version."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise PlanFormatError(f"{source}: not JSON ({e})") from None
-    except RecursionError:
-        raise PlanFormatError(f"{source}: not a regplan plan (JSON nested too deeply)") from None
-    if not isinstance(raw, dict):
-        raise PlanFormatError(f'{source}: not a regplan plan (no "format": "{FORMAT}")')
-    check_format(raw, source=source)
-    return raw
-
-
 def check_format(raw: Mapping[str, Any], *, source: str) -> None:
     """The plan's ``format`` and ``version`` are the ones this regplan reads."""
     if raw.get("format") != FORMAT:
