@@ -54,14 +54,24 @@ SUBSET = "team0/*"
 targets at 250k), the size of change the apply goal names (10,000 targets)."""
 
 
+KEPT_OUTPUT = 1 << 20
+"""Bytes of a command's stdout kept (an apply's --json); the rest is read and dropped."""
+
+
 def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, stdout) of one process."""
+    """(seconds, peak RSS in MiB, stdout) of one process.
+
+    This process must stay small: its peak RSS is carried into the ru_maxrss of
+    every child it starts later (see planned_targets), so a `show --format json`
+    of a big plan is read piece by piece and not kept."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
-    out = proc.stdout.read()
+    kept = b""
+    while chunk := proc.stdout.read(1 << 16):
+        if len(kept) < KEPT_OUTPUT:
+            kept += chunk
+    out = kept.decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
