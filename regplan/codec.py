@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -156,6 +157,14 @@ def canonical_chunks(obj: Mapping[str, Any], lists: Mapping[str, Iterable[Any]])
         else:
             yield canonical(obj[name])
     yield b"}"
+
+
+def hex_sha256(chunks: Iterable[bytes]) -> bytes:
+    """The hex SHA-256 of the chunks joined (a body digest: what a signature signs)."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest().encode()
 
 
 def body_chunks(plan: Plan) -> Iterator[bytes]:

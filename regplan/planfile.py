@@ -89,13 +89,13 @@ class PlanStream:
         if snapshot:
             self._file = _snapshot(self._file, path)
         try:
-            raw, counts = self._header()
-            self.present = frozenset(k for k, v in raw.items() if v is _LIST)
-            """The lists the file holds (a plan may leave out an empty one)."""
-            raw = {k: v for k, v in raw.items() if v is not _LIST}
-            self.raw_header: dict[str, Any] = raw
+            skim, self.sha256 = self._header()
+            """``sha256``: of the bytes the first pass checked (``copy`` writes only those)."""
+            self.raw_header: dict[str, Any] = skim.raw
             """The header as parsed (what the signatures cover, but the lists)."""
-            self.counts: Mapping[str, int] = counts
+            self.present: frozenset[str] = frozenset(skim.present)
+            """The lists the file holds (a plan may leave out an empty one)."""
+            self.counts: Mapping[str, int] = skim.counts
         except BaseException:
             self._file.close()
             raise
@@ -115,15 +115,16 @@ class PlanStream:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _rewound(self) -> _Reader:
+    def _rewound(self, *, hashed: bool = False) -> _Reader:
         """A reader from the start of the file, with a position of its own: passes may
         be interleaved (``show --format json`` reads the three lists side by side)."""
-        return _Reader(self._file.fileno())
+        return _Reader(self._file.fileno(), hashed=hashed)
 
-    def _header(self) -> tuple[dict[str, Any], dict[str, int]]:
-        """One pass over the whole file: the header, the lists' lengths, any JSON error."""
+    def _header(self) -> tuple[_Skim, str]:
+        """One pass over the whole file: the header and the lists' lengths (in the
+        returned skim), any JSON error, and the SHA-256 of the file."""
         skim = _Skim(self.source)
-        reader = self._rewound()
+        reader = self._rewound(hashed=True)
         try:
             events = ijson.basic_parse(reader, use_float=True)
             if next(events, None) != ("start_map", None):
@@ -135,9 +136,7 @@ class PlanStream:
         codec.check_format(skim.raw, source=self.source)
         while reader.read(1 << 20):  # to the end, for the hash (yajl stops at the last brace)
             pass
-        self.sha256 = reader.hash.hexdigest()
-        """Of the bytes this pass checked: ``copy`` writes only those."""
-        return skim.raw, skim.counts
+        return skim, reader.hexdigest()
 
     def raw_items(self, name: str) -> Iterator[dict[str, Any]]:
         """The items of list ``name`` as parsed, one at a time."""
@@ -149,10 +148,10 @@ class PlanStream:
     def copy(self) -> Iterator[bytes]:
         """The file's bytes, piece by piece, as the first pass read them: a file changed
         in place since then raises (after its last piece) instead of ending quietly."""
-        reader = self._rewound()
+        reader = self._rewound(hashed=True)
         while data := reader.read(1 << 20):
             yield data
-        if reader.hash.hexdigest() != self.sha256:
+        if reader.hexdigest() != self.sha256:
             raise PlanFormatError(f"{self.source} changed while it was read")
 
     def body_chunks(self) -> Iterator[bytes]:
@@ -164,10 +163,7 @@ class PlanStream:
     @functools.cached_property
     def body_digest(self) -> bytes:
         """The hex SHA-256 of ``body_chunks``: what a signature signs (computed once)."""
-        h = hashlib.sha256()
-        for chunk in self.body_chunks():
-            h.update(chunk)
-        return h.hexdigest().encode()
+        return codec.hex_sha256(self.body_chunks())
 
     def check_items(self) -> None:
         """Structure every item once (and forget it): a plan that is not valid says so
@@ -191,20 +187,26 @@ class PlanStream:
 
 
 class _Reader:
-    """``read`` at a position of its own (``os.pread``) on a shared descriptor; the
-    SHA-256 of what it read."""
+    """``read`` at a position of its own (``os.pread``) on a shared descriptor; with
+    ``hashed``, the SHA-256 of what it read (only the passes that compare bytes)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, hashed: bool = False) -> None:
         self.fd = fd
         self.at = 0
+        self.hashed = hashed
         self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         """At most ``size`` bytes (ijson asks for 0 first, to learn the type read gives)."""
         data = os.pread(self.fd, size if size >= 0 else 1 << 20, self.at)
         self.at += len(data)
-        self.hash.update(data)
+        if self.hashed:
+            self.hash.update(data)
         return data
+
+    def hexdigest(self) -> str:
+        """Of what was read (a reader made with ``hashed``)."""
+        return self.hash.hexdigest()
 
 
 class _Skim:
@@ -216,6 +218,9 @@ class _Skim:
     def __init__(self, source: str) -> None:
         self.source = source
         self.raw: dict[str, Any] = {}
+        """Every top-level field but the lists."""
+        self.present: set[str] = set()
+        """The lists the file holds."""
         self.counts = dict.fromkeys(codec.LISTS, 0)
         self.depth = 1  # inside the plan's object
         self.key = ""
@@ -230,13 +235,13 @@ class _Skim:
         elif event in _ENDS:
             self.depth -= 1
         if depth == 1 and event == "map_key":
-            if value in self.raw:
+            if value in self.raw or value in self.present:
                 raise PlanFormatError(f"{self.source}: field {value!r} appears twice")
             self.key = value
         elif depth == 1 and self.key in self.counts and event != "end_map":
             if event != "start_array":
                 raise PlanFormatError(f"{self.source}: invalid plan: {self.key} must be a list")
-            self.raw[self.key] = _LIST  # seen; replaced by an empty list for the header
+            self.present.add(self.key)
         elif self.key in self.counts and depth == 2 and event not in _ENDS:
             self.counts[self.key] += 1  # an item begins (or is a scalar: structuring says no)
         elif depth == 1 and event in _STARTS:
@@ -253,7 +258,6 @@ class _Skim:
 
 MAX_DEPTH = 32
 """Nesting a plan never needs (it has 4 levels); deeper is refused in the first pass."""
-_LIST = object()
 _STARTS = frozenset({"start_map", "start_array"})
 _ENDS = frozenset({"end_map", "end_array"})
 _NOT_PLAN = '{}: not a regplan plan (no "format": "' + FORMAT + '")'

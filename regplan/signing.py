@@ -109,17 +109,10 @@ def load_trusted(path: Path) -> TrustedKey:
     return TrustedKey(keyid=keyid_of(key), key=key, source=str(path))
 
 
-def _body_digest(chunks: Iterable[bytes]) -> bytes:
-    h = hashlib.sha256()
-    for chunk in chunks:
-        h.update(chunk)
-    return h.hexdigest().encode()
-
-
 def raw_body_digest(raw: dict[str, Any]) -> bytes:
     """What a signature covers of a plan as read from its file: two plans with the
     same body digest are the same plan, whatever their signatures and formatting."""
-    return _body_digest(codec.raw_body_chunks(raw))
+    return codec.hex_sha256(codec.raw_body_chunks(raw))
 
 
 def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
@@ -128,7 +121,7 @@ def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
 
 def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime) -> Plan:
     """Return the plan with one more signature; the body is untouched."""
-    body = _body_digest(codec.body_chunks(plan))
+    body = codec.hex_sha256(codec.body_chunks(plan))
     signature = sign_body(body, key, role=role, signer=signer, now=now)
     return attrs.evolve(plan, signatures=(*plan.signatures, signature))
 

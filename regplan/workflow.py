@@ -111,6 +111,8 @@ def write_plan(plan: Plan, path: Path) -> None:
 
 
 def _write_chunks(chunks: Iterable[str], path: Path) -> None:
+    """Any failure (a full disk, or a bad item found while writing) removes the temporary
+    file: no half plan is left."""
     if path.is_dir():
         raise PlanWriteError(f"{path} is a directory; give the plan file's name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -121,13 +123,11 @@ def _write_chunks(chunks: Iterable[str], path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise PlanWriteError(f"cannot write plan {e.filename or path}: {e.strerror}") from None
-    except BaseException:  # a bad item found while writing: no half file is left
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise PlanWriteError(f"cannot write plan {e.filename or path}: {e.strerror}") from None
         raise
 
 
