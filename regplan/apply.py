@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from regplan import confine, fingerprint, quarantine, signing
+from regplan import confine, fingerprint, location, quarantine, signing
 from regplan.errors import ApplyError, StalePlanError
 from regplan.journal import (
     ApplyRecord,
@@ -38,10 +38,12 @@ from regplan.journal import (
     write_state,
 )
 from regplan.layout import STATE_DIR, V2, Storage, part_of
+from regplan.location import Location
 from regplan.lock import StorageLock
 from regplan.plan import Target, TargetKind
 from regplan.planfile import PlanStream
 from regplan.quarantine import explain, fsync_dir, fsync_dirs, move, real_dir, same_filesystem
+from regplan.s3 import S3Storage
 from regplan.workflow import check_fresh, current_digest, describe_changes
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ class ApplyResult:
     plan_id: str
     moved: int
     bytes: int
-    quarantine: Path
+    quarantine: Path | str
+    """A folder, or for object storage the key prefix of the quarantine."""
     resumed: bool
     fingerprint_ok: bool
     changed: tuple[str, ...] = ()
@@ -134,9 +137,13 @@ def lock(storage: Storage, command: str) -> StorageLock:
     return StorageLock(storage.state / "lock", command=command)
 
 
-def records(storage: Storage) -> list[ApplyRecord]:
+def records(storage: Location) -> list[ApplyRecord]:
     """Every apply recorded in the storage's state, oldest first (a symlink planted
     among them is refused, never followed)."""
+    if isinstance(storage, S3Storage):
+        from regplan import s3apply  # noqa: PLC0415 (it builds on this module)
+
+        return s3apply.history(storage)
     base = storage.state / "applies"
     try:
         if not os.path.lexists(base):
@@ -166,11 +173,12 @@ def apply_plan(
     *,
     plan_path: Path,
     trusted: Sequence[signing.TrustedKey],
-    root: Path | None,
+    root: Path | S3Storage | None,
     required: int,
     now: datetime,
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
+    break_lock: bool = False,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
@@ -180,7 +188,19 @@ def apply_plan(
         signing.verify_stream(stream, trusted, required=required)
         stream.check_items()
         plan = stream.header
-        storage = Storage.locate(root if root is not None else Path(plan.root))
+        found = location.of_plan(plan, root)
+        if isinstance(found, S3Storage):
+            from regplan import s3apply  # noqa: PLC0415 (it builds on this module)
+
+            return s3apply.apply_plan(
+                stream,
+                found,
+                now=now,
+                progress=progress,
+                scan_progress=scan_progress,
+                break_lock=break_lock,
+            )
+        storage = found
         with lock(storage, f"apply {plan.plan_id}"):
             previous = [r for r in records(storage) if r.plan_id == plan.plan_id]
             for r in previous:
@@ -464,17 +484,29 @@ def _load_state(storage: Storage, apply_id: str) -> tuple[Paths, ApplyRecord]:
 
 def rollback(
     *,
-    storage: Storage,
+    storage: Location,
     apply_id: str,
     now: datetime,
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
+    break_lock: bool = False,
 ) -> RollbackResult:
     """Move everything of one apply back, recreate pruned directories; refuse on conflicts.
 
     The plan is read as a stream, pass by pass (what to restore, then the moves); no
     target is held. Moves need no order among themselves (no target lies inside
     another; the empty folders pruned, which may hold targets, are recreated first)."""
+    if isinstance(storage, S3Storage):
+        from regplan import s3apply  # noqa: PLC0415 (it builds on this module)
+
+        return s3apply.rollback(
+            storage=storage,
+            apply_id=apply_id,
+            now=now,
+            progress=progress,
+            scan_progress=scan_progress,
+            break_lock=break_lock,
+        )
     with lock(storage, f"rollback {apply_id}"):
         paths, record = _load_state(storage, apply_id)
         if record.state in (State.PURGING, State.PURGED):
@@ -648,18 +680,31 @@ def _remove_empty_tree(top: Path) -> None:
 
 def purge(
     *,
-    storage: Storage,
+    storage: Location,
     apply_id: str | None,
     older_than: timedelta | None,
     now: datetime,
     progress: Progress | None = None,
     include_unverified: bool = False,
+    break_lock: bool = False,
 ) -> list[ApplyRecord]:
     """Delete the quarantine of one apply, or of every applied one older than an age.
 
     An apply whose final check found the tree other than predicted (its note says
     how) is left out of ``older_than`` unless ``include_unverified``: someone
     must look at it first, and purging it by id is that decision."""
+    if isinstance(storage, S3Storage):
+        from regplan import s3apply  # noqa: PLC0415 (it builds on this module)
+
+        return s3apply.purge(
+            storage=storage,
+            apply_id=apply_id,
+            older_than=older_than,
+            now=now,
+            progress=progress,
+            include_unverified=include_unverified,
+            break_lock=break_lock,
+        )
     with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
         if apply_id is not None:
             _, record = _load_state(storage, apply_id)

@@ -20,12 +20,13 @@ from typing import TypeVar
 
 import attrs
 
+from regplan import location
 from regplan.journal import ApplyRecord
-from regplan.layout import Storage, split_repo
+from regplan.layout import split_repo
+from regplan.location import Location
 from regplan.plan import Plan, TargetKind
 from regplan.planfile import Source, source
 from regplan.regclient import RegistryClient
-from regplan.scan import scan
 from regplan.selection import ImageSpec
 
 Progress = Callable[[int], None]
@@ -66,9 +67,9 @@ class Gone:
     label: str
 
 
-def images_in(storage: Storage, specs: Sequence[ImageSpec]) -> list[tuple[str, str]]:
+def images_in(storage: Location, specs: Sequence[ImageSpec]) -> list[tuple[str, str]]:
     """Every (repository, tag) of the storage, or those ``specs`` (globs) select, sorted."""
-    inventory = scan(storage)
+    inventory = location.read(storage)
     return [
         (name, tag)
         for name, repo in sorted(inventory.repositories.items())

@@ -21,9 +21,11 @@ from regplan import (
     apply,
     check,
     codec,
+    location,
     online,
     render,
     report,
+    s3,
     signing,
     walkthrough,
     why,
@@ -31,10 +33,12 @@ from regplan import (
 )
 from regplan.config import ENV_ROOT, rootdirectory, running
 from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
-from regplan.layout import Storage, printable
+from regplan.layout import printable
+from regplan.location import Location
 from regplan.planfile import PlanStream
 from regplan.progress import Reporter
 from regplan.regclient import Credentials, RegistryClient
+from regplan.s3 import S3Storage
 from regplan.selection import (
     ImageSpec,
     Protect,
@@ -89,14 +93,15 @@ def storage_options(f: Command) -> Command:
     f = click.option(
         "--config",
         type=ExistingFile,
-        help="The registry's config.yml; its storage.filesystem.rootdirectory is the root. "
-        "[env: REGISTRY_CONFIGURATION_PATH]",
+        help="The registry's config.yml: its storage.filesystem.rootdirectory, or its "
+        "storage.s3 bucket, endpoint and keys. [env: REGISTRY_CONFIGURATION_PATH]",
     )(f)
     return click.option(
         "--root",
-        type=PathArg,
+        metavar="PATH|s3://BUCKET/ROOTDIRECTORY",
         help="The registry's rootdirectory (holding docker/) or its docker/registry/v2 "
-        "folder. [env: REGISTRY_DATA_DIR]",
+        "folder, or its S3 bucket and rootdirectory (endpoint, region and credentials "
+        "from the standard AWS environment). [env: REGISTRY_DATA_DIR]",
     )(f)
 
 
@@ -180,6 +185,13 @@ def _advice(config: Path | None, url: str | None) -> str:
     return online.cache_advice(settings) + (f"\n{mode}" if mode else "")
 
 
+def _root_of(quarantine: Path | str) -> str:
+    """The storage root a quarantine lies in (``<root>/regplan-state/quarantine/<id>``)."""
+    if isinstance(quarantine, Path):
+        return str(quarantine.parents[2])
+    return quarantine.rsplit("/regplan-state/", 1)[0]
+
+
 def _check_hint(url: str | None, storage_root: Path | str, plan: Path | None = None) -> str:
     args = ["regplan", "check", "--registry-url", url or "URL", "--root", str(storage_root)]
     args += ["--plan", str(plan)] if plan is not None else []
@@ -187,14 +199,20 @@ def _check_hint(url: str | None, storage_root: Path | str, plan: Path | None = N
 
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+break_lock_option = click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Object storage: break a lock whose holder is gone (its lease expired, or its "
+    "process on this host is dead); a live lock is never broken.",
+)
 
 
-def _root(root: Path | None, config: Path | None) -> Path | None:
+def _root(root: str | None, config: Path | None) -> Path | S3Storage | None:
     """--root, --config, then REGISTRY_DATA_DIR, REGISTRY_CONFIGURATION_PATH and
     REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; None when none is given."""
     env = os.environ
     if root is not None:
-        return root
+        return s3.parse_url(root, env) if root.startswith(s3.SCHEME) else Path(root)
     if config is not None:
         return rootdirectory(config, env)
     if env.get("REGISTRY_DATA_DIR"):
@@ -206,13 +224,13 @@ def _root(root: Path | None, config: Path | None) -> Path | None:
     return None
 
 
-def _storage(root: Path | None, config: Path | None) -> Storage:
+def _storage(root: str | None, config: Path | None) -> Location:
     found = _root(root, config)
     if found is None:
         raise click.UsageError(
             "no storage given: pass --root or --config, or set REGISTRY_DATA_DIR"
         )
-    return Storage.locate(found)
+    return location.locate(found)
 
 
 def _progress(label: str, *, quiet: bool, as_json: bool) -> Reporter:
@@ -321,7 +339,7 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
 def plan(
     ctx: click.Context,
     /,
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     key: Path,
     output: Path | None,
@@ -334,6 +352,12 @@ def plan(
     """Decide what to remove and write a signed plan; changes nothing."""
     selection = _selection(sel)
     storage = _storage(root, config)
+    if selection.prune and isinstance(storage, S3Storage):
+        click.echo(
+            "Note: --prune has nothing to do on object storage: a bucket has no empty folders "
+            "(a folder is gone with its last key).",
+            err=True,
+        )
     t = now()
     with _progress("scanning paths", quiet=quiet, as_json=as_json) as scanning:
         made = workflow.make_plan(
@@ -423,7 +447,7 @@ def _age(text: str, flag: str) -> timedelta:
         raise click.BadParameter(str(e), param_hint=f"--{flag.replace('_', '-')}") from None
 
 
-def _argv(storage: Storage, sel: dict[str, Any]) -> list[str]:
+def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
     """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
     argv = ["regplan", "plan", "--root", str(storage.root)]
     argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
@@ -505,7 +529,7 @@ REMOVED = 7
 def verify(
     plan_file: Path,
     trust: tuple[Path, ...],
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     require_signatures: int,
     as_json: bool,
@@ -575,15 +599,17 @@ def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) ->
 )
 @registry_options(required=False)
 @allow_online_option
+@break_lock_option
 @json_option
 @quiet_option
 def apply_cmd(
     plan_file: Path,
     trust: tuple[Path, ...],
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     require_signatures: int,
     allow_online: bool,
+    break_lock: bool,
     as_json: bool,
     quiet: bool,
     **reg: Any,
@@ -602,12 +628,13 @@ def apply_cmd(
             now=now(),
             progress=moving.fraction,
             scan_progress=scanning.count,
+            break_lock=break_lock,
         )
     if as_json:
         emit_json(render.result_json(result))
     else:
         click.echo(render.applied(result, _advice(config, url)))
-        click.echo(_check_hint(url, result.quarantine.parents[2], plan_file))
+        click.echo(_check_hint(url, _root_of(result.quarantine), plan_file))
     if not result.fingerprint_ok:
         raise ApplyError(
             f"apply {result.apply_id} finished, but the tree differs from the plan's prediction "
@@ -621,13 +648,15 @@ def apply_cmd(
 @storage_options
 @registry_options(required=False)
 @allow_online_option
+@break_lock_option
 @json_option
 @quiet_option
 def rollback(
     apply_id: str,
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     allow_online: bool,
+    break_lock: bool,
     as_json: bool,
     quiet: bool,
     **reg: Any,
@@ -645,6 +674,7 @@ def rollback(
             now=now(),
             progress=moving.fraction,
             scan_progress=scanning.count,
+            break_lock=break_lock,
         )
     if as_json:
         emit_json(render.result_json(result))
@@ -670,15 +700,17 @@ def rollback(
 @storage_options
 @registry_options(required=False)
 @allow_online_option
+@break_lock_option
 @json_option
 @quiet_option
 def purge(
     apply_id: str | None,
     older_than: str | None,
     include_unverified: bool,
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     allow_online: bool,
+    break_lock: bool,
     as_json: bool,
     quiet: bool,
     **reg: Any,
@@ -696,6 +728,7 @@ def purge(
             now=now(),
             progress=deleting.fraction,
             include_unverified=include_unverified,
+            break_lock=break_lock,
         )
     if as_json:
         emit_json([r.apply_id for r in done])
@@ -722,7 +755,7 @@ def purge(
 @json_option
 @quiet_option
 def check_cmd(
-    root: Path | None,
+    root: str | None,
     config: Path | None,
     plan_file: Path | None,
     images: tuple[str, ...],
@@ -755,7 +788,7 @@ def check_cmd(
 @cli.command()
 @storage_options
 @json_option
-def history(root: Path | None, config: Path | None, as_json: bool) -> None:
+def history(root: str | None, config: Path | None, as_json: bool) -> None:
     """List the applies recorded in the storage, oldest first."""
     found = apply.records(_storage(root, config))
     if as_json:

@@ -10,15 +10,30 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as _json_converter
 from cattrs.v import format_exception
 
 from regplan.errors import PlanFormatError
-from regplan.plan import FORMAT, VERSION, Plan
+from regplan.plan import FORMAT, VERSION, Plan, StorageRecord
 
 
 def make_converter() -> cattrs.Converter:
-    return _json_converter(forbid_extra_keys=True)
+    c = _json_converter(forbid_extra_keys=True)
+    plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))
+    order = [f.name for f in attrs.fields(Plan)]
+
+    def plan_hook(plan: Plan) -> dict[str, Any]:
+        """``storage`` only when set (object storage), in its place after ``root``."""
+        raw = plan_fn(plan)
+        return {name: raw[name] for name in order if name in raw}
+
+    c.register_unstructure_hook(Plan, plan_hook)
+    c.register_unstructure_hook(
+        StorageRecord,
+        make_dict_unstructure_fn(StorageRecord, c, _cattrs_omit_if_default=True),
+    )
+    return c
 
 
 _converter = make_converter()

@@ -1,7 +1,8 @@
 """Where the storage is, and how the registry runs over it, from its own configuration file.
 
 ``storage.filesystem.rootdirectory`` (overridden by
-``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does),
+``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does) or
+``storage.s3`` (``REGISTRY_STORAGE_S3_*``),
 ``storage.maintenance.readonly.enabled``, ``storage.cache.blobdescriptor`` and
 ``redis.addr``, with their ``REGISTRY_*`` overrides.
 """
@@ -14,7 +15,9 @@ from pathlib import Path
 import attrs
 import yaml
 
+from regplan import s3
 from regplan.errors import StorageError
+from regplan.s3 import S3Storage
 
 ENV_ROOT = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -40,17 +43,25 @@ def _load(config: Path) -> dict[str, object]:
     return doc if isinstance(doc, dict) else {}  # then: "has no storage section"
 
 
-def rootdirectory(config: Path, env: Mapping[str, str]) -> Path:
-    """The filesystem driver's rootdirectory; refuse any other driver, naming it."""
+def rootdirectory(config: Path, env: Mapping[str, str]) -> Path | S3Storage:
+    """The filesystem driver's rootdirectory, or the s3 driver's bucket and
+    rootdirectory (``storage.s3``, ``REGISTRY_STORAGE_S3_*`` overriding); refuse any
+    other driver, naming it."""
     doc = _load(config)
     storage = doc.get("storage")
     if not isinstance(storage, dict):
         raise StorageError(f"{config} has no storage section")
     drivers = sorted(k for k in storage if k not in NOT_DRIVERS)
+    if drivers == ["s3"]:
+        params = storage["s3"] or {}
+        if not isinstance(params, dict):
+            raise StorageError(f"{config}: storage.s3 is not a mapping")
+        return s3.from_config(params, env, str(config))
     if drivers != ["filesystem"]:
         named = ", ".join(drivers) or "none"
         raise StorageError(
-            f"{config} uses the {named} storage driver: regplan works on the filesystem driver only"
+            f"{config} uses the {named} storage driver: regplan works on the filesystem "
+            "and s3 drivers only"
         )
     if env.get(ENV_ROOT):
         return Path(env[ENV_ROOT])

@@ -170,10 +170,23 @@ def read_journal(path: Path) -> list[Record]:
     return out
 
 
+def state_bytes(record: ApplyRecord) -> bytes:
+    """``state.json`` as written (on a disk or as an object)."""
+    return json.dumps(_converter.unstructure(record), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def parse_state(data: bytes, where: str) -> ApplyRecord:
+    """A ``state.json``'s record, or one ApplyError line naming ``where``."""
+    try:
+        return _converter.structure(json.loads(data), ApplyRecord)
+    except (ValueError, TypeError, KeyError, RecursionError, cattrs.BaseValidationError) as e:
+        raise ApplyError(f"cannot read {where}: {e}") from None
+
+
 def write_state(directory: Path, record: ApplyRecord) -> None:
     """Replace ``state.json`` atomically and durably."""
     tmp = directory / "state.json.tmp"
-    data = json.dumps(_converter.unstructure(record), indent=2, sort_keys=True).encode() + b"\n"
+    data = state_bytes(record)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
@@ -192,9 +205,7 @@ def write_state(directory: Path, record: ApplyRecord) -> None:
 def read_state(directory: Path) -> ApplyRecord:
     try:
         confine.real_directory(directory)
-        raw = json.loads(confine.read_regular(os.fspath(directory / "state.json"), 1 << 20))
-        return _converter.structure(raw, ApplyRecord)
+        data = confine.read_regular(os.fspath(directory / "state.json"), 1 << 20)
     except OSError as e:
         raise ApplyError(f"cannot read {directory / 'state.json'}: {e.strerror}") from None
-    except (ValueError, TypeError, KeyError, RecursionError, cattrs.BaseValidationError) as e:
-        raise ApplyError(f"cannot read {directory / 'state.json'}: {e}") from None
+    return parse_state(data, str(directory / "state.json"))

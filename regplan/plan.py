@@ -140,6 +140,18 @@ class Signature:
 
 
 @attrs.frozen(kw_only=True)
+class StorageRecord:
+    """Where an object-store registry is (never a secret). Filesystem plans have none:
+    their ``root`` is the rootdirectory."""
+
+    driver: str = attrs.field(validator=attrs.validators.in_(("s3",)))
+    bucket: str
+    rootdirectory: str
+    endpoint: str | None = None
+    region: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Plan:
     format: str = FORMAT
     version: int = VERSION
@@ -147,6 +159,8 @@ class Plan:
     created_at: str
     tool: Tool
     root: str
+    storage: StorageRecord | None = None
+    """Set for object storage only (and then written; absent from filesystem plans)."""
     request: Request
     fingerprint: Fingerprint
     summary: Summary

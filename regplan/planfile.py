@@ -88,6 +88,20 @@ class PlanStream:
         self._file = _open(path, follow=follow)
         if snapshot:
             self._file = _snapshot(self._file, path)
+        self._load()
+
+    @classmethod
+    def of_file(cls, f: IO[bytes], name: str) -> PlanStream:
+        """A plan in an open file (e.g. a temporary copy of an object); ``name`` for
+        messages. The stream holds its own descriptor of it."""
+        self = cls.__new__(cls)
+        self.path = Path(name)
+        self.source = name
+        self._file = os.fdopen(os.dup(f.fileno()), "rb")
+        self._load()
+        return self
+
+    def _load(self) -> None:
         try:
             skim, self.sha256 = self._header()
             """``sha256``: of the bytes the first pass checked (``copy`` writes only those)."""

@@ -236,16 +236,28 @@ def scan(
     """
     n = parallel.jobs(jobs, large=large(storage.v2))
     shares = parallel.run(functools.partial(_scan_share, storage.v2, mtimes), n, progress)
+    return build(shares, functools.partial(read_files, os.fspath(storage.v2)), created, mtimes)
+
+
+Reader = Callable[[Sequence[str], int], Iterator["bytes | OSError"]]
+"""Reads blob files by path relative to the tree (at most ``limit`` bytes each, -1 for
+all), yielding each one's bytes or why not, in order: the filesystem's read_files, or
+an object store's GETs."""
+
+
+def build(shares: list[_Share], read: Reader, created: bool, mtimes: bool) -> Inventory:
+    """The inventory from the shares of a walk, reading each manifest once through ``read``
+    (any storage: the walk's events are the same for a filesystem and a bucket)."""
     builder = _Builder.join(shares, keep_mtimes=mtimes)
     builder.check_links()
-    builder.read_manifests(storage)
+    builder.read_manifests(read)
     if created:
-        builder.read_created(storage)
+        builder.read_created(read)
     inv = builder.build(Tree.join(share.tree for share in shares))
     log.debug(
         "scanned %d paths in %d share(s): %d repositories, %d blobs, %d manifests, %d problems",
         len(inv.tree),
-        n,
+        len(shares),
         len(inv.repositories),
         len(inv.blobs),
         len(inv.manifests),
@@ -285,7 +297,9 @@ COLD_READ = 50e-6
 (measured here: about 11 us a file when cached, 200 us when not)."""
 
 
-def read_files(top: str, paths: Sequence[str], batch: int = 1024) -> Iterator[bytes | OSError]:
+def read_files(
+    top: str, paths: Sequence[str], limit: int = -1, batch: int = 1024
+) -> Iterator[bytes | OSError]:
     """Each file's bytes (or why not), in order.
 
     The first batch is read here, timed. If those reads waited on the disk, the
@@ -296,7 +310,7 @@ def read_files(top: str, paths: Sequence[str], batch: int = 1024) -> Iterator[by
 
     def read(path: str) -> bytes | OSError:
         try:
-            return confine.read_regular(os.path.join(top, path))
+            return confine.read_regular(os.path.join(top, path), limit)
         except OSError as e:
             return e
 
@@ -331,8 +345,14 @@ def _scan_share(
     v2: str | os.PathLike[str], mtimes: bool, k: int, n: int, progress: Progress | None
 ) -> _Share:
     side = Side()
+    evs = events(v2, side, progress=progress, mtimes=mtimes, share=(k, n))
+    return share_of(evs, side, mtimes=mtimes, k=k)
+
+
+def share_of(evs: Iterator[Event], side: Side, *, mtimes: bool, k: int = 0) -> _Share:
+    """What a walk's events say (``side`` is the walk's own notes, filled as it goes)."""
     builder = _Builder(side, keep_mtimes=mtimes)
-    tree = builder.consume(events(v2, side, progress=progress, mtimes=mtimes, share=(k, n)))
+    tree = builder.consume(evs)
     return _Share(
         tree=tree,
         repos=builder.repos,
@@ -576,7 +596,7 @@ class _Builder:
                     f"layer link {d} has no blob data",
                 )
 
-    def read_manifests(self, storage: Storage) -> None:
+    def read_manifests(self, read: Reader) -> None:
         wanted: set[Digest] = set()
         for r in self.repos.values():
             wanted.update(r.revisions)
@@ -585,8 +605,7 @@ class _Builder:
             self.manifests[digest] = manifests.Manifest.unreadable("blob data missing")
         present = sorted(wanted & self.blobs.keys())
         paths = [blob_data(d) for d in present]
-        v2 = os.fspath(storage.v2)
-        for digest, path, data in zip(present, paths, read_files(v2, paths), strict=True):
+        for digest, path, data in zip(present, paths, read(paths, -1), strict=True):
             if isinstance(data, OSError):
                 parsed = manifests.Manifest.unreadable(f"cannot read: {_why(data)}")
             else:
@@ -610,7 +629,7 @@ class _Builder:
                         f"index {digest.short} lists {child.short}, not a revision of {name}",
                     )
 
-    def read_created(self, storage: Storage) -> None:
+    def read_created(self, read: Reader) -> None:
         """Config ``created`` of each tagged image; an index takes its newest child's."""
         tagged = {t.current for r in self.repos.values() for t in r.tags.values() if t.current}
         images: dict[Digest, str] = {}
@@ -620,13 +639,8 @@ class _Builder:
             if m is None or m.config is None or m.config not in self.blobs:
                 return None
             if d not in images:
-                try:
-                    data = confine.read_regular(
-                        os.fspath(storage.v2 / blob_data(m.config)), 1 << 20
-                    )
-                    value = manifests.created(data)
-                except OSError:
-                    value = None
+                data = next(read([blob_data(m.config)], 1 << 20))
+                value = None if isinstance(data, OSError) else manifests.created(data)
                 images[d] = value or ""
             return images[d] or None
 

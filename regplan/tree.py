@@ -170,6 +170,44 @@ class Tree:
                 path, token = line.split("\0", 1)
                 yield path, token
 
+    def emptied(self, paths: Iterable[str]) -> list[str]:
+        """The folders that hold nothing once ``paths`` and all below them are gone.
+
+        Object storage has no folders of its own: a folder is there while a key
+        lies below it, so these go with the targets (a filesystem keeps them).
+        Only the targets' ancestors can empty; each is read until the first path
+        that stays.
+        """
+        gone = set(paths)
+
+        def removed(path: str) -> bool:
+            while path:
+                if path in gone:
+                    return True
+                path = path.rpartition("/")[0]
+            return False
+
+        candidates: set[str] = set()
+        for path in gone:
+            parent = path.rpartition("/")[0]
+            while parent and parent not in candidates:
+                candidates.add(parent)
+                parent = parent.rpartition("/")[0]
+        alive: set[str] = set()
+        dead: set[str] = set()
+        for folder in sorted(candidates, key=lambda d: (-d.count("/"), d)):  # deepest first
+            if folder in alive or removed(folder):
+                continue
+            below = (p for p in self.subtree(folder) if p != folder)
+            if any(p not in dead and not removed(p) for p in below):
+                parent = folder
+                while parent and parent not in alive:
+                    alive.add(parent)
+                    parent = parent.rpartition("/")[0]
+            else:
+                dead.add(folder)
+        return sorted(dead)
+
     def without(self, paths: Iterable[str]) -> fingerprint.TreeDigest:
         """The digest of this tree once every path in ``paths`` and below is gone.
 

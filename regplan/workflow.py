@@ -17,9 +17,9 @@ from pathlib import Path
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import __version__, codec, fingerprint, signing
+from regplan import __version__, codec, fingerprint, location, signing
 from regplan.errors import PlanWriteError, SignatureError, StalePlanError
-from regplan.layout import Storage
+from regplan.location import Location
 from regplan.plan import (
     Fingerprint,
     Plan,
@@ -31,8 +31,8 @@ from regplan.plan import (
 )
 from regplan.planfile import PlanStream
 from regplan.planner import decide
-from regplan.scan import Progress, scan
-from regplan.scan import digest as scan_digest
+from regplan.s3 import S3Storage
+from regplan.scan import Progress
 from regplan.selection import Selection, resolve
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def timestamp(now: datetime) -> str:
 
 def make_plan(
     *,
-    storage: Storage,
+    storage: Location,
     selection: Selection,
     argv: Sequence[str],
     key: Ed25519PrivateKey,
@@ -53,7 +53,7 @@ def make_plan(
     progress: Progress | None = None,
 ) -> Plan:
     """Scan the storage and return the signed plan for ``selection``."""
-    inventory = scan(
+    inventory = location.read(
         storage,
         progress=progress,
         created=selection.retention.sort_by == "created",
@@ -62,7 +62,7 @@ def make_plan(
     resolved = resolve(selection, inventory, now)
     decision = decide(inventory, resolved, prune=selection.prune)
     before = inventory.tree.digest
-    after = inventory.tree.without(t.path for t in decision.targets)
+    after = location.predicted(storage, inventory.tree, (t.path for t in decision.targets))
     request = Request(
         argv=tuple(argv),
         selection=SelectionRecord(
@@ -87,6 +87,7 @@ def make_plan(
         created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool=Tool(name="regplan", version=__version__),
         root=str(storage.root),
+        storage=location.record(storage),
         request=request,
         fingerprint=Fingerprint(
             algorithm=fingerprint.ALGORITHM,
@@ -145,14 +146,14 @@ class Verified:
     header: Plan
     """The plan without its lists (they stay in the file: a verify holds no target)."""
     signers: tuple[signing.TrustedKey, ...]
-    storage: Storage
+    storage: Location
 
 
 def load_verified(
     path: Path,
     *,
     trusted: Sequence[signing.TrustedKey],
-    root: Path | None,
+    root: Path | S3Storage | None,
     required: int = 1,
     progress: Progress | None = None,
 ) -> Verified:
@@ -162,17 +163,17 @@ def load_verified(
         signers = signing.verify_stream(stream, trusted, required=required)
         stream.check_items()
         header = stream.header
-    storage = Storage.locate(root if root is not None else Path(header.root))
+    storage = location.of_plan(header, root)
     check_fresh(header, storage, progress)
     return Verified(header=header, signers=tuple(signers), storage=storage)
 
 
-def current_digest(storage: Storage, progress: Progress | None = None) -> fingerprint.TreeDigest:
+def current_digest(storage: Location, progress: Progress | None = None) -> fingerprint.TreeDigest:
     """The tree's digest as it is now, in one streaming walk (no path is kept)."""
-    return scan_digest(storage, progress=progress)
+    return location.digest(storage, progress)
 
 
-def check_fresh(plan: Plan, storage: Storage, progress: Progress | None = None) -> None:
+def check_fresh(plan: Plan, storage: Location, progress: Progress | None = None) -> None:
     """Refuse a plan made against another tree, naming what changed (``plan`` may be a
     header: its lists are not used)."""
     now = current_digest(storage, progress)

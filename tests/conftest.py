@@ -7,6 +7,8 @@ from hypothesis import HealthCheck, settings
 
 from regplan.demo import DemoImages, build_demo
 
+pytest_plugins = ["tests.s3server"]
+
 # No per-example deadline and no too-slow check: both are timing assertions,
 # and on a loaded 2-core CI machine a pause would fail a correct test.
 settings.register_profile("regplan", deadline=None, suppress_health_check=[HealthCheck.too_slow])

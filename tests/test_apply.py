@@ -52,6 +52,12 @@ def run_apply(
     )
 
 
+def quarantine_of(result: apply.ApplyResult) -> Path:
+    """A filesystem apply's quarantine folder."""
+    assert isinstance(result.quarantine, Path)
+    return result.quarantine
+
+
 def test_apply_then_rollback_is_byte_identical(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
@@ -62,12 +68,12 @@ def test_apply_then_rollback_is_byte_identical(
     assert result.moved == len(plan.targets)
     storage = Storage.locate(demo_root)
     assert workflow.current_digest(storage).digest == plan.fingerprint.after
-    index = (result.quarantine / "INDEX.tsv").read_text().splitlines()[1:]
+    index = (quarantine_of(result) / "INDEX.tsv").read_text().splitlines()[1:]
     slots = {path: slot for slot, _, path in (line.split("\t") for line in index)}
     for t in plan.targets:
         assert not (storage.v2 / t.path).exists()
         if t.kind.value != "empty_dir":
-            assert (result.quarantine / slots[t.path]).is_dir()
+            assert (quarantine_of(result) / slots[t.path]).is_dir()
     [record] = apply.records(storage)
     assert record.state == State.APPLIED
     assert record.bytes == plan.summary.bytes
@@ -77,7 +83,7 @@ def test_apply_then_rollback_is_byte_identical(
     back = apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
     assert back.fingerprint_ok
     assert docker_hashes(demo_root) == original
-    assert not result.quarantine.exists()
+    assert not quarantine_of(result).exists()
     assert apply.records(storage)[0].state == State.ROLLED_BACK
 
 
@@ -177,13 +183,13 @@ def test_rollback_refuses_when_a_path_reappeared(
     storage = Storage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     after = docker_hashes(demo_root)
-    quarantined = sorted(p for p in os.listdir(result.quarantine))
+    quarantined = sorted(p for p in os.listdir(quarantine_of(result)))
     (storage.v2 / "repositories/team/app/_manifests/tags/v1").mkdir(parents=True)
     with pytest.raises(ApplyError, match=r"reappeared since the apply .* nothing was moved"):
         apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
     (storage.v2 / "repositories/team/app/_manifests/tags/v1").rmdir()
     assert docker_hashes(demo_root) == after
-    assert sorted(os.listdir(result.quarantine)) == quarantined
+    assert sorted(os.listdir(quarantine_of(result))) == quarantined
 
 
 def test_purge_and_rollback_after_purge(
@@ -191,7 +197,7 @@ def test_purge_and_rollback_after_purge(
 ) -> None:
     storage = Storage.locate(demo_root)
     result = run_apply(plan_path, trusted)
-    slots = len(os.listdir(result.quarantine))
+    slots = len(os.listdir(quarantine_of(result)))
     deleted: list[tuple[int, int]] = []
     [done] = apply.purge(
         storage=storage,
@@ -201,7 +207,7 @@ def test_purge_and_rollback_after_purge(
         progress=lambda n, total: deleted.append((n, total)),
     )
     assert done.state == State.PURGED
-    assert not result.quarantine.exists()
+    assert not quarantine_of(result).exists()
     assert deleted[-1] == (slots, slots)
     with pytest.raises(ApplyError, match="was purged"):
         apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
@@ -219,15 +225,15 @@ def test_purge_refuses_a_quarantine_that_is_a_symlink(
     storage = Storage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     elsewhere = tmp_path / "elsewhere"
-    result.quarantine.rename(elsewhere)
-    result.quarantine.symlink_to(elsewhere)
+    quarantine_of(result).rename(elsewhere)
+    quarantine_of(result).symlink_to(elsewhere)
     before = content_hashes(elsewhere)
     with pytest.raises(
         ApplyError, match="is not a directory \\(a symlink\\?\\); nothing was deleted"
     ):
         apply.purge(storage=storage, apply_id=result.apply_id, older_than=None, now=NOW)
     assert content_hashes(elsewhere) == before
-    assert result.quarantine.is_symlink()
+    assert quarantine_of(result).is_symlink()
 
 
 def test_purge_older_than(

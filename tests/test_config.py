@@ -50,10 +50,9 @@ def test_default_rootdirectory(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (
-            "storage:\n  s3:\n    bucket: b\n  delete: {enabled: true}\n",
-            "uses the s3 storage driver",
-        ),
+        ("storage:\n  s3:\n    region: x\n", "storage.s3.bucket is not set"),
+        ("storage:\n  s3: [b]\n", "storage.s3 is not a mapping"),
+        ("storage:\n  s3: {bucket: b}\n  filesystem: {}\n", "uses the filesystem, s3 storage"),
         ("storage:\n  gcs: {bucket: b}\n", "uses the gcs storage driver"),
         ("storage: [unclosed\n", "is not valid YAML (line 2)"),
         ("version: 0.1\n", "has no storage section"),
@@ -71,10 +70,11 @@ def test_cli_reads_config(demo_root: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(cli, ["history", "--config", str(cfg)], catch_exceptions=False)
     assert r.exit_code == 0 and r.output == "No applies recorded.\n"
-    s3 = write(tmp_path, "storage:\n  s3: {bucket: b}\n", "s3.yml")
-    r = runner.invoke(cli, ["history", "--config", str(s3)])
+    gcs = write(tmp_path, "storage:\n  gcs: {bucket: b}\n", "gcs.yml")
+    r = runner.invoke(cli, ["history", "--config", str(gcs)])
     assert r.exit_code == 1
-    assert r.output.startswith("Error: ") and "s3 storage driver" in r.output
+    assert r.output.startswith("Error: ") and "gcs storage driver" in r.output
+    assert r.output.count("\n") == 1
     r = runner.invoke(
         cli, ["history"], env={"REGISTRY_DATA_DIR": "", "REGISTRY_CONFIGURATION_PATH": str(cfg)}
     )

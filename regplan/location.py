@@ -1,0 +1,79 @@
+"""Where the registry's storage is: a filesystem rootdirectory or an S3 bucket.
+
+The one place that tells the two apart for reading: the scan and the tree digest
+of either come out the same (scan.py, s3scan.py), so the selection, the planner,
+the plan, its rendering and its signatures never know which one it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TypeAlias
+
+import attrs
+
+from regplan import fingerprint, s3, s3scan, scan
+from regplan.inventory import Inventory
+from regplan.layout import Storage
+from regplan.plan import Plan, StorageRecord
+from regplan.s3 import S3Storage
+from regplan.tree import Tree
+
+Location: TypeAlias = Storage | S3Storage
+
+
+def locate(found: Path | str | S3Storage, env: Mapping[str, str] | None = None) -> Location:
+    """``s3://BUCKET/ROOTDIRECTORY``, an S3Storage from a config, or a filesystem path
+    (the rootdirectory or its docker/registry/v2 folder)."""
+    if isinstance(found, S3Storage):
+        return found
+    text = os.fspath(found)
+    if text.startswith(s3.SCHEME):
+        return s3.parse_url(text, os.environ if env is None else env)
+    return Storage.locate(Path(text))
+
+
+def of_plan(header: Plan, root: Path | str | S3Storage | None) -> Location:
+    """The storage a plan is applied to: ``root`` when given, else where the plan says."""
+    if root is not None:
+        return locate(root)
+    if header.storage is not None:
+        return s3.from_record(attrs.asdict(header.storage), os.environ)
+    return Storage.locate(Path(header.root))
+
+
+def record(storage: Location) -> StorageRecord | None:
+    """What a plan records of where the storage is, besides its ``root``."""
+    if isinstance(storage, S3Storage):
+        return StorageRecord(**storage.record())
+    return None
+
+
+def read(
+    storage: Location,
+    *,
+    progress: scan.Progress | None = None,
+    created: bool = False,
+    mtimes: bool = False,
+) -> Inventory:
+    if isinstance(storage, S3Storage):
+        return s3scan.scan(storage, progress=progress, created=created, mtimes=mtimes)
+    return scan.scan(storage, progress=progress, created=created, mtimes=mtimes)
+
+
+def predicted(storage: Location, tree: Tree, targets: Iterable[str]) -> fingerprint.TreeDigest:
+    """The digest the tree must have once ``targets`` are gone: on object storage, the
+    folders they leave empty go too (a bucket has no empty folders)."""
+    paths = list(targets)
+    if isinstance(storage, S3Storage):
+        paths += tree.emptied(paths)
+    return tree.without(paths)
+
+
+def digest(storage: Location, progress: scan.Progress | None = None) -> fingerprint.TreeDigest:
+    """The tree's digest as it is now, in one streaming walk (no path is kept)."""
+    if isinstance(storage, S3Storage):
+        return s3scan.digest(storage, progress=progress)
+    return scan.digest(storage, progress=progress)

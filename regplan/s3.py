@@ -1,0 +1,533 @@
+"""Where an S3-backed registry keeps its data, and the few S3 requests regplan makes.
+
+The registry's s3-aws driver writes the filesystem driver's tree key for key
+under ``<rootdirectory>/docker/registry/v2/`` (no empty folders). regplan keeps
+its own state beside it, under ``<rootdirectory>/regplan-state/``, in the same
+bucket: a move is a server-side CopyObject then DeleteObject, never a download.
+
+Only this module imports the S3 client (boto3, the optional extra
+``regplan[s3]``); every request goes through :class:`Bucket`, and every failure
+comes out as one line naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
+
+import attrs
+
+from regplan.errors import LockHeldError, StorageError
+
+log = logging.getLogger(__name__)
+
+S3Client = Any
+"""boto3's client (untyped)."""
+
+SCHEME = "s3://"
+PAGE = 1000
+"""Keys per ListObjectsV2 page: what S3 serves at most (never ask a server for more)."""
+DELETE_BATCH = 1000
+"""Keys per DeleteObjects request (S3's limit)."""
+COPY_LIMIT = 5 << 30
+"""CopyObject's size limit: larger objects need a multipart copy."""
+MIN_PART = 5 << 20
+"""S3's smallest part (all but the last)."""
+ENV_THRESHOLD = "REGPLAN_S3_MULTIPART_THRESHOLD"
+"""Bytes above which an object is copied part by part (default: CopyObject's 5 GiB)."""
+MANIFEST_LIMIT = 4 << 20
+"""distribution refuses manifests over 4 MiB: a larger blob is never read as one."""
+
+
+@attrs.frozen(kw_only=True)
+class Credentials:
+    access_key: str
+    secret_key: str = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class S3Storage:
+    """An S3 bucket and the registry's rootdirectory in it. Never holds a secret in what
+    it prints or records; the credentials, when given by a config, are kept aside."""
+
+    bucket: str
+    rootdirectory: str
+    """Without leading or trailing slash; empty for the bucket's top."""
+    endpoint: str | None = None
+    region: str | None = None
+    credentials: Credentials | None = attrs.field(default=None, eq=False, repr=False)
+    multipart_threshold: int = COPY_LIMIT
+
+    @property
+    def root(self) -> str:
+        """``s3://bucket/rootdirectory``: what messages and the plan's ``root`` say."""
+        return f"{SCHEME}{self.bucket}/{self.rootdirectory}".rstrip("/")
+
+    @property
+    def v2(self) -> str:
+        return f"{self.root}/docker/registry/v2"
+
+    def key(self, rel: str) -> str:
+        """The key of ``rel``, a path relative to the rootdirectory."""
+        return f"{self.rootdirectory}/{rel}" if self.rootdirectory else rel
+
+    @property
+    def v2_prefix(self) -> str:
+        return self.key("docker/registry/v2/")
+
+    @property
+    def state_prefix(self) -> str:
+        return self.key("regplan-state/")
+
+    def record(self) -> dict[str, str]:
+        """Where the storage is, as a plan records it (no secret)."""
+        out = {"driver": "s3", "bucket": self.bucket, "rootdirectory": self.rootdirectory}
+        if self.endpoint:
+            out["endpoint"] = self.endpoint
+        if self.region:
+            out["region"] = self.region
+        return out
+
+
+def _clean_root(text: str) -> str:
+    root = text.strip("/")
+    if any(p in ("", ".", "..") for p in root.split("/")) and root:
+        raise StorageError(f"rootdirectory {text!r} has an empty, '.' or '..' component")
+    return root
+
+
+def threshold(env: Mapping[str, str]) -> int:
+    value = env.get(ENV_THRESHOLD)
+    if not value:
+        return COPY_LIMIT
+    try:
+        n = int(value)
+    except ValueError:
+        raise StorageError(f"{ENV_THRESHOLD}={value!r} is not a number of bytes") from None
+    if not 0 < n <= COPY_LIMIT:
+        raise StorageError(f"{ENV_THRESHOLD} must be between 1 and {COPY_LIMIT} bytes")
+    return n
+
+
+def endpoint_from_env(env: Mapping[str, str]) -> str | None:
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def region_from_env(env: Mapping[str, str]) -> str | None:
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+
+
+def parse_url(url: str, env: Mapping[str, str]) -> S3Storage:
+    """``s3://BUCKET/ROOTDIRECTORY`` with the endpoint and region of the standard AWS
+    environment; credentials come from the AWS credentials chain."""
+    bucket, _, root = url[len(SCHEME) :].partition("/")
+    if not bucket:
+        raise StorageError(f"{url}: no bucket (expected s3://BUCKET/ROOTDIRECTORY)")
+    return S3Storage(
+        bucket=bucket,
+        rootdirectory=_clean_root(root),
+        endpoint=endpoint_from_env(env),
+        region=region_from_env(env),
+        multipart_threshold=threshold(env),
+    )
+
+
+def from_record(record: Mapping[str, str], env: Mapping[str, str]) -> S3Storage:
+    """The storage a plan names (credentials from the environment)."""
+    return S3Storage(
+        bucket=record["bucket"],
+        rootdirectory=_clean_root(record.get("rootdirectory", "")),
+        endpoint=record.get("endpoint") or endpoint_from_env(env),
+        region=record.get("region") or region_from_env(env),
+        multipart_threshold=threshold(env),
+    )
+
+
+def from_config(params: Mapping[str, object], env: Mapping[str, str], where: str) -> S3Storage:
+    """``storage.s3`` of a registry config, ``REGISTRY_STORAGE_S3_*`` overriding as in
+    the registry."""
+
+    def get(name: str) -> str | None:
+        value = env.get(f"REGISTRY_STORAGE_S3_{name.upper()}")
+        if value is None:
+            raw = params.get(name)
+            value = None if raw is None else str(raw)
+        return value or None
+
+    bucket = get("bucket")
+    if bucket is None:
+        raise StorageError(f"{where}: storage.s3.bucket is not set")
+    endpoint = get("regionendpoint")
+    if endpoint and "://" not in endpoint:
+        secure = (get("secure") or "true").lower() != "false"
+        endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+    access, secret = get("accesskey"), get("secretkey")
+    return S3Storage(
+        bucket=bucket,
+        rootdirectory=_clean_root(get("rootdirectory") or ""),
+        endpoint=endpoint or endpoint_from_env(env),
+        region=get("region") or region_from_env(env),
+        credentials=Credentials(access_key=access, secret_key=secret or "") if access else None,
+        multipart_threshold=threshold(env),
+    )
+
+
+@attrs.frozen
+class Obj:
+    """One key of a listing, relative to the prefix listed."""
+
+    rel: str
+    size: int
+    etag: str
+    mtime: float
+
+
+class Exists(Exception):  # noqa: N818 (a conditional create found the key)
+    pass
+
+
+class Bucket:
+    """The requests regplan makes, on one client (thread safe: listings and copies run
+    in a pool). Every error is a one-line StorageError naming the key."""
+
+    def __init__(self, storage: S3Storage, client: S3Client | None = None) -> None:
+        self.storage = storage
+        self.name = storage.bucket
+        self._client = client if client is not None else _client(storage)
+
+    def _fail(self, what: str, key: str, e: Exception) -> StorageError:
+        return StorageError(f"s3://{self.name}/{key}: cannot {what}: {_reason(e)}")
+
+    def objects(self, prefix: str) -> Iterator[Obj]:
+        """Every key under ``prefix``, in key order, a page of at most 1,000 at a time."""
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": PAGE}
+            if token:
+                args["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**args)
+            except Exception as e:  # noqa: BLE001 (any client error is one line)
+                raise self._fail("list", prefix, e) from None
+            n = len(prefix)
+            for o in page.get("Contents", ()):
+                yield Obj(
+                    rel=o["Key"][n:],
+                    size=o["Size"],
+                    etag=o.get("ETag", "").strip('"'),
+                    mtime=o["LastModified"].timestamp(),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
+        """The immediate "folders" (names before the next ``/``) and the keys right
+        under ``prefix`` (delimiter listing)."""
+        names: list[str] = []
+        files: list[Obj] = []
+        token: str | None = None
+        while True:
+            args: dict[str, Any] = {
+                "Bucket": self.name,
+                "Prefix": prefix,
+                "Delimiter": "/",
+                "MaxKeys": PAGE,
+            }
+            if token:
+                args["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**args)
+            except Exception as e:  # noqa: BLE001
+                raise self._fail("list", prefix, e) from None
+            n = len(prefix)
+            names += [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())]
+            files += [
+                Obj(
+                    rel=o["Key"][n:],
+                    size=o["Size"],
+                    etag=o.get("ETag", "").strip('"'),
+                    mtime=o["LastModified"].timestamp(),
+                )
+                for o in page.get("Contents", ())
+            ]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return names, files
+
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes (at most ``limit``); FileNotFoundError when there is none."""
+        args: dict[str, Any] = {"Bucket": self.name, "Key": key}
+        if limit is not None:
+            args["Range"] = f"bytes=0-{limit - 1}"
+        try:
+            body = self._client.get_object(**args)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        except Exception as e:  # noqa: BLE001
+            if _code(e) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from None
+            raise self._fail("read", key, e) from None
+        return data
+
+    def get_to(self, key: str, f: IO[bytes]) -> None:
+        """Write the object's bytes into ``f``, a chunk at a time."""
+        try:
+            body = self._client.get_object(Bucket=self.name, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(1 << 20):
+                    f.write(chunk)
+            finally:
+                body.close()
+        except Exception as e:  # noqa: BLE001
+            if _code(e) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from None
+            raise self._fail("read", key, e) from None
+
+    def put(self, key: str, data: bytes | Any, *, new: bool = False) -> None:
+        """Write an object (bytes or a binary file); with ``new``, only if there is none
+        (``If-None-Match: *``), else Exists."""
+        args: dict[str, Any] = {"Bucket": self.name, "Key": key, "Body": data}
+        if new:
+            args["IfNoneMatch"] = "*"
+        try:
+            self._client.put_object(**args)
+        except Exception as e:  # noqa: BLE001
+            if new and _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise Exists(key) from None
+            raise self._fail("write", key, e) from None
+
+    def copy(self, src: str, dst: str, size: int) -> None:
+        """Server-side copy; part by part above the storage's multipart threshold."""
+        try:
+            if size <= self.storage.multipart_threshold:
+                self._client.copy_object(
+                    Bucket=self.name, Key=dst, CopySource={"Bucket": self.name, "Key": src}
+                )
+            else:
+                self._multipart_copy(src, dst, size)
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._fail(f"copy to {dst}", src, e) from None
+
+    def _multipart_copy(self, src: str, dst: str, size: int) -> None:
+        head = self._client.head_object(Bucket=self.name, Key=src)
+        extra: dict[str, Any] = {}
+        if head.get("ContentType"):
+            extra["ContentType"] = head["ContentType"]
+        if head.get("Metadata"):
+            extra["Metadata"] = head["Metadata"]
+        upload = self._client.create_multipart_upload(Bucket=self.name, Key=dst, **extra)
+        upload_id = upload["UploadId"]
+        part = min(max(self.storage.multipart_threshold, MIN_PART), COPY_LIMIT)
+        parts = []
+        try:
+            for n, start in enumerate(range(0, size, part), 1):
+                end = min(start + part, size) - 1
+                r = self._client.upload_part_copy(
+                    Bucket=self.name,
+                    Key=dst,
+                    UploadId=upload_id,
+                    PartNumber=n,
+                    CopySource={"Bucket": self.name, "Key": src},
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]})
+            self._client.complete_multipart_upload(
+                Bucket=self.name, Key=dst, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            try:
+                self._client.abort_multipart_upload(Bucket=self.name, Key=dst, UploadId=upload_id)
+            except Exception as e:  # noqa: BLE001
+                raise self._fail("abort the multipart copy to", dst, e) from None
+            raise
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete many keys, 1,000 per request; returns how many were asked."""
+        todo = list(keys)
+        for start in range(0, len(todo), DELETE_BATCH):
+            chunk = todo[start : start + DELETE_BATCH]
+            try:
+                r = self._client.delete_objects(
+                    Bucket=self.name,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            except Exception as e:  # noqa: BLE001
+                raise self._fail("delete", chunk[0], e) from None
+            errors = r.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"s3://{self.name}/{first.get('Key')}: cannot delete: "
+                    f"{first.get('Code')} {first.get('Message', '')}".rstrip()
+                    + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+                )
+        return len(todo)
+
+    def delete_one(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.name, Key=key)
+        except Exception as e:  # noqa: BLE001
+            raise self._fail("delete", key, e) from None
+
+    def check(self) -> None:
+        """Fail early with one line when the bucket cannot be reached."""
+        try:
+            self._client.head_bucket(Bucket=self.name)
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(f"s3://{self.name}: cannot reach the bucket: {_reason(e)}") from None
+
+
+def _dead_here(info: Mapping[str, Any]) -> bool:
+    """The holder ran on this host and its process is gone (killed, crashed)."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False
+    return False
+
+
+def _code(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _reason(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):
+        err = response.get("Error", {})
+        return f"{err.get('Code', '')} {err.get('Message', '')}".strip() or type(e).__name__
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _client(storage: S3Storage) -> S3Client:
+    try:
+        import boto3  # noqa: PLC0415 (optional: only S3 storage needs it)
+        from botocore.config import Config  # noqa: PLC0415
+    except ImportError:
+        raise StorageError("S3 storage needs the S3 client: pip install 'regplan[s3]'") from None
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=32,
+        s3={"addressing_style": "path"} if storage.endpoint else {},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    creds: dict[str, str] = {}
+    if storage.credentials is not None:
+        creds = {
+            "aws_access_key_id": storage.credentials.access_key,
+            "aws_secret_access_key": storage.credentials.secret_key,
+        }
+    client: S3Client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=storage.endpoint,
+        region_name=storage.region or "us-east-1",
+        config=config,
+        **creds,
+    )
+    return client
+
+
+# -- the lock: a conditional create ----------------------------------------------
+
+LOCK_TTL = 3600.0
+"""Seconds a lock holds without being renewed (apply renews it after every batch)."""
+
+
+class Lock:
+    """One apply, rollback or purge at a time per storage: ``regplan-state/lock``
+    created with ``If-None-Match: *``. It names its holder and an expiry; a lock
+    past its expiry (its holder died) is broken only when asked (``break_stale``)."""
+
+    def __init__(
+        self, bucket: Bucket, *, command: str, now: float, break_stale: bool = False
+    ) -> None:
+        self.bucket = bucket
+        self.key = bucket.storage.state_prefix + "lock"
+        self.command = command
+        self.now = now
+        self.break_stale = break_stale
+        self.held = False
+
+    def _body(self, now: float) -> bytes:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return json.dumps(
+            {
+                "command": self.command,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": iso(self.now),
+                "expires": iso(now + LOCK_TTL),
+                "expires_at": now + LOCK_TTL,
+            }
+        ).encode()
+
+    def __enter__(self) -> Lock:
+        try:
+            self.bucket.put(self.key, self._body(self.now), new=True)
+        except Exists:
+            self._taken()
+        self.held = True
+        return self
+
+    def _taken(self) -> None:
+        where = f"s3://{self.bucket.name}/{self.key}"
+        try:
+            info = json.loads(self.bucket.get(self.key, 4096))
+            holder = (
+                f"{info['command']} (pid {info['pid']} on {info['host']}, since {info['since']})"
+            )
+            expired = float(info["expires_at"]) < self.now or _dead_here(info)
+            expires = str(info["expires"])
+        except FileNotFoundError:  # released meanwhile: try once more
+            try:
+                self.bucket.put(self.key, self._body(self.now), new=True)
+            except Exists:
+                raise LockHeldError(f"another regplan holds {where}") from None
+            return
+        except (ValueError, KeyError, TypeError):
+            holder, expired, expires = "process (unreadable lock)", True, "unknown"
+        if not expired:
+            raise LockHeldError(f"another regplan {holder} holds {where} until {expires}")
+        if not self.break_stale:
+            raise LockHeldError(
+                f"another regplan {holder} holds {where}, but it is gone (its process is dead "
+                f"or its lease ran out at {expires}): run again with --break-lock"
+            )
+        log.warning("breaking the stale lock of %s", holder)
+        self.bucket.delete_one(self.key)
+        try:
+            self.bucket.put(self.key, self._body(self.now), new=True)
+        except Exists:
+            raise LockHeldError(
+                f"another regplan took {where} as the stale lock was broken"
+            ) from None
+
+    def renew(self, now: float) -> None:
+        """Extend the lease (apply does after every batch)."""
+        if self.held:
+            self.bucket.put(self.key, self._body(now))
+
+    def __exit__(self, *_: object) -> None:
+        if self.held:
+            self.held = False
+            self.bucket.delete_one(self.key)

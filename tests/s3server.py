@@ -1,0 +1,157 @@
+"""A real S3 server for tests: moto's standalone server (``moto_server``, PyPI
+``moto[server]``) on 127.0.0.1, one bucket per test, and helpers that move a
+filesystem registry tree into a bucket and read a bucket back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regplan.s3 import Bucket, Credentials, S3Storage
+
+MOTO = "moto_server"
+ACCESS, SECRET = "testing", "testing"
+
+
+def require_moto() -> None:
+    """Skip without moto's server, unless CI demands the real parts."""
+    if shutil.which(MOTO) is not None:
+        return
+    message = "S3 tests need moto's server (pip install 'moto[server]')"
+    if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
+        pytest.fail(message + "; REGPLAN_REQUIRE_REAL_REGISTRY=1 makes this a failure")
+    pytest.skip(message)
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without AWS_* (these machines set AWS_CA_BUNDLE, which
+    kills the registry's Go SDK at start-up)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
+class S3Server:
+    """``moto_server -H 127.0.0.1 -p PORT``; its log has one line per request."""
+
+    def __init__(self, work: Path) -> None:
+        from tests.integration.realreg import free_port
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = work / f"moto-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._n = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.endpoint, timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError(f"moto_server did not start; log in {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def requests(self) -> int:
+        """Requests served so far (werkzeug logs one line each)."""
+        text = self.log.read_text(errors="replace")
+        return sum(
+            1 for line in text.splitlines() if '" 2' in line or '" 3' in line or '" 4' in line
+        )
+
+    def storage(self, *, threshold: int | None = None, root: str = "registry") -> S3Storage:
+        """A new bucket and the storage in it."""
+        self._n += 1
+        bucket = f"reg{self._n}"
+        s = S3Storage(
+            bucket=bucket,
+            rootdirectory=root,
+            endpoint=self.endpoint,
+            region="us-east-1",
+            credentials=Credentials(access_key=ACCESS, secret_key=SECRET),
+            **({"multipart_threshold": threshold} if threshold else {}),
+        )
+        client(s).create_bucket(Bucket=bucket)
+        return s
+
+    def env(self) -> dict[str, str]:
+        """What a regplan subprocess needs to reach this server with ``--root s3://``."""
+        return {
+            **clean_env(),
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_REGION": "us-east-1",
+        }
+
+
+def client(storage: S3Storage) -> Any:
+    return Bucket(storage)._client
+
+
+def upload_tree(root: Path, storage: S3Storage) -> int:
+    """Every file of a filesystem registry's rootdirectory as keys (what the s3 driver
+    writes: the same paths, no folders)."""
+    c = client(storage)
+    n = 0
+    docker = root / "docker"
+    for path in sorted(docker.rglob("*")):
+        if path.is_file():
+            key = storage.key(path.relative_to(root).as_posix())
+            c.put_object(Bucket=storage.bucket, Key=key, Body=path.read_bytes())
+            n += 1
+    return n
+
+
+def objects(storage: S3Storage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
+    """key -> (size, ETag, SHA-256 of the bytes) under ``prefix`` of the rootdirectory."""
+    c = client(storage)
+    out = {}
+    for page in c.get_paginator("list_objects_v2").paginate(
+        Bucket=storage.bucket, Prefix=storage.key(prefix), PaginationConfig={"PageSize": 1000}
+    ):
+        for o in page.get("Contents", ()):
+            body = c.get_object(Bucket=storage.bucket, Key=o["Key"])["Body"].read()
+            out[o["Key"]] = (o["Size"], o["ETag"], hashlib.sha256(body).hexdigest())
+    return out
+
+
+def put(storage: S3Storage, rel: str, data: bytes) -> None:
+    client(storage).put_object(Bucket=storage.bucket, Key=storage.key(rel), Body=data)
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    require_moto()
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()

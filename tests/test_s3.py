@@ -1,0 +1,372 @@
+"""Object storage, on a real S3 server (moto's, started by the tests): the scan sees what
+the filesystem scan sees, and plan, apply, rollback and purge keep their promises
+object for object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from click.testing import CliRunner, Result
+
+from regplan import location, s3, s3scan, scan, workflow
+from regplan.cli import cli
+from regplan.config import rootdirectory
+from regplan.demo import build_demo, digest_of
+from regplan.errors import StorageError
+from regplan.inventory import ProblemCode
+from regplan.layout import Storage, blob_data
+from regplan.s3 import Bucket, S3Storage
+from tests.helpers import KEY, NOW, selection, write_pub
+from tests.s3server import S3Server, client, objects, put, upload_tree
+
+SEL = attrs.evolve(selection((), ("*",)), gc=True)
+
+
+@pytest.fixture
+def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
+    """The demo registry in a new bucket; the AWS environment points at the server and the
+    manifest cache is the test's own."""
+    storage = s3server.storage()
+    build_demo(tmp_path / "fs")
+    upload_tree(tmp_path / "fs", storage)
+    for k, v in s3server.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv(s3scan.CACHE_ENV, str(tmp_path / "cache"))
+    return storage
+
+
+def mirror(storage: S3Storage, to: Path) -> Path:
+    """The bucket's tree as files (what the filesystem driver would hold, no empty folders)."""
+    c = client(storage)
+    prefix = storage.key("")
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket, Prefix=prefix):
+        for o in page.get("Contents", ()):
+            path = to / o["Key"][len(prefix) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(c.get_object(Bucket=storage.bucket, Key=o["Key"])["Body"].read())
+    return to
+
+
+def counting(storage: S3Storage) -> tuple[Bucket, dict[str, int]]:
+    """A bucket whose requests are counted by operation, at the client."""
+    b = Bucket(storage)
+    counts: dict[str, int] = {}
+
+    def count(event_name: str, **_: Any) -> None:
+        op = event_name.rsplit(".", 1)[-1]
+        counts[op] = counts.get(op, 0) + 1
+
+    b._client.meta.events.register("before-call.s3", count)
+    return b, counts
+
+
+def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: Path) -> None:
+    """Same tree digest, same repositories, blobs, manifests and problems as the filesystem
+    scan of the same keys; so the same plan."""
+    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    fs = scan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    assert inv.tree.digest == fs.tree.digest
+    assert inv.blobs == fs.blobs
+    assert inv.manifests == fs.manifests
+    assert inv.problems == fs.problems
+    assert {n: (r.revisions, r.layers, r.tags.keys()) for n, r in inv.repositories.items()} == {
+        n: (r.revisions, r.layers, r.tags.keys()) for n, r in fs.repositories.items()
+    }
+    on_s3 = workflow.make_plan(storage=bucket, selection=SEL, argv=[], key=KEY, signer="t", now=NOW)
+    on_fs = workflow.make_plan(
+        storage=Storage.locate(tmp_path / "m"), selection=SEL, argv=[], key=KEY, signer="t", now=NOW
+    )
+    assert on_s3.targets == on_fs.targets
+    assert on_s3.kept == on_fs.kept
+    assert on_s3.storage is not None
+    assert on_s3.storage.bucket == bucket.bucket
+    assert on_s3.root == f"s3://{bucket.bucket}/registry"
+
+
+def test_links_are_not_read_and_manifests_are_read_once(bucket: S3Storage, tmp_path: Path) -> None:
+    """Every link's content follows from its key and ETag: no GET for links. Manifests
+    are GET once; a second scan takes them from the cache and GETs nothing."""
+    b, counts = counting(bucket)
+    inv = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    manifests = len(inv.manifests)
+    assert counts.get("GetObject", 0) == manifests
+    lists = counts["ListObjectsV2"]
+    counts.clear()
+    again = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    assert again.manifests == inv.manifests
+    assert counts == {"ListObjectsV2": lists}
+    assert lists < len(inv.tree) / 4  # a few listings, never a request per key
+
+
+def test_a_poisoned_cache_is_never_believed(bucket: S3Storage, tmp_path: Path) -> None:
+    """A cached manifest whose bytes do not hash to its name is read again from S3."""
+    first = s3scan.scan(bucket, cache=tmp_path / "c")
+    for f in (tmp_path / "c").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b'{"schemaVersion": 2, "layers": []}')
+    b, counts = counting(bucket)
+    again = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    assert again.manifests == first.manifests
+    assert counts["GetObject"] == len(first.manifests)
+
+
+def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: Path) -> None:
+    """A corrupt link (its content not the digest of its key) is GET, and reported as the
+    filesystem scan reports it."""
+    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    repo = sorted(inv.repositories)[0]
+    digest = sorted(inv.repositories[repo].layers)[0]
+    rel = f"docker/registry/v2/repositories/{repo}/_layers/{digest.algorithm}/{digest.encoded}/link"
+    put(bucket, rel, b"garbage")
+    b, counts = counting(bucket)
+    damaged = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    assert counts["GetObject"] == 1
+    assert [p.code for p in damaged.problems] == [ProblemCode.CORRUPT_LINK]
+    fs = scan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    assert damaged.problems == fs.problems
+
+
+def test_emptied_folders_go_with_the_targets(bucket: S3Storage, tmp_path: Path) -> None:
+    """A bucket has no empty folders: the predicted tree drops the folders the targets
+    leave empty, and a filesystem plan keeps them."""
+    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    tree = inv.tree
+    shard = next(p for p in tree.subtree("blobs/sha256") if p.count("/") == 2)
+    blobs = [p for p in tree.subtree(shard) if p.count("/") == 3]
+    assert tree.emptied(blobs) == [shard]
+    assert tree.emptied(blobs[:1]) == ([] if len(blobs) > 1 else [shard])
+
+
+def test_config_s3_section_and_its_env_overrides(tmp_path: Path) -> None:
+    """storage.s3 read as the registry reads it; REGISTRY_STORAGE_S3_* override it; the
+    keys are kept aside, never in what is printed."""
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        "version: 0.1\nstorage:\n  s3: {accesskey: AK, secretkey: SK, region: eu-west-1,\n"
+        "    regionendpoint: 'minio:9000', secure: false, bucket: reg, rootdirectory: /r/x}\n"
+        "  delete: {enabled: true}\n"
+    )
+    found = rootdirectory(cfg, {})
+    assert isinstance(found, S3Storage)
+    assert found.record() == {
+        "driver": "s3",
+        "bucket": "reg",
+        "rootdirectory": "r/x",
+        "endpoint": "http://minio:9000",
+        "region": "eu-west-1",
+    }
+    assert found.credentials is not None
+    assert "SK" not in repr(found)
+    over = rootdirectory(cfg, {"REGISTRY_STORAGE_S3_BUCKET": "other"})
+    assert isinstance(over, S3Storage)
+    assert over.bucket == "other"
+    cfg.write_text("storage:\n  gcs: {bucket: b}\n")
+    with pytest.raises(StorageError, match="gcs storage driver"):
+        rootdirectory(cfg, {})
+
+
+def test_s3_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"AWS_ENDPOINT_URL_S3": "http://h:1", "AWS_ENDPOINT_URL": "http://other"}
+    s = s3.parse_url("s3://b/some/root/", env)
+    assert (s.bucket, s.rootdirectory, s.endpoint) == ("b", "some/root", "http://h:1")
+    assert s.root == "s3://b/some/root"
+    assert s3.parse_url("s3://b", {}).v2_prefix == "docker/registry/v2/"
+    for bad in ("s3://", "s3:///x", "s3://b/a/../c"):
+        with pytest.raises(StorageError):
+            s3.parse_url(bad, {})
+    with pytest.raises(StorageError, match="MULTIPART"):
+        s3.parse_url("s3://b", {s3.ENV_THRESHOLD: "x"})
+
+
+# -- the commands, end to end --------------------------------------------------
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+
+    key = tmp_path / "k"
+    key.write_bytes(
+        KEY.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    return key, write_pub(KEY, tmp_path / "k.pub")
+
+
+def plan_file(storage: S3Storage, keys: tuple[Path, Path], tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "p.json"
+    r = run("plan", "--root", storage.root, "--key", str(keys[0]), "-o", str(out), "-q", *extra)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_apply_rollback_purge_object_for_object(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Apply moves the targets' objects into the bucket's quarantine (nothing else
+    changes); rollback restores every key with its bytes and ETag; apply again and purge
+    deletes the quarantine; history tells each step."""
+    before = objects(bucket)
+    p = plan_file(bucket, keys, tmp_path, "--untagged", "*", "--gc")
+    plan = workflow.load_plan(p)
+    assert plan.targets
+    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    after = objects(bucket)
+    prefix = bucket.key("docker/registry/v2/")
+    gone = {k for k in before if k not in after}
+    assert gone and not after.keys() - before.keys()
+    assert all(any(k.startswith(f"{prefix}{t.path}/") for t in plan.targets) for k in gone)
+    assert location.digest(bucket).digest == plan.fingerprint.after
+    quarantine = objects(bucket, f"regplan-state/quarantine/{result['apply_id']}/")
+    assert sorted(v[2] for k, v in quarantine.items() if not k.endswith("INDEX.tsv")) == sorted(
+        before[k][2] for k in gone
+    )
+
+    r = run("rollback", result["apply_id"], "--root", bucket.root, "-q")
+    assert r.exit_code == 0, r.output
+    assert objects(bucket) == before  # key, size, ETag, bytes
+    assert not objects(bucket, "regplan-state/quarantine/")
+
+    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
+    assert r.exit_code == 0, r.output
+    second = json.loads(r.output)["apply_id"]
+    r = run("purge", second, "--root", bucket.root, "-q")
+    assert r.exit_code == 0, r.output
+    assert not objects(bucket, "regplan-state/quarantine/")
+    r = run("history", "--root", bucket.root, "--json")
+    states = [(h["apply_id"], h["state"]) for h in json.loads(r.output)]
+    assert states == [(result["apply_id"], "rolled-back"), (second, "purged")]
+    r = run("apply", str(p), "--trust", str(keys[1]), "--root", bucket.root)
+    assert r.exit_code == 4  # already applied
+
+
+def test_stale_and_tampered_plans_move_nothing(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An edited plan is refused (3), a plan made before a push is stale (4); the bucket
+    is untouched and no state is written."""
+    p = plan_file(bucket, keys, tmp_path, "--untagged", "*", "--gc")
+    raw = json.loads(p.read_text())
+    raw["targets"][0]["reason"] = "edited"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(raw))
+    before = objects(bucket)
+    r = run("apply", str(edited), "--trust", str(keys[1]))
+    assert r.exit_code == 3, r.output
+    put(bucket, "docker/registry/v2/repositories/new/app/_layers/sha256/x/link", b"sha256:x")
+    before = objects(bucket)
+    r = run("apply", str(p), "--trust", str(keys[1]))
+    assert r.exit_code == 4, r.output
+    assert "repositories/new" in r.output
+    assert objects(bucket) == before
+    assert not objects(bucket, "regplan-state/")
+
+
+def test_a_held_lock_is_exit_5_and_a_dead_holders_is_broken_only_on_request(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    p = plan_file(bucket, keys, tmp_path, "--gc", "--untagged", "*")
+    lock = {
+        "command": "apply x",
+        "pid": os.getpid(),
+        "host": "elsewhere",
+        "since": "2026-11-28T10:00:00Z",
+        "expires": "later",
+        "expires_at": time.time() + 3600,
+    }
+    put(bucket, "regplan-state/lock", json.dumps(lock).encode())
+    before = objects(bucket)
+    r = run("apply", str(p), "--trust", str(keys[1]))
+    assert r.exit_code == 5, r.output
+    assert "apply x (pid" in r.output and "elsewhere" in r.output
+    r = run("apply", str(p), "--trust", str(keys[1]), "--break-lock")
+    assert r.exit_code == 5, r.output  # a live lease is never broken
+    assert objects(bucket) == before
+    lock["expires_at"] = time.time() - 1
+    put(bucket, "regplan-state/lock", json.dumps(lock).encode())
+    r = run("apply", str(p), "--trust", str(keys[1]))
+    assert r.exit_code == 5
+    assert "--break-lock" in r.output
+    r = run("apply", str(p), "--trust", str(keys[1]), "--break-lock", "-q")
+    assert r.exit_code == 0, r.output
+    assert not objects(bucket, "regplan-state/lock")
+
+
+def test_objects_over_the_threshold_are_copied_part_by_part(
+    s3server: S3Server,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blob over the multipart threshold goes to quarantine and back by UploadPartCopy
+    (its ETag becomes a multipart one); its bytes come back the same."""
+    storage = s3server.storage()
+    build_demo(tmp_path / "fs")
+    big = os.urandom(11 << 20)
+    d = digest_of(big)
+    data = tmp_path / "fs" / "docker" / "registry" / "v2" / blob_data(d)
+    data.parent.mkdir(parents=True)
+    data.write_bytes(big)
+    upload_tree(tmp_path / "fs", storage)
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv(s3.ENV_THRESHOLD, str(5 << 20))
+    before = objects(storage)
+    p = plan_file(storage, keys, tmp_path, "--gc")
+    assert any(t.path.endswith(d.encoded) for t in workflow.load_plan(p).targets)
+    r = run("apply", str(p), "--trust", str(keys[1]), "--json")
+    assert r.exit_code == 0, r.output
+    apply_id = json.loads(r.output)["apply_id"]
+    moved = objects(storage, f"regplan-state/quarantine/{apply_id}/")
+    [(size, etag, sha)] = [v for v in moved.values() if v[0] == len(big)]
+    assert (size, sha) == (len(big), hashlib.sha256(big).hexdigest())
+    assert etag.strip('"').endswith("-3")  # three parts: 5 + 5 + 1 MiB
+    r = run("rollback", apply_id, "--root", storage.root, "-q")
+    assert r.exit_code == 0, r.output
+    now = objects(storage)
+    assert now.keys() == before.keys()
+    assert {k: (v[0], v[2]) for k, v in now.items()} == {k: (v[0], v[2]) for k, v in before.items()}
+
+
+def test_prune_says_it_has_nothing_to_do(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(
+        cli, ["plan", "--root", bucket.root, "--key", str(keys[0]), "-o", str(out), "--prune"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "nothing to do on object storage" in r.output
+    assert workflow.load_plan(out).targets == ()
+
+
+def test_unreachable_bucket_is_one_line(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    r = CliRunner(env=env).invoke(
+        cli, ["plan", "--root", "s3://nope/r", "--key", str(keys[0]), "--gc", "-q"]
+    )
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: s3://nope/") and r.output.count("\n") == 1
