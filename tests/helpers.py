@@ -55,6 +55,15 @@ def make_plan(root: Path, sel: Selection, *, stable_root: str | None = None) -> 
     return signing.sign(unsigned, KEY, role="planner", signer="test-planner", now=NOW)
 
 
+def pem(key: Ed25519PrivateKey) -> bytes:
+    """A private key file's bytes, as keygen writes it."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def write_pub(key: Ed25519PrivateKey, path: Path) -> Path:
     import base64
 

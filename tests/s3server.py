@@ -132,15 +132,22 @@ def upload_tree(root: Path, storage: S3Storage) -> int:
 
 
 def objects(storage: S3Storage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
-    """key -> (size, ETag, SHA-256 of the bytes) under ``prefix`` of the rootdirectory."""
+    """key -> (size, ETag, SHA-256 of the bytes) under ``prefix`` of the rootdirectory.
+
+    A single-part object's ETag is the MD5 of its bytes: those are not read again
+    (their third field is the ETag); a multipart object's bytes are hashed."""
     c = client(storage)
     out = {}
     for page in c.get_paginator("list_objects_v2").paginate(
         Bucket=storage.bucket, Prefix=storage.key(prefix), PaginationConfig={"PageSize": 1000}
     ):
         for o in page.get("Contents", ()):
-            body = c.get_object(Bucket=storage.bucket, Key=o["Key"])["Body"].read()
-            out[o["Key"]] = (o["Size"], o["ETag"], hashlib.sha256(body).hexdigest())
+            etag = o["ETag"].strip('"')
+            if "-" in etag:
+                body = c.get_object(Bucket=storage.bucket, Key=o["Key"])["Body"].read()
+                out[o["Key"]] = (o["Size"], etag, hashlib.sha256(body).hexdigest())
+            else:
+                out[o["Key"]] = (o["Size"], etag, etag)
     return out
 
 

@@ -57,10 +57,13 @@ class RealRegistry:
         storage: str = "",
         extra: str = "",
         tls: tuple[Path, Path] | None = None,
+        driver: str = "",
     ) -> None:
         """``storage``: more lines under ``storage:`` (indented two spaces), ``extra``: more
-        top-level sections (auth ...), ``tls``: (certificate, key) to serve https."""
+        top-level sections (auth ...), ``tls``: (certificate, key) to serve https,
+        ``driver``: the storage driver's line (default: filesystem over ``root``)."""
         self.root = root
+        self.driver = driver or f"filesystem: {{rootdirectory: {root}}}"
         self.work = work
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -75,7 +78,7 @@ class RealRegistry:
             "version: 0.1\n"
             "log: {level: error}\n"
             "storage:\n"
-            f"  filesystem: {{rootdirectory: {self.root}}}\n"
+            f"  {self.driver}\n"
             "  delete: {enabled: true}\n"
             f"{storage}"
             f"http: {{addr: {self.host}{self._tls()}}}\n"
@@ -91,8 +94,11 @@ class RealRegistry:
 
     def start(self) -> None:
         log = (self.work / f"registry-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [REGISTRY, "serve", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+        self.proc = subprocess.Popen(  # without AWS_*: AWS_CA_BUNDLE kills its S3 driver
+            [REGISTRY, "serve", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -250,8 +256,9 @@ class RealRegistry:
             [REGISTRY, "garbage-collect", *flags, str(self.config)],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=3600,
             check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         )
         assert r.returncode == 0, r.stderr
         return r.stdout + r.stderr
