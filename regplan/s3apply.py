@@ -38,7 +38,7 @@ from regplan.apply import (
     _overlap,
     _unexpected_changes,
 )
-from regplan.errors import ApplyError, StalePlanError
+from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
 from regplan.plan import TargetKind
 from regplan.planfile import PlanStream
@@ -284,11 +284,7 @@ def _move_targets(
             try:
                 copied = list(pool.map(one, batch))
                 bucket.delete(k for objs in copied for k in objs)
-            except ApplyError:
-                raise
-            except Exception as e:
-                if isinstance(e, StalePlanError):
-                    raise
+            except StorageError as e:
                 raise ApplyError(
                     f"{e}; {moved} moved so far, finish with the same apply, or undo with: "
                     f"regplan rollback {keys.apply_id}"
@@ -410,8 +406,13 @@ def _restore(
                 keys.journal(1_000_000 + start),
                 codec.canonical({"op": "rollback", "from": start, "to": start + len(batch)}),
             )
-            done = list(pool.map(one, batch))
-            bucket.delete(k for objs in done for k in objs)
+            try:
+                done = list(pool.map(one, batch))
+                bucket.delete(k for objs in done for k in objs)
+            except StorageError as e:
+                raise ApplyError(
+                    f"{e}; {restored} restored so far, run the same rollback again once fixed"
+                ) from None
             restored += len(batch)
             held.renew(time.time())
             if progress is not None:
@@ -478,11 +479,14 @@ def purge(
             _write_state(
                 bucket, keys, attrs.evolve(record, state=State.PURGING, updated_at=_iso(now))
             )
-            gone = [o.rel for o in bucket.objects(keys.quarantine)]
-            for start in range(0, len(gone), 1000):
-                bucket.delete(keys.quarantine + rel for rel in gone[start : start + 1000])
-                if progress is not None:
-                    progress(min(start + 1000, len(gone)), len(gone))
+            try:
+                gone = [o.rel for o in bucket.objects(keys.quarantine)]
+                for start in range(0, len(gone), 1000):
+                    bucket.delete(keys.quarantine + rel for rel in gone[start : start + 1000])
+                    if progress is not None:
+                        progress(min(start + 1000, len(gone)), len(gone))
+            except StorageError as e:
+                raise ApplyError(f"{e}; run the purge again") from None
             final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=_iso(now))
             _write_state(bucket, keys, final)
             done.append(final)

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from regplan import confine, fingerprint
+from regplan.errors import StorageError
 from regplan.inventory import Inventory, Problem, ProblemCode
 from regplan.layout import name_problem, part_of, printable
 from regplan.s3 import MANIFEST_LIMIT, Bucket, Obj, S3Storage
@@ -213,10 +214,17 @@ def walk(
     *,
     progress: Progress | None = None,
     mtimes: bool = False,
+    required: bool = False,
 ) -> Iterator[Event]:
-    """Every path of the tree with its token and part, a unit at a time."""
+    """Every path of the tree with its token and part, a unit at a time (``required``:
+    an empty tree is an error, not an empty registry)."""
     prefix = storage.v2_prefix
     units, top = _units(bucket, prefix, side)
+    if required and not top and not units:
+        raise StorageError(
+            f"{storage.v2}: no keys there: not registry storage (check the bucket and the "
+            "rootdirectory; the registry writes nothing before its first push)"
+        )
     yield from top
     seen = 0
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
@@ -248,9 +256,8 @@ def scan(
     """The inventory of an S3-backed registry (see scan.scan)."""
     bucket = bucket or Bucket(storage)
     side = Side()
-    share = share_of(
-        walk(bucket, storage, side, progress=progress, mtimes=mtimes), side, mtimes=mtimes
-    )
+    evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True)
+    share = share_of(evs, side, mtimes=mtimes)
     reader = ManifestReader(bucket, storage, cache if cache is not None else cache_dir())
     return build([share], reader.read, created, mtimes)
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
-from regplan import location, s3, s3scan, scan, workflow
+from regplan import codec, location, s3, s3scan, scan, workflow
 from regplan.cli import cli
 from regplan.config import rootdirectory
 from regplan.demo import build_demo, digest_of
@@ -89,6 +90,9 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
     assert on_s3.storage is not None
     assert on_s3.storage.bucket == bucket.bucket
     assert on_s3.root == f"s3://{bucket.bucket}/registry"
+    schema = json.loads((Path(__file__).parents[1] / "plans" / "plan.schema.json").read_text())
+    jsonschema.validate(codec.unstructure(on_s3), schema)
+    assert "storage" not in codec.unstructure(on_fs)  # filesystem plans are as they were
 
 
 def test_links_are_not_read_and_manifests_are_read_once(bucket: S3Storage, tmp_path: Path) -> None:
@@ -365,3 +369,35 @@ def test_unreachable_bucket_is_one_line(tmp_path: Path, keys: tuple[Path, Path])
     )
     assert r.exit_code == 1
     assert r.output.startswith("Error: s3://nope/") and r.output.count("\n") == 1
+
+
+def test_a_wrong_rootdirectory_is_one_line(bucket: S3Storage, keys: tuple[Path, Path]) -> None:
+    """No keys under the rootdirectory: refused like a folder without docker/registry/v2,
+    not planned as an empty registry."""
+    r = CliRunner().invoke(
+        cli, ["plan", "--root", f"s3://{bucket.bucket}/wrong", "--key", str(keys[0]), "--gc"]
+    )
+    assert r.exit_code == 1
+    assert "not registry storage" in r.output and r.output.count("\n") == 1
+
+
+def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_path: Path) -> None:
+    """Planted keys with an empty component, a control character or a name too long for a
+    file system are never walked into nor targeted: each is a problem, and what holds it is
+    kept (fail closed). moto refuses keys with '..' or '//': those are checked on the
+    function that names them."""
+    v2 = "docker/registry/v2/repositories"
+    long = "x" * 300
+    for rel in (f"{v2}/team/a\x01b/link", f"{v2}/team/{long}/link"):
+        put(bucket, rel, b"sha256:0")
+    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    bad = [p for p in inv.problems if p.code == ProblemCode.UNNAMEABLE]
+    assert len(bad) == 2
+    assert set(inv.blind) >= {"repositories/team/a\x01b", f"repositories/team/{long}"}
+    plan = workflow.make_plan(storage=bucket, selection=SEL, argv=[], key=KEY, signer="t", now=NOW)
+    assert not any(t.kind.value == "blob" for t in plan.targets)
+    assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
+    assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)
+    assert s3scan._bad_name("repositories/a/../b/link") == ("repositories/a/..", "is '..'")
+    assert s3scan._bad_name("repositories/a//b") == ("repositories/a/", "is empty (a '//' in the key)")
+    assert s3scan._bad_name("repositories/a/b/link") is None

@@ -2,7 +2,7 @@
 
 Run as a script (not part of the test run; needs moto[server] and docker-registry):
 
-    python -m tests.benchmarks.bench_s3 [--rounds 3] [--repos 40] [--tags 20]
+    python -m tests.benchmarks.bench_s3 [--rounds 3] [--repos 42] [--tags 20]
 
 A registry of at least 20,000 objects (the demo generator's tree, written key for
 key as the s3 driver writes it) in a bucket of moto's server. Each round runs,
@@ -64,7 +64,7 @@ def timed(server: S3Server, cmd: list[str], env: dict[str, str]) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repos", type=int, default=40)
+    parser.add_argument("--repos", type=int, default=42)
     parser.add_argument("--tags", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("bench-results/s3.json"))
     args = parser.parse_args()
