@@ -233,11 +233,12 @@ def walk(
             for evs, unit_side in pool.map(
                 lambda u: _unit_events(bucket, prefix, u, mtimes), window
             ):
-                yield from evs
+                # the unit's notes first: consuming its events reads them (a tag's push time)
                 side.problems += unit_side.problems
                 side.blind += unit_side.blind
                 side.mtimes.update(unit_side.mtimes)
                 side.startedat.update(unit_side.startedat)
+                yield from evs
                 seen += unit_side.count
                 side.count = seen
                 if progress is not None:

@@ -399,5 +399,25 @@ def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_pa
     assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
     assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)
     assert s3scan._bad_name("repositories/a/../b/link") == ("repositories/a/..", "is '..'")
-    assert s3scan._bad_name("repositories/a//b") == ("repositories/a/", "is empty (a '//' in the key)")
+    assert s3scan._bad_name("repositories/a//b") == (
+        "repositories/a/",
+        "is empty (a '//' in the key)",
+    )
     assert s3scan._bad_name("repositories/a/b/link") is None
+
+
+def test_ages_come_from_last_modified(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--gc-min-age reads each object's LastModified: an orphan blob written just now is too
+    young to collect; a tag's push time is its current link's LastModified (--keep-last)."""
+    orphan = os.urandom(64)
+    d = digest_of(orphan)
+    put(bucket, f"docker/registry/v2/{blob_data(d)}", orphan)
+    young = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc", "--gc-min-age", "1d"))
+    assert not young.targets
+    assert any("younger than --gc-min-age" in k.reason for k in young.kept)
+    old = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc"))
+    assert [t.path for t in old.targets] == [f"blobs/{d.algorithm}/{d.encoded[:2]}/{d.encoded}"]
+    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    assert all(t.pushed_at > 0 for r in inv.repositories.values() for t in r.tags.values())
