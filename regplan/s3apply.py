@@ -338,11 +338,11 @@ def rollback(
             _refuse_out_of_order(bucket, record, plan)
             slots = _slots(bucket, keys)
             paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
-            _refuse_reappeared(bucket, keys, slots, paths)
+            present = _refuse_reappeared(bucket, keys, slots, paths)
             _write_state(
                 bucket, keys, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
             )
-            restored = _restore(bucket, keys, slots, paths, progress, held)
+            restored = _restore(bucket, keys, slots, paths, present, progress, held)
             fp = plan.header.fingerprint
         bucket.delete([keys.quarantine + INDEX])
         now_digest = current_digest(storage, scan_progress)
@@ -361,16 +361,20 @@ def rollback(
 
 def _refuse_reappeared(
     bucket: Bucket, keys: Keys, slots: dict[int, list[Obj]], paths: dict[int, str]
-) -> None:
+) -> dict[int, set[str]]:
     """A target's place may still hold what an interrupted apply had copied but not yet
-    deleted; anything else there is new (a push since the apply): refuse."""
+    deleted; anything else there is new (a push since the apply): refuse. Returns, for
+    the targets whose place is not empty, the keys still there (not to copy back)."""
     reappeared: list[str] = []
+    present: dict[int, set[str]] = {}
 
     def check(i: int) -> None:
         mine = {o.rel for o in slots[i]}
-        source = keys.source(paths[i])
-        if any(o.rel not in mine for o in bucket.objects(source)):
+        there = {o.rel for o in bucket.objects(keys.source(paths[i]))}
+        if there - mine:
             reappeared.append(paths[i])
+        elif there:
+            present[i] = there
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         list(pool.map(check, sorted(paths)))
@@ -379,6 +383,7 @@ def _refuse_reappeared(
             f"cannot roll back {keys.apply_id}: {len(reappeared)} path(s) reappeared since the "
             f"apply (a new push?), first {sorted(reappeared)[0]}; nothing was moved"
         )
+    return present
 
 
 def _restore(
@@ -386,15 +391,18 @@ def _restore(
     keys: Keys,
     slots: dict[int, list[Obj]],
     paths: dict[int, str],
+    present: dict[int, set[str]],
     progress: Progress | None,
     held: Lock,
 ) -> int:
+    """Copy back what the storage lacks (``present``: what it still holds, seen under the
+    lock by the check before), then delete the quarantine's copies, a batch at a time."""
     restored = 0
     total = len(paths)
 
     def one(i: int) -> list[str]:
         source = keys.source(paths[i])
-        there = {o.rel for o in bucket.objects(source)}
+        there = present.get(i, set())
         for o in slots[i]:
             if o.rel not in there:  # copied but not yet deleted by an interrupted apply
                 bucket.copy(keys.slot(i) + o.rel, source + o.rel, o.size)

@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--repos", type=int, default=42)
     parser.add_argument("--tags", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("bench-results/s3.json"))
+    parser.add_argument("--gc-wall", type=float, default=0.0, help="with --gc-rounds 0")
+    parser.add_argument("--gc-requests", type=int, default=0, help="with --gc-rounds 0")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="regplan-bench-s3-"))
@@ -105,10 +107,8 @@ def main() -> None:
         }  # fmt: skip
         print(f"bucket: {objects} objects", file=sys.stderr)
         for n in range(args.rounds):
-            for name, cmd in (
-                ("gc --dry-run", gc),
-                ("gc --dry-run --delete-untagged", gc_untagged),
-            ):
+            gcs = [("gc --dry-run", gc), ("gc --dry-run --delete-untagged", gc_untagged)]
+            for name, cmd in gcs[: 2 if n < args.gc_rounds else 0]:
                 wall, reqs, _ = timed(server, cmd, clean_env())
                 runs[name].append((wall, reqs))
             shutil.rmtree(cache, ignore_errors=True)
@@ -116,7 +116,7 @@ def main() -> None:
             runs["plan warm"].append(timed(server, plan_cmd, env)[:2])
             print(
                 f"round {n + 1}: "
-                + ", ".join(f"{k} {v[-1][0]:.1f}s/{v[-1][1]}" for k, v in runs.items()),
+                + ", ".join(f"{k} {v[-1][0]:.1f}s/{v[-1][1]}" for k, v in runs.items() if v),
                 file=sys.stderr,
             )
         targets = json.loads(plan.read_text())["summary"]["targets"]
@@ -132,6 +132,8 @@ def main() -> None:
             [*regplan, "rollback", apply_id, "--config", str(reg.config), "-q"],
             env,
         )
+        if not runs["gc --dry-run"]:  # --gc-rounds 0: the anchor from an earlier run
+            runs["gc --dry-run"] = [(args.gc_wall, args.gc_requests)]
         anchor_wall = statistics.median(w for w, _ in runs["gc --dry-run"])
         anchor_reqs = statistics.median(r for _, r in runs["gc --dry-run"])
         report = {
@@ -146,6 +148,7 @@ def main() -> None:
                     "requests_vs_gc": round(statistics.median(r for _, r in v) / anchor_reqs, 4),
                 }
                 for name, v in runs.items()
+                if v
             },
             "apply": {"wall_s": round(wall_a, 2), "requests": reqs_a},
             "rollback": {"wall_s": round(wall_r, 2), "requests": reqs_r},
