@@ -202,16 +202,7 @@ def apply_plan(
             )
         storage = found
         with lock(storage, f"apply {plan.plan_id}"):
-            previous = [r for r in records(storage) if r.plan_id == plan.plan_id]
-            for r in previous:
-                if r.state in (State.APPLIED, State.PURGING, State.PURGED):
-                    raise StalePlanError(f"plan {plan.plan_id} was already applied as {r.apply_id}")
-                if r.state == State.ROLLING_BACK:
-                    raise ApplyError(
-                        f"apply {r.apply_id} of this plan was interrupted while rolling back: "
-                        f"finish it with: regplan rollback {r.apply_id}"
-                    )
-            resuming = next((r for r in previous if r.state == State.APPLYING), None)
+            resuming = interrupted(records(storage), plan.plan_id)
             if resuming is not None:
                 paths = Paths(storage, resuming.apply_id)
                 with _state_plan(paths) as began:
@@ -253,6 +244,21 @@ def apply_plan(
         fingerprint_ok=ok,
         changed=changed,
     )
+
+
+def interrupted(applies: Iterable[ApplyRecord], plan_id: str) -> ApplyRecord | None:
+    """The interrupted apply of this plan to resume, or None to begin one; refuses a plan
+    already applied (exit 4) or one whose apply was being rolled back."""
+    previous = [r for r in applies if r.plan_id == plan_id]
+    for r in previous:
+        if r.state in (State.APPLIED, State.PURGING, State.PURGED):
+            raise StalePlanError(f"plan {plan_id} was already applied as {r.apply_id}")
+        if r.state == State.ROLLING_BACK:
+            raise ApplyError(
+                f"apply {r.apply_id} of this plan was interrupted while rolling back: "
+                f"finish it with: regplan rollback {r.apply_id}"
+            )
+    return next((r for r in previous if r.state == State.APPLYING), None)
 
 
 def _state_plan(paths: Paths) -> PlanStream:

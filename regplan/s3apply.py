@@ -27,16 +27,17 @@ import attrs
 
 from regplan import codec, fingerprint, signing
 from regplan.apply import (
-    BATCH,
     INDEX,
     LIVE,
     ApplyResult,
     Progress,
     RollbackResult,
+    _batches,
     _iso,
     _new_id,
     _overlap,
     _unexpected_changes,
+    interrupted,
 )
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
@@ -151,16 +152,7 @@ def apply_plan(
     bucket = bucket or Bucket(storage)
     bucket.check()
     with lock(bucket, f"apply {plan.plan_id}", break_lock) as held:
-        previous = [r for r in records(bucket) if r.plan_id == plan.plan_id]
-        for r in previous:
-            if r.state in (State.APPLIED, State.PURGING, State.PURGED):
-                raise StalePlanError(f"plan {plan.plan_id} was already applied as {r.apply_id}")
-            if r.state == State.ROLLING_BACK:
-                raise ApplyError(
-                    f"apply {r.apply_id} of this plan was interrupted while rolling back: "
-                    f"finish it with: regplan rollback {r.apply_id}"
-                )
-        resuming = next((r for r in previous if r.state == State.APPLYING), None)
+        resuming = interrupted(records(bucket), plan.plan_id)
         if resuming is not None:
             keys = Keys(storage, resuming.apply_id)
             with _state_plan(bucket, keys) as began:
@@ -237,14 +229,6 @@ def _begin(bucket: Bucket, plan: PlanStream, keys: Keys, now: datetime) -> Apply
         ),
     )
     return record
-
-
-def _batches(items: Iterable[Any]) -> Iterator[tuple[int, list[Any]]]:
-    it = iter(items)
-    start = 0
-    while batch := list(itertools.islice(it, BATCH)):
-        yield start, batch
-        start += len(batch)
 
 
 def _move_targets(
