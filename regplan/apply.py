@@ -713,21 +713,9 @@ def purge(
         )
     with lock(storage, f"purge {apply_id or 'older than ' + str(older_than)}"):
         if apply_id is not None:
-            _, record = _load_state(storage, apply_id)
-            if record.state not in (State.APPLIED, State.PURGING):
-                raise ApplyError(
-                    f"apply {apply_id} is {record.state.value}; only an applied one can be purged"
-                )
-            chosen = [record]
+            chosen = purgeable([_load_state(storage, apply_id)[1]])
         else:
-            cutoff = _iso(now - (older_than or timedelta(0)))
-            chosen = [
-                r
-                for r in records(storage)
-                if r.state in (State.APPLIED, State.PURGING)
-                and r.updated_at <= cutoff
-                and (include_unverified or not r.note)
-            ]
+            chosen = purgeable(records(storage), older_than, now, include_unverified)
         done = []
         for record in chosen:
             paths = Paths(storage, record.apply_id)
@@ -744,6 +732,33 @@ def purge(
             write_state(paths.record, final)
             done.append(final)
         return done
+
+
+def purgeable(
+    found: Sequence[ApplyRecord],
+    older_than: timedelta | None = None,
+    now: datetime | None = None,
+    include_unverified: bool = False,
+) -> list[ApplyRecord]:
+    """What a purge deletes: the one apply asked for by id (refused unless applied), or
+    (``now`` given) every applied one older than ``older_than`` whose final check held
+    unless ``include_unverified``."""
+    if now is None:
+        [record] = found
+        if record.state not in (State.APPLIED, State.PURGING):
+            raise ApplyError(
+                f"apply {record.apply_id} is {record.state.value}; only an applied one can "
+                "be purged"
+            )
+        return [record]
+    cutoff = _iso(now - (older_than or timedelta(0)))
+    return [
+        r
+        for r in found
+        if r.state in (State.APPLIED, State.PURGING)
+        and r.updated_at <= cutoff
+        and (include_unverified or not r.note)
+    ]
 
 
 def _delete_quarantine(top: Path, progress: Progress | None) -> None:

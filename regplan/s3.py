@@ -12,6 +12,7 @@ comes out as one line naming the key.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -202,84 +203,66 @@ class Bucket:
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
         return StorageError(f"s3://{self.name}/{key}: cannot {what}: {_reason(e)}")
 
-    def objects(self, prefix: str) -> Iterator[Obj]:
-        """Every key under ``prefix``, in key order, a page of at most 1,000 at a time."""
+    def _pages(self, prefix: str, delimiter: str | None) -> Iterator[tuple[list[str], list[Obj]]]:
+        """ListObjectsV2 page by page (at most 1,000 keys each): the page's common prefixes
+        (names before the next delimiter) and its keys, both relative to ``prefix``."""
+        n = len(prefix)
         token: str | None = None
         while True:
             args: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": PAGE}
+            if delimiter:
+                args["Delimiter"] = delimiter
             if token:
                 args["ContinuationToken"] = token
             try:
                 page = self._client.list_objects_v2(**args)
             except Exception as e:  # noqa: BLE001 (any client error is one line)
                 raise self._fail("list", prefix, e) from None
-            n = len(prefix)
-            for o in page.get("Contents", ()):
-                yield Obj(
-                    rel=o["Key"][n:],
-                    size=o["Size"],
-                    etag=o.get("ETag", "").strip('"'),
-                    mtime=o["LastModified"].timestamp(),
-                )
+            yield (
+                [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())],
+                [
+                    Obj(
+                        rel=o["Key"][n:],
+                        size=o["Size"],
+                        etag=o.get("ETag", "").strip('"'),
+                        mtime=o["LastModified"].timestamp(),
+                    )
+                    for o in page.get("Contents", ())
+                ],
+            )
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+
+    def objects(self, prefix: str) -> Iterator[Obj]:
+        """Every key under ``prefix``, in key order, a page of at most 1,000 at a time."""
+        for _, files in self._pages(prefix, None):
+            yield from files
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
         """The immediate "folders" (names before the next ``/``) and the keys right
         under ``prefix`` (delimiter listing)."""
         names: list[str] = []
         files: list[Obj] = []
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {
-                "Bucket": self.name,
-                "Prefix": prefix,
-                "Delimiter": "/",
-                "MaxKeys": PAGE,
-            }
-            if token:
-                args["ContinuationToken"] = token
-            try:
-                page = self._client.list_objects_v2(**args)
-            except Exception as e:  # noqa: BLE001
-                raise self._fail("list", prefix, e) from None
-            n = len(prefix)
-            names += [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())]
-            files += [
-                Obj(
-                    rel=o["Key"][n:],
-                    size=o["Size"],
-                    etag=o.get("ETag", "").strip('"'),
-                    mtime=o["LastModified"].timestamp(),
-                )
-                for o in page.get("Contents", ())
-            ]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return names, files
+        for page_names, page_files in self._pages(prefix, "/"):
+            names += page_names
+            files += page_files
+        return names, files
 
     def get(self, key: str, limit: int | None = None) -> bytes:
         """The object's bytes (at most ``limit``); FileNotFoundError when there is none."""
+        out = io.BytesIO()
+        self.get_to(key, out, limit)
+        return out.getvalue()
+
+    def get_to(self, key: str, f: IO[bytes], limit: int | None = None) -> None:
+        """Write the object's bytes (at most ``limit``) into ``f``, a chunk at a time;
+        FileNotFoundError when there is none."""
         args: dict[str, Any] = {"Bucket": self.name, "Key": key}
         if limit is not None:
             args["Range"] = f"bytes=0-{limit - 1}"
         try:
             body = self._client.get_object(**args)["Body"]
-            try:
-                data: bytes = body.read()
-            finally:
-                body.close()
-        except Exception as e:  # noqa: BLE001
-            if _code(e) in ("NoSuchKey", "404"):
-                raise FileNotFoundError(key) from None
-            raise self._fail("read", key, e) from None
-        return data
-
-    def get_to(self, key: str, f: IO[bytes]) -> None:
-        """Write the object's bytes into ``f``, a chunk at a time."""
-        try:
-            body = self._client.get_object(Bucket=self.name, Key=key)["Body"]
             try:
                 for chunk in body.iter_chunks(1 << 20):
                     f.write(chunk)

@@ -38,6 +38,7 @@ from regplan.apply import (
     _overlap,
     _unexpected_changes,
     interrupted,
+    purgeable,
 )
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
@@ -450,21 +451,9 @@ def purge(
     bucket.check()
     with lock(bucket, f"purge {apply_id or 'older than ' + str(older_than)}", break_lock):
         if apply_id is not None:
-            record = _load_state(bucket, Keys(storage, apply_id))
-            if record.state not in (State.APPLIED, State.PURGING):
-                raise ApplyError(
-                    f"apply {apply_id} is {record.state.value}; only an applied one can be purged"
-                )
-            chosen = [record]
+            chosen = purgeable([_load_state(bucket, Keys(storage, apply_id))])
         else:
-            cutoff = _iso(now - (older_than or timedelta(0)))
-            chosen = [
-                r
-                for r in records(bucket)
-                if r.state in (State.APPLIED, State.PURGING)
-                and r.updated_at <= cutoff
-                and (include_unverified or not r.note)
-            ]
+            chosen = purgeable(records(bucket), older_than, now, include_unverified)
         done = []
         for record in chosen:
             keys = Keys(storage, record.apply_id)
