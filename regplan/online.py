@@ -5,10 +5,13 @@ caches afterwards."""
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 from regplan.config import Running
 from regplan.errors import RegistryOnlineError
-from regplan.regclient import Mode, Probe, RegistryClient
+
+if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported when a registry is asked
+    from regplan.regclient import Probe, RegistryClient
 
 
 def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
@@ -18,6 +21,8 @@ def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
     without credentials that may push, a proxy) is treated as writable: regplan
     cannot show it is safe.
     """
+    from regplan.regclient import Mode  # noqa: PLC0415 (httpx: see above)
+
     probe = client.probe()
     if probe.mode in (Mode.STOPPED, Mode.READ_ONLY) or allow_online:
         return probe
