@@ -12,14 +12,13 @@ import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from regplan import (
     __version__,
     apply,
-    check,
     codec,
     location,
     online,
@@ -37,7 +36,6 @@ from regplan.layout import printable
 from regplan.location import Location
 from regplan.planfile import PlanStream
 from regplan.progress import Reporter
-from regplan.regclient import Credentials, RegistryClient
 from regplan.s3 import S3Storage
 from regplan.selection import (
     ImageSpec,
@@ -47,6 +45,9 @@ from regplan.selection import (
     parse_age,
     parse_protect,
 )
+
+if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
+    from regplan.regclient import RegistryClient
 
 log = logging.getLogger("regplan")
 
@@ -150,6 +151,8 @@ def registry_options(*, required: bool) -> Callable[[Command], Command]:
 
 
 def _client(url: str, user: str | None, ca_cert: Path | None, insecure: bool) -> RegistryClient:
+    from regplan.regclient import Credentials, RegistryClient  # noqa: PLC0415 (httpx, late)
+
     credentials = None
     if user is not None:
         credentials = Credentials(
@@ -370,28 +373,30 @@ def plan(
             progress=scanning.count,
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
-    workflow.write_plan(made, path)
-    for p in made.request.selection.protect:
+    with made:
+        workflow.write_plan(made, path)
+    header, counts = made.header, made.counts
+    for p in header.request.selection.protect:
         if not p.matches:
             click.echo(
                 f"Warning: --protect {p.source}: {printable(p.ref)} matches nothing", err=True
             )
-    s = made.summary
+    s = header.summary
     if as_json:
         emit_json(
             {
-                "plan_id": made.plan_id,
+                "plan_id": header.plan_id,
                 "path": str(path),
                 "targets": s.targets,
                 "bytes": s.bytes,
-                "kept": len(made.kept),
-                "problems": len(made.problems),
+                "kept": counts["kept"],
+                "problems": counts["problems"],
             }
         )
     else:
         click.echo(
-            f"Plan {made.plan_id} written to {path}: {s.targets} directories to remove, "
-            f"{render.human_bytes(s.bytes)}; {len(made.kept)} kept; {len(made.problems)} problems."
+            f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
+            f"{render.human_bytes(s.bytes)}; {counts['kept']} kept; {counts['problems']} problems."
         )
         click.echo(f"Review it with: regplan show {path}")
     if detailed_exitcode and s.targets:
@@ -764,6 +769,8 @@ def check_cmd(
     **reg: Any,
 ) -> None:
     """Prove through the registry's API that every kept image is whole (changes nothing)."""
+    from regplan import check  # noqa: PLC0415 (httpx: imported when a registry is asked)
+
     storage = _storage(root, config)
     selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
     removed: list[check.Gone] = []

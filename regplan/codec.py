@@ -118,13 +118,20 @@ def pretty_chunks(plan: Plan) -> Iterator[str]:
 def stream_pretty_chunks(header: Plan, lists: Mapping[str, Iterable[Any]]) -> Iterator[str]:
     """``pretty_chunks`` of ``header`` (a plan without its lists) with the long lists
     taken from ``lists`` (structured items, e.g. read from a plan file one at a time)."""
+    return raw_pretty_chunks(
+        header, {name: map(_converter.unstructure, items) for name, items in lists.items()}
+    )
+
+
+def raw_pretty_chunks(header: Plan, lists: Mapping[str, Iterable[Any]]) -> Iterator[str]:
+    """``stream_pretty_chunks`` with the items of ``lists`` already unstructured."""
     short = unstructure(header)
     peeked: dict[str, Iterable[Any]] = {}
     for name, items in lists.items():
         it = iter(items)
         first = next(it, _NONE)
         if first is not _NONE:
-            peeked[name] = map(_converter.unstructure, itertools.chain([first], it))
+            peeked[name] = itertools.chain([first], it)
     return _pretty_chunks(short, peeked, set(peeked))
 
 
@@ -188,6 +195,12 @@ def body_chunks(plan: Plan) -> Iterator[bytes]:
     return canonical_chunks(body(short), lists)
 
 
+def stream_body_chunks(header: Plan, lists: Mapping[str, Iterable[Any]]) -> Iterator[bytes]:
+    """``body_chunks`` of ``header`` with the long lists taken, already unstructured,
+    from ``lists`` (one entry for each of LISTS)."""
+    return canonical_chunks(body(unstructure(header)), lists)
+
+
 def raw_body_chunks(raw: dict[str, Any]) -> Iterator[bytes]:
     """``canonical(body(raw))`` piece by piece, for a plan as read from its file."""
     lists = {name: raw[name] for name in LISTS if isinstance(raw.get(name), list)}
@@ -246,3 +259,8 @@ def structure_item(item: Any, type_: type[T], *, source: str, where: str) -> T:
 
 def unstructure_request(request: object) -> object:
     return _converter.unstructure(request)
+
+
+def unstructure_items(items: Iterable[Any]) -> Iterator[Any]:
+    """List items (targets, kept entries, problems) as the plan file holds them."""
+    return map(_converter.unstructure, items)

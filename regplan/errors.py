@@ -27,6 +27,10 @@ class PlanWriteError(RegplanError):
     """The plan file could not be written (nothing is left half written)."""
 
 
+class SpoolError(PlanWriteError):
+    """The planner's temporary files (``TMPDIR``) could not be written: no plan is."""
+
+
 class KeyFileError(RegplanError):
     """A key file is missing, unreadable, or not an Ed25519 key of ours."""
 

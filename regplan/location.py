@@ -16,7 +16,7 @@ import attrs
 
 from regplan import fingerprint, s3, s3scan, scan
 from regplan.inventory import Inventory
-from regplan.layout import Storage
+from regplan.layout import Storage, part_of
 from regplan.plan import Plan, StorageRecord
 from regplan.s3 import S3Storage
 from regplan.tree import Tree
@@ -64,12 +64,13 @@ def read(
 
 
 def predicted(storage: Location, tree: Tree, targets: Iterable[str]) -> fingerprint.TreeDigest:
-    """The digest the tree must have once ``targets`` are gone: on object storage, the
-    folders they leave empty go too (a bucket has no empty folders)."""
-    paths = list(targets)
+    """The digest the tree must have once ``targets`` (in the order of their parts,
+    ``layout.part_of``) are gone: on object storage, the folders they leave empty
+    go too (a bucket has no empty folders)."""
     if isinstance(storage, S3Storage):
-        paths += tree.emptied(paths)
-    return tree.without(paths)
+        paths = list(targets)
+        return tree.without(sorted(paths + tree.emptied(paths), key=part_of))
+    return tree.without(targets)
 
 
 def digest(storage: Location, progress: scan.Progress | None = None) -> fingerprint.TreeDigest:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -170,12 +170,11 @@ class Plan:
     signatures: tuple[Signature, ...] = ()
 
 
-def summarize(targets: tuple[Target, ...]) -> Summary:
+def summarize(targets: Iterable[Target]) -> Summary:
     by_kind: dict[str, int] = {}
+    count = size = 0
     for t in targets:
         by_kind[t.kind.value] = by_kind.get(t.kind.value, 0) + 1
-    return Summary(
-        targets=len(targets),
-        bytes=sum(t.bytes for t in targets),
-        by_kind=dict(sorted(by_kind.items())),
-    )
+        count += 1
+        size += t.bytes
+    return Summary(targets=count, bytes=size, by_kind=dict(sorted(by_kind.items())))

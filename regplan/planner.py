@@ -24,10 +24,10 @@ The rules (DESIGN.md section 2), in the order they apply:
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
+from typing import cast
 
 import attrs
 
@@ -49,6 +49,7 @@ from regplan.layout import (
 )
 from regplan.plan import Kept, PlanProblem, Target, TargetKind
 from regplan.selection import Resolved
+from regplan.spool import TargetSpool
 
 MAX_REFS = 20
 _NO_IMAGES: frozenset[str] = frozenset()
@@ -65,6 +66,16 @@ class Decision:
         return tuple(t.path for t in self.targets)
 
 
+@attrs.frozen(kw_only=True)
+class Spooled:
+    """A decision whose targets wait in a spool, in plan order: what ``regplan plan``
+    writes, so that its memory does not grow with the targets. Close the spool."""
+
+    targets: TargetSpool
+    kept: tuple[Kept, ...]
+    problems: tuple[PlanProblem, ...]
+
+
 def refs(names: Iterable[str]) -> tuple[str, ...]:
     """Sorted, de-duplicated, and capped so a base layer shared by thousands stays readable."""
     ordered = sorted(set(names))
@@ -79,17 +90,30 @@ def image_name(repo: str, digest: Digest) -> str:
 
 def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
     """Everything the request removes, and what it touched but keeps."""
-    p = _Planner(inventory, request)
-    p.run()
-    if prune:
-        p.prune()
-    targets = tuple(sorted(p.sized_targets(), key=lambda t: t.sort_key))
+    spooled = decide_spooled(inventory, request, prune=prune)
+    try:
+        targets = tuple(spooled.targets.targets())
+    finally:
+        spooled.targets.close()
+    return Decision(targets=targets, kept=spooled.kept, problems=spooled.problems)
+
+
+def decide_spooled(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Spooled:
+    """``decide`` with the targets left in a spool (past ``spool.RUN`` of them, on disk)."""
+    p = _Planner(inventory, request, TargetSpool())
+    try:
+        p.run()
+        if prune:
+            p.prune()
+    except BaseException:
+        p.spool.close()
+        raise
     kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
     problems = tuple(
         PlanProblem(path=pr.path, code=pr.code, message=pr.message)
         for pr in sorted({*inventory.problems, *p.problems})
     )
-    return Decision(targets=targets, kept=kept, problems=problems)
+    return Spooled(targets=p.spool, kept=kept, problems=problems)
 
 
 @attrs.define
@@ -106,7 +130,7 @@ class _Decided:
     """One repository's decision, before it becomes targets (see _Planner._revisions)."""
 
     removed_tags: list[str]
-    reach: Mapping[Digest, frozenset[str]]
+    reach: Mapping[Digest, tuple[str, ...]]
     consequence: Mapping[Digest, tuple[str, Digest | None]]
     """Everything the removed tags and untagged roots reach, with why (some of it stays)."""
     removed: Mapping[Digest, tuple[str, str]]
@@ -133,14 +157,15 @@ class _Keepers:
 
 
 class _Planner:
-    def __init__(self, inv: Inventory, req: Resolved) -> None:
+    def __init__(self, inv: Inventory, req: Resolved, spool: TargetSpool) -> None:
         self.inv = inv
         self.req = req
-        self.targets: dict[str, tuple[TargetKind, str, tuple[str, ...]]] = {}
-        """path -> (kind, reason, refs); sized all at once in the end (part by part)."""
+        self.spool = spool
+        """The targets, sized as they are decided: one repository's, then one blob
+        shard's, come together, so the tree decompresses each part about once."""
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
-        self._tag_reach: dict[str, Mapping[Digest, frozenset[str]]] = {}
+        self._tag_reach: dict[str, Mapping[Digest, tuple[str, ...]]] = {}
         self._referrer_maps: dict[str, Mapping[Digest, set[Digest]]] = {}
         self._holds_kept: set[str] | None = None
         self.removed_tags: dict[str, set[str]] = defaultdict(set)
@@ -216,8 +241,9 @@ class _Planner:
             )
         return via
 
-    def tag_reach(self, repo: Repository) -> Mapping[Digest, frozenset[str]]:
-        """digest -> names of the tags that still reach it (kept tags only)."""
+    def tag_reach(self, repo: Repository) -> Mapping[Digest, tuple[str, ...]]:
+        """digest -> names of the tags that still reach it (kept tags only; sorted tuples:
+        kept for the whole sweep, and a frozenset of one is 216 bytes)."""
         cached = self._tag_reach.get(repo.name)
         if cached is not None:
             return cached
@@ -229,12 +255,12 @@ class _Planner:
                     continue
                 for d in self._closure(repo, {tag.current: ""}):
                     reach[d].add(f"{repo.name}:{tag.name}")
-        result = {d: frozenset(n) for d, n in reach.items()}
+        result = {d: tuple(sorted(n)) for d, n in reach.items()}
         self._tag_reach[repo.name] = result
         return result
 
-    def names(self, repo: Repository, digest: Digest) -> frozenset[str]:
-        return self.tag_reach(repo).get(digest) or frozenset({image_name(repo.name, digest)})
+    def names(self, repo: Repository, digest: Digest) -> tuple[str, ...]:
+        return self.tag_reach(repo).get(digest) or (image_name(repo.name, digest),)
 
     def _unknown(self, digest: Digest) -> bool:
         m = self.inv.manifests.get(digest)
@@ -329,20 +355,10 @@ class _Planner:
             self._holds_kept = holds
         return name not in self._holds_kept
 
-    def sized_targets(self) -> Iterator[Target]:
-        """The targets with their bytes, sized part by part (each part decompressed once).
-
-        Takes them out of ``self.targets`` as it goes: at a million files the
-        pending entries and the Targets would otherwise both be held at the peak.
-        """
-        for path, size in self.inv.tree.sizes(list(self.targets)):
-            kind, reason, names = self.targets.pop(path)
-            # an empty folder's files, if any, are counted by the targets inside it
-            counted = 0 if kind is TargetKind.EMPTY_DIR else size
-            yield Target(path=path, kind=kind, reason=reason, refs=names, bytes=counted)
-
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
-        self.targets[path] = (kind, sys.intern(reason), refs(names))  # reasons repeat
+        # an empty folder's files, if any, are counted by the targets inside it
+        size = 0 if kind is TargetKind.EMPTY_DIR else self.inv.tree.bytes_under(path)
+        self.spool.add(Target(path=path, kind=kind, reason=reason, refs=refs(names), bytes=size))
 
     def _revisions(self, repo: Repository) -> None:
         """Tags, untagged manifests and what follows them out of one repository.
@@ -513,7 +529,7 @@ class _Planner:
                 )
 
     def _keep_revision(
-        self, repo: Repository, d: Digest, reach: Mapping[Digest, frozenset[str]], fail_closed: str
+        self, repo: Repository, d: Digest, reach: Mapping[Digest, tuple[str, ...]], fail_closed: str
     ) -> None:
         path = revision_dir(repo.name, d)
         protected = self.protected.get(repo.name, {})
@@ -570,7 +586,7 @@ class _Planner:
 
         With --gc every blob is a candidate (those with no images: gc only).
         """
-        candidates: dict[Digest, set[str]] = defaultdict(set)
+        candidates: defaultdict[Digest, set[str]] = defaultdict(set)
         for result in self.results.values():
             for d, sources in result.removed.items():
                 m = self.inv.manifests.get(d)
@@ -583,7 +599,8 @@ class _Planner:
             if name in self.req.repos:
                 for b in result.layers_removed:
                     candidates[b].add(name)
-        out: dict[Digest, AbstractSet[str]] = dict(candidates)
+        candidates.default_factory = None  # a plain dict from here (not copied: 100,000s)
+        out = cast(dict[Digest, AbstractSet[str]], candidates)
         if self.req.gc:
             for b in self.inv.blobs:  # without images: one shared empty set, not one each
                 out.setdefault(b, _NO_IMAGES)
@@ -597,7 +614,8 @@ class _Planner:
             self._freeze_blobs(candidates)
             return
         keepers = self._keepers(candidates)
-        for b, sources in sorted(candidates.items()):
+        for b in sorted(candidates):  # keys only: a list of (key, value) pairs is 7x that
+            sources = candidates[b]
             if b not in self.inv.blobs:
                 continue
             path = blob_dir(b)
@@ -661,7 +679,7 @@ class _Planner:
     def prune(self) -> None:
         tree = self.inv.tree
         removed: set[str] = set()
-        for path in self.targets:
+        for path in self.spool.paths():
             removed.update(tree.subtree(path))
         nonempty: dict[str, int] = defaultdict(int)
         dirs: list[str] = []
@@ -689,7 +707,7 @@ class _Planner:
                 continue
             touched = any(p in had_removed for p in tree.subtree(d))
             reason = "empty once this plan is applied" if touched else "empty directory"
-            self.targets[d] = (TargetKind.EMPTY_DIR, f"--prune: {reason}", ())
+            self._target(d, TargetKind.EMPTY_DIR, f"--prune: {reason}")
 
 
 def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:

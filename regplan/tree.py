@@ -211,34 +211,52 @@ class Tree:
     def without(self, paths: Iterable[str]) -> fingerprint.TreeDigest:
         """The digest of this tree once every path in ``paths`` and below is gone.
 
-        Only the parts that lose a path are digested again.
+        ``paths`` come in the order of their parts (``layout.part_of``; in any
+        order within one): each part is digested again as soon as the paths
+        reach the next part, so only one part's paths are held at a time (a
+        folder's nested repositories are later parts, held until their turn).
         """
-        by_part: dict[str, list[str]] = {}
-        for path in paths:
-            for part in self._parts_below(path):
-                by_part.setdefault(part, []).append(path)
         parts = dict(self.digest.parts)
+        pending: dict[str, list[str]] = {}
         removed = 0
-        for part in sorted(by_part):
-            lines = self.lines(part)
-            gone = sorted({r for path in by_part[part] for r in self._ranges(lines, path)})
-            keep: list[str] = []
-            at = 0
-            for start, end in gone:
-                if start >= at:
-                    keep.extend(lines[at:start])
-                    removed += end - start
-                elif end > at:  # overlaps a range already dropped
-                    removed += end - at
-                at = max(at, end)
-            keep.extend(lines[at:])
-            if keep:
-                parts[part] = fingerprint.part_digest(
-                    ("\n".join(keep) + "\n").encode("utf-8", "surrogateescape")
-                )
-            else:
-                parts.pop(part, None)
+        current = ""
+        for path in paths:
+            part = part_of(path)
+            if part < current:
+                raise ValueError(f"paths out of part order: {part} after {current}")
+            if part != current:
+                current = part
+                for done in sorted(p for p in pending if p < part):
+                    removed += self._drop(parts, done, pending.pop(done))
+            for below in self._parts_below(path):
+                pending.setdefault(below, []).append(path)
+        for done in sorted(pending):
+            removed += self._drop(parts, done, pending[done])
         return fingerprint.TreeDigest.of_parts(parts, len(self) - removed)
+
+    def _drop(self, parts: dict[str, str], part: str, paths: list[str]) -> int:
+        """Digest ``part`` again without ``paths`` and below (into ``parts``); the
+        count of its lines that went."""
+        lines = self.lines(part)
+        gone = sorted({r for path in paths for r in self._ranges(lines, path)})
+        keep: list[str] = []
+        at = 0
+        removed = 0
+        for start, end in gone:
+            if start >= at:
+                keep.extend(lines[at:start])
+                removed += end - start
+            elif end > at:  # overlaps a range already dropped
+                removed += end - at
+            at = max(at, end)
+        keep.extend(lines[at:])
+        if keep:
+            parts[part] = fingerprint.part_digest(
+                ("\n".join(keep) + "\n").encode("utf-8", "surrogateescape")
+            )
+        else:
+            parts.pop(part, None)
+        return removed
 
 
 class TreeBuilder:

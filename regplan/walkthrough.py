@@ -54,16 +54,16 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
         "--untagged=team/*",
         "--prune",
     ]
-    plan = workflow.make_plan(
+    plan_path = base / "plans" / "demo.plan.json"
+    with workflow.make_plan(
         storage=storage,
         selection=selection,
         argv=argv,
         key=signing.load_private(key),
         signer="demo-planner",
         now=now,
-    )
-    plan_path = base / "plans" / "demo.plan.json"
-    workflow.write_plan(plan, plan_path)
+    ) as plan:
+        workflow.write_plan(plan, plan_path)
     echo(f"3. {' '.join(argv)} -o {plan_path}")
     echo("   Nothing is removed yet. v1's layers stay because old/repo:2019 uses them;")
     echo("   team/tool's untagged index children stay because the tagged index needs them.")

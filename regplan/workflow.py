@@ -10,9 +10,10 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,15 +23,18 @@ from regplan.errors import PlanWriteError, SignatureError, StalePlanError
 from regplan.location import Location
 from regplan.plan import (
     Fingerprint,
+    Kept,
     Plan,
+    PlanProblem,
     ProtectRecord,
     Request,
     SelectionRecord,
+    Target,
     Tool,
     summarize,
 )
-from regplan.planfile import PlanStream
-from regplan.planner import decide
+from regplan.planfile import PlanStream, Source
+from regplan.planner import Spooled, decide_spooled
 from regplan.s3 import S3Storage
 from regplan.scan import Progress
 from regplan.selection import Selection, resolve
@@ -42,6 +46,46 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
+class Draft:
+    """A plan just made and signed: its header here, its targets still in the planner's
+    spool (a ``planfile.Source``). Use as a context manager: leaving drops the spool."""
+
+    def __init__(self, header: Plan, spooled: Spooled) -> None:
+        self.header = header
+        self._spooled = spooled
+        self.counts = {
+            "targets": header.summary.targets,
+            "kept": len(spooled.kept),
+            "problems": len(spooled.problems),
+        }
+
+    def targets(self) -> Iterator[Target]:
+        return self._spooled.targets.targets()
+
+    def kept(self) -> Iterator[Kept]:
+        return iter(self._spooled.kept)
+
+    def problems(self) -> Iterator[PlanProblem]:
+        return iter(self._spooled.problems)
+
+    def raw_lists(self) -> dict[str, Iterator[Any]]:
+        """The lists as the plan file holds them, one item at a time."""
+        return {
+            "targets": self._spooled.targets.raw(),
+            "kept": codec.unstructure_items(self._spooled.kept),
+            "problems": codec.unstructure_items(self._spooled.problems),
+        }
+
+    def close(self) -> None:
+        self._spooled.targets.close()
+
+    def __enter__(self) -> Draft:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def make_plan(
     *,
     storage: Location,
@@ -51,8 +95,13 @@ def make_plan(
     signer: str,
     now: datetime,
     progress: Progress | None = None,
-) -> Plan:
-    """Scan the storage and return the signed plan for ``selection``."""
+) -> Draft:
+    """Scan the storage and return the signed plan for ``selection``.
+
+    The targets are spooled as they are decided (``regplan.spool``), then read
+    in passes (predicted digest, summary, signature, file): memory does not grow
+    with them. The inventory is dropped before the passes.
+    """
     inventory = location.read(
         storage,
         progress=progress,
@@ -60,9 +109,6 @@ def make_plan(
         mtimes=selection.gc_min_age is not None,
     )
     resolved = resolve(selection, inventory, now)
-    decision = decide(inventory, resolved, prune=selection.prune)
-    before = inventory.tree.digest
-    after = location.predicted(storage, inventory.tree, (t.path for t in decision.targets))
     request = Request(
         argv=tuple(argv),
         selection=SelectionRecord(
@@ -81,34 +127,47 @@ def make_plan(
             **attrs.asdict(selection.retention),  # the record is flat: retention's fields
         ),
     )
-    seed = codec.canonical([before.digest, codec.unstructure_request(request)])
-    plan = Plan(
-        plan_id=f"{timestamp(now)}-{hashlib.sha256(seed).hexdigest()[:8]}",
-        created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        tool=Tool(name="regplan", version=__version__),
-        root=str(storage.root),
-        storage=location.record(storage),
-        request=request,
-        fingerprint=Fingerprint(
-            algorithm=fingerprint.ALGORITHM,
-            before=before.digest,
-            after=after.digest,
-            entries=before.entries,
-            parts=before.named_parts(),
-        ),
-        summary=summarize(decision.targets),
-        targets=decision.targets,
-        kept=decision.kept,
-        problems=decision.problems,
-    )
-    log.debug("plan %s: %d targets", plan.plan_id, len(plan.targets))
-    return signing.sign(plan, key, role="planner", signer=signer, now=now)
+    spooled = decide_spooled(inventory, resolved, prune=selection.prune)
+    try:
+        before = inventory.tree.digest
+        after = location.predicted(storage, inventory.tree, spooled.targets.paths())
+        del inventory, resolved
+        seed = codec.canonical([before.digest, codec.unstructure_request(request)])
+        header = Plan(
+            plan_id=f"{timestamp(now)}-{hashlib.sha256(seed).hexdigest()[:8]}",
+            created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            tool=Tool(name="regplan", version=__version__),
+            root=str(storage.root),
+            storage=location.record(storage),
+            request=request,
+            fingerprint=Fingerprint(
+                algorithm=fingerprint.ALGORITHM,
+                before=before.digest,
+                after=after.digest,
+                entries=before.entries,
+                parts=before.named_parts(),
+            ),
+            summary=summarize(spooled.targets.targets()),
+            targets=(),
+        )
+        draft = Draft(header, spooled)
+        body = codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists()))
+        signature = signing.sign_body(body, key, role="planner", signer=signer, now=now)
+    except BaseException:
+        spooled.targets.close()
+        raise
+    draft.header = attrs.evolve(header, signatures=(signature,))
+    log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
+    return draft
 
 
-def write_plan(plan: Plan, path: Path) -> None:
+def write_plan(plan: Plan | Draft, path: Path) -> None:
     """Write atomically (a reader never sees half a plan) and item by item; on any
     failure (a full disk) the temporary file is removed and the error is one line."""
-    _write_chunks(codec.pretty_chunks(plan), path)
+    if isinstance(plan, Plan):
+        _write_chunks(codec.pretty_chunks(plan), path)
+    else:
+        _write_chunks(codec.raw_pretty_chunks(plan.header, plan.raw_lists()), path)
 
 
 def _write_chunks(chunks: Iterable[str], path: Path) -> None:
@@ -136,9 +195,17 @@ def load_plan(path: Path) -> Plan:
     """A whole plan in memory, signatures unchecked (for tests and small plans: the
     commands read plans as streams)."""
     with PlanStream(path) as s:
-        return attrs.evolve(
-            s.header, targets=tuple(s.targets()), kept=tuple(s.kept()), problems=tuple(s.problems())
-        )
+        return whole(s)
+
+
+def whole(source: Source) -> Plan:
+    """A plan in memory from a stream or a draft (for tests and small plans)."""
+    return attrs.evolve(
+        source.header,
+        targets=tuple(source.targets()),
+        kept=tuple(source.kept()),
+        problems=tuple(source.problems()),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -11,7 +11,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import fingerprint, signing, workflow
 from regplan.layout import Storage, group_by_part
+from regplan.location import Location
 from regplan.plan import Plan
 from regplan.selection import ImageSpec, Selection
 
@@ -40,15 +41,27 @@ def selection(
     )
 
 
+def drafted(
+    *,
+    storage: Location,
+    selection: Selection,
+    argv: Sequence[str] = (),
+    signer: str = "test-planner",
+) -> Plan:
+    """``workflow.make_plan`` held whole (its spool read and dropped)."""
+    with workflow.make_plan(
+        storage=storage, selection=selection, argv=argv, key=KEY, signer=signer, now=NOW
+    ) as draft:
+        return workflow.whole(draft)
+
+
 def make_plan(root: Path, sel: Selection, *, stable_root: str | None = None) -> Plan:
     """A signed plan; with ``stable_root`` the temp path is replaced so bytes are stable."""
     storage = Storage.locate(root)
     argv = ["regplan", "plan", "--root", stable_root or str(root)]
     argv += [f"--image={i}" for i in sel.images] + [f"--untagged={u}" for u in sel.untagged]
     argv += ["--prune"] if sel.prune else []
-    plan = workflow.make_plan(
-        storage=storage, selection=sel, argv=argv, key=KEY, signer="test-planner", now=NOW
-    )
+    plan = drafted(storage=storage, selection=sel, argv=argv)
     if stable_root is None:
         return plan
     unsigned = attrs.evolve(plan, root=stable_root, signatures=())

@@ -24,7 +24,7 @@ from regplan.errors import StorageError
 from regplan.inventory import ProblemCode
 from regplan.layout import Storage, blob_data
 from regplan.s3 import Bucket, S3Storage
-from tests.helpers import KEY, NOW, pem, selection, write_pub
+from tests.helpers import KEY, drafted, pem, selection, write_pub
 from tests.s3server import S3Server, client, objects, put, upload_tree
 
 SEL = attrs.evolve(selection((), ("*",)), gc=True)
@@ -81,10 +81,8 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
     assert {n: (r.revisions, r.layers, r.tags.keys()) for n, r in inv.repositories.items()} == {
         n: (r.revisions, r.layers, r.tags.keys()) for n, r in fs.repositories.items()
     }
-    on_s3 = workflow.make_plan(storage=bucket, selection=SEL, argv=[], key=KEY, signer="t", now=NOW)
-    on_fs = workflow.make_plan(
-        storage=Storage.locate(tmp_path / "m"), selection=SEL, argv=[], key=KEY, signer="t", now=NOW
-    )
+    on_s3 = drafted(storage=bucket, selection=SEL, signer="t")
+    on_fs = drafted(storage=Storage.locate(tmp_path / "m"), selection=SEL, signer="t")
     assert on_s3.targets == on_fs.targets
     assert on_s3.kept == on_fs.kept
     assert on_s3.storage is not None
@@ -394,7 +392,7 @@ def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_pa
     bad = [p for p in inv.problems if p.code == ProblemCode.UNNAMEABLE]
     assert len(bad) == 2
     assert set(inv.blind) >= {"repositories/team/a\x01b", f"repositories/team/{long}"}
-    plan = workflow.make_plan(storage=bucket, selection=SEL, argv=[], key=KEY, signer="t", now=NOW)
+    plan = drafted(storage=bucket, selection=SEL, signer="t")
     assert not any(t.kind.value == "blob" for t in plan.targets)
     assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
     assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)

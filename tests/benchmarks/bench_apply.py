@@ -47,11 +47,12 @@ def main() -> None:
         for n in range(args.rounds):
             now = datetime.now(UTC).replace(microsecond=0)
             t0 = time.perf_counter()
-            plan = workflow.make_plan(
+            with workflow.make_plan(
                 storage=storage, selection=sel, argv=["bench"], key=KEY, signer="bench", now=now
-            )
-            t1 = time.perf_counter()
-            workflow.write_plan(plan, plan_path)
+            ) as plan:
+                t1 = time.perf_counter()
+                workflow.write_plan(plan, plan_path)
+                header = plan.header
             t2 = time.perf_counter()
             result = apply.apply_plan(
                 plan_path=plan_path, trusted=trusted, root=root, required=1, now=now
@@ -64,7 +65,7 @@ def main() -> None:
             times["plan"].append(t1 - t0)
             times["apply"].append(t3 - t2)
             times["rollback"].append(t4 - t3)
-            targets, entries = len(plan.targets), plan.fingerprint.entries
+            targets, entries = header.summary.targets, header.fingerprint.entries
             print(f"round {n + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
         med = {k: statistics.median(v) for k, v in times.items()}
         report = {

@@ -1,0 +1,147 @@
+"""Records sorted past memory: what grows with a plan waits on local disk, not in objects.
+
+Half a million targets held as Python objects took some 200 MiB. A
+:class:`Sorted` keeps at most ``run`` records in memory; each full buffer is
+sorted and written to an unnamed temporary file (a run), and iteration merges
+the runs (``heapq.merge``), so memory stays flat whatever the count. A plan of
+a few thousand targets never touches the disk.
+
+Runs are written with ``marshal``, in chunks of ``CHUNK`` records, and read
+back with ``os.pread``: a record is plain data (reading one runs no code), and
+any number of passes may read the same runs.
+
+:class:`TargetSpool` is what the planner decides into: each target once in the
+plan's order (removal phase, path) and once in the order of the tree's parts
+(what the predicted fingerprint reads part by part). Where a path was decided
+twice, the last decision holds, as in a dict.
+"""
+
+from __future__ import annotations
+
+import heapq
+import marshal
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from regplan.errors import SpoolError
+from regplan.layout import part_of
+from regplan.plan import Target, TargetKind
+
+RUN = 16_384
+"""Records held in memory before a sorted run goes to disk (a target is some 400 bytes)."""
+CHUNK = 1024
+"""Records per marshal chunk in a run: what one reader of a run holds at a time."""
+
+_LENGTH = struct.Struct("<Q")
+
+Record = tuple[Any, ...]
+
+
+class Sorted:
+    """Tuples added in any order, read back sorted; runs spill to ``TMPDIR``."""
+
+    def __init__(self, run: int | None = None) -> None:
+        self._run = run or RUN
+        self._buffer: list[Record] = []
+        self._runs: list[tuple[IO[bytes], int]] = []
+        self.count = 0
+
+    def add(self, record: Record) -> None:
+        self._buffer.append(record)
+        self.count += 1
+        if len(self._buffer) >= self._run:
+            self._spill()
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record, sorted. Do not add while iterating."""
+        self._buffer.sort()
+        if not self._runs:
+            return iter(self._buffer)
+        return heapq.merge(*(_read(f, size) for f, size in self._runs), self._buffer)
+
+    def close(self) -> None:
+        for f, _ in self._runs:
+            f.close()
+        self._runs.clear()
+        self._buffer.clear()
+
+    def _spill(self) -> None:
+        self._buffer.sort()
+        f = None
+        try:
+            # kept open past this block: the run lives until close(); unnamed, so no one
+            # else can open it
+            f = tempfile.TemporaryFile(prefix="regplan-spool-")  # noqa: SIM115
+            size = 0
+            for start in range(0, len(self._buffer), CHUNK):
+                data = marshal.dumps(self._buffer[start : start + CHUNK])
+                f.write(_LENGTH.pack(len(data)) + data)
+                size += _LENGTH.size + len(data)
+            f.flush()
+        except OSError as e:
+            if f is not None:
+                f.close()
+            raise SpoolError(
+                f"cannot spool the plan's targets to {tempfile.gettempdir()}: {e.strerror} "
+                "(set TMPDIR to a folder with room)"
+            ) from None
+        self._runs.append((f, size))
+        self._buffer = []
+
+
+def _read(f: IO[bytes], size: int) -> Iterator[Record]:
+    fd = f.fileno()
+    at = 0
+    while at < size:
+        (length,) = _LENGTH.unpack(os.pread(fd, _LENGTH.size, at))
+        at += _LENGTH.size
+        yield from marshal.loads(os.pread(fd, length, at))  # noqa: S302 (our own unnamed file)
+        at += length
+
+
+class TargetSpool:
+    """The targets of a plan as the planner decides them (sized when decided)."""
+
+    def __init__(self, run: int | None = None) -> None:
+        self._order = Sorted(run)
+        self._parts = Sorted(run)
+
+    def add(self, target: Target) -> None:
+        """``target`` is validated by its construction; only its fields are kept."""
+        t = target
+        self._order.add(
+            (t.kind.phase, t.path, self._order.count, t.kind.value, t.reason, t.refs, t.bytes)
+        )
+        self._parts.add((part_of(t.path), t.path))
+
+    def _records(self) -> Iterator[Record]:
+        """Plan order; of one path decided twice, the later decision."""
+        last: Record | None = None
+        for record in self._order:
+            if last is not None and record[1] != last[1]:
+                yield last
+            last = record
+        if last is not None:
+            yield last
+
+    def targets(self) -> Iterator[Target]:
+        for _, path, _, kind, reason, refs, size in self._records():
+            yield Target(path=path, kind=TargetKind(kind), reason=reason, refs=refs, bytes=size)
+
+    def raw(self) -> Iterator[dict[str, Any]]:
+        """Each target as the plan file holds it (``codec.unstructure`` of it), built
+        without structuring it again: it was checked when it was added."""
+        for _, path, _, kind, reason, refs, size in self._records():
+            yield {"path": path, "kind": kind, "reason": reason, "refs": list(refs), "bytes": size}
+
+    def paths(self) -> Iterator[str]:
+        """Every target's path (a path decided twice, twice), ordered by the tree's parts."""
+        for _, path in self._parts:
+            yield path
+
+    def close(self) -> None:
+        self._order.close()
+        self._parts.close()

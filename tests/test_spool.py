@@ -1,0 +1,109 @@
+"""The spool: what the planner decides past memory reads back as if held whole."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import attrs
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regplan import codec, spool, workflow
+from regplan.cli import cli
+from regplan.errors import SpoolError
+from regplan.layout import Storage, part_of
+from regplan.plan import Target, TargetKind
+from regplan.spool import Sorted, TargetSpool
+from tests.helpers import KEY, NOW, pem, selection, write_pub
+
+records = st.lists(
+    st.tuples(st.integers(0, 7), st.text(max_size=8), st.tuples(st.text(max_size=3))),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records, records, st.integers(1, 7))
+def test_sorted_reads_back_what_sorted_would(
+    first: list[tuple[object, ...]], then: list[tuple[object, ...]], run: int
+) -> None:
+    s = Sorted(run)
+    for r in first:
+        s.add(r)
+    assert list(s) == sorted(first)
+    assert list(s) == sorted(first)  # any number of passes
+    for r in then:  # and more added after a pass
+        s.add(r)
+    assert list(s) == sorted(first + then)
+    assert s.count == len(first) + len(then)
+    s.close()
+
+
+def _target(path: str, reason: str = "r", kind: TargetKind = TargetKind.BLOB) -> Target:
+    return Target(path=path, kind=kind, reason=reason, refs=("a@b",), bytes=len(path))
+
+
+def blob(n: int) -> str:
+    hexa = f"{n:064x}"
+    return f"blobs/sha256/{hexa[:2]}/{hexa}"
+
+
+def test_the_last_decision_of_a_path_holds_and_items_are_as_the_codec_writes_them() -> None:
+    s = TargetSpool(run=2)
+    tag = "repositories/team/app/_manifests/tags/v1"
+    s.add(_target(blob(2)))
+    s.add(_target(tag, kind=TargetKind.TAG))
+    s.add(_target(blob(1), "first"))
+    s.add(_target(blob(1), "second"))
+    targets = list(s.targets())
+    assert [(t.path, t.reason) for t in targets] == [
+        (tag, "r"),  # phase first: tags go before blobs
+        (blob(1), "second"),
+        (blob(2), "r"),
+    ]
+    assert list(s.raw()) == list(codec.unstructure_items(targets))
+    paths = list(s.paths())
+    assert paths == sorted(paths, key=lambda p: (part_of(p), p))
+    s.close()
+
+
+def _plan_bytes(root: Path, out: Path) -> bytes:
+    sel = attrs.evolve(selection((), ("*",), prune=True), gc=True)
+    with workflow.make_plan(
+        storage=Storage.locate(root), selection=sel, argv=["t"], key=KEY, signer="t", now=NOW
+    ) as draft:
+        assert draft.counts["targets"] > 10
+        workflow.write_plan(draft, out)
+    return out.read_bytes()
+
+
+def test_a_plan_spooled_to_disk_is_byte_for_byte_the_plan_held_in_memory(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = _plan_bytes(demo_root, tmp_path / "held.json")
+    monkeypatch.setattr(spool, "RUN", 3)  # every third target spills a run to disk
+    assert _plan_bytes(demo_root, tmp_path / "spooled.json") == held
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with pytest.raises(SpoolError):  # it did spill: without a TMPDIR it cannot
+        _plan_bytes(demo_root, tmp_path / "never.json")
+
+
+def test_no_room_for_the_spool_is_one_line_and_no_plan(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "RUN", 2)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    out = tmp_path / "plans"
+    key = tmp_path / "k"
+    key.write_bytes(pem(KEY))
+    write_pub(KEY, tmp_path / "k.pub")
+    args = ["plan", "--root", str(demo_root), "--untagged", "*", "--gc", "--key", str(key)]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out / "p.json")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: cannot spool the plan's targets to ")
+    assert "No such file or directory (set TMPDIR to a folder with room)" in lines[-1]
+    assert not out.exists() or list(out.iterdir()) == []
