@@ -44,7 +44,9 @@ class Tag:
     name: str
     current: Digest | None
     """What ``current/link`` names; None when that link is missing or corrupt."""
-    history: frozenset[Digest] = frozenset()
+    history: tuple[Digest, ...] = ()
+    """Every revision ever pushed under it (``index/``), sorted: a tuple, since a
+    frozenset of one is 216 bytes and there is one per tag."""
     pushed_at: float = 0.0
     """mtime of ``current/link``: when the tag was last pushed."""
 

@@ -105,17 +105,20 @@ def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> t
 
 def _collect(pid: int, fd: int) -> Any:
     """The child's result; the child is reaped either way (and never signalled after)."""
+    failed = False
     try:
         with os.fdopen(fd, "rb") as pipe:
-            data = pipe.read()
+            try:
+                # unpickled as it comes: the whole payload is never held as bytes as well
+                ok, value = pickle.load(pipe)  # noqa: S301 - our own forked child's result
+            except Exception:  # noqa: BLE001 - nothing, or half a result: it died writing it
+                failed = True
     except BaseException:  # interrupted while waiting (Ctrl-C): stop this child too
         _stop(pid)
         raise
     _, status = os.waitpid(pid, 0)
-    try:
-        ok, value = pickle.loads(data)  # noqa: S301 - our own forked child's result
-    except Exception:  # noqa: BLE001 - nothing, or half a result: it died writing it
-        raise RegplanError(f"a walk worker (pid {pid}) died: {_describe(status)}") from None
+    if failed:
+        raise RegplanError(f"a walk worker (pid {pid}) died: {_describe(status)}")
     if not ok:
         raise value
     return value

@@ -520,7 +520,7 @@ class _Planner:
         for t in sorted(repo.tags.values(), key=lambda t: t.name):
             if t.name in removed_tags:
                 continue
-            for h in sorted(t.history & result.removed.keys()):
+            for h in (h for h in t.history if h in result.removed):  # sorted
                 self._target(
                     tag_index_dir(repo.name, t.name, h),
                     TargetKind.TAG_INDEX,

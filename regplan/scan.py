@@ -247,17 +247,21 @@ an object store's GETs."""
 
 def build(shares: list[_Share], read: Reader, created: bool, mtimes: bool) -> Inventory:
     """The inventory from the shares of a walk, reading each manifest once through ``read``
-    (any storage: the walk's events are the same for a filesystem and a bucket)."""
+    (any storage: the walk's events are the same for a filesystem and a bucket).
+    Empties ``shares``: each share's findings are freed once they are joined."""
     builder = _Builder.join(shares, keep_mtimes=mtimes)
+    tree = Tree.join(share.tree for share in shares)
+    count = len(shares)
+    shares.clear()  # what the shares held is the builder's and the tree's now: freed here
     builder.check_links()
     builder.read_manifests(read)
     if created:
         builder.read_created(read)
-    inv = builder.build(Tree.join(share.tree for share in shares))
+    inv = builder.build(tree)
     log.debug(
         "scanned %d paths in %d share(s): %d repositories, %d blobs, %d manifests, %d problems",
         len(inv.tree),
-        len(shares),
+        count,
         len(inv.repositories),
         len(inv.blobs),
         len(inv.manifests),
@@ -654,14 +658,18 @@ class _Builder:
                 self.created[d] = max(known)
 
     def build(self, tree: Tree) -> Inventory:
-        repositories = {
-            name: Repository(
+        """The frozen inventory; each repository's working sets are dropped as it is
+        frozen (both at once would be the scan's peak)."""
+        repositories: dict[str, Repository] = {}
+        for name in sorted(self.repos):
+            r = self.repos.pop(name)
+            repositories[name] = Repository(
                 name=name,
                 tags={
                     tag: Tag(
                         name=tag,
                         current=t.current,
-                        history=frozenset(t.history),
+                        history=tuple(sorted(t.history)),
                         pushed_at=t.pushed_at,
                     )
                     for tag, t in sorted(r.tags.items())
@@ -671,8 +679,6 @@ class _Builder:
                 uploads={u: Upload(uuid=u, started_at=s) for u, s in sorted(r.uploads.items())},
                 damaged=tuple(sorted(r.damaged)),
             )
-            for name, r in sorted(self.repos.items())
-        }
         return Inventory(
             repositories=repositories,
             blobs=self.blobs,

@@ -15,13 +15,16 @@ Tokens: ``d`` directory, ``l<content>`` link file, ``f<size>`` other file,
 from __future__ import annotations
 
 import bisect
+import os
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeAlias
+from typing import IO, TypeAlias
 
 import attrs
 
 from regplan import fingerprint
+from regplan.errors import SpoolError
 from regplan.layout import group_by_part, part_of
 
 Event: TypeAlias = tuple[str, str, str]
@@ -29,6 +32,20 @@ Event: TypeAlias = tuple[str, str, str]
 
 _LEVEL = 1
 """zlib level: 1 is fast and still packs the lines of a 589,271-path tree into 12 MiB."""
+STORE_MIN = 1 << 20
+"""Blocks of a tree past this many bytes wait in a temporary file, not in memory."""
+
+
+@attrs.frozen
+class _Span:
+    """Where a part's block lies in the tree's temporary file."""
+
+    offset: int
+    length: int
+
+
+Block: TypeAlias = bytes | tuple[str, ...] | _Span
+"""A part's lines: compressed, as they are (see TreeBuilder.close), or in the file."""
 
 
 @attrs.frozen
@@ -44,27 +61,52 @@ class Parts:
 class Tree:
     """Read-only: the paths and tokens of one walk, and that walk's digest."""
 
-    __slots__ = ("_blocks", "_cache", "_names", "digest")
+    __slots__ = ("_blocks", "_cache", "_file", "_names", "digest")
 
-    def __init__(
-        self, blocks: Mapping[str, bytes | tuple[str, ...]], digest: fingerprint.TreeDigest
-    ) -> None:
+    def __init__(self, blocks: Mapping[str, Block], digest: fingerprint.TreeDigest) -> None:
         self._blocks = blocks
         self._names = sorted(blocks)
         self._cache: tuple[str, list[str]] = ("", [])
+        self._file: IO[bytes] | None = None
         self.digest = digest
 
     @classmethod
     def join(cls, shares: Iterable[Parts]) -> Tree:
-        """One tree from the disjoint shares of a walk."""
-        blocks: dict[str, bytes | tuple[str, ...]] = {}
+        """One tree from the disjoint shares of a walk. Past STORE_MIN bytes of blocks
+        (a million files make 48 MiB) they go to an unnamed temporary file, read back
+        a part at a time: the plan's peak is not the tree's."""
+        blocks: dict[str, Block] = {}
         digests: dict[str, str] = {}
         count = 0
         for share in shares:
             blocks.update(share.blocks)
             digests.update(share.digests)
             count += share.count
-        return cls(blocks, fingerprint.TreeDigest.of_parts(digests, count))
+        tree = cls(blocks, fingerprint.TreeDigest.of_parts(digests, count))
+        if sum(len(b) for b in blocks.values() if isinstance(b, bytes)) > STORE_MIN:
+            tree._store(blocks)
+        return tree
+
+    def _store(self, blocks: dict[str, Block]) -> None:
+        f = None
+        try:
+            # unnamed: only this process reads it, and it is gone with the tree
+            f = tempfile.TemporaryFile(prefix="regplan-tree-")  # noqa: SIM115 (held)
+            at = 0
+            for part, block in blocks.items():
+                if isinstance(block, bytes):
+                    f.write(block)
+                    blocks[part] = _Span(at, len(block))
+                    at += len(block)
+            f.flush()
+        except OSError as e:
+            if f is not None:
+                f.close()
+            raise SpoolError(
+                f"cannot keep the tree's index in {tempfile.gettempdir()}: {e.strerror} "
+                "(set TMPDIR to a folder with room)"
+            ) from None
+        self._file = f
 
     @classmethod
     def from_entries(cls, entries: Mapping[str, str]) -> Tree:
@@ -89,6 +131,10 @@ class Tree:
         if isinstance(block, tuple):  # a part whose lines cannot be joined unambiguously
             lines = [line[:-1] for line in block]
         else:
+            if isinstance(block, _Span):
+                if self._file is None:
+                    raise AssertionError("a stored block without its file")
+                block = os.pread(self._file.fileno(), block.length, block.offset)
             lines = zlib.decompress(block).decode("utf-8", "surrogateescape").split("\n")
             lines.pop()  # after the last LF
         self._cache = (part, lines)

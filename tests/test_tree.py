@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regplan import tree as tree_module
+from regplan.errors import SpoolError
 from regplan.layout import part_of
 from regplan.tree import Tree
 from tests.helpers import reference_digest
@@ -102,3 +107,20 @@ def test_any_tree_any_removal(entries: dict[str, str], removed: list[str]) -> No
             for p, t in entries.items()
             if p == r or p.startswith(r + "/")
         )
+
+
+def test_a_tree_kept_in_its_temporary_file_reads_as_one_held(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    held = Tree.from_entries(ENTRIES)
+    monkeypatch.setattr(tree_module, "STORE_MIN", 0)
+    stored = Tree.from_entries(ENTRIES)
+    assert stored._file is not None and held._file is None  # it did go to the file
+    assert list(stored.items()) == list(held.items())
+    assert dict(stored.items()) == ENTRIES
+    removed = sorted(["repositories/a", "blobs/sha256/ab/abcd"], key=part_of)
+    assert stored.without(removed) == held.without(removed)
+    assert [stored.bytes_under(p) for p in ENTRIES] == [held.bytes_under(p) for p in ENTRIES]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with pytest.raises(SpoolError, match=r"cannot keep the tree's index in .*no-such-folder"):
+        Tree.from_entries(ENTRIES)
