@@ -3,7 +3,7 @@
 Run as a script (not part of the test run; needs docker-registry):
 
     python -m tests.benchmarks.bench_scale --size 250k [--size 1m] [--rounds 3]
-        [--workdir /var/tmp/regplan-bench] [--out bench-results/scale.json]
+        [--workdir /var/tmp/regplan-bench] [--out bench-results/scale.json] [--plan-only]
 
 For each size it builds a tree with regplan.demo.build_scale (kept in --workdir
 for re-runs), then, interleaved in each round so that every command sees the
@@ -20,6 +20,10 @@ same machine noise:
   one image, and verify, apply and rollback of that one: the peak of each
   reading command over its peak on one image (the flat-memory goal: at most
   60 MiB more, whatever the plan's size)
+
+With ``--plan-only``, each round is the plan and the mark-only
+``garbage-collect`` alone (the plan's goals: its peak, and its time against
+distribution's), and seconds per path are reported.
 
 Every command runs as its own process; wall time and peak RSS (wait4) are
 recorded. The report gives medians and ratios, as a table and as JSON.
@@ -80,6 +84,34 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, in
     return seconds, usage.ru_maxrss // 1024, out
 
 
+def plan_report(
+    size: str,
+    built: dict[str, int],
+    targets: int,
+    rounds: int,
+    med: dict[str, float],
+    mem: dict[str, int],
+    steps: dict[str, list[tuple[float, int]]],
+) -> dict[str, Any]:
+    ratio = med["plan"] / med["gc --dry-run"]
+    per_path_us = med["plan"] / built["paths"] * 1e6
+    print(f"  plan: {targets:,} targets")
+    for k in steps:
+        print(f"  {k:<32}{med[k]:>10.2f} s{mem[k]:>8} MiB")
+    print(f"  plan / gc mark-only {ratio:.2f}; plan {per_path_us:.1f} us per path")
+    return {
+        **built,
+        "size": size,
+        "targets": targets,
+        "rounds": rounds,
+        "median_seconds": med,
+        "peak_rss_mib": mem,
+        "ratios": {"plan / gc mark-only": ratio},
+        "plan_us_per_path": per_path_us,
+        "all": {k: [list(x) for x in v] for k, v in steps.items()},
+    }
+
+
 def prepare(size: str, workdir: Path) -> tuple[Path, Path, dict[str, int]]:
     base = workdir / size
     root = base / "root"
@@ -134,7 +166,7 @@ def first_image(root: Path) -> str:
     return f"{team.name}/{repo.name}:{tag.name}"
 
 
-def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
+def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     key = config.parent / "bench.key"
     plan = config.parent / "bench.plan.json"
@@ -185,6 +217,11 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         record(
             "gc --dry-run", run(["docker-registry", "garbage-collect", "--dry-run", str(config)])
         )
+        if plan_only:
+            print(
+                f"  round {n + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in steps.items())
+            )
+            continue
         record(
             "gc --dry-run --delete-untagged",
             run(
@@ -239,6 +276,8 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         )
     med = {k: statistics.median(s for s, _ in v) for k, v in steps.items()}
     mem = {k: max(m for _, m in v) for k, v in steps.items()}
+    if plan_only:
+        return plan_report(size, built, targets, rounds, med, mem, steps)
     ratios = {
         "plan / gc mark-only": med["plan"] / med["gc --dry-run"],
         "plan / gc --delete-untagged": med["plan"] / med["gc --dry-run --delete-untagged"],
@@ -280,10 +319,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/regplan-bench"))
     parser.add_argument("--out", type=Path, default=Path("bench-results/scale.json"))
+    parser.add_argument(
+        "--plan-only", action="store_true", help="each round: plan and gc --dry-run only"
+    )
     args = parser.parse_args()
     if shutil.which("docker-registry") is None:
         sys.exit("needs docker-registry (apt-get install docker-registry)")
-    results = [bench(size, args.rounds, args.workdir) for size in args.size or ["250k"]]
+    results = [
+        bench(size, args.rounds, args.workdir, plan_only=args.plan_only)
+        for size in args.size or ["250k"]
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
