@@ -24,6 +24,7 @@ from regplan.layout import (
     V2,
     Digest,
     blob_data,
+    encoded_of,
     layer_dir,
     revision_dir,
     tag_dir,
@@ -188,7 +189,9 @@ def cosign(subject: Pushable, repo: str, *, kind: str = "sig") -> Image:
         ),
         CONFIG_MT,
     )
-    annotations = {"dev.cosignproject.cosign/signature": f"MEUCIQ{subject.digest.encoded[:20]}="}
+    annotations = {
+        "dev.cosignproject.cosign/signature": f"MEUCIQ{encoded_of(subject.digest)[:20]}="
+    }
     doc = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST_MT,
@@ -200,7 +203,7 @@ def cosign(subject: Pushable, repo: str, *, kind: str = "sig") -> Image:
 
 def attached_tag(subject: Pushable, kind: str) -> str:
     """cosign's tag for a signature (``sig``), attestation (``att``) or SBOM (``sbom``)."""
-    return f"sha256-{subject.digest.encoded}.{kind}"
+    return f"sha256-{encoded_of(subject.digest)}.{kind}"
 
 
 def index(children: Iterable[Image]) -> Index:
@@ -282,7 +285,7 @@ def write_oci_layout(path: Path, refs: Mapping[str, Pushable]) -> None:
     blobs.mkdir(parents=True, exist_ok=True)
 
     def put(blob: Blob) -> None:
-        (blobs / blob.digest.encoded).write_bytes(blob.data)
+        (blobs / encoded_of(blob.digest)).write_bytes(blob.data)
 
     manifests = []
     for name, item in sorted(refs.items()):

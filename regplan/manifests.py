@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from regplan.layout import Digest
+from regplan.layout import Digest, parse_digest
 
 
 class ManifestKind(enum.Enum):
@@ -89,7 +89,7 @@ def _descriptors(doc: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def parse(data: bytes, intern: Intern = Digest.parse) -> Manifest:
+def parse(data: bytes, intern: Intern = parse_digest) -> Manifest:
     """Classify a manifest and list its references; never raises."""
     try:
         doc = json.loads(data)

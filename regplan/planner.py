@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from collections.abc import Set as AbstractSet
-from typing import cast
 
 import attrs
 
@@ -42,6 +40,7 @@ from regplan.layout import (
     printable,
     repo_dir,
     revision_dir,
+    short_of,
     split_repo,
     tag_dir,
     tag_index_dir,
@@ -146,13 +145,14 @@ class _Keepers:
     A --gc plan makes every blob a candidate; only the touched ones need names,
     which for a shared base layer are thousands."""
 
-    named: set[Digest]
+    named: Mapping[Digest, Collection[str]]
+    """The candidates: those with images (what the request touched) are named."""
     held: set[Digest] = attrs.field(factory=set)
     names: dict[Digest, set[str]] = attrs.field(factory=dict)
 
     def add(self, blob: Digest, names: Iterable[str]) -> None:
         self.held.add(blob)
-        if blob in self.named:
+        if self.named.get(blob):
             self.names.setdefault(blob, set()).update(names)
 
 
@@ -434,7 +434,7 @@ class _Planner:
             if subject in decided.removed:
                 why, image = decided.removed[subject]
                 out[tag] = (
-                    f"{what} of {name}@{subject.short}, which this plan removes ({why})",
+                    f"{what} of {name}@{short_of(subject)}, which this plan removes ({why})",
                     image,
                 )
             elif name in self.req.untagged and subject not in repo.revisions:
@@ -444,8 +444,9 @@ class _Planner:
                 if elsewhere:
                     self.keep(
                         tag_dir(name, tag),
-                        f"{what} of {subject.short}, which is in {elsewhere[0]}: signatures kept "
-                        "in another repository (cosign's COSIGN_REPOSITORY) are not orphans",
+                        f"{what} of {short_of(subject)}, which is in {elsewhere[0]}: "
+                        "signatures kept in another repository (cosign's COSIGN_REPOSITORY) "
+                        "are not orphans",
                     )
                 else:
                     pattern = self.req.untagged[name]
@@ -510,7 +511,7 @@ class _Planner:
         unknown = sorted(d for d in repo.revisions if self._unknown(d))
         if unknown:
             # It might be an index of any revision here, or use any layer link.
-            return f"manifest {unknown[0].short} of {name} is unreadable"
+            return f"manifest {short_of(unknown[0])} of {name} is unreadable"
         if repo.damaged:
             return f"{repo.damaged[0]} is damaged"
         return ""
@@ -524,7 +525,7 @@ class _Planner:
                 self._target(
                     tag_index_dir(repo.name, t.name, h),
                     TargetKind.TAG_INDEX,
-                    f"history entry of {repo.name}:{t.name} for removed revision {h.short}",
+                    f"history entry of {repo.name}:{t.name} for removed revision {short_of(h)}",
                     result.removed[h],
                 )
 
@@ -581,30 +582,28 @@ class _Planner:
                     candidates[b],
                 )
 
-    def _blob_candidates(self) -> dict[Digest, AbstractSet[str]]:
+    def _blob_candidates(self) -> dict[Digest, Collection[str]]:
         """Blobs the request may free, with the images whose removal freed them.
 
         With --gc every blob is a candidate (those with no images: gc only).
         """
-        candidates: defaultdict[Digest, set[str]] = defaultdict(set)
+        candidates: dict[Digest, Collection[str]] = {}
         for result in self.results.values():
             for d, sources in result.removed.items():
                 m = self.inv.manifests.get(d)
                 if m is None or not m.known:
                     continue  # fail closed: an unreadable manifest's blob and refs stay
-                candidates[d].update(sources)
+                _add_sources(candidates, d, sources)
                 for b in m.blobs:
-                    candidates[b].update(sources)
+                    _add_sources(candidates, b, sources)
         for name, result in self.results.items():
             if name in self.req.repos:
                 for b in result.layers_removed:
-                    candidates[b].add(name)
-        candidates.default_factory = None  # a plain dict from here (not copied: 100,000s)
-        out = cast(dict[Digest, AbstractSet[str]], candidates)
+                    _add_sources(candidates, b, (name,))
         if self.req.gc:
             for b in self.inv.blobs:  # without images: one shared empty set, not one each
-                out.setdefault(b, _NO_IMAGES)
-        return out
+                candidates.setdefault(b, _NO_IMAGES)
+        return candidates
 
     def _blobs(self) -> None:
         candidates = self._blob_candidates()
@@ -629,7 +628,7 @@ class _Planner:
             else:
                 self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
 
-    def _freeze_blobs(self, candidates: Mapping[Digest, AbstractSet[str]]) -> None:
+    def _freeze_blobs(self, candidates: Mapping[Digest, Collection[str]]) -> None:
         """No blob goes: something under repositories/ cannot be seen and might use any."""
         why = f"{self.freeze} cannot be seen and might reference it (fail closed)"
         for b, sources in sorted(candidates.items()):
@@ -641,9 +640,9 @@ class _Planner:
             "reference any blob (fail closed); make it readable, or remove it, and plan again",
         )
 
-    def _keepers(self, candidates: Mapping[Digest, AbstractSet[str]]) -> _Keepers:
+    def _keepers(self, candidates: Mapping[Digest, Collection[str]]) -> _Keepers:
         """The candidate blobs that something that stays references, and by what."""
-        keepers = _Keepers(named={b for b, sources in candidates.items() if sources})
+        keepers = _Keepers(named=candidates)
         for name, repo in self.inv.repositories.items():
             if name not in self.req.repos:
                 self._repo_keepers(repo, candidates, keepers)
@@ -708,6 +707,20 @@ class _Planner:
             touched = any(p in had_removed for p in tree.subtree(d))
             reason = "empty once this plan is applied" if touched else "empty directory"
             self._target(d, TargetKind.EMPTY_DIR, f"--prune: {reason}")
+
+
+def _add_sources(
+    into: dict[Digest, Collection[str]], blob: Digest, sources: Collection[str]
+) -> None:
+    """``into[blob]`` gains ``sources``. Most blobs have one removed image: they share
+    its revision's tuple; a set is made only for a blob of several (a base layer)."""
+    have = into.get(blob)
+    if have is None:  # a set may be another's (a whole repository's): not ours to grow
+        into[blob] = sources if isinstance(sources, tuple) else tuple(sources)
+    elif isinstance(have, set):
+        have.update(sources)
+    elif not all(s in have for s in sources):
+        into[blob] = {*have, *sources}
 
 
 def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:

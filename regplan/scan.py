@@ -29,8 +29,10 @@ from regplan.layout import (
     blob_data,
     layer_dir,
     name_problem,
+    parse_digest,
     printable,
     revision_dir,
+    short_of,
     tag_dir,
 )
 from regplan.tree import Event, Parts, Tree, TreeBuilder, digest_events
@@ -406,7 +408,7 @@ class _Builder:
         by many paths, links and manifests)."""
         found = self.interned.get(text)
         if found is None:
-            found = Digest.parse(text)
+            found = parse_digest(text)
             self.interned[found] = found  # the Digest is its own key: no second string
         return found
 
@@ -618,7 +620,8 @@ class _Builder:
                 self.problem(
                     path,
                     ProblemCode.UNREADABLE_MANIFEST,
-                    f"manifest {digest.short}: {parsed.error}; kept with all it might reference",
+                    f"manifest {short_of(digest)}: {parsed.error}; "
+                    "kept with all it might reference",
                 )
             self.manifests[digest] = parsed
         for name, r in self.repos.items():
@@ -630,7 +633,8 @@ class _Builder:
                     self.problem(
                         revision_dir(name, digest),
                         ProblemCode.MISSING_CHILD,
-                        f"index {digest.short} lists {child.short}, not a revision of {name}",
+                        f"index {short_of(digest)} lists {short_of(child)}, "
+                        f"not a revision of {name}",
                     )
 
     def read_created(self, read: Reader) -> None:

@@ -16,7 +16,7 @@ import attrs
 
 from regplan.errors import SelectionError
 from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag
-from regplan.layout import Digest, attached_subject, repo_dir, tag_dir, upload_dir
+from regplan.layout import Digest, attached_subject, parse_digest, repo_dir, tag_dir, upload_dir
 
 
 @attrs.frozen(kw_only=True)
@@ -93,7 +93,7 @@ class Protect:
             name, digest_text, at = "", ref, "@"
         if at:
             try:
-                digest = Digest.parse(digest_text)
+                digest = parse_digest(digest_text)
             except ValueError:
                 raise bad from None
         first, slash, rest = name.partition("/")

@@ -12,7 +12,7 @@ import enum
 
 import attrs
 
-from regplan.layout import Digest, blob_dir, repo_dir, revision_dir, tag_dir
+from regplan.layout import blob_dir, parse_digest, repo_dir, revision_dir, tag_dir
 from regplan.plan import Kept, Plan, Target
 from regplan.planfile import Source, source
 
@@ -37,11 +37,11 @@ def _parse(ref: str) -> tuple[list[str], set[str]]:
     if ref.startswith(("blobs/", "repositories/")):
         return [ref.rstrip("/")], set()
     if ref.startswith("sha256:"):
-        digest = Digest.parse(ref)
+        digest = parse_digest(ref)
         return [blob_dir(digest)], {ref}
     name, at, digest_text = ref.partition("@")
     if at:
-        digest = Digest.parse(digest_text)
+        digest = parse_digest(digest_text)
         return [revision_dir(name, digest), repo_dir(name)], {ref}
     repo, colon, tag = ref.rpartition(":")
     if colon and repo and "/" not in tag:

@@ -17,7 +17,7 @@ import pytest
 
 from regplan.demo import build_demo
 from regplan.inventory import ProblemCode
-from regplan.layout import Storage
+from regplan.layout import Storage, encoded_of
 from regplan.plan import Plan, TargetKind
 from regplan.selection import Retention, Selection
 from tests.helpers import as_nobody, hide, make_plan, remove_tree, selection, shared_tmp
@@ -179,7 +179,7 @@ def test_deeply_nested_config_with_sort_by_created(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     images = build_demo(root)
     config = images.pushes[0][2].config.digest  # type: ignore[union-attr]
-    data = v2(root) / f"blobs/sha256/{config.encoded[:2]}/{config.encoded}/data"
+    data = v2(root) / f"blobs/sha256/{encoded_of(config)[:2]}/{encoded_of(config)}/data"
     data.write_bytes(b"{" + b'"a":{' * 5000 + b"}" * 5001)
     plan = make_plan(
         root,

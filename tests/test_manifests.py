@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from regplan.layout import Digest
+from regplan.layout import Digest, parse_digest
 from regplan.manifests import ManifestKind, parse
 
 A, B, C, S = (f"sha256:{c * 64}" for c in "abcd")
 
 
 def d(text: str) -> Digest:
-    return Digest.parse(text)
+    return parse_digest(text)
 
 
 def desc(digest: str, mt: str = "application/octet-stream") -> dict[str, object]:

@@ -13,6 +13,7 @@ from regplan.layout import (
     Storage,
     blob_data,
     blob_dir,
+    encoded_of,
     layer_dir,
     repo_dir,
     revision_dir,
@@ -187,7 +188,7 @@ def test_config_blob_is_a_reference(tmp_path: Path) -> None:
     reg.push("r", a, "b")
     reg.push("s", image([{"s": b"1"}]), "s")
     # a second manifest in another repo with the same config but different layers
-    doc = a.manifest.data.replace(a.layers[0].digest.encoded.encode(), b"f" * 64)
+    doc = a.manifest.data.replace(encoded_of(a.layers[0].digest).encode(), b"f" * 64)
     other = Blob(doc, a.manifest.media_type)
     reg.blob(other)
     reg._link(revision_dir("s", other.digest), other.digest)

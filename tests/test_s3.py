@@ -22,7 +22,7 @@ from regplan.config import rootdirectory
 from regplan.demo import build_demo, digest_of
 from regplan.errors import StorageError
 from regplan.inventory import ProblemCode
-from regplan.layout import Storage, blob_data
+from regplan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
 from regplan.s3 import Bucket, S3Storage
 from tests.helpers import KEY, drafted, pem, selection, write_pub
 from tests.s3server import S3Server, client, objects, put, upload_tree
@@ -126,7 +126,7 @@ def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: P
     inv = s3scan.scan(bucket, cache=tmp_path / "c")
     repo = sorted(inv.repositories)[0]
     digest = sorted(inv.repositories[repo].layers)[0]
-    rel = f"docker/registry/v2/repositories/{repo}/_layers/{digest.algorithm}/{digest.encoded}/link"
+    rel = f"docker/registry/v2/{layer_dir(repo, digest)}/link"
     put(bucket, rel, b"garbage")
     b, counts = counting(bucket)
     damaged = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
@@ -325,7 +325,7 @@ def test_objects_over_the_threshold_are_copied_part_by_part(
     monkeypatch.setenv(s3.ENV_THRESHOLD, str(5 << 20))
     before = objects(storage)
     p = plan_file(storage, keys, tmp_path, "--gc")
-    assert any(t.path.endswith(d.encoded) for t in workflow.load_plan(p).targets)
+    assert any(t.path.endswith(encoded_of(d)) for t in workflow.load_plan(p).targets)
     r = run("apply", str(p), "--trust", str(keys[1]), "--json")
     assert r.exit_code == 0, r.output
     apply_id = json.loads(r.output)["apply_id"]
@@ -337,7 +337,7 @@ def test_objects_over_the_threshold_are_copied_part_by_part(
     assert r.exit_code == 0, r.output
     now = objects(storage)
     key = storage.key(f"docker/registry/v2/{blob_data(d)}")
-    assert now[key] == (len(big), etag, d.encoded)  # its bytes back, under a multipart ETag
+    assert now[key] == (len(big), etag, encoded_of(d))  # its bytes back, under a multipart ETag
     assert {k: v for k, v in now.items() if k != key} == {
         k: v for k, v in before.items() if k != key
     }
@@ -416,6 +416,6 @@ def test_ages_come_from_last_modified(
     assert not young.targets
     assert any("younger than --gc-min-age" in k.reason for k in young.kept)
     old = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc"))
-    assert [t.path for t in old.targets] == [f"blobs/{d.algorithm}/{d.encoded[:2]}/{d.encoded}"]
+    assert [t.path for t in old.targets] == [blob_dir(d)]
     inv = s3scan.scan(bucket, cache=tmp_path / "c")
     assert all(t.pushed_at > 0 for r in inv.repositories.values() for t in r.tags.values())

@@ -12,7 +12,7 @@ from regplan.cli import cli
 from regplan.demo import Image, Index, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
 from regplan.inventory import ProblemCode
-from regplan.layout import Digest, revision_dir, tag_dir
+from regplan.layout import Digest, encoded_of, revision_dir, short_of, tag_dir
 from regplan.plan import Plan, TargetKind
 from regplan.selection import ImageSpec, Protect, Retention, Selection, parse_protect
 from tests.helpers import make_plan
@@ -44,7 +44,7 @@ class Signed:
         self.sbom = image([{"sbom.spdx.json": b"{}"}], subject=self.v["v2"].manifest)
         reg.push(REPO, self.sbom)  # by digest, as an OCI 1.1 client does
         fallback = index([self.sbom])
-        self.fallback_tag = f"sha256-{self.v['v2'].digest.encoded}"
+        self.fallback_tag = f"sha256-{encoded_of(self.v['v2'].digest)}"
         reg.push(REPO, fallback, self.fallback_tag)
         self.fallback = fallback
         self.attached["v2"].append(self.fallback_tag)
@@ -91,13 +91,13 @@ def test_attached_tags_follow_a_removed_tag(signed: tuple[Path, Signed]) -> None
     reasons = {t.path: t.reason for t in plan.targets}
     sig = attached_tag(s.v["v3"], "sig")
     assert reasons[tag_path(sig)].startswith(
-        f"signature of {REPO}@{s.v['v3'].digest.short}, which this plan removes (tag {REPO}:v3"
+        f"signature of {REPO}@{short_of(s.v['v3'].digest)}, which this plan removes (tag {REPO}:v3"
     )
     assert reasons[tag_path(attached_tag(s.v["v3"], "att"))].startswith("attestation of ")
     # the signature's payload and config go too: nothing else uses them
     att = cosign(s.v["v3"], REPO, kind="att")
     blobs = {t.path for t in plan.targets if t.kind == TargetKind.BLOB}
-    assert all(any(b.digest.encoded in p for p in blobs) for b in att.blobs)
+    assert all(any(encoded_of(b.digest) in p for p in blobs) for b in att.blobs)
 
 
 def test_the_referrer_and_its_fallback_tag_follow_their_subject(

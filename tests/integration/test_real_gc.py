@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from regplan.cli import cli
 from regplan.demo import BASE, image, index
+from regplan.layout import encoded_of
 from tests.integration.realreg import Serve, all_refs
 
 
@@ -137,7 +138,7 @@ def test_untagged_gc_matches_an_independent_mark_and_sweep(serve: Serve, tmp_pat
     assert blobs == unreferenced
     kept = {k["path"] for k in plan["kept"]}
     for c in multi.children:
-        assert f"repositories/team/tool/_manifests/revisions/sha256/{c.digest.encoded}" in kept
+        assert f"repositories/team/tool/_manifests/revisions/sha256/{encoded_of(c.digest)}" in kept
         assert str(c.digest) not in {d for _, d in revs}
 
     reg.start()

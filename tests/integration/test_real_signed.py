@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from regplan.demo import Image, attached_tag, cosign, image, index
+from regplan.layout import encoded_of
 from tests.integration.realreg import RealRegistry, Serve
 
 REPO = "test/app"
@@ -51,7 +52,7 @@ def test_signatures_follow_their_image_through_the_real_registry(
         [{"sbom.spdx.json": b'{"spdxVersion": "SPDX-2.3"}'}], subject=versions["v2"].manifest
     )
     reg.api_push(REPO, str(sbom.digest), sbom)  # a referrer, by digest
-    fallback = f"sha256-{versions['v2'].digest.encoded}"
+    fallback = f"sha256-{encoded_of(versions['v2'].digest)}"
     reg.api_push(REPO, fallback, index([sbom]))  # the referrers fallback tag
     attached["v2"] += [fallback, str(sbom.digest)]
     for refs in attached.values():
