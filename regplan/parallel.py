@@ -92,11 +92,13 @@ def _fork(share: Share[T], k: int, n: int, counts: mmap.mmap, report: bool) -> t
             counts[8 * k : 8 * k + 8] = struct.pack("q", count)
 
         try:
-            payload = pickle.dumps((True, share(k, n, progress if report else None)), protocol=5)
+            result: tuple[bool, Any] = (True, share(k, n, progress if report else None))
         except BaseException as e:  # noqa: BLE001 - every failure goes to the parent
-            payload = pickle.dumps((False, e), protocol=5)
+            result = (False, e)
         with os.fdopen(write_fd, "wb") as out:
-            out.write(payload)
+            # pickled into the pipe as it goes: the payload is never held whole (a
+            # failure halfway leaves half a result, which the parent reports as a death)
+            pickle.dump(result, out, protocol=5)
     except BaseException:  # noqa: BLE001 - a child must never return into the caller
         status = 1
     finally:

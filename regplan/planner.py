@@ -253,8 +253,9 @@ class _Planner:
             for tag in repo.tags.values():
                 if tag.name in removed or tag.current is None:
                     continue
+                label = f"{repo.name}:{tag.name}"  # one string for all it reaches
                 for d in self._closure(repo, {tag.current: ""}):
-                    reach[d].add(f"{repo.name}:{tag.name}")
+                    reach[d].add(label)
         result = {d: tuple(sorted(n)) for d, n in reach.items()}
         self._tag_reach[repo.name] = result
         return result

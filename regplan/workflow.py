@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import logging
 import os
@@ -108,6 +109,7 @@ def make_plan(
         created=selection.retention.sort_by == "created",
         mtimes=selection.gc_min_age is not None,
     )
+    _give_back_freed_memory()
     resolved = resolve(selection, inventory, now)
     request = Request(
         argv=tuple(argv),
@@ -129,9 +131,11 @@ def make_plan(
     )
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
     try:
-        before = inventory.tree.digest
-        after = location.predicted(storage, inventory.tree, spooled.targets.paths())
-        del inventory, resolved
+        tree = inventory.tree
+        del inventory, resolved  # the passes below need only the tree and the spool
+        before = tree.digest
+        after = location.predicted(storage, tree, spooled.targets.paths())
+        del tree
         seed = codec.canonical([before.digest, codec.unstructure_request(request)])
         header = Plan(
             plan_id=f"{timestamp(now)}-{hashlib.sha256(seed).hexdigest()[:8]}",
@@ -159,6 +163,17 @@ def make_plan(
     draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
     return draft
+
+
+def _give_back_freed_memory() -> None:
+    """Return to the system what the scan freed (its shares, the walk's buffers):
+    glibc keeps freed heap for reuse, and the sweep's objects would come on top."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def write_plan(plan: Plan | Draft, path: Path) -> None:
