@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import attrs
@@ -14,9 +16,13 @@ from hypothesis import strategies as st
 from regplan import codec, spool, workflow
 from regplan.cli import cli
 from regplan.errors import SpoolError
-from regplan.layout import Storage, part_of
+from regplan.inventory import Inventory
+from regplan.layout import Digest, Storage, blob_dir, part_of
 from regplan.plan import Target, TargetKind
+from regplan.planner import decide_spooled
+from regplan.selection import Resolved
 from regplan.spool import Sorted, TargetSpool
+from regplan.tree import Tree
 from tests.helpers import KEY, NOW, pem, selection, write_pub
 
 records = st.lists(
@@ -107,3 +113,47 @@ def test_no_room_for_the_spool_is_one_line_and_no_plan(
     assert lines[-1].startswith("Error: cannot spool the plan's targets to ")
     assert "No such file or directory (set TMPDIR to a folder with room)" in lines[-1]
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def _gc_inventory(blobs: int) -> Inventory:
+    """A storage of ``blobs`` blobs that nothing references: a --gc plan removes each."""
+    digests = [Digest(f"sha256:{n:064x}") for n in range(blobs)]
+    entries = {"blobs": "d", "blobs/sha256": "d", "repositories": "d"}
+    for d in digests:
+        folder = blob_dir(d)
+        entries[folder.rsplit("/", 1)[0]] = "d"
+        entries[folder] = "d"
+        entries[f"{folder}/data"] = "f100"
+    return Inventory(
+        repositories={},
+        blobs=dict.fromkeys(digests, 100),
+        manifests={},
+        problems=(),
+        tree=Tree.from_entries(entries),
+    )
+
+
+def _sweep_peak(inventory: Inventory) -> tuple[int, int]:
+    """(targets, bytes the sweep allocated at its peak beyond what it started with)."""
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        spooled = decide_spooled(inventory, Resolved(gc=True))
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    with contextlib.closing(spooled.targets):
+        return sum(1 for _ in spooled.targets.targets()), peak
+
+
+def test_the_sweep_does_not_hold_its_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    inventory = _gc_inventory(20_000)
+    monkeypatch.setattr(spool, "RUN", 10**9)  # every target held until the end
+    held, held_peak = _sweep_peak(inventory)
+    monkeypatch.setattr(spool, "RUN", 256)
+    spooled, spooled_peak = _sweep_peak(inventory)
+    assert held == spooled == 20_000
+    # held, each target costs some 700 bytes at the peak (14 MB here); spooled, what
+    # remains is the sweep's own per-blob work (1.4 MB) and one run being sorted
+    assert spooled_peak < held_peak / 4, (held_peak, spooled_peak)
+    assert held_peak - spooled_peak > 20_000 * 400, (held_peak, spooled_peak)
