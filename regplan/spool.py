@@ -22,11 +22,10 @@ import heapq
 import marshal
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from regplan.errors import SpoolError
+from regplan import scratch
 from regplan.layout import part_of
 from regplan.plan import Target, TargetKind
 
@@ -42,7 +41,7 @@ Record = tuple[Any, ...]
 
 
 class Sorted:
-    """Tuples added in any order, read back sorted; runs spill to ``TMPDIR``."""
+    """Tuples added in any order, read back sorted; runs spill to ``scratch`` files."""
 
     def __init__(self, run: int | None = None) -> None:
         self._run = run or RUN
@@ -71,26 +70,15 @@ class Sorted:
 
     def _spill(self) -> None:
         self._buffer.sort()
-        f = None
-        try:
-            # kept open past this block: the run lives until close(); unnamed, so no one
-            # else can open it
-            f = tempfile.TemporaryFile(prefix="regplan-spool-")  # noqa: SIM115
-            size = 0
-            for start in range(0, len(self._buffer), CHUNK):
-                data = marshal.dumps(self._buffer[start : start + CHUNK])
-                f.write(_LENGTH.pack(len(data)) + data)
-                size += _LENGTH.size + len(data)
-            f.flush()
-        except OSError as e:
-            if f is not None:
-                f.close()
-            raise SpoolError(
-                f"cannot spool the plan's targets to {tempfile.gettempdir()}: {e.strerror} "
-                "(set TMPDIR to a folder with room)"
-            ) from None
-        self._runs.append((f, size))
+        f = scratch.write(_chunks(self._buffer), "the plan's targets")
+        self._runs.append((f, f.tell()))  # written to its end: its size
         self._buffer = []
+
+
+def _chunks(records: list[Record]) -> Iterator[bytes]:
+    for start in range(0, len(records), CHUNK):
+        data = marshal.dumps(records[start : start + CHUNK])
+        yield _LENGTH.pack(len(data)) + data
 
 
 def _read(f: IO[bytes], size: int) -> Iterator[Record]:

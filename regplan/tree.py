@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import bisect
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TypeAlias
 
 import attrs
 
-from regplan import fingerprint
-from regplan.errors import SpoolError
+from regplan import fingerprint, scratch
 from regplan.layout import group_by_part, part_of
 
 Event: TypeAlias = tuple[str, str, str]
@@ -88,25 +86,17 @@ class Tree:
         return tree
 
     def _store(self, blocks: dict[str, Block]) -> None:
-        f = None
-        try:
-            # unnamed: only this process reads it, and it is gone with the tree
-            f = tempfile.TemporaryFile(prefix="regplan-tree-")  # noqa: SIM115 (held)
+        """Each compressed block into one scratch file, in its place a span of it."""
+
+        def moved() -> Iterator[bytes]:
             at = 0
             for part, block in blocks.items():
                 if isinstance(block, bytes):
-                    f.write(block)
-                    blocks[part] = _Span(at, len(block))
+                    blocks[part] = _Span(at, len(block))  # a value, not a key: iteration holds
                     at += len(block)
-            f.flush()
-        except OSError as e:
-            if f is not None:
-                f.close()
-            raise SpoolError(
-                f"cannot keep the tree's index in {tempfile.gettempdir()}: {e.strerror} "
-                "(set TMPDIR to a folder with room)"
-            ) from None
-        self._file = f
+                    yield block
+
+        self._file = scratch.write(moved(), "the tree's index")
 
     @classmethod
     def from_entries(cls, entries: Mapping[str, str]) -> Tree:
@@ -202,12 +192,6 @@ class Tree:
             elif kind == "l":
                 total += len(token) - 1
         return total
-
-    def sizes(self, paths: Iterable[str]) -> Iterator[tuple[str, int]]:
-        """(path, ``bytes_under(path)``) for many paths, asked part by part (each part
-        decompressed once)."""
-        for path in sorted(paths, key=part_of):
-            yield path, self.bytes_under(path)
 
     def items(self) -> Iterator[tuple[str, str]]:
         """Every (path, token), part by part."""

@@ -110,7 +110,7 @@ def test_no_room_for_the_spool_is_one_line_and_no_plan(
     result = CliRunner().invoke(cli, [*args, "-o", str(out / "p.json")])
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
-    assert lines[-1].startswith("Error: cannot spool the plan's targets to ")
+    assert lines[-1].startswith("Error: cannot keep the plan's targets in ")
     assert "No such file or directory (set TMPDIR to a folder with room)" in lines[-1]
     assert not out.exists() or list(out.iterdir()) == []
 
