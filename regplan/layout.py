@@ -48,10 +48,6 @@ def parse_digest(text: str) -> Digest:
     return Digest(text)
 
 
-def algorithm_of(digest: Digest) -> str:
-    return digest.partition(":")[0]
-
-
 def encoded_of(digest: Digest) -> str:
     return digest.partition(":")[2]
 

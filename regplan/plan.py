@@ -171,10 +171,16 @@ class Plan:
 
 
 def summarize(targets: Iterable[Target]) -> Summary:
+    return tally((t.kind.value, t.bytes) for t in targets)
+
+
+def tally(kinds_and_bytes: Iterable[tuple[str, int]]) -> Summary:
+    """The summary of targets given as (kind, bytes): a spooled plan's are summed
+    without structuring each target again."""
     by_kind: dict[str, int] = {}
     count = size = 0
-    for t in targets:
-        by_kind[t.kind.value] = by_kind.get(t.kind.value, 0) + 1
+    for kind, n in kinds_and_bytes:
+        by_kind[kind] = by_kind.get(kind, 0) + 1
         count += 1
-        size += t.bytes
+        size += n
     return Summary(targets=count, bytes=size, by_kind=dict(sorted(by_kind.items())))

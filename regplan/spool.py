@@ -126,6 +126,11 @@ class TargetSpool:
         for _, path, _, kind, reason, refs, size in self._records():
             yield {"path": path, "kind": kind, "reason": reason, "refs": list(refs), "bytes": size}
 
+    def kinds_and_bytes(self) -> Iterator[tuple[str, int]]:
+        """(kind, bytes) of each target, in plan order: what ``plan.tally`` sums."""
+        for _, _, _, kind, _, _, size in self._records():
+            yield kind, size
+
     def paths(self) -> Iterator[str]:
         """Every target's path (a path decided twice, twice), ordered by the tree's parts."""
         for _, path in self._parts:

@@ -32,7 +32,7 @@ from regplan.plan import (
     SelectionRecord,
     Target,
     Tool,
-    summarize,
+    tally,
 )
 from regplan.planfile import PlanStream, Source
 from regplan.planner import Spooled, decide_spooled
@@ -151,7 +151,7 @@ def make_plan(
                 entries=before.entries,
                 parts=before.named_parts(),
             ),
-            summary=summarize(spooled.targets.targets()),
+            summary=tally(spooled.targets.kinds_and_bytes()),
             targets=(),
         )
         draft = Draft(header, spooled)

@@ -18,7 +18,7 @@ from regplan.cli import cli
 from regplan.errors import SpoolError
 from regplan.inventory import Inventory
 from regplan.layout import Digest, Storage, blob_dir, part_of
-from regplan.plan import Target, TargetKind
+from regplan.plan import Target, TargetKind, summarize, tally
 from regplan.planner import decide_spooled
 from regplan.selection import Resolved
 from regplan.spool import Sorted, TargetSpool
@@ -71,6 +71,7 @@ def test_the_last_decision_of_a_path_holds_and_items_are_as_the_codec_writes_the
         (blob(2), "r"),
     ]
     assert list(s.raw()) == list(codec.unstructure_items(targets))
+    assert tally(s.kinds_and_bytes()) == summarize(targets)  # the later decision's bytes
     paths = list(s.paths())
     assert paths == sorted(paths, key=lambda p: (part_of(p), p))
     s.close()
