@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,7 +181,7 @@ def test_plan_for_another_tree_exit_4(
     ("args", "code", "message"),
     [
         (["plan", "--image", "nope"], 1, "Error: --image nope: no repository matches"),
-        (["plan"], 2, "nothing selected"),
+        (["plan"], 64, "nothing selected"),
         (["plan", "--image", "team/app:v1", "--root", "/nonexistent"], 1, "no such directory"),
     ],
 )
@@ -305,8 +308,8 @@ def test_approve_and_require_signatures(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["purge"], 2, "give an APPLY_ID or --older-than AGE"),
-        (["purge", "--older-than", "soon"], 2, "age 'soon': expected a number and a unit"),
+        (["purge"], 64, "give an APPLY_ID or --older-than AGE"),
+        (["purge", "--older-than", "soon"], 64, "age 'soon': expected a number and a unit"),
         (["rollback", "nope"], 1, "no apply nope in"),
         (["history"], 0, "No applies recorded."),
     ],
@@ -333,8 +336,32 @@ def test_rule_usage_errors(
 ) -> None:
     key, _ = keys
     r = run(runner, "plan", "--root", str(demo_root), "--key", str(key), *args)
-    assert r.exit_code in (1, 2)
+    assert r.exit_code in (1, 64)
     assert message in r.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--keep-last", "3"],  # retention without --image
+        ["--untagged", "*", "--no-such-flag"],
+        ["--untagged", "*", "--older-than"],  # a missing value
+    ],
+)
+def test_a_usage_error_never_reads_as_targets_planned(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], args: list[str]
+) -> None:
+    """With --detailed-exitcode, 2 means "targets planned": a usage error exits 64."""
+    key, _ = keys
+    r = run(
+        runner, "plan", "--root", str(demo_root), "--key", str(key), "--detailed-exitcode", *args
+    )
+    assert r.exit_code == 64, r.output
+
+
+def test_unknown_command_is_a_usage_error(runner: CliRunner) -> None:
+    assert run(runner, "nosuch").exit_code == 64
+    assert run(runner, "--nosuch-option").exit_code == 64
 
 
 def test_retention_and_gc_recorded_in_plan(
@@ -397,3 +424,23 @@ def test_apply_and_rollback_advise_from_the_registry_config(
     back = run(runner, "rollback", apply_id, "--config", str(config))
     assert back.exit_code == 0, back.output
     assert "a restart does not" in back.output
+
+
+def test_a_closed_pipe_ends_show_quietly(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`regplan show PLAN | head` ends without "Error: Broken pipe" (the reader closed
+    its end before regplan wrote a line)."""
+    key, _ = keys
+    plan = tmp_path / "p.json"
+    assert make(runner, demo_root, key, plan, "--untagged", "*").exit_code == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "regplan", "show", str(plan), "--targets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) in (0, -signal.SIGPIPE)
+    assert err == b""

@@ -72,4 +72,4 @@ def test_json_is_only_json(plan_file: Path) -> None:
 
 def test_a_ref_that_is_none_of_the_forms_is_a_usage_error(plan_file: Path) -> None:
     result = run(str(plan_file), "team/app@sha256:nothex")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
