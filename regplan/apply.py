@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from regplan import confine, fingerprint, location, quarantine, signing
+from regplan import approvals, confine, fingerprint, location, quarantine, signing
 from regplan.errors import ApplyError, StalePlanError
 from regplan.journal import (
     ApplyRecord,
@@ -130,6 +130,7 @@ def record_json(r: ApplyRecord) -> dict[str, Any]:
         "targets": r.targets,
         "bytes": r.bytes,
         "note": r.note,
+        "registry": r.registry,
     }
 
 
@@ -179,13 +180,14 @@ def apply_plan(
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
     break_lock: bool = False,
+    registry: str = "",
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
     The plan is read as a stream: each step below takes one pass over its targets
     and holds none of them (only the empty folders to prune)."""
     with PlanStream(plan_path, snapshot=True) as stream:
-        signing.verify_stream(stream, trusted, required=required)
+        signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
         stream.check_items()
         plan = stream.header
         found = location.of_plan(plan, root)
@@ -199,6 +201,7 @@ def apply_plan(
                 progress=progress,
                 scan_progress=scan_progress,
                 break_lock=break_lock,
+                registry=registry,
             )
         storage = found
         with lock(storage, f"apply {plan.plan_id}"):
@@ -217,7 +220,7 @@ def apply_plan(
                 check_fresh(plan, storage, scan_progress)
                 paths = Paths(storage, _new_id(now))
                 _preflight(stream, storage, paths)
-                record = _begin(stream, paths, now)
+                record = _begin(stream, paths, now, registry)
             with Journal(paths.journal) as journal:
                 moved = _move_targets(
                     stream, paths, journal, progress, resuming=resuming is not None
@@ -314,7 +317,14 @@ def _write_new(path: Path, chunks: Iterable[bytes]) -> None:
         raise ApplyError(f"cannot write {path}: {explain(e)}; nothing was moved") from None
 
 
-def _begin(plan: PlanStream, paths: Paths, now: datetime) -> ApplyRecord:
+def rolling_back(record: ApplyRecord, now: datetime, registry: str) -> ApplyRecord:
+    """The record as a rollback begins: how it knew the registry could not write joins
+    the apply's."""
+    said = f"{record.registry}; rollback: {registry}" if record.registry else registry
+    return attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now), registry=said)
+
+
+def _begin(plan: PlanStream, paths: Paths, now: datetime, registry: str) -> ApplyRecord:
     _state_dir(paths.storage, f"{STATE_DIR}/applies/{paths.apply_id}")
     _write_new(paths.plan, plan.copy())  # the verified bytes, as read
     record = ApplyRecord(
@@ -327,6 +337,7 @@ def _begin(plan: PlanStream, paths: Paths, now: datetime) -> ApplyRecord:
         updated_at=_iso(now),
         targets=plan.counts["targets"],
         bytes=plan.header.summary.bytes,
+        registry=registry,
     )
     write_state(paths.record, record)
     fsync_dir(paths.record.parent)
@@ -496,6 +507,7 @@ def rollback(
     progress: Progress | None = None,
     scan_progress: Callable[[int], None] | None = None,
     break_lock: bool = False,
+    registry: str = "",
 ) -> RollbackResult:
     """Move everything of one apply back, recreate pruned directories; refuse on conflicts.
 
@@ -512,6 +524,7 @@ def rollback(
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,
+            registry=registry,
         )
     with lock(storage, f"rollback {apply_id}"):
         paths, record = _load_state(storage, apply_id)
@@ -525,9 +538,7 @@ def rollback(
             _refuse_out_of_order(storage, record, plan)
             pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
             back = _preflight_destinations(storage, plan, paths, pruned)
-            write_state(
-                paths.record, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
-            )
+            write_state(paths.record, rolling_back(record, now, registry))
             restored = _restore(storage, plan, paths, pruned, back, progress)
             fp = plan.header.fingerprint
         (paths.quarantine / INDEX).unlink(missing_ok=True)

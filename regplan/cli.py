@@ -20,11 +20,12 @@ import click
 from regplan import (
     __version__,
     apply,
-    codec,
+    approvals,
     location,
     online,
     render,
     report,
+    reviewjson,
     s3,
     signing,
     walkthrough,
@@ -32,7 +33,13 @@ from regplan import (
     workflow,
 )
 from regplan.config import ENV_ROOT, rootdirectory, running
-from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
+from regplan.errors import (
+    ApplyError,
+    CheckFailed,
+    RegistryUnknownError,
+    RegplanError,
+    SelectionError,
+)
 from regplan.layout import printable
 from regplan.location import Location
 from regplan.planfile import PlanStream
@@ -82,14 +89,14 @@ class RegplanGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:
-            e.exit_code = USAGE
+            vars(e)["exit_code"] = USAGE  # this error's own code, over click's class-wide 2
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
-            e.exit_code = USAGE
+            vars(e)["exit_code"] = USAGE  # this error's own code, over click's class-wide 2
             raise
         except RegplanError as e:
             click.echo(f"Error: {printable(str(e))}", err=True)
@@ -139,6 +146,11 @@ trust_option = click.option(
     "paths separated by the OS path separator]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")
+signer_option = click.option(
+    "--signer",
+    metavar="NAME",
+    help="Name recorded with the signature [default: the key's name, from KEYFILE.pub].",
+)
 
 
 def registry_options(*, required: bool) -> Callable[[Command], Command]:
@@ -196,10 +208,49 @@ def _guard(reg: dict[str, Any], allow_online: bool, command: str) -> str | None:
     url = reg["registry_url"]
     if url is None:
         return None
+    _probe(reg, url, allow_online, command)
+    return str(url)
+
+
+def _probe(reg: dict[str, Any], url: str, allow_online: bool, command: str) -> str:
+    """Probe ``url``; refuse (exit 6) when it accepts writes; what it answered."""
     with _client(url, reg["registry_user"], reg["ca_cert"], reg["insecure"]) as client:
         probe = online.guard(client, allow_online=allow_online, command=command)
     log.info("registry %s: %s (%s)", url, probe.mode.value, probe.detail)
-    return str(url)
+    return f"probed {url}: {probe.mode.value} ({probe.detail})"
+
+
+def _write_guard(
+    reg: dict[str, Any], config: Path | None, stopped: bool, allow_online: bool, command: str
+) -> tuple[str | None, str]:
+    """Before apply or rollback moves anything: how regplan knows the registry cannot
+    write, as (the URL probed, what to record). A URL, given or read from the registry's
+    config, is always probed; --registry-stopped is the operator's word; with neither,
+    nothing moves (exit 6)."""
+    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+    url = reg["registry_url"] or (running(Path(found), os.environ).url if found else None)
+    if url is not None:
+        return url, _probe(reg, url, allow_online, command)
+    if stopped:
+        return None, online.STOPPED
+    if allow_online:
+        return None, "not checked: --allow-online"
+    raise RegistryUnknownError(
+        f"{command.split()[1]} moves nothing until it knows the registry cannot write: pass "
+        "--registry-url URL (it is probed), --config CONFIG.yml (the registry's own; its "
+        "http.addr is probed) or, once the registry is stopped, --registry-stopped "
+        "(REGPLAN_REGISTRY_STOPPED=1)"
+    )
+
+
+registry_stopped_option = click.option(
+    "--registry-stopped",
+    is_flag=True,
+    envvar="REGPLAN_REGISTRY_STOPPED",
+    help="The registry is stopped (your word, recorded in the journal and history): needed "
+    "when neither --registry-url nor --config says where to probe it. "
+    "[env: REGPLAN_REGISTRY_STOPPED=1]",
+)
 
 
 def _advice(config: Path | None, url: str | None) -> str:
@@ -276,7 +327,12 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.argument("keyfile", type=PathArg)
-@click.option("--comment", default=default_signer, help="Written after the public key.")
+@click.option(
+    "--comment",
+    default=default_signer,
+    help="The key holder's name, written after the public key and recorded with every "
+    "signature the key makes (e.g. bob@review). [default: USER@HOST]",
+)
 def keygen(keyfile: Path, comment: str) -> None:
     """Write an Ed25519 KEYFILE (0600) and KEYFILE.pub."""
     keyid = signing.keygen(keyfile, comment=comment)
@@ -353,7 +409,7 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
     help="Images that must survive, whatever else is asked: lines repo:tag, "
     "repo@sha256:... or sha256:... ('-' reads stdin; # comments). Repeatable.",
 )
-@click.option("--signer", default=default_signer, help="Name recorded with the signature.")
+@signer_option
 @json_option
 @quiet_option
 @click.option(
@@ -369,7 +425,7 @@ def plan(
     config: Path | None,
     key: Path,
     output: Path | None,
-    signer: str,
+    signer: str | None,
     as_json: bool,
     quiet: bool,
     detailed_exitcode: bool,
@@ -385,13 +441,14 @@ def plan(
             err=True,
         )
     t = now()
+    private = signing.load_private(key)
     with _progress("scanning paths", quiet=quiet, as_json=as_json) as scanning:
         made = workflow.make_plan(
             storage=storage,
             selection=selection,
             argv=_argv(storage, sel),
-            key=signing.load_private(key),
-            signer=signer,
+            key=private,
+            signer=signer or signing.key_name(key, private),
             now=t,
             progress=scanning.count,
         )
@@ -495,31 +552,39 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]), default="text"
 )
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--targets", is_flag=True, help="Text: also list every directory the plan removes.")
-def show(plan_file: Path, fmt: str, targets: bool) -> None:
-    """Print a plan for review (does not check signatures; use verify).
+@click.option(
+    "--trust",
+    "trust",
+    type=ExistingFile,
+    multiple=True,
+    envvar="REGPLAN_TRUST",
+    help="Check the signatures (in the plan and beside it) against these public keys; "
+    "without it every signature is shown as NOT VERIFIED. [env: REGPLAN_TRUST]",
+)
+def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[Path, ...]) -> None:
+    """Print a plan for review: what it removes and keeps, image by image, and its
+    signatures (checked with --trust).
 
     The plan is read as a stream: a plan of any size is summarized in flat memory."""
+    fmt = "json" if as_json else fmt
     with PlanStream(plan_file) as loaded:
+        checked = approvals.checked(loaded, signing.trusted_from(trust))
         if fmt == "json":
-            lists = {
-                "targets": loaded.targets(),
-                "kept": loaded.kept(),
-                "problems": loaded.problems(),
-            }
-            for chunk in codec.stream_pretty_chunks(loaded.header, lists):
+            for chunk in reviewjson.review_json_chunks(loaded, checked):
                 click.echo(chunk, nl=False)
         elif fmt in ("markdown", "html"):
             # the SHA-256 of the very bytes rendered (the stream's first pass took it)
             pinned = render.PlanFile(name=str(plan_file), sha256=loaded.sha256)
             page = (
-                render.markdown(loaded, pinned)
+                render.markdown(loaded, pinned, checked)
                 if fmt == "markdown"
-                else report.html(loaded, pinned)
+                else report.html(loaded, pinned, checked)
             )
             click.echo(page, nl=False)
         else:
-            for line in render.text_lines(loaded, targets=targets):
+            for line in render.text_lines(loaded, targets=targets, signatures=checked):
                 click.echo(line)
 
 
@@ -599,19 +664,20 @@ def verify(
     required=True,
     help="The reviewer's private key. [env: REGPLAN_KEY]",
 )
-@click.option("--signer", default=default_signer, help="Name recorded with the signature.")
+@signer_option
 @trust_option
-def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) -> None:
-    """Co-sign PLAN as approver (with --trust, check the existing signatures first)."""
-    approved = workflow.approve(
+def approve(plan_file: Path, key: Path, signer: str | None, trust: tuple[Path, ...]) -> None:
+    """Co-sign PLAN as approver: check every signature it has against --trust, then write
+    the approval beside it (PLAN.approval-KEY.sig); PLAN's bytes never change."""
+    private = signing.load_private(key)
+    header, written = workflow.approve(
         plan_file,
-        key=signing.load_private(key),
-        signer=signer,
+        key=private,
+        signer=signer or signing.key_name(key, private),
         now=now(),
         trusted=signing.trusted_from(trust),
     )
-    roles = ", ".join(f"{s.role} {s.signer}" for s in approved.signatures)
-    click.echo(f"Approved plan {approved.plan_id}; signatures: {roles}")
+    click.echo(f"Approved plan {header.plan_id}: wrote {written} (the plan file is unchanged)")
 
 
 @cli.command("apply")
@@ -626,6 +692,7 @@ def approve(plan_file: Path, key: Path, signer: str, trust: tuple[Path, ...]) ->
     help="Distinct trusted keys that must have signed.",
 )
 @registry_options(required=False)
+@registry_stopped_option
 @allow_online_option
 @break_lock_option
 @json_option
@@ -636,6 +703,7 @@ def apply_cmd(
     root: str | None,
     config: Path | None,
     require_signatures: int,
+    registry_stopped: bool,
     allow_online: bool,
     break_lock: bool,
     as_json: bool,
@@ -643,7 +711,9 @@ def apply_cmd(
     **reg: Any,
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
-    url = _guard(reg, allow_online, f"regplan apply {plan_file}")
+    url, said = _write_guard(
+        reg, config, registry_stopped, allow_online, f"regplan apply {plan_file}"
+    )
     with (
         _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
         _progress("moving", quiet=quiet, as_json=as_json) as moving,
@@ -657,6 +727,7 @@ def apply_cmd(
             progress=moving.fraction,
             scan_progress=scanning.count,
             break_lock=break_lock,
+            registry=said,
         )
     if as_json:
         emit_json(render.result_json(result))
@@ -675,6 +746,7 @@ def apply_cmd(
 @click.argument("apply_id")
 @storage_options
 @registry_options(required=False)
+@registry_stopped_option
 @allow_online_option
 @break_lock_option
 @json_option
@@ -683,6 +755,7 @@ def rollback(
     apply_id: str,
     root: str | None,
     config: Path | None,
+    registry_stopped: bool,
     allow_online: bool,
     break_lock: bool,
     as_json: bool,
@@ -691,7 +764,9 @@ def rollback(
 ) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
     storage = _storage(root, config)
-    url = _guard(reg, allow_online, f"regplan rollback {apply_id}")
+    url, said = _write_guard(
+        reg, config, registry_stopped, allow_online, f"regplan rollback {apply_id}"
+    )
     with (
         _progress("moving back", quiet=quiet, as_json=as_json) as moving,
         _progress("checking paths", quiet=quiet, as_json=as_json) as scanning,
@@ -703,6 +778,7 @@ def rollback(
             progress=moving.fraction,
             scan_progress=scanning.count,
             break_lock=break_lock,
+            registry=said,
         )
     if as_json:
         emit_json(render.result_json(result))

@@ -57,13 +57,13 @@ def canonical(obj: Any) -> bytes:
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 """A JSON string as json.dumps(ensure_ascii=False) writes it (the C encoder)."""
 
-LISTS = ("targets", "kept", "problems")
+LISTS = ("targets", "kept", "problems", "images")
 """The fields that grow with the tree: written and hashed item by item, never whole."""
 
 
 def _lists(plan: Plan) -> tuple[dict[str, Any], dict[str, Iterable[Any]]]:
     """The plan without its long lists, and those lists unstructured lazily."""
-    short = unstructure(attrs.evolve(plan, targets=(), kept=(), problems=()))
+    short = unstructure(attrs.evolve(plan, targets=(), kept=(), problems=(), images=()))
     return short, {name: map(_converter.unstructure, getattr(plan, name)) for name in LISTS}
 
 

@@ -82,6 +82,9 @@ class Running:
     cache: str | None
     """``storage.cache.blobdescriptor``: ``inmemory``, ``redis`` or None."""
     redis_addr: str | None
+    url: str | None = None
+    """Where it listens, from ``http.addr``, ``http.tls`` and ``http.prefix`` (None on
+    a unix socket): what apply and rollback probe."""
 
 
 def _section(doc: Mapping[str, object], *keys: str) -> Mapping[str, object]:
@@ -99,8 +102,30 @@ def running(config: Path, env: Mapping[str, str]) -> Running:
     kind = _section(doc, "storage", "cache").get("blobdescriptor")
     addr = _section(doc, "redis").get("addr")
     return Running(
+        url=listening(doc, env),
         readonly=(flag.lower() == "true") if flag else enabled is True,
         cache=env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR")
         or (kind if isinstance(kind, str) else None),
         redis_addr=env.get("REGISTRY_REDIS_ADDR") or (str(addr) if addr else None),
     )
+
+
+def listening(doc: Mapping[str, object], env: Mapping[str, str]) -> str | None:
+    """The URL the registry answers on, as its own configuration says: ``http.addr``
+    (``REGISTRY_HTTP_ADDR``; a wildcard host is asked on loopback), https when
+    ``http.tls`` names a certificate or letsencrypt, and ``http.prefix``."""
+    http = _section(doc, "http")
+    net = env.get("REGISTRY_HTTP_NET") or http.get("net")
+    if net not in (None, "", "tcp"):
+        return None  # a unix socket: nothing to ask over HTTP
+    addr = env.get("REGISTRY_HTTP_ADDR") or http.get("addr") or ":5000"
+    host, sep, port = str(addr).rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)  # noqa: S104
+    tls = _section(doc, "http", "tls")
+    secure = bool(
+        env.get("REGISTRY_HTTP_TLS_CERTIFICATE") or tls.get("certificate") or tls.get("letsencrypt")
+    )
+    prefix = str(env.get("REGISTRY_HTTP_PREFIX") or http.get("prefix") or "").strip("/")
+    return f"{'https' if secure else 'http'}://{host}:{port}" + (f"/{prefix}" if prefix else "")

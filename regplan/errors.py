@@ -67,5 +67,10 @@ class RegistryOnlineError(RegplanError):
     exit_code = 6
 
 
+class RegistryUnknownError(RegistryOnlineError):
+    """Nothing says the registry cannot write: no URL to probe, no config, no
+    --registry-stopped. Apply and rollback move nothing (exit 6)."""
+
+
 class CheckFailed(RegplanError):  # noqa: N818 (what the user reads: the check failed)
     """``regplan check`` found a broken image, or a removed one still served."""

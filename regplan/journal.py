@@ -49,6 +49,9 @@ class ApplyRecord:
     bytes: int
     """Bytes the plan moves into quarantine (0 once rolled back or purged)."""
     note: str = ""
+    registry: str = ""
+    """How regplan knew the registry could not write when it applied (and rolled back):
+    a probe's answer, or the operator's --registry-stopped."""
 
 
 _converter = codec.make_converter()

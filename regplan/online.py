@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported when a registry
     from regplan.regclient import Probe, RegistryClient
 
 
+STOPPED = "the operator said the registry is stopped (--registry-stopped)"
+"""What the journal records when the operator's word is all regplan has."""
+
+
 def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
     """Probe the registry; refuse (exit 6) when it accepts writes, unless allowed.
 

@@ -14,14 +14,35 @@ from collections.abc import Sequence
 
 import attrs
 
-from regplan.layout import attached_kind, attached_subject, split_repo
-from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind
+from regplan.layout import Digest, attached_kind, attached_subject, short_of, split_repo
+from regplan.plan import Image, Kept, Plan, PlanProblem, Target, TargetKind, Verdict
 from regplan.planfile import Source, source
 
 FIRST = 200
 """Kept entries and problems an overview holds at the most (the longest view's cap)."""
 NAMED_TAGS = 5
 """Tags named in a repository's line; the rest are counted."""
+
+
+WORDS = {
+    "repository": ("repository folder", "repository folders"),
+    "tag": ("tag", "tags"),
+    "tag_index": ("tag history entry", "tag history entries"),
+    "revision": ("manifest", "manifests"),
+    "layer_link": ("layer link", "layer links"),
+    "upload": ("unfinished upload", "unfinished uploads"),
+    "blob": ("blob", "blobs"),
+    "empty_dir": ("empty folder", "empty folders"),
+    "untagged manifest": ("untagged manifest", "untagged manifests"),
+    "image": ("image", "images"),
+}
+"""A target kind (or another counted thing) in words: singular, plural."""
+
+
+def counted(n: int, kind: str) -> str:
+    """``1 layer link``, ``3 tag history entries``."""
+    one, many = WORDS.get(kind, (kind, kind))
+    return f"{n} {one if n == 1 else many}"
 
 
 def _repo_of_ref(ref: str) -> str:
@@ -33,6 +54,8 @@ def _repo_of_ref(ref: str) -> str:
 
 def target_repo(target: Target) -> str:
     """The repository a target's bytes are counted under (blobs: their first reference)."""
+    if target.kind is TargetKind.EMPTY_DIR:
+        return "(empty folders)"  # --prune's: not what the request does to a repository
     split = split_repo(target.path)
     if split is not None:
         return split[0]
@@ -59,6 +82,8 @@ class Overview:
     problems_count: int
     problems: Sequence[PlanProblem]
     """The first FIRST problems, in the plan's order."""
+    image_records: ImagesOverview | None = None
+    """What the plan does image by image (None: a plan made before plans recorded it)."""
 
 
 @attrs.define
@@ -99,7 +124,7 @@ class _Tally:
         ):
             self.untagged[split[0]] += 1
         if t.kind not in (TargetKind.REPOSITORY, TargetKind.TAG, TargetKind.REVISION):
-            self.other[repo][t.kind.value.replace("_", " ")] += 1
+            self.other[repo][t.kind.value] += 1
 
     def by_repository(self) -> list[tuple[str, int, int]]:
         rows = ((r, n, self.size[r]) for r, n in self.count.items())
@@ -130,10 +155,10 @@ class _Tally:
             if tags:
                 shown = ", ".join(tags[:NAMED_TAGS])
                 more = f" and {len(tags) - NAMED_TAGS} more" if len(tags) > NAMED_TAGS else ""
-                parts.append(f"{len(tags)} tag(s) ({shown}{more})")
+                parts.append(f"{counted(len(tags), 'tag')} ({shown}{more})")
             if self.untagged.get(repo):
-                parts.append(f"{self.untagged[repo]} untagged manifest(s)")
-            parts += [f"{n} {kind}(s)" for kind, n in sorted(self.other.get(repo, {}).items())]
+                parts.append(counted(self.untagged[repo], "untagged manifest"))
+            parts += [counted(n, kind) for kind, n in sorted(self.other.get(repo, {}).items())]
             out[repo] = ", ".join(parts)
         return out
 
@@ -153,4 +178,115 @@ def overview(plan: Plan | Source) -> Overview:
         kept=tuple(itertools.islice(src.kept(), FIRST)),
         problems_count=src.counts["problems"],
         problems=tuple(itertools.islice(src.problems(), FIRST)),
+        image_records=images_overview(src),
+    )
+
+
+SHOWN_REPOS = 15
+"""Repositories a review lists image by image; the rest are counted."""
+SHOWN_IMAGES = 6
+"""Images of each verdict listed per repository; the rest are counted."""
+
+
+@attrs.define
+class RepoImages:
+    """One repository's images as a review shows them: the first few of each verdict,
+    and counts of all. An attached tag (signature, attestation ...) with its image's
+    verdict is folded into that image's line (``v1 (+ signature)``); one without (an
+    orphan, a signature kept while its image goes) is a line of its own."""
+
+    name: str
+    removed: list[Image] = attrs.field(factory=list)
+    kept: list[Image] = attrs.field(factory=list)
+    counts: dict[Verdict, int] = attrs.field(factory=lambda: defaultdict(int))
+    bytes_removed: int = 0
+    tags_of: dict[str, str] = attrs.field(factory=dict)
+    """image (``repo@digest``) -> its first tag: how an attached tag names its image."""
+    verdict_of: dict[str, Verdict] = attrs.field(factory=dict)
+    attached: list[Image] = attrs.field(factory=list)
+    """Attached tags, until ``finish`` folds them into their images' lines."""
+    kinds_of: dict[str, list[str]] = attrs.field(factory=lambda: defaultdict(list))
+    """image (``repo@digest``) -> the kinds of its folded attached tags."""
+
+    def add(self, image: Image, cap: int) -> None:
+        if image.attached_to is not None:
+            self.attached.append(image)
+            return
+        if image.digest:
+            self.verdict_of.setdefault(f"{image.repo}@{image.digest}", image.verdict)
+            if image.tag is not None:
+                self.tags_of.setdefault(f"{image.repo}@{image.digest}", image.tag)
+        self._count(image, cap)
+
+    def _count(self, image: Image, cap: int) -> None:
+        self.counts[image.verdict] += 1
+        if image.verdict is Verdict.REMOVED:
+            self.bytes_removed += image.bytes
+        shown = self.removed if image.verdict is Verdict.REMOVED else self.kept
+        if image.verdict is not Verdict.UNTOUCHED and len(shown) < cap:
+            shown.append(image)
+
+    def finish(self, cap: int) -> RepoImages:
+        for image in self.attached:
+            subject = image.attached_to or ""
+            if self.verdict_of.get(subject) is image.verdict:
+                self.kinds_of[subject].append(image.kind)
+            else:
+                self._count(image, cap)
+        self.attached = []
+        return self
+
+    @property
+    def touched(self) -> bool:
+        return bool(self.counts[Verdict.REMOVED] or self.counts[Verdict.KEPT])
+
+    def label(self, image: Image) -> str:
+        """``v1``, ``@sha256:43d63be8dd5f (untagged)``, ``signature of v1``."""
+        if image.attached_to is not None:
+            subject = self.tags_of.get(image.attached_to)
+            of = subject or "@" + short_of(Digest(image.attached_to.partition("@")[2]))
+            return f"{image.kind} of {of}"
+        name = image.tag or f"@{short_of(Digest(image.digest or '?'))} (untagged)"
+        kinds = sorted(self.kinds_of.get(f"{image.repo}@{image.digest}", ()))
+        return f"{name} (+ {', '.join(kinds)})" if kinds else name
+
+    def summary(self) -> str:
+        """``removes 2 of 5 images, keeps 3``"""
+        removed, kept = self.counts[Verdict.REMOVED], self.counts[Verdict.KEPT]
+        total = removed + kept + self.counts[Verdict.UNTOUCHED]
+        if not self.touched:
+            return f"untouched ({total} images)"
+        return f"removes {removed} of {total} images, keeps {kept}"
+
+
+@attrs.frozen(kw_only=True)
+class ImagesOverview:
+    """The plan's image records, grouped for a review (None for plans made before
+    plans recorded them)."""
+
+    repos: Sequence[RepoImages]
+    """Touched repositories: most bytes removed first, then by name."""
+    removed: int
+    kept: int
+    untouched_repos: int
+    untouched_images: int
+
+
+def images_overview(src: Source, cap: int = SHOWN_IMAGES) -> ImagesOverview | None:
+    """One pass over the plan's image records (sorted by repository)."""
+    if not src.counts.get("images"):
+        return None
+    repos: dict[str, RepoImages] = {}
+    for image in src.images():
+        repos.setdefault(image.repo, RepoImages(image.repo)).add(image, cap)
+    for repo in repos.values():
+        repo.finish(cap)
+    touched = [r for r in repos.values() if r.touched]
+    untouched = [r for r in repos.values() if not r.touched]
+    return ImagesOverview(
+        repos=sorted(touched, key=lambda r: (-r.bytes_removed, r.name)),
+        removed=sum(r.counts[Verdict.REMOVED] for r in touched),
+        kept=sum(r.counts[Verdict.KEPT] for r in touched),
+        untouched_repos=len(untouched),
+        untouched_images=sum(r.counts[Verdict.UNTOUCHED] for r in repos.values()),
     )

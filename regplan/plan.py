@@ -63,6 +63,43 @@ class Kept:
     refs: tuple[str, ...] = ()
 
 
+class Verdict(enum.Enum):
+    """What a plan does to an image."""
+
+    REMOVED = "removed"
+    KEPT = "kept"
+    """A rule of the request looked at it and keeps it (the reason names the rule)."""
+    UNTOUCHED = "untouched"
+    """No rule of the request selects its repository."""
+
+
+@attrs.frozen(kw_only=True)
+class Image:
+    """An image as the plan found it and what the plan does to it: a tag, an untagged
+    manifest (``tag`` None), or an attached tag (``attached_to`` names its image)."""
+
+    repo: str
+    tag: str | None = None
+    digest: str | None = None
+    """The manifest (a tag's current one); None when a tag's link cannot be read."""
+    verdict: Verdict
+    reason: str
+    """The rule that decided (``rank 2 of keep-last 3 by push time``, ``requested: …``)."""
+    attached_to: str | None = None
+    """An attached tag's (signature's, attestation's ...) image: ``repo@digest``."""
+    kind: str = "image"
+    """``image``, ``untagged``, or what an attached tag holds (``signature`` ...)."""
+    bytes: int = 0
+    """The image's size: its manifest, config and layers (an index's children too),
+    each blob once; shared blobs count in every image that uses them."""
+
+    @property
+    def name(self) -> str:
+        if self.tag is not None:
+            return f"{self.repo}:{self.tag}"
+        return f"{self.repo}@{self.digest}"
+
+
 @attrs.frozen(kw_only=True)
 class PlanProblem:
     path: str
@@ -167,6 +204,9 @@ class Plan:
     targets: tuple[Target, ...]
     kept: tuple[Kept, ...] = ()
     problems: tuple[PlanProblem, ...] = ()
+    images: tuple[Image, ...] = ()
+    """Every tag found when planned (and the untagged manifests a rule looked at), with
+    what the plan does to each and why: what the reviews show. Older plans have none."""
     signatures: tuple[Signature, ...] = ()
 
 

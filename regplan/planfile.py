@@ -36,7 +36,7 @@ import ijson
 
 from regplan import codec
 from regplan.errors import PlanFormatError
-from regplan.plan import FORMAT, Kept, Plan, PlanProblem, Target
+from regplan.plan import FORMAT, Image, Kept, Plan, PlanProblem, Target
 
 
 class Source(Protocol):
@@ -56,13 +56,15 @@ class Source(Protocol):
 
     def problems(self) -> Iterator[PlanProblem]: ...
 
+    def images(self) -> Iterator[Image]: ...
+
 
 class InMemory:
     """A plan already held whole, as a Source."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.header = attrs.evolve(plan, targets=(), kept=(), problems=())
+        self.header = attrs.evolve(plan, targets=(), kept=(), problems=(), images=())
         self.counts = {name: len(getattr(plan, name)) for name in codec.LISTS}
 
     def targets(self) -> Iterator[Target]:
@@ -73,6 +75,9 @@ class InMemory:
 
     def problems(self) -> Iterator[PlanProblem]:
         return iter(self.plan.problems)
+
+    def images(self) -> Iterator[Image]:
+        return iter(self.plan.images)
 
 
 def source(plan: Plan | Source) -> Source:
@@ -182,7 +187,7 @@ class PlanStream:
     def check_items(self) -> None:
         """Structure every item once (and forget it): a plan that is not valid says so
         before anything uses it."""
-        for _ in itertools.chain(self.targets(), self.kept(), self.problems()):
+        for _ in itertools.chain(self.targets(), self.kept(), self.problems(), self.images()):
             pass
 
     def targets(self) -> Iterator[Target]:
@@ -198,6 +203,10 @@ class PlanStream:
             yield codec.structure_item(
                 item, PlanProblem, source=self.source, where=f"problems[{i}]"
             )
+
+    def images(self) -> Iterator[Image]:
+        for i, item in enumerate(self.raw_items("images")):
+            yield codec.structure_item(item, Image, source=self.source, where=f"images[{i}]")
 
 
 class _Reader:

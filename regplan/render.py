@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +14,16 @@ if TYPE_CHECKING:
     from regplan.check import Report as CheckReport
     from regplan.journal import ApplyRecord
     from regplan.why import Answer as WhyAnswer
-from regplan.overview import Overview, overview
-from regplan.plan import Plan, Target, TargetKind
+from regplan.overview import (
+    SHOWN_REPOS,
+    ImagesOverview,
+    Overview,
+    counted,
+    overview,
+)
+from regplan.plan import Plan, Target, TargetKind, Verdict
 from regplan.planfile import Source, source
+from regplan.signing import Checked, State
 
 
 def human_bytes(n: int) -> str:
@@ -41,22 +48,71 @@ def _refs(refs: tuple[str, ...]) -> str:
     return ", ".join(refs)
 
 
+def unchecked(plan: Plan) -> list[Checked]:
+    """A plan's own signatures, none of them verified (what a view shows without --trust)."""
+    return [
+        Checked(
+            keyid=g.keyid,
+            role=g.role,
+            signer=g.signer,
+            signed_at=g.signed_at,
+            source="plan",
+            state=State.NOT_VERIFIED,
+        )
+        for g in plan.signatures
+    ]
+
+
+def signatures_heading(checked: Sequence[Checked]) -> str:
+    """What the signature list below it means: checked, or not."""
+    if not checked:
+        return "Signatures: none"
+    if all(c.state is State.NOT_VERIFIED for c in checked):
+        return (
+            f"Signatures ({len(checked)}, NOT VERIFIED: the names are what the plan claims; "
+            "pass --trust KEY.pub to check them)"
+        )
+    valid = sum(c.state is State.VALID for c in checked)
+    return f"Signatures ({len(checked)}, checked against the trusted keys: {valid} valid)"
+
+
+def signature_line(c: Checked) -> str:
+    """``VALID approver bob@review (ed25519:…) at …, in PLAN.approval-….sig``"""
+    return f"{c.state.value} {c.role} {who(c)} ({c.keyid}) at {c.signed_at}{where(c)}"
+
+
+def _place(c: Checked) -> str:
+    return c.source + (f": {c.detail}" if c.detail else "")
+
+
+def where(c: Checked) -> str:
+    """Where a signature was found, and what is wrong with it."""
+    place = "" if c.source == "plan" else f", in {c.source}"
+    return place + (f": {c.detail}" if c.detail else "")
+
+
 SUMMARY_CAP = 30
 """Rows of each list in the text summary; the rest is counted (``show --targets``)."""
 
 
-def text(plan: Plan | Source, *, targets: bool = False) -> str:
+def text(
+    plan: Plan | Source, *, targets: bool = False, signatures: Sequence[Checked] | None = None
+) -> str:
     """The review summary (a few hundred lines at most, whatever the plan's size), or,
     with ``targets``, every directory the plan removes as well."""
-    return "".join(f"{line}\n" for line in text_lines(plan, targets=targets))
+    lines = text_lines(plan, targets=targets, signatures=signatures)
+    return "".join(f"{line}\n" for line in lines)
 
 
-def text_lines(plan: Plan | Source, *, targets: bool = False) -> Iterator[str]:
+def text_lines(
+    plan: Plan | Source, *, targets: bool = False, signatures: Sequence[Checked] | None = None
+) -> Iterator[str]:
     """``text`` line by line: the summary from one pass over the targets, then, with
-    ``targets``, every target from a second pass, printed as it is read."""
+    ``targets``, every target from a second pass, printed as it is read. ``signatures``:
+    as checked (default: the plan's own, not verified)."""
     src = source(plan)
     ov = overview(src)
-    yield from _summary_lines(ov)
+    yield from _summary_lines(ov, unchecked(ov.header) if signatures is None else signatures)
     if targets and ov.header.summary.targets:
         yield from _every_target(ov.header, src.targets())
     elif ov.header.summary.targets:
@@ -64,7 +120,7 @@ def text_lines(plan: Plan | Source, *, targets: bool = False) -> Iterator[str]:
         yield "Every directory, with its reason: regplan show PLAN --targets"
 
 
-def _summary_lines(ov: Overview) -> Iterator[str]:
+def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]:
     plan = ov.header
     fp = plan.fingerprint
     yield f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})"
@@ -73,20 +129,22 @@ def _summary_lines(ov: Overview) -> Iterator[str]:
     yield f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})"
     yield ""
     s = plan.summary
+    records = ov.image_records
+    if records is not None:
+        yield from _image_lines(records)
     if not s.targets:
         yield "Nothing to remove."
     else:
-        kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items())
-        yield f"Removes {s.targets} directories, {human_bytes(s.bytes)} ({kinds})."
-        if ov.images:
+        yield f"Frees {human_bytes(s.bytes)}: {storage_words(s.by_kind)}."
+        if ov.images and records is None:
             yield ""
             yield f"Images removed ({len(ov.images)}):"
             yield from _capped_lines([f"  {image_line(i, k)}" for i, k in ov.images], "images")
         yield ""
-        yield f"By repository ({len(ov.by_repository)}, largest first):"
+        yield f"Storage detail by repository ({len(ov.by_repository)}, largest first):"
         yield from _capped_lines(
             [
-                f"  {repo}: {ov.what[repo]}; {human_bytes(size)} in {n} directories"
+                f"  {repo}: {ov.what[repo]}; {human_bytes(size)}"
                 for repo, n, size in ov.by_repository
             ],
             "repositories",
@@ -123,9 +181,52 @@ def _summary_lines(ov: Overview) -> Iterator[str]:
             total=ov.problems_count,
         )
     yield ""
-    yield "Signatures:"
-    sigs = [f"  {g.role}: {g.signer} ({g.keyid}) at {g.signed_at}" for g in plan.signatures]
-    yield from sigs or ["  none"]
+    yield signatures_heading(signatures) + (":" if signatures else "")
+    yield from (f"  {signature_line(c)}" for c in signatures)
+
+
+def storage_words(by_kind: Mapping[str, int]) -> str:
+    """``2 tags, 3 manifests, 4 layer links`` in removal order."""
+    order = {k.value: k.phase for k in TargetKind}
+    kinds = sorted(by_kind.items(), key=lambda kv: order.get(kv[0], len(order)))
+    return ", ".join(counted(n, k) for k, n in kinds) or "nothing"
+
+
+def images_headline(records: ImagesOverview) -> str:
+    """``Removes 5 images and keeps 9 in 4 repositories; 2 repositories untouched.``"""
+    touched = len(records.repos)
+    line = (
+        f"Removes {counted(records.removed, 'image')} and keeps {records.kept} in "
+        f"{touched} {'repository' if touched == 1 else 'repositories'}"
+    )
+    if records.untouched_repos:
+        images = counted(records.untouched_images, "image")
+        line += f"; {records.untouched_repos} more untouched ({images})"
+    return line + "."
+
+
+def _image_lines(records: ImagesOverview) -> Iterator[str]:
+    """Per touched repository: its images removed (-) and kept (+), each with the rule."""
+    yield images_headline(records) + "  (- removed, + kept; sizes count shared layers)"
+    for repo in records.repos[:SHOWN_REPOS]:
+        yield ""
+        yield f"{repo.name}: {repo.summary()}"
+        width = max(len(repo.label(i)) for i in (*repo.removed, *repo.kept))
+        for mark, shown, verdict in (
+            ("-", repo.removed, Verdict.REMOVED),
+            ("+", repo.kept, Verdict.KEPT),
+        ):
+            yield from (
+                f"  {mark} {repo.label(i):<{width}}  {human_bytes(i.bytes):>9}  {i.reason}"
+                for i in shown
+            )
+            more = repo.counts[verdict] - len(shown)
+            if more:
+                yield f"  {mark} … and {more} more {verdict.value}"
+    if len(records.repos) > SHOWN_REPOS:
+        yield ""
+        yield f"… and {len(records.repos) - SHOWN_REPOS} more repositories (regplan show --json)"
+    yield ""
 
 
 def _every_target(plan: Plan, targets: Iterable[Target]) -> Iterator[str]:
@@ -183,25 +284,32 @@ def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) 
     return [*rows[:cap], f"| … {total - cap} more {more} |"]
 
 
-def markdown(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
+def markdown(
+    plan: Plan | Source,
+    plan_file: PlanFile | None = None,
+    signatures: Sequence[Checked] | None = None,
+) -> str:
     """A change-ticket view of any plan in at most MARKDOWN_LIMIT characters: what goes in
     image terms, bytes by repository, what is kept because shared or protected, problems,
     signatures, and the exact verify and apply commands; the full list stays in the plan
     file it pins by SHA-256."""
     ov = overview(plan)
+    checked = unchecked(ov.header) if signatures is None else signatures
     cap = 40
     while True:
-        text = _markdown(ov, plan_file, cap)
+        text = _markdown(ov, plan_file, checked, cap)
         if len(text) <= MARKDOWN_LIMIT or cap <= 1:
             return text[:MARKDOWN_LIMIT]
         cap //= 2
 
 
-def _markdown(ov: Overview, plan_file: PlanFile | None, cap: int) -> str:
+def _markdown(
+    ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked], cap: int
+) -> str:
     plan = ov.header
     fp = plan.fingerprint
     s = plan.summary
-    kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
+    kinds = storage_words(s.by_kind)
     name = plan_file.name if plan_file is not None else "PLAN"
     out = [f"# regplan plan `{plan.plan_id}`", "", "| | |", "|---|---|"]
     if plan_file is not None:
@@ -210,14 +318,17 @@ def _markdown(ov: Overview, plan_file: PlanFile | None, cap: int) -> str:
         f"| Root | `{_clip(plan.root)}` |",
         f"| Command | `{_clip(command_line(plan), 400)}` |",
         f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
-        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({kinds}) |",
+        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({_cell(kinds)}) |",
         f"| Keeps | {ov.kept_count} touched but still needed |",
         f"| Problems | {ov.problems_count} |",
         f"| Fingerprint | `{fp.before[:16]}` -> `{fp.after[:16]}` ({fp.entries} paths) |",
-        f"| Signatures | {len(plan.signatures)} |",
+        f"| Signatures | {_cell(signatures_heading(signatures))} |",
         "",
     ]
-    images = ov.images
+    records = ov.image_records
+    if records is not None:
+        out += _markdown_images(records, cap)
+    images = ov.images if records is None else []
     if images:
         out += [f"## Images removed ({len(images)})", "", "| Image | With it |", "|---|---|"]
         rows = [f"| `{_clip(i)}` | {', '.join(k) or ''} |" for i, k in images]
@@ -225,7 +336,7 @@ def _markdown(ov: Overview, plan_file: PlanFile | None, cap: int) -> str:
     by_repo = ov.by_repository
     if by_repo:
         out += [
-            "## Bytes by repository",
+            "## Storage detail: bytes by repository",
             "",
             "| Repository | Directories | Bytes |",
             "|---|--:|--:|",
@@ -256,25 +367,88 @@ def _markdown(ov: Overview, plan_file: PlanFile | None, cap: int) -> str:
         ]
         rows = [f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |" for p in ov.problems]
         out += [*_capped(rows, cap // 2 or 1, "problems", ov.problems_count), ""]
-    out += ["## Signatures", "", "| Role | Signer | Key | Signed at |", "|---|---|---|---|"]
+    out += [
+        "## Signatures",
+        "",
+        _cell(signatures_heading(signatures)),
+        "",
+        "| Check | Role | Signer | Key | Signed at | Where |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = [
-        f"| {g.role} | {_clip(g.signer, 80)} | `{g.keyid}` | {g.signed_at} |"
-        for g in plan.signatures
+        f"| **{c.state.value}** | {c.role} | {_clip(who(c), 80)} | `{c.keyid}` | "
+        f"{c.signed_at} | {_clip(_place(c), 80)} |"
+        for c in signatures
     ]
     out += [*_capped(rows, cap, "signatures"), ""]
-    root = shlex.quote(plan.root)
+    out += runbook(plan, name)
     out += [
-        "## Verify and apply",
-        "",
-        "```sh",
-        f"regplan verify {shlex.quote(name)} --trust KEY.pub --root {root}",
-        f"regplan apply {shlex.quote(name)} --trust KEY.pub --root {root} --registry-url URL",
-        "```",
         "",
         f"The full list of the {s.targets} directories is in the attached plan file "
-        f"(`regplan show {shlex.quote(name)}`).",
+        f"(`regplan show {shlex.quote(name)} --targets`).",
     ]
     return "\n".join(out) + "\n"
+
+
+def who(c: Checked) -> str:
+    """The signer: a valid signature's trusted key's name (and what the signature claims,
+    when that differs); otherwise what the signature claims."""
+    if c.state is State.VALID and c.name:
+        return c.name if c.name == c.signer else f"{c.name} (says {c.signer})"
+    return c.signer
+
+
+def _markdown_images(records: ImagesOverview, cap: int) -> list[str]:
+    """Per touched repository, its images removed and kept, each with its rule."""
+    out = ["## Images", "", _cell(images_headline(records)), ""]
+    out += ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
+    rows = []
+    for repo in records.repos:
+        for mark, shown, verdict in (
+            ("removed", repo.removed, Verdict.REMOVED),
+            ("kept", repo.kept, Verdict.KEPT),
+        ):
+            rows += [
+                f"| `{_clip(repo.name, 80)}` | `{_clip(repo.label(i), 80)}` | {mark} | "
+                f"{human_bytes(i.bytes)} | {_clip(i.reason)} |"
+                for i in shown[: max(1, cap // 4)]
+            ]
+            more = repo.counts[verdict] - min(len(shown), max(1, cap // 4))
+            if more:
+                rows.append(f"| `{_clip(repo.name, 80)}` | … {more} more | {mark} | | |")
+    return [*out, *_capped(rows, cap * 2, "rows (regplan show --json lists all)"), ""]
+
+
+def runbook(plan: Plan, name: str) -> list[str]:
+    """The change's steps with the real paths the plan was made with: verify, apply,
+    check, and the backout (rollback) and purge; what is not known is a placeholder
+    that says what to put there."""
+    root = shlex.quote(plan.root)
+    path = shlex.quote(name)
+    keyid = plan.signatures[0].keyid if plan.signatures else "the planner's key"
+    return [
+        "## Runbook",
+        "",
+        f"`PLANNER.pub`: the planner's public key ({keyid}); `REVIEWER.pub`: each "
+        "approver's; `URL`: the registry's address (or give its `--config CONFIG.yml`).",
+        "",
+        "```sh",
+        "# 1. approve (each reviewer; writes the approval beside the plan, never into it)",
+        f"regplan approve {path} --key REVIEWER.key --trust PLANNER.pub",
+        "# 2. verify: signatures, and that the storage is still what was planned",
+        f"regplan verify {path} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
+        "# 3. apply: the registry in read-only mode (or stopped); regplan probes it",
+        f"regplan apply {path} --trust PLANNER.pub --trust REVIEWER.pub "
+        f"--require-signatures 2 --root {root} --registry-url URL",
+        "# 4. restart the registry (its caches), then prove every kept image pulls",
+        f"regplan check --registry-url URL --root {root} --plan {path}",
+        "# backout: the apply id is printed by apply and listed by history",
+        f"regplan history --root {root}",
+        f"regplan rollback APPLY_ID --root {root} --registry-url URL",
+        "# once the change is accepted: free the space for good",
+        f"regplan purge APPLY_ID --root {root}",
+        "```",
+    ]
 
 
 def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
@@ -389,4 +563,5 @@ def history(found: Sequence[ApplyRecord]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     lines += [f"  {r.apply_id}: {r.note}" for r in found if r.note]
+    lines += [f"  {r.apply_id}: registry: {r.registry}" for r in found if r.registry]
     return "\n".join(lines) + "\n"

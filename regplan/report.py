@@ -13,7 +13,16 @@ from html import escape
 from regplan.overview import Overview, overview
 from regplan.plan import Plan
 from regplan.planfile import Source
-from regplan.render import PlanFile, command_line, human_bytes
+from regplan.render import (
+    PlanFile,
+    command_line,
+    human_bytes,
+    signatures_heading,
+    unchecked,
+    where,
+    who,
+)
+from regplan.signing import Checked
 
 HTML_LIMIT = 10_000_000
 """Bytes of the page at the most: 20,000 rows of at most some 700 bytes (cells are
@@ -79,9 +88,14 @@ def _chart(ov: Overview) -> str:
     return "".join(parts)
 
 
-def html(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
+def html(
+    plan: Plan | Source,
+    plan_file: PlanFile | None = None,
+    signatures: Sequence[Checked] | None = None,
+) -> str:
     ov = overview(plan)
     plan = ov.header
+    checked = unchecked(plan) if signatures is None else signatures
     s = plan.summary
     fp = plan.fingerprint
     kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
@@ -94,7 +108,7 @@ def html(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
         ("Keeps", f"{ov.kept_count} touched but still needed"),
         ("Problems", str(ov.problems_count)),
         ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
-        ("Signatures", ", ".join(f"{g.role} {g.signer} ({g.keyid})" for g in plan.signatures)),
+        ("Signatures", signatures_heading(checked)),
     ]
     if plan_file is not None:
         facts.insert(1, ("Plan file", f"{plan_file.name}, SHA-256 {plan_file.sha256}"))
@@ -144,6 +158,14 @@ def html(plan: Plan | Source, plan_file: PlanFile | None = None) -> str:
         ("Code", "Path", "Message"),
         [(p.code.value, p.path, p.message) for p in ov.problems],
         ov.problems_count,
+    )
+    out += _listing(
+        "Signatures",
+        ("Check", "Role and signer", "Key, time, where"),
+        [
+            (c.state.value, f"{c.role}: {who(c)}", f"{c.keyid} at {c.signed_at}{where(c)}")
+            for c in checked
+        ],
     )
     out += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)

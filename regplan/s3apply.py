@@ -39,6 +39,7 @@ from regplan.apply import (
     _unexpected_changes,
     interrupted,
     purgeable,
+    rolling_back,
 )
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
@@ -146,6 +147,7 @@ def apply_plan(
     scan_progress: Callable[[int], None] | None = None,
     break_lock: bool = False,
     bucket: Bucket | None = None,
+    registry: str = "",
 ) -> ApplyResult:
     """Move a verified plan's targets into the bucket's quarantine (or finish an
     interrupted apply of it)."""
@@ -168,7 +170,7 @@ def apply_plan(
             _preflight(stream)
             check_fresh(plan, storage, scan_progress)
             keys = Keys(storage, _new_id(now))
-            record = _begin(bucket, stream, keys, now)
+            record = _begin(bucket, stream, keys, now, registry)
         moved = _move_targets(bucket, stream, keys, progress, held, resuming=resuming is not None)
         after = current_digest(storage, scan_progress)
         ok = after.digest == plan.fingerprint.after
@@ -207,7 +209,9 @@ def _upload(bucket: Bucket, key: str, chunks: Iterable[bytes]) -> None:
         bucket.put(key, f)
 
 
-def _begin(bucket: Bucket, plan: PlanStream, keys: Keys, now: datetime) -> ApplyRecord:
+def _begin(
+    bucket: Bucket, plan: PlanStream, keys: Keys, now: datetime, registry: str
+) -> ApplyRecord:
     _upload(bucket, keys.plan, plan.copy())  # the verified bytes, as read
     record = ApplyRecord(
         seq=1 + max((r.seq for r in records(bucket)), default=0),
@@ -219,6 +223,7 @@ def _begin(bucket: Bucket, plan: PlanStream, keys: Keys, now: datetime) -> Apply
         updated_at=_iso(now),
         targets=plan.counts["targets"],
         bytes=plan.header.summary.bytes,
+        registry=registry,
     )
     _write_state(bucket, keys, record)
     _upload(
@@ -305,6 +310,7 @@ def rollback(
     scan_progress: Callable[[int], None] | None = None,
     break_lock: bool = False,
     bucket: Bucket | None = None,
+    registry: str = "",
 ) -> RollbackResult:
     """Copy everything of one apply back, then delete its quarantine; refuse when a
     target's place holds something new (a push since the apply)."""
@@ -324,9 +330,7 @@ def rollback(
             slots = _slots(bucket, keys)
             paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
             present = _refuse_reappeared(bucket, keys, slots, paths)
-            _write_state(
-                bucket, keys, attrs.evolve(record, state=State.ROLLING_BACK, updated_at=_iso(now))
-            )
+            _write_state(bucket, keys, rolling_back(record, now, registry))
             restored = _restore(bucket, keys, slots, paths, present, progress, held)
             fp = plan.header.fingerprint
         bucket.delete([keys.quarantine + INDEX])

@@ -157,6 +157,12 @@ class Resolved:
     """(repository, manifest digest) -> the --protect line that keeps it with all it needs."""
     protect_matches: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     """--protect source (FILE:LINE) -> the images (repo@digest) it matched; empty: none."""
+    selected: Mapping[str, str] = attrs.field(factory=dict)
+    """repository -> the first option that selected it (``--image team/*``): a
+    repository no option selects is untouched by the request."""
+    tag_notes: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    """(repository, tag) -> why a rule that looked at the tag keeps it
+    (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
 
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
@@ -228,6 +234,8 @@ class _Resolver:
         self.repos: dict[str, str] = {}
         self.tags: dict[tuple[str, str], str] = {}
         self.kept: dict[str, str] = {}
+        self.selected: dict[str, str] = {}
+        self.notes: dict[tuple[str, str], str] = {}
         self.problems: list[Problem] = []
         r = selection.retention
         self.older = parse_age(r.older_than) if r.older_than else None
@@ -273,12 +281,16 @@ class _Resolver:
         retention = self.sel.retention.active
         for spec in self.sel.images:
             for repo in _match_repos(spec.repo, self.names, "--image"):
+                self.selected.setdefault(repo, f"--image {spec}")
                 available = sorted(self.inv.repositories[repo].tags)
                 if spec.tag is None and not retention:
                     self.repos.setdefault(repo, f"requested: --image {spec}")
                     continue
                 pattern = spec.tag or "*"
                 found = [t for t in available if fnmatch.fnmatchcase(t, pattern)]
+                for other in available:
+                    if other not in found and attached_subject(other) is None:
+                        self.notes.setdefault((repo, other), f"not matched by --image {spec}")
                 if not found and spec.tag and not any(c in spec.repo for c in "*?["):
                     hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
                     raise SelectionError(
@@ -308,11 +320,7 @@ class _Resolver:
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
         r = self.sel.retention
         chosen = [  # attached tags (signatures...) are never ranked: they follow their image
-            t
-            for t in candidates
-            if attached_subject(t) is None
-            and (self.match is None or self.match.fullmatch(t))
-            and (self.exclude is None or not self.exclude.fullmatch(t))
+            t for t in candidates if attached_subject(t) is None and self._considered(repo, t)
         ]
         by = "push time" if r.sort_by == "pushed" else "created time"
         ranked = sorted(chosen, key=lambda t: (-self._time(repo.tags[t])[0], t))
@@ -324,9 +332,10 @@ class _Resolver:
             beyond = r.keep_last is not None and rank > r.keep_last
             old = cutoff is not None and when < cutoff
             if not _goes(beyond=beyond, old=old, ranked=r.keep_last is not None, aged=cutoff):
+                self.notes[(repo.name, name)] = self._within(rank, beyond=beyond, said=said)
                 continue
             if self.keep is not None and self.keep.fullmatch(name):
-                self.kept[tag_dir(repo.name, name)] = f"protected by --keep {r.keep}"
+                self.kept[tag_dir(repo.name, name)] = f"matches --keep {r.keep}"
                 continue
             protected = self.protected_tags.get((repo.name, name))
             if protected is not None:
@@ -350,6 +359,24 @@ class _Resolver:
             )
         for name, reason in going.items():
             self.tags.setdefault((repo.name, name), reason)
+
+    def _considered(self, repo: Repository, tag: str) -> bool:
+        """Whether --match and --exclude let retention look at ``tag`` (noted when not)."""
+        if self.match is not None and not self.match.fullmatch(tag):
+            self.notes[(repo.name, tag)] = f"not matched by --match {self.sel.retention.match}"
+            return False
+        if self.exclude is not None and self.exclude.fullmatch(tag):
+            self.notes[(repo.name, tag)] = f"excluded by --exclude {self.sel.retention.exclude}"
+            return False
+        return True
+
+    def _within(self, rank: int, *, beyond: bool, said: str) -> str:
+        """Why retention keeps the tag of ``rank``: within keep-last, or not old enough."""
+        r = self.sel.retention
+        by = "push time" if r.sort_by == "pushed" else "created time"
+        if r.keep_last is not None and not beyond:
+            return f"rank {rank} of keep-last {r.keep_last} by {by}"
+        return f"newer than --older-than {r.older_than}: {said}"
 
     def spare_protected(self, repos: dict[str, str], tags: dict[tuple[str, str], str]) -> None:
         """Protected images survive the request: their tags are not removed, and a
@@ -406,6 +433,7 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
     for pattern in selection.untagged:
         for repo in _match_repos(pattern, res.names, "--untagged"):
             untagged.setdefault(repo, pattern)
+            res.selected.setdefault(repo, f"--untagged {pattern}")
     uploads = res.uploads()
     repos, tags = res.repos, res.tags
     # Removing the last image tag removes the repository, as the one-file script does
@@ -443,4 +471,6 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         problems=tuple(res.problems),
         protected=res.protected,
         protect_matches=res.protect_matches,
+        selected=res.selected,
+        tag_notes=res.notes,
     )

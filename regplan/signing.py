@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -46,10 +48,15 @@ class TrustedKey:
     keyid: str
     key: Ed25519PublicKey = attrs.field(eq=False)
     source: str
+    name: str = ""
+    """The name written after the key in its ``.pub`` file (``keygen --comment``):
+    who holds it, as the person who trusts the file says, not as a plan claims."""
 
 
 def keygen(path: Path, *, comment: str) -> str:
     """Write a new private key (0600, never overwritten) and ``path.pub``; return the keyid."""
+    if not comment.isprintable():
+        raise KeyFileError("--comment must be one line of printable text")
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -106,7 +113,22 @@ def load_trusted(path: Path) -> TrustedKey:
         key = Ed25519PublicKey.from_public_bytes(raw)
     except (ValueError, binascii.Error):
         raise KeyFileError(f"{path}: malformed Ed25519 public key") from None
-    return TrustedKey(keyid=keyid_of(key), key=key, source=str(path))
+    name = " ".join(fields[2:])
+    return TrustedKey(keyid=keyid_of(key), key=key, source=str(path), name=name)
+
+
+def key_name(path: Path, key: Ed25519PrivateKey) -> str:
+    """The name a signature by the private key at ``path`` records: the comment of
+    ``path.pub`` (``keygen --comment``), which must be that key's public half."""
+    pub = path.with_name(path.name + ".pub")
+    if not pub.exists():
+        raise KeyFileError(f"{pub} not found beside {path}: pass --signer NAME")
+    trusted = load_trusted(pub)
+    if trusted.keyid != keyid_of(key.public_key()):
+        raise KeyFileError(f"{pub} is not the public half of {path}: pass --signer NAME")
+    if not trusted.name:
+        raise KeyFileError(f"{pub} names nobody (no comment after the key): pass --signer NAME")
+    return trusted.name
 
 
 def raw_body_digest(raw: dict[str, Any]) -> bytes:
@@ -150,7 +172,9 @@ def verify(
     Works on the raw JSON object, before structuring, so that any edit of any
     value fails here with a signature error.
     """
-    return verify_body(raw.get("signatures"), lambda: raw_body_digest(raw), trusted, required)
+    return verify_body(
+        entries(raw.get("signatures")), lambda: raw_body_digest(raw), trusted, required
+    )
 
 
 def body_digest(stream: PlanStream) -> bytes:
@@ -159,51 +183,133 @@ def body_digest(stream: PlanStream) -> bytes:
 
 
 def verify_stream(
-    stream: PlanStream, trusted: Sequence[TrustedKey], *, required: int = 1
+    stream: PlanStream,
+    trusted: Sequence[TrustedKey],
+    *,
+    required: int = 1,
+    detached: Sequence[Entry] = (),
 ) -> list[TrustedKey]:
-    """``verify`` of a plan read as a stream: the body is hashed list item by list item."""
-    return verify_body(
-        stream.raw_header.get("signatures"),
-        lambda: body_digest(stream),
-        trusted,
-        required,
+    """``verify`` of a plan read as a stream (the body is hashed list item by list
+    item), counting the ``detached`` approvals found beside its file too."""
+    found = [*entries(stream.raw_header.get("signatures")), *detached]
+    return verify_body(found, lambda: body_digest(stream), trusted, required)
+
+
+class State(enum.Enum):
+    NOT_VERIFIED = "not verified"
+    VALID = "valid"
+    INVALID = "INVALID"
+    UNTRUSTED = "untrusted key"
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """One signature as found: in the plan, or in an approval file beside it."""
+
+    raw: object
+    source: str = "plan"
+    """"plan", or the approval file's name."""
+    problem: str = ""
+    """Why the entry cannot be checked at all (a malformed file, another plan's)."""
+
+
+@attrs.frozen(kw_only=True)
+class Checked:
+    """A signature as a review shows it."""
+
+    keyid: str
+    role: str
+    signer: str
+    """As the signature records it."""
+    signed_at: str
+    source: str
+    state: State
+    name: str = ""
+    """The trusting person's name for the key (its ``.pub`` comment), when trusted."""
+    detail: str = ""
+
+
+FIELDS = ("keyid", "role", "signer", "signed_at", "sig")
+
+
+def entries(sigs: object) -> list[Entry]:
+    return [Entry(raw=s) for s in sigs] if isinstance(sigs, list) else []
+
+
+def check(
+    found: Sequence[Entry], body_digest: Callable[[], bytes], trusted: Sequence[TrustedKey]
+) -> list[Checked]:
+    """Each signature as valid, invalid, by an untrusted key, or (no ``trusted`` keys
+    given) not verified; the body's digest is computed once, when a key is trusted."""
+    by_id = {k.keyid: k for k in trusted}
+    body_digest = functools.cache(body_digest)
+    out = []
+    for entry in found:
+        raw = entry.raw if isinstance(entry.raw, dict) else {}
+        if entry.problem or not all(isinstance(raw.get(f), str) for f in FIELDS):
+            out.append(_malformed(entry, raw))
+            continue
+        meta = {f: raw[f] for f in FIELDS[:4]}
+        key = by_id.get(raw["keyid"])
+        if not trusted:
+            state = State.NOT_VERIFIED
+        elif key is None:
+            state = State.UNTRUSTED
+        else:
+            try:
+                key.key.verify(
+                    base64.b64decode(raw["sig"], validate=True), _message(body_digest(), meta)
+                )
+                state = State.VALID
+            except (InvalidSignature, ValueError, binascii.Error):
+                state = State.INVALID
+        out.append(Checked(**meta, source=entry.source, state=state, name=key.name if key else ""))
+    return out
+
+
+def _malformed(entry: Entry, raw: dict[str, Any]) -> Checked:
+    def text(field: str) -> str:
+        value = raw.get(field)
+        return value if isinstance(value, str) else "?"
+
+    return Checked(
+        keyid=text("keyid"),
+        role=text("role"),
+        signer=text("signer"),
+        signed_at=text("signed_at"),
+        source=entry.source,
+        state=State.INVALID,
+        detail=entry.problem or "malformed signature entry",
     )
 
 
 def verify_body(
-    sigs: object,
+    found: Sequence[Entry],
     body_digest: Callable[[], bytes],
     trusted: Sequence[TrustedKey],
     required: int,
 ) -> list[TrustedKey]:
-    """The signature entries ``sigs`` against the body's digest (computed once it is
-    known that there is something to check)."""
+    """The signatures ``found`` against the body's digest (computed once it is known
+    that there is something to check): any invalid one fails, and ``required``
+    distinct trusted keys must have signed."""
     if not trusted:
         raise SignatureError("no trusted keys given (--trust or REGPLAN_TRUST)")
-    by_id = {k.keyid: k for k in trusted}
-    if not isinstance(sigs, list) or not sigs:
+    if not found:
         raise SignatureError("the plan is not signed")
-    body = body_digest()
-    valid: dict[str, TrustedKey] = {}
-    unknown: list[str] = []
-    for entry in sigs:
-        fields = ("keyid", "role", "signer", "signed_at", "sig")
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) for f in fields):
-            raise SignatureError("malformed signature entry in the plan")
-        key = by_id.get(entry["keyid"])
-        if key is None:
-            unknown.append(f"{entry['keyid']} ({entry['signer']})")
-            continue
-        meta = {f: entry[f] for f in fields[:4]}
-        try:
-            key.key.verify(base64.b64decode(entry["sig"], validate=True), _message(body, meta))
-        except (InvalidSignature, ValueError, binascii.Error):
+    checked = check(found, body_digest, trusted)
+    for c in checked:
+        where = "" if c.source == "plan" else f" in {c.source}"
+        if c.detail:
+            raise SignatureError(f"{c.detail}{where or ' in the plan'}")
+        if c.state is State.INVALID:
             raise SignatureError(
-                f"signature by {entry['keyid']} ({entry['signer']}) does not match: "
+                f"signature by {c.keyid} ({c.signer}){where} does not match: "
                 "the plan was changed after it was signed"
-            ) from None
-        valid[key.keyid] = key
+            )
+    by_id = {k.keyid: k for k in trusted}
+    valid = {c.keyid: by_id[c.keyid] for c in checked if c.state is State.VALID}
     if len(valid) < required:
+        unknown = [f"{c.keyid} ({c.signer})" for c in checked if c.state is State.UNTRUSTED]
         others = f"; signed by untrusted {', '.join(unknown)}" if unknown else ""
         raise SignatureError(
             f"{len(valid)} valid signature(s) from trusted keys, {required} required{others}"

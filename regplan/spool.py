@@ -126,6 +126,16 @@ class TargetSpool:
         for _, path, _, kind, reason, refs, size in self._records():
             yield {"path": path, "kind": kind, "reason": reason, "refs": list(refs), "bytes": size}
 
+    def image_targets(self) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
+        """(kind, path, reason, refs) of the targets that are images (repositories, tags,
+        revisions): they come first in plan order, so the pass stops where they end."""
+        last = TargetKind.REVISION.phase
+        for phase, path, _, kind, reason, refs, _ in self._records():
+            if phase > last:
+                return
+            if kind != TargetKind.TAG_INDEX.value:
+                yield kind, path, reason, refs
+
     def kinds_and_bytes(self) -> Iterator[tuple[str, int]]:
         """(kind, bytes) of each target, in plan order: what ``plan.tally`` sums."""
         for _, _, _, kind, _, _, size in self._records():

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from regplan import apply, render, signing, workflow
+from regplan import apply, approvals, render, signing, workflow
 from regplan.demo import build_demo
 from regplan.errors import RegplanError
 from regplan.layout import Storage
-from regplan.online import cache_advice
+from regplan.online import STOPPED, cache_advice
+from regplan.planfile import PlanStream
 from regplan.selection import ImageSpec, Selection
 
 Echo = Callable[[str], None]
@@ -22,6 +23,19 @@ def _quote(echo: Echo, text: str) -> None:
     """Show a command's output indented under its step."""
     for line in text.splitlines():
         echo("   " + line)
+
+
+def _review(plan_path: Path, trusted: list[signing.TrustedKey], step: str, echo: Echo) -> None:
+    """What ``regplan show`` prints of the plan file written, and its Markdown beside it."""
+    echo(step)
+    md = plan_path.with_suffix(".md")
+    with PlanStream(plan_path) as loaded:
+        checked = approvals.checked(loaded, trusted)
+        _quote(echo, render.text(loaded, signatures=checked))
+        pinned = render.PlanFile(name=str(plan_path), sha256=loaded.sha256)
+        md.write_text(render.markdown(loaded, pinned, checked))
+    echo(f"   (regplan show {plan_path} --format markdown, for a change ticket: {md})")
+    echo("")
 
 
 def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
@@ -68,32 +82,34 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     echo("   Nothing is removed yet. v1's layers stay because old/repo:2019 uses them;")
     echo("   team/tool's untagged index children stay because the tagged index needs them.")
     echo("")
-    echo(f"4. regplan show {plan_path}")
-    _quote(echo, render.text(plan))
-    md = plan_path.with_suffix(".md")
-    md.write_text(render.markdown(plan))
-    echo(f"   (the Markdown view for a change ticket is in {md})")
-    echo("")
-    workflow.load_verified(plan_path, trusted=[signing.load_trusted(Path(f"{key}.pub"))], root=root)
+    trusted = [signing.load_trusted(Path(f"{key}.pub"))]
+    _review(plan_path, trusted, f"4. regplan show {plan_path} --trust {key}.pub", echo)
+    workflow.load_verified(plan_path, trusted=trusted, root=root)
     echo(f"5. regplan verify {plan_path} --trust {key}.pub: signature valid, tree unchanged.")
     echo("")
-    trusted = [signing.load_trusted(Path(f"{key}.pub"))]
 
     def apply_once(step: str) -> str:
         result = apply.apply_plan(
-            plan_path=plan_path, trusted=trusted, root=root, required=1, now=now
+            plan_path=plan_path,
+            trusted=trusted,
+            root=root,
+            required=1,
+            now=now,
+            registry=STOPPED,
         )
-        echo(f"{step}. regplan apply {plan_path} --trust {key}.pub")
-        echo("   Checks the signature and that the tree is unchanged, then moves each target")
-        echo("   into a quarantine under a journal; re-running it after a crash finishes the job.")
+        echo(f"{step}. regplan apply {plan_path} --trust {key}.pub --registry-stopped")
+        echo("   No registry serves this sample storage, so the demo says so; on yours, give")
+        echo("   --registry-url or the registry's --config and regplan probes that it cannot")
+        echo("   write. It checks the signature and that the tree is unchanged, then moves each")
+        echo("   target into a quarantine under a journal; re-running it after a crash finishes.")
         _quote(echo, render.applied(result, cache_advice(None)))
         return result.apply_id
 
     first = apply_once("6")
     echo(f"7. regplan history --root {root}")
     _quote(echo, render.history(apply.records(storage)))
-    back = apply.rollback(storage=storage, apply_id=first, now=now)
-    echo(f"8. regplan rollback {first} --root {root}")
+    back = apply.rollback(storage=storage, apply_id=first, now=now, registry=STOPPED)
+    echo(f"8. regplan rollback {first} --root {root} --registry-stopped")
     echo("   Everything moves back, pruned folders are recreated: byte for byte as before.")
     _quote(echo, render.rolled_back(back, cache_advice(None)))
     second = apply_once("9")

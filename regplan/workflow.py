@@ -19,11 +19,12 @@ from typing import Any
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import __version__, codec, fingerprint, location, signing
+from regplan import __version__, approvals, codec, fingerprint, images, location, signing
 from regplan.errors import PlanWriteError, SignatureError, StalePlanError
 from regplan.location import Location
 from regplan.plan import (
     Fingerprint,
+    Image,
     Kept,
     Plan,
     PlanProblem,
@@ -51,13 +52,15 @@ class Draft:
     """A plan just made and signed: its header here, its targets still in the planner's
     spool (a ``planfile.Source``). Use as a context manager: leaving drops the spool."""
 
-    def __init__(self, header: Plan, spooled: Spooled) -> None:
+    def __init__(self, header: Plan, spooled: Spooled, images: tuple[Image, ...]) -> None:
         self.header = header
         self._spooled = spooled
+        self._images = images
         self.counts = {
             "targets": header.summary.targets,
             "kept": len(spooled.kept),
             "problems": len(spooled.problems),
+            "images": len(images),
         }
 
     def targets(self) -> Iterator[Target]:
@@ -69,12 +72,16 @@ class Draft:
     def problems(self) -> Iterator[PlanProblem]:
         return iter(self._spooled.problems)
 
+    def images(self) -> Iterator[Image]:
+        return iter(self._images)
+
     def raw_lists(self) -> dict[str, Iterator[Any]]:
         """The lists as the plan file holds them, one item at a time."""
         return {
             "targets": self._spooled.targets.raw(),
             "kept": codec.unstructure_items(self._spooled.kept),
             "problems": codec.unstructure_items(self._spooled.problems),
+            "images": codec.unstructure_items(self._images),
         }
 
     def close(self) -> None:
@@ -131,6 +138,7 @@ def make_plan(
     )
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
     try:
+        found = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
         tree = inventory.tree
         del inventory, resolved  # the passes below need only the tree and the spool
         before = tree.digest
@@ -154,7 +162,7 @@ def make_plan(
             summary=tally(spooled.targets.kinds_and_bytes()),
             targets=(),
         )
-        draft = Draft(header, spooled)
+        draft = Draft(header, spooled, found)
         body = codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists()))
         signature = signing.sign_body(body, key, role="planner", signer=signer, now=now)
     except BaseException:
@@ -220,6 +228,7 @@ def whole(source: Source) -> Plan:
         targets=tuple(source.targets()),
         kept=tuple(source.kept()),
         problems=tuple(source.problems()),
+        images=tuple(source.images()),
     )
 
 
@@ -242,7 +251,9 @@ def load_verified(
     """Signatures first (exit 3), then the plan's form, then freshness (exit 4); the
     plan is read as a stream, so memory does not grow with it."""
     with PlanStream(path, snapshot=True) as stream:
-        signers = signing.verify_stream(stream, trusted, required=required)
+        signers = signing.verify_stream(
+            stream, trusted, required=required, detached=approvals.beside(stream)
+        )
         stream.check_items()
         header = stream.header
     storage = location.of_plan(header, root)
@@ -291,23 +302,29 @@ def approve(
     key: Ed25519PrivateKey,
     signer: str,
     now: datetime,
-    trusted: Sequence[signing.TrustedKey] = (),
-) -> Plan:
-    """Add an approver's signature; the body stays as it is, so earlier signatures hold.
-    The plan is read as a stream and written anew item by item (an invalid item
-    stops the write, and no file is left half written); the header (lists empty) is
-    returned."""
+    trusted: Sequence[signing.TrustedKey],
+) -> tuple[Plan, Path]:
+    """Approve: check every signature the plan has (in it and beside it) against
+    ``trusted``, then write the approver's signature beside the plan
+    (``approvals``); the plan file's bytes never change. The header and the
+    approval file's path are returned."""
+    if not trusted:
+        raise SignatureError(
+            "approve checks the plan's signatures before adding one: pass --trust with "
+            "the planner's public key (and the other approvers')"
+        )
     with PlanStream(path, snapshot=True) as stream:
-        if trusted:
-            signing.verify_stream(stream, trusted)
+        signing.verify_stream(stream, trusted, detached=approvals.beside(stream))
+        stream.check_items()
         header = stream.header
         keyid = signing.keyid_of(key.public_key())
-        if any(s.keyid == keyid for s in header.signatures):
+        signed = {s.keyid for s in header.signatures}
+        signed |= {
+            str(e.raw.get("keyid")) for e in approvals.beside(stream) if isinstance(e.raw, dict)
+        }
+        if keyid in signed:
             raise SignatureError(f"{path} is already signed by {keyid}")
         signature = signing.sign_body(
             signing.body_digest(stream), key, role="approver", signer=signer, now=now
         )
-        approved = attrs.evolve(header, signatures=(*header.signatures, signature))
-        lists = {"targets": stream.targets(), "kept": stream.kept(), "problems": stream.problems()}
-        _write_chunks(codec.stream_pretty_chunks(approved, lists), path)
-    return approved
+    return header, approvals.write(path, header.plan_id, signature)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,20 @@ pytest_plugins = ["tests.s3server"]
 # and on a loaded 2-core CI machine a pause would fail a correct test.
 settings.register_profile("regplan", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("regplan")
+
+
+@pytest.fixture(autouse=True)
+def registry_stopped() -> Iterator[None]:
+    """Apply and rollback move nothing until something says the registry cannot write
+    (README: Safety procedure). Tests of other behaviour say so as automation does,
+    with REGPLAN_REGISTRY_STOPPED=1 (inherited by the commands they run); the tests of
+    that rule remove it (tests/test_write_guard.py), and tests that run the real
+    registry give --registry-url, which is probed whatever this says. (A patch of its
+    own: a test's ``monkeypatch.undo()`` leaves it set.)"""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("REGPLAN_REGISTRY_STOPPED", "1")
+    yield
+    patch.undo()
 
 
 @pytest.fixture

@@ -333,12 +333,14 @@ def test_approve_adds_second_signature(
     both = [*trusted, signing.load_trusted(write_pub(OTHER_KEY, tmp_path / "reviewer.pub"))]
     with pytest.raises(SignatureError):
         run_apply(plan_path, both, required=2)
-    approved = workflow.approve(
+    before = plan_path.read_bytes()
+    _, written = workflow.approve(
         plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted
     )
-    assert [s.role for s in approved.signatures] == ["planner", "approver"]
+    assert plan_path.read_bytes() == before  # the approval is detached, beside the plan
+    assert written.name.startswith(f"{plan_path.name}.approval-")
     with pytest.raises(SignatureError, match="already signed"):
-        workflow.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW)
+        workflow.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted)
     assert run_apply(plan_path, both, required=2).fingerprint_ok
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_plan_show_verify(
     md = run(runner, "show", str(out), "--format", "markdown")
     assert md.output.startswith("# regplan plan `")
     as_json = json.loads(run(runner, "show", str(out), "--format", "json").output)
-    assert as_json["format"] == "regplan.plan"
+    assert as_json["format"] == "regplan.review"
     ok = run(runner, "verify", str(out), "--trust", str(pub))
     assert ok.exit_code == 0
     assert ok.output.startswith("OK: plan ")
@@ -300,7 +301,7 @@ def test_approve_and_require_signatures(
     r = run(runner, "apply", str(out), *trust, "--require-signatures", "2")
     assert r.exit_code == 3 and "1 valid signature(s) from trusted keys, 2 required" in r.output
     a = run(runner, "approve", str(out), "--key", str(reviewer), "--trust", str(pub))
-    assert a.exit_code == 0 and "approver" in a.output
+    assert a.exit_code == 0 and "the plan file is unchanged" in a.output
     r = run(runner, "apply", str(out), *trust, "--require-signatures", "2")
     assert r.exit_code == 0, r.output
 
@@ -405,13 +406,17 @@ def test_apply_and_rollback_advise_from_the_registry_config(
     runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A redis blob descriptor cache survives a restart: the flush commands are printed;
-    read-only mode is to be lifted once the check is clean."""
+    read-only mode is to be lifted once the check is clean. The config's http.addr is
+    probed (nothing listens there: stopped)."""
     key, pub = keys
     config = tmp_path / "config.yml"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     config.write_text(
         f"storage:\n  filesystem: {{rootdirectory: {demo_root}}}\n"
         "  maintenance: {readonly: {enabled: true}}\n  cache: {blobdescriptor: redis}\n"
-        "redis: {addr: cache.local:6380}\n"
+        f"redis: {{addr: cache.local:6380}}\nhttp: {{addr: '127.0.0.1:{port}'}}\n"
     )
     plan = tmp_path / "p.json"
     assert make(runner, demo_root, key, plan, "--image", "old/repo:2019").exit_code == 0
@@ -419,7 +424,10 @@ def test_apply_and_rollback_advise_from_the_registry_config(
     assert applied.exit_code == 0, applied.output
     assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in applied.output
     assert "storage.maintenance.readonly on: turn it off" in applied.output
-    assert f"regplan check --registry-url URL --root {demo_root} --plan {plan}" in applied.output
+    url = f"http://127.0.0.1:{port}"
+    assert f"regplan check --registry-url {url} --root {demo_root} --plan {plan}" in applied.output
+    [record] = json.loads(run(runner, "history", "--root", str(demo_root), "--json").output)
+    assert record["registry"].startswith(f"probed {url}: stopped")
     apply_id = applied.output.split(" as ", 1)[1].split(":", 1)[0]
     back = run(runner, "rollback", apply_id, "--config", str(config))
     assert back.exit_code == 0, back.output

@@ -98,6 +98,7 @@ class Scenario:
                 "--root",
                 str(root),
                 "-q",
+                "--registry-stopped",
             ],
             capture_output=True,
             text=True,

@@ -20,7 +20,7 @@ from regplan.inventory import ProblemCode
 from regplan.overview import overview
 from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.planfile import PlanStream
-from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, sign_raw
+from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, sign_raw, write_pub
 
 
 @pytest.fixture
@@ -59,11 +59,17 @@ def test_stream_reads_the_plan_as_read_whole(plan: Plan, tmp_path: Path) -> None
     path = write(plan, tmp_path / "p.json")
     whole = workflow.load_plan(path)
     with PlanStream(path) as s:
-        assert s.header == attrs.evolve(whole, targets=(), kept=(), problems=())
+        assert s.header == attrs.evolve(whole, targets=(), kept=(), problems=(), images=())
         assert tuple(s.targets()) == whole.targets
         assert tuple(s.kept()) == whole.kept
         assert tuple(s.problems()) == whole.problems
-        assert s.counts == {"targets": len(whole.targets), "kept": len(whole.kept), "problems": 1}
+        assert tuple(s.images()) == whole.images
+        assert s.counts == {
+            "targets": len(whole.targets),
+            "kept": len(whole.kept),
+            "problems": 1,
+            "images": len(whole.images),
+        }
         assert render.text(s, targets=True) == render.text(whole, targets=True)
         assert render.markdown(s) == render.markdown(whole)
         assert report.html(s) == report.html(whole)
@@ -81,7 +87,13 @@ def test_passes_can_interleave_on_a_large_file(plan: Plan, tmp_path: Path) -> No
         assert pairs == list(zip(big.targets, big.kept, strict=False))
         text = "".join(
             codec.stream_pretty_chunks(
-                s.header, {"targets": s.targets(), "kept": s.kept(), "problems": s.problems()}
+                s.header,
+                {
+                    "targets": s.targets(),
+                    "kept": s.kept(),
+                    "problems": s.problems(),
+                    "images": s.images(),
+                },
             )
         )
     assert text.encode() == path.read_bytes()
@@ -230,9 +242,10 @@ def test_approve_of_a_plan_with_a_bad_item_leaves_the_file_as_it_was(
     path.write_text(json.dumps(sign_raw(doc)))
     before = path.read_bytes()
     with pytest.raises(PlanFormatError, match=r"'\.' or '\.\.' component @ \$\.targets\["):
-        workflow.approve(path, key=OTHER_KEY, signer="r", now=NOW)
+        trusted = [signing.load_trusted(write_pub(KEY, tmp_path / "k.pub"))]
+        workflow.approve(path, key=OTHER_KEY, signer="r", now=NOW, trusted=trusted)
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == ["p.json"]
+    assert [p.name for p in path.parent.iterdir()] == ["p.json"]  # and no approval beside it
 
 
 def test_a_snapshot_reads_what_was_verified_whatever_is_written_later(

@@ -62,15 +62,39 @@ def test_running_settings_and_their_environment_overrides(tmp_path: Path) -> Non
         "redis: {addr: cache.local:6380}\n"
     )
     assert running(config, {}) == Running(
-        readonly=True, cache="redis", redis_addr="cache.local:6380"
+        readonly=True, cache="redis", redis_addr="cache.local:6380", url="http://127.0.0.1:5000"
     )
     env = {
         "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED": "false",
         "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory",
     }
     assert running(config, env) == Running(
-        readonly=False, cache="inmemory", redis_addr="cache.local:6380"
+        readonly=False, cache="inmemory", redis_addr="cache.local:6380", url="http://127.0.0.1:5000"
     )
+
+
+@pytest.mark.parametrize(
+    ("http", "env", "url"),
+    [
+        ("{addr: ':5001'}", {}, "http://127.0.0.1:5001"),
+        (
+            "{addr: '0.0.0.0:443', tls: {certificate: /c.pem, key: /k.pem}}",
+            {},
+            "https://127.0.0.1:443",
+        ),
+        ("{addr: 'reg.local:5000', prefix: /registry/}", {}, "http://reg.local:5000/registry"),
+        ("{addr: '[::]:5000'}", {}, "http://[::1]:5000"),
+        ("{addr: /run/reg.sock, net: unix}", {}, None),
+        ("{addr: ':5000'}", {"REGISTRY_HTTP_ADDR": "127.0.0.2:6000"}, "http://127.0.0.2:6000"),
+    ],
+)
+def test_where_the_registry_listens_from_its_config(
+    tmp_path: Path, http: str, env: dict[str, str], url: str | None
+) -> None:
+    """apply and rollback probe the URL the registry's own config says it answers on."""
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage: {{filesystem: {{rootdirectory: /r}}}}\nhttp: {http}\n")
+    assert running(config, env).url == url
 
 
 def test_cache_advice() -> None:

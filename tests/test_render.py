@@ -71,13 +71,18 @@ def signed_plan(demo_root: Path) -> Plan:
 def test_signed_image_text(signed_plan: Plan, snapshot: Any) -> None:
     """Attached tags are listed under the image they follow: 'v1 (+ attestation, signature)'."""
     text = render.text(signed_plan)
-    assert "  team/signed:v1 (+ attestation, signature)\n" in text
+    assert (
+        "  - v1 (+ attestation, signature)    1.3 KiB  requested: --image team/signed:v1\n" in text
+    )
     snapshot.assert_match(text, "signed.txt")
 
 
 def test_signed_image_markdown(signed_plan: Plan, snapshot: Any) -> None:
     markdown = render.markdown(signed_plan)
-    assert "| `team/signed:v1` | attestation, signature |\n" in markdown
+    assert (
+        "| `team/signed` | `v1 (+ attestation, signature)` | removed | 1.3 KiB | "
+        "requested: --image team/signed:v1 |\n"
+    ) in markdown
     assert "| running.txt:2 | `team/gone:v0` | **matches nothing** |" in markdown
     snapshot.assert_match(markdown, "signed.md")
 
@@ -119,6 +124,7 @@ def test_markdown_fits_a_ticket_whatever_the_plan(example: Plan) -> None:
     assert len(text) <= render.MARKDOWN_LIMIT
     assert "| Removes | 250000 directories, " in text
     assert "SHA-256 `" + "ab" * 32 + "`" in text
-    assert "more images |" in text and "more repositories |" in text
-    assert "regplan apply big.plan.json --trust KEY.pub" in text
-    assert text.endswith("(`regplan show big.plan.json`).\n")
+    assert "## Images" in text and "more repositories |" in text
+    assert "regplan apply big.plan.json --trust PLANNER.pub --trust REVIEWER.pub" in text
+    assert "regplan rollback APPLY_ID --root" in text and "regplan check --registry-url" in text
+    assert text.endswith("(`regplan show big.plan.json --targets`).\n")
