@@ -538,7 +538,8 @@ def rollback(
             _refuse_out_of_order(storage, record, plan)
             pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
             back = _preflight_destinations(storage, plan, paths, pruned)
-            write_state(paths.record, rolling_back(record, now, registry))
+            record = rolling_back(record, now, registry)
+            write_state(paths.record, record)
             restored = _restore(storage, plan, paths, pruned, back, progress)
             fp = plan.header.fingerprint
         (paths.quarantine / INDEX).unlink(missing_ok=True)

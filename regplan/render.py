@@ -78,7 +78,7 @@ def signatures_heading(checked: Sequence[Checked]) -> str:
 
 def signature_line(c: Checked) -> str:
     """``VALID approver bob@review (ed25519:…) at …, in PLAN.approval-….sig``"""
-    return f"{c.state.value} {c.role} {who(c)} ({c.keyid}) at {c.signed_at}{where(c)}"
+    return f"{c.state.value.upper()} {c.role} {who(c)} ({c.keyid}) at {c.signed_at}{where(c)}"
 
 
 def _place(c: Checked) -> str:

@@ -330,7 +330,8 @@ def rollback(
             slots = _slots(bucket, keys)
             paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
             present = _refuse_reappeared(bucket, keys, slots, paths)
-            _write_state(bucket, keys, rolling_back(record, now, registry))
+            record = rolling_back(record, now, registry)
+            _write_state(bucket, keys, record)
             restored = _restore(bucket, keys, slots, paths, present, progress, held)
             fp = plan.header.fingerprint
         bucket.delete([keys.quarantine + INDEX])

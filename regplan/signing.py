@@ -198,7 +198,7 @@ def verify_stream(
 class State(enum.Enum):
     NOT_VERIFIED = "not verified"
     VALID = "valid"
-    INVALID = "INVALID"
+    INVALID = "invalid"
     UNTRUSTED = "untrusted key"
 
 
