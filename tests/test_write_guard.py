@@ -77,7 +77,8 @@ def test_a_url_in_the_config_is_probed_even_with_registry_stopped(
     port = server.getsockname()[1]
     config = tmp_path / "config.yml"
     config.write_text(
-        f"storage: {{filesystem: {{rootdirectory: {demo_root}}}}}\nhttp: {{addr: '127.0.0.1:{port}'}}\n"
+        f"storage: {{filesystem: {{rootdirectory: {demo_root}}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
     )
     before = docker_hashes(demo_root)
     with server:  # accepts, never answers: regplan cannot tell, so it refuses
