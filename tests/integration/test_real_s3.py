@@ -101,9 +101,13 @@ def test_real_registry_on_s3_apply_rollback_purge(
     assert raw["summary"]["targets"] > 0
 
     r = run("apply", str(plan), "--trust", pub, "--config", cfg, "--json")
+    assert r.exit_code == 6, r.output  # the config's http.addr is probed: it accepts writes
+    assert objects(storage) == before_objects
+    reg.stop()  # the safe procedure: stopped (the probe finds the port closed)
+    r = run("apply", str(plan), "--trust", pub, "--config", cfg, "--json")
     assert r.exit_code == 0, r.output
     first = json.loads(r.output)["apply_id"]
-    reg.restart()
+    reg.start()
     after = refs(storage)
     gone = before - after
     assert gone and all("@" in g for g in gone)  # only untagged revisions go
@@ -112,22 +116,26 @@ def test_real_registry_on_s3_apply_rollback_purge(
     signatures = [ref for ref in after if ":sha256-" in ref]
     assert all(reg.fetch(*ref.split(":", 1)) for ref in signatures)
 
+    reg.stop()
     r = run("rollback", first, "--config", cfg, "-q")
     assert r.exit_code == 0, r.output
-    reg.restart()
+    reg.start()
     assert objects(storage) == before_objects
     assert all(reg.pull(ref) for ref in sorted(before))
 
+    reg.stop()
     r = run("apply", str(plan), "--trust", pub, "--config", cfg, "--json")
     assert r.exit_code == 0, r.output
     second = json.loads(r.output)["apply_id"]
     r = run("purge", second, "--config", cfg, "-q")
     assert r.exit_code == 0, r.output
     assert not objects(storage, "regplan-state/quarantine/")
-    reg.restart()
+    reg.start()
     assert all(reg.pull(ref) for ref in sorted(after))
     r = run("history", "--config", cfg, "--json")
-    assert [h["state"] for h in json.loads(r.output)] == ["rolled-back", "purged"]
+    history = json.loads(r.output)
+    assert [h["state"] for h in history] == ["rolled-back", "purged"]
+    assert all(h["registry"].startswith(f"probed {reg.url}: stopped") for h in history)
     # the registry's own GC finds nothing more to delete
     out = reg.garbage_collect("--dry-run")
     found = re.search(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible", out)
@@ -161,6 +169,7 @@ def test_second_apply_at_the_same_time_is_exit_5(
         )
     )
     before = objects(storage)
+    reg.stop()  # so that the write guard lets apply reach the lock
     with s3.Lock(b, command="apply other", now=time.time()):
         r = run("apply", str(plan), "--trust", str(key) + ".pub", "--config", cfg)
         assert r.exit_code == 5, r.output
