@@ -38,19 +38,22 @@ def test_apply_rollback_purge_with_real_pulls(
     pub = write_pub(KEY, tmp_path / "k.pub")
     runner = CliRunner()
 
-    r = runner.invoke(cli, ["apply", str(plan_path), "--trust", str(pub), "--json"])
+    reg.stop()  # the safe procedure: apply probes the stopped registry and proceeds
+    probe = ["--registry-url", reg.url]
+    r = runner.invoke(cli, ["apply", str(plan_path), "--trust", str(pub), "--json", *probe])
     assert r.exit_code == 0, r.output
     first = json.loads(r.stdout)["apply_id"]
-    reg.restart()
+    reg.start()
     after = all_refs(root)
     gone = before - after
     assert {"team/app:v1", "old/repo:2020"} <= gone
     assert all(reg.pull(ref) for ref in sorted(after)), "a kept image no longer pulls"
     assert not any(reg.pull(ref) for ref in sorted(gone)), "a removed image still pulls"
 
-    r = runner.invoke(cli, ["rollback", first, "--root", str(root)])
+    reg.stop()
+    r = runner.invoke(cli, ["rollback", first, "--root", str(root), *probe])
     assert r.exit_code == 0, r.output
-    reg.restart()
+    reg.start()
     assert docker_hashes(root) == original  # every file, byte for byte
     assert all(reg.pull(ref) for ref in sorted(before))
 

@@ -69,6 +69,30 @@ def test_a_writable_registry_is_refused_without_a_trace(
     assert not (root / "regplan-state" / "applies").exists()
 
 
+def test_a_running_registry_nobody_named_is_never_applied_under(
+    planned: tuple[Path, Path, Path], serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#20.12: with neither --registry-url, --config nor --registry-stopped, apply and
+    rollback refuse in one line (exit 6) and the running registry's storage is untouched;
+    given its config, its http.addr is probed and the writable registry refused."""
+    monkeypatch.delenv("REGPLAN_REGISTRY_STOPPED")
+    root, plan, pub = planned
+    reg: RealRegistry = serve(root)
+    before = docker_hashes(root)
+    for command in (
+        ["apply", str(plan), "--trust", str(pub)],
+        ["rollback", "x", "--root", str(root)],
+    ):
+        refused = regplan(*command)
+        assert refused.returncode == 6, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "--registry-stopped" in refused.stderr
+        probed = regplan(*command, "--config", str(reg.config), "--registry-stopped")
+        assert probed.returncode == 6, probed.stderr
+        assert f"the registry at {reg.url} accepts writes" in probed.stderr
+    assert docker_hashes(root) == before
+    assert reg.pull("team/app:v1")
+
+
 def test_read_only_then_stale_cache_then_clean_check(
     planned: tuple[Path, Path, Path], serve: Serve
 ) -> None:
