@@ -593,8 +593,9 @@ def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[P
 @click.argument("ref")
 @json_option
 def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
-    """What PLAN does to REF (repo:tag, repo@sha256:..., sha256:... or a storage path):
-    removed (exit 7, with every directory it causes), kept (and why) or untouched."""
+    """What PLAN does to REF (repo:tag, repo, repo@sha256:..., sha256:... or a storage
+    path): removed (exit 7, with every directory it causes), kept (and the rule that keeps
+    it), untouched, or not in the registry when planned (exit 8, with the nearest names)."""
     with PlanStream(plan_file) as loaded:
         try:
             answer = why.why(loaded, ref)
@@ -606,10 +607,15 @@ def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
         click.echo(render.why_text(answer, loaded.header))
     if answer.verdict is why.Verdict.REMOVED:
         click.get_current_context().exit(REMOVED)
+    if answer.verdict is why.Verdict.NOT_FOUND:
+        click.get_current_context().exit(NOT_FOUND)
 
 
 REMOVED = 7
 """``why``'s exit code when the plan removes REF: a pipeline can stop on it."""
+NOT_FOUND = 8
+"""``why``'s exit code when REF was not in the registry when planned (a typo in a
+guard must not pass as "untouched")."""
 
 
 @cli.command()

@@ -483,21 +483,30 @@ def rolled_back(r: RollbackResult, advice: str) -> str:
 
 
 def why_text(answer: WhyAnswer, plan: Plan) -> str:
-    """``regplan why``: the verdict on one line, then what it causes or what keeps it."""
+    """``regplan why``: the verdict on one line, then the images and their rules, then
+    what it causes or what the storage keeps for it."""
     verdict = answer.verdict.value
+    if not answer.nearest and answer.verdict.value == "not found":
+        return f"{answer.ref}: not in the registry when plan {plan.plan_id} was made"
+    if answer.nearest:
+        return (
+            f"{answer.ref}: not in the registry when plan {plan.plan_id} was made; "
+            f"nearest: {', '.join(answer.nearest)}"
+        )
+    head = f"{answer.ref}: {verdict} by plan {plan.plan_id}"
     if answer.targets:
-        lines = [
-            f"{answer.ref}: {verdict} by plan {plan.plan_id} ({len(answer.targets)} directories)"
-        ]
+        head += f" ({len(answer.targets)} directories)"
+    lines = [head]
+    removed = [i for i in answer.images if i.verdict is Verdict.REMOVED]
+    if len(answer.images) > 1:
+        lines.append(f"  {len(removed)} of {len(answer.images)} images removed:")
+    lines += [f"  {i.verdict.value} {i.name}: {i.reason}" for i in answer.images]
+    if answer.targets:
         lines += [f"  {t.kind.value} {t.path}: {t.reason}" for t in answer.targets]
-    elif answer.kept:
-        lines = [f"{answer.ref}: {verdict} by plan {plan.plan_id}"]
-        lines += [
-            f"  {k.path}: {k.reason}" + (f" (kept for {_refs(k.refs)})" if k.refs else "")
-            for k in answer.kept
-        ]
-    else:
-        lines = [f"{answer.ref}: {verdict} by plan {plan.plan_id}"]
+    lines += [
+        f"  storage keeps {k.path}: {k.reason}" + (f" (for {_refs(k.refs)})" if k.refs else "")
+        for k in answer.kept
+    ]
     return "\n".join(lines)
 
 
@@ -506,6 +515,11 @@ def why_json(answer: WhyAnswer, plan: Plan) -> dict[str, object]:
         "plan_id": plan.plan_id,
         "ref": answer.ref,
         "verdict": answer.verdict.value,
+        "images": [
+            {"name": i.name, "verdict": i.verdict.value, "reason": i.reason, "bytes": i.bytes}
+            for i in answer.images
+        ],
+        "nearest": list(answer.nearest),
         "targets": [
             {"path": t.path, "kind": t.kind.value, "reason": t.reason, "refs": list(t.refs)}
             for t in answer.targets
