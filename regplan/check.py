@@ -51,6 +51,9 @@ class Report:
     failures: tuple[Failure, ...]
     removed_checked: int = 0
     still_served: tuple[Failure, ...] = ()
+    plan_note: str = ""
+    """With --plan: what the storage's history says of the plan (applied, rolled back,
+    never applied here), which decides whether what it removed is asked for."""
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,40 @@ def images_in(storage: Location, specs: Sequence[ImageSpec]) -> list[tuple[str, 
     ]
 
 
+PRESENT = frozenset({200, 301, 302, 303, 307, 308})
+"""Answers that mean "served": 200, or a redirect to the storage (the s3 and azure
+drivers redirect blob reads by default)."""
+
+
+@attrs.frozen(kw_only=True)
+class PlanState:
+    note: str
+    applied: bool
+    """Whether what the plan removes should be gone (applied or purged here)."""
+
+
+def plan_state(plan_id: str, applies: Sequence[ApplyRecord]) -> PlanState:
+    """What the storage's history says of ``plan_id``: only an applied (or purged) plan's
+    targets must be gone; a plan never applied or rolled back is said to be so."""
+    mine = [r for r in applies if r.plan_id == plan_id]
+    if not mine:
+        return PlanState(note=f"plan {plan_id} was never applied to this storage", applied=False)
+    last = mine[-1]
+    state = last.state.value
+    if state in ("applied", "purged", "purging"):
+        return PlanState(note=f"plan {plan_id} is {state} ({last.apply_id})", applied=True)
+    if state in ("rolled-back", "rolling-back"):
+        return PlanState(
+            note=f"plan {plan_id} was rolled back ({last.apply_id}): what it removed is back",
+            applied=False,
+        )
+    return PlanState(
+        note=f"apply {last.apply_id} of plan {plan_id} is unfinished: run the same apply "
+        f"again, or regplan rollback {last.apply_id}",
+        applied=False,
+    )
+
+
 def verdict(report: Report, applies: Sequence[ApplyRecord]) -> str:
     """One line for a failed check: how many, what to do, how to undo the latest apply."""
     parts = []
@@ -89,8 +126,8 @@ def verdict(report: Report, applies: Sequence[ApplyRecord]) -> str:
         parts.append(f"{len(report.failures)} image(s) broken")
     if report.still_served:
         parts.append(
-            f"{len(report.still_served)} removed thing(s) still served: the registry's blob "
-            "descriptor cache is stale (restart the registry, or flush its redis cache)"
+            f"{len(report.still_served)} removed thing(s) still served: the registry's "
+            "caches are stale (restart the registry, or flush its redis cache)"
         )
     latest = next((r for r in reversed(applies) if r.state.value == "applied"), None)
     if latest is not None and report.failures:
@@ -128,7 +165,12 @@ def removed_by(plan: Plan | Source) -> list[Gone]:
             digest = f"{alg}:{last[-1]}"
             repo = t.refs[0].split("@")[0].rsplit(":", 1)[0]
             out.append(Gone(kind="blob", repo=repo, ref=digest, label=f"blob {digest}"))
-    return list(dict.fromkeys(out))  # a repository removed folder by folder names its tags thrice
+    # once each: a repository removed folder by folder names its tags thrice, and a
+    # blob goes as a layer link and as a blob of the same repository
+    once: dict[tuple[str, str, str], Gone] = {}
+    for g in out:
+        once.setdefault((g.kind, g.repo, g.ref), g)
+    return list(once.values())
 
 
 class _Checker:
@@ -189,7 +231,7 @@ class _Checker:
             if blob.get("urls"):
                 continue  # a foreign layer: served elsewhere, not by this registry
             status = self._blob(repo, blob["digest"])
-            if status != 200:
+            if status not in PRESENT:
                 problems.append(f"blob {blob['digest']} answered {status}")
         return problems
 
@@ -200,7 +242,7 @@ class _Checker:
         """True when the registry no longer serves ``item``."""
         if item.kind == "manifest":
             return self.client.manifest(item.repo, item.ref)[0] != 200
-        return self.client.blob_status(item.repo, item.ref) != 200
+        return self.client.blob_status(item.repo, item.ref) not in PRESENT
 
 
 def _descriptors(value: object) -> list[dict[str, str]]:

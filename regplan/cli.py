@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import click
 
 from regplan import (
@@ -879,9 +880,11 @@ def check_cmd(
     storage = _storage(root, config)
     selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
     removed: list[check.Gone] = []
+    state = None
     if plan_file:
         with PlanStream(plan_file) as loaded:
-            removed = check.removed_by(loaded)
+            state = check.plan_state(loaded.header.plan_id, apply.records(storage))
+            removed = check.removed_by(loaded) if state.applied else []
     with (
         _client(
             reg["registry_url"], reg["registry_user"], reg["ca_cert"], reg["insecure"]
@@ -889,6 +892,8 @@ def check_cmd(
         _progress("checking images", quiet=quiet, as_json=as_json) as checking,
     ):
         report = check.check(client, selected, removed=removed, progress=checking.count)
+    if state is not None:
+        report = attrs.evolve(report, plan_note=state.note)
     if as_json:
         emit_json(render.check_json(report, client.url))
     else:

@@ -538,7 +538,9 @@ def check_json(report: CheckReport, url: str) -> dict[str, object]:
         "blobs": report.blobs,
         "failures": [{"image": f.image, "what": f.what} for f in report.failures],
         "removed_checked": report.removed_checked,
+        "removed_gone": report.removed_checked - len(report.still_served),
         "still_served": [{"image": f.image, "what": f.what} for f in report.still_served],
+        "plan": report.plan_note or None,
     }
 
 
@@ -552,9 +554,16 @@ def check_report(report: CheckReport, url: str) -> str:
         f"Checked {report.images} images ({report.manifests} manifests, {report.blobs} blobs) "
         f"through {url}: {verdict}."
     )
+    if report.plan_note:
+        lines.append(f"Plan: {report.plan_note}.")
     if report.removed_checked:
         gone = report.removed_checked - len(report.still_served)
-        lines.append(f"Of {report.removed_checked} things the plan removed, {gone} are gone.")
+        lines.append(
+            f"Of {report.removed_checked} things the plan removed (manifests and blobs, each "
+            f"once), {gone} are gone and {len(report.still_served)} still served."
+        )
+    elif report.plan_note:
+        lines.append("What the plan removes was not asked for: it is not applied here.")
     return "\n".join(lines)
 
 

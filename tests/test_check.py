@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from regplan.check import removed_by
+import pytest
+
+from regplan.check import Gone, check, plan_state, removed_by
+from regplan.journal import ApplyRecord, State
+from regplan.regclient import RegistryClient
 from tests.helpers import make_plan, selection
 
 
@@ -32,3 +39,84 @@ def test_a_repository_removed_folder_by_folder_is_asked_for_once(demo_root: Path
     plan = make_plan(demo_root, selection(("team/app",)))
     tags = [g.ref for g in removed_by(plan) if g.kind == "manifest" and g.repo == "team/app"]
     assert sorted(tags) == ["latest", "v1", "v2"]
+
+
+def test_each_removed_thing_is_asked_for_once(demo_root: Path) -> None:
+    """A blob goes as a layer link and as a blob: one question, one line if served."""
+    plan = make_plan(demo_root, selection(("old/repo:2019",)))
+    keys = [(g.kind, g.repo, g.ref) for g in removed_by(plan)]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize(
+    ("states", "applied", "said"),
+    [
+        ([], False, "was never applied to this storage"),
+        (["applied"], True, "is applied"),
+        (["applied", "rolled-back"], False, "was rolled back"),
+        (["purged"], True, "is purged"),
+        (["applying"], False, "is unfinished"),
+    ],
+)
+def test_check_plan_names_the_plans_state(states: list[str], applied: bool, said: str) -> None:
+    """Only an applied plan's targets must be gone: after a rollback nothing is "still
+    served" and no cache is called stale."""
+    records = [
+        ApplyRecord(
+            seq=n,
+            apply_id=f"a{n}",
+            plan_id="P",
+            state=State(state),
+            root="/r",
+            started_at="t",
+            updated_at="t",
+            targets=1,
+            bytes=1,
+        )
+        for n, state in enumerate(states)
+    ]
+    found = plan_state("P", records)  # the latest apply of the plan decides
+    assert found.applied is applied and said in found.note
+    assert plan_state("other", records).note.endswith("was never applied to this storage")
+
+
+def test_a_blob_redirected_to_storage_is_present() -> None:
+    """#21.7: the s3 driver redirects blob reads (307): the image is whole, and a removed
+    blob still answered by a redirect is still served."""
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": "sha256:" + "c" * 64, "size": 1},
+            "layers": [{"digest": "sha256:" + "d" * 64, "size": 1}],
+        }
+    ).encode()
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(manifest)))
+            self.end_headers()
+            self.wfile.write(manifest)
+
+        def do_HEAD(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:1/bucket/blob?signed")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
+            gone = Gone(kind="blob", repo="team/app", ref="sha256:" + "e" * 64, label="blob e")
+            report = check(client, [("team/app", "v1")], removed=[gone])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.failures == () and report.blobs == 2
+    assert [f.image for f in report.still_served] == ["blob e"]

@@ -109,13 +109,27 @@ def test_read_only_then_stale_cache_then_clean_check(
     stale = regplan(*check, "--plan", str(plan))
     assert stale.returncode == 1
     assert "STILL SERVED" in stale.stdout
-    assert "blob descriptor cache is stale" in stale.stderr
+    assert "caches are stale" in stale.stderr
+    lines = [line for line in stale.stdout.splitlines() if line.startswith("STILL SERVED")]
+    assert len(lines) == len(set(lines))  # each removed thing once
     reg.restart()
     clean = regplan(*check, "--plan", str(plan), "--json")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     report = json.loads(clean.stdout)
     assert report["ok"] and report["images"] == 11 and report["still_served"] == []
     assert report["removed_checked"] > 10
+    assert report["removed_gone"] == report["removed_checked"]
+    assert report["plan"].endswith("is applied (" + report["plan"].rsplit("(", 1)[1])
+
+    # #20.7: after a rollback nothing is "still served" and no cache is called stale
+    apply_id = report["plan"].rsplit("(", 1)[1].rstrip(")")
+    back = regplan("rollback", apply_id, "--root", str(root), "--registry-url", reg.url)
+    assert back.returncode == 0, back.stderr
+    reg.restart()
+    after = regplan(*check, "--plan", str(plan))
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "was rolled back" in after.stdout and "STILL SERVED" not in after.stdout
+    assert "stale" not in after.stdout + after.stderr
 
 
 def test_a_stopped_registry_does_not_stop_an_apply(planned: tuple[Path, Path, Path]) -> None:
