@@ -22,6 +22,10 @@ FIRST = 200
 """Kept entries and problems an overview holds at the most (the longest view's cap)."""
 NAMED_TAGS = 5
 """Tags named in a repository's line; the rest are counted."""
+SHOWN_REPOS = 15
+"""Repositories a review lists image by image; the rest are counted."""
+SHOWN_IMAGES = 6
+"""Images of each verdict listed per repository; the rest are counted."""
 
 
 WORDS = {
@@ -163,8 +167,9 @@ class _Tally:
         return out
 
 
-def overview(plan: Plan | Source) -> Overview:
-    """One pass over the targets; the first FIRST kept entries and problems."""
+def overview(plan: Plan | Source, image_cap: int = SHOWN_IMAGES) -> Overview:
+    """One pass over the targets; the first FIRST kept entries and problems; the image
+    records, the first ``image_cap`` of each verdict per repository."""
     src = source(plan)
     tally = _Tally()
     for t in src.targets():
@@ -178,14 +183,8 @@ def overview(plan: Plan | Source) -> Overview:
         kept=tuple(itertools.islice(src.kept(), FIRST)),
         problems_count=src.counts["problems"],
         problems=tuple(itertools.islice(src.problems(), FIRST)),
-        image_records=images_overview(src),
+        image_records=images_overview(src, image_cap),
     )
-
-
-SHOWN_REPOS = 15
-"""Repositories a review lists image by image; the rest are counted."""
-SHOWN_IMAGES = 6
-"""Images of each verdict listed per repository; the rest are counted."""
 
 
 @attrs.define

@@ -162,7 +162,7 @@ def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]
         )
     if ov.kept_count:
         yield ""
-        yield f"Kept ({ov.kept_count}: touched by the request, still needed):"
+        yield f"Storage kept ({ov.kept_count}: paths the request touched that stay, and why):"
         yield from _capped_lines(
             [
                 f"  {k.path}\n    {k.reason}"
@@ -319,7 +319,7 @@ def _markdown(
         f"| Command | `{_clip(command_line(plan), 400)}` |",
         f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
         f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({_cell(kinds)}) |",
-        f"| Keeps | {ov.kept_count} touched but still needed |",
+        f"| Storage kept | {ov.kept_count} paths the request touched that stay |",
         f"| Problems | {ov.problems_count} |",
         f"| Fingerprint | `{fp.before[:16]}` -> `{fp.after[:16]}` ({fp.entries} paths) |",
         f"| Signatures | {_cell(signatures_heading(signatures))} |",
@@ -353,7 +353,7 @@ def _markdown(
         ]
         out += [*_capped(rows, cap, "lines"), ""]
     if ov.kept_count:
-        out += [f"## Kept ({ov.kept_count})", "", "| Path | Why | For |", "|---|---|---|"]
+        out += [f"## Storage kept ({ov.kept_count})", "", "| Path | Why | For |", "|---|---|---|"]
         rows = [
             f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |" for k in ov.kept
         ]

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from regplan.overview import Overview, overview
+from regplan.overview import ImagesOverview, Overview, overview
 from regplan.plan import Plan
 from regplan.planfile import Source
 from regplan.render import (
     PlanFile,
     command_line,
     human_bytes,
+    images_headline,
     signatures_heading,
+    storage_words,
     unchecked,
     where,
     who,
@@ -40,7 +42,9 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;
 text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f6f8fa}
 code{font-size:12px}
-.num{text-align:right}.note{color:#57606a}input{font-size:14px;padding:4px;width:24em}
+.num{text-align:right}tr.removed td:nth-child(3){color:#cf222e;font-weight:600}
+tr.kept td:nth-child(3){color:#1a7f37}
+.note{color:#57606a}input{font-size:14px;padding:4px;width:24em}
 svg text{font:12px system-ui,sans-serif}
 """
 
@@ -93,19 +97,19 @@ def html(
     plan_file: PlanFile | None = None,
     signatures: Sequence[Checked] | None = None,
 ) -> str:
-    ov = overview(plan)
+    ov = overview(plan, image_cap=ROWS)
     plan = ov.header
     checked = unchecked(plan) if signatures is None else signatures
     s = plan.summary
     fp = plan.fingerprint
-    kinds = ", ".join(f"{n} {k}" for k, n in s.by_kind.items()) or "nothing"
+    kinds = storage_words(s.by_kind)
     facts = [
         ("Plan", plan.plan_id),
         ("Root", plan.root),
         ("Command", command_line(plan)),
         ("Created", f"{plan.created_at} by {plan.tool.name} {plan.tool.version}"),
         ("Removes", f"{s.targets} directories, {human_bytes(s.bytes)} ({kinds})"),
-        ("Keeps", f"{ov.kept_count} touched but still needed"),
+        ("Storage kept", f"{ov.kept_count} paths the request touched that stay"),
         ("Problems", str(ov.problems_count)),
         ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
         ("Signatures", signatures_heading(checked)),
@@ -124,21 +128,7 @@ def html(
     chart = _chart(ov)
     if chart:
         out += ["<h2>Bytes freed by repository</h2>", chart]
-    images = ov.images
-    listed = images[:ROWS]
-    out += [
-        f"<h2>Images removed ({len(images)})</h2>",
-        '<p><input id="filter" placeholder="filter: repository, tag, signature…" '
-        f'aria-label="filter"> <span id="shown">{len(listed)}</span> shown</p>',
-        '<table id="images"><thead><tr><th>Image</th><th>With it</th></tr></thead><tbody>',
-        *(f"<tr><td><code>{_e(i)}</code></td><td>{_e(', '.join(k))}</td></tr>" for i, k in listed),
-        "</tbody></table>",
-    ]
-    if len(images) > ROWS:
-        out.append(
-            f'<p class="note">{len(images) - ROWS} more images are not listed here: the '
-            "plan file holds every target.</p>"
-        )
+    out += _images(ov)
     out += _listing(
         "Protected",
         ("Line", "Reference", "Keeps"),
@@ -148,7 +138,7 @@ def html(
         ],
     )
     out += _listing(
-        "Kept",
+        "Storage kept",
         ("Path", "Why", "For"),
         [(k.path, k.reason, ", ".join(k.refs)) for k in ov.kept],
         ov.kept_count,
@@ -169,6 +159,56 @@ def html(
     )
     out += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)
+
+
+FILTER = (
+    '<p><input id="filter" placeholder="filter: repository, tag, rule, signature…" '
+    'aria-label="filter"> <span id="shown">{shown}</span> shown</p>'
+)
+
+
+def _images(ov: Overview) -> list[str]:
+    """The images table: per repository each image removed and kept with its rule (from
+    the plan's records), or, for plans made before them, the images removed."""
+    records = ov.image_records
+    out, more = _removed_only(ov.images) if records is None else _records(records)
+    if more > 0:
+        out.append(
+            f'<p class="note">{more} more images are not listed here: '
+            "<code>regplan show --json</code> lists every one.</p>"
+        )
+    return out
+
+
+def _removed_only(images: Sequence[tuple[str, list[str]]]) -> tuple[list[str], int]:
+    listed = images[:ROWS]
+    out = [
+        f"<h2>Images removed ({len(images)})</h2>",
+        FILTER.format(shown=len(listed)),
+        '<table id="images"><thead><tr><th>Image</th><th>With it</th></tr></thead><tbody>',
+        *(f"<tr><td><code>{_e(i)}</code></td><td>{_e(', '.join(k))}</td></tr>" for i, k in listed),
+        "</tbody></table>",
+    ]
+    return out, len(images) - len(listed)
+
+
+def _records(records: ImagesOverview) -> tuple[list[str], int]:
+    rows = [(repo, image) for repo in records.repos for image in (*repo.removed, *repo.kept)]
+    listed = rows[:ROWS]
+    out = [
+        f"<h2>Images</h2><p>{escape(images_headline(records))}</p>",
+        FILTER.format(shown=len(listed)),
+        '<table id="images"><thead><tr><th>Repository</th><th>Image</th><th>Verdict</th>'
+        '<th class="num">Size</th><th>Why</th></tr></thead><tbody>',
+        *(
+            f'<tr class="{i.verdict.value}"><td><code>{_e(r.name)}</code></td>'
+            f"<td><code>{_e(r.label(i))}</code></td><td>{i.verdict.value}</td>"
+            f'<td class="num">{human_bytes(i.bytes)}</td><td>{_e(i.reason)}</td></tr>'
+            for r, i in listed
+        ),
+        "</tbody></table>",
+    ]
+    return out, records.removed + records.kept - len(listed)
 
 
 def _e(value: str, width: int = 300) -> str:

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from regplan import report
-from regplan.plan import Plan, Target, TargetKind, summarize
+from regplan.plan import Image, Plan, Target, TargetKind, Verdict, summarize
 from regplan.render import PlanFile
 from regplan.selection import parse_protect
 from tests.helpers import make_plan, selection
@@ -67,7 +67,9 @@ def test_the_page_is_whole_and_self_contained(plan: Plan, snapshot: Any) -> None
     assert external == [] and not [t for t, _ in parsed.tags if t in ("link", "img", "iframe")]
     assert [t for t, _ in parsed.tags].count("rect") == 2  # team/signed and old/repo
     text = "".join(parsed.text)
-    assert "old/repo (whole repository)" in text and "team/signed:v1" in text
+    assert "Removes 3 images and keeps 1 in 2 repositories" in text
+    assert "v1 (+ attestation, signature)" in text and "requested: --image old/repo" in text
+    assert "not matched by --image team/signed:v1" in text  # what stays, and why
     assert "SHA-256 " + "ab" * 32 in text
     snapshot.assert_match(page, "plan.html")
 
@@ -82,8 +84,23 @@ def test_the_page_stays_under_10_mb_for_any_plan(plan: Plan) -> None:
         for r in range(500)
         for t in range(500)
     )
-    big = attrs.evolve(plan, targets=targets, summary=summarize(targets))
-    page = report.html(big)
+    big = attrs.evolve(plan, targets=targets, summary=summarize(targets), images=())
+    page = report.html(big)  # a plan made before image records: the removed images
+    assert len(page.encode()) <= report.HTML_LIMIT
+    assert f"{250_000 - report.ROWS} more images are not listed here" in page
+    images = tuple(
+        Image(
+            repo=f"team{r % 7}/svc{r}",
+            tag=f"v{'x' * 100}{t}",
+            digest="sha256:" + "a" * 64,
+            verdict=Verdict.REMOVED if t % 2 else Verdict.KEPT,
+            reason="beyond keep-last 3: rank 4 by push time " + "y" * 200,
+            bytes=10**9,
+        )
+        for r in range(500)
+        for t in range(500)
+    )
+    page = report.html(attrs.evolve(big, images=images))
     assert len(page.encode()) <= report.HTML_LIMIT
     assert f"{250_000 - report.ROWS} more images are not listed here" in page
 
@@ -132,5 +149,9 @@ def test_chromium_renders_the_page_and_filters_its_table(plan: Plan, tmp_path: P
     # a blank page compresses to almost nothing; a rendered page does not
     assert (tmp_path / "plan.png").stat().st_size > 5 * (tmp_path / "blank.png").stat().st_size
     dom = browse(tmp_path, "--dump-dom", f"file://{page}#filter=signed").stdout.decode()
-    assert dom.count('<tr hidden="">') == 1  # old/repo's row, filtered out in the browser
-    assert '<span id="shown">1</span>' in dom
+    # old/repo's two rows filtered out in the browser; team/signed's removed v1 and kept v2
+    assert dom.count('hidden=""') == 2
+    assert '<span id="shown">2</span>' in dom
+    assert '<tr class="kept"><td><code>team/signed</code></td><td><code>v2 (+ signature)' in dom
+    kept = browse(tmp_path, "--dump-dom", f"file://{page}#filter=kept").stdout.decode()
+    assert '<span id="shown">1</span>' in kept  # the kept view: what stays, and why
