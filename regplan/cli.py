@@ -29,6 +29,7 @@ from regplan import (
     reviewjson,
     s3,
     signing,
+    ticket,
     walkthrough,
     why,
     workflow,
@@ -579,7 +580,7 @@ def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[P
             # the SHA-256 of the very bytes rendered (the stream's first pass took it)
             pinned = render.PlanFile(name=str(plan_file), sha256=loaded.sha256)
             page = (
-                render.markdown(loaded, pinned, checked)
+                ticket.markdown(loaded, pinned, checked)
                 if fmt == "markdown"
                 else report.html(loaded, pinned, checked)
             )

@@ -186,6 +186,8 @@ def part_of(rel: str) -> str:
 NAME_MAX = 255
 """Bytes in one path component (Linux, and what S3 keys are cut into here)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (ESC, CSI ...) and the bidi controls that reorder what is read."""
 
 
 def name_problem(name: str) -> str | None:
@@ -208,7 +210,12 @@ def name_problem(name: str) -> str | None:
 def printable(text: str) -> str:
     """``text`` with bytes that are not UTF-8 and control characters escaped (one line)."""
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 _REPO = r"(?:[^/_][^/]*)(?:/[^/_][^/]*)*"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from regplan.check import Report as CheckReport
     from regplan.journal import ApplyRecord
     from regplan.why import Answer as WhyAnswer
+from regplan.layout import printable
 from regplan.overview import (
     SHOWN_REPOS,
     ImagesOverview,
@@ -81,10 +83,6 @@ def signature_line(c: Checked) -> str:
     return f"{c.state.value.upper()} {c.role} {who(c)} ({c.keyid}) at {c.signed_at}{where(c)}"
 
 
-def _place(c: Checked) -> str:
-    return c.source + (f": {c.detail}" if c.detail else "")
-
-
 def where(c: Checked) -> str:
     """Where a signature was found, and what is wrong with it."""
     place = "" if c.source == "plan" else f", in {c.source}"
@@ -112,12 +110,16 @@ def text_lines(
     as checked (default: the plan's own, not verified)."""
     src = source(plan)
     ov = overview(src)
-    yield from _summary_lines(ov, unchecked(ov.header) if signatures is None else signatures)
+    lines = _summary_lines(ov, unchecked(ov.header) if signatures is None else signatures)
     if targets and ov.header.summary.targets:
-        yield from _every_target(ov.header, src.targets())
+        lines = itertools.chain(lines, _every_target(ov.header, src.targets()))
     elif ov.header.summary.targets:
-        yield ""
-        yield "Every directory, with its reason: regplan show PLAN --targets"
+        lines = itertools.chain(
+            lines, ["", "Every directory, with its reason: regplan show PLAN --targets"]
+        )
+    # every string from the storage, the request or the plan file is shown inert: no
+    # escape sequence reaches the terminal, no bidi control reorders what is read
+    return (printable(line) for line in lines)
 
 
 def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]:
@@ -163,15 +165,11 @@ def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]
     if ov.kept_count:
         yield ""
         yield f"Storage kept ({ov.kept_count}: paths the request touched that stay, and why):"
-        yield from _capped_lines(
-            [
-                f"  {k.path}\n    {k.reason}"
-                + (f"; refs: {_clip(_refs(k.refs))}" if k.refs else "")
-                for k in ov.kept
-            ],
-            "kept",
-            total=ov.kept_count,
-        )
+        for k in ov.kept[:SUMMARY_CAP]:  # the path, then why
+            yield f"  {k.path}"
+            yield f"    {k.reason}" + (f"; refs: {_clip(_refs(k.refs))}" if k.refs else "")
+        if ov.kept_count > SUMMARY_CAP:
+            yield f"  … and {ov.kept_count - SUMMARY_CAP} more kept"
     if ov.problems_count:
         yield ""
         yield f"Problems ({ov.problems_count}, nothing they touch is removed):"
@@ -251,143 +249,20 @@ def _capped_lines(
     return [*rows[:cap], f"  … and {total - cap} more {what}"]
 
 
-def _cell(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ")
-
-
-MARKDOWN_LIMIT = 30_000
-"""Characters of a change-ticket rendering, whatever the plan's size (a Jira comment
-holds 32,767, a GitHub comment 65,536)."""
-CELL = 160
-"""Characters of one table cell at the most; longer ones end with an ellipsis."""
-
-
 @attrs.frozen(kw_only=True)
 class PlanFile:
-    """The file a ticket rendering pins: its name and the SHA-256 of its bytes."""
+    """The file a ticket or page pins: its name and the SHA-256 of its bytes."""
 
     name: str
     sha256: str
 
 
-def _clip(value: str, width: int = CELL) -> str:
-    value = _cell(value)
+CLIP = 160
+"""Characters of one listed value in the text summary at the most."""
+
+
+def _clip(value: str, width: int = CLIP) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) -> list[str]:
-    """The first ``cap`` rows, then one line saying how many more of ``total`` (default:
-    of ``rows``; ``more`` names them)."""
-    total = len(rows) if total is None else total
-    if total <= cap:
-        return list(rows)
-    return [*rows[:cap], f"| … {total - cap} more {more} |"]
-
-
-def markdown(
-    plan: Plan | Source,
-    plan_file: PlanFile | None = None,
-    signatures: Sequence[Checked] | None = None,
-) -> str:
-    """A change-ticket view of any plan in at most MARKDOWN_LIMIT characters: what goes in
-    image terms, bytes by repository, what is kept because shared or protected, problems,
-    signatures, and the exact verify and apply commands; the full list stays in the plan
-    file it pins by SHA-256."""
-    ov = overview(plan)
-    checked = unchecked(ov.header) if signatures is None else signatures
-    cap = 40
-    while True:
-        text = _markdown(ov, plan_file, checked, cap)
-        if len(text) <= MARKDOWN_LIMIT or cap <= 1:
-            return text[:MARKDOWN_LIMIT]
-        cap //= 2
-
-
-def _markdown(
-    ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked], cap: int
-) -> str:
-    plan = ov.header
-    fp = plan.fingerprint
-    s = plan.summary
-    kinds = storage_words(s.by_kind)
-    name = plan_file.name if plan_file is not None else "PLAN"
-    out = [f"# regplan plan `{plan.plan_id}`", "", "| | |", "|---|---|"]
-    if plan_file is not None:
-        out.append(f"| Plan file | `{_clip(plan_file.name)}`, SHA-256 `{plan_file.sha256}` |")
-    out += [
-        f"| Root | `{_clip(plan.root)}` |",
-        f"| Command | `{_clip(command_line(plan), 400)}` |",
-        f"| Created | {plan.created_at} by {plan.tool.name} {plan.tool.version} |",
-        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} ({_cell(kinds)}) |",
-        f"| Storage kept | {ov.kept_count} paths the request touched that stay |",
-        f"| Problems | {ov.problems_count} |",
-        f"| Fingerprint | `{fp.before[:16]}` -> `{fp.after[:16]}` ({fp.entries} paths) |",
-        f"| Signatures | {_cell(signatures_heading(signatures))} |",
-        "",
-    ]
-    records = ov.image_records
-    if records is not None:
-        out += _markdown_images(records, cap)
-    images = ov.images if records is None else []
-    if images:
-        out += [f"## Images removed ({len(images)})", "", "| Image | With it |", "|---|---|"]
-        rows = [f"| `{_clip(i)}` | {', '.join(k) or ''} |" for i, k in images]
-        out += [*_capped(rows, cap, "images"), ""]
-    by_repo = ov.by_repository
-    if by_repo:
-        out += [
-            "## Storage detail: bytes by repository",
-            "",
-            "| Repository | Directories | Bytes |",
-            "|---|--:|--:|",
-        ]
-        rows = [f"| `{_clip(r)}` | {n} | {human_bytes(b)} |" for r, n, b in by_repo]
-        out += [*_capped(rows, cap, "repositories"), ""]
-    protect = plan.request.selection.protect
-    if protect:
-        out += ["## Protected", "", "| Line | Reference | Keeps |", "|---|---|---|"]
-        rows = [
-            f"| {_clip(p.source, 80)} | `{_clip(p.ref)}` | "
-            f"{_clip(', '.join(p.matches)) or '**matches nothing**'} |"
-            for p in protect
-        ]
-        out += [*_capped(rows, cap, "lines"), ""]
-    if ov.kept_count:
-        out += [f"## Storage kept ({ov.kept_count})", "", "| Path | Why | For |", "|---|---|---|"]
-        rows = [
-            f"| `{_clip(k.path)}` | {_clip(k.reason)} | {_clip(_refs(k.refs))} |" for k in ov.kept
-        ]
-        out += [*_capped(rows, cap // 2 or 1, "kept", ov.kept_count), ""]
-    if ov.problems_count:
-        out += [
-            f"## Problems ({ov.problems_count})",
-            "",
-            "| Code | Path | Message |",
-            "|---|---|---|",
-        ]
-        rows = [f"| {p.code.value} | `{_clip(p.path)}` | {_clip(p.message)} |" for p in ov.problems]
-        out += [*_capped(rows, cap // 2 or 1, "problems", ov.problems_count), ""]
-    out += [
-        "## Signatures",
-        "",
-        _cell(signatures_heading(signatures)),
-        "",
-        "| Check | Role | Signer | Key | Signed at | Where |",
-        "|---|---|---|---|---|---|",
-    ]
-    rows = [
-        f"| **{c.state.value}** | {c.role} | {_clip(who(c), 80)} | `{c.keyid}` | "
-        f"{c.signed_at} | {_clip(_place(c), 80)} |"
-        for c in signatures
-    ]
-    out += [*_capped(rows, cap, "signatures"), ""]
-    out += runbook(plan, name)
-    out += [
-        "",
-        f"The full list of the {s.targets} directories is in the attached plan file "
-        f"(`regplan show {shlex.quote(name)} --targets`).",
-    ]
-    return "\n".join(out) + "\n"
 
 
 def who(c: Checked) -> str:
@@ -396,59 +271,6 @@ def who(c: Checked) -> str:
     if c.state is State.VALID and c.name:
         return c.name if c.name == c.signer else f"{c.name} (says {c.signer})"
     return c.signer
-
-
-def _markdown_images(records: ImagesOverview, cap: int) -> list[str]:
-    """Per touched repository, its images removed and kept, each with its rule."""
-    out = ["## Images", "", _cell(images_headline(records)), ""]
-    out += ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
-    rows = []
-    for repo in records.repos:
-        for mark, shown, verdict in (
-            ("removed", repo.removed, Verdict.REMOVED),
-            ("kept", repo.kept, Verdict.KEPT),
-        ):
-            rows += [
-                f"| `{_clip(repo.name, 80)}` | `{_clip(repo.label(i), 80)}` | {mark} | "
-                f"{human_bytes(i.bytes)} | {_clip(i.reason)} |"
-                for i in shown[: max(1, cap // 4)]
-            ]
-            more = repo.counts[verdict] - min(len(shown), max(1, cap // 4))
-            if more:
-                rows.append(f"| `{_clip(repo.name, 80)}` | … {more} more | {mark} | | |")
-    return [*out, *_capped(rows, cap * 2, "rows (regplan show --json lists all)"), ""]
-
-
-def runbook(plan: Plan, name: str) -> list[str]:
-    """The change's steps with the real paths the plan was made with: verify, apply,
-    check, and the backout (rollback) and purge; what is not known is a placeholder
-    that says what to put there."""
-    root = shlex.quote(plan.root)
-    path = shlex.quote(name)
-    keyid = plan.signatures[0].keyid if plan.signatures else "the planner's key"
-    return [
-        "## Runbook",
-        "",
-        f"`PLANNER.pub`: the planner's public key ({keyid}); `REVIEWER.pub`: each "
-        "approver's; `URL`: the registry's address (or give its `--config CONFIG.yml`).",
-        "",
-        "```sh",
-        "# 1. approve (each reviewer; writes the approval beside the plan, never into it)",
-        f"regplan approve {path} --key REVIEWER.key --trust PLANNER.pub",
-        "# 2. verify: signatures, and that the storage is still what was planned",
-        f"regplan verify {path} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
-        "# 3. apply: the registry in read-only mode (or stopped); regplan probes it",
-        f"regplan apply {path} --trust PLANNER.pub --trust REVIEWER.pub "
-        f"--require-signatures 2 --root {root} --registry-url URL",
-        "# 4. restart the registry (its caches), then prove every kept image pulls",
-        f"regplan check --registry-url URL --root {root} --plan {path}",
-        "# backout: the apply id is printed by apply and listed by history",
-        f"regplan history --root {root}",
-        f"regplan rollback APPLY_ID --root {root} --registry-url URL",
-        "# once the change is accepted: free the space for good",
-        f"regplan purge APPLY_ID --root {root}",
-        "```",
-    ]
 
 
 def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
@@ -483,6 +305,11 @@ def rolled_back(r: RollbackResult, advice: str) -> str:
 
 
 def why_text(answer: WhyAnswer, plan: Plan) -> str:
+    """``_why_lines``, each made printable (names from the plan are shown inert)."""
+    return "\n".join(printable(line) for line in _why_lines(answer, plan).split("\n"))
+
+
+def _why_lines(answer: WhyAnswer, plan: Plan) -> str:
     """``regplan why``: the verdict on one line, then the images and their rules, then
     what it causes or what the storage keeps for it."""
     verdict = answer.verdict.value

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from regplan import apply, approvals, render, signing, workflow
+from regplan import apply, approvals, render, signing, ticket, workflow
 from regplan.demo import build_demo
 from regplan.errors import RegplanError
 from regplan.layout import Storage
@@ -33,7 +33,7 @@ def _review(plan_path: Path, trusted: list[signing.TrustedKey], step: str, echo:
         checked = approvals.checked(loaded, trusted)
         _quote(echo, render.text(loaded, signatures=checked))
         pinned = render.PlanFile(name=str(plan_path), sha256=loaded.sha256)
-        md.write_text(render.markdown(loaded, pinned, checked))
+        md.write_text(ticket.markdown(loaded, pinned, checked))
     echo(f"   (regplan show {plan_path} --format markdown, for a change ticket: {md})")
     echo("")
 

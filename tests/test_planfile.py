@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import codec, render, report, signing, why, workflow
+from regplan import codec, render, report, signing, ticket, why, workflow
 from regplan.errors import PlanFormatError, SignatureError
 from regplan.inventory import ProblemCode
 from regplan.overview import overview
@@ -72,7 +72,7 @@ def test_stream_reads_the_plan_as_read_whole(plan: Plan, tmp_path: Path) -> None
             "images": len(whole.images),
         }
         assert render.text(s, targets=True) == render.text(whole, targets=True)
-        assert render.markdown(s) == render.markdown(whole)
+        assert ticket.markdown(s) == ticket.markdown(whole)
         assert report.html(s) == report.html(whole)
         for ref in ("team/app:v1", "old/repo", "sha256:" + "0" * 64):
             assert why.why(s, ref) == why.why(whole, ref)

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import codec, render
+from regplan import codec, render, ticket
 from regplan.inventory import ProblemCode
 from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.selection import parse_protect
@@ -41,7 +41,7 @@ def test_text_with_every_target(example: Plan, snapshot: Any) -> None:
 
 
 def test_markdown(example: Plan, snapshot: Any) -> None:
-    snapshot.assert_match(render.markdown(example), "plan.md")
+    snapshot.assert_match(ticket.markdown(example), "plan.md")
 
 
 def test_whole_repository_plan_text(demo_root: Path, snapshot: Any) -> None:
@@ -78,12 +78,12 @@ def test_signed_image_text(signed_plan: Plan, snapshot: Any) -> None:
 
 
 def test_signed_image_markdown(signed_plan: Plan, snapshot: Any) -> None:
-    markdown = render.markdown(signed_plan)
+    markdown = ticket.markdown(signed_plan)
     assert (
         "| `team/signed` | `v1 (+ attestation, signature)` | removed | 1.3 KiB | "
-        "requested: --image team/signed:v1 |\n"
+        "`requested: --image team/signed:v1` |\n"
     ) in markdown
-    assert "| running.txt:2 | `team/gone:v0` | **matches nothing** |" in markdown
+    assert "| `running.txt:2` | `team/gone:v0` | **matches nothing** |" in markdown
     snapshot.assert_match(markdown, "signed.md")
 
 
@@ -120,8 +120,8 @@ def test_markdown_fits_a_ticket_whatever_the_plan(example: Plan) -> None:
     summary = render.text(big)
     assert summary.count("\n") < 300
     assert "  … and 470 more repositories\n" in summary
-    text = render.markdown(big, render.PlanFile(name="big.plan.json", sha256="ab" * 32))
-    assert len(text) <= render.MARKDOWN_LIMIT
+    text = ticket.markdown(big, render.PlanFile(name="big.plan.json", sha256="ab" * 32))
+    assert len(text) <= ticket.MARKDOWN_LIMIT
     assert "| Removes | 250000 directories, " in text
     assert "SHA-256 `" + "ab" * 32 + "`" in text
     assert "## Images" in text and "more repositories |" in text
