@@ -9,7 +9,8 @@ one the target's reason, and a tag in a repository no option selects is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from regplan.inventory import Inventory, Repository
 from regplan.layout import (
@@ -34,10 +35,11 @@ def records(
     request: Resolved,
     removed: Iterable[tuple[str, str, str, tuple[str, ...]]],
     kept: Iterable[Kept],
-) -> tuple[Image, ...]:
+) -> Iterator[Image]:
     """Every tag of every repository, and the untagged manifests the plan removes or a
-    rule keeps, sorted by name. ``removed``: (kind, path, reason, refs) of the plan's
-    repository, tag and revision targets (``TargetSpool.image_targets``)."""
+    rule keeps, repository by repository (sort them with ``as_record``). ``removed``:
+    (kind, path, reason, refs) of the plan's repository, tag and revision targets
+    (``TargetSpool.image_targets``)."""
     gone: dict[str, str] = {}
     whole: dict[str, str] = {}
     for kind, path, reason, _ in removed:
@@ -46,7 +48,6 @@ def records(
         else:
             gone[path] = reason
     why_kept = {k.path: k.reason for k in kept}
-    out: list[Image] = []
     for name, repo in inv.repositories.items():
         whole_reason = _whole(name, repo, whole)
         for tag in repo.tags.values():
@@ -57,9 +58,31 @@ def records(
                 verdict, reason = Verdict.REMOVED, gone[path]
             else:
                 verdict, reason = _kept(request, why_kept, repo, tag.name)
-            out.append(_image(inv, repo, tag.name, tag.current, verdict, reason))
-        out += _untagged(inv, repo, whole_reason, gone, why_kept)
-    return tuple(sorted(out, key=lambda i: (i.repo, i.tag is None, i.tag or "", i.digest or "")))
+            yield _image(inv, repo, tag.name, tag.current, verdict, reason)
+        yield from _untagged(inv, repo, whole_reason, gone, why_kept)
+
+
+def as_record(image: Image, seq: int) -> tuple[Any, ...]:
+    """``image`` as plain data for a ``spool.Sorted``, which sorts it into the plan's
+    order: by repository, tags before untagged manifests, by name (``seq`` breaks ties,
+    so that no two records compare past it)."""
+    i = image
+    key = (i.repo, i.tag is None, i.tag or "", i.digest or "", seq)
+    return (*key, i.tag, i.digest, i.verdict.value, i.reason, i.attached_to, i.kind, i.bytes)
+
+
+def from_record(r: tuple[Any, ...]) -> Image:
+    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size = r
+    return Image(
+        repo=repo,
+        tag=tag,
+        digest=digest,
+        verdict=Verdict(verdict),
+        reason=reason,
+        attached_to=attached_to,
+        kind=kind,
+        bytes=size,
+    )
 
 
 def _whole(name: str, repo: Repository, whole: Mapping[str, str]) -> str | None:

@@ -40,6 +40,7 @@ from regplan.planner import Spooled, decide_spooled
 from regplan.s3 import S3Storage
 from regplan.scan import Progress
 from regplan.selection import Selection, resolve
+from regplan.spool import Sorted
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,16 @@ class Draft:
     """A plan just made and signed: its header here, its targets still in the planner's
     spool (a ``planfile.Source``). Use as a context manager: leaving drops the spool."""
 
-    def __init__(self, header: Plan, spooled: Spooled, images: tuple[Image, ...]) -> None:
+    def __init__(self, header: Plan, spooled: Spooled, found: Sorted) -> None:
         self.header = header
         self._spooled = spooled
-        self._images = images
+        self._images = found
+        """The image records, spooled as the targets are (``images.as_record``)."""
         self.counts = {
             "targets": header.summary.targets,
             "kept": len(spooled.kept),
             "problems": len(spooled.problems),
-            "images": len(images),
+            "images": found.count,
         }
 
     def targets(self) -> Iterator[Target]:
@@ -73,7 +75,7 @@ class Draft:
         return iter(self._spooled.problems)
 
     def images(self) -> Iterator[Image]:
-        return iter(self._images)
+        return map(images.from_record, self._images)
 
     def raw_lists(self) -> dict[str, Iterator[Any]]:
         """The lists as the plan file holds them, one item at a time."""
@@ -81,11 +83,12 @@ class Draft:
             "targets": self._spooled.targets.raw(),
             "kept": codec.unstructure_items(self._spooled.kept),
             "problems": codec.unstructure_items(self._spooled.problems),
-            "images": codec.unstructure_items(self._images),
+            "images": codec.unstructure_items(self.images()),
         }
 
     def close(self) -> None:
         self._spooled.targets.close()
+        self._images.close()
 
     def __enter__(self) -> Draft:
         return self
@@ -137,8 +140,11 @@ def make_plan(
         ),
     )
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
+    found = Sorted()
     try:
-        found = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
+        made = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
+        for n, image in enumerate(made):
+            found.add(images.as_record(image, n))
         tree = inventory.tree
         del inventory, resolved  # the passes below need only the tree and the spool
         before = tree.digest
@@ -167,6 +173,7 @@ def make_plan(
         signature = signing.sign_body(body, key, role="planner", signer=signer, now=now)
     except BaseException:
         spooled.targets.close()
+        found.close()
         raise
     draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)

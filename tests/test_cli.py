@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -452,3 +453,18 @@ def test_a_closed_pipe_ends_show_quietly(
     err = proc.stderr.read()
     assert proc.wait(timeout=60) in (0, -signal.SIGPIPE)
     assert err == b""
+
+
+def test_shell_completion_as_the_readme_says() -> None:
+    """`eval "$(_REGPLAN_COMPLETE=bash_source regplan)"` installs completion; completing
+    `regplan sh` offers show."""
+    env = {**os.environ, "_REGPLAN_COMPLETE": "bash_source"}
+    script = subprocess.run(
+        [sys.executable, "-m", "regplan"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "_regplan_completion()" in script.stdout
+    env.update(_REGPLAN_COMPLETE="bash_complete", COMP_WORDS="regplan sh", COMP_CWORD="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "regplan"], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "plain,show"

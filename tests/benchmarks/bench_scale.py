@@ -53,6 +53,8 @@ SIZES: dict[str, dict[str, int]] = {
     "1m": {"repos": 1000, "tags": 60, "pushes": 3, "repush_every": 2},
 }
 REGPLAN = [sys.executable, "-m", "regplan"]
+STOPPED = ["--registry-stopped"]
+"""No registry serves the bench tree: apply and rollback are told so (the write guard)."""
 SUBSET = "team0/*"
 """--untagged pattern of the smaller plan: one repository in seven (about 12,000
 targets at 250k), the size of change the apply goal names (10,000 targets)."""
@@ -148,6 +150,12 @@ def prepare(size: str, workdir: Path) -> tuple[Path, Path, dict[str, int]]:
 FORMATS = ("text", "markdown", "html", "json")
 
 
+def review_size(fmt: str, out: str) -> int:
+    """A review's length as its goal counts it: text in lines, the rest in characters
+    (of the first KEPT_OUTPUT bytes: an HTML page past it counts as that)."""
+    return out.count("\n") if fmt == "text" else len(out)
+
+
 def planned_targets(plan: Path) -> int:
     """The plan's target count, read without loading the plan: this process must stay
     small. Its peak RSS is carried into every child it starts (subprocess starts them
@@ -180,6 +188,8 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
     trust = ["--trust", f"{key}.pub"]
     one = first_image(root)
     steps: dict[str, list[tuple[float, int]]] = {}
+    review: dict[str, int] = {}
+    """How long each review of the big plan is (text lines, Markdown characters ...)."""
     targets = 0
     # untimed: every command starts with the same warm cache (the tree's folders
     # and links, and the manifests, which a walk does not read)
@@ -236,11 +246,12 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
         )
         record("verify", run([*REGPLAN, "verify", str(plan), "--trust", f"{key}.pub"]))
         out = record(
-            "apply", run([*REGPLAN, "apply", str(plan), "--trust", f"{key}.pub", "--json", "-q"])
+            "apply",
+            run([*REGPLAN, "apply", str(plan), "--trust", f"{key}.pub", "--json", "-q", *STOPPED]),
         )
         record(
             "rollback",
-            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root), *STOPPED]),
         )
         # the goal's size of change: a plan of some 10,000 targets on the same tree
         plan_args = ["--root", str(root), "--key", str(key), "-o", str(subset), "-q", "--json"]
@@ -248,26 +259,40 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
         subset_targets = planned_targets(subset)
         out = record(
             "apply (subset)",
-            run([*REGPLAN, "apply", str(subset), "--trust", f"{key}.pub", "--json", "-q"]),
+            run(
+                [*REGPLAN, "apply", str(subset), "--trust", f"{key}.pub", "--json", "-q", *STOPPED]
+            ),
         )
         record(
             "rollback (subset)",
-            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+            run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root), *STOPPED]),
         )
         # what a plan's size costs a reader: each reading command on the big plan and on
         # a plan of one image (its peak is the baseline of the flat-memory goal)
         run([*REGPLAN, "plan", *plan_args[:4], "-o", str(tiny), "-q", "--json", "--image", one])
         for name, p in (("", plan), (" (one image)", tiny)):
             for fmt in FORMATS:
-                record(f"show {fmt}{name}", run([*REGPLAN, "show", str(p), "--format", fmt]))
+                out = record(f"show {fmt}{name}", run([*REGPLAN, "show", str(p), "--format", fmt]))
+                if not name:
+                    review[fmt] = review_size(fmt, out)
             if p is tiny:
                 record("verify (one image)", run([*REGPLAN, "verify", str(p), *trust]))
                 out = record(
-                    "apply (one image)", run([*REGPLAN, "apply", str(p), *trust, "--json", "-q"])
+                    "apply (one image)",
+                    run([*REGPLAN, "apply", str(p), *trust, "--json", "-q", *STOPPED]),
                 )
                 record(
                     "rollback (one image)",
-                    run([*REGPLAN, "rollback", json.loads(out)["apply_id"], "--root", str(root)]),
+                    run(
+                        [
+                            *REGPLAN,
+                            "rollback",
+                            json.loads(out)["apply_id"],
+                            "--root",
+                            str(root),
+                            *STOPPED,
+                        ]
+                    ),
                 )
         shutil.rmtree(root / "regplan-state")
         print(
@@ -299,6 +324,11 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
         print(f"  {k:<32}{v:>10.2f}")
     for k, d in over_one.items():
         print(f"  {k:<32}{d:>10}")
+    print(
+        f"  review of {targets:,} targets: text {review['text']} lines (at most 500), "
+        f"Markdown {review['markdown']:,} characters (at most 30,000), "
+        f"HTML {review['html']:,} characters"
+    )
     return {
         **built,
         "size": size,
@@ -309,6 +339,7 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
         "peak_rss_mib": mem,
         "ratios": ratios,
         "peak_over_one_image_mib": over_one,
+        "review_size": review,
         "all": {k: [list(x) for x in v] for k, v in steps.items()},
     }
 
