@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from regplan import render, report, reviewjson, ticket
-from regplan.plan import Plan, Verdict
+from regplan.inventory import ProblemCode
+from regplan.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
 from regplan.planfile import InMemory
 from regplan.selection import ImageSpec, Retention, Selection, parse_protect
 from tests.helpers import make_plan
@@ -69,3 +71,41 @@ def test_json_review(realistic: Plan, snapshot: Any) -> None:
     listed = {v: sum(len(r[v]) for r in doc["repositories"]) for v in counted}
     assert listed == counted  # every image is listed, and the counts add up
     snapshot.assert_match(text, "realistic.json")
+
+
+def test_a_big_plan_stays_reviewable(realistic: Plan) -> None:
+    """250,000 images in 500 repositories, 200 kept paths, 200 problems, 40 protect lines:
+    the text summary within 500 lines, the ticket within 30,000 characters."""
+    images = tuple(
+        Image(
+            repo=f"team{r % 7}/svc{r:03}",
+            tag=f"v{t:03}",
+            digest="sha256:" + f"{r:04}{t:04}".ljust(64, "0"),
+            verdict=Verdict.REMOVED if t >= 3 else Verdict.KEPT,
+            reason=f"beyond keep-last 3: rank {t + 1} by push time"
+            if t >= 3
+            else f"rank {t + 1} of keep-last 3 by push time",
+            bytes=1000 * t,
+        )
+        for r in range(500)
+        for t in range(500)
+    )
+    selection = realistic.request.selection
+    protect = tuple(ProtectRecord(source=f"k.txt:{n}", ref=f"x/y:{n}") for n in range(40))
+    big = attrs.evolve(
+        realistic,
+        images=images,
+        kept=tuple(Kept(path=f"blobs/sha256/ab/{n:064x}", reason="shared") for n in range(200)),
+        problems=tuple(
+            PlanProblem(path=f"repositories/x{n}", code=ProblemCode.UNREADABLE, message="m")
+            for n in range(200)
+        ),
+        request=attrs.evolve(realistic.request, selection=attrs.evolve(selection, protect=protect)),
+    )
+    text = render.text(big)
+    assert len(text.splitlines()) < 500
+    assert "Removes 248500 images and keeps 1500 in 500 repositories" in text
+    assert "… and 485 more repositories" in text
+    md = ticket.markdown(big, PINNED)
+    assert len(md) <= ticket.MARKDOWN_LIMIT
+    assert "## Images" in md and "## Runbook" in md
