@@ -35,13 +35,7 @@ from regplan import (
     workflow,
 )
 from regplan.config import ENV_ROOT, rootdirectory, running
-from regplan.errors import (
-    ApplyError,
-    CheckFailed,
-    RegistryUnknownError,
-    RegplanError,
-    SelectionError,
-)
+from regplan.errors import ApplyError, CheckFailed, RegplanError, SelectionError
 from regplan.layout import printable
 from regplan.location import Location
 from regplan.planfile import PlanStream
@@ -225,23 +219,16 @@ def _probe(reg: dict[str, Any], url: str, allow_online: bool, command: str) -> s
 def _write_guard(
     reg: dict[str, Any], config: Path | None, stopped: bool, allow_online: bool, command: str
 ) -> tuple[str | None, str]:
-    """Before apply or rollback moves anything: how regplan knows the registry cannot
-    write, as (the URL probed, what to record). A URL, given or read from the registry's
-    config, is always probed; --registry-stopped is the operator's word; with neither,
-    nothing moves (exit 6)."""
+    """online.write_guard with this command's ways to reach the registry."""
     found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
-    url = reg["registry_url"] or (running(Path(found), os.environ).url if found else None)
-    if url is not None:
-        return url, _probe(reg, url, allow_online, command)
-    if stopped:
-        return None, online.STOPPED
-    if allow_online:
-        return None, "not checked: --allow-online"
-    raise RegistryUnknownError(
-        f"{command.split()[1]} moves nothing until it knows the registry cannot write: pass "
-        "--registry-url URL (it is probed), --config CONFIG.yml (the registry's own; its "
-        "http.addr is probed) or, once the registry is stopped, --registry-stopped "
-        "(REGPLAN_REGISTRY_STOPPED=1)"
+    settings = running(Path(found), os.environ) if found else None
+    return online.write_guard(
+        url=reg["registry_url"],
+        settings=settings,
+        stopped=stopped,
+        allow_online=allow_online,
+        command=command,
+        probe=lambda url: _probe(reg, url, allow_online, command),
     )
 
 

@@ -5,10 +5,11 @@ caches afterwards."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from regplan.config import Running
-from regplan.errors import RegistryOnlineError
+from regplan.errors import RegistryOnlineError, RegistryUnknownError
 
 if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported when a registry is asked
     from regplan.regclient import Probe, RegistryClient
@@ -16,6 +17,34 @@ if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported when a registry
 
 STOPPED = "the operator said the registry is stopped (--registry-stopped)"
 """What the journal records when the operator's word is all regplan has."""
+
+
+def write_guard(
+    *,
+    url: str | None,
+    settings: Running | None,
+    stopped: bool,
+    allow_online: bool,
+    command: str,
+    probe: Callable[[str], str],
+) -> tuple[str | None, str]:
+    """Before apply or rollback moves anything: how regplan knows the registry cannot
+    write, as (the URL probed, what to record in the journal). A URL, given or read from
+    the registry's config (``settings``), is always probed (``probe`` refuses a writable
+    one); ``stopped`` is the operator's word; with neither, nothing moves (exit 6)."""
+    url = url or (settings.url if settings is not None else None)
+    if url is not None:
+        return url, probe(url)
+    if stopped:
+        return None, STOPPED
+    if allow_online:
+        return None, "not checked: --allow-online"
+    raise RegistryUnknownError(
+        f"{command} moves nothing until it knows the registry cannot write: pass "
+        "--registry-url URL (it is probed), --config CONFIG.yml (the registry's own; its "
+        "http.addr is probed) or, once the registry is stopped, --registry-stopped "
+        "(REGPLAN_REGISTRY_STOPPED=1)"
+    )
 
 
 def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
