@@ -115,7 +115,7 @@ def image(
     layers_files: Iterable[Mapping[str, bytes]],
     *,
     arch: str = "amd64",
-    created: str = EPOCH,
+    created: str | None = EPOCH,
     subject: Blob | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> Image:
@@ -125,18 +125,15 @@ def image(
         blob, diff_id = layer(files)
         layers.append(blob)
         diff_ids.append(str(diff_id))
-    config = Blob(
-        _json(
-            {
-                "created": created,
-                "architecture": arch,
-                "os": "linux",
-                "config": {"Cmd": ["/bin/sh"]},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            }
-        ),
-        CONFIG_MT,
-    )
+    fields: dict[str, object] = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    if created is not None:  # None: a config without it (a Helm chart's, an artifact's)
+        fields = {"created": created, **fields}
+    config = Blob(_json(fields), CONFIG_MT)
     doc: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST_MT,

@@ -427,9 +427,14 @@ class _Planner:
         if decided.fail_closed:
             return out
         gone = set(decided.removed_tags)
+        protected = self.protected.get(name, {})
         for tag in sorted(repo.tags):
             subject = attached_subject(tag)
             if subject is None or tag in gone or tag in follow:
+                continue
+            current = repo.tags[tag].current
+            if current in protected:  # a --protect line names this signature itself
+                self.keep(tag_dir(name, tag), protected[current])
                 continue
             what = attached_kind(tag)
             if subject in decided.removed:

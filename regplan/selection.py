@@ -96,6 +96,10 @@ class Protect:
                 digest = parse_digest(digest_text)
             except ValueError:
                 raise bad from None
+        if not ref.isprintable():  # a control character, a stray byte: not a reference
+            raise SelectionError(
+                f"--protect {source}: {ref[:120]!r} has a character that is not printable"
+            )
         first, slash, rest = name.partition("/")
         if slash and ("." in first or ":" in first or first == "localhost"):
             name = rest  # registry.example:5000/team/app:v1 -> team/app:v1
@@ -108,9 +112,10 @@ class Protect:
 
 
 def parse_protect(text: str, name: str) -> tuple[Protect, ...]:
-    """The entries of a protect file: one reference per line, ``#`` comments, blank lines."""
+    """The entries of a protect file: one reference per line, ``#`` comments, blank lines;
+    read as people save it (a UTF-8 byte order mark, CRLF line ends)."""
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         ref = line.split("#", 1)[0].strip()
         if ref:
             out.append(Protect.parse(ref, f"{name}:{n}"))
@@ -329,6 +334,9 @@ class _Resolver:
         for rank, name in enumerate(ranked, 1):
             tag = repo.tags[name]
             when, said = self._time(tag)
+            if when == float("-inf"):  # what regplan cannot date, it keeps
+                self._undated(repo, name, said)
+                continue
             beyond = r.keep_last is not None and rank > r.keep_last
             old = cutoff is not None and when < cutoff
             if not _goes(beyond=beyond, old=old, ranked=r.keep_last is not None, aged=cutoff):
@@ -359,6 +367,13 @@ class _Resolver:
             )
         for name, reason in going.items():
             self.tags.setdefault((repo.name, name), reason)
+
+    def _undated(self, repo: Repository, tag: str, said: str) -> None:
+        why = f"{said}: cannot tell its age (--sort-by created); kept"
+        self.kept[tag_dir(repo.name, tag)] = why
+        self.problems.append(
+            Problem(path=tag_dir(repo.name, tag), code=ProblemCode.UNREADABLE, message=why)
+        )
 
     def _considered(self, repo: Repository, tag: str) -> bool:
         """Whether --match and --exclude let retention look at ``tag`` (noted when not)."""

@@ -242,3 +242,19 @@ def test_gc_min_age_through_make_plan_sweeps_old_layer_links(tmp_path: Path) -> 
     links = {t.path for t in plan.targets if t.kind == TargetKind.LAYER_LINK}
     assert links == {layer_dir("r", b.digest) for b in (orphan.config, orphan.layers[0])}
     assert blob_dir(orphan.layers[0].digest) in {t.path for t in plan.targets}
+
+
+def test_sort_by_created_keeps_what_it_cannot_date(tmp_path: Path) -> None:
+    """#21.3: an artifact whose config has no `created` (a Helm chart) is kept and
+    reported, however old the others are; the dated tags are ranked among themselves."""
+    reg = Registry.create(tmp_path)
+    reg.push("r", image([{"a": b"1"}], created="2020-01-01T00:00:00Z"), "old")
+    reg.push("r", image([{"b": b"1"}], created="2020-02-01T00:00:00Z"), "older")
+    reg.push("r", image([{"c": b"1"}], created=None), "chart")
+    reg.push("r", image([{"d": b"1"}], created="2025-12-01T00:00:00Z"), "new")
+    d = plan(tmp_path, retention(keep_last=1, older_than="30d", sort_by="created"))
+    gone = {t.path.rsplit("/", 1)[1] for t in d.targets if t.kind == TargetKind.TAG}
+    assert gone == {"old", "older"}
+    kept = {k.path: k.reason for k in d.kept}
+    assert kept["repositories/r/_manifests/tags/chart"].startswith("no created time: cannot tell")
+    assert [p.path for p in d.problems] == ["repositories/r/_manifests/tags/chart"]

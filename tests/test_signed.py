@@ -285,3 +285,26 @@ def test_an_unknown_repository_folder_is_reported_and_never_pruned(tmp_path: Pat
     assert [(p.code, p.path) for p in plan.problems] == [
         (ProblemCode.UNKNOWN_FOLDER, f"repositories/{REPO}/_referrers")
     ]
+
+
+def test_a_protect_file_is_read_as_people_save_it() -> None:
+    """#21.2: a UTF-8 byte order mark (Notepad, PowerShell 5) and CRLF line ends."""
+    entries = parse_protect("\ufeffold/repo:2019\r\nteam/app:v1\r\n", "running.txt")
+    assert [(e.repo, e.tag) for e in entries] == [("old/repo", "2019"), ("team/app", "v1")]
+
+
+@pytest.mark.parametrize("line", ["team/app:v1\x1b[2J", "team/\x00app:v1", "team/app:v1\u202e"])
+def test_a_protect_line_with_a_control_character_stops_the_plan(line: str) -> None:
+    with pytest.raises(SelectionError, match=r"running\.txt:1: .* not printable"):
+        protect(line)
+
+
+def test_a_protected_signature_stays_when_its_image_goes(signed: tuple[Path, Signed]) -> None:
+    """#21.4: a line naming an attached tag keeps it, though its subject is removed."""
+    root, s = signed
+    sig = next(t for t in s.attached["v1"] if t.endswith(".sig"))
+    plan = plan_protecting(root, protect(f"{REPO}:{sig}"), f"{REPO}:v1")
+    assert "v1" in tags_removed(plan) and sig not in tags_removed(plan)
+    assert {k.path: k.reason for k in plan.kept}[tag_path(sig)] == (
+        f"protected by running.txt:1 ({REPO}:{sig})"
+    )
