@@ -213,8 +213,8 @@ class _Checker:
             return [f"manifest {ref}: the body does not match its digest"]
         try:
             doc = json.loads(body)
-        except ValueError:
-            return [f"manifest {ref} is not JSON"]
+        except (ValueError, RecursionError):  # a hostile registry may nest without end
+            return [f"manifest {ref} is not JSON (or nested too deeply)"]
         if not isinstance(doc, dict):
             return [f"manifest {ref} is not a JSON object"]
         problems: list[str] = []

@@ -59,7 +59,10 @@ def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
     probe = client.probe()
     if probe.mode in (Mode.STOPPED, Mode.READ_ONLY) or allow_online:
         return probe
-    state = "accepts writes" if probe.mode is Mode.WRITABLE else "may accept writes"
+    state = {
+        Mode.WRITABLE: "accepts writes",
+        Mode.PULL_THROUGH: "is a pull-through cache, which writes on every uncached pull",
+    }.get(probe.mode, "may accept writes")
     raise RegistryOnlineError(
         f"the registry at {client.url} {state} ({probe.detail}): a push in flight "
         f"has blobs nothing references yet; set storage.maintenance.readonly.enabled: true "

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -56,7 +57,60 @@ class Mode(enum.Enum):
     STOPPED = "stopped"
     READ_ONLY = "read-only"
     WRITABLE = "writable"
+    PULL_THROUGH = "pull-through cache"
+    """``proxy.remoteurl``: it refuses pushes (a JSON 405 UNSUPPORTED, where read-only
+    mode answers a plain-text 405) but writes to its storage on every uncached pull."""
     UNKNOWN = "unknown"
+
+
+MAX_BODY = 4 << 20
+"""Bytes of any answer read at the most (distribution caps manifests at 4 MiB): a
+bigger one is refused, never held."""
+DEADLINE = 30.0
+"""Seconds one request may take in all, whatever pace the server answers at."""
+
+
+@attrs.frozen(kw_only=True)
+class Answer:
+    """A registry's answer, read whole within MAX_BODY and DEADLINE."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    what: str
+    """``METHOD /path``, for messages."""
+
+
+def read_bounded(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    basic_only: bool = False,
+    deadline: float = DEADLINE,
+) -> Answer:
+    """``method url`` through ``client``, its body read piece by piece: past MAX_BODY
+    bytes or ``deadline`` seconds it raises RegistrySlow (one line), never holds more.
+    ``basic_only``: without the client's challenge-answering auth (a token service)."""
+    until = time.monotonic() + deadline
+    auth = None if basic_only else httpx.USE_CLIENT_DEFAULT
+    with client.stream(
+        method, url, headers=headers, content=content, params=params, auth=auth
+    ) as r:
+        what = f"{method} {r.request.url.path}"
+        body = bytearray()
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise RegistrySlow(f"{r.request.url.host}: the answer to {what} is over 4 MiB")
+            if time.monotonic() > until:
+                raise RegistrySlow(
+                    f"{r.request.url.host}: no whole answer to {what} within {deadline:.0f} s"
+                )
+        return Answer(status=r.status_code, headers=r.headers, body=bytes(body), what=what)
 
 
 @attrs.frozen(kw_only=True)
@@ -98,9 +152,14 @@ class _Auth(httpx.Auth):
     """Answer the registry's 401 challenge: Basic, or Bearer through its token service
     (a token kept per repository, so a check of thousands of images asks once for each)."""
 
-    def __init__(self, credentials: Credentials | None, client: httpx.Client) -> None:
+    def __init__(
+        self, credentials: Credentials | None, client: httpx.Client, *, https_only: bool
+    ) -> None:
         self.credentials = credentials
         self.client = client
+        self.https_only = https_only
+        """The registry was reached over verified https: a token service over plain
+        http would receive the credentials in clear (never downgrade)."""
         self.tokens: dict[str, str] = {}
         """repository -> its latest token (what a request to it sends first)."""
         self.granted: dict[str, str] = {}
@@ -151,24 +210,31 @@ class _Auth(httpx.Auth):
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         headers = {"Authorization": self._basic()} if self.credentials is not None else {}
         realm = params.get("realm", "")
+        if self.https_only and urlparse(realm).scheme != "https":
+            raise RegistryError(
+                f"the registry's token service {realm!r} is not https while the registry is: "
+                "regplan does not send credentials in clear (--insecure allows it)"
+            )
         try:
-            r = self.client.get(realm, params=query, headers=headers, auth=None)
-            body = r.json() if r.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError) as e:
+            r = read_bounded(
+                self.client, "GET", realm, params=query, headers=headers, basic_only=True
+            )
+            body = json.loads(r.body) if r.status == 200 else {}
+        except (httpx.HTTPError, ValueError, RecursionError) as e:
             raise RegistryError(f"token service {realm}: {e or type(e).__name__}") from None
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str):
             raise RegistryError(
                 f"token service {realm} gave no token for {scope or 'the registry'} "
-                f"({r.status_code}): give --registry-user with REGPLAN_REGISTRY_PASSWORD, or "
+                f"({r.status}): give --registry-user with REGPLAN_REGISTRY_PASSWORD, or "
                 "`docker login`, for a user that may pull"
             )
         return f"Bearer {token}"
 
 
 def _repository(path: str) -> str:
-    """``/v2/team/app/manifests/v1`` -> ``team/app`` (what a token's scope names)."""
-    parts = path.removeprefix("/v2/").split("/")
+    """``[/prefix]/v2/team/app/manifests/v1`` -> ``team/app`` (what a token's scope names)."""
+    parts = path.partition("/v2/")[2].split("/")
     for i, part in enumerate(parts):
         if part in ("manifests", "blobs", "tags"):
             return "/".join(parts[:i])
@@ -208,14 +274,20 @@ class RegistryClient:
         ca_cert: Path | None = None,
         insecure: bool = False,
         timeout: float = 10.0,
+        deadline: float = DEADLINE,
     ) -> None:
         parsed = urlparse(url if "://" in url else f"https://{url}")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise RegistryError(f"registry URL {url!r}: expected http(s)://HOST[:PORT]")
-        self.url = f"{parsed.scheme}://{parsed.netloc}"
+            raise RegistryError(f"registry URL {url!r}: expected http(s)://HOST[:PORT][/PREFIX]")
+        self.deadline = deadline
+        prefix = parsed.path.rstrip("/")  # http.prefix: the API is at PREFIX/v2/
+        self.url = f"{parsed.scheme}://{parsed.netloc}{prefix}"
         verify: bool | str = str(ca_cert) if ca_cert is not None else not insecure
         self._http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
-        self._http.auth = _Auth(credentials or docker_credentials(self.url), self._http)
+        https_only = parsed.scheme == "https" and not insecure
+        self._http.auth = _Auth(
+            credentials or docker_credentials(self.url), self._http, https_only=https_only
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -226,9 +298,18 @@ class RegistryClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Answer:
         try:
-            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return read_bounded(
+                self._http, method, path, headers=headers, content=content, deadline=self.deadline
+            )
         except httpx.TransportError as e:
             cause = e.__cause__ or e.__context__
             while cause is not None and not isinstance(cause, ConnectionRefusedError):
@@ -249,35 +330,56 @@ class RegistryClient:
             # or a name that does not resolve says nothing about what may be writing
             refused = isinstance(e.__cause__, ConnectionRefusedError)
             return Probe(mode=Mode.STOPPED if refused else Mode.UNKNOWN, detail=str(e))
-        if r.status_code == 405:
-            return Probe(mode=Mode.READ_ONLY, detail="writes answer 405 Method Not Allowed")
-        if r.status_code in (400, 404):
+        if r.status == 405 and _error_codes(r.body) == {"UNSUPPORTED"}:
             return Probe(
-                mode=Mode.WRITABLE, detail=f"a manifest PUT reached validation ({r.status_code})"
+                mode=Mode.PULL_THROUGH,
+                detail="writes answer 405 UNSUPPORTED, as a pull-through cache (proxy.remoteurl) "
+                "does: it writes to its storage on every uncached pull",
             )
-        return Probe(mode=Mode.UNKNOWN, detail=f"a manifest PUT answered {r.status_code}")
+        if r.status == 405:
+            return Probe(mode=Mode.READ_ONLY, detail="writes answer 405 Method Not Allowed")
+        if r.status in (400, 404):
+            return Probe(
+                mode=Mode.WRITABLE, detail=f"a manifest PUT reached validation ({r.status})"
+            )
+        return Probe(mode=Mode.UNKNOWN, detail=f"a manifest PUT answered {r.status}")
 
     def manifest(self, repo: str, ref: str) -> tuple[int, bytes]:
         """(status, body) of GET /v2/<repo>/manifests/<ref> with every manifest type accepted."""
         r = self._authorized(
             self._send("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
         )
-        return r.status_code, r.content
+        return r.status, r.body
 
     def blob_status(self, repo: str, digest: str) -> int:
         """The status of HEAD /v2/<repo>/blobs/<digest> (redirects to storage not followed)."""
-        return self._authorized(self._send("HEAD", f"/v2/{repo}/blobs/{digest}")).status_code
+        return self._authorized(self._send("HEAD", f"/v2/{repo}/blobs/{digest}")).status
 
-    def _authorized(self, r: httpx.Response) -> httpx.Response:
+    def _authorized(self, r: Answer) -> Answer:
         """A read the registry refuses to this client is no answer about the image."""
-        if r.status_code in (401, 403):
+        if r.status in (401, 403):
             raise RegistryError(
-                f"{self.url} refused {r.request.method} {r.request.url.path} "
-                f"({r.status_code}): give --registry-user with REGPLAN_REGISTRY_PASSWORD, or "
-                "`docker login` for a user that may pull"
+                f"{self.url} refused {r.what} ({r.status}): give --registry-user with "
+                "REGPLAN_REGISTRY_PASSWORD, or `docker login` for a user that may pull"
             )
         return r
 
 
 class RegistryUnreachable(RegistryError):  # noqa: N818 (it says what happened)
     """Nothing answered at the registry's address."""
+
+
+class RegistrySlow(RegistryUnreachable):
+    """An answer past MAX_BODY or DEADLINE: as good as none (the probe cannot tell)."""
+
+
+def _error_codes(body: bytes) -> set[str]:
+    """The ``errors[].code`` of a distribution error body (empty when it is not one)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return set()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return set()
+    return {str(e.get("code")) for e in errors if isinstance(e, dict)}

@@ -242,3 +242,19 @@ def test_tls_with_a_ca_file_or_insecure(
         "apply", str(plan), "--trust", str(pub), "--registry-url", reg.url, "--ca-cert", str(cert)
     )
     assert applied.returncode == 0, applied.stderr  # read-only: it proceeds
+
+
+def test_a_real_pull_through_cache_is_refused(
+    planned: tuple[Path, Path, Path], serve: Serve, tmp_path: Path
+) -> None:
+    """#21.8: distribution with proxy.remoteurl refuses pushes with a JSON 405
+    UNSUPPORTED, yet writes to its storage on every uncached pull: apply refuses it
+    (exit 6) and its storage is untouched."""
+    root, plan, pub = planned
+    upstream: RealRegistry = serve(tmp_path / "upstream")
+    cache: RealRegistry = serve(root, extra=f"proxy: {{remoteurl: {upstream.url}}}\n")
+    before = docker_hashes(root)
+    refused = regplan("apply", str(plan), "--trust", str(pub), "--registry-url", cache.url)
+    assert refused.returncode == 6, refused.stderr
+    assert "pull-through cache" in refused.stderr
+    assert docker_hashes(root) == before
