@@ -296,7 +296,7 @@ def _slots(bucket: Bucket, keys: Keys) -> dict[int, list[Obj]]:
     out: dict[int, list[Obj]] = {}
     for o in bucket.objects(keys.quarantine):
         slot, sep, rest = o.rel.partition("/")
-        if sep and slot.isdigit() and rest:
+        if sep and slot.isdigit():  # rest "": a folder marker at the target's own prefix
             out.setdefault(int(slot), []).append(attrs.evolve(o, rel=rest))
     return out
 

@@ -67,8 +67,10 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
             shards, files3 = bucket.folders(f"{prefix}{rel}/")
             loose += [(f"{rel}/", o) for o in files3]
             units += [f"{rel}/{s}/" for s in shards]
+    folders = {u[:-1] for u in units} | {ev[0] for ev in top}
     for base, o in loose:  # files beside the folders: each a part of its own
         rel = base + o.rel
+        _refuse_file_and_folder(rel, folders, bucket, prefix)
         token = _file_token(rel, o, side, None, bucket, prefix, mtimes=False)
         top.append((rel, token, part_of(rel)))
     # a folder's part closes once its own paths are all in
@@ -163,6 +165,8 @@ def _unit_events(bucket: Bucket, prefix: str, unit: str, mtimes: bool) -> tuple[
         if sep and "/_manifests/tags/" in head and rel.endswith("/link"):
             p = rel.split("/")
             tag_index.setdefault(head, {})[_md5(f"{p[-3]}:{p[-2]}")] = f"{p[-3]}:{p[-2]}"
+    for rel, _ in files:
+        _refuse_file_and_folder(rel, dirs, bucket, prefix)
     events: list[Event] = [(d, "d", part_of(d)) for d in dirs]
     seen_bad: set[str] = set()
     for rel, o in files:
@@ -185,6 +189,17 @@ def _unit_events(bucket: Bucket, prefix: str, unit: str, mtimes: bool) -> tuple[
         out += sorted(by_part[part])
         out.append((part, PART_END, part))
     return out, side
+
+
+def _refuse_file_and_folder(rel: str, folders: set[str], bucket: Bucket, prefix: str) -> None:
+    """A key that is also a folder of the tree (``.../repositories/team`` beside
+    ``.../repositories/team/...``): no registry writes one, a filesystem cannot hold
+    it, and what the registry makes of it is not known: fail closed, in one line."""
+    if rel in folders:
+        raise StorageError(
+            f"s3://{bucket.name}/{prefix}{printable(rel)} is an object and a folder at once: "
+            "not a tree the registry writes; remove or rename that object, then plan again"
+        )
 
 
 def _parents(rel: str, own: str, dirs: set[str]) -> None:

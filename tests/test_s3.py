@@ -419,3 +419,37 @@ def test_ages_come_from_last_modified(
     assert [t.path for t in old.targets] == [blob_dir(d)]
     inv = s3scan.scan(bucket, cache=tmp_path / "c")
     assert all(t.pushed_at > 0 for r in inv.repositories.values() for t in r.tags.values())
+
+
+def test_a_folder_marker_at_a_targets_prefix_is_restored(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """#21.16: the S3 console's "Create folder" writes an empty key ending in "/"; one at
+    a target's own prefix moves with the target and comes back with the rollback."""
+    marker = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/"
+    put(bucket, marker, b"")
+    before = objects(bucket)
+    assert bucket.key(marker) in before
+    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
+    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
+    assert r.exit_code == 0, r.output
+    assert bucket.key(marker) not in objects(bucket)
+    r = run("rollback", json.loads(r.output)["apply_id"], "--root", bucket.root, "-q")
+    assert r.exit_code == 0, r.output
+    assert objects(bucket) == before  # the marker too
+
+
+@pytest.mark.parametrize(
+    "key", ["docker/registry/v2/repositories/team", "docker/registry/v2/blobs/sha256/0c"]
+)
+def test_a_key_that_is_also_a_folder_fails_closed_in_one_line(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path, key: str
+) -> None:
+    """#21.17: such a key crashed every plan, verify and apply with an AssertionError."""
+    put(bucket, key, b"x")
+    out = tmp_path / "p.json"
+    r = run("plan", "--root", bucket.root, "--key", str(keys[0]), "-o", str(out), "--gc")
+    assert r.exit_code == 1, r.output
+    [line] = r.output.strip().splitlines()
+    assert line.startswith("Error: s3://") and "is an object and a folder at once" in line
+    assert not out.exists()
