@@ -42,7 +42,9 @@ def records(
     (``TargetSpool.image_targets``)."""
     gone: dict[str, str] = {}
     whole: dict[str, str] = {}
-    for kind, path, reason, _ in removed:
+    said: dict[str, str] = {}  # one string for each reason: thousands of targets share one
+    for kind, path, text, _ in removed:
+        reason = said.setdefault(text, text)
         if kind == TargetKind.REPOSITORY.value:
             whole[path.removesuffix("/_manifests")] = reason
         else:
@@ -69,6 +71,22 @@ def as_record(image: Image, seq: int) -> tuple[Any, ...]:
     i = image
     key = (i.repo, i.tag is None, i.tag or "", i.digest or "", seq)
     return (*key, i.tag, i.digest, i.verdict.value, i.reason, i.attached_to, i.kind, i.bytes)
+
+
+def raw_of(r: tuple[Any, ...]) -> dict[str, Any]:
+    """A record as the plan file holds it (``codec.unstructure`` of ``from_record``),
+    built without structuring it: the signing and the writing pass each read them all."""
+    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size = r
+    return {
+        "repo": repo,
+        "tag": tag,
+        "digest": digest,
+        "verdict": verdict,
+        "reason": reason,
+        "attached_to": attached_to,
+        "kind": kind,
+        "bytes": size,
+    }
 
 
 def from_record(r: tuple[Any, ...]) -> Image:

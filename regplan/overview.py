@@ -26,6 +26,8 @@ SHOWN_REPOS = 15
 """Repositories a review lists image by image; the rest are counted."""
 SHOWN_IMAGES = 6
 """Images of each verdict listed per repository; the rest are counted."""
+TOTAL_SHOWN = 10_000
+"""Images an overview lists at the most, over all repositories (the HTML's rows)."""
 
 
 WORDS = {
@@ -207,33 +209,43 @@ class RepoImages:
     kinds_of: dict[str, list[str]] = attrs.field(factory=lambda: defaultdict(list))
     """image (``repo@digest``) -> the kinds of its folded attached tags."""
 
-    def add(self, image: Image, cap: int) -> None:
+    def add(self, image: Image, cap: int) -> bool:
+        """Count ``image``; list it when its verdict has fewer than ``cap`` listed (True)."""
         if image.attached_to is not None:
             self.attached.append(image)
-            return
+            return False
         if image.digest:
             self.verdict_of.setdefault(f"{image.repo}@{image.digest}", image.verdict)
             if image.tag is not None:
                 self.tags_of.setdefault(f"{image.repo}@{image.digest}", image.tag)
-        self._count(image, cap)
+        return self._count(image, cap)
 
-    def _count(self, image: Image, cap: int) -> None:
+    def _count(self, image: Image, cap: int) -> bool:
         self.counts[image.verdict] += 1
         if image.verdict is Verdict.REMOVED:
             self.bytes_removed += image.bytes
         shown = self.removed if image.verdict is Verdict.REMOVED else self.kept
         if image.verdict is not Verdict.UNTOUCHED and len(shown) < cap:
             shown.append(image)
+            return True
+        return False
 
-    def finish(self, cap: int) -> RepoImages:
+    def finish(self, cap: int) -> int:
+        """Fold the attached tags in, then drop what no listed line needs; how many more
+        lines it lists."""
+        listed = 0
         for image in self.attached:
             subject = image.attached_to or ""
             if self.verdict_of.get(subject) is image.verdict:
                 self.kinds_of[subject].append(image.kind)
             else:
-                self._count(image, cap)
-        self.attached = []
-        return self
+                listed += self._count(image, cap)
+        shown = [*self.removed, *self.kept]
+        named = {f"{i.repo}@{i.digest}" for i in shown} | {i.attached_to for i in shown}
+        self.tags_of = {k: v for k, v in self.tags_of.items() if k in named}
+        self.kinds_of = defaultdict(list, {k: v for k, v in self.kinds_of.items() if k in named})
+        self.attached, self.verdict_of = [], {}
+        return listed
 
     @property
     def touched(self) -> bool:
@@ -271,15 +283,25 @@ class ImagesOverview:
     untouched_images: int
 
 
-def images_overview(src: Source, cap: int = SHOWN_IMAGES) -> ImagesOverview | None:
-    """One pass over the plan's image records (sorted by repository)."""
+def images_overview(
+    src: Source, cap: int = SHOWN_IMAGES, total: int = TOTAL_SHOWN
+) -> ImagesOverview | None:
+    """One pass over the plan's image records (sorted by repository): per repository
+    the first ``cap`` of each verdict, ``total`` listed at the most (what a review
+    holds does not grow with the registry's images, only their counts do)."""
     if not src.counts.get("images"):
         return None
     repos: dict[str, RepoImages] = {}
+    listed = 0
+    current: RepoImages | None = None
     for image in src.images():
-        repos.setdefault(image.repo, RepoImages(image.repo)).add(image, cap)
-    for repo in repos.values():
-        repo.finish(cap)
+        if current is None or current.name != image.repo:
+            if current is not None:  # a repository's records come together: it is done
+                listed += current.finish(cap if listed < total else 0)
+            current = repos.setdefault(image.repo, RepoImages(image.repo))
+        listed += current.add(image, cap if listed < total else 0)
+    if current is not None:
+        current.finish(cap if listed < total else 0)
     touched = [r for r in repos.values() if r.touched]
     untouched = [r for r in repos.values() if not r.touched]
     return ImagesOverview(

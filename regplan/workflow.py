@@ -83,7 +83,7 @@ class Draft:
             "targets": self._spooled.targets.raw(),
             "kept": codec.unstructure_items(self._spooled.kept),
             "problems": codec.unstructure_items(self._spooled.problems),
-            "images": codec.unstructure_items(self.images()),
+            "images": map(images.raw_of, self._images),
         }
 
     def close(self) -> None:
@@ -95,6 +95,11 @@ class Draft:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+IMAGE_RUN = 1024
+"""Image records held before a sorted run goes to disk: they are made while the
+inventory is still held, at the plan's peak."""
 
 
 def make_plan(
@@ -140,7 +145,7 @@ def make_plan(
         ),
     )
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
-    found = Sorted()
+    found = Sorted(IMAGE_RUN)
     try:
         made = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
         for n, image in enumerate(made):
