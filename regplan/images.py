@@ -49,7 +49,7 @@ def records(
             whole[path.removesuffix("/_manifests")] = reason
         else:
             gone[path] = reason
-    why_kept = {k.path: k.reason for k in kept}
+    why_kept = {k.path: k.reason for k in kept if "/_manifests/" in k.path}  # tags, revisions
     for name, repo in inv.repositories.items():
         whole_reason = _whole(name, repo, whole)
         for tag in repo.tags.values():
