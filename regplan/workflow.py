@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__, approvals, codec, fingerprint, images, location, signing
 from regplan.errors import PlanWriteError, SignatureError, StalePlanError
+from regplan.inventory import Inventory
 from regplan.location import Location
 from regplan.plan import (
     Fingerprint,
@@ -39,7 +40,7 @@ from regplan.planfile import PlanStream, Source
 from regplan.planner import Spooled, decide_spooled
 from regplan.s3 import S3Storage
 from regplan.scan import Progress
-from regplan.selection import Selection, resolve
+from regplan.selection import Resolved, Selection, resolve
 from regplan.spool import Sorted
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ def make_plan(
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
     found = Sorted(IMAGE_RUN)
     try:
-        made = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
-        for n, image in enumerate(made):
-            found.add(images.as_record(image, n))
+        _spool_images(found, inventory, resolved, spooled)
         tree = inventory.tree
         del inventory, resolved  # the passes below need only the tree and the spool
         before = tree.digest
@@ -183,6 +182,15 @@ def make_plan(
     draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
     return draft
+
+
+def _spool_images(
+    found: Sorted, inventory: Inventory, resolved: Resolved, spooled: Spooled
+) -> None:
+    """The plan's image records (``images.records``) into ``found``, in plan order."""
+    made = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
+    for n, image in enumerate(made):
+        found.add(images.as_record(image, n))
 
 
 def _give_back_freed_memory() -> None:
