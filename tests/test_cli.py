@@ -212,10 +212,21 @@ def test_not_registry_storage(runner: CliRunner, keys: tuple[Path, Path], tmp_pa
 
 
 def test_demo_command(runner: CliRunner, tmp_path: Path) -> None:
+    """#20.11: the demo's review is what `regplan show --trust` prints of the plan it
+    wrote (it showed an empty one), its Markdown pins the file, and it takes the safe
+    path (--registry-stopped, recorded)."""
     r = run(runner, "demo", str(tmp_path / "d"))
     assert r.exit_code == 0, r.output
     assert "5. regplan verify" in r.output
-    assert (tmp_path / "d" / "plans" / "demo.plan.json").is_file()
+    plan = tmp_path / "d" / "plans" / "demo.plan.json"
+    key = tmp_path / "d" / "keys" / "planner.key.pub"
+    shown = run(runner, "show", str(plan), "--trust", str(key)).output
+    assert "".join(f"   {line}\n" for line in shown.splitlines()).rstrip() in r.output
+    assert "Removes 3 images and keeps 8" in shown
+    md = (tmp_path / "d" / "plans" / "demo.plan.md").read_text()
+    assert md == run(runner, "show", str(plan), "--format", "markdown", "--trust", str(key)).output
+    assert "SHA-256 `" in md and "## Images" in md
+    assert "--registry-stopped" in r.output and "registry: the operator said" in r.output
 
 
 def test_apply_history_rollback_purge_cycle(
