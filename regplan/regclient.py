@@ -14,6 +14,7 @@ import enum
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -282,7 +283,9 @@ class RegistryClient:
         self.deadline = deadline
         prefix = parsed.path.rstrip("/")  # http.prefix: the API is at PREFIX/v2/
         self.url = f"{parsed.scheme}://{parsed.netloc}{prefix}"
-        verify: bool | str = str(ca_cert) if ca_cert is not None else not insecure
+        verify: bool | ssl.SSLContext = not insecure
+        if ca_cert is not None:
+            verify = ssl.create_default_context(cafile=str(ca_cert))
         self._http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
         https_only = parsed.scheme == "https" and not insecure
         self._http.auth = _Auth(
