@@ -45,13 +45,14 @@ def records(
     said: dict[str, str] = {}  # one string for each reason: thousands of targets share one
     for kind, path, text, _ in removed:
         reason = said.setdefault(text, text)
-        if kind == TargetKind.REPOSITORY.value:
-            whole[path.removesuffix("/_manifests")] = reason
-        else:
+        # a repository's _manifests alone: its folder holds repositories that stay
+        if kind != TargetKind.REPOSITORY.value or path.endswith("/_manifests"):
             gone[path] = reason
+        elif path.rpartition("/")[2] not in ("_layers", "_uploads"):
+            whole[path] = reason  # the folder, and every repository nested in it
     why_kept = {k.path: k.reason for k in kept if "/_manifests/" in k.path}  # tags, revisions
     for name, repo in inv.repositories.items():
-        whole_reason = _whole(name, repo, whole)
+        whole_reason = _whole(name, whole, gone)
         for tag in repo.tags.values():
             path = tag_dir(name, tag.name)
             if whole_reason is not None:
@@ -103,8 +104,12 @@ def from_record(r: tuple[Any, ...]) -> Image:
     )
 
 
-def _whole(name: str, repo: Repository, whole: Mapping[str, str]) -> str | None:
-    """Why the repository goes whole (its folder, or one of a parent's), or None."""
+def _whole(name: str, whole: Mapping[str, str], gone: Mapping[str, str]) -> str | None:
+    """Why the repository goes whole (its folder, one of a parent's, or its own
+    ``_manifests`` where other repositories nest in its folder), or None."""
+    own = gone.get(f"{repo_dir(name)}/_manifests")
+    if own is not None:
+        return own
     parts = name.split("/")
     for i in range(len(parts), 0, -1):
         reason = whole.get(repo_dir("/".join(parts[:i])))

@@ -45,3 +45,14 @@ def test_every_tag_is_recorded_with_its_verdict(demo_root: Path) -> None:
     untagged = {i.repo for i in plan.images if i.tag is None}
     assert untagged == {"team/tool"}  # its index children, kept; team/app's are not looked at
     assert plan.images == tuple(sorted(plan.images, key=lambda i: images.as_record(i, 0)[:4]))
+
+
+def test_a_repository_removed_folder_by_folder_keeps_what_nests_in_it(demo_root: Path) -> None:
+    """team/app goes as _manifests, _layers, _uploads because team/app/cache nests in its
+    folder and stays: cache's image is untouched, not removed."""
+    plan = make_plan(demo_root, selection(("team/app",)))
+    by_name = {i.name: i for i in plan.images}
+    assert by_name["team/app:v1"].verdict is Verdict.REMOVED
+    assert by_name["team/app/cache:stable"].verdict is Verdict.UNTOUCHED
+    whole = make_plan(demo_root, selection(("team/app/cache", "old/repo")))
+    assert {i.name: i.verdict for i in whole.images}["team/app/cache:stable"] is Verdict.REMOVED
