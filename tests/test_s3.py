@@ -24,7 +24,7 @@ from regplan.errors import StorageError
 from regplan.inventory import ProblemCode
 from regplan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
 from regplan.s3 import Bucket, S3Storage
-from tests.helpers import KEY, drafted, pem, selection, write_pub
+from tests.helpers import KEY, drafted, pem, selection, sign_raw, write_pub
 from tests.s3server import S3Server, client, objects, put, upload_tree
 
 SEL = attrs.evolve(selection((), ("*",)), gc=True)
@@ -453,3 +453,29 @@ def test_a_key_that_is_also_a_folder_fails_closed_in_one_line(
     [line] = r.output.strip().splitlines()
     assert line.startswith("Error: s3://") and "is an object and a folder at once" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("edit", ["namespace", "inside", "twice"])
+def test_a_re_signed_plan_regplan_would_not_make_moves_nothing(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path, edit: str
+) -> None:
+    """#21 (also seen): a validly signed plan with a namespace as a repository target,
+    a target inside another, or one target twice is refused before anything moves
+    (it was applied, then reported as "something wrote meanwhile")."""
+    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
+    raw = json.loads(p.read_text())
+    target = {"kind": "repository", "reason": "x", "refs": [], "bytes": 0}
+    if edit == "namespace":
+        raw["targets"].insert(0, target | {"path": "repositories/team"})
+    elif edit == "inside":
+        raw["targets"].insert(0, target | {"path": "repositories/team/app/_manifests"})
+    else:
+        raw["targets"].insert(0, dict(raw["targets"][0]))
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(sign_raw(raw)))
+    before = objects(bucket)
+    r = run("apply", str(forged), "--trust", str(keys[1]), "--root", bucket.root)
+    assert r.exit_code == 4, r.output
+    said = {"namespace": "another repository", "inside": "inside another", "twice": "twice"}
+    assert said[edit] in r.output
+    assert objects(bucket) == before
