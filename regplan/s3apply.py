@@ -385,18 +385,19 @@ def _refuse_reappeared(
     bucket: Bucket, keys: Keys, slots: dict[int, list[Obj]], paths: dict[int, str]
 ) -> dict[int, set[str]]:
     """A target's place may still hold what an interrupted apply had copied but not yet
-    deleted; anything else there is new (a push since the apply): refuse. Returns, for
-    the targets whose place is not empty, the keys still there (not to copy back)."""
+    deleted (the same key, size and ETag); anything else there is new (a push since the
+    apply, or the same key re-pushed with other bytes): refuse. Returns, for the targets
+    whose place is not empty, the keys still there (not to copy back)."""
     reappeared: list[str] = []
     present: dict[int, set[str]] = {}
 
     def check(i: int) -> None:
-        mine = {o.rel for o in slots[i]}
-        there = {o.rel for o in bucket.objects(keys.source(paths[i]))}
-        if there - mine:
+        mine = {o.rel: o for o in slots[i]}
+        there = {o.rel: o for o in bucket.objects(keys.source(paths[i]))}
+        if any(rel not in mine or _differs(o, mine[rel]) for rel, o in there.items()):
             reappeared.append(paths[i])
         elif there:
-            present[i] = there
+            present[i] = set(there)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         list(pool.map(check, sorted(paths)))
@@ -406,6 +407,14 @@ def _refuse_reappeared(
             f"apply (a new push?), first {sorted(reappeared)[0]}; nothing was moved"
         )
     return present
+
+
+def _differs(a: Obj, b: Obj) -> bool:
+    """Other bytes: another size, or another single-part ETag (the MD5 of the bytes; a
+    multipart copy's ETag differs from its original's whatever the bytes)."""
+    if a.size != b.size:
+        return True
+    return "-" not in a.etag and "-" not in b.etag and a.etag != b.etag
 
 
 def _restore(

@@ -479,3 +479,22 @@ def test_a_re_signed_plan_regplan_would_not_make_moves_nothing(
     said = {"namespace": "another repository", "inside": "inside another", "twice": "twice"}
     assert said[edit] in r.output
     assert objects(bucket) == before
+
+
+def test_rollback_over_a_same_key_re_push_refuses_and_keeps_the_original(
+    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """#21 (also seen): after apply, the same key is written again with other bytes;
+    rollback refuses (it kept the new bytes and deleted the quarantined original), as
+    the filesystem does, and the quarantine still holds the original."""
+    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
+    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
+    assert r.exit_code == 0, r.output
+    apply_id = json.loads(r.output)["apply_id"]
+    link = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link"
+    put(bucket, link, b"sha256:" + b"f" * 64)
+    quarantined = objects(bucket, f"regplan-state/quarantine/{apply_id}/")
+    r = run("rollback", apply_id, "--root", bucket.root, "-q")
+    assert r.exit_code == 1, r.output
+    assert "reappeared since the apply" in r.output
+    assert objects(bucket, f"regplan-state/quarantine/{apply_id}/") == quarantined
