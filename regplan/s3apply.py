@@ -43,10 +43,9 @@ from regplan.apply import (
 )
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
-from regplan.layout import split_repo
-from regplan.plan import TargetKind
 from regplan.planfile import PlanStream
 from regplan.s3 import Bucket, Lock, Obj, S3Storage
+from regplan.s3preflight import differs, preflight
 from regplan.workflow import check_fresh, current_digest, describe_changes
 
 log = logging.getLogger(__name__)
@@ -168,7 +167,7 @@ def apply_plan(
             log.info("resuming apply %s", resuming.apply_id)
             record = resuming
         else:
-            _preflight(stream, bucket, storage)
+            preflight(stream, bucket, storage)
             check_fresh(plan, storage, scan_progress)
             keys = Keys(storage, _new_id(now))
             record = _begin(bucket, stream, keys, now, registry)
@@ -190,47 +189,6 @@ def apply_plan(
         fingerprint_ok=ok,
         changed=changed,
     )
-
-
-def _preflight(plan: PlanStream, bucket: Bucket, storage: S3Storage) -> None:
-    """Before anything moves, what a validly signed plan may still not do: remove an
-    empty folder (a bucket has none: the plan was made for a filesystem), hold a target
-    twice or inside another, or remove as a repository a folder that holds another
-    repository (a namespace). The filesystem refuses these before it moves anything
-    too; unchecked, the bucket was changed and then said to differ from the plan."""
-    paths: set[str] = set()
-    for t in plan.targets():
-        if t.kind == TargetKind.EMPTY_DIR:
-            raise StalePlanError(
-                f"target {t.path} is an empty folder: object storage has none "
-                "(this plan was made for a filesystem)"
-            )
-        if t.path in paths:
-            raise StalePlanError(f"target {t.path} is in the plan twice: not a plan regplan makes")
-        paths.add(t.path)
-        if t.kind == TargetKind.REPOSITORY:
-            _refuse_namespace(bucket, f"{storage.v2_prefix}{t.path}/", t.path)
-    for path in paths:
-        parts = path.split("/")
-        if any("/".join(parts[:i]) in paths for i in range(1, len(parts))):
-            raise StalePlanError(
-                f"target {path} lies inside another target: not a plan regplan makes"
-            )
-
-
-def _refuse_namespace(bucket: Bucket, source: str, path: str) -> None:
-    """A repository target's keys all belong to that one repository."""
-    name = path.removeprefix("repositories/")
-    for sub in ("/_manifests", "/_layers", "/_uploads"):
-        name = name.removesuffix(sub)
-    for o in bucket.objects(source):
-        owner = split_repo(f"{path}/{o.rel}")
-        if owner is None or owner[0] != name:
-            held = owner[0] if owner is not None else o.rel
-            raise StalePlanError(
-                f"target {path} holds {held}, another repository: a namespace is never "
-                "removed as a repository"
-            )
 
 
 def _upload(bucket: Bucket, key: str, chunks: Iterable[bytes]) -> None:
@@ -394,7 +352,7 @@ def _refuse_reappeared(
     def check(i: int) -> None:
         mine = {o.rel: o for o in slots[i]}
         there = {o.rel: o for o in bucket.objects(keys.source(paths[i]))}
-        if any(rel not in mine or _differs(o, mine[rel]) for rel, o in there.items()):
+        if any(rel not in mine or differs(o, mine[rel]) for rel, o in there.items()):
             reappeared.append(paths[i])
         elif there:
             present[i] = set(there)
@@ -407,14 +365,6 @@ def _refuse_reappeared(
             f"apply (a new push?), first {sorted(reappeared)[0]}; nothing was moved"
         )
     return present
-
-
-def _differs(a: Obj, b: Obj) -> bool:
-    """Other bytes: another size, or another single-part ETag (the MD5 of the bytes; a
-    multipart copy's ETag differs from its original's whatever the bytes)."""
-    if a.size != b.size:
-        return True
-    return "-" not in a.etag and "-" not in b.etag and a.etag != b.etag
 
 
 def _restore(
