@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from regplan.inventory import Inventory, Repository
+from regplan.inventory import Inventory, Repository, subject_of
 from regplan.layout import (
     Digest,
     attached_kind,
@@ -55,13 +55,14 @@ def records(
         whole_reason = _whole(name, whole, gone)
         for tag in repo.tags.values():
             path = tag_dir(name, tag.name)
+            subject = subject_of(inv, repo, tag.name)
             if whole_reason is not None:
                 verdict, reason = Verdict.REMOVED, whole_reason
             elif path in gone:
                 verdict, reason = Verdict.REMOVED, gone[path]
             else:
-                verdict, reason = _kept(request, why_kept, repo, tag.name)
-            yield _image(inv, repo, tag.name, tag.current, verdict, reason)
+                verdict, reason = _kept(request, why_kept, repo, tag.name, subject)
+            yield _image(inv, repo, tag.name, tag.current, verdict, reason, subject)
         yield from _untagged(inv, repo, whole_reason, gone, why_kept)
 
 
@@ -119,7 +120,11 @@ def _whole(name: str, whole: Mapping[str, str], gone: Mapping[str, str]) -> str 
 
 
 def _kept(
-    request: Resolved, why_kept: Mapping[str, str], found: Repository, tag: str
+    request: Resolved,
+    why_kept: Mapping[str, str],
+    found: Repository,
+    tag: str,
+    subject: Digest | None,
 ) -> tuple[Verdict, str]:
     repo = found.name
     path = tag_dir(repo, tag)
@@ -128,7 +133,6 @@ def _kept(
     note = request.tag_notes.get((repo, tag))
     if note is not None:
         return Verdict.KEPT, note
-    subject = attached_subject(tag)
     if repo in request.selected:
         flag = request.selected[repo]
         if subject is not None:
@@ -173,9 +177,14 @@ def _image(
     digest: Digest | None,
     verdict: Verdict,
     reason: str,
+    subject: Digest | None = None,
 ) -> Image:
-    subject = attached_subject(tag) if tag is not None else None
-    kind = "untagged" if tag is None else attached_kind(tag) if subject else "image"
+    if tag is None:
+        kind = "untagged"
+    elif subject is None:
+        kind = "image"
+    else:  # a cosign tag says what it holds; an accessory by subject is one
+        kind = attached_kind(tag) if attached_subject(tag) else "accessory"
     return Image(
         repo=repo.name,
         tag=tag,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from regplan.layout import Digest
+from regplan.layout import Digest, attached_subject
 from regplan.manifests import Manifest
 from regplan.tree import Tree
 
@@ -86,3 +86,16 @@ class Inventory:
     """Paths the walk could not see into: folders it could not list, symlinks, FIFOs
     and other special files, names a plan cannot hold. Sorted. What might be
     referenced from there is kept (planner: fail closed)."""
+
+
+def subject_of(inv: Inventory, repo: Repository, tag: str) -> Digest | None:
+    """The image a tag is attached to, or None for an image's own tag: by its name (a
+    cosign ``sha256-<hex>.sig``, a referrers fallback tag), or, whatever it is called,
+    by its manifest's ``subject`` (an SBOM or signature pushed by tag with a real OCI
+    client: an accessory of that subject, as Harbor and zot see it)."""
+    by_name = attached_subject(tag)
+    if by_name is not None:
+        return by_name
+    found = repo.tags.get(tag)
+    m = inv.manifests.get(found.current) if found is not None and found.current else None
+    return m.subject if m is not None else None

@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import attrs
 
-from regplan.inventory import Inventory, Problem, ProblemCode, Repository
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.layout import (
     ROOTS,
     Digest,
@@ -429,14 +429,14 @@ class _Planner:
         gone = set(decided.removed_tags)
         protected = self.protected.get(name, {})
         for tag in sorted(repo.tags):
-            subject = attached_subject(tag)
+            subject = subject_of(self.inv, repo, tag)
             if subject is None or tag in gone or tag in follow:
                 continue
             current = repo.tags[tag].current
             if current in protected:  # a --protect line names this signature itself
                 self.keep(tag_dir(name, tag), protected[current])
                 continue
-            what = attached_kind(tag)
+            what = attached_kind(tag) if attached_subject(tag) else "accessory"
             if subject in decided.removed:
                 why, image = decided.removed[subject]
                 out[tag] = (

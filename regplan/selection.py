@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from regplan.errors import SelectionError
-from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag
+from regplan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
 from regplan.layout import Digest, attached_subject, parse_digest, repo_dir, tag_dir, upload_dir
 
 
@@ -294,7 +294,8 @@ class _Resolver:
                 pattern = spec.tag or "*"
                 found = [t for t in available if fnmatch.fnmatchcase(t, pattern)]
                 for other in available:
-                    if other not in found and attached_subject(other) is None:
+                    repo_ = self.inv.repositories[repo]
+                    if other not in found and subject_of(self.inv, repo_, other) is None:
                         self.notes.setdefault((repo, other), f"not matched by --image {spec}")
                 if not found and spec.tag and not any(c in spec.repo for c in "*?["):
                     hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
@@ -325,7 +326,9 @@ class _Resolver:
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
         r = self.sel.retention
         chosen = [  # attached tags (signatures...) are never ranked: they follow their image
-            t for t in candidates if attached_subject(t) is None and self._considered(repo, t)
+            t
+            for t in candidates
+            if subject_of(self.inv, repo, t) is None and self._considered(repo, t)
         ]
         by = "push time" if r.sort_by == "pushed" else "created time"
         ranked = sorted(chosen, key=lambda t: (-self._time(repo.tags[t])[0], t))
@@ -357,7 +360,7 @@ class _Resolver:
             if not why:
                 why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
             going[name] = " and ".join(why)
-        images = {t for t in repo.tags if attached_subject(t) is None}
+        images = {t for t in repo.tags if subject_of(self.inv, repo, t) is None}
         if going and set(going) >= images and not r.allow_empty_repos:
             newest = ranked[0] if ranked[0] in going else min(going)
             del going[newest]

@@ -308,3 +308,29 @@ def test_a_protected_signature_stays_when_its_image_goes(signed: tuple[Path, Sig
     assert {k.path: k.reason for k in plan.kept}[tag_path(sig)] == (
         f"protected by running.txt:1 ({REPO}:{sig})"
     )
+
+
+def test_an_accessory_pushed_by_tag_follows_its_subject(tmp_path: Path) -> None:
+    """#21.6: an SBOM pushed by tag with a real OCI client (oras) as app/x:sbom-a, its
+    subject app/x:a, after tags a, b, c: it is never ranked (keep-last 2 keeps b and c),
+    it goes with a (not kept as an image, keeping nothing of a alive), and the review
+    names it an accessory of a."""
+    root = tmp_path / "registry"
+    reg = Registry.create(root)
+    imgs = {n: image([{n: n.encode()}]) for n in "abc"}
+    for n in "abc":
+        reg.push("app/x", imgs[n], n)
+    sbom = image([{"sbom.spdx.json": b"{}"}], subject=imgs["a"].manifest)
+    reg.push("app/x", sbom, "sbom-a")
+    plan = make_plan(
+        root, Selection(images=(ImageSpec.parse("app/x"),), retention=Retention(keep_last=2))
+    )
+    assert tags_removed(plan) == {"a", "sbom-a"}
+    assert {imgs["a"].digest, sbom.digest} <= removed_revisions(plan)
+    assert imgs["b"].digest not in removed_revisions(plan)
+    by_name = {i.name: i for i in plan.images}
+    assert by_name["app/x:b"].reason == "rank 2 of keep-last 2 by push time"
+    accessory = by_name["app/x:sbom-a"]
+    assert accessory.kind == "accessory" and accessory.attached_to == f"app/x@{imgs['a'].digest}"
+    reason = next(t.reason for t in plan.targets if t.path.endswith("/tags/sbom-a"))
+    assert reason.startswith("accessory of app/x@")
