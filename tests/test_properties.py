@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from regplan.demo import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
-from regplan.inventory import Inventory
-from regplan.layout import Storage, attached_subject, part_of, repo_dir, revision_dir, tag_dir
+from regplan.inventory import Inventory, subject_of
+from regplan.layout import Storage, part_of, repo_dir, revision_dir, tag_dir
 from regplan.planner import Decision, decide
 from regplan.scan import scan
 from regplan.selection import Resolved, parse_protect, resolve
@@ -147,18 +147,20 @@ def test_planner_invariants(
         predicted = inv.tree.without(sorted(decision.removed_paths, key=part_of))
 
         assert_untouched_repos_untouched(inv, req, decision)
-        kept_tags = [  # attached tags follow their subject: checked below
-            (name, tag, inv.repositories[name].tags[tag].current)
-            for name in inv.repositories
+        # attached tags (by name, or accessories: a manifest with a subject, #21.6)
+        # follow their subject: checked below
+        kept_tags = [
+            (name, tag, repo.tags[tag].current)
+            for name, repo in inv.repositories.items()
             if name not in req.repos
-            for tag in inv.repositories[name].tags
-            if (name, tag) not in req.tags and attached_subject(tag) is None
+            for tag in repo.tags
+            if (name, tag) not in req.tags and subject_of(inv, repo, tag) is None
         ]
         attached = [
             (name, tag, subject)
             for name, repo in inv.repositories.items()
             for tag in repo.tags
-            if (subject := attached_subject(tag)) is not None and subject in repo.revisions
+            if (subject := subject_of(inv, repo, tag)) is not None and subject in repo.revisions
         ]
         remaining_revs = {
             (name, d)
