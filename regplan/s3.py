@@ -286,15 +286,18 @@ class Bucket:
                 raise Exists(key) from None
             raise self._fail("write", key, e) from None
 
-    def copy(self, src: str, dst: str, size: int) -> None:
-        """Server-side copy; part by part above the storage's multipart threshold."""
+    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
+        """Server-side copy; part by part above the storage's multipart threshold. Returns
+        the new object's ETag and LastModified."""
         try:
             if size <= self.storage.multipart_threshold:
-                self._client.copy_object(
+                r = self._client.copy_object(
                     Bucket=self.name, Key=dst, CopySource={"Bucket": self.name, "Key": src}
-                )
+                )["CopyObjectResult"]
             else:
                 self._multipart_copy(src, dst, size)
+                r = self._client.head_object(Bucket=self.name, Key=dst)
+            return str(r.get("ETag", "")).strip('"'), float(r["LastModified"].timestamp())
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001

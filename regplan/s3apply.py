@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from regplan import codec, fingerprint, signing
+from regplan import codec, fingerprint, s3times, signing
 from regplan.apply import (
     INDEX,
     LIVE,
@@ -240,20 +240,26 @@ def _move_targets(
     batch at a time (copies of a batch in parallel, its deletes 1,000 per request)."""
     total = plan.counts["targets"]
     moved = 0
+    overlay = s3times.Overlay.load(bucket, keys.storage)
 
-    def one(item: tuple[int, Any]) -> list[str]:
+    def one(item: tuple[int, Any]) -> tuple[list[str], str]:
         i, t = item
         source = keys.source(t.path)
         objs = list(bucket.objects(source))
         if not objs:
             if resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None:
-                return []  # moved before the crash
+                return [], ""  # moved before the crash
             raise StalePlanError(
                 f"target {t.path} vanished since planning; nothing further was moved"
             )
         for o in objs:
             bucket.copy(source + o.rel, keys.slot(i) + o.rel, o.size)
-        return [source + o.rel for o in objs]
+        times = (
+            s3times.originals_row(i, o, overlay.time(f"{t.path}/{o.rel}", o))
+            for o in objs
+            if s3times.dated(f"{t.path}/{o.rel}")
+        )
+        return [source + o.rel for o in objs], "".join(times)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         for start, batch in _batches(enumerate(plan.targets())):
@@ -262,7 +268,10 @@ def _move_targets(
                 codec.canonical({"op": "move", "from": start, "to": start + len(batch)}),
             )
             try:
-                copied = list(pool.map(one, batch))
+                done = list(pool.map(one, batch))
+                copied = [objs for objs, _ in done]
+                rows = "".join(r for _, r in done)
+                _keep_times(bucket, s3times.originals_key(keys.record, start), rows)
                 bucket.delete(k for objs in copied for k in objs)
             except StorageError as e:
                 raise ApplyError(
@@ -276,6 +285,15 @@ def _move_targets(
     if progress is not None:
         progress(total, total)
     return moved
+
+
+def _keep_times(bucket: Bucket, key: str, rows: str) -> None:
+    """Record a batch's times before deleting what they date, after the rows an
+    interrupted run wrote there (what it deleted is dated by those alone)."""
+    with contextlib.suppress(FileNotFoundError):
+        rows = bucket.get(key).decode("utf-8", "replace") + rows
+    if rows:
+        bucket.put(key, rows.encode())
 
 
 # -- rollback ------------------------------------------------------------------
@@ -341,13 +359,13 @@ def rollback(
 
 def _refuse_reappeared(
     bucket: Bucket, keys: Keys, slots: dict[int, list[Obj]], paths: dict[int, str]
-) -> dict[int, set[str]]:
+) -> dict[int, dict[str, Obj]]:
     """A target's place may still hold what an interrupted apply had copied but not yet
     deleted (the same key, size and ETag); anything else there is new (a push since the
     apply, or the same key re-pushed with other bytes): refuse. Returns, for the targets
     whose place is not empty, the keys still there (not to copy back)."""
     reappeared: list[str] = []
-    present: dict[int, set[str]] = {}
+    present: dict[int, dict[str, Obj]] = {}
 
     def check(i: int) -> None:
         mine = {o.rel: o for o in slots[i]}
@@ -355,7 +373,7 @@ def _refuse_reappeared(
         if any(rel not in mine or differs(o, mine[rel]) for rel, o in there.items()):
             reappeared.append(paths[i])
         elif there:
-            present[i] = set(there)
+            present[i] = there
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         list(pool.map(check, sorted(paths)))
@@ -372,22 +390,33 @@ def _restore(
     keys: Keys,
     slots: dict[int, list[Obj]],
     paths: dict[int, str],
-    present: dict[int, set[str]],
+    present: dict[int, dict[str, Obj]],
     progress: Progress | None,
     held: Lock,
 ) -> int:
     """Copy back what the storage lacks (``present``: what it still holds, seen under the
-    lock by the check before), then delete the quarantine's copies, a batch at a time."""
+    lock by the check before), record the restored keys' original times, then delete the
+    quarantine's copies, a batch at a time."""
     restored = 0
     total = len(paths)
+    times = s3times.originals(bucket, keys.record)
 
-    def one(i: int) -> list[str]:
+    def one(i: int) -> tuple[list[str], str]:
         source = keys.source(paths[i])
-        there = present.get(i, set())
+        there = present.get(i, {})
+        rows = []
         for o in slots[i]:
-            if o.rel not in there:  # copied but not yet deleted by an interrupted apply
-                bucket.copy(keys.slot(i) + o.rel, source + o.rel, o.size)
-        return [keys.slot(i) + o.rel for o in slots[i]]
+            now = there.get(o.rel)  # copied but not yet deleted by an interrupted apply
+            etag, mtime = (
+                (now.etag, now.mtime)
+                if now is not None
+                else bucket.copy(keys.slot(i) + o.rel, source + o.rel, o.size)
+            )
+            original = times.get((i, o.rel))
+            if original is not None:
+                rel = f"{paths[i]}/{o.rel}"
+                rows.append(s3times.restored_row(rel, etag, original[1], mtime))
+        return [keys.slot(i) + o.rel for o in slots[i]], "".join(rows)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         for start, batch in _batches(sorted(paths)):
@@ -397,7 +426,10 @@ def _restore(
             )
             try:
                 done = list(pool.map(one, batch))
-                bucket.delete(k for objs in done for k in objs)
+                rows = "".join(r for _, r in done)
+                key = s3times.restored_key(keys.storage, keys.apply_id, batch[0])
+                _keep_times(bucket, key, rows)
+                bucket.delete(k for objs, _ in done for k in objs)
             except StorageError as e:
                 raise ApplyError(
                     f"{e}; {restored} restored so far, run the same rollback again once fixed"

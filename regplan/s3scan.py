@@ -30,6 +30,7 @@ from regplan.errors import StorageError
 from regplan.inventory import Inventory, Problem, ProblemCode
 from regplan.layout import name_problem, part_of, printable
 from regplan.s3 import MANIFEST_LIMIT, Bucket, Obj, S3Storage
+from regplan.s3times import Overlay
 from regplan.scan import PART_END, UNNAMEABLE, UNREADABLE_FILE, Progress, Side, build, share_of
 from regplan.tree import Event, digest_events
 
@@ -93,12 +94,15 @@ def _file_token(
     prefix: str,
     *,
     mtimes: bool,
+    times: Overlay | None = None,
 ) -> str:
-    """A key's token, as the filesystem walk gives its file."""
+    """A key's token, as the filesystem walk gives its file (``times``: the original
+    times of keys a rollback restored)."""
     name = rel.rpartition("/")[2]
+    when = o.mtime if times is None else times.time(rel, o)
     if name == "link":
         if mtimes or rel.endswith("/current/link"):
-            side.mtimes[rel] = o.mtime
+            side.mtimes[rel] = when
         content = _inferred(rel, o, candidates)
         if content is None:
             try:
@@ -110,7 +114,7 @@ def _file_token(
                 return UNREADABLE_FILE
         return "l" + content
     if name == "data" and mtimes:
-        side.mtimes[rel] = o.mtime
+        side.mtimes[rel] = when
     elif name == "startedat":
         with contextlib.suppress(FileNotFoundError):  # gone since the listing: no age
             side.startedat[rel] = bucket.get(prefix + rel, 200).decode("utf-8", "replace").strip()
@@ -131,7 +135,9 @@ def _inferred(rel: str, o: Obj, candidates: dict[str, str] | None) -> str | None
     return None
 
 
-def _unit_events(bucket: Bucket, prefix: str, unit: str, mtimes: bool) -> tuple[list[Event], Side]:
+def _unit_events(
+    bucket: Bucket, prefix: str, unit: str, mtimes: bool, times: Overlay | None
+) -> tuple[list[Event], Side]:
     """Every event of one unit (listed whole), part by part, each part's paths sorted
     (a folder before what it holds), closed by its end event."""
     side = Side()
@@ -178,7 +184,7 @@ def _unit_events(bucket: Bucket, prefix: str, unit: str, mtimes: bool) -> tuple[
         candidates = None
         if rel.endswith("/current/link"):
             candidates = tag_index.get(rel[: -len("/current/link")])
-        token = _file_token(rel, o, side, candidates, bucket, prefix, mtimes=mtimes)
+        token = _file_token(rel, o, side, candidates, bucket, prefix, mtimes=mtimes, times=times)
         events.append((rel, token, part_of(rel)))
     side.count = len(objs)
     by_part: dict[str, list[Event]] = {}
@@ -230,9 +236,11 @@ def walk(
     progress: Progress | None = None,
     mtimes: bool = False,
     required: bool = False,
+    times: Overlay | None = None,
 ) -> Iterator[Event]:
     """Every path of the tree with its token and part, a unit at a time (``required``:
-    an empty tree is an error, not an empty registry)."""
+    an empty tree is an error, not an empty registry; ``times``: restored keys' original
+    times)."""
     prefix = storage.v2_prefix
     units, top = _units(bucket, prefix, side)
     if required and not top and not units:
@@ -246,7 +254,7 @@ def walk(
         for start in range(0, len(units), JOBS * 4):  # a window: results are held till used
             window = units[start : start + JOBS * 4]
             for evs, unit_side in pool.map(
-                lambda u: _unit_events(bucket, prefix, u, mtimes), window
+                lambda u: _unit_events(bucket, prefix, u, mtimes, times), window
             ):
                 # the unit's notes first: consuming its events reads them (a tag's push time)
                 side.problems += unit_side.problems
@@ -272,7 +280,8 @@ def scan(
     """The inventory of an S3-backed registry (see scan.scan)."""
     bucket = bucket or Bucket(storage)
     side = Side()
-    evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True)
+    times = Overlay.load(bucket, storage, tags_only=not mtimes)
+    evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
     share = share_of(evs, side, mtimes=mtimes)
     reader = ManifestReader(bucket, storage, cache if cache is not None else cache_dir())
     return build([share], reader.read, created, mtimes)
