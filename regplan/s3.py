@@ -13,16 +13,13 @@ comes out as one line naming the key.
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
-import socket
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import attrs
 
-from regplan.errors import LockHeldError, StorageError
+from regplan.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +252,15 @@ class Bucket:
         self.get_to(key, out, limit)
         return out.getvalue()
 
-    def get_to(self, key: str, f: IO[bytes], limit: int | None = None) -> None:
-        """Write the object's bytes (at most ``limit``) into ``f``, a chunk at a time;
-        FileNotFoundError when there is none."""
+    def get_to(self, key: str, f: IO[bytes], limit: int | None = None) -> str:
+        """Write the object's bytes (at most ``limit``) into ``f``, a chunk at a time, and
+        return its ETag; FileNotFoundError when there is none."""
         args: dict[str, Any] = {"Bucket": self.name, "Key": key}
         if limit is not None:
             args["Range"] = f"bytes=0-{limit - 1}"
         try:
-            body = self._client.get_object(**args)["Body"]
+            response = self._client.get_object(**args)
+            body = response["Body"]
             try:
                 for chunk in body.iter_chunks(1 << 20):
                     f.write(chunk)
@@ -272,19 +270,26 @@ class Bucket:
             if _code(e) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from None
             raise self._fail("read", key, e) from None
+        return str(response.get("ETag", "")).strip('"')
 
-    def put(self, key: str, data: bytes | Any, *, new: bool = False) -> None:
-        """Write an object (bytes or a binary file); with ``new``, only if there is none
-        (``If-None-Match: *``), else Exists."""
+    def put(
+        self, key: str, data: bytes | Any, *, new: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write an object (bytes or a binary file) and return its ETag. With ``new``, only
+        if there is none (``If-None-Match: *``); with ``if_match``, only over the object
+        of that ETag (a compare-and-swap); else Exists."""
         args: dict[str, Any] = {"Bucket": self.name, "Key": key, "Body": data}
         if new:
             args["IfNoneMatch"] = "*"
+        if if_match is not None:
+            args["IfMatch"] = f'"{if_match}"'
         try:
-            self._client.put_object(**args)
+            r = self._client.put_object(**args)
         except Exception as e:  # noqa: BLE001
-            if new and _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if _conflict(e, conditional=new or if_match is not None):
                 raise Exists(key) from None
             raise self._fail("write", key, e) from None
+        return str(r.get("ETag", "")).strip('"')
 
     def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
         """Server-side copy; part by part above the storage's multipart threshold. Returns
@@ -337,31 +342,41 @@ class Bucket:
             raise
 
     def delete(self, keys: Iterable[str]) -> int:
-        """Delete many keys, 1,000 per request; returns how many were asked."""
+        """Delete many keys, DELETE_BATCH per request; returns how many were asked."""
         todo = list(keys)
         for start in range(0, len(todo), DELETE_BATCH):
-            chunk = todo[start : start + DELETE_BATCH]
-            try:
-                r = self._client.delete_objects(
-                    Bucket=self.name,
-                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
-                )
-            except Exception as e:  # noqa: BLE001
-                raise self._fail("delete", chunk[0], e) from None
-            errors = r.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise StorageError(
-                    f"s3://{self.name}/{first.get('Key')}: cannot delete: "
-                    f"{first.get('Code')} {first.get('Message', '')}".rstrip()
-                    + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-                )
+            self.delete_batch(todo[start : start + DELETE_BATCH])
         return len(todo)
 
-    def delete_one(self, key: str) -> None:
+    def delete_batch(self, chunk: list[str]) -> None:
+        """One DeleteObjects request (at most 1,000 keys)."""
         try:
-            self._client.delete_object(Bucket=self.name, Key=key)
+            r = self._client.delete_objects(
+                Bucket=self.name,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
         except Exception as e:  # noqa: BLE001
+            raise self._fail("delete", chunk[0], e) from None
+        errors = r.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                f"s3://{self.name}/{first.get('Key')}: cannot delete: "
+                f"{first.get('Code')} {first.get('Message', '')}".rstrip()
+                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+            )
+
+    def delete_one(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete one key; with ``if_match``, only the object of that ETag (else Exists:
+        another object is there now)."""
+        args: dict[str, Any] = {"Bucket": self.name, "Key": key}
+        if if_match is not None:
+            args["IfMatch"] = f'"{if_match}"'
+        try:
+            self._client.delete_object(**args)
+        except Exception as e:  # noqa: BLE001
+            if if_match is not None and _conflict(e, conditional=True):
+                raise Exists(key) from None
             raise self._fail("delete", key, e) from None
 
     def check(self) -> None:
@@ -372,17 +387,15 @@ class Bucket:
             raise StorageError(f"s3://{self.name}: cannot reach the bucket: {_reason(e)}") from None
 
 
-def _dead_here(info: Mapping[str, Any]) -> bool:
-    """The holder ran on this host and its process is gone (killed, crashed)."""
-    if info.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(info["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return False
-    return False
+def _conflict(e: Exception, *, conditional: bool) -> bool:
+    """A conditional request that lost (the object is not the one the condition named)."""
+    return conditional and _code(e) in (
+        "PreconditionFailed",
+        "412",
+        "ConditionalRequestConflict",
+        "NoSuchKey",
+        "404",
+    )
 
 
 def _code(e: Exception) -> str:
@@ -427,93 +440,3 @@ def _client(storage: S3Storage) -> S3Client:
         **creds,
     )
     return client
-
-
-# -- the lock: a conditional create ----------------------------------------------
-
-LOCK_TTL = 3600.0
-"""Seconds a lock holds without being renewed (apply renews it after every batch)."""
-
-
-class Lock:
-    """One apply, rollback or purge at a time per storage: ``regplan-state/lock``
-    created with ``If-None-Match: *``. It names its holder and an expiry; a lock
-    past its expiry (its holder died) is broken only when asked (``break_stale``)."""
-
-    def __init__(
-        self, bucket: Bucket, *, command: str, now: float, break_stale: bool = False
-    ) -> None:
-        self.bucket = bucket
-        self.key = bucket.storage.state_prefix + "lock"
-        self.command = command
-        self.now = now
-        self.break_stale = break_stale
-        self.held = False
-
-    def _body(self, now: float) -> bytes:
-        from datetime import UTC, datetime  # noqa: PLC0415
-
-        def iso(t: float) -> str:
-            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-        return json.dumps(
-            {
-                "command": self.command,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": iso(self.now),
-                "expires": iso(now + LOCK_TTL),
-                "expires_at": now + LOCK_TTL,
-            }
-        ).encode()
-
-    def __enter__(self) -> Lock:
-        try:
-            self.bucket.put(self.key, self._body(self.now), new=True)
-        except Exists:
-            self._taken()
-        self.held = True
-        return self
-
-    def _taken(self) -> None:
-        where = f"s3://{self.bucket.name}/{self.key}"
-        try:
-            info = json.loads(self.bucket.get(self.key, 4096))
-            holder = (
-                f"{info['command']} (pid {info['pid']} on {info['host']}, since {info['since']})"
-            )
-            expired = float(info["expires_at"]) < self.now or _dead_here(info)
-            expires = str(info["expires"])
-        except FileNotFoundError:  # released meanwhile: try once more
-            try:
-                self.bucket.put(self.key, self._body(self.now), new=True)
-            except Exists:
-                raise LockHeldError(f"another regplan holds {where}") from None
-            return
-        except (ValueError, KeyError, TypeError):
-            holder, expired, expires = "process (unreadable lock)", True, "unknown"
-        if not expired:
-            raise LockHeldError(f"another regplan {holder} holds {where} until {expires}")
-        if not self.break_stale:
-            raise LockHeldError(
-                f"another regplan {holder} holds {where}, but it is gone (its process is dead "
-                f"or its lease ran out at {expires}): run again with --break-lock"
-            )
-        log.warning("breaking the stale lock of %s", holder)
-        self.bucket.delete_one(self.key)
-        try:
-            self.bucket.put(self.key, self._body(self.now), new=True)
-        except Exists:
-            raise LockHeldError(
-                f"another regplan took {where} as the stale lock was broken"
-            ) from None
-
-    def renew(self, now: float) -> None:
-        """Extend the lease (apply does after every batch)."""
-        if self.held:
-            self.bucket.put(self.key, self._body(now))
-
-    def __exit__(self, *_: object) -> None:
-        if self.held:
-            self.held = False
-            self.bucket.delete_one(self.key)

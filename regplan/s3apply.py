@@ -44,7 +44,8 @@ from regplan.apply import (
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
 from regplan.planfile import PlanStream
-from regplan.s3 import Bucket, Lock, Obj, S3Storage
+from regplan.s3 import Bucket, Obj, S3Storage
+from regplan.s3lock import Lock
 from regplan.s3preflight import differs, preflight
 from regplan.workflow import check_fresh, current_digest, describe_changes
 

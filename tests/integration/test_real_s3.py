@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from regplan import s3, s3scan
+from regplan import s3, s3lock, s3scan
 from regplan.cli import cli
 from regplan.demo import DemoImages, demo_pushes
 from regplan.layout import attached_subject
@@ -170,7 +170,7 @@ def test_second_apply_at_the_same_time_is_exit_5(
     )
     before = objects(storage)
     reg.stop()  # so that the write guard lets apply reach the lock
-    with s3.Lock(b, command="apply other", now=time.time()):
+    with s3lock.Lock(b, command="apply other", now=time.time()):
         r = run("apply", str(plan), "--trust", str(key) + ".pub", "--config", cfg)
         assert r.exit_code == 5, r.output
         assert "apply other (pid" in r.output
