@@ -515,9 +515,9 @@ def rollback(
     target is held. Moves need no order among themselves (no target lies inside
     another; the empty folders pruned, which may hold targets, are recreated first)."""
     if isinstance(storage, S3Storage):
-        from regplan import s3apply  # noqa: PLC0415 (it builds on this module)
+        from regplan import s3rollback  # noqa: PLC0415 (it builds on this module)
 
-        return s3apply.rollback(
+        return s3rollback.rollback(
             storage=storage,
             apply_id=apply_id,
             now=now,

@@ -1,14 +1,14 @@
-"""Apply, rollback, purge and history on an S3-backed registry.
+"""Apply, purge and history on an S3-backed registry (rollback: s3rollback.py).
 
 The same transaction as apply.py, with keys for folders: a target is the key
-prefix ``<v2>/<path>/``; apply copies each of its objects server side into
+prefix ``<v2>/<path>/``; apply lists a batch of targets, records what they hold
+(s3moves.py), copies each object server side into
 ``regplan-state/quarantine/<apply_id>/<slot>/`` in the same bucket, then
 deletes the originals (a crash between the two leaves both copies: running
-apply again copies again and deletes). Rollback copies back what the storage
-lacks, then deletes the quarantine. Each batch is announced first by a journal
-object under ``regplan-state/applies/<apply_id>/journal/``; the state object
-is replaced at every step. Every step is decided by where each object is, so a
-run killed anywhere is finished by running it again.
+apply again copies again and deletes). Each batch is announced first by a
+journal object under ``regplan-state/applies/<apply_id>/journal/``; the state
+object is replaced at every step. Every step is decided by where each object
+is, so a run killed anywhere is finished by running it again.
 """
 
 from __future__ import annotations
@@ -25,28 +25,24 @@ from typing import Any
 
 import attrs
 
-from regplan import codec, fingerprint, s3times, signing
+from regplan import codec, s3moves, s3times, signing
 from regplan.apply import (
     INDEX,
-    LIVE,
     ApplyResult,
     Progress,
-    RollbackResult,
     _batches,
     _iso,
     _new_id,
-    _overlap,
     _unexpected_changes,
     interrupted,
     purgeable,
-    rolling_back,
 )
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.journal import ApplyRecord, State, parse_state, state_bytes
 from regplan.planfile import PlanStream
 from regplan.s3 import Bucket, Obj, S3Storage
 from regplan.s3lock import Lock
-from regplan.s3preflight import differs, preflight
+from regplan.s3preflight import preflight
 from regplan.workflow import check_fresh, current_digest, describe_changes
 
 log = logging.getLogger(__name__)
@@ -238,29 +234,29 @@ def _move_targets(
     resuming: bool,
 ) -> int:
     """Copy each target's objects into its slot, then delete them from the storage, a
-    batch at a time (copies of a batch in parallel, its deletes 1,000 per request)."""
+    batch at a time: list the batch's targets, record what they hold (s3moves.py), copy
+    (in parallel), delete (1,000 keys per request)."""
     total = plan.counts["targets"]
     moved = 0
     overlay = s3times.Overlay.load(bucket, keys.storage)
 
-    def one(item: tuple[int, Any]) -> tuple[list[str], str]:
+    def listed(item: tuple[int, Any]) -> tuple[int, str, list[Obj]]:
         i, t = item
-        source = keys.source(t.path)
-        objs = list(bucket.objects(source))
-        if not objs:
-            if resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None:
-                return [], ""  # moved before the crash
+        objs = list(bucket.objects(keys.source(t.path)))
+        if not objs and not (
+            resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None
+        ):
             raise StalePlanError(
                 f"target {t.path} vanished since planning; nothing further was moved"
-            )
+            )  # else: moved before the crash
+        if not all(s3moves.writable(o.rel) for o in objs):
+            raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
+        return i, t.path, objs
+
+    def copy(item: tuple[int, str, list[Obj]]) -> None:
+        i, path, objs = item
         for o in objs:
-            bucket.copy(source + o.rel, keys.slot(i) + o.rel, o.size)
-        times = (
-            s3times.originals_row(i, o, overlay.time(f"{t.path}/{o.rel}", o))
-            for o in objs
-            if s3times.dated(f"{t.path}/{o.rel}")
-        )
-        return [source + o.rel for o in objs], "".join(times)
+            bucket.copy(keys.source(path) + o.rel, keys.slot(i) + o.rel, o.size)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         for start, batch in _batches(enumerate(plan.targets())):
@@ -269,195 +265,27 @@ def _move_targets(
                 codec.canonical({"op": "move", "from": start, "to": start + len(batch)}),
             )
             try:
-                done = list(pool.map(one, batch))
-                copied = [objs for objs, _ in done]
-                rows = "".join(r for _, r in done)
-                _keep_times(bucket, s3times.originals_key(keys.record, start), rows)
-                bucket.delete(k for objs in copied for k in objs)
+                found = list(pool.map(listed, batch))
+                rows = "".join(
+                    s3moves.row(i, o, overlay.time(f"{path}/{o.rel}", o))
+                    for i, path, objs in found
+                    for o in objs
+                )
+                s3moves.append(bucket, s3moves.key(keys.record, start), rows)
+                list(pool.map(copy, found))
+                bucket.delete(keys.source(path) + o.rel for _, path, objs in found for o in objs)
             except StorageError as e:
                 raise ApplyError(
                     f"{e}; {moved} moved so far, finish with the same apply, or undo with: "
                     f"regplan rollback {keys.apply_id}"
                 ) from None
-            moved += sum(1 for objs in copied if objs)
+            moved += sum(1 for _, _, objs in found if objs)
             held.renew(time.time())
             if progress is not None:
                 progress(start + len(batch), total)
     if progress is not None:
         progress(total, total)
     return moved
-
-
-def _keep_times(bucket: Bucket, key: str, rows: str) -> None:
-    """Record a batch's times before deleting what they date, after the rows an
-    interrupted run wrote there (what it deleted is dated by those alone)."""
-    with contextlib.suppress(FileNotFoundError):
-        rows = bucket.get(key).decode("utf-8", "replace") + rows
-    if rows:
-        bucket.put(key, rows.encode())
-
-
-# -- rollback ------------------------------------------------------------------
-
-
-def _slots(bucket: Bucket, keys: Keys) -> dict[int, list[Obj]]:
-    """The quarantine's objects by slot (one listing of the whole quarantine)."""
-    out: dict[int, list[Obj]] = {}
-    for o in bucket.objects(keys.quarantine):
-        slot, sep, rest = o.rel.partition("/")
-        if sep and slot.isdigit():  # rest "": a folder marker at the target's own prefix
-            out.setdefault(int(slot), []).append(attrs.evolve(o, rel=rest))
-    return out
-
-
-def rollback(
-    *,
-    storage: S3Storage,
-    apply_id: str,
-    now: datetime,
-    progress: Progress | None = None,
-    scan_progress: Callable[[int], None] | None = None,
-    break_lock: bool = False,
-    bucket: Bucket | None = None,
-    registry: str = "",
-) -> RollbackResult:
-    """Copy everything of one apply back, then delete its quarantine; refuse when a
-    target's place holds something new (a push since the apply)."""
-    bucket = bucket or Bucket(storage)
-    bucket.check()
-    keys = Keys(storage, apply_id)
-    with lock(bucket, f"rollback {apply_id}", break_lock) as held:
-        record = _load_state(bucket, keys)
-        if record.state in (State.PURGING, State.PURGED):
-            raise ApplyError(
-                f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
-            )
-        if record.state == State.ROLLED_BACK:
-            raise ApplyError(f"apply {apply_id} was already rolled back")
-        with _state_plan(bucket, keys) as plan:
-            _refuse_out_of_order(bucket, record, plan)
-            slots = _slots(bucket, keys)
-            paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
-            present = _refuse_reappeared(bucket, keys, slots, paths)
-            record = rolling_back(record, now, registry)
-            _write_state(bucket, keys, record)
-            restored = _restore(bucket, keys, slots, paths, present, progress, held)
-            fp = plan.header.fingerprint
-        bucket.delete([keys.quarantine + INDEX])
-        now_digest = current_digest(storage, scan_progress)
-        ok = now_digest.digest == fp.before
-        changed = () if ok else tuple(fingerprint.changed_parts(fp.parts, now_digest.named_parts()))
-        note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
-        _write_state(
-            bucket,
-            keys,
-            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=_iso(now), note=note),
-        )
-    return RollbackResult(
-        apply_id=apply_id, restored=restored, recreated=0, fingerprint_ok=ok, changed=changed
-    )
-
-
-def _refuse_reappeared(
-    bucket: Bucket, keys: Keys, slots: dict[int, list[Obj]], paths: dict[int, str]
-) -> dict[int, dict[str, Obj]]:
-    """A target's place may still hold what an interrupted apply had copied but not yet
-    deleted (the same key, size and ETag); anything else there is new (a push since the
-    apply, or the same key re-pushed with other bytes): refuse. Returns, for the targets
-    whose place is not empty, the keys still there (not to copy back)."""
-    reappeared: list[str] = []
-    present: dict[int, dict[str, Obj]] = {}
-
-    def check(i: int) -> None:
-        mine = {o.rel: o for o in slots[i]}
-        there = {o.rel: o for o in bucket.objects(keys.source(paths[i]))}
-        if any(rel not in mine or differs(o, mine[rel]) for rel, o in there.items()):
-            reappeared.append(paths[i])
-        elif there:
-            present[i] = there
-
-    with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        list(pool.map(check, sorted(paths)))
-    if reappeared:
-        raise ApplyError(
-            f"cannot roll back {keys.apply_id}: {len(reappeared)} path(s) reappeared since the "
-            f"apply (a new push?), first {sorted(reappeared)[0]}; nothing was moved"
-        )
-    return present
-
-
-def _restore(
-    bucket: Bucket,
-    keys: Keys,
-    slots: dict[int, list[Obj]],
-    paths: dict[int, str],
-    present: dict[int, dict[str, Obj]],
-    progress: Progress | None,
-    held: Lock,
-) -> int:
-    """Copy back what the storage lacks (``present``: what it still holds, seen under the
-    lock by the check before), record the restored keys' original times, then delete the
-    quarantine's copies, a batch at a time."""
-    restored = 0
-    total = len(paths)
-    times = s3times.originals(bucket, keys.record)
-
-    def one(i: int) -> tuple[list[str], str]:
-        source = keys.source(paths[i])
-        there = present.get(i, {})
-        rows = []
-        for o in slots[i]:
-            now = there.get(o.rel)  # copied but not yet deleted by an interrupted apply
-            etag, mtime = (
-                (now.etag, now.mtime)
-                if now is not None
-                else bucket.copy(keys.slot(i) + o.rel, source + o.rel, o.size)
-            )
-            original = times.get((i, o.rel))
-            if original is not None:
-                rel = f"{paths[i]}/{o.rel}"
-                rows.append(s3times.restored_row(rel, etag, original[1], mtime))
-        return [keys.slot(i) + o.rel for o in slots[i]], "".join(rows)
-
-    with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        for start, batch in _batches(sorted(paths)):
-            bucket.put(
-                keys.journal(1_000_000 + start),
-                codec.canonical({"op": "rollback", "from": start, "to": start + len(batch)}),
-            )
-            try:
-                done = list(pool.map(one, batch))
-                rows = "".join(r for _, r in done)
-                key = s3times.restored_key(keys.storage, keys.apply_id, batch[0])
-                _keep_times(bucket, key, rows)
-                bucket.delete(k for objs, _ in done for k in objs)
-            except StorageError as e:
-                raise ApplyError(
-                    f"{e}; {restored} restored so far, run the same rollback again once fixed"
-                ) from None
-            restored += len(batch)
-            held.renew(time.time())
-            if progress is not None:
-                progress(restored, total)
-    return restored
-
-
-def _refuse_out_of_order(bucket: Bucket, record: ApplyRecord, plan: PlanStream) -> None:
-    """As on a filesystem (apply._refuse_out_of_order): undo applies that touch the same
-    folders in reverse order."""
-    mine: list[str] | None = None
-    for later in records(bucket):
-        if later.seq <= record.seq or later.state not in LIVE:
-            continue
-        if mine is None:
-            mine = [t.path for t in plan.targets()]
-        with _state_plan(bucket, Keys(bucket.storage, later.apply_id)) as other:
-            clash = _overlap(mine, [t.path for t in other.targets()])
-        if clash is not None:
-            raise ApplyError(
-                f"cannot roll back {record.apply_id} before {later.apply_id}, which was applied "
-                f"after it and also touched {clash}: first run: regplan rollback {later.apply_id}"
-            )
 
 
 # -- purge and history ---------------------------------------------------------

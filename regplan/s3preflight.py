@@ -7,7 +7,7 @@ from regplan.errors import StalePlanError
 from regplan.layout import split_repo
 from regplan.plan import TargetKind
 from regplan.planfile import PlanStream
-from regplan.s3 import Bucket, Obj, S3Storage
+from regplan.s3 import Bucket, S3Storage
 
 
 def preflight(plan: PlanStream, bucket: Bucket, storage: S3Storage) -> None:
@@ -49,11 +49,3 @@ def refuse_namespace(bucket: Bucket, source: str, path: str) -> None:
                 f"target {path} holds {held}, another repository: a namespace is never "
                 "removed as a repository"
             )
-
-
-def differs(a: Obj, b: Obj) -> bool:
-    """Other bytes: another size, or another single-part ETag (the MD5 of the bytes; a
-    multipart copy's ETag differs from its original's whatever the bytes)."""
-    if a.size != b.size:
-        return True
-    return "-" not in a.etag and "-" not in b.etag and a.etag != b.etag

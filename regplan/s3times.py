@@ -2,8 +2,8 @@
 
 On S3 a tag's push time is its ``current/link``'s LastModified, and a blob's or
 a link's age (``--gc-min-age``) is its own; S3 cannot set a LastModified, and a
-server-side copy is "new". So an apply records, per batch, the times of the
-dated keys it moves (``applies/<id>/times/<start>.tsv``), and a rollback that
+server-side copy is "new". So an apply records the time of every key it moves
+(s3moves.py), and a rollback that
 copies them back records each restored key with its original time and the
 restored object's own ETag and LastModified (``restored/<id>/<start>.tsv``).
 The scan reads a restored key's time as the original while the object is the
@@ -38,7 +38,7 @@ class Restored:
     restored: float
 
 
-def _number(text: str) -> float | None:
+def number(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
@@ -46,7 +46,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _rows(bucket: Bucket, prefix: str) -> Iterable[list[str]]:
+def rows(bucket: Bucket, prefix: str) -> Iterable[list[str]]:
     """The tab-separated rows of every file under ``prefix`` (missing files: none)."""
     for o in bucket.objects(prefix):
         try:
@@ -68,10 +68,10 @@ class Overlay:
         """Every rollback's record (``tags_only``: the tags' current links alone, all
         a scan without ages reads)."""
         entries: dict[str, Restored] = {}
-        for row in _rows(bucket, f"{storage.state_prefix}restored/"):
+        for row in rows(bucket, f"{storage.state_prefix}restored/"):
             if len(row) != 4 or (tags_only and not row[0].endswith("/current/link")):
                 continue
-            original, restored = _number(row[2]), _number(row[3])
+            original, restored = number(row[2]), number(row[3])
             if original is not None and restored is not None:
                 entries[row[0]] = Restored(row[1], original, restored)
         return cls(entries)
@@ -82,23 +82,6 @@ class Overlay:
         if e is not None and e.etag == o.etag and abs(o.mtime - e.restored) < SLACK:
             return e.original
         return o.mtime
-
-
-def originals_key(record_prefix: str, start: int) -> str:
-    return f"{record_prefix}times/{start:07d}.tsv"
-
-
-def originals_row(slot: int, o: Obj, time: float) -> str:
-    return f"{slot}\t{o.rel}\t{o.etag}\t{time!r}\n"
-
-
-def originals(bucket: Bucket, record_prefix: str) -> dict[tuple[int, str], tuple[str, float]]:
-    """(slot, key in the slot) -> (the original's ETag, its time), as the apply recorded."""
-    out: dict[tuple[int, str], tuple[str, float]] = {}
-    for row in _rows(bucket, f"{record_prefix}times/"):
-        if len(row) == 4 and row[0].isdigit() and (t := _number(row[3])) is not None:
-            out[(int(row[0]), row[1])] = (row[2], t)
-    return out
 
 
 def restored_key(storage: S3Storage, apply_id: str, start: int) -> str:

@@ -1,8 +1,9 @@
-"""Crash safety on S3: SIGKILL an apply at arbitrary copies and deletes, then resume it
-or roll it back; the bucket ends object for object where it should.
+"""Crash safety on S3: SIGKILL an apply or a rollback at every request that writes to
+the bucket, then run the same command again (or roll back); the bucket ends object
+for object, and push time for push time, where it should.
 
-The apply runs in a subprocess through a wrapper that kills its own process at the
-n-th server-side copy or the n-th batch delete (no test hook lives in regplan)."""
+Each command runs in a subprocess through a wrapper around the bucket that kills its
+own process at the n-th request of one kind (no test hook lives in regplan)."""
 
 from __future__ import annotations
 
@@ -14,30 +15,50 @@ from pathlib import Path
 
 import pytest
 
-from regplan import location, workflow
+from regplan import location, s3apply, s3scan, workflow
 from regplan.demo import build_scale
+from regplan.journal import ApplyRecord, State
 from regplan.s3 import S3Storage
 from tests.helpers import KEY, pem, write_pub
 from tests.s3server import S3Server, objects, upload_tree
 
 WRAPPER = """
-import os, signal, sys
+import atexit, json, os, signal, sys
 import regplan.s3 as s
-kill = {"copy": int(os.environ.get("KILL_AT_COPY", "0")),
-        "delete": int(os.environ.get("KILL_AT_DELETE", "0"))}
-calls = {"copy": 0, "delete": 0}
-real = {"copy": s.Bucket.copy, "delete": s.Bucket.delete}
-def counted(name):
-    def call(self, *args):
+s.DELETE_BATCH = int(os.environ.get("DELETE_BATCH", "1000"))
+KINDS = ("put", "copy", "delete_batch", "delete_one")
+kind, _, at = os.environ.get("KILL_AT", ":0").partition(":")
+calls = dict.fromkeys(KINDS, 0)
+def counted(name, real):
+    def call(self, *args, **kwargs):
         calls[name] += 1
-        if calls[name] == kill[name]:
+        if name == kind and calls[name] == int(at):
             os.kill(os.getpid(), signal.SIGKILL)
-        return real[name](self, *args)
+        return real(self, *args, **kwargs)
     return call
-s.Bucket.copy, s.Bucket.delete = counted("copy"), counted("delete")
+for name in KINDS:
+    setattr(s.Bucket, name, counted(name, getattr(s.Bucket, name)))
+if os.environ.get("COUNT_TO"):
+    atexit.register(lambda: open(os.environ["COUNT_TO"], "w").write(json.dumps(calls)))
 from regplan.cli import cli
 cli(sys.argv[1:], prog_name="regplan")
 """
+"""Runs regplan and kills it (SIGKILL) at the n-th request of one kind (KILL_AT=kind:n);
+every request that writes to the bucket is one of KINDS. DELETE_BATCH makes one
+batch's deletes several requests, as a large apply's are (S3 takes 1,000 keys each)."""
+
+DELETE_BATCH = 50
+Run = subprocess.CompletedProcess[str]
+
+
+def pushed(storage: S3Storage, cache: Path) -> dict[tuple[str, str], float]:
+    """Every tag's push time, as a plan would read it."""
+    inv = s3scan.scan(storage, cache=cache)
+    return {
+        (r, name): tag.pushed_at
+        for r, repo in inv.repositories.items()
+        for name, tag in repo.tags.items()
+    }
 
 
 class Bucketed:
@@ -46,6 +67,8 @@ class Bucketed:
         self.storage: S3Storage = server.storage()
         build_scale(base / "fs", repos=2, tags=5, pushes=3)
         upload_tree(base / "fs", self.storage)
+        self.counts = base / "counts.json"
+        self.cache = base / "scan-cache"
         self.key = base / "k"
         self.pub = write_pub(KEY, base / "k.pub")
         self.plan = base / "p.json"
@@ -58,13 +81,16 @@ class Bucketed:
         assert r.returncode == 0, r.stderr
         self.targets = workflow.load_plan(self.plan).targets
         self.before = objects(self.storage)
+        self.pushed = pushed(self.storage, self.cache)
         prefix = self.storage.key("docker/registry/v2/")
         self.moving = [
             k for k in self.before if any(k.startswith(f"{prefix}{t.path}/") for t in self.targets)
         ]
 
-    def run(self, *args: str, **kill: int) -> subprocess.CompletedProcess[str]:
-        env = {**self.env, **{f"KILL_AT_{k.upper()}": str(v) for k, v in kill.items()}}
+    def run(self, *args: str, kill: str = "", count: bool = False) -> Run:
+        env = {**self.env, "KILL_AT": kill, "DELETE_BATCH": str(DELETE_BATCH)}
+        if count:
+            env["COUNT_TO"] = str(self.counts)
         return subprocess.run(
             [sys.executable, "-c", WRAPPER, *args],
             capture_output=True,
@@ -74,8 +100,28 @@ class Bucketed:
             check=False,
         )
 
-    def apply(self, *extra: str, **kill: int) -> subprocess.CompletedProcess[str]:
-        return self.run("apply", str(self.plan), "--trust", str(self.pub), "-q", *extra, **kill)
+    def apply(self, *extra: str, kill: str = "", count: bool = False) -> Run:
+        return self.run(
+            "apply", str(self.plan), "--trust", str(self.pub), "-q", *extra, kill=kill, count=count
+        )
+
+    def rollback(self, *extra: str, kill: str = "", count: bool = False) -> Run:
+        return self.run(
+            "rollback", self.apply_id(), "--root", self.storage.root, "-q", *extra,
+            kill=kill, count=count,
+        )  # fmt: skip
+
+    def requests(self) -> dict[str, int]:
+        """What the last counted run asked of the bucket, by kind."""
+        return dict(json.loads(self.counts.read_text()))
+
+    def restored(self) -> bool:
+        """Every object as before the apply, every tag's push time too, no quarantine."""
+        return (
+            objects(self.storage) == self.before
+            and pushed(self.storage, self.cache) == self.pushed
+            and not objects(self.storage, "regplan-state/quarantine/")
+        )
 
     def applied(self) -> bool:
         """The docker tree holds exactly what the plan leaves."""
@@ -84,9 +130,11 @@ class Bucketed:
             now[k] == self.before[k] for k in now
         )
 
+    def history(self) -> list[ApplyRecord]:
+        return s3apply.history(self.storage)
+
     def apply_id(self) -> str:
-        r = self.run("history", "--root", self.storage.root, "--json")
-        return str(json.loads(r.stdout)[-1]["apply_id"])
+        return self.history()[-1].apply_id
 
 
 @pytest.fixture
@@ -94,38 +142,74 @@ def scene(s3server: S3Server, tmp_path: Path) -> Bucketed:
     return Bucketed(s3server, tmp_path)
 
 
-def test_killed_applies_resume_then_roll_back_object_for_object(scene: Bucketed) -> None:
-    """Killed at the first, a middle and the last copy, and at the first batch delete: the
-    re-run (breaking the dead holder's lock, on request only) finishes the apply, the tree
-    is as predicted, and rollback restores every object."""
-    copies = len(scene.moving)
-    assert copies > 20
-    first = True
-    for kill in ({"copy": 1}, {"copy": copies // 2}, {"copy": copies}, {"delete": 1}):
-        r = scene.apply(**kill)
-        assert r.returncode == -signal.SIGKILL, (kill, r.stderr)
-        if first:  # the dead holder's lock is named, and broken only on request
-            r = scene.apply()
-            assert r.returncode == 5, r.stderr
-            assert "--break-lock" in r.stderr
-            first = False
-        r = scene.apply("--break-lock")
-        assert r.returncode == 0, (kill, r.stderr)
-        assert scene.applied(), kill
-        plan = workflow.load_plan(scene.plan)
-        assert location.digest(scene.storage).digest == plan.fingerprint.after
-        r = scene.run("rollback", scene.apply_id(), "--root", scene.storage.root, "-q")
-        assert r.returncode == 0, r.stderr
-        assert objects(scene.storage) == scene.before, kill
+def points(counts: dict[str, int]) -> list[str]:
+    """Every write request of a run, but copies only at the first, a middle and the last
+    (each is one key: what holds for one holds for all)."""
+    out = []
+    for kind, n in sorted(counts.items()):
+        picks = sorted({1, (n + 1) // 2, n}) if kind == "copy" else range(1, n + 1)
+        out += [f"{kind}:{i}" for i in picks if i >= 1]
+    return out
+
+
+def test_an_apply_killed_at_any_request_finishes_or_undoes_by_running_again(
+    scene: Bucketed,
+) -> None:
+    """SIGKILL at every write an apply makes (each put of the lock, plan, state, index,
+    journal and moves; each copy kind; each delete request; the lock's release): running
+    apply again finishes it (the tree as planned), and rollback then restores every
+    object and every push time; or rollback alone undoes the killed apply."""
+    r = scene.apply(count=True)
+    assert r.returncode == 0, r.stderr
+    counts = scene.requests()
+    assert counts["delete_batch"] >= 3 and counts["copy"] > 20, counts
+    assert scene.rollback().returncode == 0
+    assert scene.restored()
+    for n, point in enumerate(points(counts)):
+        began = len(scene.history())
+        r = scene.apply("--break-lock", kill=point)
+        assert r.returncode == -signal.SIGKILL, (point, r.stderr)
+        if len(scene.history()) == began:  # killed before it began: nothing to do
+            assert objects(scene.storage) == scene.before, point
+            continue
+        if n % 2 == 0:  # finish it
+            r = scene.apply("--break-lock")
+            assert r.returncode in (0, 4), (point, r.stderr)  # 4: it had finished
+            assert scene.applied(), point
+            plan = workflow.load_plan(scene.plan)
+            assert location.digest(scene.storage).digest == plan.fingerprint.after
+        r = scene.rollback("--break-lock")  # undo it (finished or not)
+        assert r.returncode == 0, (point, r.stderr)
+        assert scene.restored(), point
+
+
+def test_a_rollback_killed_at_any_request_finishes_by_running_again(scene: Bucketed) -> None:
+    """SIGKILL at every write a rollback makes (between two DeleteObjects of the
+    quarantine too): the same rollback again restores every object and push time, and
+    the plan can be applied again."""
+    assert scene.apply().returncode == 0
+    r = scene.rollback(count=True)
+    assert r.returncode == 0, r.stderr
+    counts = scene.requests()
+    assert counts["delete_batch"] >= 3, counts
+    assert scene.restored()
+    for point in points(counts):
+        assert scene.apply().returncode == 0
+        r = scene.rollback(kill=point)
+        assert r.returncode == -signal.SIGKILL, (point, r.stderr)
+        r = scene.rollback("--break-lock")
+        done = r.returncode == 0 or "already rolled back" in r.stderr  # killed at the release
+        assert done, (point, r.returncode, r.stderr)
+        assert scene.restored(), point
+        assert scene.history()[-1].state == State.ROLLED_BACK, point
 
 
 def test_a_killed_apply_rolls_back_without_resuming(scene: Bucketed) -> None:
     """Rollback of an apply killed half way: what was copied but not yet deleted is not
     copied back over itself; every object is as before."""
-    r = scene.apply(copy=len(scene.moving) // 2)
+    r = scene.apply(kill=f"copy:{len(scene.moving) // 2}")
     assert r.returncode == -signal.SIGKILL
-    r = scene.run("rollback", scene.apply_id(), "--root", scene.storage.root, "-q", "--break-lock")
+    r = scene.rollback("--break-lock")
     assert r.returncode == 0, r.stderr
-    assert objects(scene.storage) == scene.before
-    assert not objects(scene.storage, "regplan-state/quarantine/")
+    assert scene.restored()
     assert not objects(scene.storage, "regplan-state/lock")
