@@ -423,7 +423,7 @@ def plan(
     """Decide what to remove and write a signed plan; changes nothing."""
     selection = _selection(sel)
     storage = _storage(root, config)
-    if selection.prune and isinstance(storage, S3Storage):
+    if selection.prune and not location.has_folders(storage):
         click.echo(
             "Note: --prune has nothing to do on object storage: a bucket has no empty folders "
             "(a folder is gone with its last key).",

@@ -11,7 +11,7 @@ SHA-256 over its sorted lines; the tree digest is SHA-256 over the sorted
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -79,3 +79,16 @@ def changed_parts(expected: Mapping[str, str], actual: Mapping[str, str]) -> lis
         elif expected[name] != actual[name]:
             out.append(f"{name} (changed)")
     return out
+
+
+def describe_changes(changed: Sequence[str], limit: int = 10) -> str:
+    """Repositories (and other folders) by name first, blob shards by count."""
+    shards = [c for c in changed if c.startswith("blobs/")]
+    named = [c for c in changed if not c.startswith("blobs/")]
+    text = ", ".join(named[:limit])
+    if len(named) > limit:
+        text += f" and {len(named) - limit} more"
+    if shards:
+        text += ("; " if text else "") + f"{len(shards)} blob shard(s) ({shards[0]}"
+        text += ", …)" if len(shards) > 1 else ")"
+    return text

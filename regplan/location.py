@@ -1,8 +1,9 @@
 """Where the registry's storage is: a filesystem rootdirectory or an S3 bucket.
 
-The one place that tells the two apart for reading: the scan and the tree digest
-of either come out the same (scan.py, s3scan.py), so the selection, the planner,
-the plan, its rendering and its signatures never know which one it was.
+The one place that tells the kinds apart: the scan and the tree digest of either
+come out the same (scan.py, s3scan.py), and each has a store the transaction runs
+over (fsstore.py, s3store.py), so the selection, the planner, the plan, its
+rendering, its signatures and the transaction never know which one it was.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import TypeAlias
 import attrs
 
 from regplan import fingerprint, s3, s3scan, scan
+from regplan.fsstore import FsStore
 from regplan.inventory import Inventory
 from regplan.layout import Storage, part_of
 from regplan.plan import Plan, StorageRecord
 from regplan.s3 import S3Storage
+from regplan.s3store import S3Store
+from regplan.transaction import Store
 from regplan.tree import Tree
 
 Location: TypeAlias = Storage | S3Storage
@@ -42,6 +46,11 @@ def of_plan(header: Plan, root: Path | str | S3Storage | None) -> Location:
     if header.storage is not None:
         return s3.from_record(attrs.asdict(header.storage), os.environ)
     return Storage.locate(Path(header.root))
+
+
+def has_folders(storage: Location) -> bool:
+    """Whether the storage keeps a folder once it is empty (a bucket does not)."""
+    return not isinstance(storage, S3Storage)
 
 
 def record(storage: Location) -> StorageRecord | None:
@@ -71,6 +80,13 @@ def predicted(storage: Location, tree: Tree, targets: Iterable[str]) -> fingerpr
         paths = list(targets)
         return tree.without(sorted(paths + tree.emptied(paths), key=part_of))
     return tree.without(targets)
+
+
+def store(storage: Location) -> Store:
+    """The write side of the storage: what apply, rollback and purge run over."""
+    if isinstance(storage, S3Storage):
+        return S3Store(storage)
+    return FsStore(storage)
 
 
 def digest(storage: Location, progress: scan.Progress | None = None) -> fingerprint.TreeDigest:

@@ -1,6 +1,6 @@
-"""Apply, purge and history on an S3-backed registry (rollback: s3rollback.py).
+"""The transaction's store on an S3-backed registry (rollback's moves: s3rollback.py).
 
-The same transaction as apply.py, with keys for folders: a target is the key
+The store of transaction.py, with keys for folders: a target is the key
 prefix ``<v2>/<path>/``; apply lists a batch of targets, records what they hold
 (s3moves.py), copies each object server side into
 ``regplan-state/quarantine/<apply_id>/<slot>/`` in the same bucket, then
@@ -18,32 +18,19 @@ import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from regplan import codec, s3moves, s3times, signing
-from regplan.apply import (
-    INDEX,
-    ApplyResult,
-    Progress,
-    _batches,
-    _iso,
-    _new_id,
-    _unexpected_changes,
-    interrupted,
-    purgeable,
-)
+from regplan import codec, s3moves, s3times
 from regplan.errors import ApplyError, StalePlanError, StorageError
-from regplan.journal import ApplyRecord, State, parse_state, state_bytes
+from regplan.journal import ApplyRecord, parse_state, state_bytes
 from regplan.planfile import PlanStream
 from regplan.s3 import Bucket, Obj, S3Storage
 from regplan.s3lock import Lock
-from regplan.s3preflight import preflight
-from regplan.workflow import check_fresh, current_digest, describe_changes
+from regplan.transaction import INDEX, Progress, batches
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +89,11 @@ def records(bucket: Bucket) -> list[ApplyRecord]:
     return sorted(found, key=lambda r: r.seq)
 
 
-def _write_state(bucket: Bucket, keys: Keys, record: ApplyRecord) -> None:
+def write_state(bucket: Bucket, keys: Keys, record: ApplyRecord) -> None:
     bucket.put(keys.state, state_bytes(record))
 
 
-def _load_state(bucket: Bucket, keys: Keys) -> ApplyRecord:
+def load_state(bucket: Bucket, keys: Keys) -> ApplyRecord:
     where = f"s3://{bucket.name}/{keys.state}"
     try:
         return parse_state(bucket.get(keys.state, 1 << 20), where)
@@ -118,7 +105,7 @@ def _load_state(bucket: Bucket, keys: Keys) -> ApplyRecord:
 
 
 @contextlib.contextmanager
-def _state_plan(bucket: Bucket, keys: Keys) -> Iterator[PlanStream]:
+def state_plan(bucket: Bucket, keys: Keys) -> Iterator[PlanStream]:
     """The plan an apply began with, downloaded to a private temporary file."""
     with tempfile.TemporaryFile() as f:
         try:
@@ -132,62 +119,6 @@ def _state_plan(bucket: Bucket, keys: Keys) -> Iterator[PlanStream]:
             yield stream
 
 
-# -- apply ---------------------------------------------------------------------
-
-
-def apply_plan(
-    stream: PlanStream,
-    storage: S3Storage,
-    *,
-    now: datetime,
-    progress: Progress | None = None,
-    scan_progress: Callable[[int], None] | None = None,
-    break_lock: bool = False,
-    bucket: Bucket | None = None,
-    registry: str = "",
-) -> ApplyResult:
-    """Move a verified plan's targets into the bucket's quarantine (or finish an
-    interrupted apply of it)."""
-    plan = stream.header
-    bucket = bucket or Bucket(storage)
-    bucket.check()
-    with lock(bucket, f"apply {plan.plan_id}", break_lock) as held:
-        resuming = interrupted(records(bucket), plan.plan_id)
-        if resuming is not None:
-            keys = Keys(storage, resuming.apply_id)
-            with _state_plan(bucket, keys) as began:
-                if signing.body_digest(began) != signing.body_digest(stream):
-                    raise ApplyError(
-                        f"this plan differs from the plan apply {resuming.apply_id} began with "
-                        f"(s3://{bucket.name}/{keys.plan}); finish that one, or roll it back"
-                    )
-            log.info("resuming apply %s", resuming.apply_id)
-            record = resuming
-        else:
-            preflight(stream, bucket, storage)
-            check_fresh(plan, storage, scan_progress)
-            keys = Keys(storage, _new_id(now))
-            record = _begin(bucket, stream, keys, now, registry)
-        moved = _move_targets(bucket, stream, keys, progress, held, resuming=resuming is not None)
-        after = current_digest(storage, scan_progress)
-        ok = after.digest == plan.fingerprint.after
-        changed = () if ok else _unexpected_changes(stream, after)
-        note = "" if ok else "tree differs from the plan's prediction: " + describe_changes(changed)
-        _write_state(
-            bucket, keys, attrs.evolve(record, state=State.APPLIED, updated_at=_iso(now), note=note)
-        )
-    return ApplyResult(
-        apply_id=keys.apply_id,
-        plan_id=plan.plan_id,
-        moved=moved,
-        bytes=plan.summary.bytes,
-        quarantine=f"s3://{bucket.name}/{keys.quarantine}",
-        resumed=resuming is not None,
-        fingerprint_ok=ok,
-        changed=changed,
-    )
-
-
 def _upload(bucket: Bucket, key: str, chunks: Iterable[bytes]) -> None:
     """Write an object from chunks through a temporary file (never whole in memory)."""
     with tempfile.TemporaryFile() as f:
@@ -196,23 +127,9 @@ def _upload(bucket: Bucket, key: str, chunks: Iterable[bytes]) -> None:
         bucket.put(key, f)
 
 
-def _begin(
-    bucket: Bucket, plan: PlanStream, keys: Keys, now: datetime, registry: str
-) -> ApplyRecord:
+def begin(bucket: Bucket, plan: PlanStream, keys: Keys, record: ApplyRecord) -> None:
     _upload(bucket, keys.plan, plan.copy())  # the verified bytes, as read
-    record = ApplyRecord(
-        seq=1 + max((r.seq for r in records(bucket)), default=0),
-        apply_id=keys.apply_id,
-        plan_id=plan.header.plan_id,
-        state=State.APPLYING,
-        root=keys.storage.root,
-        started_at=_iso(now),
-        updated_at=_iso(now),
-        targets=plan.counts["targets"],
-        bytes=plan.header.summary.bytes,
-        registry=registry,
-    )
-    _write_state(bucket, keys, record)
+    write_state(bucket, keys, record)
     _upload(
         bucket,
         keys.quarantine + INDEX,
@@ -221,10 +138,9 @@ def _begin(
             (f"{i:07d}\t{t.kind.value}\t{t.path}\n".encode() for i, t in enumerate(plan.targets())),
         ),
     )
-    return record
 
 
-def _move_targets(
+def move_targets(
     bucket: Bucket,
     plan: PlanStream,
     keys: Keys,
@@ -259,7 +175,7 @@ def _move_targets(
             bucket.copy(keys.source(path) + o.rel, keys.slot(i) + o.rel, o.size)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        for start, batch in _batches(enumerate(plan.targets())):
+        for start, batch in batches(enumerate(plan.targets())):
             bucket.put(
                 keys.journal(start),
                 codec.canonical({"op": "move", "from": start, "to": start + len(batch)}),
@@ -286,50 +202,3 @@ def _move_targets(
     if progress is not None:
         progress(total, total)
     return moved
-
-
-# -- purge and history ---------------------------------------------------------
-
-
-def purge(
-    *,
-    storage: S3Storage,
-    apply_id: str | None,
-    older_than: timedelta | None,
-    now: datetime,
-    progress: Progress | None = None,
-    include_unverified: bool = False,
-    break_lock: bool = False,
-    bucket: Bucket | None = None,
-) -> list[ApplyRecord]:
-    """Delete the quarantine of one apply, or of every applied one older than an age
-    (as apply.purge)."""
-    bucket = bucket or Bucket(storage)
-    bucket.check()
-    with lock(bucket, f"purge {apply_id or 'older than ' + str(older_than)}", break_lock):
-        if apply_id is not None:
-            chosen = purgeable([_load_state(bucket, Keys(storage, apply_id))])
-        else:
-            chosen = purgeable(records(bucket), older_than, now, include_unverified)
-        done = []
-        for record in chosen:
-            keys = Keys(storage, record.apply_id)
-            _write_state(
-                bucket, keys, attrs.evolve(record, state=State.PURGING, updated_at=_iso(now))
-            )
-            try:
-                gone = [o.rel for o in bucket.objects(keys.quarantine)]
-                for start in range(0, len(gone), 1000):
-                    bucket.delete(keys.quarantine + rel for rel in gone[start : start + 1000])
-                    if progress is not None:
-                        progress(min(start + 1000, len(gone)), len(gone))
-            except StorageError as e:
-                raise ApplyError(f"{e}; run the purge again") from None
-            final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=_iso(now))
-            _write_state(bucket, keys, final)
-            done.append(final)
-        return done
-
-
-def history(storage: S3Storage, bucket: Bucket | None = None) -> list[ApplyRecord]:
-    return records(bucket or Bucket(storage))

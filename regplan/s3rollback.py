@@ -1,5 +1,5 @@
-"""Rollback on an S3-backed registry: copy back what the storage lacks, then delete the
-quarantine, a batch at a time, each announced by a journal object first.
+"""Rollback's moves on an S3-backed registry: copy back what the storage lacks, then
+delete the quarantine, a batch at a time, each announced by a journal object first.
 
 What is at a target's place decides each step (s3moves.py): the keys the apply
 recorded, unchanged, are the originals (an apply killed before deleting them, or a
@@ -12,30 +12,17 @@ finished by running it again. Each restored key's original time is recorded
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import attrs
 
-from regplan import codec, fingerprint, s3moves, s3times
-from regplan.apply import (
-    INDEX,
-    LIVE,
-    Progress,
-    RollbackResult,
-    _batches,
-    _iso,
-    _overlap,
-    rolling_back,
-)
+from regplan import codec, s3moves, s3times
 from regplan.errors import ApplyError, StorageError
-from regplan.journal import ApplyRecord, State
 from regplan.planfile import PlanStream
-from regplan.s3 import Bucket, Obj, S3Storage
-from regplan.s3apply import Keys, _load_state, _state_plan, _write_state, lock, records
+from regplan.s3 import Bucket, Obj
+from regplan.s3apply import Keys
 from regplan.s3lock import Lock
-from regplan.workflow import current_digest, describe_changes
+from regplan.transaction import INDEX, Progress, batches
 
 JOBS = 16
 """Targets listed and copied at once (each waits on the server, not the CPU)."""
@@ -51,53 +38,39 @@ def _slots(bucket: Bucket, keys: Keys) -> dict[int, list[Obj]]:
     return out
 
 
-def rollback(
-    *,
-    storage: S3Storage,
-    apply_id: str,
-    now: datetime,
-    progress: Progress | None = None,
-    scan_progress: Callable[[int], None] | None = None,
-    break_lock: bool = False,
-    bucket: Bucket | None = None,
-    registry: str = "",
-) -> RollbackResult:
-    """Copy everything of one apply back, then delete its quarantine; refuse when a
-    target's place holds something new (a push since the apply)."""
-    bucket = bucket or Bucket(storage)
-    bucket.check()
-    keys = Keys(storage, apply_id)
-    with lock(bucket, f"rollback {apply_id}", break_lock) as held:
-        record = _load_state(bucket, keys)
-        if record.state in (State.PURGING, State.PURGED):
-            raise ApplyError(
-                f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
-            )
-        if record.state == State.ROLLED_BACK:
-            raise ApplyError(f"apply {apply_id} was already rolled back")
-        with _state_plan(bucket, keys) as plan:
-            _refuse_out_of_order(bucket, record, plan)
-            slots = _slots(bucket, keys)
-            paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
-            moved = _originals(bucket, keys, slots)
-            present = _refuse_reappeared(bucket, keys, moved, paths)
-            record = rolling_back(record, now, registry)
-            _write_state(bucket, keys, record)
-            restored = _restore(bucket, keys, slots, paths, (present, moved), progress, held)
-            fp = plan.header.fingerprint
-        bucket.delete([keys.quarantine + INDEX])
-        now_digest = current_digest(storage, scan_progress)
-        ok = now_digest.digest == fp.before
-        changed = () if ok else tuple(fingerprint.changed_parts(fp.parts, now_digest.named_parts()))
-        note = "" if ok else "tree differs from the plan's before: " + describe_changes(changed)
-        _write_state(
-            bucket,
-            keys,
-            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=_iso(now), note=note),
+@attrs.frozen
+class S3Restore:
+    """A checked rollback (transaction.Restore): copy back, then empty the quarantine."""
+
+    bucket: Bucket
+    keys: Keys
+    held: Lock
+    slots: dict[int, list[Obj]]
+    paths: dict[int, str]
+    present: dict[int, dict[str, Obj]]
+    moved: dict[int, dict[str, s3moves.Moved]]
+
+    @classmethod
+    def check(cls, bucket: Bucket, keys: Keys, plan: PlanStream, held: Lock) -> S3Restore:
+        """Refuse (nothing moved) when a target's place holds something new."""
+        slots = _slots(bucket, keys)
+        paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
+        moved = _originals(bucket, keys, slots)
+        present = _refuse_reappeared(bucket, keys, moved, paths)
+        return cls(bucket, keys, held, slots, paths, present, moved)
+
+    def run(self, progress: Progress | None) -> tuple[int, int]:
+        restored = _restore(
+            self.bucket,
+            self.keys,
+            self.slots,
+            self.paths,
+            (self.present, self.moved),
+            progress,
+            self.held,
         )
-    return RollbackResult(
-        apply_id=apply_id, restored=restored, recreated=0, fingerprint_ok=ok, changed=changed
-    )
+        self.bucket.delete([self.keys.quarantine + INDEX])
+        return restored, 0
 
 
 def _originals(
@@ -174,7 +147,7 @@ def _restore(
         return [keys.slot(i) + o.rel for o in slots[i]], "".join(rows)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        for start, batch in _batches(sorted(paths)):
+        for start, batch in batches(sorted(paths)):
             bucket.put(
                 keys.journal(1_000_000 + start),
                 codec.canonical({"op": "rollback", "from": start, "to": start + len(batch)}),
@@ -194,21 +167,3 @@ def _restore(
             if progress is not None:
                 progress(restored, total)
     return restored
-
-
-def _refuse_out_of_order(bucket: Bucket, record: ApplyRecord, plan: PlanStream) -> None:
-    """As on a filesystem (apply._refuse_out_of_order): undo applies that touch the same
-    folders in reverse order."""
-    mine: list[str] | None = None
-    for later in records(bucket):
-        if later.seq <= record.seq or later.state not in LIVE:
-            continue
-        if mine is None:
-            mine = [t.path for t in plan.targets()]
-        with _state_plan(bucket, Keys(bucket.storage, later.apply_id)) as other:
-            clash = _overlap(mine, [t.path for t in other.targets()])
-        if clash is not None:
-            raise ApplyError(
-                f"cannot roll back {record.apply_id} before {later.apply_id}, which was applied "
-                f"after it and also touched {clash}: first run: regplan rollback {later.apply_id}"
-            )

@@ -299,21 +299,10 @@ def check_fresh(plan: Plan, storage: Location, progress: Progress | None = None)
         )
     raise StalePlanError(
         f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: "
-        + describe_changes(fingerprint.changed_parts(plan.fingerprint.parts, now.named_parts()))
+        + fingerprint.describe_changes(
+            fingerprint.changed_parts(plan.fingerprint.parts, now.named_parts())
+        )
     )
-
-
-def describe_changes(changed: Sequence[str], limit: int = 10) -> str:
-    """Repositories (and other folders) by name first, blob shards by count."""
-    shards = [c for c in changed if c.startswith("blobs/")]
-    named = [c for c in changed if not c.startswith("blobs/")]
-    text = ", ".join(named[:limit])
-    if len(named) > limit:
-        text += f" and {len(named) - limit} more"
-    if shards:
-        text += ("; " if text else "") + f"{len(shards)} blob shard(s) ({shards[0]}"
-        text += ", …)" if len(shards) > 1 else ")"
-    return text
 
 
 def approve(

@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from regplan import apply, signing, workflow
+from regplan import apply, signing, transaction, workflow
 from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
 from regplan.journal import State
 from regplan.layout import Storage
@@ -309,7 +309,7 @@ def test_a_taken_quarantine_slot_is_refused(
     trusted: list[signing.TrustedKey],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(apply, "_new_id", lambda now: "20261128T101500Z-00000000")
+    monkeypatch.setattr(transaction, "new_id", lambda now: "20261128T101500Z-00000000")
     slot = demo_root / "regplan-state" / "quarantine" / "20261128T101500Z-00000000" / "0000003"
     slot.mkdir(parents=True)
     original = docker_hashes(demo_root)

@@ -28,7 +28,7 @@ from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, w
 
 WRAPPER = """
 import os, signal, sys
-import regplan.apply as a, regplan.quarantine as q
+import regplan.fsstore as a, regplan.quarantine as q
 kill_rename = int(os.environ.get("KILL_AT_RENAME", "0"))
 kill_state = os.environ.get("KILL_AT_STATE")
 calls = 0

@@ -12,17 +12,19 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from regplan import apply, signing
+from regplan import apply, signing, transaction
 from regplan.cli import cli
 from regplan.errors import ApplyError
+from regplan.fsstore import FsStore
 from regplan.journal import State
 from regplan.layout import Storage
 from regplan.plan import TargetKind
+from regplan.planfile import PlanStream
+from regplan.transaction import Progress
 from tests.helpers import (
     KEY,
     NOW,
@@ -110,18 +112,21 @@ def test_apply_never_follows_a_parent_swapped_for_a_symlink_after_preflight(
     folder with the same shape; apply used to move the outside folder in."""
     plan = tmp_path / "p.json"
     write_plan_file(root, selection(images=("old/repo:2019",)), plan)
-    real_preflight = apply._preflight
 
-    def swap_after(*args: Any) -> None:
-        real_preflight(*args)
-        old = v2(root) / "repositories/old"
-        old.rename(tmp_path / "old-moved-aside")
-        old.symlink_to(outside)
+    class SwapAfterPreflight(FsStore):
+        def preflight(self, plan: PlanStream, apply_id: str) -> None:
+            super().preflight(plan, apply_id)
+            old = v2(root) / "repositories/old"
+            old.rename(tmp_path / "old-moved-aside")
+            old.symlink_to(outside)
 
-    monkeypatch.setattr(apply, "_preflight", swap_after)
     before = snapshot(outside)
-    with pytest.raises(ApplyError, match=r"could not move .*never followed"):
-        apply.apply_plan(plan_path=plan, trusted=trusted(tmp_path), root=None, required=1, now=NOW)
+    with (
+        PlanStream(plan) as stream,
+        pytest.raises(ApplyError, match=r"could not move .*never followed"),
+    ):
+        store = SwapAfterPreflight(Storage.locate(root))
+        transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert snapshot(outside) == before
     quarantine = root / "regplan-state/quarantine"
     assert sorted(p.name for p in quarantine.glob("*/*")) == ["INDEX.tsv"]  # no slot taken
@@ -134,16 +139,17 @@ def test_purge_older_than_leaves_an_apply_whose_final_check_failed(
     timer leaves it for a person; by id, or with --include-unverified, it goes."""
     plan = tmp_path / "p.json"
     write_plan_file(root, selection(images=("old/repo:2019",)), plan)
-    real_move = apply._move_targets
 
-    def write_meanwhile(*args: Any, **kwargs: Any) -> int:
-        (v2(root) / "repositories/team/tool/_uploads/pushed-meanwhile").mkdir()
-        return real_move(*args, **kwargs)
+    class WriteMeanwhile(FsStore):
+        def move(
+            self, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
+        ) -> int:
+            (v2(root) / "repositories/team/tool/_uploads/pushed-meanwhile").mkdir()
+            return super().move(plan, apply_id, progress, resuming=resuming)
 
-    monkeypatch.setattr(apply, "_move_targets", write_meanwhile)
-    result = apply.apply_plan(
-        plan_path=plan, trusted=trusted(tmp_path), root=None, required=1, now=NOW
-    )
+    with PlanStream(plan) as stream:
+        store = WriteMeanwhile(Storage.locate(root))
+        result = transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert not result.fingerprint_ok
     storage = Storage.locate(root)
     later = NOW.replace(year=NOW.year + 1)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from regplan import location, s3apply, s3scan, workflow
+from regplan import location, s3scan, workflow
 from regplan.demo import build_scale
 from regplan.journal import ApplyRecord, State
 from regplan.s3 import S3Storage
+from regplan.s3store import S3Store
 from tests.helpers import KEY, pem, write_pub
 from tests.s3server import S3Server, objects, upload_tree
 
@@ -131,7 +132,7 @@ class Bucketed:
         )
 
     def history(self) -> list[ApplyRecord]:
-        return s3apply.history(self.storage)
+        return S3Store(self.storage).records()
 
     def apply_id(self) -> str:
         return self.history()[-1].apply_id
