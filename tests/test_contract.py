@@ -1,0 +1,227 @@
+"""The transaction's contract, the same tests on every backend (the backend a parameter):
+apply then rollback is byte for byte (object for object) the tree before; purge empties
+the quarantine; a held lock, a stale plan and a tampered plan move nothing; an apply
+killed (SIGKILL) between two batches finishes by running it again. A new backend
+passes these before anything above the storage seam may use it.
+
+The kill comes from a wrapping store (every backend's ``move`` reports progress after
+each batch), never from a patch of a backend's private names."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from regplan import location, s3scan
+from regplan.cli import cli
+from regplan.demo import BASE, Registry, build_demo, image
+from regplan.s3 import S3Storage
+from tests.helpers import KEY, docker_hashes, pem, write_pub
+from tests.s3server import S3Server, objects, upload_tree
+
+KILL_BETWEEN_BATCHES = """
+import os, signal, sys
+from regplan import location, transaction
+transaction.BATCH = 4  # several batches even on the demo tree
+opened = location.store
+
+class Dying:
+    '''The backend's store; its moves die as the second batch is reported done.'''
+    def __init__(self, inner):
+        self.inner = inner
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def move(self, plan, apply_id, progress, *, resuming):
+        reported = []
+        def report(done, total):
+            reported.append(done)
+            if len(reported) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.move(plan, apply_id, report, resuming=resuming)
+
+location.store = lambda storage: Dying(opened(storage))
+from regplan.cli import cli
+cli(sys.argv[1:], prog_name="regplan")
+"""
+
+
+@attrs.define
+class Backend:
+    """One registry's storage under test: where it is, and what it holds now."""
+
+    root: str
+    snapshot: Callable[[], dict[str, object]]
+    quarantine: Callable[[], dict[str, object]]
+    push: Callable[[], None]
+    env: dict[str, str]
+
+
+def _filesystem(base: Path, _: pytest.FixtureRequest) -> Backend:
+    root = base / "registry"
+    build_demo(root)
+
+    def quarantine() -> dict[str, object]:
+        q = root / "regplan-state" / "quarantine"
+        return {p.relative_to(q).as_posix(): 1 for p in q.rglob("*") if p.is_file()}
+
+    def push() -> None:
+        Registry.create(root).push("team/new", image([BASE]), "v1")
+
+    return Backend(
+        root=str(root),
+        snapshot=lambda: dict(docker_hashes(root)),
+        quarantine=quarantine,
+        push=push,
+        env={},
+    )
+
+
+def _s3(base: Path, request: pytest.FixtureRequest) -> Backend:
+    server: S3Server = request.getfixturevalue("s3server")
+    storage: S3Storage = server.storage()
+    build_demo(base / "fs")
+    upload_tree(base / "fs", storage)
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    env = {k: v for k, v in server.env().items() if k.startswith("AWS_")}
+    env[s3scan.CACHE_ENV] = str(base / "cache")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def push() -> None:
+        Registry.create(base / "more").push("team/new", image([BASE]), "v1")
+        upload_tree(base / "more", storage)
+
+    return Backend(
+        root=storage.root,
+        snapshot=lambda: dict(objects(storage)),
+        quarantine=lambda: dict(objects(storage, "regplan-state/quarantine/")),
+        push=push,
+        env=env,
+    )
+
+
+BACKENDS = {"filesystem": _filesystem, "s3": _s3}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](tmp_path, request)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = tmp_path / "k"
+    key.write_bytes(pem(KEY))
+    key.chmod(0o600)
+    return key, write_pub(KEY, tmp_path / "k.pub")
+
+
+def run(*args: str, code: int = 0) -> str:
+    r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert r.exit_code == code, r.output
+    return r.output
+
+
+@pytest.fixture
+def plan(backend: Backend, keys: tuple[Path, Path], tmp_path: Path) -> Path:
+    out = tmp_path / "p.json"
+    run("plan", "--root", backend.root, "--key", str(keys[0]), "-o", str(out), "-q",
+        "--untagged", "*", "--gc")  # fmt: skip
+    assert json.loads(out.read_bytes())["targets"]
+    return out
+
+
+def apply(plan: Path, keys: tuple[Path, Path], *extra: str, code: int = 0) -> str:
+    return run("apply", str(plan), "--trust", str(keys[1]), "--json", *extra, code=code)
+
+
+def history(backend: Backend) -> list[tuple[str, str]]:
+    out = json.loads(run("history", "--root", backend.root, "--json"))
+    return [(h["apply_id"], h["state"]) for h in out]
+
+
+def test_apply_then_rollback_is_the_tree_before(
+    backend: Backend, plan: Path, keys: tuple[Path, Path]
+) -> None:
+    before = backend.snapshot()
+    applied = json.loads(apply(plan, keys))
+    assert applied["fingerprint_ok"] and backend.snapshot() != before
+    assert backend.quarantine()
+    run("rollback", applied["apply_id"], "--root", backend.root, "-q")
+    assert backend.snapshot() == before
+    assert not backend.quarantine()
+    assert history(backend) == [(applied["apply_id"], "rolled-back")]
+    apply(plan, keys, code=0)  # a rolled-back plan can be applied again
+
+
+def test_purge_deletes_the_quarantine_and_says_so(
+    backend: Backend, plan: Path, keys: tuple[Path, Path]
+) -> None:
+    applied = json.loads(apply(plan, keys))
+    after = backend.snapshot()
+    run("purge", applied["apply_id"], "--root", backend.root, "-q")
+    assert not backend.quarantine()
+    assert backend.snapshot() == after
+    assert history(backend) == [(applied["apply_id"], "purged")]
+    run("rollback", applied["apply_id"], "--root", backend.root, code=1)
+    apply(plan, keys, code=4)  # already applied
+
+
+def test_a_stale_or_tampered_plan_moves_nothing(
+    backend: Backend, plan: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    raw = json.loads(plan.read_bytes())
+    raw["targets"] = raw["targets"][:1]
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(raw))
+    before = backend.snapshot()
+    apply(tampered, keys, code=3)
+    backend.push()
+    pushed = backend.snapshot()
+    apply(plan, keys, code=4)
+    assert backend.snapshot() == pushed != before
+    assert history(backend) == []
+
+
+def test_a_held_lock_moves_nothing(backend: Backend, plan: Path, keys: tuple[Path, Path]) -> None:
+    before = backend.snapshot()
+    store = location.store(location.locate(backend.root))
+    with store.lock("apply elsewhere", False):
+        out = apply(plan, keys, code=5)
+    assert "apply elsewhere" in out
+    assert backend.snapshot() == before
+    assert history(backend) == []
+
+
+def test_an_apply_killed_between_batches_finishes_by_running_it_again(
+    backend: Backend, plan: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    before = backend.snapshot()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_BETWEEN_BATCHES, "apply", str(plan),
+         "--trust", str(keys[1]), "-q"],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**_environ(), **backend.env},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [(apply_id, state)] = history(backend)
+    assert state == "applying"
+    assert backend.snapshot() != before  # part of it moved
+    resumed = json.loads(apply(plan, keys, "--break-lock"))
+    assert resumed["resumed"] and resumed["apply_id"] == apply_id
+    assert resumed["fingerprint_ok"]
+    run("rollback", apply_id, "--root", backend.root, "-q")
+    assert backend.snapshot() == before
+
+
+def _environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
