@@ -1,0 +1,304 @@
+"""The command group and what its commands share: exit codes, options, where the
+storage is, the write guard, progress."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import shlex
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from regplan import (
+    __version__,
+    location,
+    online,
+    s3,
+)
+from regplan.config import ENV_ROOT, rootdirectory, running
+from regplan.errors import RegplanError, SelectionError
+from regplan.layout import printable
+from regplan.location import Location
+from regplan.progress import Reporter
+from regplan.s3 import S3Storage
+from regplan.selection import parse_age
+
+if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
+    from regplan.regclient import RegistryClient
+
+log = logging.getLogger("regplan")
+
+PathArg = click.Path(path_type=Path)
+ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+Command = Callable[..., Any]
+
+
+USAGE = 64
+"""A usage error's exit code (sysexits' EX_USAGE): never 2, which ``plan
+--detailed-exitcode`` means "targets planned" (click's own default is 2)."""
+
+
+class RegplanGroup(click.Group):
+    """Turns a ``RegplanError`` into ``Error: <message>`` and its exit code.
+
+    The message is one line whatever it quotes (a name with a newline is
+    escaped). An OSError no layer below turned into a RegplanError (a disk that
+    fails where nothing else could) is one line and exit 1 as well, not a
+    traceback; anything else keeps its traceback: that is a bug to report. A usage
+    error (click's, at any level) exits USAGE.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            vars(e)["exit_code"] = USAGE  # this error's own code, over click's class-wide 2
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            vars(e)["exit_code"] = USAGE  # this error's own code, over click's class-wide 2
+            raise
+        except RegplanError as e:
+            click.echo(f"Error: {printable(str(e))}", err=True)
+            ctx.exit(e.exit_code)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"Error: {printable(where + (e.strerror or str(e)))}", err=True)
+            ctx.exit(1)
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def default_signer() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def emit_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def storage_options(f: Command) -> Command:
+    """--root and --config; explicit flags beat the environment (README: Finding the storage)."""
+    f = click.option(
+        "--config",
+        type=ExistingFile,
+        help="The registry's config.yml: its storage.filesystem.rootdirectory, or its "
+        "storage.s3 bucket, endpoint and keys. [env: REGISTRY_CONFIGURATION_PATH]",
+    )(f)
+    return click.option(
+        "--root",
+        metavar="PATH|s3://BUCKET/ROOTDIRECTORY",
+        help="The registry's rootdirectory (holding docker/) or its docker/registry/v2 "
+        "folder, or its S3 bucket and rootdirectory (endpoint, region and credentials "
+        "from the standard AWS environment). [env: REGISTRY_DATA_DIR]",
+    )(f)
+
+
+trust_option = click.option(
+    "--trust",
+    "trust",
+    type=ExistingFile,
+    multiple=True,
+    envvar="REGPLAN_TRUST",
+    help="A trusted public key (KEYFILE.pub); repeat for several. [env: REGPLAN_TRUST, "
+    "paths separated by the OS path separator]",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")
+signer_option = click.option(
+    "--signer",
+    metavar="NAME",
+    help="Name recorded with the signature [default: the key's name, from KEYFILE.pub].",
+)
+
+
+def registry_options(*, required: bool) -> Callable[[Command], Command]:
+    """How to reach the running registry (README: Talking to the running registry)."""
+
+    def add(f: Command) -> Command:
+        for option in reversed(
+            [
+                click.option(
+                    "--registry-url",
+                    envvar="REGPLAN_REGISTRY_URL",
+                    required=required,
+                    metavar="URL",
+                    help="The running registry, e.g. https://registry.example:5000 "
+                    "[env: REGPLAN_REGISTRY_URL]",
+                ),
+                click.option(
+                    "--registry-user",
+                    metavar="USER",
+                    help="Registry user (password from REGPLAN_REGISTRY_PASSWORD); "
+                    "default: ~/.docker/config.json auths.",
+                ),
+                click.option(
+                    "--ca-cert", type=ExistingFile, help="CA bundle for the registry's TLS."
+                ),
+                click.option("--insecure", is_flag=True, help="Do not verify the registry's TLS."),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return add
+
+
+def registry_client(
+    url: str, user: str | None, ca_cert: Path | None, insecure: bool
+) -> RegistryClient:
+    from regplan.regclient import Credentials, RegistryClient  # noqa: PLC0415 (httpx, late)
+
+    credentials = None
+    if user is not None:
+        credentials = Credentials(
+            user=user, password=os.environ.get("REGPLAN_REGISTRY_PASSWORD", "")
+        )
+    return RegistryClient(url, credentials=credentials, ca_cert=ca_cert, insecure=insecure)
+
+
+allow_online_option = click.option(
+    "--allow-online",
+    is_flag=True,
+    help="Change the storage even though the registry accepts writes (not recommended).",
+)
+
+
+def guard(reg: dict[str, Any], allow_online: bool, command: str) -> str | None:
+    """Probe the registry before anything changes (when a URL is given); its URL or None."""
+    url = reg["registry_url"]
+    if url is None:
+        return None
+    probe(reg, url, allow_online, command)
+    return str(url)
+
+
+def probe(reg: dict[str, Any], url: str, allow_online: bool, command: str) -> str:
+    """Probe ``url``; refuse (exit 6) when it accepts writes; what it answered."""
+    with registry_client(url, reg["registry_user"], reg["ca_cert"], reg["insecure"]) as client:
+        probe = online.guard(client, allow_online=allow_online, command=command)
+    log.info("registry %s: %s (%s)", url, probe.mode.value, probe.detail)
+    return f"probed {url}: {probe.mode.value} ({probe.detail})"
+
+
+def write_guard(
+    reg: dict[str, Any], config: Path | None, stopped: bool, allow_online: bool, command: str
+) -> tuple[str | None, str]:
+    """online.write_guard with this command's ways to reach the registry."""
+    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+    settings = running(Path(found), os.environ) if found else None
+    return online.write_guard(
+        url=reg["registry_url"],
+        settings=settings,
+        stopped=stopped,
+        allow_online=allow_online,
+        command=command,
+        probe=lambda url: probe(reg, url, allow_online, command),
+    )
+
+
+registry_stopped_option = click.option(
+    "--registry-stopped",
+    is_flag=True,
+    envvar="REGPLAN_REGISTRY_STOPPED",
+    help="The registry is stopped (your word, recorded in the journal and history): needed "
+    "when neither --registry-url nor --config says where to probe it. "
+    "[env: REGPLAN_REGISTRY_STOPPED=1]",
+)
+
+
+def advice(config: Path | None, url: str | None) -> str:
+    """After apply or rollback: the cache to clear, and the read-only mode to lift (or the
+    registry that nothing checked was stopped), from the registry's configuration."""
+    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+    settings = running(Path(found), os.environ) if found else None
+    mode = online.mode_advice(settings, probed=url is not None)
+    return online.cache_advice(settings) + (f"\n{mode}" if mode else "")
+
+
+def root_of(quarantine: Path | str) -> str:
+    """The storage root a quarantine lies in (``<root>/regplan-state/quarantine/<id>``)."""
+    if isinstance(quarantine, Path):
+        return str(quarantine.parents[2])
+    return quarantine.rsplit("/regplan-state/", 1)[0]
+
+
+def check_hint(url: str | None, storage_root: Path | str, plan: Path | None = None) -> str:
+    args = ["regplan", "check", "--registry-url", url or "URL", "--root", str(storage_root)]
+    args += ["--plan", str(plan)] if plan is not None else []
+    return "Then prove every kept image still pulls: " + shlex.join(args)
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+break_lock_option = click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Object storage: break a lock whose holder is gone (its lease expired, or its "
+    "process on this host is dead); a live lock is never broken.",
+)
+
+
+def root_arg(root: str | None, config: Path | None) -> Path | S3Storage | None:
+    """--root, --config, then REGISTRY_DATA_DIR, REGISTRY_CONFIGURATION_PATH and
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; None when none is given."""
+    env = os.environ
+    if root is not None:
+        return s3.parse_url(root, env) if root.startswith(s3.SCHEME) else Path(root)
+    if config is not None:
+        return rootdirectory(config, env)
+    if env.get("REGISTRY_DATA_DIR"):
+        return Path(env["REGISTRY_DATA_DIR"])
+    if env.get("REGISTRY_CONFIGURATION_PATH"):
+        return rootdirectory(Path(env["REGISTRY_CONFIGURATION_PATH"]), env)
+    if env.get(ENV_ROOT):
+        return Path(env[ENV_ROOT])
+    return None
+
+
+def storage_of(root: str | None, config: Path | None) -> Location:
+    found = root_arg(root, config)
+    if found is None:
+        raise click.UsageError(
+            "no storage given: pass --root or --config, or set REGISTRY_DATA_DIR"
+        )
+    return location.locate(found)
+
+
+def progress_of(label: str, *, quiet: bool, as_json: bool) -> Reporter:
+    return Reporter(label, enabled=False if (quiet or as_json) else None)
+
+
+@click.group(cls=RegplanGroup)
+@click.version_option(__version__, prog_name="regplan")
+@click.option("-v", "--verbose", count=True, help="Debug detail on stderr.")
+def cli(verbose: int) -> None:
+    """Reviewed, reversible cleanup of Docker registry filesystem storage."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def age_of(text: str, flag: str) -> timedelta:
+    """An AGE option, or a usage error (exit 64) that names the option."""
+    try:
+        return parse_age(text)
+    except SelectionError as e:
+        raise click.BadParameter(str(e), param_hint=f"--{flag.replace('_', '-')}") from None

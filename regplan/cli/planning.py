@@ -1,0 +1,258 @@
+"""keygen and plan: decide what to remove and write a signed plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from regplan import (
+    location,
+    render,
+    signing,
+    workflow,
+)
+from regplan.layout import printable
+from regplan.location import Location
+from regplan.selection import (
+    ImageSpec,
+    Protect,
+    Retention,
+    Selection,
+    parse_protect,
+)
+
+if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
+    pass
+
+
+from regplan.cli.base import (
+    ExistingFile,
+    PathArg,
+    age_of,
+    cli,
+    default_signer,
+    emit_json,
+    json_option,
+    now,
+    progress_of,
+    quiet_option,
+    signer_option,
+    storage_of,
+    storage_options,
+)
+
+
+@cli.command()
+@click.argument("keyfile", type=PathArg)
+@click.option(
+    "--comment",
+    default=default_signer,
+    help="The key holder's name, written after the public key and recorded with every "
+    "signature the key makes (e.g. bob@review). [default: USER@HOST]",
+)
+def keygen(keyfile: Path, comment: str) -> None:
+    """Write an Ed25519 KEYFILE (0600) and KEYFILE.pub."""
+    keyid = signing.keygen(keyfile, comment=comment)
+    click.echo(f"Wrote {keyfile} (private, 0600) and {keyfile}.pub; key id {keyid}")
+
+
+RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
+
+
+@cli.command()
+@storage_options
+@click.option(
+    "--key",
+    type=ExistingFile,
+    envvar="REGPLAN_KEY",
+    required=True,
+    help="Private key that signs the plan. [env: REGPLAN_KEY]",
+)
+@click.option(
+    "-o", "--output", type=PathArg, help="Plan file [default: plans/<UTC time>.plan.json]."
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="REPO[:TAG]",
+    help="Remove a tag, or the whole repository when no tag (globs). With a "
+    "retention rule: the repositories (and tags) the rule looks at.",
+)
+@click.option(
+    "--untagged",
+    multiple=True,
+    metavar="REPO",
+    help="Remove manifests no tag reaches (globs; index and referrer aware).",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Retention: remove tags beyond the N newest.",
+)
+@click.option("--older-than", metavar="AGE", help="Retention: remove tags older than AGE.")
+@click.option("--match", metavar="REGEX", help="Retention: only tags matching REGEX (whole name).")
+@click.option("--exclude", metavar="REGEX", help="Retention: never tags matching REGEX.")
+@click.option("--keep", metavar="REGEX", help="Retention: never remove tags matching REGEX.")
+@click.option(
+    "--sort-by",
+    type=click.Choice(["pushed", "created"]),
+    default="pushed",
+    show_default=True,
+    help="Retention age: last push, or the image config's created.",
+)
+@click.option(
+    "--allow-empty-repos",
+    is_flag=True,
+    help="Retention may remove every tag of a repository (and so the repository).",
+)
+@click.option(
+    "--gc", is_flag=True, help="Registry-wide: blobs and layer links nothing kept references."
+)
+@click.option(
+    "--gc-min-age", metavar="AGE", help="With --gc: spare blobs and layer links younger than AGE."
+)
+@click.option(
+    "--uploads-older-than", metavar="AGE", help="Remove upload folders started more than AGE ago."
+)
+@click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
+@click.option(
+    "--protect",
+    "protect",
+    type=click.File("r", encoding="utf-8"),
+    multiple=True,
+    metavar="FILE",
+    help="Images that must survive, whatever else is asked: lines repo:tag, "
+    "repo@sha256:... or sha256:... ('-' reads stdin; # comments). Repeatable.",
+)
+@signer_option
+@json_option
+@quiet_option
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when targets are planned.",
+)
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    /,
+    root: str | None,
+    config: Path | None,
+    key: Path,
+    output: Path | None,
+    signer: str | None,
+    as_json: bool,
+    quiet: bool,
+    detailed_exitcode: bool,
+    **sel: Any,
+) -> None:
+    """Decide what to remove and write a signed plan; changes nothing."""
+    selection = _selection(sel)
+    storage = storage_of(root, config)
+    if selection.prune and not location.has_folders(storage):
+        click.echo(
+            "Note: --prune has nothing to do on object storage: a bucket has no empty folders "
+            "(a folder is gone with its last key).",
+            err=True,
+        )
+    t = now()
+    private = signing.load_private(key)
+    with progress_of("scanning paths", quiet=quiet, as_json=as_json) as scanning:
+        made = workflow.make_plan(
+            storage=storage,
+            selection=selection,
+            argv=_argv(storage, sel),
+            key=private,
+            signer=signer or signing.key_name(key, private),
+            now=t,
+            progress=scanning.count,
+        )
+    path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
+    with made:
+        workflow.write_plan(made, path)
+    header, counts = made.header, made.counts
+    for p in header.request.selection.protect:
+        if not p.matches:
+            click.echo(
+                f"Warning: --protect {p.source}: {printable(p.ref)} matches nothing", err=True
+            )
+    s = header.summary
+    if as_json:
+        emit_json(
+            {
+                "plan_id": header.plan_id,
+                "path": str(path),
+                "targets": s.targets,
+                "bytes": s.bytes,
+                "kept": counts["kept"],
+                "problems": counts["problems"],
+            }
+        )
+    else:
+        click.echo(
+            f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
+            f"{render.human_bytes(s.bytes)}; {counts['kept']} kept; {counts['problems']} problems."
+        )
+        click.echo(f"Review it with: regplan show {path}")
+    if detailed_exitcode and s.targets:
+        ctx.exit(2)
+
+
+def _selection(sel: dict[str, Any]) -> Selection:
+    retention = Retention(
+        keep_last=sel["keep_last"],
+        older_than=sel["older_than"],
+        match=sel["match"],
+        exclude=sel["exclude"],
+        keep=sel["keep"],
+        sort_by=sel["sort_by"],
+        allow_empty_repos=sel["allow_empty_repos"],
+    )
+    if retention.active and not sel["images"]:
+        raise click.UsageError("retention rules apply to the tags of --image repositories")
+    if sel["gc_min_age"] and not sel["gc"]:
+        raise click.UsageError("--gc-min-age goes with --gc")
+    for flag in ("older_than", "gc_min_age", "uploads_older_than"):
+        if sel[flag] is not None:
+            age_of(sel[flag], flag)
+    protect: tuple[Protect, ...] = ()
+    for f in sel["protect"]:
+        name = "stdin" if f.name == "<stdin>" else f.name
+        try:
+            protect += parse_protect(f.read(), name)
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--protect") from None
+    selection = Selection(
+        protect=protect,
+        images=tuple(ImageSpec.parse(i) for i in sel["images"]),
+        untagged=sel["untagged"],
+        prune=sel["prune"],
+        retention=retention,
+        gc=sel["gc"],
+        gc_min_age=sel["gc_min_age"],
+        uploads_older_than=sel["uploads_older_than"],
+    )
+    if selection.empty:
+        raise click.UsageError(
+            "nothing selected: give --image, --untagged, --gc, --uploads-older-than or --prune"
+        )
+    return selection
+
+
+def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
+    """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
+    argv = ["regplan", "plan", "--root", str(storage.root)]
+    argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
+    for name in (*RETENTION, "gc_min_age", "uploads_older_than"):
+        if sel[name] is not None:
+            argv.append(f"--{name.replace('_', '-')}={sel[name]}")
+    if sel["sort_by"] != "pushed":
+        argv.append(f"--sort-by={sel['sort_by']}")
+    argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
+    flags = ("allow_empty_repos", "gc", "prune")
+    argv += [f"--{flag.replace('_', '-')}" for flag in flags if sel[flag]]
+    return argv

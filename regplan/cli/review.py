@@ -1,0 +1,177 @@
+"""show, why, verify and approve: what a reviewer reads and signs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from regplan import (
+    approvals,
+    render,
+    report,
+    reviewjson,
+    signing,
+    ticket,
+    why,
+    workflow,
+)
+from regplan.planfile import PlanStream
+
+if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
+    pass
+
+
+from regplan.cli.base import (
+    ExistingFile,
+    cli,
+    emit_json,
+    json_option,
+    now,
+    progress_of,
+    quiet_option,
+    root_arg,
+    signer_option,
+    storage_options,
+    trust_option,
+)
+
+
+@cli.command()
+@click.argument("plan_file", type=ExistingFile)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]), default="text"
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@click.option("--targets", is_flag=True, help="Text: also list every directory the plan removes.")
+@click.option(
+    "--trust",
+    "trust",
+    type=ExistingFile,
+    multiple=True,
+    envvar="REGPLAN_TRUST",
+    help="Check the signatures (in the plan and beside it) against these public keys; "
+    "without it every signature is shown as NOT VERIFIED. [env: REGPLAN_TRUST]",
+)
+def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[Path, ...]) -> None:
+    """Print a plan for review: what it removes and keeps, image by image, and its
+    signatures (checked with --trust).
+
+    The plan is read as a stream: a plan of any size is summarized in flat memory."""
+    fmt = "json" if as_json else fmt
+    with PlanStream(plan_file) as loaded:
+        checked = approvals.checked(loaded, signing.trusted_from(trust))
+        if fmt == "json":
+            for chunk in reviewjson.review_json_chunks(loaded, checked):
+                click.echo(chunk, nl=False)
+        elif fmt in ("markdown", "html"):
+            # the SHA-256 of the very bytes rendered (the stream's first pass took it)
+            pinned = render.PlanFile(name=str(plan_file), sha256=loaded.sha256)
+            page = (
+                ticket.markdown(loaded, pinned, checked)
+                if fmt == "markdown"
+                else report.html(loaded, pinned, checked)
+            )
+            click.echo(page, nl=False)
+        else:
+            for line in render.text_lines(loaded, targets=targets, signatures=checked):
+                click.echo(line)
+
+
+@cli.command("why")
+@click.argument("plan_file", type=ExistingFile)
+@click.argument("ref")
+@json_option
+def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
+    """What PLAN does to REF (repo:tag, repo, repo@sha256:..., sha256:... or a storage
+    path): removed (exit 7, with every directory it causes), kept (and the rule that keeps
+    it), untouched, or not in the registry when planned (exit 8, with the nearest names)."""
+    with PlanStream(plan_file) as loaded:
+        try:
+            answer = why.why(loaded, ref)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="REF") from None
+    if as_json:
+        emit_json(render.why_json(answer, loaded.header))
+    else:
+        click.echo(render.why_text(answer, loaded.header))
+    if answer.verdict is why.Verdict.REMOVED:
+        click.get_current_context().exit(REMOVED)
+    if answer.verdict is why.Verdict.NOT_FOUND:
+        click.get_current_context().exit(NOT_FOUND)
+
+
+REMOVED = 7
+"""``why``'s exit code when the plan removes REF: a pipeline can stop on it."""
+NOT_FOUND = 8
+"""``why``'s exit code when REF was not in the registry when planned (a typo in a
+guard must not pass as "untouched")."""
+
+
+@cli.command()
+@click.argument("plan_file", type=ExistingFile)
+@trust_option
+@storage_options
+@click.option("--require-signatures", default=1, show_default=True, type=click.IntRange(1))
+@json_option
+@quiet_option
+def verify(
+    plan_file: Path,
+    trust: tuple[Path, ...],
+    root: str | None,
+    config: Path | None,
+    require_signatures: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Check signatures against trusted keys and the plan against the tree; changes nothing."""
+    with progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning:
+        v = workflow.load_verified(
+            plan_file,
+            trusted=signing.trusted_from(trust),
+            root=root_arg(root, config),
+            required=require_signatures,
+            progress=scanning.count,
+        )
+    signers = [k.keyid for k in v.signers]
+    if as_json:
+        emit_json(
+            {
+                "plan_id": v.header.plan_id,
+                "valid": True,
+                "signers": signers,
+                "root": str(v.storage.root),
+                "fresh": True,
+            }
+        )
+    else:
+        click.echo(
+            f"OK: plan {v.header.plan_id} is signed by {len(signers)} trusted key(s) "
+            f"({', '.join(signers)}) and matches {v.storage.root}"
+        )
+
+
+@cli.command()
+@click.argument("plan_file", type=ExistingFile)
+@click.option(
+    "--key",
+    type=ExistingFile,
+    envvar="REGPLAN_KEY",
+    required=True,
+    help="The reviewer's private key. [env: REGPLAN_KEY]",
+)
+@signer_option
+@trust_option
+def approve(plan_file: Path, key: Path, signer: str | None, trust: tuple[Path, ...]) -> None:
+    """Co-sign PLAN as approver: check every signature it has against --trust, then write
+    the approval beside it (PLAN.approval-KEY.sig); PLAN's bytes never change."""
+    private = signing.load_private(key)
+    header, written = workflow.approve(
+        plan_file,
+        key=private,
+        signer=signer or signing.key_name(key, private),
+        now=now(),
+        trusted=signing.trusted_from(trust),
+    )
+    click.echo(f"Approved plan {header.plan_id}: wrote {written} (the plan file is unchanged)")
