@@ -14,6 +14,7 @@ is, so a run killed anywhere is finished by running it again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import tempfile
@@ -140,6 +141,20 @@ def begin(bucket: Bucket, plan: PlanStream, keys: Keys, record: ApplyRecord) -> 
     )
 
 
+def _listed(
+    bucket: Bucket, keys: Keys, resuming: bool, item: tuple[int, Any]
+) -> tuple[int, str, list[Obj]]:
+    """(slot, path, the target's objects); a resumed apply finds a target it moved before
+    the crash in its slot."""
+    i, t = item
+    objs = list(bucket.objects(keys.source(t.path)))
+    if not objs and not (resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None):
+        raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
+    if not all(s3moves.writable(o.rel) for o in objs):
+        raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
+    return i, t.path, objs
+
+
 def move_targets(
     bucket: Bucket,
     plan: PlanStream,
@@ -156,18 +171,7 @@ def move_targets(
     moved = 0
     overlay = s3times.Overlay.load(bucket, keys.storage)
 
-    def listed(item: tuple[int, Any]) -> tuple[int, str, list[Obj]]:
-        i, t = item
-        objs = list(bucket.objects(keys.source(t.path)))
-        if not objs and not (
-            resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None
-        ):
-            raise StalePlanError(
-                f"target {t.path} vanished since planning; nothing further was moved"
-            )  # else: moved before the crash
-        if not all(s3moves.writable(o.rel) for o in objs):
-            raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
-        return i, t.path, objs
+    listed = functools.partial(_listed, bucket, keys, resuming)
 
     def copy(item: tuple[int, str, list[Obj]]) -> None:
         i, path, objs = item
