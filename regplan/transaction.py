@@ -11,6 +11,7 @@ crash is recovered inside one batch is the store's.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -25,6 +26,8 @@ from regplan.errors import ApplyError, StalePlanError
 from regplan.journal import ApplyRecord, State
 from regplan.layout import part_of
 from regplan.planfile import PlanStream
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -183,6 +186,7 @@ def apply(
                         f"with ({store.plan_of(resuming.apply_id)}); finish that one, or "
                         "roll it back"
                     )
+            log.info("resuming apply %s", resuming.apply_id)
             record = resuming
         else:
             check_fresh()
