@@ -35,7 +35,11 @@ from tests.helpers import KEY, pem, write_pub
 STEPS = ("plan", "apply", "rollback")
 
 
-def worktree(repo: Path, rev: str, where: Path) -> Path:
+def worktree(repo: Path, rev: str, work: Path) -> Path:
+    """A worktree of ``rev`` (named by its commit: HEAD moves, a commit does not)."""
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    where = work / f"code-{commit[:12]}"
     if not where.exists():
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(where), rev],
                        check=True, capture_output=True)  # fmt: skip
@@ -87,7 +91,7 @@ def main() -> None:
     repo = Path(__file__).resolve().parents[2]
     work = args.workdir / "revisions"
     work.mkdir(parents=True, exist_ok=True)
-    codes = {r: worktree(repo, r, work / f"code-{r}") for r in (args.before, args.after)}
+    codes = {r: worktree(repo, r, work) for r in (args.before, args.after)}
     root = args.workdir / args.size / "root"  # bench_scale's tree, reused
     if not root.exists():
         build_scale(root, **SIZES[args.size])
