@@ -38,6 +38,32 @@ def _review(plan_path: Path, trusted: list[signing.TrustedKey], step: str, echo:
     echo("")
 
 
+def _plan(root: Path, key: Path, plan_path: Path, now: datetime, echo: Echo) -> None:
+    """Step 3: plan team/app:v1 and every untagged manifest under team/, pruning."""
+    selection = Selection(
+        images=(ImageSpec.parse("team/app:v1"),), untagged=("team/*",), prune=True
+    )
+    argv = [
+        "regplan",
+        "plan",
+        "--root",
+        str(root),
+        "--image=team/app:v1",
+        "--untagged=team/*",
+        "--prune",
+    ]
+    with workflow.make_plan(
+        storage=Storage.locate(root),
+        selection=selection,
+        argv=argv,
+        key=signing.load_private(key),
+        signer="demo-planner",
+        now=now,
+    ) as plan:
+        workflow.write_plan(plan, plan_path)
+    echo(f"3. {' '.join(argv)} -o {plan_path}")
+
+
 def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     base = directory or Path(tempfile.mkdtemp(prefix="regplan-demo-"))
     root = base / "registry"
@@ -56,29 +82,8 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     signing.keygen(key, comment="demo-planner")
     echo(f"2. A signing key: regplan keygen {key}")
 
-    selection = Selection(
-        images=(ImageSpec.parse("team/app:v1"),), untagged=("team/*",), prune=True
-    )
-    argv = [
-        "regplan",
-        "plan",
-        "--root",
-        str(root),
-        "--image=team/app:v1",
-        "--untagged=team/*",
-        "--prune",
-    ]
     plan_path = base / "plans" / "demo.plan.json"
-    with workflow.make_plan(
-        storage=storage,
-        selection=selection,
-        argv=argv,
-        key=signing.load_private(key),
-        signer="demo-planner",
-        now=now,
-    ) as plan:
-        workflow.write_plan(plan, plan_path)
-    echo(f"3. {' '.join(argv)} -o {plan_path}")
+    _plan(root, key, plan_path, now, echo)
     echo("   Nothing is removed yet. v1's layers stay because old/repo:2019 uses them;")
     echo("   team/tool's untagged index children stay because the tagged index needs them.")
     echo("")

@@ -127,24 +127,7 @@ def make_plan(
     )
     _give_back_freed_memory()
     resolved = resolve(selection, inventory, now)
-    request = Request(
-        argv=tuple(argv),
-        selection=SelectionRecord(
-            images=tuple(str(i) for i in selection.images),
-            untagged=selection.untagged,
-            prune=selection.prune,
-            gc=selection.gc,
-            gc_min_age=selection.gc_min_age,
-            uploads_older_than=selection.uploads_older_than,
-            protect=tuple(
-                ProtectRecord(
-                    source=p.source, ref=p.ref, matches=resolved.protect_matches.get(p.source, ())
-                )
-                for p in selection.protect
-            ),
-            **attrs.asdict(selection.retention),  # the record is flat: retention's fields
-        ),
-    )
+    request = _request(selection, resolved, argv)
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
     found = Sorted(IMAGE_RUN)
     try:
@@ -162,13 +145,7 @@ def make_plan(
             root=str(storage.root),
             storage=location.record(storage),
             request=request,
-            fingerprint=Fingerprint(
-                algorithm=fingerprint.ALGORITHM,
-                before=before.digest,
-                after=after.digest,
-                entries=before.entries,
-                parts=before.named_parts(),
-            ),
+            fingerprint=_fingerprint(before, after),
             summary=tally(spooled.targets.kinds_and_bytes()),
             targets=(),
         )
@@ -182,6 +159,38 @@ def make_plan(
     draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
     return draft
+
+
+def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> Request:
+    """What was asked, as the plan records it (with what each --protect line matched)."""
+    return Request(
+        argv=tuple(argv),
+        selection=SelectionRecord(
+            images=tuple(str(i) for i in selection.images),
+            untagged=selection.untagged,
+            prune=selection.prune,
+            gc=selection.gc,
+            gc_min_age=selection.gc_min_age,
+            uploads_older_than=selection.uploads_older_than,
+            protect=tuple(
+                ProtectRecord(
+                    source=p.source, ref=p.ref, matches=resolved.protect_matches.get(p.source, ())
+                )
+                for p in selection.protect
+            ),
+            **attrs.asdict(selection.retention),  # the record is flat: retention's fields
+        ),
+    )
+
+
+def _fingerprint(before: fingerprint.TreeDigest, after: fingerprint.TreeDigest) -> Fingerprint:
+    return Fingerprint(
+        algorithm=fingerprint.ALGORITHM,
+        before=before.digest,
+        after=after.digest,
+        entries=before.entries,
+        parts=before.named_parts(),
+    )
 
 
 def _spool_images(
