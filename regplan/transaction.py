@@ -3,8 +3,8 @@
 A Store is the write side of one storage (a filesystem rootdirectory, a bucket):
 its lock, the state of its applies, the quarantine, and the moves themselves.
 What the steps are, in which order, what is refused, and what each record says
-is decided here, so every backend keeps the same promises (tests/contract runs
-them on each). What a move is (a rename, a server-side copy and delete) and how a
+is decided here, so every backend keeps the same promises (tests/test_contract.py
+runs them on each). What a move is (a rename, a server-side copy and delete) and how a
 crash is recovered inside one batch is the store's.
 """
 
