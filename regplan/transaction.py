@@ -233,10 +233,6 @@ def _first_record(
     )
 
 
-def _said(changed: Sequence[str]) -> str:
-    return fingerprint.describe_changes(changed)
-
-
 def interrupted(applies: Iterable[ApplyRecord], plan_id: str) -> ApplyRecord | None:
     """The interrupted apply of this plan to resume, or None to begin one; refuses a plan
     already applied (exit 4) or one whose apply was being rolled back."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -12,12 +12,6 @@ from regplan import (
     render,
     signing,
 )
-from regplan.errors import ApplyError
-
-if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
-    pass
-
-
 from regplan.cli.base import (
     ExistingFile,
     advice,
@@ -41,6 +35,7 @@ from regplan.cli.base import (
     trust_option,
     write_guard,
 )
+from regplan.errors import ApplyError
 
 
 @cli.command("apply")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import click
@@ -13,16 +13,6 @@ from regplan import (
     render,
     walkthrough,
 )
-from regplan.errors import CheckFailed
-from regplan.planfile import PlanStream
-from regplan.selection import (
-    ImageSpec,
-)
-
-if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
-    pass
-
-
 from regplan.cli.base import (
     ExistingFile,
     PathArg,
@@ -36,6 +26,11 @@ from regplan.cli.base import (
     registry_options,
     storage_of,
     storage_options,
+)
+from regplan.errors import CheckFailed
+from regplan.planfile import PlanStream
+from regplan.selection import (
+    ImageSpec,
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -13,20 +13,6 @@ from regplan import (
     signing,
     workflow,
 )
-from regplan.layout import printable
-from regplan.location import Location
-from regplan.selection import (
-    ImageSpec,
-    Protect,
-    Retention,
-    Selection,
-    parse_protect,
-)
-
-if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
-    pass
-
-
 from regplan.cli.base import (
     ExistingFile,
     PathArg,
@@ -41,6 +27,15 @@ from regplan.cli.base import (
     signer_option,
     storage_of,
     storage_options,
+)
+from regplan.layout import printable
+from regplan.location import Location
+from regplan.selection import (
+    ImageSpec,
+    Protect,
+    Retention,
+    Selection,
+    parse_protect,
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -17,12 +16,6 @@ from regplan import (
     why,
     workflow,
 )
-from regplan.planfile import PlanStream
-
-if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
-    pass
-
-
 from regplan.cli.base import (
     ExistingFile,
     cli,
@@ -36,6 +29,7 @@ from regplan.cli.base import (
     storage_options,
     trust_option,
 )
+from regplan.planfile import PlanStream
 
 
 @cli.command()
