@@ -150,7 +150,7 @@ def _listed(
     objs = list(bucket.objects(keys.source(t.path)))
     if not objs and not (resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None):
         raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
-    if not all(s3moves.writable(o.rel) for o in objs):
+    if not all(s3times.writable(o.rel) for o in objs):
         raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
     return i, t.path, objs
 

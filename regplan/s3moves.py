@@ -42,13 +42,8 @@ def key(record_prefix: str, start: int) -> str:
 
 
 def row(slot: int, o: Obj, time: float) -> str:
-    """One key's row (``writable`` keys only: apply refuses a target holding another)."""
+    """One key's row (``s3times.writable`` keys only: apply refuses a target holding another)."""
     return f"{slot}\t{o.rel}\t{o.size}\t{o.etag}\t{time!r}\n"
-
-
-def writable(rel: str) -> bool:
-    """A key a row can hold: no tab or line break (the scan keeps such a key, unnamed)."""
-    return not any(c in rel for c in "\t\r\n")
 
 
 def load(bucket: Bucket, record_prefix: str) -> dict[int, dict[str, Moved]]:

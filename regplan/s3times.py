@@ -25,10 +25,16 @@ SLACK = 1.0
 """Seconds between a copy's reported LastModified and the listing's (S3 rounds to ms or s)."""
 
 
+def writable(rel: str) -> bool:
+    """A key a row of these tab-separated records can hold: no tab or line break (the
+    scan keeps such a key, unnamed)."""
+    return not any(c in rel for c in "\t\r\n")
+
+
 def dated(rel: str) -> bool:
-    """A key whose LastModified the scan reads as a time (links and blob data); one
-    with a tab or a line break cannot be recorded (nor named in a plan)."""
-    return rel.rpartition("/")[2] in ("link", "data") and not any(c in rel for c in "\t\r\n")
+    """A key whose LastModified the scan reads as a time (links and blob data) and that
+    a row can hold."""
+    return rel.rpartition("/")[2] in ("link", "data") and writable(rel)
 
 
 @attrs.frozen
