@@ -87,6 +87,14 @@ def write_pub(key: Ed25519PrivateKey, path: Path) -> Path:
     return path
 
 
+def write_keys(base: Path) -> tuple[Path, Path]:
+    """The test key as a private key file (``base/k``, mode 600) and its ``.pub``."""
+    key = base / "k"
+    key.write_bytes(pem(KEY))
+    key.chmod(0o600)
+    return key, write_pub(KEY, base / "k.pub")
+
+
 def content_hashes(root: Path) -> dict[str, str]:
     """Every file's SHA-256, every directory, symlink and special file, independent of
     regplan's code (a FIFO is never opened)."""

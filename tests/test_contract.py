@@ -25,7 +25,7 @@ from regplan import location, s3scan
 from regplan.cli import cli
 from regplan.demo import BASE, Registry, build_demo, image
 from regplan.s3 import S3Storage
-from tests.helpers import KEY, docker_hashes, pem, write_pub
+from tests.helpers import docker_hashes, write_keys
 from tests.s3server import S3Server, objects, upload_tree
 
 KILL_BETWEEN_BATCHES = """
@@ -119,10 +119,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    key = tmp_path / "k"
-    key.write_bytes(pem(KEY))
-    key.chmod(0o600)
-    return key, write_pub(KEY, tmp_path / "k.pub")
+    return write_keys(tmp_path)
 
 
 def run(*args: str, code: int = 0) -> str:

@@ -24,7 +24,7 @@ from regplan.errors import StorageError
 from regplan.inventory import ProblemCode
 from regplan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
 from regplan.s3 import Bucket, S3Storage
-from tests.helpers import KEY, drafted, pem, selection, sign_raw, write_pub
+from tests.helpers import drafted, selection, sign_raw, write_keys
 from tests.s3server import S3Server, client, objects, put, upload_tree
 
 SEL = attrs.evolve(selection((), ("*",)), gc=True)
@@ -197,10 +197,7 @@ def run(*args: str) -> Result:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    key = tmp_path / "k"
-    key.write_bytes(pem(KEY))
-    key.chmod(0o600)
-    return key, write_pub(KEY, tmp_path / "k.pub")
+    return write_keys(tmp_path)
 
 
 def plan_file(storage: S3Storage, keys: tuple[Path, Path], tmp_path: Path, *extra: str) -> Path:

@@ -20,7 +20,7 @@ from regplan.demo import build_scale
 from regplan.journal import ApplyRecord, State
 from regplan.s3 import S3Storage
 from regplan.s3store import S3Store
-from tests.helpers import KEY, pem, write_pub
+from tests.helpers import write_keys
 from tests.s3server import S3Server, objects, upload_tree
 
 WRAPPER = """
@@ -70,11 +70,8 @@ class Bucketed:
         upload_tree(base / "fs", self.storage)
         self.counts = base / "counts.json"
         self.cache = base / "scan-cache"
-        self.key = base / "k"
-        self.pub = write_pub(KEY, base / "k.pub")
+        self.key, self.pub = write_keys(base)
         self.plan = base / "p.json"
-        self.key.write_bytes(pem(KEY))
-        self.key.chmod(0o600)
         r = self.run(
             "plan", "--root", self.storage.root, "--key", str(self.key), "-o", str(self.plan),
             "--untagged", "*", "--gc", "-q",

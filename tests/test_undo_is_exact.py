@@ -19,7 +19,7 @@ from regplan.demo import BASE, Registry, image
 from regplan.layout import V2
 from regplan.s3 import Obj
 from regplan.s3times import Overlay, Restored
-from tests.helpers import KEY, pem, write_pub
+from tests.helpers import write_keys
 from tests.s3server import S3Server, put, upload_tree
 
 TAGS = ("v1", "v2", "v3", "v4")
@@ -95,10 +95,7 @@ def test_every_decision_after_a_rollback_is_the_one_before_the_apply(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = BACKENDS[backend](request, tmp_path, monkeypatch)
-    key = tmp_path / "k"
-    key.write_bytes(pem(KEY))
-    key.chmod(0o600)
-    pub = write_pub(KEY, tmp_path / "k.pub")
+    key, pub = write_keys(tmp_path)
     before = decisions(root, key, tmp_path / "p.json")
     images = before[0]
     assert isinstance(images, list)
