@@ -10,7 +10,6 @@ each batch), never from a patch of a backend's private names."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from regplan.cli import cli
 from regplan.demo import BASE, Registry, build_demo, image
 from regplan.s3 import S3Storage
 from tests.helpers import docker_hashes, write_keys
-from tests.s3server import S3Server, objects, upload_tree
+from tests.s3server import S3Server, clean_env, objects, upload_tree
 
 KILL_BETWEEN_BATCHES = """
 import os, signal, sys
@@ -207,7 +206,7 @@ def test_an_apply_killed_between_batches_finishes_by_running_it_again(
         [sys.executable, "-c", KILL_BETWEEN_BATCHES, "apply", str(plan),
          "--trust", str(keys[1]), "-q"],
         capture_output=True, text=True, check=False, timeout=300,
-        env={**_environ(), **backend.env},
+        env={**clean_env(), **backend.env},
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     [(apply_id, state)] = history(backend)
@@ -218,7 +217,3 @@ def test_an_apply_killed_between_batches_finishes_by_running_it_again(
     assert resumed["fingerprint_ok"]
     run("rollback", apply_id, "--root", backend.root, "-q")
     assert backend.snapshot() == before
-
-
-def _environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
