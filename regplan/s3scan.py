@@ -25,14 +25,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from regplan import confine, fingerprint
+from regplan import confine, fingerprint, tokens
+from regplan.build import Side, build, share_of
 from regplan.errors import StorageError
 from regplan.inventory import Inventory, Problem, ProblemCode
 from regplan.layout import name_problem, part_of, printable
 from regplan.s3 import MANIFEST_LIMIT, Bucket, Obj, S3Storage
 from regplan.s3times import Overlay
-from regplan.scan import PART_END, UNNAMEABLE, UNREADABLE_FILE, Progress, Side, build, share_of
-from regplan.tree import Event, digest_events
+from regplan.scan import Progress
+from regplan.tokens import Event, Token
+from regplan.tree import digest_events
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
         if name not in ("blobs", "repositories"):
             units.append(f"{name}/")
             continue
-        top.append((name, "d", name))
+        top.append((name, tokens.DIRECTORY, name))
         below, files2 = bucket.folders(f"{prefix}{name}/")
         loose += [(f"{name}/", o) for o in files2]
         if name == "repositories":
@@ -64,7 +66,7 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
             continue
         for alg in below:
             rel = f"blobs/{alg}"
-            top.append((rel, "d", part_of(rel)))
+            top.append((rel, tokens.DIRECTORY, part_of(rel)))
             shards, files3 = bucket.folders(f"{prefix}{rel}/")
             loose += [(f"{rel}/", o) for o in files3]
             units += [f"{rel}/{s}/" for s in shards]
@@ -81,7 +83,7 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
         parts.setdefault(ev[2], []).append(ev)
     for part in sorted(parts):
         events += sorted(parts[part])
-        events.append((part, PART_END, part))
+        events.append((part, tokens.PART_END, part))
     return units, events
 
 
@@ -95,30 +97,30 @@ def _file_token(
     *,
     mtimes: bool,
     times: Overlay | None = None,
-) -> str:
+) -> Token:
     """A key's token, as the filesystem walk gives its file (``times``: the original
     times of keys a rollback restored)."""
     name = rel.rpartition("/")[2]
     when = o.mtime if times is None else times.time(rel, o)
+    if tokens.dated(rel, name, mtimes=mtimes):
+        side.mtimes[rel] = when
     if name == "link":
-        if mtimes or rel.endswith("/current/link"):
-            side.mtimes[rel] = when
         content = _inferred(rel, o, candidates)
         if content is None:
             try:
-                content = bucket.get(prefix + rel, 4096).decode("utf-8", "replace")
+                content = bucket.get(prefix + rel, tokens.LINK_LIMIT).decode("utf-8", "replace")
             except FileNotFoundError:
                 side.problems.append(
                     Problem(path=rel, code=ProblemCode.UNREADABLE, message="cannot read: gone")
                 )
-                return UNREADABLE_FILE
-        return "l" + content
-    if name == "data" and mtimes:
-        side.mtimes[rel] = when
-    elif name == "startedat":
+                return tokens.UNREADABLE_FILE
+        return tokens.link(content)
+    if name == "startedat":
         with contextlib.suppress(FileNotFoundError):  # gone since the listing: no age
-            side.startedat[rel] = bucket.get(prefix + rel, 200).decode("utf-8", "replace").strip()
-    return f"f{o.size}"
+            side.startedat[rel] = (
+                bucket.get(prefix + rel, tokens.STARTEDAT_LIMIT).decode("utf-8", "replace").strip()
+            )
+    return tokens.file(o.size)
 
 
 def _inferred(rel: str, o: Obj, candidates: dict[str, str] | None) -> str | None:
@@ -173,13 +175,13 @@ def _unit_events(
             tag_index.setdefault(head, {})[_md5(f"{p[-3]}:{p[-2]}")] = f"{p[-3]}:{p[-2]}"
     for rel, _ in files:
         _refuse_file_and_folder(rel, dirs, bucket, prefix)
-    events: list[Event] = [(d, "d", part_of(d)) for d in dirs]
+    events: list[Event] = [(d, tokens.DIRECTORY, part_of(d)) for d in dirs]
     seen_bad: set[str] = set()
     for rel, o in files:
         if rel in side.blind:
             if rel not in seen_bad:
                 seen_bad.add(rel)
-                events.append((rel, UNNAMEABLE, part_of(rel)))
+                events.append((rel, tokens.UNNAMEABLE, part_of(rel)))
             continue
         candidates = None
         if rel.endswith("/current/link"):
@@ -193,7 +195,7 @@ def _unit_events(
     out: list[Event] = []
     for part in sorted(by_part):
         out += sorted(by_part[part])
-        out.append((part, PART_END, part))
+        out.append((part, tokens.PART_END, part))
     return out, side
 
 

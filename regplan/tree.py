@@ -8,8 +8,7 @@ digest is computed over (fingerprint.part_bytes). A part is decompressed only
 when something asks about a path in it, and the last one is cached, so callers
 that ask part by part decompress each part once.
 
-Tokens: ``d`` directory, ``l<content>`` link file, ``f<size>`` other file,
-``s<target>`` symlink (never followed).
+The tokens are the walk's (tokens.py).
 """
 
 from __future__ import annotations
@@ -22,11 +21,9 @@ from typing import IO, TypeAlias
 
 import attrs
 
-from regplan import fingerprint, scratch
+from regplan import fingerprint, scratch, tokens
 from regplan.layout import group_by_part, part_of
-
-Event: TypeAlias = tuple[str, str, str]
-"""(rel path, token, part) from scan.events; an empty token closes ``part``."""
+from regplan.tokens import Event
 
 _LEVEL = 1
 """zlib level: 1 is fast and still packs the lines of a 589,271-path tree into 12 MiB."""
@@ -185,12 +182,7 @@ class Tree:
         """Bytes of the files at and below ``path`` (link contents, file sizes)."""
         total = 0
         for line in self._lines_under(path):
-            token = line.split("\0", 1)[1]
-            kind = token[0]
-            if kind == "f":
-                total += int(token[1:])
-            elif kind == "l":
-                total += len(token) - 1
+            total += tokens.bytes_of(line.split("\0", 1)[1])
         return total
 
     def items(self) -> Iterator[tuple[str, str]]:

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from regplan import fingerprint
+from regplan.build import Side
 from regplan.layout import Storage
-from regplan.scan import Side, events, scan
+from regplan.scan import events, scan
 from regplan.tree import digest_events
 from tests.helpers import make_plan, reference_digest, reference_entries, remove_targets, selection
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from regplan import parallel
+from regplan.build import Side
 from regplan.demo import build_demo, build_scale
 from regplan.errors import LockHeldError, RegplanError
 from regplan.inventory import Inventory
 from regplan.layout import Storage, blob_data
 from regplan.lock import StorageLock
-from regplan.scan import Side, digest, events, scan
+from regplan.scan import digest, events, scan
 
 
 @pytest.fixture(scope="module")
