@@ -8,19 +8,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from regplan import approvals, location, signing, transaction
-from regplan.journal import ApplyRecord
-from regplan.location import Location
-from regplan.planfile import PlanStream
-from regplan.s3 import S3Storage
-from regplan.transaction import (
-    ApplyResult,
-    Progress,
-    RollbackResult,
-    ScanProgress,
-    record_json,
-)
-from regplan.workflow import check_fresh
+from regplan.changes import transaction
+from regplan.changes.records import ApplyRecord
+from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
+from regplan.plans import approvals, signing
+from regplan.plans.planfile import PlanStream
+from regplan.progress import Progress
+from regplan.storage import location
+from regplan.storage.location import Location
+from regplan.storage.s3.bucket import S3Storage
 
 __all__ = [
     "ApplyResult",
@@ -46,7 +42,7 @@ def apply_plan(
     required: int,
     now: datetime,
     progress: Progress | None = None,
-    scan_progress: ScanProgress | None = None,
+    scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
 ) -> ApplyResult:
@@ -62,7 +58,7 @@ def apply_plan(
             stream,
             location.store(storage),
             now=now,
-            check_fresh=lambda: check_fresh(stream.header, storage, scan_progress),
+            check_fresh=lambda: location.check_fresh(stream.header, storage, scan_progress),
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,
@@ -76,7 +72,7 @@ def rollback(
     apply_id: str,
     now: datetime,
     progress: Progress | None = None,
-    scan_progress: ScanProgress | None = None,
+    scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
 ) -> RollbackResult:

@@ -19,11 +19,13 @@ from typing import Any
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import __version__, approvals, codec, fingerprint, images, location, signing
-from regplan.errors import PlanWriteError, SignatureError, StalePlanError
-from regplan.inventory import Inventory
-from regplan.location import Location
-from regplan.plan import (
+from regplan import __version__
+from regplan.decide import images
+from regplan.decide.planner import Spooled, decide_spooled
+from regplan.decide.selection import Resolved, Selection, resolve
+from regplan.errors import PlanWriteError, SignatureError
+from regplan.plans import approvals, codec, signing
+from regplan.plans.plan import (
     Fingerprint,
     Image,
     Kept,
@@ -36,12 +38,14 @@ from regplan.plan import (
     Tool,
     tally,
 )
-from regplan.planfile import PlanStream, Source
-from regplan.planner import Spooled, decide_spooled
-from regplan.s3 import S3Storage
-from regplan.scan import Progress
-from regplan.selection import Resolved, Selection, resolve
-from regplan.spool import Sorted
+from regplan.plans.planfile import PlanStream, Source
+from regplan.plans.spool import Sorted
+from regplan.progress import Progress
+from regplan.scan import fingerprint
+from regplan.scan.inventory import Inventory
+from regplan.storage import location
+from regplan.storage.location import Location
+from regplan.storage.s3.bucket import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,7 @@ def make_plan(
 ) -> Draft:
     """Scan the storage and return the signed plan for ``selection``.
 
-    The targets are spooled as they are decided (``regplan.spool``), then read
+    The targets are spooled as they are decided (``regplan.plans.spool``), then read
     in passes (predicted digest, summary, signature, file): memory does not grow
     with them. The inventory is dropped before the passes.
     """
@@ -286,32 +290,8 @@ def load_verified(
         stream.check_items()
         header = stream.header
     storage = location.of_plan(header, root)
-    check_fresh(header, storage, progress)
+    location.check_fresh(header, storage, progress)
     return Verified(header=header, signers=tuple(signers), storage=storage)
-
-
-def current_digest(storage: Location, progress: Progress | None = None) -> fingerprint.TreeDigest:
-    """The tree's digest as it is now, in one streaming walk (no path is kept)."""
-    return location.digest(storage, progress)
-
-
-def check_fresh(plan: Plan, storage: Location, progress: Progress | None = None) -> None:
-    """Refuse a plan made against another tree, naming what changed (``plan`` may be a
-    header: its lists are not used)."""
-    now = current_digest(storage, progress)
-    if now.digest == plan.fingerprint.before:
-        return
-    if now.digest == plan.fingerprint.after and plan.summary.targets:
-        raise StalePlanError(
-            f"plan {plan.plan_id} was already applied to {storage.root} "
-            "(the tree is in the state the plan leaves)"
-        )
-    raise StalePlanError(
-        f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: "
-        + fingerprint.describe_changes(
-            fingerprint.changed_parts(plan.fingerprint.parts, now.named_parts())
-        )
-    )
 
 
 def approve(

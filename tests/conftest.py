@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from regplan.demo import DemoImages, build_demo
+from regplan.demo.samples import DemoImages, build_demo
 
 pytest_plugins = ["tests.s3server"]
 

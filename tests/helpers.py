@@ -20,11 +20,13 @@ import attrs
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan import fingerprint, signing, workflow
-from regplan.layout import Storage, group_by_part
-from regplan.location import Location
-from regplan.plan import Plan
-from regplan.selection import ImageSpec, Selection
+from regplan import workflow
+from regplan.decide.selection import ImageSpec, Selection
+from regplan.plans import signing
+from regplan.plans.plan import Plan
+from regplan.scan import fingerprint
+from regplan.scan.layout import Storage, group_by_part
+from regplan.storage.location import Location
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from regplan.s3 import Bucket, Credentials, S3Storage
+from regplan.storage.s3.bucket import Bucket, Credentials, S3Storage
 
 MOTO = "moto_server"
 ACCESS, SECRET = "testing", "testing"

@@ -11,12 +11,15 @@ from pathlib import Path
 import attrs
 import pytest
 
-from regplan import apply, signing, transaction, workflow
+from regplan import apply, workflow
+from regplan.changes import transaction
+from regplan.changes.records import State
 from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
-from regplan.journal import State
-from regplan.layout import Storage
-from regplan.lock import StorageLock
-from regplan.quarantine import real_dir
+from regplan.plans import signing
+from regplan.scan.layout import Storage
+from regplan.storage import location
+from regplan.storage.fs.fslock import StorageLock
+from regplan.storage.fs.fsops import real_dir
 from tests.helpers import (
     KEY,
     NOW,
@@ -67,7 +70,7 @@ def test_apply_then_rollback_is_byte_identical(
     assert result.fingerprint_ok
     assert result.moved == len(plan.targets)
     storage = Storage.locate(demo_root)
-    assert workflow.current_digest(storage).digest == plan.fingerprint.after
+    assert location.digest(storage).digest == plan.fingerprint.after
     index = (quarantine_of(result) / "INDEX.tsv").read_text().splitlines()[1:]
     slots = {path: slot for slot, _, path in (line.split("\t") for line in index)}
     for t in plan.targets:
@@ -93,7 +96,9 @@ def test_verify_and_rollback_report_progress(
     """What the CLI draws on stderr: verify counts its walk; rollback counts the
     moves back up to all of them, then its final walk."""
     walked: list[int] = []
-    workflow.load_verified(plan_path, trusted=trusted, root=None, progress=walked.append)
+    workflow.load_verified(
+        plan_path, trusted=trusted, root=None, progress=lambda n, _: walked.append(n)
+    )
     assert walked and walked == sorted(walked)
     storage = Storage.locate(demo_root)
     assert walked[-1] == len(list(storage.v2.rglob("*")))
@@ -105,7 +110,7 @@ def test_verify_and_rollback_report_progress(
         apply_id=result.apply_id,
         now=NOW,
         progress=lambda done, total: moved.append((done, total)),
-        scan_progress=walked.append,
+        scan_progress=lambda n, _: walked.append(n),
     )
     assert back.restored > 0 and moved[-1] == (back.restored, back.restored)
     assert walked[-1] == len(list(storage.v2.rglob("*")))
@@ -257,7 +262,8 @@ def test_second_apply_is_locked_out(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from regplan.lock import StorageLock\n"
+            "import sys, time; from pathlib import Path\n"
+            "from regplan.storage.fs.fslock import StorageLock\n"
             f"with StorageLock(Path({str(storage.state / 'lock')!r}), command='apply other'):\n"
             "    print('locked', flush=True); time.sleep(30)",
         ],
@@ -354,10 +360,10 @@ def test_resume_refuses_a_different_plan_with_the_same_id(
     """An interrupted apply only resumes with the very plan it began with."""
     import errno
 
-    from regplan import quarantine
+    from regplan.storage.fs import fsops
 
     calls = 0
-    real = quarantine._rename
+    real = fsops._rename
 
     def failing(src: str, dst: str, **fds: int) -> None:
         nonlocal calls
@@ -366,7 +372,7 @@ def test_resume_refuses_a_different_plan_with_the_same_id(
             raise OSError(errno.ENOSPC, "full")
         real(src, dst, **fds)
 
-    monkeypatch.setattr(quarantine, "_rename", failing)
+    monkeypatch.setattr(fsops, "_rename", failing)
     with pytest.raises(ApplyError):
         run_apply(plan_path, trusted)
     monkeypatch.undo()

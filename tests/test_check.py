@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from regplan.check import Gone, check, plan_state, removed_by
-from regplan.journal import ApplyRecord, State
-from regplan.regclient import RegistryClient
+from regplan.changes.records import ApplyRecord, State
+from regplan.registry.check import Gone, check, plan_state, removed_by
+from regplan.registry.regclient import RegistryClient
 from tests.helpers import make_plan, selection
 
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.layout import Storage
+from regplan.scan.layout import Storage
 from tests.helpers import docker_hashes
 
 
@@ -167,7 +167,7 @@ def test_stale_plan_exit_4_names_change(
 def test_plan_for_another_tree_exit_4(
     runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from regplan.demo import Registry, image
+    from regplan.demo.samples import Registry, image
 
     key, pub = keys
     out = tmp_path / "p.json"

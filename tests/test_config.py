@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
-from regplan.config import ENV_ROOT, rootdirectory
 from regplan.errors import StorageError
+from regplan.storage.config import ENV_ROOT, rootdirectory
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yml") -> Path:

@@ -20,16 +20,18 @@ import attrs
 import pytest
 from click.testing import CliRunner
 
-from regplan import location, s3scan
 from regplan.cli import cli
-from regplan.demo import BASE, Registry, build_demo, image
-from regplan.s3 import S3Storage
+from regplan.demo.samples import BASE, Registry, build_demo, image
+from regplan.storage import location
+from regplan.storage.s3 import s3scan
+from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import docker_hashes, write_keys
 from tests.s3server import S3Server, clean_env, objects, upload_tree
 
 KILL_BETWEEN_BATCHES = """
 import os, signal, sys
-from regplan import location, transaction
+from regplan.storage import location
+from regplan.changes import transaction
 transaction.BATCH = 4  # several batches even on the demo tree
 opened = location.store
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from regplan import apply
-from regplan.demo import build_scale
-from regplan.journal import State
-from regplan.layout import Storage
+from regplan.changes.records import State
+from regplan.demo.samples import build_scale
+from regplan.scan.layout import Storage
 from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
 
 WRAPPER = """
 import os, signal, sys
-import regplan.fsstore as a, regplan.quarantine as q
+import regplan.storage.fs.fsstore as a, regplan.storage.fs.fsops as q
 kill_rename = int(os.environ.get("KILL_AT_RENAME", "0"))
 kill_state = os.environ.get("KILL_AT_STATE")
 calls = 0
@@ -44,7 +44,7 @@ def write_state(directory, record):
         os.kill(os.getpid(), signal.SIGKILL)
     real_state(directory, record)
 q._rename, a.write_state = rename, write_state
-import regplan.parallel as par
+import regplan.scan.parallel as par
 kill_walk = int(os.environ.get("KILL_IN_WALK", "0"))
 walks = 0
 real_run = par.run

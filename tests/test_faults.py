@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from regplan import apply, journal, quarantine
+from regplan import apply
+from regplan.changes.records import State
 from regplan.cli import cli
-from regplan.journal import State
-from regplan.layout import Storage
+from regplan.scan.layout import Storage
+from regplan.storage.fs import fsops, journal
 from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
 
 
@@ -66,7 +67,7 @@ def test_move_fails_midway(
 ) -> None:
     root, plan, pub = setup
     original = docker_hashes(root)
-    monkeypatch.setattr(quarantine, "_rename", failing_at(at, err, quarantine._rename))
+    monkeypatch.setattr(fsops, "_rename", failing_at(at, err, fsops._rename))
     code, out = cli_apply(plan, pub)
     assert code == 1
     assert out.count("\n") == 1 and out.startswith("Error: could not move ")
@@ -83,7 +84,7 @@ def test_rerun_finishes_after_a_failed_move(
     setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, plan, pub = setup
-    monkeypatch.setattr(quarantine, "_rename", failing_at(5, errno.ENOSPC, quarantine._rename))
+    monkeypatch.setattr(fsops, "_rename", failing_at(5, errno.ENOSPC, fsops._rename))
     assert cli_apply(plan, pub)[0] == 1
     monkeypatch.undo()
     code, out = cli_apply(plan, pub)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regplan import fingerprint
-from regplan.build import Side
-from regplan.layout import Storage
-from regplan.scan import events, scan
-from regplan.tree import digest_events
+from regplan.scan import fingerprint
+from regplan.scan.build import Side
+from regplan.scan.layout import Storage
+from regplan.scan.tree import digest_events
+from regplan.storage.fs.fsscan import events, scan
 from tests.helpers import make_plan, reference_digest, reference_entries, remove_targets, selection
 
 
@@ -51,8 +51,8 @@ def test_blob_size_counts_but_not_contents(demo_root: Path) -> None:
 
 def test_walk_groups_paths_by_part_like_part_of(tmp_path: Path) -> None:
     """The walk decides parts per directory; layout.part_of per path: they must agree."""
-    from regplan.demo import build_scale
-    from regplan.layout import part_of
+    from regplan.demo.samples import build_scale
+    from regplan.scan.layout import part_of
 
     build_scale(tmp_path, repos=3, tags=3, pushes=2, index_every=2)
     v2 = Storage.locate(tmp_path).v2
@@ -68,7 +68,7 @@ def test_walk_groups_paths_by_part_like_part_of(tmp_path: Path) -> None:
 def test_scan_and_streaming_digests_equal_the_definition(tmp_path: Path) -> None:
     """plan digests the tree as it builds the compact Tree, verify and apply without
     keeping any path: both equal the digest computed from its definition."""
-    from regplan.demo import build_demo, build_scale
+    from regplan.demo.samples import build_demo, build_scale
 
     build_scale(tmp_path / "a", repos=4, tags=3, pushes=2, index_every=2)
     build_demo(tmp_path / "a" / "docker" / "registry" / "v2" / "repositories" / "x" / "y")

@@ -22,10 +22,11 @@ import attrs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from regplan import apply, signing, workflow
+from regplan import apply, workflow
 from regplan.errors import RegplanError, SelectionError
-from regplan.layout import Storage, split_repo
-from regplan.plan import TargetKind
+from regplan.plans import signing
+from regplan.plans.plan import TargetKind
+from regplan.scan.layout import Storage, split_repo
 from tests.helpers import (
     KEY,
     NOW,

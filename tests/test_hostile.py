@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import build_demo
-from regplan.inventory import ProblemCode
-from regplan.layout import Storage, encoded_of
-from regplan.plan import Plan, TargetKind
-from regplan.selection import Retention, Selection
+from regplan.decide.selection import Retention, Selection
+from regplan.demo.samples import build_demo
+from regplan.plans.plan import Plan, TargetKind
+from regplan.scan.inventory import ProblemCode
+from regplan.scan.layout import Storage, encoded_of
 from tests.helpers import as_nobody, hide, make_plan, remove_tree, selection, shared_tmp
 
 

@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regplan import apply, signing, transaction
+from regplan import apply
+from regplan.changes import transaction
+from regplan.changes.records import State
 from regplan.cli import cli
 from regplan.errors import ApplyError
-from regplan.fsstore import FsStore
-from regplan.journal import State
-from regplan.layout import Storage
-from regplan.plan import TargetKind
-from regplan.planfile import PlanStream
-from regplan.transaction import Progress
+from regplan.plans import signing
+from regplan.plans.plan import TargetKind
+from regplan.plans.planfile import PlanStream
+from regplan.progress import Progress
+from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstore import FsStore
 from tests.helpers import (
     KEY,
     NOW,

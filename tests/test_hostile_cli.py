@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.demo import build_demo
+from regplan.demo.samples import build_demo
 from tests.helpers import (
     KEY,
     as_nobody,

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regplan.check import check
 from regplan.cli import cli
 from regplan.errors import RegistryError
-from regplan.regclient import Credentials, Mode, RegistryClient
+from regplan.registry.check import check
+from regplan.registry.regclient import Credentials, Mode, RegistryClient
 from tests.integration.realreg import tls_pair
 
 Handler = Callable[[BaseHTTPRequestHandler], None]

@@ -7,8 +7,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regplan import codec, images
-from regplan.plan import Image, Verdict
+from regplan.decide import images
+from regplan.plans import codec
+from regplan.plans.plan import Image, Verdict
 from tests.helpers import make_plan, selection
 
 names = st.text(min_size=1, max_size=20)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from regplan.errors import StorageError
-from regplan.layout import Storage, parse_digest, part_of, split_repo
+from regplan.scan.layout import Storage, parse_digest, part_of, split_repo
 
 HEX = "a" * 64
 

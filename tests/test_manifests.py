@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from regplan.layout import Digest, parse_digest
-from regplan.manifests import ManifestKind, parse
+from regplan.scan.layout import Digest, parse_digest
+from regplan.scan.manifests import ManifestKind, parse
 
 A, B, C, S = (f"sha256:{c * 64}" for c in "abcd")
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from regplan import parallel
-from regplan.build import Side
-from regplan.demo import build_demo, build_scale
+from regplan.demo.samples import build_demo, build_scale
 from regplan.errors import LockHeldError, RegplanError
-from regplan.inventory import Inventory
-from regplan.layout import Storage, blob_data
-from regplan.lock import StorageLock
-from regplan.scan import digest, events, scan
+from regplan.progress import Progress
+from regplan.scan import parallel
+from regplan.scan.build import Side
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Storage, blob_data
+from regplan.storage.fs.fslock import StorageLock
+from regplan.storage.fs.fsscan import digest, events, scan
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def assert_one_object_per_digest(inv: Inventory) -> None:
 
 def test_progress_counts_every_share(odd_root: Path) -> None:
     seen: list[int] = []
-    scan(Storage.locate(odd_root), jobs=2, progress=seen.append)
+    scan(Storage.locate(odd_root), jobs=2, progress=lambda n, _: seen.append(n))
     assert seen
     assert seen == sorted(seen)  # never backwards (progress lines must not jump back)
     assert max(seen) >= len(list(events(Storage.locate(odd_root).v2, Side()))) // 2
@@ -120,14 +121,14 @@ def test_a_share_count_caught_mid_write_does_not_lower_the_total() -> None:
     that is lower than the last one (a half-written slot) is not believed."""
     counts = mmap.mmap(-1, 8 * 3)
     shown: list[int] = []
-    report = parallel._own_progress(counts, 3, shown.append)
+    report = parallel._own_progress(counts, 3, lambda n, _: shown.append(n))
     assert report is not None
     struct.pack_into("2q", counts, 8, 100, 200)
-    report(5)
+    report(5, 0)
     counts[8:16] = bytes(8)  # share 1's slot caught between zero-fill and value
-    report(6)
+    report(6, 0)
     struct.pack_into("2q", counts, 8, 120, 210)
-    report(7)
+    report(7, 0)
     assert shown == [305, 306, 337]
 
 
@@ -168,7 +169,7 @@ def test_a_child_that_dies_writing_its_result_is_a_one_line_error() -> None:
         os.waitpid(pid, os.WNOHANG)  # already reaped
 
 
-def _slow_child(pid_file: Path, k: int, n: int, progress: parallel.Progress | None) -> int:
+def _slow_child(pid_file: Path, k: int, n: int, progress: Progress | None) -> int:
     if k == 1:
         pid_file.write_text(str(os.getpid()))
         time.sleep(30)
@@ -208,7 +209,7 @@ def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -
 HOLD_AND_FORK = """
 import os, sys, time
 from pathlib import Path
-from regplan.lock import StorageLock
+from regplan.storage.fs.fslock import StorageLock
 with StorageLock(Path(sys.argv[1]), command="apply"):
     if os.fork() == 0:  # stands for a walk share that outlives its parent by a while
         # fork() returns here only after the after-fork hooks ran, so this line

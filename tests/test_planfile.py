@@ -14,12 +14,14 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import codec, render, report, signing, ticket, why, workflow
+from regplan import workflow
 from regplan.errors import PlanFormatError, SignatureError
-from regplan.inventory import ProblemCode
-from regplan.overview import overview
-from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
-from regplan.planfile import PlanStream
+from regplan.plans import codec, signing
+from regplan.plans.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
+from regplan.plans.planfile import PlanStream
+from regplan.scan.inventory import ProblemCode
+from regplan.views import render, report, ticket, why
+from regplan.views.overview import overview
 from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, sign_raw, write_pub
 
 

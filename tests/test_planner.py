@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import Blob, Registry, image, index
+from regplan.decide.planner import Decision, decide
+from regplan.decide.selection import resolve
+from regplan.demo.samples import Blob, Registry, image, index
 from regplan.errors import SelectionError
-from regplan.layout import (
+from regplan.plans.plan import TargetKind
+from regplan.scan.layout import (
     Storage,
     blob_data,
     blob_dir,
@@ -20,10 +23,7 @@ from regplan.layout import (
     tag_dir,
     tag_index_dir,
 )
-from regplan.plan import TargetKind
-from regplan.planner import Decision, decide
-from regplan.scan import scan
-from regplan.selection import resolve
+from regplan.storage.fs.fsscan import scan
 from tests.helpers import selection
 
 BASE = {"etc/os-release": b"base"}

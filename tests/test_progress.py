@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from regplan.progress import Reporter
+from regplan.cli.progress import Reporter
 
 
 class Clock:

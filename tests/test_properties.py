@@ -14,13 +14,13 @@ import attrs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from regplan.demo import Registry, attached_tag, cosign, image, index
+from regplan.decide.planner import Decision, decide
+from regplan.decide.selection import Resolved, parse_protect, resolve
+from regplan.demo.samples import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
-from regplan.inventory import Inventory, subject_of
-from regplan.layout import Storage, part_of, repo_dir, revision_dir, tag_dir
-from regplan.planner import Decision, decide
-from regplan.scan import scan
-from regplan.selection import Resolved, parse_protect, resolve
+from regplan.scan.inventory import Inventory, subject_of
+from regplan.scan.layout import Storage, part_of, repo_dir, revision_dir, tag_dir
+from regplan.storage.fs.fsscan import scan
 from tests.helpers import reference_digest, reference_entries, remove_targets, selection
 
 REPOS = ["a", "a/b", "c/d", "e"]
@@ -66,7 +66,7 @@ def build(root: Path, pushes: list[tuple[str, str | None, str, list[int], list[i
 
 
 def manifest_refs(v2: Path, digest: str) -> tuple[set[str], set[str], str | None]:
-    """(blobs, children, subject) by plain json, independent of regplan.manifests."""
+    """(blobs, children, subject) by plain json, independent of regplan.scan.manifests."""
     algo, hexd = digest.split(":")
     doc = json.loads((v2 / "blobs" / algo / hexd[:2] / hexd / "data").read_bytes())
     blobs = set()

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from regplan.config import Running, running
 from regplan.errors import RegistryError
-from regplan.online import cache_advice, mode_advice
-from regplan.regclient import Credentials, Mode, RegistryClient, _params, docker_credentials
+from regplan.registry.online import cache_advice, mode_advice
+from regplan.registry.regclient import (
+    Credentials,
+    Mode,
+    RegistryClient,
+    _params,
+    docker_credentials,
+)
+from regplan.storage.config import Running, running
 
 
 def _config(tmp_path: Path, auths: object) -> Path:

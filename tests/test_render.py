@@ -8,10 +8,11 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import codec, render, ticket
-from regplan.inventory import ProblemCode
-from regplan.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
-from regplan.selection import parse_protect
+from regplan.decide.selection import parse_protect
+from regplan.plans import codec
+from regplan.plans.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
+from regplan.scan.inventory import ProblemCode
+from regplan.views import render, ticket
 from tests.helpers import make_plan, selection
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import report
-from regplan.plan import Image, Plan, Target, TargetKind, Verdict, summarize
-from regplan.render import PlanFile
-from regplan.selection import parse_protect
+from regplan.decide.selection import parse_protect
+from regplan.plans.plan import Image, Plan, Target, TargetKind, Verdict, summarize
+from regplan.views import report
+from regplan.views.render import PlanFile
 from tests.helpers import make_plan, selection
 
 STABLE_ROOT = "/var/lib/registry"

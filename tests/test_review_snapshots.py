@@ -12,11 +12,11 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan import render, report, reviewjson, ticket
-from regplan.inventory import ProblemCode
-from regplan.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
-from regplan.planfile import InMemory
-from regplan.selection import ImageSpec, Retention, Selection, parse_protect
+from regplan.decide.selection import ImageSpec, Retention, Selection, parse_protect
+from regplan.plans.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
+from regplan.plans.planfile import InMemory
+from regplan.scan.inventory import ProblemCode
+from regplan.views import render, report, reviewjson, ticket
 from tests.helpers import make_plan
 
 STABLE_ROOT = "/var/lib/registry"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from regplan.demo import Registry, image, index
-from regplan.layout import Storage, blob_data, blob_dir, layer_dir, revision_dir, tag_dir
-from regplan.plan import TargetKind
-from regplan.planner import Decision, decide
-from regplan.scan import scan
-from regplan.selection import ImageSpec, Retention, Selection, resolve
+from regplan.decide.planner import Decision, decide
+from regplan.decide.selection import ImageSpec, Retention, Selection, resolve
+from regplan.demo.samples import Registry, image, index
+from regplan.plans.plan import TargetKind
+from regplan.scan.layout import Storage, blob_data, blob_dir, layer_dir, revision_dir, tag_dir
+from regplan.storage.fs.fsscan import scan
 
 # Registry.tag advances its clock a minute per push from 2026-01-01T00:00Z.
 T0 = 1_767_225_600.0

@@ -16,14 +16,18 @@ import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
-from regplan import codec, location, s3, s3scan, scan, workflow
+from regplan import workflow
 from regplan.cli import cli
-from regplan.config import rootdirectory
-from regplan.demo import build_demo, digest_of
+from regplan.demo.samples import build_demo, digest_of
 from regplan.errors import StorageError
-from regplan.inventory import ProblemCode
-from regplan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
-from regplan.s3 import Bucket, S3Storage
+from regplan.plans import codec
+from regplan.scan.inventory import ProblemCode
+from regplan.scan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
+from regplan.storage import location
+from regplan.storage.config import rootdirectory
+from regplan.storage.fs import fsscan
+from regplan.storage.s3 import s3scan
+from regplan.storage.s3.bucket import ENV_THRESHOLD, Bucket, S3Storage, parse_url
 from tests.helpers import drafted, selection, sign_raw, write_keys
 from tests.s3server import S3Server, client, objects, put, upload_tree
 
@@ -73,7 +77,7 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
     """Same tree digest, same repositories, blobs, manifests and problems as the filesystem
     scan of the same keys; so the same plan."""
     inv = s3scan.scan(bucket, cache=tmp_path / "c")
-    fs = scan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    fs = fsscan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
     assert inv.tree.digest == fs.tree.digest
     assert inv.blobs == fs.blobs
     assert inv.manifests == fs.manifests
@@ -132,7 +136,7 @@ def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: P
     damaged = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
     assert counts["GetObject"] == 1
     assert [p.code for p in damaged.problems] == [ProblemCode.CORRUPT_LINK]
-    fs = scan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    fs = fsscan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
     assert damaged.problems == fs.problems
 
 
@@ -177,15 +181,15 @@ def test_config_s3_section_and_its_env_overrides(tmp_path: Path) -> None:
 
 def test_s3_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"AWS_ENDPOINT_URL_S3": "http://h:1", "AWS_ENDPOINT_URL": "http://other"}
-    s = s3.parse_url("s3://b/some/root/", env)
+    s = parse_url("s3://b/some/root/", env)
     assert (s.bucket, s.rootdirectory, s.endpoint) == ("b", "some/root", "http://h:1")
     assert s.root == "s3://b/some/root"
-    assert s3.parse_url("s3://b", {}).v2_prefix == "docker/registry/v2/"
+    assert parse_url("s3://b", {}).v2_prefix == "docker/registry/v2/"
     for bad in ("s3://", "s3:///x", "s3://b/a/../c"):
         with pytest.raises(StorageError):
-            s3.parse_url(bad, {})
+            parse_url(bad, {})
     with pytest.raises(StorageError, match="MULTIPART"):
-        s3.parse_url("s3://b", {s3.ENV_THRESHOLD: "x"})
+        parse_url("s3://b", {ENV_THRESHOLD: "x"})
 
 
 # -- the commands, end to end --------------------------------------------------
@@ -319,7 +323,7 @@ def test_objects_over_the_threshold_are_copied_part_by_part(
     upload_tree(tmp_path / "fs", storage)
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv(s3.ENV_THRESHOLD, str(5 << 20))
+    monkeypatch.setenv(ENV_THRESHOLD, str(5 << 20))
     before = objects(storage)
     p = plan_file(storage, keys, tmp_path, "--gc")
     assert any(t.path.endswith(encoded_of(d)) for t in workflow.load_plan(p).targets)

@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from regplan import location, s3scan, workflow
-from regplan.demo import build_scale
-from regplan.journal import ApplyRecord, State
-from regplan.s3 import S3Storage
-from regplan.s3store import S3Store
+from regplan import workflow
+from regplan.changes.records import ApplyRecord, State
+from regplan.demo.samples import build_scale
+from regplan.storage import location
+from regplan.storage.s3 import s3scan
+from regplan.storage.s3.bucket import S3Storage
+from regplan.storage.s3.s3store import S3Store
 from tests.helpers import write_keys
 from tests.s3server import S3Server, objects, upload_tree
 
 WRAPPER = """
 import atexit, json, os, signal, sys
-import regplan.s3 as s
+import regplan.storage.s3.bucket as s
 s.DELETE_BATCH = int(os.environ.get("DELETE_BATCH", "1000"))
 KINDS = ("put", "copy", "delete_batch", "delete_one")
 kind, _, at = os.environ.get("KILL_AT", ":0").partition(":")

@@ -12,8 +12,8 @@ from typing import IO
 import pytest
 
 from regplan.errors import LockHeldError
-from regplan.s3 import Bucket, S3Storage
-from regplan.s3lock import LOCK_TTL, Lock
+from regplan.storage.s3.bucket import Bucket, S3Storage
+from regplan.storage.s3.s3lock import LOCK_TTL, Lock
 from tests.s3server import S3Server
 
 

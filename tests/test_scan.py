@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import Registry, build_demo, image
-from regplan.inventory import ProblemCode
-from regplan.layout import Digest, Storage, blob_data, revision_dir
-from regplan.manifests import ManifestKind
-from regplan.scan import scan
+from regplan.demo.samples import Registry, build_demo, image
+from regplan.scan.inventory import ProblemCode
+from regplan.scan.layout import Digest, Storage, blob_data, revision_dir
+from regplan.scan.manifests import ManifestKind
+from regplan.storage.fs.fsscan import scan
 
 
 def test_demo_inventory(demo_root: Path) -> None:
@@ -102,7 +102,7 @@ def test_read_files_in_order_cached_or_cold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool
 ) -> None:
     """Cold reads go to threads after the first batch; either way the order holds."""
-    from regplan import scan as scan_module
+    from regplan.storage.fs import fsscan as scan_module
 
     monkeypatch.setattr(scan_module, "COLD_READ", 0.0 if cold else float("inf"))
     names = [f"f{i}" for i in range(50)]

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from regplan import codec
+from regplan.plans import codec
 from tests.helpers import make_plan, selection
 
 PLANS = Path(__file__).resolve().parent.parent / "plans"

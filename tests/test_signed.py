@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
-from regplan.demo import Image, Index, Registry, attached_tag, cosign, image, index
+from regplan.decide.selection import ImageSpec, Protect, Retention, Selection, parse_protect
+from regplan.demo.samples import Image, Index, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
-from regplan.inventory import ProblemCode
-from regplan.layout import Digest, encoded_of, revision_dir, short_of, tag_dir
-from regplan.plan import Plan, TargetKind
-from regplan.selection import ImageSpec, Protect, Retention, Selection, parse_protect
+from regplan.plans.plan import Plan, TargetKind
+from regplan.scan.inventory import ProblemCode
+from regplan.scan.layout import Digest, encoded_of, revision_dir, short_of, tag_dir
 from tests.helpers import make_plan
 
 REPO = "test/app"

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regplan import codec, signing, workflow
+from regplan import workflow
 from regplan.errors import KeyFileError, PlanFormatError, SignatureError
+from regplan.plans import codec, signing
 from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, write_pub
 
 

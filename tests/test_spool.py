@@ -13,16 +13,17 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regplan import codec, spool, workflow
+from regplan import workflow
 from regplan.cli import cli
+from regplan.decide.planner import decide_spooled
+from regplan.decide.selection import Resolved
 from regplan.errors import SpoolError
-from regplan.inventory import Inventory
-from regplan.layout import Digest, Storage, blob_dir, part_of
-from regplan.plan import Target, TargetKind, summarize, tally
-from regplan.planner import decide_spooled
-from regplan.selection import Resolved
-from regplan.spool import Sorted, TargetSpool
-from regplan.tree import Tree
+from regplan.plans import codec, spool
+from regplan.plans.plan import Target, TargetKind, summarize, tally
+from regplan.plans.spool import Sorted, TargetSpool
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Digest, Storage, blob_dir, part_of
+from regplan.scan.tree import Tree
 from tests.helpers import KEY, NOW, pem, selection, write_pub
 
 records = st.lists(

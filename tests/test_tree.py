@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regplan import tree as tree_module
 from regplan.errors import SpoolError
-from regplan.layout import part_of
-from regplan.tree import Tree
+from regplan.scan import tree as tree_module
+from regplan.scan.layout import part_of
+from regplan.scan.tree import Tree
 from tests.helpers import reference_digest
 
 ENTRIES = {

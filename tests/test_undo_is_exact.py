@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from regplan import s3scan
 from regplan.cli import cli
-from regplan.demo import BASE, Registry, image
-from regplan.layout import V2
-from regplan.s3 import Obj
-from regplan.s3times import Overlay, Restored
+from regplan.demo.samples import BASE, Registry, image
+from regplan.scan.layout import V2
+from regplan.storage.s3 import s3scan
+from regplan.storage.s3.bucket import Obj
+from regplan.storage.s3.s3times import Overlay, Restored
 from tests.helpers import write_keys
 from tests.s3server import S3Server, put, upload_tree
 

@@ -13,10 +13,10 @@ import attrs
 import pytest
 from markdown_it import MarkdownIt
 
-from regplan import render, report, reviewjson, ticket, why
-from regplan.inventory import ProblemCode
-from regplan.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
-from regplan.planfile import InMemory
+from regplan.plans.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
+from regplan.plans.planfile import InMemory
+from regplan.scan.inventory import ProblemCode
+from regplan.views import render, report, reviewjson, ticket, why
 from tests.helpers import make_plan, selection
 
 HOSTILE = (

@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 
 from regplan import workflow
 from regplan.cli import cli
-from regplan.selection import Retention
-from regplan.why import Verdict, why
+from regplan.decide.selection import Retention
+from regplan.views.why import Verdict, why
 from tests.helpers import make_plan, selection
 
 

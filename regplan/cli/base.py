@@ -16,22 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from regplan import (
-    __version__,
-    location,
-    online,
-    s3,
-)
-from regplan.config import ENV_ROOT, rootdirectory, running
+from regplan import __version__
+from regplan.cli.progress import Reporter
+from regplan.decide.selection import parse_age
 from regplan.errors import RegplanError, SelectionError
-from regplan.layout import printable
-from regplan.location import Location
-from regplan.progress import Reporter
-from regplan.s3 import S3Storage
-from regplan.selection import parse_age
+from regplan.registry import online
+from regplan.scan.layout import printable
+from regplan.storage import location
+from regplan.storage.config import ENV_ROOT, rootdirectory, running
+from regplan.storage.location import Location
+from regplan.storage.s3 import bucket
+from regplan.storage.s3.bucket import S3Storage
 
 if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
-    from regplan.regclient import RegistryClient
+    from regplan.registry.regclient import RegistryClient
 
 log = logging.getLogger("regplan")
 
@@ -164,7 +162,7 @@ def registry_options(*, required: bool) -> Callable[[Command], Command]:
 def registry_client(
     url: str, user: str | None, ca_cert: Path | None, insecure: bool
 ) -> RegistryClient:
-    from regplan.regclient import Credentials, RegistryClient  # noqa: PLC0415 (httpx, late)
+    from regplan.registry.regclient import Credentials, RegistryClient  # noqa: PLC0415 (httpx, late)
 
     credentials = None
     if user is not None:
@@ -260,7 +258,7 @@ def root_arg(root: str | None, config: Path | None) -> Path | S3Storage | None:
     REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; None when none is given."""
     env = os.environ
     if root is not None:
-        return s3.parse_url(root, env) if root.startswith(s3.SCHEME) else Path(root)
+        return bucket.parse_url(root, env) if root.startswith(bucket.SCHEME) else Path(root)
     if config is not None:
         return rootdirectory(config, env)
     if env.get("REGISTRY_DATA_DIR"):

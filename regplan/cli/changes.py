@@ -7,11 +7,7 @@ from typing import Any
 
 import click
 
-from regplan import (
-    apply,
-    render,
-    signing,
-)
+from regplan import apply
 from regplan.cli.base import (
     ExistingFile,
     advice,
@@ -36,6 +32,8 @@ from regplan.cli.base import (
     write_guard,
 )
 from regplan.errors import ApplyError
+from regplan.plans import signing
+from regplan.views import render
 
 
 @cli.command("apply")
@@ -82,8 +80,8 @@ def apply_cmd(
             root=root_arg(root, config),
             required=require_signatures,
             now=now(),
-            progress=moving.fraction,
-            scan_progress=scanning.count,
+            progress=moving.update,
+            scan_progress=scanning.update,
             break_lock=break_lock,
             registry=said,
         )
@@ -133,8 +131,8 @@ def rollback(
             storage=storage,
             apply_id=apply_id,
             now=now(),
-            progress=moving.fraction,
-            scan_progress=scanning.count,
+            progress=moving.update,
+            scan_progress=scanning.update,
             break_lock=break_lock,
             registry=said,
         )
@@ -188,7 +186,7 @@ def purge(
             apply_id=apply_id,
             older_than=age,
             now=now(),
-            progress=deleting.fraction,
+            progress=deleting.update,
             include_unverified=include_unverified,
             break_lock=break_lock,
         )

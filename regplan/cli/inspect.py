@@ -8,11 +8,7 @@ from typing import Any
 import attrs
 import click
 
-from regplan import (
-    apply,
-    render,
-    walkthrough,
-)
+from regplan import apply
 from regplan.cli.base import (
     ExistingFile,
     PathArg,
@@ -27,11 +23,13 @@ from regplan.cli.base import (
     storage_of,
     storage_options,
 )
-from regplan.errors import CheckFailed
-from regplan.planfile import PlanStream
-from regplan.selection import (
+from regplan.decide.selection import (
     ImageSpec,
 )
+from regplan.demo import walkthrough
+from regplan.errors import CheckFailed
+from regplan.plans.planfile import PlanStream
+from regplan.views import render
 
 
 @cli.command("check")
@@ -62,7 +60,7 @@ def check_cmd(
     **reg: Any,
 ) -> None:
     """Prove through the registry's API that every kept image is whole (changes nothing)."""
-    from regplan import check  # noqa: PLC0415 (httpx: imported when a registry is asked)
+    from regplan.registry import check  # noqa: PLC0415 (httpx: imported when a registry is asked)
 
     storage = storage_of(root, config)
     selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
@@ -78,7 +76,7 @@ def check_cmd(
         ) as client,
         progress_of("checking images", quiet=quiet, as_json=as_json) as checking,
     ):
-        report = check.check(client, selected, removed=removed, progress=checking.count)
+        report = check.check(client, selected, removed=removed, progress=checking.update)
     if state is not None:
         report = attrs.evolve(report, plan_note=state.note)
     if as_json:

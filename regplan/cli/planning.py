@@ -7,12 +7,7 @@ from typing import Any
 
 import click
 
-from regplan import (
-    location,
-    render,
-    signing,
-    workflow,
-)
+from regplan import workflow
 from regplan.cli.base import (
     ExistingFile,
     PathArg,
@@ -28,15 +23,18 @@ from regplan.cli.base import (
     storage_of,
     storage_options,
 )
-from regplan.layout import printable
-from regplan.location import Location
-from regplan.selection import (
+from regplan.decide.selection import (
     ImageSpec,
     Protect,
     Retention,
     Selection,
     parse_protect,
 )
+from regplan.plans import signing
+from regplan.scan.layout import printable
+from regplan.storage import location
+from regplan.storage.location import Location
+from regplan.views import render
 
 
 @cli.command()
@@ -164,7 +162,7 @@ def plan(
             key=private,
             signer=signer or signing.key_name(key, private),
             now=t,
-            progress=scanning.count,
+            progress=scanning.update,
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     with made:

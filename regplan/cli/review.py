@@ -6,16 +6,7 @@ from pathlib import Path
 
 import click
 
-from regplan import (
-    approvals,
-    render,
-    report,
-    reviewjson,
-    signing,
-    ticket,
-    why,
-    workflow,
-)
+from regplan import workflow
 from regplan.cli.base import (
     ExistingFile,
     cli,
@@ -29,7 +20,9 @@ from regplan.cli.base import (
     storage_options,
     trust_option,
 )
-from regplan.planfile import PlanStream
+from regplan.plans import approvals, signing
+from regplan.plans.planfile import PlanStream
+from regplan.views import render, report, reviewjson, ticket, why
 
 
 @cli.command()
@@ -126,7 +119,7 @@ def verify(
             trusted=signing.trusted_from(trust),
             root=root_arg(root, config),
             required=require_signatures,
-            progress=scanning.count,
+            progress=scanning.update,
         )
     signers = [k.keyid for k in v.signers]
     if as_json:

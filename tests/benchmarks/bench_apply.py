@@ -19,10 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regplan import apply, signing, workflow
-from regplan.demo import build_scale
-from regplan.layout import Storage
-from regplan.selection import Selection
+from regplan import apply, workflow
+from regplan.decide.selection import Selection
+from regplan.demo.samples import build_scale
+from regplan.plans import signing
+from regplan.scan.layout import Storage
 from tests.helpers import KEY, write_pub
 
 

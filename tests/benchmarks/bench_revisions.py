@@ -8,7 +8,7 @@ Run as a script (not part of the test run):
 BEFORE and AFTER are git revisions of this repository; each is checked out as a
 worktree under --workdir and run as ``python -m regplan`` with that worktree first
 on PYTHONPATH (the same interpreter and libraries). The tree is built once
-(regplan.demo.build_scale, kept in --workdir); in each round the two revisions
+(regplan.demo.samples.build_scale, kept in --workdir); in each round the two revisions
 run one after the other (the order alternating per round, so both see the same
 machine noise): plan --untagged '*' --gc, apply, rollback. Every command is its
 own process; wall time and peak RSS (wait4) are recorded. The report gives each
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from regplan.demo import build_scale
+from regplan.demo.samples import build_scale
 from tests.benchmarks.bench_scale import SIZES, STOPPED, run
 from tests.helpers import KEY, pem, write_pub
 

@@ -28,8 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from regplan.demo import build_scale
-from regplan.s3 import S3Storage
+from regplan.demo.samples import build_scale
+from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import KEY, pem, write_pub
 from tests.integration.realreg import RealRegistry
 from tests.integration.test_real_s3 import driver_line

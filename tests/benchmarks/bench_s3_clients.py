@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from regplan.s3 import Bucket
+from regplan.storage.s3.bucket import Bucket
 from tests.s3server import ACCESS, SECRET, S3Server, client
 
 

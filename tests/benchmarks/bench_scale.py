@@ -5,7 +5,7 @@ Run as a script (not part of the test run; needs docker-registry):
     python -m tests.benchmarks.bench_scale --size 250k [--size 1m] [--rounds 3]
         [--workdir /var/tmp/regplan-bench] [--out bench-results/scale.json] [--plan-only]
 
-For each size it builds a tree with regplan.demo.build_scale (kept in --workdir
+For each size it builds a tree with regplan.demo.samples.build_scale (kept in --workdir
 for re-runs), then, interleaved in each round so that every command sees the
 same machine noise:
 
@@ -38,13 +38,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import ijson
 
-from regplan.demo import build_scale
+from regplan.demo.samples import build_scale
 
 SIZES: dict[str, dict[str, int]] = {
     # about 8 files per image; 500 repositories x 40 tags = 20,000 tags
@@ -71,18 +72,21 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, in
     every child it starts later (see planned_targets), so a `show --format json`
     of a big plan is read piece by piece and not kept."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    kept = b""
-    while chunk := proc.stdout.read(1 << 16):
-        if len(kept) < KEPT_OUTPUT:
-            kept += chunk
-    out = kept.decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+    with tempfile.TemporaryFile() as errors:  # read only when the command fails
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
+        assert proc.stdout is not None
+        kept = b""
+        while chunk := proc.stdout.read(1 << 16):
+            if len(kept) < KEPT_OUTPUT:
+                kept += chunk
+        out = kept.decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            errors.seek(0)
+            said = errors.read()[-2000:].decode(errors="replace").strip()
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {said}")
     return seconds, usage.ru_maxrss // 1024, out
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import DemoImages, demo_pushes
+from regplan.demo.samples import DemoImages, demo_pushes
 from tests.integration.realreg import RealRegistry, require_binaries
 
 

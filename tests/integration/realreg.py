@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import DemoImages, Index, Pushable, write_oci_layout
-from regplan.layout import Storage
-from regplan.scan import scan
+from regplan.demo.samples import DemoImages, Index, Pushable, write_oci_layout
+from regplan.scan.layout import Storage
+from regplan.storage.fs.fsscan import scan
 
 REGISTRY = "docker-registry"
 SKOPEO = "skopeo"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
-from regplan.demo import DemoImages
+from regplan.demo.samples import DemoImages
 from tests.helpers import KEY, docker_hashes, selection, write_plan_file, write_pub
 from tests.integration.realreg import Serve, all_refs, copy_of
 

@@ -17,8 +17,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from regplan.cli import cli
-from regplan.demo import BASE, image, index
-from regplan.layout import encoded_of
+from regplan.demo.samples import BASE, image, index
+from regplan.scan.layout import encoded_of
 from tests.integration.realreg import Serve, all_refs
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import build_demo
+from regplan.demo.samples import build_demo
 from tests.helpers import docker_hashes
 from tests.integration.realreg import RealRegistry, Serve, free_port, tls_pair
 from tests.integration.tokenserver import TokenServer

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import DemoImages, Image, Index, build_demo
-from regplan.layout import Storage, blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
-from regplan.plan import Plan, TargetKind
+from regplan.demo.samples import DemoImages, Image, Index, build_demo
+from regplan.plans.plan import Plan, TargetKind
+from regplan.scan.layout import Storage, blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
 from tests.helpers import content_hashes, make_plan, remove_targets, selection
 from tests.integration.realreg import RealRegistry, Serve, all_refs, copy_of
 

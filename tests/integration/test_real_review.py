@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo import DemoImages
+from regplan.demo.samples import DemoImages
 from tests.helpers import docker_hashes
 from tests.integration.realreg import RealRegistry, Serve, all_refs, copy_of
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from regplan import s3, s3lock, s3scan
 from regplan.cli import cli
-from regplan.demo import DemoImages, demo_pushes
-from regplan.layout import attached_subject
-from regplan.s3 import S3Storage
+from regplan.demo.samples import DemoImages, demo_pushes
+from regplan.scan.layout import attached_subject
+from regplan.storage.s3 import bucket, s3lock, s3scan
+from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import KEY, write_pub
 from tests.integration.realreg import RealRegistry, require_binaries
 from tests.s3server import ACCESS, SECRET, S3Server, objects
@@ -155,8 +155,8 @@ def test_second_apply_at_the_same_time_is_exit_5(
     plan = tmp_path / "p.json"
     r = run("plan", "--config", cfg, "--key", str(key), "-o", str(plan), "--gc", "--untagged", "*")
     assert r.exit_code == 0
-    b = s3.Bucket(
-        s3.from_config(
+    b = bucket.Bucket(
+        bucket.from_config(
             {
                 "bucket": storage.bucket,
                 "rootdirectory": storage.rootdirectory,

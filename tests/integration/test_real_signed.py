@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from regplan.demo import Image, attached_tag, cosign, image, index
-from regplan.layout import encoded_of
+from regplan.demo.samples import Image, attached_tag, cosign, image, index
+from regplan.scan.layout import encoded_of
 from tests.integration.realreg import RealRegistry, Serve
 
 REPO = "test/app"

@@ -1,0 +1,1 @@
+"""Apply, rollback, purge and history: the transaction over a storage's store."""

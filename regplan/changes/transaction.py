@@ -1,0 +1,404 @@
+"""The transaction, written once: apply, rollback, purge and history over a Store.
+
+A Store is the write side of one storage (a filesystem rootdirectory, a bucket):
+its lock, the state of its applies, the quarantine, and the moves themselves.
+What the steps are, in which order, what is refused, and what each record says
+is decided here, so every backend keeps the same promises (tests/test_contract.py
+runs them on each). What a move is (a rename, a server-side copy and delete) and how a
+crash is recovered inside one batch is the store's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from regplan.changes.records import ApplyRecord, State
+from regplan.errors import ApplyError, StalePlanError
+from regplan.plans import signing
+from regplan.plans.planfile import PlanStream
+from regplan.progress import Progress
+from regplan.scan import fingerprint
+from regplan.scan.layout import part_of
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INDEX = "INDEX.tsv"
+"""In each quarantine: which slot holds which original path (for people browsing it)."""
+
+BATCH = 512
+"""Moves per journal record (and per round of directory fsyncs on a filesystem)."""
+
+LIVE = (State.APPLYING, State.APPLIED, State.ROLLING_BACK)
+"""States in which an apply's moves are (partly) in effect."""
+
+
+class Store(Protocol):
+    """The write side of one storage, as the transaction uses it."""
+
+    @property
+    def where(self) -> str:
+        """The storage, as messages name it."""
+
+    def lock(self, command: str, break_lock: bool) -> AbstractContextManager[object]:
+        """One apply, rollback or purge at a time (``break_lock``: take over a lock
+        whose holder is gone, where a lock can outlive its holder)."""
+
+    def records(self) -> list[ApplyRecord]:
+        """Every apply recorded, oldest first."""
+
+    def load(self, apply_id: str) -> ApplyRecord:
+        """One apply's record; ApplyError naming the known ones when there is none."""
+
+    def save(self, record: ApplyRecord) -> None:
+        """Replace one apply's state, durably."""
+
+    def began(self, apply_id: str) -> AbstractContextManager[PlanStream]:
+        """The plan an apply began with, as the store keeps it."""
+
+    def preflight(self, plan: PlanStream, apply_id: str) -> None:
+        """Before anything moves: refuse what cannot be moved safely."""
+
+    def begin(self, plan: PlanStream, record: ApplyRecord) -> None:
+        """Keep the verified plan, the first state and the quarantine's index."""
+
+    def move(
+        self, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
+    ) -> int:
+        """Move what is still in the storage into the quarantine; how many moved."""
+
+    def restore(self, plan: PlanStream, record: ApplyRecord) -> Restore:
+        """Check that everything of an apply can go back (nothing moved yet)."""
+
+    def plan_of(self, apply_id: str) -> Path | str:
+        """Where an apply keeps the plan it began with, as messages name it."""
+
+    def quarantine(self, apply_id: str) -> Path | str:
+        """Where an apply's quarantine is, as messages name it."""
+
+    def delete_quarantine(self, apply_id: str, progress: Progress | None) -> None: ...
+
+    def digest(self, progress: Progress | None) -> fingerprint.TreeDigest:
+        """The tree's digest now."""
+
+
+class Restore(Protocol):
+    """A rollback checked and ready: ``run`` moves everything back."""
+
+    def run(self, progress: Progress | None) -> tuple[int, int]:
+        """(targets restored, folders recreated); the quarantine is then empty."""
+
+
+def iso(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_id(now: datetime) -> str:
+    """UTC time for reading, random hex for uniqueness (two applies can share a second)."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+def batches(items: Iterable[T]) -> Iterator[tuple[int, list[T]]]:
+    """(index of the first, BATCH items) at a time."""
+    it = iter(items)
+    start = 0
+    while batch := list(itertools.islice(it, BATCH)):
+        yield start, batch
+        start += len(batch)
+
+
+@attrs.frozen(kw_only=True)
+class ApplyResult:
+    apply_id: str
+    plan_id: str
+    moved: int
+    bytes: int
+    quarantine: Path | str
+    """A folder, or for object storage the key prefix of the quarantine."""
+    resumed: bool
+    fingerprint_ok: bool
+    changed: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RollbackResult:
+    apply_id: str
+    restored: int
+    recreated: int
+    fingerprint_ok: bool
+    changed: tuple[str, ...] = ()
+
+
+def record_json(r: ApplyRecord) -> dict[str, Any]:
+    """One apply as ``history --json`` prints it."""
+    return {
+        "apply_id": r.apply_id,
+        "state": r.state.value,
+        "plan_id": r.plan_id,
+        "started_at": r.started_at,
+        "updated_at": r.updated_at,
+        "targets": r.targets,
+        "bytes": r.bytes,
+        "note": r.note,
+        "registry": r.registry,
+    }
+
+
+# -- apply ---------------------------------------------------------------------
+
+
+def apply(
+    stream: PlanStream,
+    store: Store,
+    *,
+    now: datetime,
+    check_fresh: Callable[[], None],
+    progress: Progress | None = None,
+    scan_progress: Progress | None = None,
+    break_lock: bool = False,
+    registry: str = "",
+) -> ApplyResult:
+    """Move a verified plan's targets into quarantine, or finish its interrupted apply.
+    ``check_fresh`` refuses a plan the storage no longer matches (it is run under the
+    lock, before anything is written)."""
+    plan = stream.header
+    with store.lock(f"apply {plan.plan_id}", break_lock):
+        resuming = interrupted(store.records(), plan.plan_id)
+        if resuming is not None:
+            with store.began(resuming.apply_id) as began:
+                if signing.body_digest(began) != signing.body_digest(stream):
+                    raise ApplyError(
+                        f"this plan differs from the plan apply {resuming.apply_id} began "
+                        f"with ({store.plan_of(resuming.apply_id)}); finish that one, or "
+                        "roll it back"
+                    )
+            log.info("resuming apply %s", resuming.apply_id)
+            record = resuming
+        else:
+            check_fresh()
+            apply_id = new_id(now)
+            store.preflight(stream, apply_id)
+            record = _first_record(stream, store, apply_id, now, registry)
+            store.begin(stream, record)
+        moved = store.move(stream, record.apply_id, progress, resuming=resuming is not None)
+        after = store.digest(scan_progress)
+        ok = after.digest == plan.fingerprint.after
+        changed = () if ok else unexpected_changes(stream, after)
+        note = (
+            ""
+            if ok
+            else "tree differs from the plan's prediction: " + fingerprint.describe_changes(changed)
+        )
+        store.save(attrs.evolve(record, state=State.APPLIED, updated_at=iso(now), note=note))
+    return ApplyResult(
+        apply_id=record.apply_id,
+        plan_id=plan.plan_id,
+        moved=moved,
+        bytes=plan.summary.bytes,
+        quarantine=store.quarantine(record.apply_id),
+        resumed=resuming is not None,
+        fingerprint_ok=ok,
+        changed=changed,
+    )
+
+
+def _first_record(
+    plan: PlanStream, store: Store, apply_id: str, now: datetime, registry: str
+) -> ApplyRecord:
+    return ApplyRecord(
+        seq=1 + max((r.seq for r in store.records()), default=0),
+        apply_id=apply_id,
+        plan_id=plan.header.plan_id,
+        state=State.APPLYING,
+        root=store.where,
+        started_at=iso(now),
+        updated_at=iso(now),
+        targets=plan.counts["targets"],
+        bytes=plan.header.summary.bytes,
+        registry=registry,
+    )
+
+
+def interrupted(applies: Iterable[ApplyRecord], plan_id: str) -> ApplyRecord | None:
+    """The interrupted apply of this plan to resume, or None to begin one; refuses a plan
+    already applied (exit 4) or one whose apply was being rolled back."""
+    previous = [r for r in applies if r.plan_id == plan_id]
+    for r in previous:
+        if r.state in (State.APPLIED, State.PURGING, State.PURGED):
+            raise StalePlanError(f"plan {plan_id} was already applied as {r.apply_id}")
+        if r.state == State.ROLLING_BACK:
+            raise ApplyError(
+                f"apply {r.apply_id} of this plan was interrupted while rolling back: "
+                f"finish it with: regplan rollback {r.apply_id}"
+            )
+    return next((r for r in previous if r.state == State.APPLYING), None)
+
+
+def unexpected_changes(plan: PlanStream, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
+    """Name what differs from the plan's prediction, as precisely as the parts allow."""
+    touched = {part_of(t.path) for t in plan.targets()}
+    parts = plan.header.fingerprint.parts
+    expected = {k: v for k, v in parts.items() if k not in touched}
+    seen = {k: v for k, v in actual.named_parts().items() if k not in touched}
+    changed = fingerprint.changed_parts(expected, seen)
+    return tuple(changed) or (f"within the {len(touched)} part(s) this plan changes",)
+
+
+# -- rollback ------------------------------------------------------------------
+
+
+def rollback(
+    store: Store,
+    apply_id: str,
+    *,
+    now: datetime,
+    scan_progress: Progress | None = None,
+    progress: Progress | None = None,
+    break_lock: bool = False,
+    registry: str = "",
+) -> RollbackResult:
+    """Put everything of one apply back; refuse (nothing moved) when a target's place
+    holds something new, or a later apply touched the same folders."""
+    with store.lock(f"rollback {apply_id}", break_lock):
+        record = store.load(apply_id)
+        if record.state in (State.PURGING, State.PURGED):
+            raise ApplyError(
+                f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
+            )
+        if record.state == State.ROLLED_BACK:
+            raise ApplyError(f"apply {apply_id} was already rolled back")
+        with store.began(apply_id) as plan:
+            _refuse_out_of_order(store, record, plan)
+            ready = store.restore(plan, record)
+            record = rolling_back(record, now, registry)
+            store.save(record)
+            restored, recreated = ready.run(progress)
+            fp = plan.header.fingerprint
+        now_digest = store.digest(scan_progress)
+        ok = now_digest.digest == fp.before
+        changed = () if ok else tuple(fingerprint.changed_parts(fp.parts, now_digest.named_parts()))
+        note = (
+            ""
+            if ok
+            else "tree differs from the plan's before: " + fingerprint.describe_changes(changed)
+        )
+        store.save(
+            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=iso(now), note=note)
+        )
+    return RollbackResult(
+        apply_id=apply_id,
+        restored=restored,
+        recreated=recreated,
+        fingerprint_ok=ok,
+        changed=changed,
+    )
+
+
+def rolling_back(record: ApplyRecord, now: datetime, registry: str) -> ApplyRecord:
+    """The record as a rollback begins: how it knew the registry could not write joins
+    the apply's."""
+    said = f"{record.registry}; rollback: {registry}" if record.registry else registry
+    return attrs.evolve(record, state=State.ROLLING_BACK, updated_at=iso(now), registry=said)
+
+
+def _refuse_out_of_order(store: Store, record: ApplyRecord, plan: PlanStream) -> None:
+    """Undo applies in reverse order where they touch the same folders: rolling back an
+    earlier one first would recreate what a later one removed, and then the later one
+    could never be rolled back cleanly. (Only when a later apply is live are the two
+    plans' paths held, to compare them.)"""
+    mine: list[str] | None = None
+    for later in store.records():
+        if later.seq <= record.seq or later.state not in LIVE:
+            continue
+        if mine is None:
+            mine = [t.path for t in plan.targets()]
+        with store.began(later.apply_id) as other:
+            clash = overlap(mine, [t.path for t in other.targets()])
+        if clash is not None:
+            raise ApplyError(
+                f"cannot roll back {record.apply_id} before {later.apply_id}, which was applied "
+                f"after it and also touched {clash}: first run: regplan rollback {later.apply_id}"
+            )
+
+
+def overlap(a: Sequence[str], b: Sequence[str]) -> str | None:
+    """A path of ``b`` that is, holds or lies inside a path of ``a``, or None."""
+    mine = set(a)
+    above = {p.rsplit("/", i)[0] for p in a for i in range(1, p.count("/") + 1)}
+    for path in b:
+        if path in mine or path in above:
+            return path
+        parts = path.split("/")
+        if any("/".join(parts[:i]) in mine for i in range(1, len(parts))):
+            return path
+    return None
+
+
+# -- purge ---------------------------------------------------------------------
+
+
+def purge(
+    store: Store,
+    *,
+    apply_id: str | None,
+    older_than: timedelta | None,
+    now: datetime,
+    progress: Progress | None = None,
+    include_unverified: bool = False,
+    break_lock: bool = False,
+) -> list[ApplyRecord]:
+    """Delete the quarantine of one apply, or of every applied one older than an age.
+
+    An apply whose final check found the tree other than predicted (its note says
+    how) is left out of ``older_than`` unless ``include_unverified``: someone
+    must look at it first, and purging it by id is that decision."""
+    with store.lock(f"purge {apply_id or 'older than ' + str(older_than)}", break_lock):
+        if apply_id is not None:
+            chosen = purgeable([store.load(apply_id)])
+        else:
+            chosen = purgeable(store.records(), older_than, now, include_unverified)
+        done = []
+        for record in chosen:
+            store.save(attrs.evolve(record, state=State.PURGING, updated_at=iso(now)))
+            store.delete_quarantine(record.apply_id, progress)
+            final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=iso(now))
+            store.save(final)
+            done.append(final)
+        return done
+
+
+def purgeable(
+    found: Sequence[ApplyRecord],
+    older_than: timedelta | None = None,
+    now: datetime | None = None,
+    include_unverified: bool = False,
+) -> list[ApplyRecord]:
+    """What a purge deletes: the one apply asked for by id (refused unless applied), or
+    (``now`` given) every applied one older than ``older_than`` whose final check held
+    unless ``include_unverified``."""
+    if now is None:
+        [record] = found
+        if record.state not in (State.APPLIED, State.PURGING):
+            raise ApplyError(
+                f"apply {record.apply_id} is {record.state.value}; only an applied one can "
+                "be purged"
+            )
+        return [record]
+    cutoff = iso(now - (older_than or timedelta(0)))
+    return [
+        r
+        for r in found
+        if r.state in (State.APPLIED, State.PURGING)
+        and r.updated_at <= cutoff
+        and (include_unverified or not r.note)
+    ]

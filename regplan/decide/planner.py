@@ -1,0 +1,745 @@
+"""Registry-wide mark and sweep: (inventory, request) -> targets with reasons. Pure.
+
+The rules (DESIGN.md section 2), in the order they apply:
+
+* A removed tag takes its manifest revision, unless the revision is still
+  reached from a kept tag (directly, as an index child, or as a referrer of a
+  kept manifest) or from a revision that stays.
+* ``--untagged`` takes the revisions no kept tag reaches; index children and
+  referrers of reached manifests are reached.
+* A removed index takes its children and a removed manifest its referrers,
+  unless they are reached otherwise.
+* A manifest we cannot read (or a tag whose link is corrupt) is fail closed:
+  nothing in its repository that it might reference is removed.
+* A blob goes when something removed referenced it and nothing that stays
+  does, in any repository; a ``_layers`` link that stays counts as a reference.
+* Tag history entries of removed revisions go; tags that stay keep their own.
+* ``--prune`` takes every directory left empty, never the roots.
+* What the walk could not see into (a folder it could not list, a symlink, a
+  FIFO, a name a plan cannot hold: ``Inventory.blind``) is kept with all it
+  might reference: inside a repository, that repository fails closed; anywhere
+  under ``repositories/`` but an upload, no blob is removed at all (what is
+  there might reference any of them); prune never counts it as empty.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+
+import attrs
+
+from regplan.decide.selection import Resolved
+from regplan.plans.plan import Kept, PlanProblem, Target, TargetKind
+from regplan.plans.spool import TargetSpool
+from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
+from regplan.scan.layout import (
+    ROOTS,
+    Digest,
+    attached_kind,
+    attached_subject,
+    blob_dir,
+    layer_dir,
+    printable,
+    repo_dir,
+    revision_dir,
+    short_of,
+    split_repo,
+    tag_dir,
+    tag_index_dir,
+    upload_dir,
+)
+
+MAX_REFS = 20
+_NO_IMAGES: frozenset[str] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class Decision:
+    targets: tuple[Target, ...]
+    kept: tuple[Kept, ...]
+    problems: tuple[PlanProblem, ...]
+
+    @property
+    def removed_paths(self) -> tuple[str, ...]:
+        return tuple(t.path for t in self.targets)
+
+
+@attrs.frozen(kw_only=True)
+class Spooled:
+    """A decision whose targets wait in a spool, in plan order: what ``regplan plan``
+    writes, so that its memory does not grow with the targets. Close the spool."""
+
+    targets: TargetSpool
+    kept: tuple[Kept, ...]
+    problems: tuple[PlanProblem, ...]
+
+
+def refs(names: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, de-duplicated, and capped so a base layer shared by thousands stays readable."""
+    ordered = sorted(set(names))
+    if len(ordered) <= MAX_REFS:
+        return tuple(ordered)
+    return (*ordered[:MAX_REFS], f"… and {len(ordered) - MAX_REFS} more")
+
+
+def image_name(repo: str, digest: Digest) -> str:
+    return f"{repo}@{digest}"
+
+
+def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
+    """Everything the request removes, and what it touched but keeps."""
+    spooled = decide_spooled(inventory, request, prune=prune)
+    try:
+        targets = tuple(spooled.targets.targets())
+    finally:
+        spooled.targets.close()
+    return Decision(targets=targets, kept=spooled.kept, problems=spooled.problems)
+
+
+def decide_spooled(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Spooled:
+    """``decide`` with the targets left in a spool (past ``spool.RUN`` of them, on disk)."""
+    p = _Planner(inventory, request, TargetSpool())
+    try:
+        p.run()
+        if prune:
+            p.prune()
+    except BaseException:
+        p.spool.close()
+        raise
+    kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
+    problems = tuple(
+        PlanProblem(path=pr.path, code=pr.code, message=pr.message)
+        for pr in sorted({*inventory.problems, *p.problems})
+    )
+    return Spooled(targets=p.spool, kept=kept, problems=problems)
+
+
+@attrs.define
+class _RepoResult:
+    removed: dict[Digest, Collection[str]] = attrs.field(factory=dict)
+    """removed revision -> the images whose removal took it."""
+    layers_removed: set[Digest] = attrs.field(factory=set)
+    fail_closed: str = ""
+    """Why nothing this repository might reference may be removed ("" when it is sound)."""
+
+
+@attrs.frozen(kw_only=True)
+class _Decided:
+    """One repository's decision, before it becomes targets (see _Planner._revisions)."""
+
+    removed_tags: list[str]
+    reach: Mapping[Digest, tuple[str, ...]]
+    consequence: Mapping[Digest, tuple[str, Digest | None]]
+    """Everything the removed tags and untagged roots reach, with why (some of it stays)."""
+    removed: Mapping[Digest, tuple[str, str]]
+    """Revisions that go -> (why, the image whose removal took it)."""
+    fail_closed: str
+
+
+@attrs.define
+class _Keepers:
+    """The candidate blobs something that stays references (``held``), and for those
+    the plan explains (``named``: touched by the request), what references them.
+
+    A --gc plan makes every blob a candidate; only the touched ones need names,
+    which for a shared base layer are thousands."""
+
+    named: Mapping[Digest, Collection[str]]
+    """The candidates: those with images (what the request touched) are named."""
+    held: set[Digest] = attrs.field(factory=set)
+    names: dict[Digest, set[str]] = attrs.field(factory=dict)
+
+    def add(self, blob: Digest, names: Iterable[str]) -> None:
+        self.held.add(blob)
+        if self.named.get(blob):
+            self.names.setdefault(blob, set()).update(names)
+
+
+class _Planner:
+    def __init__(self, inv: Inventory, req: Resolved, spool: TargetSpool) -> None:
+        self.inv = inv
+        self.req = req
+        self.spool = spool
+        """The targets, sized as they are decided: one repository's, then one blob
+        shard's, come together, so the tree decompresses each part about once."""
+        self.kept: dict[str, Kept] = {}
+        self.problems: list[Problem] = []
+        self._tag_reach: dict[str, Mapping[Digest, tuple[str, ...]]] = {}
+        self._referrer_maps: dict[str, Mapping[Digest, set[Digest]]] = {}
+        self._holds_kept: set[str] | None = None
+        self.removed_tags: dict[str, set[str]] = defaultdict(set)
+        for repo, tag in req.tags:
+            self.removed_tags[repo].add(tag)
+        self.results: dict[str, _RepoResult] = {}
+        self.blind_repos: dict[str, str] = {}
+        """repository -> why it fails closed: something inside it cannot be seen."""
+        self.blind_holders: set[str] = set()
+        """Folders of repositories/ (by name) that hold something the walk could not see."""
+        self.freeze = ""
+        """Why no blob may be removed ("" when every repository was seen whole)."""
+        self._blind_spots()
+        self.protected: dict[str, dict[Digest, str]] = defaultdict(dict)
+        """repository -> its protected manifests -> the --protect line."""
+        for (repo_name, digest), why in req.protected.items():
+            self.protected[repo_name][digest] = why
+
+    def _blind_spots(self) -> None:
+        for path in self.inv.blind:
+            if not path.startswith("repositories/"):
+                continue  # an unseen blob is no candidate; a manifest missing its data fails closed
+            shown = printable(path)
+            split = split_repo(path)
+            if split is not None:
+                repo, rest = split
+                if rest.split("/", 1)[0] == "_uploads":
+                    continue  # uploads reference nothing
+                self.blind_repos.setdefault(repo, f"{shown} cannot be seen")
+            names = path.split("/")[1:]
+            self.blind_holders.update("/".join(names[:i]) for i in range(1, len(names)))
+            self.freeze = self.freeze or shown
+
+    # -- graph helpers ------------------------------------------------------
+
+    def _referrers(self, repo: Repository) -> Mapping[Digest, set[Digest]]:
+        """subject -> the revisions of ``repo`` that refer to it (built once per repository)."""
+        cached = self._referrer_maps.get(repo.name)
+        if cached is not None:
+            return cached
+        out: dict[Digest, set[Digest]] = defaultdict(set)
+        for d in repo.revisions:
+            m = self.inv.manifests.get(d)
+            if m is not None and m.subject is not None:
+                out[m.subject].add(d)
+        self._referrer_maps[repo.name] = out
+        return out
+
+    def _closure(
+        self, repo: Repository, roots: Mapping[Digest, str]
+    ) -> dict[Digest, tuple[str, Digest | None]]:
+        """Every digest reached from ``roots`` by index children and referrers.
+
+        Maps each to (why, the digest it was reached from; None for a root).
+        """
+        referrers = self._referrers(repo)
+        via: dict[Digest, tuple[str, Digest | None]] = {}
+        stack: list[tuple[Digest, str, Digest | None]] = [
+            (d, why, None) for d, why in sorted(roots.items(), reverse=True)
+        ]
+        while stack:
+            d, why, parent = stack.pop()
+            if d in via:
+                continue
+            via[d] = (why, parent)
+            m = self.inv.manifests.get(d)
+            name = image_name(repo.name, d)
+            if m is not None:
+                stack.extend((c, f"child of removed index {name}", d) for c in reversed(m.children))
+            stack.extend(
+                (r, f"referrer of removed {name}", d)
+                for r in sorted(referrers.get(d, ()), reverse=True)
+            )
+        return via
+
+    def tag_reach(self, repo: Repository) -> Mapping[Digest, tuple[str, ...]]:
+        """digest -> names of the tags that still reach it (kept tags only; sorted tuples:
+        kept for the whole sweep, and a frozenset of one is 216 bytes)."""
+        cached = self._tag_reach.get(repo.name)
+        if cached is not None:
+            return cached
+        removed = self.removed_tags.get(repo.name, set())
+        reach: dict[Digest, set[str]] = defaultdict(set)
+        if repo.name not in self.req.repos:
+            for tag in repo.tags.values():
+                if tag.name in removed or tag.current is None:
+                    continue
+                label = f"{repo.name}:{tag.name}"  # one string for all it reaches
+                for d in self._closure(repo, {tag.current: ""}):
+                    reach[d].add(label)
+        result = {d: tuple(sorted(n)) for d, n in reach.items()}
+        self._tag_reach[repo.name] = result
+        return result
+
+    def names(self, repo: Repository, digest: Digest) -> tuple[str, ...]:
+        return self.tag_reach(repo).get(digest) or (image_name(repo.name, digest),)
+
+    def _unknown(self, digest: Digest) -> bool:
+        m = self.inv.manifests.get(digest)
+        return m is None or not m.known
+
+    # -- the sweep ----------------------------------------------------------
+
+    def run(self) -> None:
+        for name, protected in sorted(self.protected.items()):
+            for digest, why in sorted(protected.items()):
+                self.keep(revision_dir(name, digest), why)
+        for name, repo in self.inv.repositories.items():
+            if name in self.req.repos:
+                self._whole_repo(repo)
+            elif name in self.req.untagged or name in self.removed_tags:
+                self._revisions(repo)
+            elif self.req.gc:
+                self.results[name] = _RepoResult(fail_closed=self._fail_closed(repo, set()))
+        for (name, uuid), reason in sorted(self.req.uploads.items()):
+            self._target(upload_dir(name, uuid), TargetKind.UPLOAD, reason)
+        if self.req.gc:
+            self._gc_layer_links()
+        self._blobs()
+        for path, reason in self.req.kept.items():
+            self.keep(path, reason)
+        self.problems.extend(self.req.problems)
+
+    def _young(self, path: str) -> bool:
+        cutoff = self.req.gc_cutoff
+        return cutoff is not None and self.inv.mtimes.get(path, float("inf")) > cutoff
+
+    def _gc_layer_links(self) -> None:
+        """--gc: a layer link no manifest of its repository that stays uses goes."""
+        for name, repo in self.inv.repositories.items():
+            result = self.results.get(name)
+            if result is None or name in self.req.repos:
+                continue
+            if result.fail_closed:
+                self.keep(
+                    repo_dir(name),
+                    f"--gc sweeps none of its layer links: {result.fail_closed} (fail closed)",
+                )
+                continue
+            needed = self._used_by_staying(repo, result)
+            for b in sorted(repo.layers - result.layers_removed - needed.keys()):
+                path = layer_dir(name, b)
+                if self._young(f"{path}/link"):
+                    self.keep(path, "--gc: younger than --gc-min-age")
+                    continue
+                result.layers_removed.add(b)
+                self._target(
+                    path, TargetKind.LAYER_LINK, f"--gc: no manifest of {name} that stays uses it"
+                )
+
+    def keep(self, path: str, reason: str, names: Iterable[str] = ()) -> None:
+        self.kept.setdefault(path, Kept(path=path, reason=reason, refs=refs(names)))
+
+    def _whole_repo(self, repo: Repository) -> None:
+        name = repo.name
+        result = _RepoResult(layers_removed=set(repo.layers))
+        for d in repo.revisions:
+            names = {f"{name}:{t.name}" for t in repo.tags.values() if t.current == d}
+            result.removed[d] = names or {image_name(name, d)}
+        self.results[name] = result
+        reason = self.req.repos[name]
+        images = [f"{name}:{t}" for t in repo.tags]
+        parts = name.split("/")
+        ancestors = ("/".join(parts[:i]) for i in range(1, len(parts)))
+        if any(a in self.req.repos and self._whole_dir(a) for a in ancestors):
+            return  # an ancestor's folder goes whole, this one with it
+        if self._whole_dir(name):
+            self._target(repo_dir(name), TargetKind.REPOSITORY, reason, images)
+            return
+        for sub in ("_manifests", "_layers", "_uploads"):
+            path = f"{repo_dir(name)}/{sub}"
+            if path in self.inv.tree:
+                self._target(
+                    path,
+                    TargetKind.REPOSITORY,
+                    f"{reason} (its folder also holds other repositories, which stay)",
+                    images,
+                )
+
+    def _whole_dir(self, name: str) -> bool:
+        """True when no repository that stays is nested inside ``name``."""
+        if self._holds_kept is None:
+            holds: set[str] = set(self.blind_holders)
+            for other in self.inv.repositories:
+                if other not in self.req.repos:
+                    parts = other.split("/")
+                    holds.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            self._holds_kept = holds
+        return name not in self._holds_kept
+
+    def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
+        # an empty folder's files, if any, are counted by the targets inside it
+        size = 0 if kind is TargetKind.EMPTY_DIR else self.inv.tree.bytes_under(path)
+        self.spool.add(Target(path=path, kind=kind, reason=reason, refs=refs(names), bytes=size))
+
+    def _revisions(self, repo: Repository) -> None:
+        """Tags, untagged manifests and what follows them out of one repository.
+
+        Attached tags (signatures, attestations, SBOMs, referrers fallback tags)
+        follow their subject: decided, then the attached tags of every removed
+        subject join the removed tags and the repository is decided again, until
+        nothing more follows (a signature of a signature)."""
+        name = repo.name
+        requested = set(self.removed_tags.get(name, ()))
+        follow: dict[str, tuple[str, str]] = {}
+        while True:
+            self.removed_tags[name] = requested | follow.keys()
+            self._tag_reach.pop(name, None)
+            decided = self._decide(repo)
+            more = self._attached_going(repo, decided, follow)
+            if not more:
+                break
+            follow.update(more)
+        self._emit(repo, decided, follow)
+
+    def _decide(self, repo: Repository) -> _Decided:
+        name = repo.name
+        removed_tags = sorted(self.removed_tags.get(name, ()))
+        reach = self.tag_reach(repo)
+        protected = self.protected.get(name, {})
+        roots: dict[Digest, str] = {}
+        origin: dict[Digest, str] = {}
+        for tag in removed_tags:
+            current = repo.tags[tag].current
+            if current is not None:
+                roots.setdefault(current, f"tag {name}:{tag} removed and no kept tag reaches it")
+                origin.setdefault(current, f"{name}:{tag}")
+        if name in self.req.untagged:
+            pattern = self.req.untagged[name]
+            for d in sorted(repo.revisions - reach.keys() - protected.keys()):
+                roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
+                origin.setdefault(d, image_name(name, d))
+        consequence = self._closure(repo, roots)
+        fail_closed = self._fail_closed(repo, set(removed_tags))
+        live_roots = set(reach) | (repo.revisions - consequence.keys()) | protected.keys()
+        if fail_closed:
+            live_roots = set(repo.revisions)
+        live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
+        removed = {
+            d: (why, origin[_root_of(d, consequence)])
+            for d, (why, _) in consequence.items()
+            if d in repo.revisions and d not in live
+        }
+        return _Decided(
+            removed_tags=removed_tags,
+            reach=reach,
+            consequence=consequence,
+            removed=removed,
+            fail_closed=fail_closed,
+        )
+
+    def _attached_going(
+        self, repo: Repository, decided: _Decided, follow: Mapping[str, tuple[str, str]]
+    ) -> dict[str, tuple[str, str]]:
+        """Attached tags that go now, with why and the image they go with: their subject
+        is removed, or (``--untagged``) their subject is in no repository at all."""
+        name = repo.name
+        out: dict[str, tuple[str, str]] = {}
+        if decided.fail_closed:
+            return out
+        gone = set(decided.removed_tags)
+        protected = self.protected.get(name, {})
+        for tag in sorted(repo.tags):
+            subject = subject_of(self.inv, repo, tag)
+            if subject is None or tag in gone or tag in follow:
+                continue
+            current = repo.tags[tag].current
+            if current in protected:  # a --protect line names this signature itself
+                self.keep(tag_dir(name, tag), protected[current])
+                continue
+            what = attached_kind(tag) if attached_subject(tag) else "accessory"
+            if subject in decided.removed:
+                why, image = decided.removed[subject]
+                out[tag] = (
+                    f"{what} of {name}@{short_of(subject)}, which this plan removes ({why})",
+                    image,
+                )
+            elif name in self.req.untagged and subject not in repo.revisions:
+                elsewhere = [
+                    r for r, rp in self.inv.repositories.items() if subject in rp.revisions
+                ]
+                if elsewhere:
+                    self.keep(
+                        tag_dir(name, tag),
+                        f"{what} of {short_of(subject)}, which is in {elsewhere[0]}: "
+                        "signatures kept in another repository (cosign's COSIGN_REPOSITORY) "
+                        "are not orphans",
+                    )
+                else:
+                    pattern = self.req.untagged[name]
+                    out[tag] = (
+                        f"orphaned {what}: subject {subject} is in no repository "
+                        f"(--untagged {pattern})",
+                        image_name(name, subject),
+                    )
+        return out
+
+    def _emit(
+        self, repo: Repository, decided: _Decided, follow: Mapping[str, tuple[str, str]]
+    ) -> None:
+        name = repo.name
+        for tag in decided.removed_tags:
+            if (name, tag) in self.req.tags:
+                self._target(tag_dir(name, tag), TargetKind.TAG, self.req.tags[(name, tag)])
+            else:  # it follows an image: refs name that image
+                reason, image = follow[tag]
+                self._target(tag_dir(name, tag), TargetKind.TAG, reason, [image])
+        reach = decided.reach
+        if name in self.req.untagged:
+            pointed = {t.current for t in repo.tags.values()}
+            for d in sorted((repo.revisions & reach.keys()) - pointed):
+                self.keep(
+                    revision_dir(name, d),
+                    "untagged, but a kept tag reaches it (index child or referrer)",
+                    reach[d],
+                )
+        result = _RepoResult(fail_closed=decided.fail_closed)
+        for d in sorted(decided.consequence):
+            if d not in repo.revisions:
+                continue
+            if d not in decided.removed:
+                self._keep_revision(repo, d, reach, decided.fail_closed)
+                continue
+            why, source = decided.removed[d]
+            result.removed[d] = (source,)  # a tuple: a set of one is 216 bytes
+            self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
+        self.results[name] = result
+        self._history(repo, result, set(decided.removed_tags))
+        self._layer_links(repo, result, decided.fail_closed)
+
+    def _fail_closed(self, repo: Repository, removed_tags: set[str]) -> str:
+        """Why this repository must keep all it might reference, or "" when it is sound."""
+        name = repo.name
+        if name in self.blind_repos:
+            return self.blind_repos[name]
+        uncertain = sorted(
+            t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
+        )
+        if uncertain:
+            self.problems.append(
+                Problem(
+                    path=tag_dir(name, uncertain[0]),
+                    code=ProblemCode.UNKNOWN_TAG_TARGET,
+                    message=f"cannot tell what {name}:{uncertain[0]} points to: "
+                    f"nothing {name} might reference is removed",
+                )
+            )
+            return f"tag {name}:{uncertain[0]} has an unreadable link"
+        unknown = sorted(d for d in repo.revisions if self._unknown(d))
+        if unknown:
+            # It might be an index of any revision here, or use any layer link.
+            return f"manifest {short_of(unknown[0])} of {name} is unreadable"
+        if repo.damaged:
+            return f"{repo.damaged[0]} is damaged"
+        return ""
+
+    def _history(self, repo: Repository, result: _RepoResult, removed_tags: set[str]) -> None:
+        """Tags that stay lose the history entries of removed revisions."""
+        for t in sorted(repo.tags.values(), key=lambda t: t.name):
+            if t.name in removed_tags:
+                continue
+            for h in (h for h in t.history if h in result.removed):  # sorted
+                self._target(
+                    tag_index_dir(repo.name, t.name, h),
+                    TargetKind.TAG_INDEX,
+                    f"history entry of {repo.name}:{t.name} for removed revision {short_of(h)}",
+                    result.removed[h],
+                )
+
+    def _keep_revision(
+        self, repo: Repository, d: Digest, reach: Mapping[Digest, tuple[str, ...]], fail_closed: str
+    ) -> None:
+        path = revision_dir(repo.name, d)
+        protected = self.protected.get(repo.name, {})
+        if d in protected:
+            self.keep(path, protected[d], reach.get(d, ()))
+        elif d in reach:
+            self.keep(path, "still reached from a kept tag", reach[d])
+        elif self._unknown(d):
+            m = self.inv.manifests.get(d)
+            error = m.error if m is not None else "not read"
+            self.keep(path, f"manifest unreadable ({error}): kept with all it might reference")
+        elif fail_closed:
+            self.keep(path, f"kept because {fail_closed} (fail closed)")
+        else:
+            self.keep(path, "still reached from a revision that stays (index child or referrer)")
+
+    def _used_by_staying(self, repo: Repository, result: _RepoResult) -> dict[Digest, list[Digest]]:
+        """blob -> the revisions of ``repo`` that stay and reference it."""
+        used: dict[Digest, list[Digest]] = defaultdict(list)
+        for d in repo.revisions - result.removed.keys():
+            m = self.inv.manifests.get(d)
+            if m is not None:  # an unreadable one lists nothing; its repository fails closed
+                for b in m.blobs:
+                    used[b].append(d)
+        return used
+
+    def _layer_links(self, repo: Repository, result: _RepoResult, fail_closed: str) -> None:
+        name = repo.name
+        needed = self._used_by_staying(repo, result)
+        candidates: dict[Digest, set[str]] = defaultdict(set)
+        for d, sources in result.removed.items():
+            m = self.inv.manifests.get(d)
+            if m is not None:
+                for b in m.blobs:
+                    candidates[b].update(sources)
+        for b in sorted(candidates.keys() & repo.layers):
+            path = layer_dir(name, b)
+            if fail_closed:
+                self.keep(path, f"kept because {fail_closed} (fail closed)")
+            elif b in needed:
+                users = {n for d in needed[b] for n in self.names(repo, d)}
+                self.keep(path, f"still used by revisions of {name} that stay", users)
+            else:
+                result.layers_removed.add(b)
+                self._target(
+                    path,
+                    TargetKind.LAYER_LINK,
+                    f"no revision of {name} that stays uses it",
+                    candidates[b],
+                )
+
+    def _blob_candidates(self) -> dict[Digest, Collection[str]]:
+        """Blobs the request may free, with the images whose removal freed them.
+
+        With --gc every blob is a candidate (those with no images: gc only).
+        """
+        candidates: dict[Digest, Collection[str]] = {}
+        for result in self.results.values():
+            for d, sources in result.removed.items():
+                m = self.inv.manifests.get(d)
+                if m is None or not m.known:
+                    continue  # fail closed: an unreadable manifest's blob and refs stay
+                _add_sources(candidates, d, sources)
+                for b in m.blobs:
+                    _add_sources(candidates, b, sources)
+        for name, result in self.results.items():
+            if name in self.req.repos:
+                for b in result.layers_removed:
+                    _add_sources(candidates, b, (name,))
+        if self.req.gc:
+            for b in self.inv.blobs:  # without images: one shared empty set, not one each
+                candidates.setdefault(b, _NO_IMAGES)
+        return candidates
+
+    def _blobs(self) -> None:
+        candidates = self._blob_candidates()
+        if not candidates:
+            return
+        if self.freeze:
+            self._freeze_blobs(candidates)
+            return
+        keepers = self._keepers(candidates)
+        for b in sorted(candidates):  # keys only: a list of (key, value) pairs is 7x that
+            sources = candidates[b]
+            if b not in self.inv.blobs:
+                continue
+            path = blob_dir(b)
+            if b in keepers.held:
+                if sources:  # touched by the request: say why it stays
+                    self.keep(path, "shared: still referenced", keepers.names[b])
+            elif sources:
+                self._target(path, TargetKind.BLOB, "nothing that stays references it", sources)
+            elif self._young(f"{path}/data"):
+                self.keep(path, "--gc: younger than --gc-min-age")
+            else:
+                self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
+
+    def _freeze_blobs(self, candidates: Mapping[Digest, Collection[str]]) -> None:
+        """No blob goes: something under repositories/ cannot be seen and might use any."""
+        why = f"{self.freeze} cannot be seen and might reference it (fail closed)"
+        for b, sources in sorted(candidates.items()):
+            if sources and b in self.inv.blobs:
+                self.keep(blob_dir(b), why, sources)
+        self.keep(
+            "blobs",
+            f"no blob is removed: {self.freeze} cannot be seen, and what is there might "
+            "reference any blob (fail closed); make it readable, or remove it, and plan again",
+        )
+
+    def _keepers(self, candidates: Mapping[Digest, Collection[str]]) -> _Keepers:
+        """The candidate blobs that something that stays references, and by what."""
+        keepers = _Keepers(named=candidates)
+        for name, repo in self.inv.repositories.items():
+            if name not in self.req.repos:
+                self._repo_keepers(repo, candidates, keepers)
+        return keepers
+
+    def _repo_keepers(
+        self, repo: Repository, candidates: Collection[Digest], keepers: _Keepers
+    ) -> None:
+        name = repo.name
+        result = self.results.get(name, _RepoResult())
+        if result.fail_closed:
+            # It might reference any blob its layer links name: they all stay.
+            for b in repo.layers:
+                if b in candidates:
+                    keepers.add(b, (f"{name} (fail closed)",))
+        for d in repo.revisions - result.removed.keys():
+            m = self.inv.manifests.get(d)
+            hits = {d} if d in candidates else set()
+            if m is not None:
+                hits |= {b for b in m.blobs if b in candidates}
+            for b in hits:
+                keepers.add(b, self.names(repo, d))
+        for t in repo.tags.values():
+            current = t.current
+            if current is not None and current in candidates and current not in result.removed:
+                keepers.add(current, (f"{name}:{t.name}",))
+        for b in repo.layers - result.layers_removed:
+            if b in candidates:
+                keepers.add(b, (f"{name} (layer link)",))
+
+    # -- prune --------------------------------------------------------------
+
+    def prune(self) -> None:
+        tree = self.inv.tree
+        removed: set[str] = set()
+        for path in self.spool.paths():
+            removed.update(tree.subtree(path))
+        nonempty: dict[str, int] = defaultdict(int)
+        dirs: list[str] = []
+        blind = set(self.inv.blind)  # a folder that could not be listed is never empty
+        unknown = tuple(  # nor is anything in a folder regplan does not know
+            p.path for p in self.inv.problems if p.code is ProblemCode.UNKNOWN_FOLDER
+        )
+        for path, kind in tree.items():
+            if path in removed:
+                continue
+            if kind == "d" and path not in blind and not _inside(path, unknown):
+                dirs.append(path)
+            else:
+                nonempty[_parent(path)] += 1
+        dirs.sort(key=lambda p: p.count("/"), reverse=True)
+        empty: set[str] = set()
+        for d in dirs:
+            if nonempty[d] == 0 and d not in ROOTS:
+                empty.add(d)
+            else:
+                nonempty[_parent(d)] += 1
+        had_removed = {_parent(p) for p in removed}
+        for d in sorted(empty):
+            if _parent(d) in empty:
+                continue
+            touched = any(p in had_removed for p in tree.subtree(d))
+            reason = "empty once this plan is applied" if touched else "empty directory"
+            self._target(d, TargetKind.EMPTY_DIR, f"--prune: {reason}")
+
+
+def _add_sources(
+    into: dict[Digest, Collection[str]], blob: Digest, sources: Collection[str]
+) -> None:
+    """``into[blob]`` gains ``sources``. Most blobs have one removed image: they share
+    its revision's tuple; a set is made only for a blob of several (a base layer)."""
+    have = into.get(blob)
+    if have is None:  # a set may be another's (a whole repository's): not ours to grow
+        into[blob] = sources if isinstance(sources, tuple) else tuple(sources)
+    elif isinstance(have, set):
+        have.update(sources)
+    elif not all(s in have for s in sources):
+        into[blob] = {*have, *sources}
+
+
+def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:
+    """Follow 'reached from' links back to the requested root."""
+    while (parent := via[d][1]) is not None:
+        d = parent
+    return d
+
+
+def _inside(path: str, folders: tuple[str, ...]) -> bool:
+    """``path`` is one of ``folders`` or lies below one."""
+    return any(path == f or path.startswith(f + "/") for f in folders)
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""

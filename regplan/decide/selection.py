@@ -1,0 +1,501 @@
+"""What the user asked for, and its resolution against an inventory (pure).
+
+``resolve`` turns globs, retention rules and ages into concrete names: whole
+repositories, tags, repositories to clear of untagged manifests, uploads; and
+it notes what a rule touched but keeps.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import attrs
+
+from regplan.errors import SelectionError
+from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
+from regplan.scan.layout import (
+    Digest,
+    attached_subject,
+    parse_digest,
+    repo_dir,
+    tag_dir,
+    upload_dir,
+)
+
+
+@attrs.frozen(kw_only=True)
+class ImageSpec:
+    """``--image REPO[:TAG]``; both parts are shell-style globs."""
+
+    repo: str
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSpec:
+        repo, sep, tag = text.rpartition(":")
+        if sep and repo and tag and "/" not in tag:
+            return cls(repo=repo, tag=tag)
+        if not text or text.endswith(":"):
+            raise SelectionError(f"--image {text!r}: expected REPO or REPO:TAG")
+        return cls(repo=text, tag=None)
+
+    def __str__(self) -> str:
+        return self.repo if self.tag is None else f"{self.repo}:{self.tag}"
+
+
+def _regex(value: str | None, flag: str) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    try:
+        return re.compile(value)
+    except re.error as e:
+        raise SelectionError(f"{flag} {value!r}: not a regular expression ({e})") from None
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """Rules over the tags of the repositories ``--image`` selects. Ages as given (``90d``)."""
+
+    keep_last: int | None = None
+    older_than: str | None = None
+    match: str | None = None
+    exclude: str | None = None
+    keep: str | None = None
+    sort_by: str = "pushed"
+    allow_empty_repos: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.keep_last, self.older_than, self.match, self.exclude, self.keep)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Protect:
+    """One line of a ``--protect`` file: an image that must survive, whatever the request."""
+
+    source: str
+    """``FILE:LINE``, for the reviewer and for warnings."""
+    ref: str
+    """As written: ``repo:tag``, ``repo@sha256:...`` or ``sha256:...`` (a registry host
+    in front, as ``kubectl`` prints images, is allowed and ignored)."""
+    repo: str | None = None
+    tag: str | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, ref: str, source: str) -> Protect:
+        """Parse one reference; SelectionError naming ``source`` when it is none of the forms."""
+        bad = SelectionError(
+            f"--protect {source}: {ref[:120]!r} is not repo:tag, repo@sha256:... or sha256:..."
+        )
+        name, at, digest_text = ref.partition("@")
+        digest = None
+        if ref.startswith("sha256:"):
+            name, digest_text, at = "", ref, "@"
+        if at:
+            try:
+                digest = parse_digest(digest_text)
+            except ValueError:
+                raise bad from None
+        if not ref.isprintable():  # a control character, a stray byte: not a reference
+            raise SelectionError(
+                f"--protect {source}: {ref[:120]!r} has a character that is not printable"
+            )
+        first, slash, rest = name.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            name = rest  # registry.example:5000/team/app:v1 -> team/app:v1
+        repo, colon, tag = name.rpartition(":")
+        if not colon or "/" in tag:
+            repo, tag = name, ""
+        if (not repo and name) or (not tag and digest is None) or any(c.isspace() for c in name):
+            raise bad
+        return cls(source=source, ref=ref, repo=repo or None, tag=tag or None, digest=digest)
+
+
+def parse_protect(text: str, name: str) -> tuple[Protect, ...]:
+    """The entries of a protect file: one reference per line, ``#`` comments, blank lines;
+    read as people save it (a UTF-8 byte order mark, CRLF line ends)."""
+    out = []
+    for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
+        ref = line.split("#", 1)[0].strip()
+        if ref:
+            out.append(Protect.parse(ref, f"{name}:{n}"))
+    return tuple(out)
+
+
+@attrs.frozen(kw_only=True)
+class Selection:
+    images: tuple[ImageSpec, ...] = ()
+    untagged: tuple[str, ...] = ()
+    prune: bool = False
+    retention: Retention = Retention()
+    gc: bool = False
+    gc_min_age: str | None = None
+    uploads_older_than: str | None = None
+    protect: tuple[Protect, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.images or self.untagged or self.prune or self.gc or self.uploads_older_than
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Resolved:
+    """The concrete request."""
+
+    repos: Mapping[str, str] = attrs.field(factory=dict)
+    """repository -> reason it goes whole."""
+    tags: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    """(repository, tag) -> reason it goes."""
+    untagged: Mapping[str, str] = attrs.field(factory=dict)
+    """repository -> the --untagged pattern that selected it."""
+    uploads: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    """(repository, upload uuid) -> reason it goes."""
+    gc: bool = False
+    gc_cutoff: float | None = None
+    """With --gc-min-age: blobs and layer links modified after this (epoch seconds) stay."""
+    kept: Mapping[str, str] = attrs.field(factory=dict)
+    """path -> why a rule that touched it keeps it."""
+    problems: tuple[Problem, ...] = ()
+    protected: Mapping[tuple[str, Digest], str] = attrs.field(factory=dict)
+    """(repository, manifest digest) -> the --protect line that keeps it with all it needs."""
+    protect_matches: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """--protect source (FILE:LINE) -> the images (repo@digest) it matched; empty: none."""
+    selected: Mapping[str, str] = attrs.field(factory=dict)
+    """repository -> the first option that selected it (``--image team/*``): a
+    repository no option selects is untouched by the request."""
+    tag_notes: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
+    """(repository, tag) -> why a rule that looked at the tag keeps it
+    (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
+
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w``."""
+    m = _AGE.match(text.strip())
+    if m is None:
+        raise SelectionError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
+    try:
+        age = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        age = MAX_AGE + MAX_AGE
+    if age > MAX_AGE:
+        raise SelectionError(f"age {text!r} is more than 1000 years")
+    return age
+
+
+MAX_AGE = timedelta(days=365_250)
+"""Ages beyond this are a typo (and ``now - age`` would leave the calendar)."""
+
+
+def parse_time(text: str) -> datetime | None:
+    """RFC 3339 as distribution writes it (``startedat``, config ``created``); None if not."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text.strip())
+    if m is None:
+        return None
+    fraction = (m.group(2) or "")[:7]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        return datetime.fromisoformat(m.group(1) + fraction + zone)
+    except ValueError:
+        return None
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
+    found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if not found:
+        hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+        raise SelectionError(
+            f"{flag} {pattern}: no repository matches (repositories: {hint or 'none'})"
+        )
+    return found
+
+
+def _goes(*, beyond: bool, old: bool, ranked: bool, aged: float | None) -> bool:
+    """With both rules a tag goes only when it is beyond the N newest *and* older."""
+    if ranked and aged is not None:
+        return beyond and old
+    if ranked:
+        return beyond
+    if aged is not None:
+        return old
+    return True
+
+
+class _Resolver:
+    def __init__(self, selection: Selection, inventory: Inventory, now: datetime) -> None:
+        self.sel = selection
+        self.inv = inventory
+        self.now = now
+        self.names = sorted(inventory.repositories)
+        self.repos: dict[str, str] = {}
+        self.tags: dict[tuple[str, str], str] = {}
+        self.kept: dict[str, str] = {}
+        self.selected: dict[str, str] = {}
+        self.notes: dict[tuple[str, str], str] = {}
+        self.problems: list[Problem] = []
+        r = selection.retention
+        self.older = parse_age(r.older_than) if r.older_than else None
+        self.match = _regex(r.match, "--match")
+        self.exclude = _regex(r.exclude, "--exclude")
+        self.keep = _regex(r.keep, "--keep")
+        if r.keep_last is not None and r.keep_last < 0:
+            raise SelectionError("--keep-last must be 0 or more")
+        if r.sort_by not in ("pushed", "created"):
+            raise SelectionError(f"--sort-by {r.sort_by!r}: expected pushed or created")
+        self.protected: dict[tuple[str, Digest], str] = {}
+        self.protected_tags: dict[tuple[str, str], str] = {}
+        self.protect_matches: dict[str, tuple[str, ...]] = {}
+        for entry in selection.protect:
+            self._protect(entry)
+
+    def _protect(self, entry: Protect) -> None:
+        """What a --protect line names: the manifests, and every tag pointing at them."""
+        why = f"protected by {entry.source} ({entry.ref})"
+        repos = [entry.repo] if entry.repo else self.names
+        found: list[tuple[str, Digest]] = []
+        for name in repos:
+            repo = self.inv.repositories.get(name)
+            if repo is None:
+                continue
+            if entry.digest is not None:
+                if entry.digest in repo.revisions:
+                    found.append((name, entry.digest))
+                continue
+            tag = repo.tags.get(entry.tag or "")
+            if tag is not None:
+                self.protected_tags.setdefault((name, tag.name), why)
+                if tag.current is not None:
+                    found.append((name, tag.current))
+        for name, digest in found:
+            self.protected.setdefault((name, digest), why)
+            for tag in self.inv.repositories[name].tags.values():
+                if tag.current == digest or attached_subject(tag.name) == digest:
+                    self.protected_tags.setdefault((name, tag.name), why)
+        self.protect_matches[entry.source] = tuple(f"{r}@{d}" for r, d in found)
+
+    def images(self) -> None:
+        retention = self.sel.retention.active
+        for spec in self.sel.images:
+            for repo in _match_repos(spec.repo, self.names, "--image"):
+                self.selected.setdefault(repo, f"--image {spec}")
+                available = sorted(self.inv.repositories[repo].tags)
+                if spec.tag is None and not retention:
+                    self.repos.setdefault(repo, f"requested: --image {spec}")
+                    continue
+                pattern = spec.tag or "*"
+                found = [t for t in available if fnmatch.fnmatchcase(t, pattern)]
+                for other in available:
+                    repo_ = self.inv.repositories[repo]
+                    if other not in found and subject_of(self.inv, repo_, other) is None:
+                        self.notes.setdefault((repo, other), f"not matched by --image {spec}")
+                if not found and spec.tag and not any(c in spec.repo for c in "*?["):
+                    hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
+                    raise SelectionError(
+                        f"--image {spec}: {repo} has no tag matching {spec.tag!r} "
+                        f"(tags: {hint or 'none'})"
+                    )
+                if retention:
+                    self.retain(self.inv.repositories[repo], found, spec)
+                else:
+                    for tag in found:
+                        self.tags.setdefault((repo, tag), f"requested: --image {spec}")
+        if self.sel.images and not retention and not self.repos and not self.tags:
+            raise SelectionError(
+                "--image: no tag matches " + ", ".join(str(s) for s in self.sel.images)
+            )
+
+    def _time(self, tag: Tag) -> tuple[float, str]:
+        """(sort key, how to say it) for a tag's age."""
+        if self.sel.retention.sort_by == "created" and tag.current is not None:
+            created = self.inv.created.get(tag.current)
+            when = parse_time(created) if created else None
+            if when is not None:
+                return when.timestamp(), f"created {_day(when.timestamp())}"
+            return float("-inf"), "no created time"
+        return tag.pushed_at, f"pushed {_day(tag.pushed_at)}"
+
+    def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
+        r = self.sel.retention
+        chosen = [  # attached tags (signatures...) are never ranked: they follow their image
+            t
+            for t in candidates
+            if subject_of(self.inv, repo, t) is None and self._considered(repo, t)
+        ]
+        by = "push time" if r.sort_by == "pushed" else "created time"
+        ranked = sorted(chosen, key=lambda t: (-self._time(repo.tags[t])[0], t))
+        cutoff = (self.now - self.older).timestamp() if self.older else None
+        going: dict[str, str] = {}
+        for rank, name in enumerate(ranked, 1):
+            tag = repo.tags[name]
+            when, said = self._time(tag)
+            if when == float("-inf"):  # what regplan cannot date, it keeps
+                self._undated(repo, name, said)
+                continue
+            beyond = r.keep_last is not None and rank > r.keep_last
+            old = cutoff is not None and when < cutoff
+            if not _goes(beyond=beyond, old=old, ranked=r.keep_last is not None, aged=cutoff):
+                self.notes[(repo.name, name)] = self._within(rank, beyond=beyond, said=said)
+                continue
+            if self.keep is not None and self.keep.fullmatch(name):
+                self.kept[tag_dir(repo.name, name)] = f"matches --keep {r.keep}"
+                continue
+            protected = self.protected_tags.get((repo.name, name))
+            if protected is not None:
+                self.kept[tag_dir(repo.name, name)] = protected
+                continue
+            why = []
+            if beyond:
+                why.append(f"beyond keep-last {r.keep_last}: rank {rank} by {by}")
+            if old:
+                why.append(f"older than {r.older_than}: {said}")
+            if not why:
+                why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
+            going[name] = " and ".join(why)
+        images = {t for t in repo.tags if subject_of(self.inv, repo, t) is None}
+        if going and set(going) >= images and not r.allow_empty_repos:
+            newest = ranked[0] if ranked[0] in going else min(going)
+            del going[newest]
+            self.kept[tag_dir(repo.name, newest)] = (
+                f"retention would remove every tag of {repo.name}; kept the newest "
+                "(--allow-empty-repos removes all)"
+            )
+        for name, reason in going.items():
+            self.tags.setdefault((repo.name, name), reason)
+
+    def _undated(self, repo: Repository, tag: str, said: str) -> None:
+        why = f"{said}: cannot tell its age (--sort-by created); kept"
+        self.kept[tag_dir(repo.name, tag)] = why
+        self.problems.append(
+            Problem(path=tag_dir(repo.name, tag), code=ProblemCode.UNREADABLE, message=why)
+        )
+
+    def _considered(self, repo: Repository, tag: str) -> bool:
+        """Whether --match and --exclude let retention look at ``tag`` (noted when not)."""
+        if self.match is not None and not self.match.fullmatch(tag):
+            self.notes[(repo.name, tag)] = f"not matched by --match {self.sel.retention.match}"
+            return False
+        if self.exclude is not None and self.exclude.fullmatch(tag):
+            self.notes[(repo.name, tag)] = f"excluded by --exclude {self.sel.retention.exclude}"
+            return False
+        return True
+
+    def _within(self, rank: int, *, beyond: bool, said: str) -> str:
+        """Why retention keeps the tag of ``rank``: within keep-last, or not old enough."""
+        r = self.sel.retention
+        by = "push time" if r.sort_by == "pushed" else "created time"
+        if r.keep_last is not None and not beyond:
+            return f"rank {rank} of keep-last {r.keep_last} by {by}"
+        return f"newer than --older-than {r.older_than}: {said}"
+
+    def spare_protected(self, repos: dict[str, str], tags: dict[tuple[str, str], str]) -> None:
+        """Protected images survive the request: their tags are not removed, and a
+        repository holding one is not removed whole (its other tags go instead)."""
+        holding = {repo for repo, _ in self.protected}
+        for name in sorted(holding & repos.keys()):
+            reason = repos.pop(name)
+            first = min(why for (r, _), why in self.protected.items() if r == name)
+            self.kept[repo_dir(name)] = (
+                f"{reason}, but it holds an image {first}: the repository stays"
+            )
+            for tag in self.inv.repositories[name].tags:
+                tags.setdefault(
+                    (name, tag), f"{reason} (the repository stays: it holds a protected image)"
+                )
+        for key, why in self.protected_tags.items():
+            if tags.pop(key, None) is not None:
+                self.kept[tag_dir(*key)] = why
+
+    def uploads(self) -> dict[tuple[str, str], str]:
+        if not self.sel.uploads_older_than:
+            return {}
+        age = parse_age(self.sel.uploads_older_than)
+        cutoff = self.now - age
+        out: dict[tuple[str, str], str] = {}
+        for name, repo in self.inv.repositories.items():
+            for uuid, upload in repo.uploads.items():
+                path = upload_dir(name, uuid)
+                started = parse_time(upload.started_at) if upload.started_at else None
+                if started is None:
+                    what = "no startedat" if upload.started_at is None else "unreadable startedat"
+                    self.kept[path] = f"{what}: cannot tell its age"
+                    self.problems.append(
+                        Problem(
+                            path=path,
+                            code=ProblemCode.UNREADABLE,
+                            message=f"upload {uuid}: {what}; kept",
+                        )
+                    )
+                elif started < cutoff:
+                    out[(name, uuid)] = (
+                        f"--uploads-older-than {self.sel.uploads_older_than}: started "
+                        f"{started.strftime('%Y-%m-%d %H:%M')}"
+                    )
+        return out
+
+
+def resolve(selection: Selection, inventory: Inventory, now: datetime | None = None) -> Resolved:
+    """Turn globs and rules into names; a pattern that matches nothing is an error naming it."""
+    now = now or datetime.now(UTC)
+    res = _Resolver(selection, inventory, now)
+    res.images()
+    untagged: dict[str, str] = {}
+    for pattern in selection.untagged:
+        for repo in _match_repos(pattern, res.names, "--untagged"):
+            untagged.setdefault(repo, pattern)
+            res.selected.setdefault(repo, f"--untagged {pattern}")
+    uploads = res.uploads()
+    repos, tags = res.repos, res.tags
+    # Removing the last image tag removes the repository, as the one-file script does
+    # (its signatures go with it), unless a signature there belongs to another repository.
+    gone_by_repo: dict[str, set[str]] = {}
+    for r, t in tags:
+        gone_by_repo.setdefault(r, set()).add(t)
+    for repo, gone in gone_by_repo.items():
+        if repo in repos:
+            continue
+        inv_repo = inventory.repositories[repo]
+        images = {t for t in inv_repo.tags if attached_subject(t) is None}
+        foreign = [
+            t
+            for t in inv_repo.tags
+            if t not in gone
+            and (s := attached_subject(t)) is not None
+            and s not in inv_repo.revisions
+        ]
+        if images <= gone and not foreign:
+            listed = ", ".join(sorted(gone))
+            repos[repo] = f"last tag removed ({listed}): the whole repository goes"
+    res.spare_protected(repos, tags)
+    gc_cutoff = None
+    if selection.gc_min_age:
+        gc_cutoff = (now - parse_age(selection.gc_min_age)).timestamp()
+    return Resolved(
+        repos=repos,
+        tags={k: v for k, v in tags.items() if k[0] not in repos},
+        untagged={k: v for k, v in untagged.items() if k not in repos},
+        uploads={k: v for k, v in uploads.items() if k[0] not in repos},
+        gc=selection.gc,
+        gc_cutoff=gc_cutoff,
+        kept=res.kept,
+        problems=tuple(res.problems),
+        protected=res.protected,
+        protect_matches=res.protect_matches,
+        selected=res.selected,
+        tag_notes=res.notes,
+    )

@@ -1,0 +1,1 @@
+"""Sample registries and the guided tour (``regplan demo``)."""

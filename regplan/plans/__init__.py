@@ -1,0 +1,1 @@
+"""The plan: its model, its file, its signatures and approvals, and how one is made."""

@@ -1,0 +1,226 @@
+"""The plan model, format v1 (plans/README.md documents it field by field)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from regplan.scan.inventory import ProblemCode
+from regplan.scan.layout import path_problem, printable
+
+FORMAT = "regplan.plan"
+VERSION = 1
+
+
+class TargetKind(enum.Enum):
+    """What a target directory is. The order of members is the safe removal order."""
+
+    REPOSITORY = "repository"
+    TAG = "tag"
+    TAG_INDEX = "tag_index"
+    REVISION = "revision"
+    LAYER_LINK = "layer_link"
+    UPLOAD = "upload"
+    BLOB = "blob"
+    EMPTY_DIR = "empty_dir"
+
+    @property
+    def phase(self) -> int:
+        return _PHASES[self]
+
+
+_PHASES = {kind: i for i, kind in enumerate(TargetKind)}
+
+
+def _fits_kind(instance: Target, _: attrs.Attribute[TargetKind], value: TargetKind) -> None:
+    """Inside blobs/ or repositories/, no empty, '.' or '..' components (never outside the
+    tree), and the shape of its kind (a "blob" is one blob's folder)."""
+    why = path_problem(instance.path, value.value)
+    if why is not None:
+        raise ValueError(f"target path {printable(instance.path)!r} {why}")
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    path: str
+    """Relative to docker/registry/v2, POSIX, no trailing slash."""
+    kind: TargetKind = attrs.field(validator=_fits_kind)
+    reason: str
+    refs: tuple[str, ...] = ()
+    bytes: int = 0
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        return (self.kind.phase, self.path)
+
+
+@attrs.frozen(kw_only=True)
+class Kept:
+    path: str
+    reason: str
+    refs: tuple[str, ...] = ()
+
+
+class Verdict(enum.Enum):
+    """What a plan does to an image."""
+
+    REMOVED = "removed"
+    KEPT = "kept"
+    """A rule of the request looked at it and keeps it (the reason names the rule)."""
+    UNTOUCHED = "untouched"
+    """No rule of the request selects its repository."""
+
+
+@attrs.frozen(kw_only=True)
+class Image:
+    """An image as the plan found it and what the plan does to it: a tag, an untagged
+    manifest (``tag`` None), or an attached tag (``attached_to`` names its image)."""
+
+    repo: str
+    tag: str | None = None
+    digest: str | None = None
+    """The manifest (a tag's current one); None when a tag's link cannot be read."""
+    verdict: Verdict
+    reason: str
+    """The rule that decided (``rank 2 of keep-last 3 by push time``, ``requested: …``)."""
+    attached_to: str | None = None
+    """An attached tag's (signature's, attestation's ...) image: ``repo@digest``."""
+    kind: str = "image"
+    """``image``, ``untagged``, or what an attached tag holds (``signature`` ...)."""
+    bytes: int = 0
+    """The image's size: its manifest, config and layers (an index's children too),
+    each blob once; shared blobs count in every image that uses them."""
+
+    @property
+    def name(self) -> str:
+        if self.tag is not None:
+            return f"{self.repo}:{self.tag}"
+        return f"{self.repo}@{self.digest}"
+
+
+@attrs.frozen(kw_only=True)
+class PlanProblem:
+    path: str
+    code: ProblemCode
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Tool:
+    name: str
+    version: str
+
+
+@attrs.frozen(kw_only=True)
+class ProtectRecord:
+    """A ``--protect`` line as the plan records it, with what it matched."""
+
+    source: str
+    """``FILE:LINE``"""
+    ref: str
+    matches: tuple[str, ...] = ()
+    """The images (``repo@digest``) it keeps; empty: it matched nothing (a warning)."""
+
+
+@attrs.frozen(kw_only=True)
+class SelectionRecord:
+    """The selection as the user gave it (globs unexpanded, ages as written)."""
+
+    images: tuple[str, ...] = ()
+    untagged: tuple[str, ...] = ()
+    prune: bool = False
+    keep_last: int | None = None
+    older_than: str | None = None
+    match: str | None = None
+    exclude: str | None = None
+    keep: str | None = None
+    sort_by: str = "pushed"
+    allow_empty_repos: bool = False
+    gc: bool = False
+    gc_min_age: str | None = None
+    uploads_older_than: str | None = None
+    protect: tuple[ProtectRecord, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    argv: tuple[str, ...]
+    selection: SelectionRecord
+
+
+@attrs.frozen(kw_only=True)
+class Fingerprint:
+    algorithm: str
+    before: str
+    after: str
+    entries: int
+    parts: Mapping[str, str]
+    """Part digests of the tree before: names what changed when the plan is stale."""
+
+
+@attrs.frozen(kw_only=True)
+class Summary:
+    targets: int
+    bytes: int
+    by_kind: Mapping[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class Signature:
+    keyid: str
+    role: str
+    signer: str
+    signed_at: str
+    sig: str
+
+
+@attrs.frozen(kw_only=True)
+class StorageRecord:
+    """Where an object-store registry is (never a secret). Filesystem plans have none:
+    their ``root`` is the rootdirectory."""
+
+    driver: str = attrs.field(validator=attrs.validators.in_(("s3",)))
+    bucket: str
+    rootdirectory: str
+    endpoint: str | None = None
+    region: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    format: str = FORMAT
+    version: int = VERSION
+    plan_id: str
+    created_at: str
+    tool: Tool
+    root: str
+    storage: StorageRecord | None = None
+    """Set for object storage only (and then written; absent from filesystem plans)."""
+    request: Request
+    fingerprint: Fingerprint
+    summary: Summary
+    targets: tuple[Target, ...]
+    kept: tuple[Kept, ...] = ()
+    problems: tuple[PlanProblem, ...] = ()
+    images: tuple[Image, ...] = ()
+    """Every tag found when planned (and the untagged manifests a rule looked at), with
+    what the plan does to each and why: what the reviews show. Older plans have none."""
+    signatures: tuple[Signature, ...] = ()
+
+
+def summarize(targets: Iterable[Target]) -> Summary:
+    return tally((t.kind.value, t.bytes) for t in targets)
+
+
+def tally(kinds_and_bytes: Iterable[tuple[str, int]]) -> Summary:
+    """The summary of targets given as (kind, bytes): a spooled plan's are summed
+    without structuring each target again."""
+    by_kind: dict[str, int] = {}
+    count = size = 0
+    for kind, n in kinds_and_bytes:
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+        count += 1
+        size += n
+    return Summary(targets=count, bytes=size, by_kind=dict(sorted(by_kind.items())))

@@ -1,0 +1,321 @@
+"""Ed25519 keys, plan signatures and their verification.
+
+A signature covers ``regplan-plan-v1 NUL hex(sha256(canonical(body))) NUL
+canonical(meta)`` where body is every plan field but ``signatures`` and meta is
+the signature's own ``keyid``, ``role``, ``signer`` and ``signed_at``: an edit
+anywhere, or a changed role, breaks it. The body is hashed first, piece by
+piece, so that a plan of half a million targets is signed and checked without
+ever holding its canonical form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from regplan.errors import KeyFileError, SignatureError
+from regplan.plans import codec
+from regplan.plans.plan import Plan, Signature
+
+if TYPE_CHECKING:
+    from regplan.plans.planfile import PlanStream
+
+DOMAIN = b"regplan-plan-v1"
+PUBLIC_PREFIX = "regplan-ed25519"
+ROLES = ("planner", "approver")
+
+
+def keyid_of(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+@attrs.frozen
+class TrustedKey:
+    keyid: str
+    key: Ed25519PublicKey = attrs.field(eq=False)
+    source: str
+    name: str = ""
+    """The name written after the key in its ``.pub`` file (``keygen --comment``):
+    who holds it, as the person who trusts the file says, not as a plan claims."""
+
+
+def keygen(path: Path, *, comment: str) -> str:
+    """Write a new private key (0600, never overwritten) and ``path.pub``; return the keyid."""
+    if not comment.isprintable():
+        raise KeyFileError("--comment must be one line of printable text")
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pub_path = path.with_name(path.name + ".pub")
+    for p in (path, pub_path):
+        if os.path.lexists(p):  # a dangling symlink too: never write through one
+            raise KeyFileError(f"{p} exists; refusing to overwrite a key")
+    public = private.public_key()
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    line = f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {comment}".rstrip()
+    written: list[Path] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for p, data, mode in ((path, pem, 0o600), (pub_path, (line + "\n").encode(), 0o644)):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(p)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except OSError as e:
+        for p in written:  # no half key pair left behind
+            p.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write key {e.filename or path}: {e.strerror}") from None
+    return keyid_of(public)
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def load_trusted(path: Path) -> TrustedKey:
+    """Read a ``.pub`` line written by keygen."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyFileError(f"cannot read public key {path}: {e}") from None
+    fields = text.split()
+    if len(fields) < 2 or fields[0] != PUBLIC_PREFIX:
+        raise KeyFileError(f"{path} is not a regplan public key (expected '{PUBLIC_PREFIX} …')")
+    try:
+        raw = base64.b64decode(fields[1], validate=True)
+        key = Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error):
+        raise KeyFileError(f"{path}: malformed Ed25519 public key") from None
+    name = " ".join(fields[2:])
+    return TrustedKey(keyid=keyid_of(key), key=key, source=str(path), name=name)
+
+
+def key_name(path: Path, key: Ed25519PrivateKey) -> str:
+    """The name a signature by the private key at ``path`` records: the comment of
+    ``path.pub`` (``keygen --comment``), which must be that key's public half."""
+    pub = path.with_name(path.name + ".pub")
+    if not pub.exists():
+        raise KeyFileError(f"{pub} not found beside {path}: pass --signer NAME")
+    trusted = load_trusted(pub)
+    if trusted.keyid != keyid_of(key.public_key()):
+        raise KeyFileError(f"{pub} is not the public half of {path}: pass --signer NAME")
+    if not trusted.name:
+        raise KeyFileError(f"{pub} names nobody (no comment after the key): pass --signer NAME")
+    return trusted.name
+
+
+def raw_body_digest(raw: dict[str, Any]) -> bytes:
+    """What a signature covers of a plan as read from its file: two plans with the
+    same body digest are the same plan, whatever their signatures and formatting."""
+    return codec.hex_sha256(codec.raw_body_chunks(raw))
+
+
+def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
+    return DOMAIN + b"\0" + body_digest + b"\0" + codec.canonical(meta)
+
+
+def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime) -> Plan:
+    """Return the plan with one more signature; the body is untouched."""
+    body = codec.hex_sha256(codec.body_chunks(plan))
+    signature = sign_body(body, key, role=role, signer=signer, now=now)
+    return attrs.evolve(plan, signatures=(*plan.signatures, signature))
+
+
+def sign_body(
+    body: bytes, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime
+) -> Signature:
+    """A signature over a plan's body digest (``body_digest``, ``raw_body_digest``)."""
+    if role not in ROLES:
+        raise ValueError(role)
+    meta = {
+        "keyid": keyid_of(key.public_key()),
+        "role": role,
+        "signer": signer,
+        "signed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    sig = base64.b64encode(key.sign(_message(body, meta))).decode()
+    return Signature(sig=sig, **meta)
+
+
+def verify(
+    raw: dict[str, Any], trusted: Sequence[TrustedKey], *, required: int = 1
+) -> list[TrustedKey]:
+    """Check the raw plan's signatures; return the distinct trusted keys that signed it.
+
+    Works on the raw JSON object, before structuring, so that any edit of any
+    value fails here with a signature error.
+    """
+    return verify_body(
+        entries(raw.get("signatures")), lambda: raw_body_digest(raw), trusted, required
+    )
+
+
+def body_digest(stream: PlanStream) -> bytes:
+    """``raw_body_digest`` of a plan read as a stream (computed once per stream)."""
+    return stream.body_digest
+
+
+def verify_stream(
+    stream: PlanStream,
+    trusted: Sequence[TrustedKey],
+    *,
+    required: int = 1,
+    detached: Sequence[Entry] = (),
+) -> list[TrustedKey]:
+    """``verify`` of a plan read as a stream (the body is hashed list item by list
+    item), counting the ``detached`` approvals found beside its file too."""
+    found = [*entries(stream.raw_header.get("signatures")), *detached]
+    return verify_body(found, lambda: body_digest(stream), trusted, required)
+
+
+class State(enum.Enum):
+    NOT_VERIFIED = "not verified"
+    VALID = "valid"
+    INVALID = "invalid"
+    UNTRUSTED = "untrusted key"
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """One signature as found: in the plan, or in an approval file beside it."""
+
+    raw: object
+    source: str = "plan"
+    """"plan", or the approval file's name."""
+    problem: str = ""
+    """Why the entry cannot be checked at all (a malformed file, another plan's)."""
+
+
+@attrs.frozen(kw_only=True)
+class Checked:
+    """A signature as a review shows it."""
+
+    keyid: str
+    role: str
+    signer: str
+    """As the signature records it."""
+    signed_at: str
+    source: str
+    state: State
+    name: str = ""
+    """The trusting person's name for the key (its ``.pub`` comment), when trusted."""
+    detail: str = ""
+
+
+FIELDS = ("keyid", "role", "signer", "signed_at", "sig")
+
+
+def entries(sigs: object) -> list[Entry]:
+    return [Entry(raw=s) for s in sigs] if isinstance(sigs, list) else []
+
+
+def check(
+    found: Sequence[Entry], body_digest: Callable[[], bytes], trusted: Sequence[TrustedKey]
+) -> list[Checked]:
+    """Each signature as valid, invalid, by an untrusted key, or (no ``trusted`` keys
+    given) not verified; the body's digest is computed once, when a key is trusted."""
+    by_id = {k.keyid: k for k in trusted}
+    body_digest = functools.cache(body_digest)
+    out = []
+    for entry in found:
+        raw = entry.raw if isinstance(entry.raw, dict) else {}
+        if entry.problem or not all(isinstance(raw.get(f), str) for f in FIELDS):
+            out.append(_malformed(entry, raw))
+            continue
+        meta = {f: raw[f] for f in FIELDS[:4]}
+        key = by_id.get(raw["keyid"])
+        if not trusted:
+            state = State.NOT_VERIFIED
+        elif key is None:
+            state = State.UNTRUSTED
+        else:
+            try:
+                key.key.verify(
+                    base64.b64decode(raw["sig"], validate=True), _message(body_digest(), meta)
+                )
+                state = State.VALID
+            except (InvalidSignature, ValueError, binascii.Error):
+                state = State.INVALID
+        out.append(Checked(**meta, source=entry.source, state=state, name=key.name if key else ""))
+    return out
+
+
+def _malformed(entry: Entry, raw: dict[str, Any]) -> Checked:
+    def text(field: str) -> str:
+        value = raw.get(field)
+        return value if isinstance(value, str) else "?"
+
+    return Checked(
+        keyid=text("keyid"),
+        role=text("role"),
+        signer=text("signer"),
+        signed_at=text("signed_at"),
+        source=entry.source,
+        state=State.INVALID,
+        detail=entry.problem or "malformed signature entry",
+    )
+
+
+def verify_body(
+    found: Sequence[Entry],
+    body_digest: Callable[[], bytes],
+    trusted: Sequence[TrustedKey],
+    required: int,
+) -> list[TrustedKey]:
+    """The signatures ``found`` against the body's digest (computed once it is known
+    that there is something to check): any invalid one fails, and ``required``
+    distinct trusted keys must have signed."""
+    if not trusted:
+        raise SignatureError("no trusted keys given (--trust or REGPLAN_TRUST)")
+    if not found:
+        raise SignatureError("the plan is not signed")
+    checked = check(found, body_digest, trusted)
+    for c in checked:
+        where = "" if c.source == "plan" else f" in {c.source}"
+        if c.detail:
+            raise SignatureError(f"{c.detail}{where or ' in the plan'}")
+        if c.state is State.INVALID:
+            raise SignatureError(
+                f"signature by {c.keyid} ({c.signer}){where} does not match: "
+                "the plan was changed after it was signed"
+            )
+    by_id = {k.keyid: k for k in trusted}
+    valid = {c.keyid: by_id[c.keyid] for c in checked if c.state is State.VALID}
+    if len(valid) < required:
+        unknown = [f"{c.keyid} ({c.signer})" for c in checked if c.state is State.UNTRUSTED]
+        others = f"; signed by untrusted {', '.join(unknown)}" if unknown else ""
+        raise SignatureError(
+            f"{len(valid)} valid signature(s) from trusted keys, {required} required{others}"
+        )
+    return list(valid.values())
+
+
+def trusted_from(paths: Iterable[Path]) -> list[TrustedKey]:
+    return [load_trusted(p) for p in paths]

@@ -1,0 +1,1 @@
+"""The running registry, through its HTTP API."""

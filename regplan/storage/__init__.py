@@ -1,0 +1,1 @@
+"""The storage seam: opening a storage (location) and its backends, one package each."""

@@ -1,0 +1,131 @@
+"""Where the storage is, and how the registry runs over it, from its own configuration file.
+
+``storage.filesystem.rootdirectory`` (overridden by
+``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does) or
+``storage.s3`` (``REGISTRY_STORAGE_S3_*``),
+``storage.maintenance.readonly.enabled``, ``storage.cache.blobdescriptor`` and
+``redis.addr``, with their ``REGISTRY_*`` overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+import yaml
+
+from regplan.errors import StorageError
+from regplan.storage.s3 import bucket
+from regplan.storage.s3.bucket import S3Storage
+
+ENV_ROOT = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
+DEFAULT_ROOT = "/var/lib/registry"
+"""distribution's filesystem driver default."""
+NOT_DRIVERS = frozenset({"delete", "maintenance", "cache", "redirect", "tag"})
+"""Keys under ``storage`` that configure something other than the driver."""
+
+
+def _load(config: Path) -> dict[str, object]:
+    """The config's top-level mapping; one-line StorageError otherwise."""
+    try:
+        doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise StorageError(f"cannot read registry config {config}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise StorageError(f"{config} is not a text file (not UTF-8)") from None
+    except RecursionError:
+        raise StorageError(f"{config} is not valid YAML (nested too deeply)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise StorageError(f"{config} is not valid YAML{where}") from None
+    return doc if isinstance(doc, dict) else {}  # then: "has no storage section"
+
+
+def rootdirectory(config: Path, env: Mapping[str, str]) -> Path | S3Storage:
+    """The filesystem driver's rootdirectory, or the s3 driver's bucket and
+    rootdirectory (``storage.s3``, ``REGISTRY_STORAGE_S3_*`` overriding); refuse any
+    other driver, naming it."""
+    doc = _load(config)
+    storage = doc.get("storage")
+    if not isinstance(storage, dict):
+        raise StorageError(f"{config} has no storage section")
+    drivers = sorted(k for k in storage if k not in NOT_DRIVERS)
+    if drivers == ["s3"]:
+        params = storage["s3"] or {}
+        if not isinstance(params, dict):
+            raise StorageError(f"{config}: storage.s3 is not a mapping")
+        return bucket.from_config(params, env, str(config))
+    if drivers != ["filesystem"]:
+        named = ", ".join(drivers) or "none"
+        raise StorageError(
+            f"{config} uses the {named} storage driver: regplan works on the filesystem "
+            "and s3 drivers only"
+        )
+    if env.get(ENV_ROOT):
+        return Path(env[ENV_ROOT])
+    params = storage["filesystem"] or {}
+    if not isinstance(params, dict):
+        raise StorageError(f"{config}: storage.filesystem is not a mapping")
+    root = params.get("rootdirectory", DEFAULT_ROOT)
+    if not isinstance(root, str) or not root:
+        raise StorageError(f"{config}: storage.filesystem.rootdirectory is not a path")
+    return Path(root)
+
+
+@attrs.frozen(kw_only=True)
+class Running:
+    """How the registry serves the storage, as far as its configuration says."""
+
+    readonly: bool
+    cache: str | None
+    """``storage.cache.blobdescriptor``: ``inmemory``, ``redis`` or None."""
+    redis_addr: str | None
+    url: str | None = None
+    """Where it listens, from ``http.addr``, ``http.tls`` and ``http.prefix`` (None on
+    a unix socket): what apply and rollback probe."""
+
+
+def _section(doc: Mapping[str, object], *keys: str) -> Mapping[str, object]:
+    """``doc[k1][k2]...`` as a mapping; empty when any level is missing or not a mapping."""
+    for key in keys:
+        value = doc.get(key)
+        doc = value if isinstance(value, dict) else {}
+    return doc
+
+
+def running(config: Path, env: Mapping[str, str]) -> Running:
+    doc = _load(config)
+    flag = env.get("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED")
+    enabled = _section(doc, "storage", "maintenance", "readonly").get("enabled")
+    kind = _section(doc, "storage", "cache").get("blobdescriptor")
+    addr = _section(doc, "redis").get("addr")
+    return Running(
+        url=listening(doc, env),
+        readonly=(flag.lower() == "true") if flag else enabled is True,
+        cache=env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR")
+        or (kind if isinstance(kind, str) else None),
+        redis_addr=env.get("REGISTRY_REDIS_ADDR") or (str(addr) if addr else None),
+    )
+
+
+def listening(doc: Mapping[str, object], env: Mapping[str, str]) -> str | None:
+    """The URL the registry answers on, as its own configuration says: ``http.addr``
+    (``REGISTRY_HTTP_ADDR``; a wildcard host is asked on loopback), https when
+    ``http.tls`` names a certificate or letsencrypt, and ``http.prefix``."""
+    http = _section(doc, "http")
+    net = env.get("REGISTRY_HTTP_NET") or http.get("net")
+    if net not in (None, "", "tcp"):
+        return None  # a unix socket: nothing to ask over HTTP
+    addr = env.get("REGISTRY_HTTP_ADDR") or http.get("addr") or ":5000"
+    host, sep, port = str(addr).rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)  # noqa: S104
+    tls = _section(doc, "http", "tls")
+    secure = bool(
+        env.get("REGISTRY_HTTP_TLS_CERTIFICATE") or tls.get("certificate") or tls.get("letsencrypt")
+    )
+    prefix = str(env.get("REGISTRY_HTTP_PREFIX") or http.get("prefix") or "").strip("/")
+    return f"{'https' if secure else 'http'}://{host}:{port}" + (f"/{prefix}" if prefix else "")

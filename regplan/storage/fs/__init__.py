@@ -1,0 +1,1 @@
+"""A registry on a filesystem: its walk and its transaction store."""

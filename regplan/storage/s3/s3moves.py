@@ -1,0 +1,66 @@
+"""What an S3 apply moved: each target's keys as listed before any of them was copied.
+
+Before copying a batch, apply writes ``applies/<id>/moves/<start>.tsv``, a row
+per key: the slot, the key under the target, its size, ETag and time (the
+original time of a key an earlier rollback restored, s3times.py). This is the
+journal's intent, key by key, and what makes an interrupted run decidable: a key
+at a target's place that is in these rows, with the same size and ETag, is the
+original (not yet deleted, or restored by a rollback killed before it cleaned
+up); anything else there is new (a push since the apply) and stops a rollback.
+A run that resumes adds its rows after the earlier run's (what that run deleted
+is described by those alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import attrs
+
+from regplan.storage.s3.bucket import Bucket, Obj
+from regplan.storage.s3.s3times import number, rows
+
+FIELDS = 5
+
+
+@attrs.frozen
+class Moved:
+    size: int
+    etag: str
+    time: float
+
+    def same(self, o: Obj) -> bool:
+        """``o`` is this original: the same size and, for a single-part object, ETag (a
+        multipart copy's ETag is not its source's whatever the bytes)."""
+        if o.size != self.size:
+            return False
+        return "-" in o.etag or "-" in self.etag or o.etag == self.etag
+
+
+def key(record_prefix: str, start: int) -> str:
+    return f"{record_prefix}moves/{start:07d}.tsv"
+
+
+def row(slot: int, o: Obj, time: float) -> str:
+    """One key's row (``s3times.writable`` keys only: apply refuses a target holding another)."""
+    return f"{slot}\t{o.rel}\t{o.size}\t{o.etag}\t{time!r}\n"
+
+
+def load(bucket: Bucket, record_prefix: str) -> dict[int, dict[str, Moved]]:
+    """slot -> key under the target -> what it was, as the apply recorded."""
+    out: dict[int, dict[str, Moved]] = {}
+    for r in rows(bucket, f"{record_prefix}moves/"):
+        if len(r) != FIELDS or not r[0].isdigit() or not r[2].isdigit():
+            continue
+        t = number(r[4])
+        if t is not None:
+            out.setdefault(int(r[0]), {})[r[1]] = Moved(int(r[2]), r[3], t)
+    return out
+
+
+def append(bucket: Bucket, key: str, text: str) -> None:
+    """Add rows after those an interrupted run wrote at ``key``."""
+    with contextlib.suppress(FileNotFoundError):
+        text = bucket.get(key).decode("utf-8", "replace") + text
+    if text:
+        bucket.put(key, text.encode())

@@ -1,0 +1,1 @@
+"""The review: pure views of a plan (text, Markdown, HTML, JSON, why)."""

@@ -1,0 +1,417 @@
+"""Text and Markdown views of plans. Pure: plan in, string out."""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from regplan.apply import ApplyResult, RollbackResult
+    from regplan.changes.records import ApplyRecord
+    from regplan.registry.check import Report as CheckReport
+    from regplan.views.why import Answer as WhyAnswer
+from regplan.plans.plan import Plan, Target, TargetKind, Verdict
+from regplan.plans.planfile import Source, source
+from regplan.plans.signing import Checked, State
+from regplan.scan.layout import printable
+from regplan.views.overview import (
+    SHOWN_REPOS,
+    ImagesOverview,
+    Overview,
+    counted,
+    overview,
+)
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def image_line(image: str, kinds: Sequence[str]) -> str:
+    """``team/app:v1 (+ signature, attestation)``"""
+    return f"{image} (+ {', '.join(kinds)})" if kinds else image
+
+
+def command_line(plan: Plan) -> str:
+    return shlex.join(plan.request.argv)
+
+
+def _refs(refs: tuple[str, ...]) -> str:
+    return ", ".join(refs)
+
+
+def unchecked(plan: Plan) -> list[Checked]:
+    """A plan's own signatures, none of them verified (what a view shows without --trust)."""
+    return [
+        Checked(
+            keyid=g.keyid,
+            role=g.role,
+            signer=g.signer,
+            signed_at=g.signed_at,
+            source="plan",
+            state=State.NOT_VERIFIED,
+        )
+        for g in plan.signatures
+    ]
+
+
+def signatures_heading(checked: Sequence[Checked]) -> str:
+    """What the signature list below it means: checked, or not."""
+    if not checked:
+        return "Signatures: none"
+    if all(c.state is State.NOT_VERIFIED for c in checked):
+        return (
+            f"Signatures ({len(checked)}, NOT VERIFIED: the names are what the plan claims; "
+            "pass --trust KEY.pub to check them)"
+        )
+    valid = sum(c.state is State.VALID for c in checked)
+    return f"Signatures ({len(checked)}, checked against the trusted keys: {valid} valid)"
+
+
+def signature_line(c: Checked) -> str:
+    """``VALID approver bob@review (ed25519:…) at …, in PLAN.approval-….sig``"""
+    return f"{c.state.value.upper()} {c.role} {who(c)} ({c.keyid}) at {c.signed_at}{where(c)}"
+
+
+def where(c: Checked) -> str:
+    """Where a signature was found, and what is wrong with it."""
+    place = "" if c.source == "plan" else f", in {c.source}"
+    return place + (f": {c.detail}" if c.detail else "")
+
+
+SUMMARY_CAP = 30
+"""Rows of each list in the text summary; the rest is counted (``show --targets``)."""
+
+
+def text(
+    plan: Plan | Source, *, targets: bool = False, signatures: Sequence[Checked] | None = None
+) -> str:
+    """The review summary (a few hundred lines at most, whatever the plan's size), or,
+    with ``targets``, every directory the plan removes as well."""
+    lines = text_lines(plan, targets=targets, signatures=signatures)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def text_lines(
+    plan: Plan | Source, *, targets: bool = False, signatures: Sequence[Checked] | None = None
+) -> Iterator[str]:
+    """``text`` line by line: the summary from one pass over the targets, then, with
+    ``targets``, every target from a second pass, printed as it is read. ``signatures``:
+    as checked (default: the plan's own, not verified)."""
+    src = source(plan)
+    ov = overview(src)
+    lines = _summary_lines(ov, unchecked(ov.header) if signatures is None else signatures)
+    if targets and ov.header.summary.targets:
+        lines = itertools.chain(lines, _every_target(ov.header, src.targets()))
+    elif ov.header.summary.targets:
+        lines = itertools.chain(
+            lines, ["", "Every directory, with its reason: regplan show PLAN --targets"]
+        )
+    # every string from the storage, the request or the plan file is shown inert: no
+    # escape sequence reaches the terminal, no bidi control reorders what is read
+    return (printable(line) for line in lines)
+
+
+def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]:
+    plan = ov.header
+    fp = plan.fingerprint
+    yield f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})"
+    yield f"Root:        {plan.root}"
+    yield f"Command:     {command_line(plan)}"
+    yield f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})"
+    yield ""
+    s = plan.summary
+    records = ov.image_records
+    if records is not None:
+        yield from _image_lines(records)
+    if not s.targets:
+        yield "Nothing to remove."
+    else:
+        yield f"Frees {human_bytes(s.bytes)}: {storage_words(s.by_kind)}."
+        if ov.images and records is None:
+            yield ""
+            yield f"Images removed ({len(ov.images)}):"
+            yield from _capped_lines([f"  {image_line(i, k)}" for i, k in ov.images], "images")
+        yield ""
+        yield f"Storage detail by repository ({len(ov.by_repository)}, largest first):"
+        yield from _capped_lines(
+            [
+                f"  {repo}: {ov.what[repo]}; {human_bytes(size)}"
+                for repo, n, size in ov.by_repository
+            ],
+            "repositories",
+        )
+    protect = plan.request.selection.protect
+    if protect:
+        yield ""
+        yield f"Protected ({len(protect)} --protect lines):"
+        yield from _capped_lines(
+            [
+                f"  {p.source}: {p.ref} -> {', '.join(p.matches) or 'matches nothing'}"
+                for p in protect
+            ],
+            "lines",
+        )
+    if ov.kept_count:
+        yield ""
+        yield f"Storage kept ({ov.kept_count}: paths the request touched that stay, and why):"
+        for k in ov.kept[:SUMMARY_CAP]:  # the path, then why
+            yield f"  {k.path}"
+            yield f"    {k.reason}" + (f"; refs: {_clip(_refs(k.refs))}" if k.refs else "")
+        if ov.kept_count > SUMMARY_CAP:
+            yield f"  … and {ov.kept_count - SUMMARY_CAP} more kept"
+    if ov.problems_count:
+        yield ""
+        yield f"Problems ({ov.problems_count}, nothing they touch is removed):"
+        yield from _capped_lines(
+            [f"  {p.code.value}: {p.path}: {p.message}" for p in ov.problems],
+            "problems",
+            total=ov.problems_count,
+        )
+    yield ""
+    yield signatures_heading(signatures) + (":" if signatures else "")
+    yield from (f"  {signature_line(c)}" for c in signatures)
+
+
+def storage_words(by_kind: Mapping[str, int]) -> str:
+    """``2 tags, 3 manifests, 4 layer links`` in removal order."""
+    order = {k.value: k.phase for k in TargetKind}
+    kinds = sorted(by_kind.items(), key=lambda kv: order.get(kv[0], len(order)))
+    return ", ".join(counted(n, k) for k, n in kinds) or "nothing"
+
+
+def images_headline(records: ImagesOverview) -> str:
+    """``Removes 5 images and keeps 9 in 4 repositories; 2 repositories untouched.``"""
+    touched = len(records.repos)
+    line = (
+        f"Removes {counted(records.removed, 'image')} and keeps {records.kept} in "
+        f"{touched} {'repository' if touched == 1 else 'repositories'}"
+    )
+    if records.untouched_repos:
+        images = counted(records.untouched_images, "image")
+        line += f"; {records.untouched_repos} more untouched ({images})"
+    return line + "."
+
+
+def _image_lines(records: ImagesOverview) -> Iterator[str]:
+    """Per touched repository: its images removed (-) and kept (+), each with the rule."""
+    yield images_headline(records) + "  (- removed, + kept; sizes count shared layers)"
+    for repo in records.repos[:SHOWN_REPOS]:
+        yield ""
+        yield f"{repo.name}: {repo.summary()}"
+        width = max(len(repo.label(i)) for i in (*repo.removed, *repo.kept))
+        for mark, shown, verdict in (
+            ("-", repo.removed, Verdict.REMOVED),
+            ("+", repo.kept, Verdict.KEPT),
+        ):
+            yield from (
+                f"  {mark} {repo.label(i):<{width}}  {human_bytes(i.bytes):>9}  {i.reason}"
+                for i in shown
+            )
+            more = repo.counts[verdict] - len(shown)
+            if more:
+                yield f"  {mark} … and {more} more {verdict.value}"
+    if len(records.repos) > SHOWN_REPOS:
+        yield ""
+        yield f"… and {len(records.repos) - SHOWN_REPOS} more repositories (regplan show --json)"
+    yield ""
+
+
+def _every_target(plan: Plan, targets: Iterable[Target]) -> Iterator[str]:
+    yield ""
+    yield f"Every directory ({plan.summary.targets}, in the order they are moved):"
+    width = max(len(k.value) for k in TargetKind)
+    for t in targets:
+        size = f"  {human_bytes(t.bytes)}" if t.bytes else ""
+        yield f"  {t.kind.value:<{width}}  {t.path}{size}"
+        yield f"  {'':<{width}}    {t.reason}"
+        if t.refs:
+            yield f"  {'':<{width}}    refs: {_refs(t.refs)}"
+
+
+def _capped_lines(
+    rows: Sequence[str], what: str, cap: int = SUMMARY_CAP, total: int | None = None
+) -> list[str]:
+    """The first ``cap`` rows, then how many more of ``total`` (default: of ``rows``)."""
+    total = len(rows) if total is None else total
+    if total <= cap:
+        return list(rows)
+    return [*rows[:cap], f"  … and {total - cap} more {what}"]
+
+
+@attrs.frozen(kw_only=True)
+class PlanFile:
+    """The file a ticket or page pins: its name and the SHA-256 of its bytes."""
+
+    name: str
+    sha256: str
+
+
+CLIP = 160
+"""Characters of one listed value in the text summary at the most."""
+
+
+def _clip(value: str, width: int = CLIP) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def who(c: Checked) -> str:
+    """The signer: a valid signature's trusted key's name (and what the signature claims,
+    when that differs); otherwise what the signature claims."""
+    if c.state is State.VALID and c.name:
+        return c.name if c.name == c.signer else f"{c.name} (says {c.signer})"
+    return c.signer
+
+
+def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
+    """An apply's or rollback's result as ``--json`` prints it (every field, paths as text)."""
+    return {
+        k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+        for k, v in attrs.asdict(result, recurse=False).items()
+    }
+
+
+def applied(r: ApplyResult, advice: str) -> str:
+    verb = "Resumed and finished" if r.resumed else "Applied"
+    return "\n".join(
+        [
+            f"{verb} plan {r.plan_id} as {r.apply_id}: moved {r.moved} directories, "
+            f"{human_bytes(r.bytes)} now in quarantine ({r.quarantine}).",
+            advice,
+            f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
+            f"regplan purge {r.apply_id}",
+        ]
+    )
+
+
+def rolled_back(r: RollbackResult, advice: str) -> str:
+    return (
+        f"Rolled back {r.apply_id}: {r.restored} directories moved back, "
+        f"{r.recreated} pruned directories recreated"
+        + (", the tree is as before the apply." if r.fingerprint_ok else ".")
+        + "\n"
+        + advice
+    )
+
+
+def why_text(answer: WhyAnswer, plan: Plan) -> str:
+    """``_why_lines``, each made printable (names from the plan are shown inert)."""
+    return "\n".join(printable(line) for line in _why_lines(answer, plan).split("\n"))
+
+
+def _why_lines(answer: WhyAnswer, plan: Plan) -> str:
+    """``regplan why``: the verdict on one line, then the images and their rules, then
+    what it causes or what the storage keeps for it."""
+    verdict = answer.verdict.value
+    if not answer.nearest and answer.verdict.value == "not found":
+        return f"{answer.ref}: not in the registry when plan {plan.plan_id} was made"
+    if answer.nearest:
+        return (
+            f"{answer.ref}: not in the registry when plan {plan.plan_id} was made; "
+            f"nearest: {', '.join(answer.nearest)}"
+        )
+    head = f"{answer.ref}: {verdict} by plan {plan.plan_id}"
+    if answer.targets:
+        head += f" ({len(answer.targets)} directories)"
+    lines = [head]
+    removed = [i for i in answer.images if i.verdict is Verdict.REMOVED]
+    if len(answer.images) > 1:
+        lines.append(f"  {len(removed)} of {len(answer.images)} images removed:")
+    lines += [f"  {i.verdict.value} {i.name}: {i.reason}" for i in answer.images]
+    if answer.targets:
+        lines += [f"  {t.kind.value} {t.path}: {t.reason}" for t in answer.targets]
+    lines += [
+        f"  storage keeps {k.path}: {k.reason}" + (f" (for {_refs(k.refs)})" if k.refs else "")
+        for k in answer.kept
+    ]
+    return "\n".join(lines)
+
+
+def why_json(answer: WhyAnswer, plan: Plan) -> dict[str, object]:
+    return {
+        "plan_id": plan.plan_id,
+        "ref": answer.ref,
+        "verdict": answer.verdict.value,
+        "images": [
+            {"name": i.name, "verdict": i.verdict.value, "reason": i.reason, "bytes": i.bytes}
+            for i in answer.images
+        ],
+        "nearest": list(answer.nearest),
+        "targets": [
+            {"path": t.path, "kind": t.kind.value, "reason": t.reason, "refs": list(t.refs)}
+            for t in answer.targets
+        ],
+        "kept": [{"path": k.path, "reason": k.reason, "refs": list(k.refs)} for k in answer.kept],
+    }
+
+
+def check_json(report: CheckReport, url: str) -> dict[str, object]:
+    """``check --json``: the totals and every failure."""
+    return {
+        "registry": url,
+        "ok": report.ok,
+        "images": report.images,
+        "manifests": report.manifests,
+        "blobs": report.blobs,
+        "failures": [{"image": f.image, "what": f.what} for f in report.failures],
+        "removed_checked": report.removed_checked,
+        "removed_gone": report.removed_checked - len(report.still_served),
+        "still_served": [{"image": f.image, "what": f.what} for f in report.still_served],
+        "plan": report.plan_note or None,
+    }
+
+
+def check_report(report: CheckReport, url: str) -> str:
+    """The result of ``regplan check``: every broken image and every removed thing still
+    served on a line of its own, then the totals."""
+    lines = [f"BROKEN {f.image}: {f.what}" for f in report.failures]
+    lines += [f"STILL SERVED {f.image}: {f.what}" for f in report.still_served]
+    verdict = "all whole" if not report.failures else f"{len(report.failures)} broken"
+    lines.append(
+        f"Checked {report.images} images ({report.manifests} manifests, {report.blobs} blobs) "
+        f"through {url}: {verdict}."
+    )
+    if report.plan_note:
+        lines.append(f"Plan: {report.plan_note}.")
+    if report.removed_checked:
+        gone = report.removed_checked - len(report.still_served)
+        lines.append(
+            f"Of {report.removed_checked} things the plan removed (manifests and blobs, each "
+            f"once), {gone} are gone and {len(report.still_served)} still served."
+        )
+    elif report.plan_note:
+        lines.append("What the plan removes was not asked for: it is not applied here.")
+    return "\n".join(lines)
+
+
+def purged(done: Sequence[ApplyRecord]) -> str:
+    if not done:
+        return "Nothing to purge."
+    return "\n".join(f"Purged {r.apply_id} (plan {r.plan_id})." for r in done)
+
+
+def history(found: Sequence[ApplyRecord]) -> str:
+    if not found:
+        return "No applies recorded.\n"
+    rows = [("APPLY ID", "STATE", "PLAN", "STARTED", "TARGETS", "IN QUARANTINE")]
+    rows += [
+        (r.apply_id, r.state.value, r.plan_id, r.started_at, str(r.targets), human_bytes(r.bytes))
+        for r in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines += [f"  {r.apply_id}: {r.note}" for r in found if r.note]
+    lines += [f"  {r.apply_id}: registry: {r.registry}" for r in found if r.registry]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,244 @@
+"""``show --format markdown``: the change ticket. Pure: plan in, Markdown out.
+
+At most MARKDOWN_LIMIT characters whatever the plan's size: the plan file pinned by
+SHA-256, the images removed and kept per repository with their rules, storage
+detail, ``--protect`` lines, problems, signatures as checked, and a runbook with
+the plan's own paths.
+
+Every string from the storage, the request or the plan file (which may have been
+edited: a ticket is rendered before anything is verified) is put in a code span
+(:func:`code`): no name renders as a link, an image, emphasis or HTML, and none
+closes its span or its table cell.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from regplan.plans.plan import Plan, Verdict
+from regplan.plans.planfile import Source
+from regplan.plans.signing import Checked
+from regplan.scan.layout import printable
+from regplan.views.overview import ImagesOverview, Overview, overview
+from regplan.views.render import (
+    PlanFile,
+    command_line,
+    human_bytes,
+    images_headline,
+    signatures_heading,
+    storage_words,
+    unchecked,
+    who,
+)
+
+MARKDOWN_LIMIT = 30_000
+"""Characters of a change-ticket rendering, whatever the plan's size (a Jira comment
+holds 32,767, a GitHub comment 65,536)."""
+CELL = 160
+"""Characters of one value at the most; longer ones end with an ellipsis."""
+_TICKS = re.compile(r"`+")
+
+
+def code(value: object, width: int = CELL) -> str:
+    """``value`` as an inert code span on one line: printable, clipped to ``width``,
+    fenced with more backticks than it holds, ``|`` escaped (a GFM table cell ends at
+    an unescaped one even inside code)."""
+    text = printable(str(value))
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    fence = "`" * (1 + max((len(m) for m in _TICKS.findall(text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    escaped = text.replace("|", "\\|")
+    return f"{fence}{pad}{escaped}{pad}{fence}"
+
+
+def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) -> list[str]:
+    """The first ``cap`` rows, then one line saying how many more of ``total`` (default:
+    of ``rows``; ``more`` names them)."""
+    total = len(rows) if total is None else total
+    if total <= cap:
+        return list(rows)
+    return [*rows[:cap], f"| … {total - cap} more {more} |"]
+
+
+def markdown(
+    plan: Plan | Source,
+    plan_file: PlanFile | None = None,
+    signatures: Sequence[Checked] | None = None,
+) -> str:
+    """The ticket (see the module's docstring); ``signatures`` as checked (default: the
+    plan's own, not verified)."""
+    ov = overview(plan)
+    checked = unchecked(ov.header) if signatures is None else signatures
+    cap = 40
+    while True:
+        text = _markdown(ov, plan_file, checked, cap)
+        if len(text) <= MARKDOWN_LIMIT or cap <= 1:
+            return text[:MARKDOWN_LIMIT]
+        cap //= 2
+
+
+def _markdown(
+    ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked], cap: int
+) -> str:
+    plan = ov.header
+    name = plan_file.name if plan_file is not None else "PLAN"
+    out = [f"# regplan plan {code(plan.plan_id)}", "", *_facts(ov, plan_file, signatures)]
+    records = ov.image_records
+    if records is not None:
+        out += _images(records, cap)
+    else:  # a plan made before plans recorded their images
+        out += _section(
+            f"Images removed ({len(ov.images)})",
+            ("Image", "With it"),
+            [f"| {code(i)} | {code(', '.join(k))} |" for i, k in ov.images],
+            cap,
+            "images",
+        )
+    out += _section(
+        "Storage detail: bytes by repository",
+        ("Repository", "Directories", "Bytes"),
+        [f"| {code(r)} | {n} | {human_bytes(b)} |" for r, n, b in ov.by_repository],
+        cap,
+        "repositories",
+    )
+    out += _section(
+        "Protected",
+        ("Line", "Reference", "Keeps"),
+        [
+            f"| {code(p.source, 80)} | {code(p.ref)} | "
+            f"{code(', '.join(p.matches)) if p.matches else '**matches nothing**'} |"
+            for p in plan.request.selection.protect
+        ],
+        cap,
+        "lines",
+    )
+    out += _section(
+        f"Storage kept ({ov.kept_count})",
+        ("Path", "Why", "For"),
+        [f"| {code(k.path)} | {code(k.reason)} | {code(', '.join(k.refs))} |" for k in ov.kept],
+        cap // 2 or 1,
+        "kept",
+        ov.kept_count,
+    )
+    out += _section(
+        f"Problems ({ov.problems_count})",
+        ("Code", "Path", "Message"),
+        [f"| {code(p.code.value)} | {code(p.path)} | {code(p.message)} |" for p in ov.problems],
+        cap // 2 or 1,
+        "problems",
+        ov.problems_count,
+    )
+    out += _signatures(signatures, cap)
+    out += runbook(plan, name)
+    out += [
+        "",
+        f"The full list of the {plan.summary.targets} directories is in the attached plan "
+        f"file ({code('regplan show ' + shlex.quote(name) + ' --targets', 400)}).",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _facts(ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked]) -> list[str]:
+    plan = ov.header
+    fp = plan.fingerprint
+    s = plan.summary
+    out = ["| | |", "|---|---|"]
+    if plan_file is not None:
+        out.append(f"| Plan file | {code(plan_file.name)}, SHA-256 {code(plan_file.sha256)} |")
+    return [
+        *out,
+        f"| Root | {code(plan.root)} |",
+        f"| Command | {code(command_line(plan), 400)} |",
+        f"| Created | {code(plan.created_at)} by {code(f'{plan.tool.name} {plan.tool.version}')} |",
+        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} "
+        f"({storage_words(s.by_kind)}) |",
+        f"| Storage kept | {ov.kept_count} paths the request touched that stay |",
+        f"| Problems | {ov.problems_count} |",
+        f"| Fingerprint | {code(fp.before[:16])} -> {code(fp.after[:16])} ({fp.entries} paths) |",
+        f"| Signatures | {signatures_heading(signatures)} |",
+        "",
+    ]
+
+
+def _section(
+    title: str,
+    heads: Sequence[str],
+    rows: Sequence[str],
+    cap: int,
+    more: str,
+    total: int | None = None,
+) -> list[str]:
+    """A titled table of the first ``cap`` rows (nothing when there are none)."""
+    if not rows:
+        return []
+    head = "| " + " | ".join(heads) + " |"
+    rule = "|" + "|".join("---" for _ in heads) + "|"
+    return [f"## {title}", "", head, rule, *_capped(rows, cap, more, total), ""]
+
+
+def _images(records: ImagesOverview, cap: int) -> list[str]:
+    """Per touched repository, its images removed and kept, each with its rule."""
+    each = max(1, cap // 4)
+    rows = []
+    for repo in records.repos:
+        for mark, shown, verdict in (
+            ("removed", repo.removed, Verdict.REMOVED),
+            ("kept", repo.kept, Verdict.KEPT),
+        ):
+            rows += [
+                f"| {code(repo.name, 80)} | {code(repo.label(i), 80)} | {mark} | "
+                f"{human_bytes(i.bytes)} | {code(i.reason)} |"
+                for i in shown[:each]
+            ]
+            more = repo.counts[verdict] - min(len(shown), each)
+            if more:
+                rows.append(f"| {code(repo.name, 80)} | … {more} more | {mark} | | |")
+    head = ["## Images", "", images_headline(records).replace("|", "\\|"), ""]
+    table = ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
+    return [*head, *table, *_capped(rows, cap * 2, "rows (regplan show --json lists all)"), ""]
+
+
+def _signatures(signatures: Sequence[Checked], cap: int) -> list[str]:
+    rows = [
+        f"| **{c.state.value}** | {code(c.role)} | {code(who(c), 80)} | {code(c.keyid)} | "
+        f"{code(c.signed_at)} | {code(c.source + (f': {c.detail}' if c.detail else ''), 80)} |"
+        for c in signatures
+    ]
+    head = ["## Signatures", "", signatures_heading(signatures), ""]
+    table = ["| Check | Role | Signer | Key | Signed at | Where |", "|---|---|---|---|---|---|"]
+    return [*head, *table, *_capped(rows, cap, "signatures"), ""]
+
+
+def runbook(plan: Plan, name: str) -> list[str]:
+    """The change's steps with the real paths the plan was made with: approve, verify,
+    apply, check, and the backout (rollback) and purge; what is not known is a
+    placeholder that says what to put there. The commands stand in a fenced block:
+    each value is shell-quoted and printable, so none ends the block or the line."""
+    root = shlex.quote(printable(plan.root))
+    path = shlex.quote(printable(name))
+    keyid = plan.signatures[0].keyid if plan.signatures else "the planner's key"
+    return [
+        "## Runbook",
+        "",
+        f"`PLANNER.pub`: the planner's public key ({code(keyid, 80)}); `REVIEWER.pub`: each "
+        "approver's; `URL`: the registry's address (or give its `--config CONFIG.yml`).",
+        "",
+        "```sh",
+        "# 1. approve (each reviewer; writes the approval beside the plan, never into it)",
+        f"regplan approve {path} --key REVIEWER.key --trust PLANNER.pub",
+        "# 2. verify: signatures, and that the storage is still what was planned",
+        f"regplan verify {path} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
+        "# 3. apply: the registry in read-only mode (or stopped); regplan probes it",
+        f"regplan apply {path} --trust PLANNER.pub --trust REVIEWER.pub "
+        f"--require-signatures 2 --root {root} --registry-url URL",
+        "# 4. restart the registry (its caches), then prove every kept image pulls",
+        f"regplan check --registry-url URL --root {root} --plan {path}",
+        "# backout: the apply id is printed by apply and listed by history",
+        f"regplan history --root {root}",
+        f"regplan rollback APPLY_ID --root {root} --registry-url URL",
+        "# once the change is accepted: free the space for good",
+        f"regplan purge APPLY_ID --root {root}",
+        "```",
+    ]
