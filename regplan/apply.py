@@ -4,13 +4,13 @@ the storage's store (location.store), and run the transaction over it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from regplan.changes import transaction
 from regplan.changes.records import ApplyRecord
-from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
+from regplan.changes.transaction import ApplyResult, RollbackResult, Store, record_json
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
@@ -45,18 +45,20 @@ def apply_plan(
     scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
+    opener: Callable[[Location], Store] = location.store,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
     The plan is read as a stream: each step takes one pass over its targets and holds
-    none of them (only the empty folders to prune)."""
+    none of them (only the empty folders to prune). ``opener`` gives the storage's store
+    (a caller may wrap it: tests inject faults so)."""
     with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
         stream.check_items()
         storage = location.of_plan(stream.header, root)
         return transaction.apply(
             stream,
-            location.store(storage),
+            opener(storage),
             now=now,
             check_fresh=lambda: location.check_fresh(stream.header, storage, scan_progress),
             progress=progress,

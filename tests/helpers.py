@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import pickle
@@ -14,18 +15,21 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import workflow
+from regplan.changes.transaction import Store
 from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan import fingerprint
 from regplan.scan.layout import Storage, group_by_part
+from regplan.storage.fs.fsops import Disk
+from regplan.storage.fs.fsstore import FsStore
 from regplan.storage.location import Location
 
 T = TypeVar("T")
@@ -281,3 +285,37 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+class FaultyDisk(Disk):
+    """A disk whose ``at``-th rename (or write) fails with ``err``."""
+
+    def __init__(self, err: int, *, rename_at: int = 0, write_at: int = 0) -> None:
+        self.err, self.rename_at, self.write_at = err, rename_at, write_at
+        self.renames = self.writes = 0
+
+    def _fail(self) -> NoReturn:
+        raise OSError(self.err, f"injected {errno.errorcode[self.err]}")
+
+    def rename(self, src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+        self.renames += 1
+        if self.renames == self.rename_at:
+            self._fail()
+        super().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        self.writes += 1
+        if self.writes == self.write_at:
+            self._fail()
+        return super().write(fd, data)
+
+
+def on_disk(disk: Disk) -> Callable[[Location], Store]:
+    """An opener (apply.apply_plan's) of filesystem stores whose every rename and write
+    goes through ``disk``."""
+
+    def opener(storage: Location) -> Store:
+        assert isinstance(storage, Storage)
+        return FsStore(storage, disk)
+
+    return opener

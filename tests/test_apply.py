@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from tests.helpers import (
     KEY,
     NOW,
     OTHER_KEY,
+    FaultyDisk,
     content_hashes,
     docker_hashes,
+    on_disk,
     selection,
     tmpfs,
     write_plan_file,
@@ -355,27 +358,17 @@ def test_resume_refuses_a_different_plan_with_the_same_id(
     plan_path: Path,
     trusted: list[signing.TrustedKey],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An interrupted apply only resumes with the very plan it began with."""
-    import errno
-
-    from regplan.storage.fs import fsops
-
-    calls = 0
-    real = fsops._rename
-
-    def failing(src: str, dst: str, **fds: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise OSError(errno.ENOSPC, "full")
-        real(src, dst, **fds)
-
-    monkeypatch.setattr(fsops, "_rename", failing)
     with pytest.raises(ApplyError):
-        run_apply(plan_path, trusted)
-    monkeypatch.undo()
+        apply.apply_plan(
+            plan_path=plan_path,
+            trusted=trusted,
+            root=None,
+            required=1,
+            now=NOW,
+            opener=on_disk(FaultyDisk(errno.ENOSPC, rename_at=3)),
+        )
     plan = workflow.load_plan(plan_path)
     other = attrs.evolve(plan, kept=(), signatures=())
     other = signing.sign(other, KEY, role="planner", signer="x", now=NOW)

@@ -1,8 +1,8 @@
 """Crash safety: SIGKILL an apply at arbitrary points, then resume or roll back.
 
 The apply runs in a subprocess through a small wrapper that kills its own
-process (SIGKILL) at a chosen call of the move primitive, of the state
-writer, or inside a walk while forked shares run; no test hook lives in
+process (SIGKILL) at a chosen rename of the store's Disk, when the store saves a
+chosen state, or inside a walk while forked shares run; no test hook lives in
 regplan itself. A timed kill covers points in
 between.
 """
@@ -28,22 +28,23 @@ from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, w
 
 WRAPPER = """
 import os, signal, sys
-import regplan.storage.fs.fsstore as a, regplan.storage.fs.fsops as q
+from regplan.storage.fs.fsops import Disk
+from regplan.storage.fs.fsstore import FsStore
 kill_rename = int(os.environ.get("KILL_AT_RENAME", "0"))
 kill_state = os.environ.get("KILL_AT_STATE")
 calls = 0
-real_rename, real_state = q._rename, a.write_state
-def rename(src, dst, **fds):
+real_rename, real_save = Disk.rename, FsStore.save
+def rename(self, src, dst, **fds):
     global calls
     calls += 1
     if calls == kill_rename:
         os.kill(os.getpid(), signal.SIGKILL)
-    real_rename(src, dst, **fds)
-def write_state(directory, record):
+    real_rename(self, src, dst, **fds)
+def save(self, record):
     if kill_state and record.state.value == kill_state:
         os.kill(os.getpid(), signal.SIGKILL)
-    real_state(directory, record)
-q._rename, a.write_state = rename, write_state
+    real_save(self, record)
+Disk.rename, FsStore.save = rename, save
 import regplan.scan.parallel as par
 kill_walk = int(os.environ.get("KILL_IN_WALK", "0"))
 walks = 0

@@ -1,4 +1,5 @@
-"""Faults injected at the single move primitive and the journal's write primitive.
+"""Faults injected at the filesystem's rename (the one move) and write (the journal's and
+the state file's), by a wrapping Disk given to the store: nothing is patched.
 
 Each must end with its exit code, a one-line message, and nothing lost: the
 partial state rolls back to the original tree, or a re-run finishes it.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +18,36 @@ from click.testing import CliRunner
 from regplan import apply
 from regplan.changes.records import State
 from regplan.cli import cli
+from regplan.errors import ApplyError
+from regplan.plans.signing import load_trusted
 from regplan.scan.layout import Storage
-from regplan.storage.fs import fsops, journal
-from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
+from regplan.storage.fs.fsops import Disk
+from tests.helpers import (
+    KEY,
+    NOW,
+    FaultyDisk,
+    docker_hashes,
+    on_disk,
+    selection,
+    write_plan_file,
+    write_pub,
+)
 
 
-def failing_at(n: int, err: int, real: Callable[..., Any]) -> Callable[..., Any]:
-    calls = 0
+def apply_on(plan: Path, pub: Path, disk: Disk) -> str:
+    """``regplan apply`` over a store with ``disk``: the error's message (one is expected)."""
 
-    def primitive(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == n:
-            raise OSError(err, f"injected {errno.errorcode[err]}")
-        return real(*args, **kwargs)
-
-    return primitive
+    with pytest.raises(ApplyError) as e:
+        apply.apply_plan(
+            plan_path=plan,
+            trusted=[load_trusted(pub)],
+            root=None,
+            required=1,
+            now=NOW,
+            opener=on_disk(disk),
+        )
+    assert e.value.exit_code == 1
+    return str(e.value)
 
 
 @pytest.fixture
@@ -60,50 +74,37 @@ def cli_apply(plan: Path, pub: Path) -> tuple[int, str]:
 @pytest.mark.parametrize("at", [1, 9])
 def test_move_fails_midway(
     setup: tuple[Path, Path, Path],
-    monkeypatch: pytest.MonkeyPatch,
     err: int,
     message: str,
     at: int,
 ) -> None:
     root, plan, pub = setup
     original = docker_hashes(root)
-    monkeypatch.setattr(fsops, "_rename", failing_at(at, err, fsops._rename))
-    code, out = cli_apply(plan, pub)
-    assert code == 1
-    assert out.count("\n") == 1 and out.startswith("Error: could not move ")
+    out = apply_on(plan, pub, FaultyDisk(err, rename_at=at))
+    assert "\n" not in out and out.startswith("could not move ")
     assert message in out and f"{at - 1} moved so far" in out
     storage = Storage.locate(root)
     [record] = apply.records(storage)
     assert record.state == State.APPLYING
-    monkeypatch.undo()
     apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
     assert docker_hashes(root) == original
 
 
-def test_rerun_finishes_after_a_failed_move(
-    setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rerun_finishes_after_a_failed_move(setup: tuple[Path, Path, Path]) -> None:
     _, plan, pub = setup
-    monkeypatch.setattr(fsops, "_rename", failing_at(5, errno.ENOSPC, fsops._rename))
-    assert cli_apply(plan, pub)[0] == 1
-    monkeypatch.undo()
+    apply_on(plan, pub, FaultyDisk(errno.ENOSPC, rename_at=5))
     code, out = cli_apply(plan, pub)
     assert code == 0, out
     assert out.startswith("Resumed and finished plan ")
 
 
 @pytest.mark.parametrize("at", [1, 2, 3])
-def test_disk_full_while_writing_journal_or_state(
-    setup: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, at: int
-) -> None:
+def test_disk_full_while_writing_journal_or_state(setup: tuple[Path, Path, Path], at: int) -> None:
     """Write 1 is the state file, 2 the first journal record, 3 the record after the moves."""
     root, plan, pub = setup
     original = docker_hashes(root)
-    monkeypatch.setattr(journal, "_write", failing_at(at, errno.ENOSPC, journal._write))
-    code, out = cli_apply(plan, pub)
-    assert code == 1
-    assert out.count("\n") == 1 and "(disk full)" in out and out.startswith("Error: cannot write ")
-    monkeypatch.undo()
+    out = apply_on(plan, pub, FaultyDisk(errno.ENOSPC, write_at=at))
+    assert "\n" not in out and "(disk full)" in out and out.startswith("cannot write ")
     storage = Storage.locate(root)
     records = apply.records(storage)
     if at == 1:

@@ -25,7 +25,7 @@ from regplan.plans.plan import Target, TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.scan.layout import STATE_DIR, V2, Storage
-from regplan.storage.fs.fsops import explain, fsync_dir, fsync_dirs, move, real_dir
+from regplan.storage.fs.fsops import Disk, explain, fsync_dir, fsync_dirs, move, real_dir
 from regplan.storage.fs.journal import Journal, Record, read_journal
 
 V2_REL = "/".join(V2)
@@ -92,7 +92,12 @@ def _split(targets: Iterable[Target], pruned: list[Target]) -> Iterator[tuple[in
 
 
 def move_targets(
-    plan: PlanStream, paths: Paths, journal: Journal, progress: Progress | None, *, resuming: bool
+    plan: PlanStream,
+    paths: Paths,
+    journal: Journal,
+    progress: Progress | None,
+    *,
+    resuming: bool,
 ) -> int:
     """Move what is still in the storage. A fresh apply was just preflighted under the lock;
     a resumed one first finds out, target by target, where each one is.
@@ -117,7 +122,7 @@ def move_targets(
                 dirs: set[str] = {quarantine}
                 for i, t in todo:
                     try:
-                        move(root, f"{V2_REL}/{t.path}", root, paths.slot_rel(i))
+                        move(root, f"{V2_REL}/{t.path}", root, paths.slot_rel(i), journal.disk)
                     except OSError as e:
                         raise ApplyError(
                             f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
@@ -202,9 +207,10 @@ def restore(
     pruned: Sequence[Record],
     back: int,
     progress: Progress | None,
+    disk: Disk,
 ) -> int:
     v2 = os.fspath(storage.v2)
-    with Journal(paths.journal) as journal, confine.Tree(storage.root) as root:
+    with Journal(paths.journal, disk) as journal, confine.Tree(storage.root) as root:
         journal.append({"op": "rollback", "restore": back, "recreate": len(pruned)})
         try:
             for r in pruned:  # parents were journaled before their children
@@ -219,7 +225,7 @@ def restore(
             dirs: set[str] = set()
             for i, t in batch:
                 try:
-                    move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}")
+                    move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}", disk)
                 except OSError as e:
                     raise ApplyError(
                         f"could not move {t.path} back: {explain(e)}; {restored} restored so "

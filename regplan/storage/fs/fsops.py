@@ -1,6 +1,8 @@
 """The disk effects of apply and rollback: moves by ``rename`` only, never copies.
 
-``_rename`` is the single move primitive (the seam fault-injection tests patch).
+Every change to the tree and the records goes through a ``Disk``: its ``rename`` is the
+one move, its ``write`` the journal's and the state file's. A store is given one; tests
+wrap it to inject faults (as restic wraps a backend) instead of patching.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from pathlib import Path
 from regplan import confine
 from regplan.errors import ApplyError, StalePlanError
 
-_rename = os.rename
+
+class Disk:
+    """The filesystem calls that change a registry on disk or its records."""
+
+    def rename(self, src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -37,7 +47,7 @@ def fsync_dirs(paths: Iterable[str]) -> None:
         list(pool.map(fsync_dir, todo))
 
 
-def move(src: confine.Tree, src_rel: str, dst: confine.Tree, dst_rel: str) -> None:
+def move(src: confine.Tree, src_rel: str, dst: confine.Tree, dst_rel: str, disk: Disk) -> None:
     """Rename ``src/src_rel`` to ``dst/dst_rel``, creating ``dst_rel``'s missing parents;
     never a copy, and never through a symlink on either side.
 
@@ -53,7 +63,7 @@ def move(src: confine.Tree, src_rel: str, dst: confine.Tree, dst_rel: str) -> No
             errno.ENOTDIR, f"is a {confine.kind(st.st_mode)}, not a directory", src_rel
         )
     dfd, dname = dst.parent(dst_rel, create=True)
-    _rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+    disk.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
     src.forget(src_rel)
 
 

@@ -30,7 +30,7 @@ from regplan.scan.layout import STATE_DIR, Storage
 from regplan.storage.fs import fsmove, fsscan
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsmove import Paths
-from regplan.storage.fs.fsops import explain, fsync_dir, real_dir, same_filesystem
+from regplan.storage.fs.fsops import Disk, explain, fsync_dir, real_dir, same_filesystem
 from regplan.storage.fs.journal import (
     Journal,
     Record,
@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 class FsStore:
     """A filesystem registry's store (transaction.Store)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, disk: Disk | None = None) -> None:
         self.storage = storage
+        self.disk = Disk() if disk is None else disk
+        """Every rename and record write goes through it (fsops.Disk)."""
 
     @property
     def where(self) -> str:
@@ -81,7 +83,7 @@ class FsStore:
         return read_state(paths.record)
 
     def save(self, record: ApplyRecord) -> None:
-        write_state(Paths(self.storage, record.apply_id).record, record)
+        write_state(Paths(self.storage, record.apply_id).record, record, self.disk)
 
     @contextlib.contextmanager
     def began(self, apply_id: str) -> Iterator[PlanStream]:
@@ -99,20 +101,20 @@ class FsStore:
         _preflight(plan, self.storage, Paths(self.storage, apply_id))
 
     def begin(self, plan: PlanStream, record: ApplyRecord) -> None:
-        _begin(plan, Paths(self.storage, record.apply_id), record)
+        _begin(plan, Paths(self.storage, record.apply_id), record, self.disk)
 
     def move(
         self, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
     ) -> int:
         paths = Paths(self.storage, apply_id)
-        with Journal(paths.journal) as journal:
+        with Journal(paths.journal, self.disk) as journal:
             return fsmove.move_targets(plan, paths, journal, progress, resuming=resuming)
 
     def restore(self, plan: PlanStream, record: ApplyRecord) -> FsRestore:
         paths = Paths(self.storage, record.apply_id)
         pruned = [r for r in read_journal(paths.journal) if r.op == "rmdir"]
         back = fsmove.preflight_destinations(self.storage, plan, paths, pruned)
-        return FsRestore(self.storage, plan, paths, pruned, back)
+        return FsRestore(self.storage, plan, paths, pruned, back, self.disk)
 
     def delete_quarantine(self, apply_id: str, progress: Progress | None) -> None:
         top = Paths(self.storage, apply_id).quarantine
@@ -136,13 +138,14 @@ class FsRestore:
         paths: Paths,
         pruned: list[Record],
         back: int,
+        disk: Disk,
     ) -> None:
         self.storage, self.plan, self.paths = storage, plan, paths
-        self.pruned, self.back = pruned, back
+        self.pruned, self.back, self.disk = pruned, back, disk
 
     def run(self, progress: Progress | None) -> tuple[int, int]:
         restored = fsmove.restore(
-            self.storage, self.plan, self.paths, self.pruned, self.back, progress
+            self.storage, self.plan, self.paths, self.pruned, self.back, progress, self.disk
         )
         (self.paths.quarantine / INDEX).unlink(missing_ok=True)
         _remove_empty_tree(self.paths.quarantine)
@@ -187,10 +190,10 @@ def _write_new(path: Path, chunks: Iterable[bytes]) -> None:
         raise ApplyError(f"cannot write {path}: {explain(e)}; nothing was moved") from None
 
 
-def _begin(plan: PlanStream, paths: Paths, record: ApplyRecord) -> None:
+def _begin(plan: PlanStream, paths: Paths, record: ApplyRecord, disk: Disk) -> None:
     _state_dir(paths.storage, f"{STATE_DIR}/applies/{paths.apply_id}")
     _write_new(paths.plan, plan.copy())  # the verified bytes, as read
-    write_state(paths.record, record)
+    write_state(paths.record, record, disk)
     fsync_dir(paths.record.parent)
     _write_new(  # line by line: as one string it was 170 MiB at 516,000 targets
         paths.quarantine / INDEX,

@@ -20,11 +20,7 @@ from regplan.changes.records import ApplyRecord, parse_state, state_bytes
 from regplan.errors import ApplyError
 from regplan.plans import codec
 from regplan.scan.layout import path_problem, printable
-from regplan.storage.fs.fsops import fsync_dir
-
-_write = os.write
-"""The journal's write primitive (the seam full-disk tests patch)."""
-
+from regplan.storage.fs.fsops import Disk, fsync_dir
 
 _converter = codec.make_converter()
 
@@ -38,8 +34,8 @@ def _disk_error(what: str, e: OSError) -> ApplyError:
 class Journal:
     """Append-only JSON lines; ``append`` returns once the records are on disk."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, disk: Disk) -> None:
+        self.path, self.disk = path, disk
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
@@ -50,7 +46,7 @@ class Journal:
         try:
             view = memoryview(data)
             while view:
-                n = _write(self._fd, view)
+                n = self.disk.write(self._fd, view)
                 view = view[n:]
             os.fsync(self._fd)
         except OSError as e:
@@ -145,7 +141,7 @@ def read_journal(path: Path) -> list[Record]:
     return out
 
 
-def write_state(directory: Path, record: ApplyRecord) -> None:
+def write_state(directory: Path, record: ApplyRecord, disk: Disk) -> None:
     """Replace ``state.json`` atomically and durably."""
     tmp = directory / "state.json.tmp"
     data = state_bytes(record)
@@ -154,7 +150,7 @@ def write_state(directory: Path, record: ApplyRecord) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[_write(fd, view) :]
+                view = view[disk.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
