@@ -29,12 +29,14 @@ from collections.abc import Collection, Iterable, Mapping
 
 import attrs
 
+from regplan.decide import sweep
+from regplan.decide.reach import Reach, image_name
 from regplan.decide.selection import Resolved
+from regplan.decide.sweep import RepoResult
 from regplan.plans.plan import Kept, PlanProblem, Target, TargetKind
 from regplan.plans.spool import TargetSpool
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.scan.layout import (
-    ROOTS,
     Digest,
     attached_kind,
     attached_subject,
@@ -51,7 +53,6 @@ from regplan.scan.layout import (
 )
 
 MAX_REFS = 20
-_NO_IMAGES: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)
@@ -83,10 +84,6 @@ def refs(names: Iterable[str]) -> tuple[str, ...]:
     return (*ordered[:MAX_REFS], f"… and {len(ordered) - MAX_REFS} more")
 
 
-def image_name(repo: str, digest: Digest) -> str:
-    return f"{repo}@{digest}"
-
-
 def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
     """Everything the request removes, and what it touched but keeps."""
     spooled = decide_spooled(inventory, request, prune=prune)
@@ -115,15 +112,6 @@ def decide_spooled(inventory: Inventory, request: Resolved, *, prune: bool = Fal
     return Spooled(targets=p.spool, kept=kept, problems=problems)
 
 
-@attrs.define
-class _RepoResult:
-    removed: dict[Digest, Collection[str]] = attrs.field(factory=dict)
-    """removed revision -> the images whose removal took it."""
-    layers_removed: set[Digest] = attrs.field(factory=set)
-    fail_closed: str = ""
-    """Why nothing this repository might reference may be removed ("" when it is sound)."""
-
-
 @attrs.frozen(kw_only=True)
 class _Decided:
     """One repository's decision, before it becomes targets (see _Planner._revisions)."""
@@ -137,25 +125,6 @@ class _Decided:
     fail_closed: str
 
 
-@attrs.define
-class _Keepers:
-    """The candidate blobs something that stays references (``held``), and for those
-    the plan explains (``named``: touched by the request), what references them.
-
-    A --gc plan makes every blob a candidate; only the touched ones need names,
-    which for a shared base layer are thousands."""
-
-    named: Mapping[Digest, Collection[str]]
-    """The candidates: those with images (what the request touched) are named."""
-    held: set[Digest] = attrs.field(factory=set)
-    names: dict[Digest, set[str]] = attrs.field(factory=dict)
-
-    def add(self, blob: Digest, names: Iterable[str]) -> None:
-        self.held.add(blob)
-        if self.named.get(blob):
-            self.names.setdefault(blob, set()).update(names)
-
-
 class _Planner:
     def __init__(self, inv: Inventory, req: Resolved, spool: TargetSpool) -> None:
         self.inv = inv
@@ -165,13 +134,12 @@ class _Planner:
         shard's, come together, so the tree decompresses each part about once."""
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
-        self._tag_reach: dict[str, Mapping[Digest, tuple[str, ...]]] = {}
-        self._referrer_maps: dict[str, Mapping[Digest, set[Digest]]] = {}
         self._holds_kept: set[str] | None = None
         self.removed_tags: dict[str, set[str]] = defaultdict(set)
         for repo, tag in req.tags:
             self.removed_tags[repo].add(tag)
-        self.results: dict[str, _RepoResult] = {}
+        self.reach = Reach(inv, req.repos, self.removed_tags)
+        self.results: dict[str, RepoResult] = {}
         self.blind_repos: dict[str, str] = {}
         """repository -> why it fails closed: something inside it cannot be seen."""
         self.blind_holders: set[str] = set()
@@ -199,70 +167,6 @@ class _Planner:
             self.blind_holders.update("/".join(names[:i]) for i in range(1, len(names)))
             self.freeze = self.freeze or shown
 
-    # -- graph helpers ------------------------------------------------------
-
-    def _referrers(self, repo: Repository) -> Mapping[Digest, set[Digest]]:
-        """subject -> the revisions of ``repo`` that refer to it (built once per repository)."""
-        cached = self._referrer_maps.get(repo.name)
-        if cached is not None:
-            return cached
-        out: dict[Digest, set[Digest]] = defaultdict(set)
-        for d in repo.revisions:
-            m = self.inv.manifests.get(d)
-            if m is not None and m.subject is not None:
-                out[m.subject].add(d)
-        self._referrer_maps[repo.name] = out
-        return out
-
-    def _closure(
-        self, repo: Repository, roots: Mapping[Digest, str]
-    ) -> dict[Digest, tuple[str, Digest | None]]:
-        """Every digest reached from ``roots`` by index children and referrers.
-
-        Maps each to (why, the digest it was reached from; None for a root).
-        """
-        referrers = self._referrers(repo)
-        via: dict[Digest, tuple[str, Digest | None]] = {}
-        stack: list[tuple[Digest, str, Digest | None]] = [
-            (d, why, None) for d, why in sorted(roots.items(), reverse=True)
-        ]
-        while stack:
-            d, why, parent = stack.pop()
-            if d in via:
-                continue
-            via[d] = (why, parent)
-            m = self.inv.manifests.get(d)
-            name = image_name(repo.name, d)
-            if m is not None:
-                stack.extend((c, f"child of removed index {name}", d) for c in reversed(m.children))
-            stack.extend(
-                (r, f"referrer of removed {name}", d)
-                for r in sorted(referrers.get(d, ()), reverse=True)
-            )
-        return via
-
-    def tag_reach(self, repo: Repository) -> Mapping[Digest, tuple[str, ...]]:
-        """digest -> names of the tags that still reach it (kept tags only; sorted tuples:
-        kept for the whole sweep, and a frozenset of one is 216 bytes)."""
-        cached = self._tag_reach.get(repo.name)
-        if cached is not None:
-            return cached
-        removed = self.removed_tags.get(repo.name, set())
-        reach: dict[Digest, set[str]] = defaultdict(set)
-        if repo.name not in self.req.repos:
-            for tag in repo.tags.values():
-                if tag.name in removed or tag.current is None:
-                    continue
-                label = f"{repo.name}:{tag.name}"  # one string for all it reaches
-                for d in self._closure(repo, {tag.current: ""}):
-                    reach[d].add(label)
-        result = {d: tuple(sorted(n)) for d, n in reach.items()}
-        self._tag_reach[repo.name] = result
-        return result
-
-    def names(self, repo: Repository, digest: Digest) -> tuple[str, ...]:
-        return self.tag_reach(repo).get(digest) or (image_name(repo.name, digest),)
-
     def _unknown(self, digest: Digest) -> bool:
         m = self.inv.manifests.get(digest)
         return m is None or not m.known
@@ -279,7 +183,7 @@ class _Planner:
             elif name in self.req.untagged or name in self.removed_tags:
                 self._revisions(repo)
             elif self.req.gc:
-                self.results[name] = _RepoResult(fail_closed=self._fail_closed(repo, set()))
+                self.results[name] = RepoResult(fail_closed=self._fail_closed(repo, set()))
         for (name, uuid), reason in sorted(self.req.uploads.items()):
             self._target(upload_dir(name, uuid), TargetKind.UPLOAD, reason)
         if self.req.gc:
@@ -321,7 +225,7 @@ class _Planner:
 
     def _whole_repo(self, repo: Repository) -> None:
         name = repo.name
-        result = _RepoResult(layers_removed=set(repo.layers))
+        result = RepoResult(layers_removed=set(repo.layers))
         for d in repo.revisions:
             names = {f"{name}:{t.name}" for t in repo.tags.values() if t.current == d}
             result.removed[d] = names or {image_name(name, d)}
@@ -373,7 +277,7 @@ class _Planner:
         follow: dict[str, tuple[str, str]] = {}
         while True:
             self.removed_tags[name] = requested | follow.keys()
-            self._tag_reach.pop(name, None)
+            self.reach.forget(name)
             decided = self._decide(repo)
             more = self._attached_going(repo, decided, follow)
             if not more:
@@ -384,7 +288,7 @@ class _Planner:
     def _decide(self, repo: Repository) -> _Decided:
         name = repo.name
         removed_tags = sorted(self.removed_tags.get(name, ()))
-        reach = self.tag_reach(repo)
+        reach = self.reach.tag_reach(repo)
         protected = self.protected.get(name, {})
         roots: dict[Digest, str] = {}
         origin: dict[Digest, str] = {}
@@ -398,12 +302,12 @@ class _Planner:
             for d in sorted(repo.revisions - reach.keys() - protected.keys()):
                 roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
                 origin.setdefault(d, image_name(name, d))
-        consequence = self._closure(repo, roots)
+        consequence = self.reach.closure(repo, roots)
         fail_closed = self._fail_closed(repo, set(removed_tags))
         live_roots = set(reach) | (repo.revisions - consequence.keys()) | protected.keys()
         if fail_closed:
             live_roots = set(repo.revisions)
-        live = set(self._closure(repo, dict.fromkeys(live_roots, "")))
+        live = set(self.reach.closure(repo, dict.fromkeys(live_roots, "")))
         removed = {
             d: (why, origin[_root_of(d, consequence)])
             for d, (why, _) in consequence.items()
@@ -482,7 +386,7 @@ class _Planner:
                     "untagged, but a kept tag reaches it (index child or referrer)",
                     reach[d],
                 )
-        result = _RepoResult(fail_closed=decided.fail_closed)
+        result = RepoResult(fail_closed=decided.fail_closed)
         for d in sorted(decided.consequence):
             if d not in repo.revisions:
                 continue
@@ -522,7 +426,7 @@ class _Planner:
             return f"{repo.damaged[0]} is damaged"
         return ""
 
-    def _history(self, repo: Repository, result: _RepoResult, removed_tags: set[str]) -> None:
+    def _history(self, repo: Repository, result: RepoResult, removed_tags: set[str]) -> None:
         """Tags that stay lose the history entries of removed revisions."""
         for t in sorted(repo.tags.values(), key=lambda t: t.name):
             if t.name in removed_tags:
@@ -553,7 +457,7 @@ class _Planner:
         else:
             self.keep(path, "still reached from a revision that stays (index child or referrer)")
 
-    def _used_by_staying(self, repo: Repository, result: _RepoResult) -> dict[Digest, list[Digest]]:
+    def _used_by_staying(self, repo: Repository, result: RepoResult) -> dict[Digest, list[Digest]]:
         """blob -> the revisions of ``repo`` that stay and reference it."""
         used: dict[Digest, list[Digest]] = defaultdict(list)
         for d in repo.revisions - result.removed.keys():
@@ -563,7 +467,7 @@ class _Planner:
                     used[b].append(d)
         return used
 
-    def _layer_links(self, repo: Repository, result: _RepoResult, fail_closed: str) -> None:
+    def _layer_links(self, repo: Repository, result: RepoResult, fail_closed: str) -> None:
         name = repo.name
         needed = self._used_by_staying(repo, result)
         candidates: dict[Digest, set[str]] = defaultdict(set)
@@ -577,7 +481,7 @@ class _Planner:
             if fail_closed:
                 self.keep(path, f"kept because {fail_closed} (fail closed)")
             elif b in needed:
-                users = {n for d in needed[b] for n in self.names(repo, d)}
+                users = {n for d in needed[b] for n in self.reach.names(repo, d)}
                 self.keep(path, f"still used by revisions of {name} that stay", users)
             else:
                 result.layers_removed.add(b)
@@ -588,37 +492,14 @@ class _Planner:
                     candidates[b],
                 )
 
-    def _blob_candidates(self) -> dict[Digest, Collection[str]]:
-        """Blobs the request may free, with the images whose removal freed them.
-
-        With --gc every blob is a candidate (those with no images: gc only).
-        """
-        candidates: dict[Digest, Collection[str]] = {}
-        for result in self.results.values():
-            for d, sources in result.removed.items():
-                m = self.inv.manifests.get(d)
-                if m is None or not m.known:
-                    continue  # fail closed: an unreadable manifest's blob and refs stay
-                _add_sources(candidates, d, sources)
-                for b in m.blobs:
-                    _add_sources(candidates, b, sources)
-        for name, result in self.results.items():
-            if name in self.req.repos:
-                for b in result.layers_removed:
-                    _add_sources(candidates, b, (name,))
-        if self.req.gc:
-            for b in self.inv.blobs:  # without images: one shared empty set, not one each
-                candidates.setdefault(b, _NO_IMAGES)
-        return candidates
-
     def _blobs(self) -> None:
-        candidates = self._blob_candidates()
+        candidates = sweep.blob_candidates(self.inv, self.req, self.results)
         if not candidates:
             return
         if self.freeze:
             self._freeze_blobs(candidates)
             return
-        keepers = self._keepers(candidates)
+        keepers = sweep.keepers(self.inv, self.req, self.results, self.reach, candidates)
         for b in sorted(candidates):  # keys only: a list of (key, value) pairs is 7x that
             sources = candidates[b]
             if b not in self.inv.blobs:
@@ -646,87 +527,11 @@ class _Planner:
             "reference any blob (fail closed); make it readable, or remove it, and plan again",
         )
 
-    def _keepers(self, candidates: Mapping[Digest, Collection[str]]) -> _Keepers:
-        """The candidate blobs that something that stays references, and by what."""
-        keepers = _Keepers(named=candidates)
-        for name, repo in self.inv.repositories.items():
-            if name not in self.req.repos:
-                self._repo_keepers(repo, candidates, keepers)
-        return keepers
-
-    def _repo_keepers(
-        self, repo: Repository, candidates: Collection[Digest], keepers: _Keepers
-    ) -> None:
-        name = repo.name
-        result = self.results.get(name, _RepoResult())
-        if result.fail_closed:
-            # It might reference any blob its layer links name: they all stay.
-            for b in repo.layers:
-                if b in candidates:
-                    keepers.add(b, (f"{name} (fail closed)",))
-        for d in repo.revisions - result.removed.keys():
-            m = self.inv.manifests.get(d)
-            hits = {d} if d in candidates else set()
-            if m is not None:
-                hits |= {b for b in m.blobs if b in candidates}
-            for b in hits:
-                keepers.add(b, self.names(repo, d))
-        for t in repo.tags.values():
-            current = t.current
-            if current is not None and current in candidates and current not in result.removed:
-                keepers.add(current, (f"{name}:{t.name}",))
-        for b in repo.layers - result.layers_removed:
-            if b in candidates:
-                keepers.add(b, (f"{name} (layer link)",))
-
     # -- prune --------------------------------------------------------------
 
     def prune(self) -> None:
-        tree = self.inv.tree
-        removed: set[str] = set()
-        for path in self.spool.paths():
-            removed.update(tree.subtree(path))
-        nonempty: dict[str, int] = defaultdict(int)
-        dirs: list[str] = []
-        blind = set(self.inv.blind)  # a folder that could not be listed is never empty
-        unknown = tuple(  # nor is anything in a folder regplan does not know
-            p.path for p in self.inv.problems if p.code is ProblemCode.UNKNOWN_FOLDER
-        )
-        for path, kind in tree.items():
-            if path in removed:
-                continue
-            if kind == "d" and path not in blind and not _inside(path, unknown):
-                dirs.append(path)
-            else:
-                nonempty[_parent(path)] += 1
-        dirs.sort(key=lambda p: p.count("/"), reverse=True)
-        empty: set[str] = set()
-        for d in dirs:
-            if nonempty[d] == 0 and d not in ROOTS:
-                empty.add(d)
-            else:
-                nonempty[_parent(d)] += 1
-        had_removed = {_parent(p) for p in removed}
-        for d in sorted(empty):
-            if _parent(d) in empty:
-                continue
-            touched = any(p in had_removed for p in tree.subtree(d))
-            reason = "empty once this plan is applied" if touched else "empty directory"
+        for d, reason in sweep.empty_dirs(self.inv, self.spool.paths()):
             self._target(d, TargetKind.EMPTY_DIR, f"--prune: {reason}")
-
-
-def _add_sources(
-    into: dict[Digest, Collection[str]], blob: Digest, sources: Collection[str]
-) -> None:
-    """``into[blob]`` gains ``sources``. Most blobs have one removed image: they share
-    its revision's tuple; a set is made only for a blob of several (a base layer)."""
-    have = into.get(blob)
-    if have is None:  # a set may be another's (a whole repository's): not ours to grow
-        into[blob] = sources if isinstance(sources, tuple) else tuple(sources)
-    elif isinstance(have, set):
-        have.update(sources)
-    elif not all(s in have for s in sources):
-        into[blob] = {*have, *sources}
 
 
 def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Digest:
@@ -734,12 +539,3 @@ def _root_of(d: Digest, via: Mapping[Digest, tuple[str, Digest | None]]) -> Dige
     while (parent := via[d][1]) is not None:
         d = parent
     return d
-
-
-def _inside(path: str, folders: tuple[str, ...]) -> bool:
-    """``path`` is one of ``folders`` or lies below one."""
-    return any(path == f or path.startswith(f + "/") for f in folders)
-
-
-def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0] if "/" in path else ""
