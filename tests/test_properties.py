@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import attrs
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from regplan.decide.planner import Decision, decide
@@ -117,6 +117,13 @@ def assert_untouched_repos_untouched(inv: Inventory, req: Resolved, decision: De
     untagged=st.lists(st.sampled_from([*REPOS, "*", "a*"]), max_size=2),
     prune=st.booleans(),
     protected=st.lists(st.tuples(st.sampled_from(REPOS), st.sampled_from(TAGS)), max_size=2),
+)
+@example(  # found here: a protected signature tag kept while --untagged took what it signs
+    pushes=[("a", "t1", "image", [0], [0]), ("a", "t1", "referrer", [0], [0])],
+    images=[],
+    untagged=["a"],
+    prune=False,
+    protected=[("a", "t1")],
 )
 def test_planner_invariants(
     pushes: list[tuple[str, str | None, str, list[int], list[int]]],
