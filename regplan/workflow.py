@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__
 from regplan.decide import images
-from regplan.decide.planner import Spooled, decide_spooled
+from regplan.decide.decision import Spooled
+from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved, Selection, resolve
 from regplan.errors import PlanWriteError, SignatureError
 from regplan.plans import approvals, codec, signing

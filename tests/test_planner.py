@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from regplan.decide.planner import Decision, decide
+from regplan.decide.decision import Decision
+from regplan.decide.planner import decide
 from regplan.decide.selection import resolve
 from regplan.demo.samples import Blob, Registry, image, index
 from regplan.errors import SelectionError

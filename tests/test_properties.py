@@ -14,7 +14,8 @@ import attrs
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from regplan.decide.planner import Decision, decide
+from regplan.decide.decision import Decision
+from regplan.decide.planner import decide
 from regplan.decide.selection import Resolved, parse_protect, resolve
 from regplan.demo.samples import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from regplan.decide.planner import Decision, decide
+from regplan.decide.decision import Decision
+from regplan.decide.planner import decide
 from regplan.decide.selection import ImageSpec, Retention, Selection, resolve
 from regplan.demo.samples import Registry, image, index
 from regplan.plans.plan import TargetKind

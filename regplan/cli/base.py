@@ -18,7 +18,7 @@ import click
 
 from regplan import __version__
 from regplan.cli.progress import Reporter
-from regplan.decide.selection import parse_age
+from regplan.decide.ages import parse_age
 from regplan.errors import RegplanError, SelectionError
 from regplan.registry import online
 from regplan.scan.layout import printable

@@ -1,1 +1,26 @@
-"""Decide (pure): the request resolved, the mark and sweep, every image's verdict."""
+"""Decide (pure): the request resolved (selection), the mark and sweep (planner, reach,
+sweep), every image's verdict (images).
+
+The rules (DESIGN.md section 2), in the order they apply:
+
+* A removed tag takes its manifest revision, unless the revision is still
+  reached from a kept tag (directly, as an index child, or as a referrer of a
+  kept manifest) or from a revision that stays.
+* ``--untagged`` takes the revisions no kept tag reaches; index children and
+  referrers of reached manifests are reached.
+* A removed index takes its children and a removed manifest its referrers,
+  unless they are reached otherwise.
+* A manifest we cannot read (or a tag whose link is corrupt) is fail closed:
+  nothing in its repository that it might reference is removed.
+* A blob goes when something removed referenced it and nothing that stays
+  does, in any repository; a ``_layers`` link that stays counts as a reference.
+* ``--protect`` keeps a manifest with all it reaches, its tags, and the subject it
+  is attached to (an attached tag never outlives its subject).
+* Tag history entries of removed revisions go; tags that stay keep their own.
+* ``--prune`` takes every directory left empty, never the roots.
+* What the walk could not see into (a folder it could not list, a symlink, a
+  FIFO, a name a plan cannot hold: ``Inventory.blind``) is kept with all it
+  might reference: inside a repository, that repository fails closed; anywhere
+  under ``repositories/`` but an upload, no blob is removed at all (what is
+  there might reference any of them); prune never counts it as empty.
+"""

@@ -1,25 +1,7 @@
 """Registry-wide mark and sweep: (inventory, request) -> targets with reasons. Pure.
 
-The rules (DESIGN.md section 2), in the order they apply:
-
-* A removed tag takes its manifest revision, unless the revision is still
-  reached from a kept tag (directly, as an index child, or as a referrer of a
-  kept manifest) or from a revision that stays.
-* ``--untagged`` takes the revisions no kept tag reaches; index children and
-  referrers of reached manifests are reached.
-* A removed index takes its children and a removed manifest its referrers,
-  unless they are reached otherwise.
-* A manifest we cannot read (or a tag whose link is corrupt) is fail closed:
-  nothing in its repository that it might reference is removed.
-* A blob goes when something removed referenced it and nothing that stays
-  does, in any repository; a ``_layers`` link that stays counts as a reference.
-* Tag history entries of removed revisions go; tags that stay keep their own.
-* ``--prune`` takes every directory left empty, never the roots.
-* What the walk could not see into (a folder it could not list, a symlink, a
-  FIFO, a name a plan cannot hold: ``Inventory.blind``) is kept with all it
-  might reference: inside a repository, that repository fails closed; anywhere
-  under ``repositories/`` but an upload, no blob is removed at all (what is
-  there might reference any of them); prune never counts it as empty.
+The rules it applies, in order, are the package's docstring (regplan/decide/__init__.py);
+reach.py follows manifests to what they reach, sweep.py frees blobs and empty folders.
 """
 
 from __future__ import annotations
@@ -30,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 import attrs
 
 from regplan.decide import sweep
+from regplan.decide.decision import Decision, Spooled, refs
 from regplan.decide.reach import Reach, image_name
 from regplan.decide.selection import Resolved
 from regplan.decide.sweep import RepoResult
@@ -51,37 +34,6 @@ from regplan.scan.layout import (
     tag_index_dir,
     upload_dir,
 )
-
-MAX_REFS = 20
-
-
-@attrs.frozen(kw_only=True)
-class Decision:
-    targets: tuple[Target, ...]
-    kept: tuple[Kept, ...]
-    problems: tuple[PlanProblem, ...]
-
-    @property
-    def removed_paths(self) -> tuple[str, ...]:
-        return tuple(t.path for t in self.targets)
-
-
-@attrs.frozen(kw_only=True)
-class Spooled:
-    """A decision whose targets wait in a spool, in plan order: what ``regplan plan``
-    writes, so that its memory does not grow with the targets. Close the spool."""
-
-    targets: TargetSpool
-    kept: tuple[Kept, ...]
-    problems: tuple[PlanProblem, ...]
-
-
-def refs(names: Iterable[str]) -> tuple[str, ...]:
-    """Sorted, de-duplicated, and capped so a base layer shared by thousands stays readable."""
-    ordered = sorted(set(names))
-    if len(ordered) <= MAX_REFS:
-        return tuple(ordered)
-    return (*ordered[:MAX_REFS], f"… and {len(ordered) - MAX_REFS} more")
 
 
 def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
@@ -221,7 +173,7 @@ class _Planner:
                     f"--gc sweeps none of its layer links: {result.fail_closed} (fail closed)",
                 )
                 continue
-            needed = self._used_by_staying(repo, result)
+            needed = sweep.used_by_staying(self.inv, repo, result)
             for b in sorted(repo.layers - result.layers_removed - needed.keys()):
                 path = layer_dir(name, b)
                 if self._young(f"{path}/link"):
@@ -469,19 +421,9 @@ class _Planner:
         else:
             self.keep(path, "still reached from a revision that stays (index child or referrer)")
 
-    def _used_by_staying(self, repo: Repository, result: RepoResult) -> dict[Digest, list[Digest]]:
-        """blob -> the revisions of ``repo`` that stay and reference it."""
-        used: dict[Digest, list[Digest]] = defaultdict(list)
-        for d in repo.revisions - result.removed.keys():
-            m = self.inv.manifests.get(d)
-            if m is not None:  # an unreadable one lists nothing; its repository fails closed
-                for b in m.blobs:
-                    used[b].append(d)
-        return used
-
     def _layer_links(self, repo: Repository, result: RepoResult, fail_closed: str) -> None:
         name = repo.name
-        needed = self._used_by_staying(repo, result)
+        needed = sweep.used_by_staying(self.inv, repo, result)
         candidates: dict[Digest, set[str]] = defaultdict(set)
         for d, sources in result.removed.items():
             m = self.inv.manifests.get(d)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import attrs
 
+from regplan.decide.ages import day, parse_age, parse_time
 from regplan.errors import SelectionError
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
 from regplan.scan.layout import (
@@ -177,45 +178,6 @@ class Resolved:
     (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
 
 
-_AGE = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_age(text: str) -> timedelta:
-    """``90d``, ``12h``, ``30m``, ``45s``, ``2w``."""
-    m = _AGE.match(text.strip())
-    if m is None:
-        raise SelectionError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
-    try:
-        age = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    except OverflowError:
-        age = MAX_AGE + MAX_AGE
-    if age > MAX_AGE:
-        raise SelectionError(f"age {text!r} is more than 1000 years")
-    return age
-
-
-MAX_AGE = timedelta(days=365_250)
-"""Ages beyond this are a typo (and ``now - age`` would leave the calendar)."""
-
-
-def parse_time(text: str) -> datetime | None:
-    """RFC 3339 as distribution writes it (``startedat``, config ``created``); None if not."""
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text.strip())
-    if m is None:
-        return None
-    fraction = (m.group(2) or "")[:7]
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + fraction + zone)
-    except ValueError:
-        return None
-
-
-def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
     found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not found:
@@ -326,9 +288,9 @@ class _Resolver:
             created = self.inv.created.get(tag.current)
             when = parse_time(created) if created else None
             if when is not None:
-                return when.timestamp(), f"created {_day(when.timestamp())}"
+                return when.timestamp(), f"created {day(when.timestamp())}"
             return float("-inf"), "no created time"
-        return tag.pushed_at, f"pushed {_day(tag.pushed_at)}"
+        return tag.pushed_at, f"pushed {day(tag.pushed_at)}"
 
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
         r = self.sel.retention

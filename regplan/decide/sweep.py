@@ -117,6 +117,19 @@ def _repo_keepers(
             keepers.add(b, (f"{name} (layer link)",))
 
 
+def used_by_staying(
+    inv: Inventory, repo: Repository, result: RepoResult
+) -> dict[Digest, list[Digest]]:
+    """blob -> the revisions of ``repo`` that stay and reference it."""
+    used: dict[Digest, list[Digest]] = defaultdict(list)
+    for d in repo.revisions - result.removed.keys():
+        m = inv.manifests.get(d)
+        if m is not None:  # an unreadable one lists nothing; its repository fails closed
+            for b in m.blobs:
+                used[b].append(d)
+    return used
+
+
 def empty_dirs(inv: Inventory, targets: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(folder, why) for every folder empty once ``targets`` go (--prune), outermost
     only; never a root, a folder not seen into, or one regplan does not know."""
