@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from regplan.decide.selection import (
     parse_protect,
 )
 from regplan.plans import signing
+from regplan.plans.plan import Plan
 from regplan.scan.layout import printable
 from regplan.storage import location
 from regplan.storage.location import Location
@@ -168,6 +170,14 @@ def plan(
     with made:
         workflow.write_plan(made, path)
     header, counts = made.header, made.counts
+    _report_written(header, counts, path, as_json=as_json)
+    s = header.summary
+    if detailed_exitcode and s.targets:
+        ctx.exit(2)
+
+
+def _report_written(header: Plan, counts: Mapping[str, int], path: Path, *, as_json: bool) -> None:
+    """What ``plan`` says once the file is written (warnings go to stderr)."""
     for p in header.request.selection.protect:
         if not p.matches:
             click.echo(
@@ -185,14 +195,12 @@ def plan(
                 "problems": counts["problems"],
             }
         )
-    else:
-        click.echo(
-            f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
-            f"{render.human_bytes(s.bytes)}; {counts['kept']} kept; {counts['problems']} problems."
-        )
-        click.echo(f"Review it with: regplan show {path}")
-    if detailed_exitcode and s.targets:
-        ctx.exit(2)
+        return
+    click.echo(
+        f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
+        f"{render.human_bytes(s.bytes)}; {counts['kept']} kept; {counts['problems']} problems."
+    )
+    click.echo(f"Review it with: regplan show {path}")
 
 
 def _selection(sel: dict[str, Any]) -> Selection:

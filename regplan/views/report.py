@@ -100,29 +100,13 @@ def html(
     ov = overview(plan, image_cap=ROWS)
     plan = ov.header
     checked = unchecked(plan) if signatures is None else signatures
-    s = plan.summary
-    fp = plan.fingerprint
-    kinds = storage_words(s.by_kind)
-    facts = [
-        ("Plan", plan.plan_id),
-        ("Root", plan.root),
-        ("Command", command_line(plan)),
-        ("Created", f"{plan.created_at} by {plan.tool.name} {plan.tool.version}"),
-        ("Removes", f"{s.targets} directories, {human_bytes(s.bytes)} ({kinds})"),
-        ("Storage kept", f"{ov.kept_count} paths the request touched that stay"),
-        ("Problems", str(ov.problems_count)),
-        ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
-        ("Signatures", signatures_heading(checked)),
-    ]
-    if plan_file is not None:
-        facts.insert(1, ("Plan file", f"{plan_file.name}, SHA-256 {plan_file.sha256}"))
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>regplan plan {escape(plan.plan_id)}</title><style>{STYLE}</style></head><body>",
         f"<h1>regplan plan <code>{escape(plan.plan_id)}</code></h1>",
         "<table>",
-        *(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in facts),
+        *(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in _facts(ov, plan_file, checked)),
         "</table>",
     ]
     chart = _chart(ov)
@@ -159,6 +143,30 @@ def html(
     )
     out += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)
+
+
+def _facts(
+    ov: Overview, plan_file: PlanFile | None, checked: Sequence[Checked]
+) -> list[tuple[str, str]]:
+    """The table at the top: what the plan is, where, by whom, and what it does."""
+    plan = ov.header
+    s = plan.summary
+    fp = plan.fingerprint
+    kinds = storage_words(s.by_kind)
+    facts = [
+        ("Plan", plan.plan_id),
+        ("Root", plan.root),
+        ("Command", command_line(plan)),
+        ("Created", f"{plan.created_at} by {plan.tool.name} {plan.tool.version}"),
+        ("Removes", f"{s.targets} directories, {human_bytes(s.bytes)} ({kinds})"),
+        ("Storage kept", f"{ov.kept_count} paths the request touched that stay"),
+        ("Problems", str(ov.problems_count)),
+        ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
+        ("Signatures", signatures_heading(checked)),
+    ]
+    if plan_file is not None:
+        facts.insert(1, ("Plan file", f"{plan_file.name}, SHA-256 {plan_file.sha256}"))
+    return facts
 
 
 FILTER = (
