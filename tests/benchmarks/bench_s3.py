@@ -88,7 +88,8 @@ def main() -> None:
         build_scale(fs, repos=args.repos, tags=args.tags, pushes=3)
         objects = upload(fs, storage)
         shutil.rmtree(fs)
-        reg = RealRegistry(base / "unused", base, driver=driver_line(storage, server.endpoint))
+        driver = driver_line(storage, server.endpoint, "2.8")
+        reg = RealRegistry(base / "unused", base, driver=driver)
         key = base / "k"
         key.write_bytes(pem(KEY))
         key.chmod(0o600)

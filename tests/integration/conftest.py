@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from regplan.demo.samples import DemoImages, demo_pushes
-from tests.integration.realreg import RealRegistry, require_binaries
+from tests.integration.realreg import VERSIONS, RealRegistry, require_binaries
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -15,10 +15,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"registry-{v}" for v in VERSIONS])
+def registry_version(request: pytest.FixtureRequest) -> str:
+    """The registry version a test runs against: every real-registry test runs on each."""
+    version: str = request.param
+    return version
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., RealRegistry]]:
+def serve(tmp_path: Path, registry_version: str) -> Iterator[Callable[..., RealRegistry]]:
     """Start a real registry over a rootdirectory; all are stopped at the end."""
-    require_binaries()
+    require_binaries(registry_version)
     started: list[RealRegistry] = []
 
     def start(
@@ -26,7 +33,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RealRegistry]]:
     ) -> RealRegistry:
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        reg = RealRegistry(root, work, storage=storage, extra=extra, tls=tls)
+        reg = RealRegistry(
+            root, work, version=registry_version, storage=storage, extra=extra, tls=tls
+        )
         reg.start()
         started.append(reg)
         return reg
@@ -37,12 +46,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RealRegistry]]:
 
 
 @pytest.fixture(scope="session")
-def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DemoImages]]:
-    """The demo's images pushed through skopeo into a real registry, once per run."""
-    require_binaries()
+def pushed(
+    tmp_path_factory: pytest.TempPathFactory, registry_version: str
+) -> Iterator[tuple[Path, DemoImages]]:
+    """The demo's images pushed through skopeo into a real registry, once per version."""
+    require_binaries(registry_version)
     root = tmp_path_factory.mktemp("pushed") / "root"
     work = tmp_path_factory.mktemp("pushed-work")
-    reg = RealRegistry(root, work)
+    reg = RealRegistry(root, work, version=registry_version)
     reg.start()
     images = demo_pushes()
     try:

@@ -1,4 +1,9 @@
-"""The real distribution registry (Debian docker-registry) and skopeo, driven from tests."""
+"""The real distribution registry and skopeo, driven from tests.
+
+Two versions: 2.8 (Debian's ``docker-registry``) and 3.1 (distribution v3.1.1, the
+``registry:3`` image's binary: ``../shared/registry/registry-v3`` beside the
+repository, or ``REGPLAN_REGISTRY_V3``). Every test that runs a registry runs on both.
+"""
 
 from __future__ import annotations
 
@@ -22,18 +27,33 @@ from regplan.demo.samples import DemoImages, Index, Pushable, write_oci_layout
 from regplan.scan.layout import Storage
 from regplan.storage.fs.fsscan import scan
 
-REGISTRY = "docker-registry"
 SKOPEO = "skopeo"
+VERSIONS = ("2.8", "3.1")
+V3_ENV = "REGPLAN_REGISTRY_V3"
+V3_SHARED = Path(__file__).resolve().parents[3] / "shared" / "registry" / "registry-v3"
+"""Where the workplace keeps the v3 build (beside the repository, as CI's clone has it)."""
 
 
-def require_binaries() -> None:
-    """Skip when the binaries are missing, unless CI demands the real registry."""
-    missing = [b for b in (REGISTRY, SKOPEO) if shutil.which(b) is None]
+def _binary(version: str) -> tuple[str | None, str]:
+    """(the registry's command for ``version`` or None, how to get it)."""
+    if version == "2.8":
+        return shutil.which("docker-registry"), "apt-get install docker-registry"
+    found = os.environ.get(V3_ENV) or str(V3_SHARED)
+    usable = os.path.isfile(found) and os.access(found, os.X_OK)
+    return (found if usable else None), f"{found} (or set {V3_ENV})"
+
+
+def require_binaries(version: str = "2.8") -> str:
+    """The registry's command for ``version``. Skip when it or skopeo is missing, unless
+    CI demands the real registry (REGPLAN_REQUIRE_REAL_REGISTRY=1): then fail."""
+    registry, where = _binary(version)
+    missing = [] if registry else [f"registry {version}: {where}"]
+    if shutil.which(SKOPEO) is None:
+        missing.append("skopeo (apt-get install skopeo)")
     if not missing:
-        return
-    message = (
-        f"real registry tests need {', '.join(missing)} (apt-get install docker-registry skopeo)"
-    )
+        assert registry is not None
+        return registry
+    message = f"real registry tests need {'; '.join(missing)}"
     if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
         pytest.fail(message + "; REGPLAN_REQUIRE_REAL_REGISTRY=1 makes this a failure")
     pytest.skip(message)
@@ -47,21 +67,25 @@ def free_port() -> int:
 
 
 class RealRegistry:
-    """One ``docker-registry serve`` on 127.0.0.1 over a filesystem root."""
+    """One registry (``serve``) on 127.0.0.1 over a filesystem root or a bucket."""
 
     def __init__(
         self,
         root: Path,
         work: Path,
         *,
+        version: str = "2.8",
         storage: str = "",
         extra: str = "",
         tls: tuple[Path, Path] | None = None,
         driver: str = "",
     ) -> None:
-        """``storage``: more lines under ``storage:`` (indented two spaces), ``extra``: more
-        top-level sections (auth ...), ``tls``: (certificate, key) to serve https,
-        ``driver``: the storage driver's line (default: filesystem over ``root``)."""
+        """``version``: 2.8 or 3.1 (VERSIONS), ``storage``: more lines under ``storage:``
+        (indented two spaces), ``extra``: more top-level sections (auth ...), ``tls``:
+        (certificate, key) to serve https, ``driver``: the storage driver's line (default:
+        filesystem over ``root``)."""
+        self.version = version
+        self.binary = require_binaries(version)
         self.root = root
         self.driver = driver or f"filesystem: {{rootdirectory: {root}}}"
         self.work = work
@@ -95,7 +119,7 @@ class RealRegistry:
     def start(self) -> None:
         log = (self.work / f"registry-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(  # without AWS_*: AWS_CA_BUNDLE kills its S3 driver
-            [REGISTRY, "serve", str(self.config)],
+            [self.binary, "serve", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
@@ -251,9 +275,15 @@ class RealRegistry:
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 202
 
+    def delete_tag(self, repo: str, tag: str) -> tuple[int, bytes]:
+        """DELETE /v2/<repo>/manifests/<tag>: (status, body). v3 deletes the tag
+        (distribution#3427); 2.8 deletes by digest only."""
+        status, _, body = self._request("DELETE", f"/v2/{repo}/manifests/{tag}")
+        return status, body
+
     def garbage_collect(self, *flags: str) -> str:
         r = subprocess.run(
-            [REGISTRY, "garbage-collect", *flags, str(self.config)],
+            [self.binary, "garbage-collect", *flags, str(self.config)],
             capture_output=True,
             text=True,
             timeout=3600,

@@ -70,3 +70,31 @@ def test_apply_rollback_purge_with_real_pulls(
     assert freed == plan.summary.bytes + index
     reg.restart()
     assert all(reg.pull(ref) for ref in sorted(after))
+
+
+def test_a_tag_deleted_through_the_api_makes_the_plan_stale(
+    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+) -> None:
+    """v3 deletes a tag through the API (``DELETE /v2/<name>/manifests/<tag>``,
+    distribution#3427); 2.8 refuses it. Between plan and apply it makes the plan stale:
+    apply exits 4 and the tree is as the registry left it."""
+    root = copy_of(pushed, tmp_path)
+    reg = serve(root)
+    plan_path = tmp_path / "p.json"
+    write_plan_file(root, selection(("team/app:v1",), (), prune=False), plan_path)
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    status, body = reg.delete_tag("team/app", "v2")
+    if reg.version == "2.8":
+        assert status >= 400, body  # 2.8 deletes by digest only: nothing changed
+        assert reg.pull("team/app:v2")
+        return
+    assert status == 202, body
+    assert not reg.pull("team/app:v2")
+    reg.stop()
+    after_delete = docker_hashes(root)
+    r = CliRunner().invoke(
+        cli, ["apply", str(plan_path), "--trust", str(pub), "--registry-url", reg.url]
+    )
+    assert r.exit_code == 4, r.output
+    assert "is stale" in r.output and "repositories/team/app" in r.output
+    assert docker_hashes(root) == after_delete

@@ -19,32 +19,35 @@ from regplan.scan.layout import attached_subject
 from regplan.storage.s3 import bucket, s3lock, s3scan
 from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import KEY, write_pub
-from tests.integration.realreg import RealRegistry, require_binaries
+from tests.integration.realreg import RealRegistry
 from tests.s3server import ACCESS, SECRET, S3Server, objects
 
 
-def driver_line(storage: S3Storage, endpoint: str) -> str:
+def driver_line(storage: S3Storage, endpoint: str, version: str) -> str:
+    """The s3 driver's parameters; v3's driver addresses the bucket by host name unless
+    told otherwise (2.8's used the path with a regionendpoint)."""
+    path_style = ", forcepathstyle: true" if version != "2.8" else ""
     return (
         f"s3: {{accesskey: {ACCESS}, secretkey: {SECRET}, region: us-east-1, "
         f"regionendpoint: '{endpoint}', bucket: {storage.bucket}, "
-        f"rootdirectory: /{storage.rootdirectory}, secure: false, v4auth: true}}"
+        f"rootdirectory: /{storage.rootdirectory}, secure: false, v4auth: true{path_style}}}"
     )
 
 
 @pytest.fixture
 def on_s3(
-    s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_version: str
 ) -> Iterator[tuple[RealRegistry, S3Storage, DemoImages]]:
     """The demo's images pushed with skopeo (multi-arch with --all, cosign signatures
     through the API) into a real registry whose storage is a bucket."""
-    require_binaries()
     storage = s3server.storage()
     work = tmp_path / "work"
     work.mkdir()
     reg = RealRegistry(
         tmp_path / "unused",
         work,
-        driver=driver_line(storage, s3server.endpoint),
+        version=registry_version,
+        driver=driver_line(storage, s3server.endpoint, registry_version),
         storage="  redirect: {disable: true}\n",
     )
     for k in [k for k in os.environ if k.startswith("AWS_")]:
