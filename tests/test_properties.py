@@ -119,7 +119,7 @@ def assert_untouched_repos_untouched(inv: Inventory, req: Resolved, decision: De
     prune=st.booleans(),
     protected=st.lists(st.tuples(st.sampled_from(REPOS), st.sampled_from(TAGS)), max_size=2),
 )
-@example(  # found here: a protected signature tag kept while --untagged took what it signs
+@example(  # a protected referrer's tag stays when --untagged takes its subject (#21.4)
     pushes=[("a", "t1", "image", [0], [0]), ("a", "t1", "referrer", [0], [0])],
     images=[],
     untagged=["a"],
@@ -194,12 +194,15 @@ def test_planner_invariants(
                 subject = inv.manifests[d].subject
                 if subject is not None and (name, subject) in remaining_revs:
                     assert (name, d) in remaining_revs, "referrer of a kept manifest removed"
-        # An attached tag stays exactly while its subject stays (unless asked for by name).
+        # An attached tag stays exactly while its subject stays (unless asked for by name,
+        # or protected).
         for name, tag, subject in attached:
             has_tag = (v2 / tag_dir(name, tag) / "current" / "link").is_file()
             has_subject = (v2 / revision_dir(name, subject) / "link").is_file()
+            current = inv.repositories[name].tags[tag].current
+            spared = (name, current) in req.protected  # then it stays whatever (#21.4)
             if has_tag:
-                assert has_subject, f"{name}:{tag} stayed without its subject"
+                assert has_subject or spared, f"{name}:{tag} stayed without its subject"
             elif (name, tag) not in req.tags and name not in req.repos:
                 assert not has_subject, f"{name}:{tag} removed while its subject stays"
         # Whatever --protect names survives whole, with its tags.

@@ -14,8 +14,8 @@ The rules (DESIGN.md section 2), in the order they apply:
   nothing in its repository that it might reference is removed.
 * A blob goes when something removed referenced it and nothing that stays
   does, in any repository; a ``_layers`` link that stays counts as a reference.
-* ``--protect`` keeps a manifest with all it reaches, its tags, and the subject it
-  is attached to (an attached tag never outlives its subject).
+* An attached tag (a signature, an attestation, a referrer) follows its subject,
+  unless a ``--protect`` line names it: then it stays though its subject goes.
 * Tag history entries of removed revisions go; tags that stay keep their own.
 * ``--prune`` takes every directory left empty, never the roots.
 * What the walk could not see into (a folder it could not list, a symlink, a

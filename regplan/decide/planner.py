@@ -102,19 +102,7 @@ class _Planner:
         self.protected: dict[str, dict[Digest, str]] = defaultdict(dict)
         """repository -> its protected manifests -> the --protect line."""
         for (repo_name, digest), why in req.protected.items():
-            self._protect(repo_name, digest, why)
-
-    def _protect(self, name: str, digest: Digest, why: str) -> None:
-        """``--protect`` keeps a manifest, and the subject it is attached to (a protected
-        signature keeps what it signs: an attached tag never outlives its subject)."""
-        revisions = self.inv.repositories[name].revisions
-        mine = self.protected[name]
-        while digest not in mine:
-            mine[digest] = why
-            m = self.inv.manifests.get(digest)
-            if m is None or m.subject is None or m.subject not in revisions:
-                return
-            digest = m.subject
+            self.protected[repo_name][digest] = why
 
     def _blind_spots(self) -> None:
         for path in self.inv.blind:
