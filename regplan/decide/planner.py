@@ -357,6 +357,8 @@ class _Planner:
         name = repo.name
         if name in self.blind_repos:
             return self.blind_repos[name]
+        if repo.unknown:
+            return f"{printable(repo.unknown[0])} is not something distribution keeps there"
         uncertain = sorted(
             t.name for t in repo.tags.values() if t.current is None and t.name not in removed_tags
         )

@@ -21,6 +21,7 @@ from regplan.scan.layout import (
     Digest,
     attached_subject,
     parse_digest,
+    printable,
     repo_dir,
     tag_dir,
     upload_dir,
@@ -383,6 +384,21 @@ class _Resolver:
             if tags.pop(key, None) is not None:
                 self.kept[tag_dir(*key)] = why
 
+    def spare_unknown(self, repos: dict[str, str], tags: dict[tuple[str, str], str]) -> None:
+        """A repository holding what distribution does not keep there is not removed
+        whole (its tags go instead, and it fails closed: nothing it links goes)."""
+        for name in sorted(repos):
+            unknown = self.inv.repositories[name].unknown
+            if not unknown:
+                continue
+            reason = repos.pop(name)
+            self.kept[repo_dir(name)] = (
+                f"{reason}, but it holds {printable(unknown[0])}, which distribution does not "
+                "keep there: the repository stays (fail closed)"
+            )
+            for tag in self.inv.repositories[name].tags:
+                tags.setdefault((name, tag), f"{reason} (the repository stays: fail closed)")
+
     def uploads(self) -> dict[tuple[str, str], str]:
         if not self.sel.uploads_older_than:
             return {}
@@ -444,6 +460,7 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
             listed = ", ".join(sorted(gone))
             repos[repo] = f"last tag removed ({listed}): the whole repository goes"
     res.spare_protected(repos, tags)
+    res.spare_unknown(repos, tags)
     gc_cutoff = None
     if selection.gc_min_age:
         gc_cutoff = (now - parse_age(selection.gc_min_age)).timestamp()

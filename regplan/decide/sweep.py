@@ -141,7 +141,9 @@ def empty_dirs(inv: Inventory, targets: Iterable[str]) -> Iterator[tuple[str, st
     dirs: list[str] = []
     blind = set(inv.blind)  # a folder that could not be listed is never empty
     unknown = tuple(  # nor is anything in a folder regplan does not know
-        p.path for p in inv.problems if p.code is ProblemCode.UNKNOWN_FOLDER
+        p.path
+        for p in inv.problems
+        if p.code in (ProblemCode.UNKNOWN_FOLDER, ProblemCode.UNKNOWN_ENTRY)
     )
     for path, kind in tree.items():
         if path in removed:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 
-from regplan.scan import manifests, tokens
+from regplan.scan import entries, manifests, tokens
+from regplan.scan.entries import Entry
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.scan.layout import (
     Digest,
@@ -123,10 +124,7 @@ class _RepoParts:
     layers: set[Digest] = attrs.field(factory=set)
     uploads: dict[str, str | None] = attrs.field(factory=dict)
     damaged: list[str] = attrs.field(factory=list)
-
-
-KNOWN_FOLDERS = frozenset({"_manifests", "_layers", "_uploads"})
-"""What distribution keeps in a repository's folder."""
+    unknown: list[str] = attrs.field(factory=list)
 
 
 class _Builder:
@@ -139,6 +137,8 @@ class _Builder:
         self.manifests: dict[Digest, manifests.Manifest] = {}
         self.created: dict[Digest, str] = {}
         self.interned: dict[str, Digest] = {}
+        self.unknown_folders: set[str] = set()
+        """Folders reported as unknown: what they hold is not reported again."""
 
     def digest(self, text: str) -> Digest:
         """One Digest object per digest in the whole scan (the same blob is named
@@ -186,16 +186,22 @@ class _Builder:
                 continue
             if part.startswith("repositories/"):
                 repo, rest = part[13:], rel[len(part) + 1 :]
-                if tokens.is_directory(token):
+                directory = tokens.is_directory(token)
+                if directory:
                     self._repo_dir(repo, rest)
                 if rel.endswith("/link"):  # a folder named link is a missing link file
                     self._link(repo, rest, rel, token)
                 elif rel.endswith("/startedat"):
                     self._startedat(repo, rest, rel)
-            elif rel.endswith("/data") and part.startswith("blobs/"):
+                self._entry(repo, rest, rel, token, directory=directory)
+            elif part.startswith("blobs/"):
                 size = tokens.file_size(token)
-                if size is not None:
+                if size is None:
+                    continue
+                if rel.endswith("/data"):
                     self._data(rel, size)
+                elif entries.stands_for(rel.rpartition("/")[2]) == "data":
+                    self._leftover(rel)  # a blob folder holding only this is no blob
         return tree.parts()
 
     def check_links(self) -> None:
@@ -215,17 +221,46 @@ class _Builder:
         n = len(parts)
         if n == 1:
             self._repo(repo)
-            if rest not in KNOWN_FOLDERS and rest.startswith("_"):
-                self.problem(
-                    f"repositories/{repo}/{rest}",
-                    ProblemCode.UNKNOWN_FOLDER,
-                    "a folder regplan does not know (a newer registry's?): never removed "
-                    "but with its whole repository",
-                )
         elif n == 3 and parts[0] == "_manifests" and parts[1] == "tags":
             self.repos[repo].tags.setdefault(parts[2], _TagParts())
         elif n == 2 and parts[0] == "_uploads":
             self.repos[repo].uploads.setdefault(parts[1], None)
+
+    def _entry(self, repo: str, rest: str, rel: str, token: str, *, directory: bool) -> None:
+        """Report what distribution does not keep here (its repository fails closed), and
+        the temporary files of writes it did not finish."""
+        if not directory and tokens.file_size(token) is None and not rel.endswith("/link"):
+            return  # a symlink, a special file, an unnameable name: reported as such
+        if rel.rpartition("/")[0] in self.unknown_folders:
+            if directory:
+                self.unknown_folders.add(rel)
+            return
+        found = entries.entry(rest, directory=directory)
+        if found is Entry.KNOWN:
+            return
+        if found is Entry.LEFTOVER:
+            self._leftover(rel)
+            return
+        if directory:
+            self.unknown_folders.add(rel)
+        self._repo(repo).unknown.append(rel)
+        top = "/" not in rest and directory
+        self.problem(
+            rel,
+            ProblemCode.UNKNOWN_FOLDER if top else ProblemCode.UNKNOWN_ENTRY,
+            f"{'a folder' if directory else 'a file'} distribution does not keep here (a "
+            f"newer registry's?): kept, and nothing {repo} might reference is removed",
+        )
+
+    def _leftover(self, rel: str) -> None:
+        final = entries.stands_for(rel.rpartition("/")[2])
+        self.problem(
+            rel,
+            ProblemCode.LEFTOVER_TEMP,
+            f"a temporary file the registry left when it stopped writing a {final} "
+            "(distribution v3.1 writes, then renames): never read as one; remove it while "
+            "the registry is stopped",
+        )
 
     def _link(self, repo: str, rest: str, rel: str, token: str) -> None:
         parts = rest.split("/")
@@ -421,6 +456,7 @@ class _Builder:
                 layers=frozenset(r.layers),
                 uploads={u: Upload(uuid=u, started_at=s) for u, s in sorted(r.uploads.items())},
                 damaged=tuple(sorted(r.damaged)),
+                unknown=tuple(sorted(r.unknown)),
             )
         return Inventory(
             repositories=repositories,

@@ -28,6 +28,8 @@ class ProblemCode(enum.StrEnum):
     SPECIAL_FILE = "special-file"
     UNNAMEABLE = "unnameable"
     UNKNOWN_FOLDER = "unknown-folder"
+    UNKNOWN_ENTRY = "unknown-entry"
+    LEFTOVER_TEMP = "leftover-temp-file"
 
 
 @attrs.frozen(kw_only=True, order=True)
@@ -66,6 +68,9 @@ class Repository:
     uploads: Mapping[str, Upload] = attrs.field(factory=dict)
     damaged: tuple[str, ...] = ()
     """Link files here that are present but empty, corrupt or naming another digest."""
+    unknown: tuple[str, ...] = ()
+    """Entries here that distribution does not keep (scan.entries): the repository fails
+    closed."""
 
 
 @attrs.frozen(kw_only=True)

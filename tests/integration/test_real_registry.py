@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from regplan.decide.selection import Selection
 from regplan.demo.samples import DemoImages, Image, Index, build_demo
 from regplan.plans.plan import Plan, TargetKind
 from regplan.scan.layout import Storage, blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
@@ -148,3 +149,29 @@ def test_registry_gc_and_a_multi_arch_image(
     else:
         assert not broken, out[-2000:]
         assert reg.pull("team/tool:1.0")
+
+
+def test_unknown_entries_and_leftovers_in_a_real_registry(
+    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+) -> None:
+    """A referrers store inside a revision folder (a v3 proposal, distribution#4483) and
+    a blob folder v3.1 left mid-write: the plan reports both, team/app fails closed, and
+    after the apply every kept image pulls from the real registry."""
+    root = copy_of(pushed, tmp_path)
+    v2 = Storage.locate(root).v2
+    revisions = v2 / "repositories/team/app/_manifests/revisions/sha256"
+    referrers = sorted(revisions.iterdir())[0] / "_referrers"
+    referrers.mkdir()
+    name = "data.0b0e3a6e-7a7c-4a1e-9c1e-0123456789ab.tmp"
+    leftover = v2 / "blobs/sha256/ee" / ("ee" * 32) / name
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a manifest")
+    reg = serve(root)
+    before = all_refs(root)
+    plan = make_plan(root, Selection(untagged=("*",), gc=True))
+    codes = {p.path: p.code.value for p in plan.problems}
+    assert "unknown-entry" in codes.values() and "leftover-temp-file" in codes.values()
+    assert not [t for t in plan.targets if t.path.startswith("repositories/team/app/")]
+    after, _ = prove(reg, before, plan, root)
+    assert {r for r in before if r.startswith("team/app")} <= after
+    assert referrers.is_dir() and leftover.is_file()
