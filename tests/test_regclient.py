@@ -68,14 +68,17 @@ def test_running_settings_and_their_environment_overrides(tmp_path: Path) -> Non
         "redis: {addr: cache.local:6380}\n"
     )
     assert running(config, {}) == Running(
-        readonly=True, cache="redis", redis_addr="cache.local:6380", url="http://127.0.0.1:5000"
+        readonly=True, cache="redis", redis_addrs=("cache.local:6380",), url="http://127.0.0.1:5000"
     )
     env = {
         "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED": "false",
         "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory",
     }
     assert running(config, env) == Running(
-        readonly=False, cache="inmemory", redis_addr="cache.local:6380", url="http://127.0.0.1:5000"
+        readonly=False,
+        cache="inmemory",
+        redis_addrs=("cache.local:6380",),
+        url="http://127.0.0.1:5000",
     )
 
 
@@ -105,15 +108,15 @@ def test_where_the_registry_listens_from_its_config(
 
 def test_cache_advice() -> None:
     assert cache_advice(None).startswith("Restart the registry now")
-    redis = cache_advice(Running(readonly=True, cache="redis", redis_addr="cache.local:6380"))
+    redis = cache_advice(Running(readonly=True, cache="redis", redis_addrs=("cache.local:6380",)))
     assert "a restart does not" in redis
     assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in redis
     assert "'repository::*::blobs*'" in redis
 
 
 def test_mode_advice() -> None:
-    on = Running(readonly=True, cache=None, redis_addr=None)
-    off = Running(readonly=False, cache=None, redis_addr=None)
+    on = Running(readonly=True, cache=None, redis_addrs=())
+    off = Running(readonly=False, cache=None, redis_addrs=())
     assert mode_advice(None, probed=False) is None
     assert "turn it off" in (mode_advice(on, probed=True) or "")
     assert "make sure it was stopped" in (mode_advice(off, probed=False) or "")
@@ -145,3 +148,39 @@ def test_the_probe_reads_the_answer_to_its_manifest_put(status: int, mode: Mode)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cache_advice_for_v3s_redis() -> None:
+    """v3 configures redis as ``addrs`` (one node, a cluster) or sentinels with a
+    ``mastername`` (distribution#4306); the advice fits each."""
+    one = cache_advice(Running(readonly=True, cache="redis", redis_addrs=("r1:7000",)))
+    assert "redis-cli -h r1 -p 7000 --scan --pattern 'blobs::*'" in one
+    cluster = cache_advice(
+        Running(readonly=True, cache="redis", redis_addrs=("r1:7000", "r2:7000"))
+    )
+    assert "on each master that redis-cli -h r1 -p 7000 CLUSTER NODES lists" in cluster
+    assert "redis-cli -c -h MASTER -p PORT --scan" in cluster
+    sentinel = cache_advice(
+        Running(readonly=True, cache="redis", redis_addrs=("s1:26379",), redis_master="main")
+    )
+    assert "redis-cli -h s1 -p 26379 SENTINEL get-master-addr-by-name main" in sentinel
+    assert "(v3: manifests too)" in cache_advice(None)
+
+
+@pytest.mark.parametrize(
+    ("redis", "env", "addrs", "master"),
+    [
+        ("{addr: 'r:6379'}", {}, ("r:6379",), None),
+        ("{addrs: ['a:7000', 'b:7000']}", {}, ("a:7000", "b:7000"), None),
+        ("{addrs: ['s:26379'], mastername: main}", {}, ("s:26379",), "main"),
+        ("{addr: 'r:6379'}", {"REGISTRY_REDIS_ADDRS": "[x:1, y:2]"}, ("x:1", "y:2"), None),
+        ("{}", {"REGISTRY_REDIS_ADDR": "z:3"}, ("z:3",), None),
+    ],
+)
+def test_redis_settings_of_both_versions(
+    tmp_path: Path, redis: str, env: dict[str, str], addrs: tuple[str, ...], master: str | None
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage: {{filesystem: {{rootdirectory: /r}}}}\nredis: {redis}\n")
+    found = running(config, env)
+    assert (found.redis_addrs, found.redis_master) == (addrs, master)

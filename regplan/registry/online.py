@@ -88,13 +88,33 @@ def mode_advice(settings: Running | None, *, probed: bool) -> str | None:
 
 
 def cache_advice(settings: Running | None) -> str:
-    """What the operator must do so the registry stops serving what moved."""
-    if settings is not None and settings.cache == "redis":
-        host, _, port = (settings.redis_addr or "localhost:6379").rpartition(":")
-        cli = shlex.join(["redis-cli", "-h", host or "localhost", "-p", port or "6379"])
+    """What the operator must do so the registry stops serving what moved: its blob
+    descriptor cache, which v3 also answers manifest lookups from (distribution#4595)."""
+    if settings is None or settings.cache != "redis":
+        return "Restart the registry now: it caches blob descriptors in memory (v3: manifests too)."
+    addrs = settings.redis_addrs or ("localhost:6379",)
+    host, _, port = addrs[0].rpartition(":")
+    where = ["-h", host or "localhost", "-p", port or "6379"]
+    if settings.redis_master is not None:  # sentinels: flush the master they name
+        ask = shlex.join(["redis-cli", *where, "SENTINEL", "get-master-addr-by-name"])
         return (
-            "Flush the registry's redis blob descriptor cache (a restart does not): "
-            f"{cli} --scan --pattern 'blobs::*' | xargs -r {cli} DEL; "
-            f"{cli} --scan --pattern 'repository::*::blobs*' | xargs -r {cli} DEL"
+            "Flush the registry's redis blob descriptor cache (a restart does not) on the "
+            f"master that {ask} {shlex.quote(settings.redis_master)} names: "
+            + _flush("redis-cli -h MASTER -p PORT")
         )
-    return "Restart the registry now: it caches blob descriptors in memory."
+    if len(addrs) > 1:  # a cluster: each master holds some of the keys
+        nodes = shlex.join(["redis-cli", *where, "CLUSTER", "NODES"])
+        return (
+            "Flush the registry's redis blob descriptor cache (a restart does not) on each "
+            f"master that {nodes} lists: " + _flush("redis-cli -c -h MASTER -p PORT")
+        )
+    return "Flush the registry's redis blob descriptor cache (a restart does not): " + _flush(
+        shlex.join(["redis-cli", *where])
+    )
+
+
+def _flush(cli: str) -> str:
+    return (
+        f"{cli} --scan --pattern 'blobs::*' | xargs -r {cli} DEL; "
+        f"{cli} --scan --pattern 'repository::*::blobs*' | xargs -r {cli} DEL"
+    )

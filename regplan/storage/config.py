@@ -4,7 +4,8 @@
 ``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`` as the registry itself does) or
 ``storage.s3`` (``REGISTRY_STORAGE_S3_*``),
 ``storage.maintenance.readonly.enabled``, ``storage.cache.blobdescriptor`` and
-``redis.addr``, with their ``REGISTRY_*`` overrides.
+``redis.addr`` (2.8) or ``redis.addrs`` and ``redis.mastername`` (v3: a list of nodes,
+a cluster or a sentinel), with their ``REGISTRY_*`` overrides.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ class Running:
     readonly: bool
     cache: str | None
     """``storage.cache.blobdescriptor``: ``inmemory``, ``redis`` or None."""
-    redis_addr: str | None
+    redis_addrs: tuple[str, ...] = ()
+    """``redis.addr`` (2.8), or ``redis.addrs`` (v3: one node, a cluster's seeds or the
+    sentinels)."""
+    redis_master: str | None = None
+    """v3's ``redis.mastername``: the addresses are sentinels that name the master."""
     url: str | None = None
     """Where it listens, from ``http.addr``, ``http.tls`` and ``http.prefix`` (None on
     a unix socket): what apply and rollback probe."""
@@ -100,14 +105,30 @@ def running(config: Path, env: Mapping[str, str]) -> Running:
     flag = env.get("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED")
     enabled = _section(doc, "storage", "maintenance", "readonly").get("enabled")
     kind = _section(doc, "storage", "cache").get("blobdescriptor")
-    addr = _section(doc, "redis").get("addr")
+    master = env.get("REGISTRY_REDIS_MASTERNAME") or _section(doc, "redis").get("mastername")
     return Running(
         url=listening(doc, env),
         readonly=(flag.lower() == "true") if flag else enabled is True,
         cache=env.get("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR")
         or (kind if isinstance(kind, str) else None),
-        redis_addr=env.get("REGISTRY_REDIS_ADDR") or (str(addr) if addr else None),
+        redis_addrs=_redis_addrs(_section(doc, "redis"), env),
+        redis_master=str(master) if master else None,
     )
+
+
+def _redis_addrs(redis: Mapping[str, object], env: Mapping[str, str]) -> tuple[str, ...]:
+    """v3's ``redis.addrs`` (``REGISTRY_REDIS_ADDRS``: ``[a, b]`` or ``a,b``), else 2.8's
+    ``redis.addr`` (``REGISTRY_REDIS_ADDR``)."""
+    listed = env.get("REGISTRY_REDIS_ADDRS")
+    if listed:
+        return tuple(a.strip(" '\"") for a in listed.strip("[] ").split(",") if a.strip(" '\""))
+    addrs = redis.get("addrs")
+    if isinstance(addrs, list) and addrs:
+        return tuple(str(a) for a in addrs)
+    if isinstance(addrs, str) and addrs:
+        return (addrs,)
+    addr = env.get("REGISTRY_REDIS_ADDR") or redis.get("addr")
+    return (str(addr),) if addr else ()
 
 
 def listening(doc: Mapping[str, object], env: Mapping[str, str]) -> str | None:
