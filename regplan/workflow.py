@@ -44,6 +44,7 @@ from regplan.plans.spool import Sorted
 from regplan.progress import Progress
 from regplan.scan import fingerprint
 from regplan.scan.inventory import Inventory
+from regplan.scan.traits import Traits, read_for
 from regplan.storage import location
 from regplan.storage.location import Location
 from regplan.storage.s3.bucket import S3Storage
@@ -117,8 +118,10 @@ def make_plan(
     signer: str,
     now: datetime,
     progress: Progress | None = None,
+    traits: Traits | None = None,
 ) -> Draft:
-    """Scan the storage and return the signed plan for ``selection``.
+    """Scan the storage and return the signed plan for ``selection`` (``traits``: what the
+    registry's version and configuration make of the tree).
 
     The targets are spooled as they are decided (``regplan.plans.spool``), then read
     in passes (predicted digest, summary, signature, file): memory does not grow
@@ -130,6 +133,8 @@ def make_plan(
         created=selection.retention.sort_by == "created",
         mtimes=selection.gc_min_age is not None,
     )
+    if traits is not None:
+        inventory = read_for(inventory, traits)
     _give_back_freed_memory()
     resolved = resolve(selection, inventory, now)
     request = _request(selection, resolved, argv)

@@ -23,7 +23,7 @@ from regplan.errors import RegplanError, SelectionError
 from regplan.registry import online
 from regplan.scan.layout import printable
 from regplan.storage import location
-from regplan.storage.config import ENV_ROOT, rootdirectory, running
+from regplan.storage.config import ENV_ROOT, Running, rootdirectory, running
 from regplan.storage.location import Location
 from regplan.storage.s3 import bucket
 from regplan.storage.s3.bucket import S3Storage
@@ -200,8 +200,7 @@ def write_guard(
     reg: dict[str, Any], config: Path | None, stopped: bool, allow_online: bool, command: str
 ) -> tuple[str | None, str]:
     """online.write_guard with this command's ways to reach the registry."""
-    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
-    settings = running(Path(found), os.environ) if found else None
+    settings = settings_of(config)
     return online.write_guard(
         url=reg["registry_url"],
         settings=settings,
@@ -225,10 +224,16 @@ registry_stopped_option = click.option(
 def advice(config: Path | None, url: str | None) -> str:
     """After apply or rollback: the cache to clear, and the read-only mode to lift (or the
     registry that nothing checked was stopped), from the registry's configuration."""
-    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
-    settings = running(Path(found), os.environ) if found else None
+    settings = settings_of(config)
     mode = online.mode_advice(settings, probed=url is not None)
     return online.cache_advice(settings) + (f"\n{mode}" if mode else "")
+
+
+def settings_of(config: Path | None) -> Running | None:
+    """How the registry runs, from its configuration (``--config`` or
+    ``REGISTRY_CONFIGURATION_PATH``), when there is one."""
+    found = config or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+    return running(Path(found), os.environ) if found else None
 
 
 def root_of(quarantine: Path | str) -> str:

@@ -20,6 +20,7 @@ from regplan.cli.base import (
     now,
     progress_of,
     quiet_option,
+    settings_of,
     signer_option,
     storage_of,
     storage_options,
@@ -34,6 +35,7 @@ from regplan.decide.selection import (
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan.layout import printable
+from regplan.scan.traits import Traits
 from regplan.storage import location
 from regplan.storage.location import Location
 from regplan.views import render
@@ -115,6 +117,12 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
 )
 @click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
 @click.option(
+    "--registry-version",
+    type=click.Choice(["2", "3"]),
+    help="The registry's major version: on 3, schema-1 tags are listed as problems "
+    "(v3 cannot serve them).",
+)
+@click.option(
     "--protect",
     "protect",
     type=click.File("r", encoding="utf-8"),
@@ -148,6 +156,12 @@ def plan(
     """Decide what to remove and write a signed plan; changes nothing."""
     selection = _selection(sel)
     storage = storage_of(root, config)
+    settings = settings_of(config)
+    version = sel["registry_version"]
+    traits = Traits(
+        version=int(version) if version else None,
+        sparse_indexes=settings is not None and settings.sparse_indexes,
+    )
     if selection.prune and not location.has_folders(storage):
         click.echo(
             "Note: --prune has nothing to do on object storage: a bucket has no empty folders "
@@ -165,6 +179,7 @@ def plan(
             signer=signer or signing.key_name(key, private),
             now=t,
             progress=scanning.update,
+            traits=traits,
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     with made:
@@ -248,7 +263,7 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
     """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
     argv = ["regplan", "plan", "--root", str(storage.root)]
     argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
-    for name in (*RETENTION, "gc_min_age", "uploads_older_than"):
+    for name in (*RETENTION, "gc_min_age", "uploads_older_than", "registry_version"):
         if sel[name] is not None:
             argv.append(f"--{name.replace('_', '-')}={sel[name]}")
     if sel["sort_by"] != "pushed":

@@ -30,6 +30,8 @@ class ProblemCode(enum.StrEnum):
     UNKNOWN_FOLDER = "unknown-folder"
     UNKNOWN_ENTRY = "unknown-entry"
     LEFTOVER_TEMP = "leftover-temp-file"
+    ABSENT_CHILD = "absent-child"
+    SCHEMA1_ON_V3 = "schema1-on-v3"
 
 
 @attrs.frozen(kw_only=True, order=True)

@@ -87,6 +87,9 @@ class Running:
     sentinels)."""
     redis_master: str | None = None
     """v3's ``redis.mastername``: the addresses are sentinels that name the master."""
+    sparse_indexes: bool = False
+    """v3's ``validation.manifests.indexes.platforms`` is ``none`` or ``list``: it accepts
+    indexes whose children are absent."""
     url: str | None = None
     """Where it listens, from ``http.addr``, ``http.tls`` and ``http.prefix`` (None on
     a unix socket): what apply and rollback probe."""
@@ -113,7 +116,15 @@ def running(config: Path, env: Mapping[str, str]) -> Running:
         or (kind if isinstance(kind, str) else None),
         redis_addrs=_redis_addrs(_section(doc, "redis"), env),
         redis_master=str(master) if master else None,
+        sparse_indexes=_platforms(doc, env) in ("none", "list"),
     )
+
+
+def _platforms(doc: Mapping[str, object], env: Mapping[str, str]) -> str:
+    found = env.get("REGISTRY_VALIDATION_MANIFESTS_INDEXES_PLATFORMS") or _section(
+        doc, "validation", "manifests", "indexes"
+    ).get("platforms")
+    return str(found).lower() if found else "all"
 
 
 def _redis_addrs(redis: Mapping[str, object], env: Mapping[str, str]) -> tuple[str, ...]:
