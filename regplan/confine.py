@@ -79,7 +79,7 @@ def real_directory(path: str | os.PathLike[str]) -> None:
         raise NotConfined(errno.ENOTDIR, f"is a {kind(st.st_mode)}, not a real directory", path)
 
 
-class Tree:
+class OpenDirs:
     """Directories below one base, opened component by component without following links.
 
     The descriptors of parents are kept (a bounded cache), so the thousands of
@@ -96,7 +96,7 @@ class Tree:
             os.close(fd)
         self._fds.clear()
 
-    def __enter__(self) -> Tree:
+    def __enter__(self) -> OpenDirs:
         return self
 
     def __exit__(

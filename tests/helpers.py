@@ -27,8 +27,9 @@ from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan import fingerprint
-from regplan.scan.layout import Storage, group_by_part
+from regplan.scan.layout import group_by_part
 from regplan.storage.fs.fsops import Disk
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
 from regplan.storage.location import Location
 
@@ -63,7 +64,7 @@ def drafted(
 
 def make_plan(root: Path, sel: Selection, *, stable_root: str | None = None) -> Plan:
     """A signed plan; with ``stable_root`` the temp path is replaced so bytes are stable."""
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     argv = ["regplan", "plan", "--root", stable_root or str(root)]
     argv += [f"--image={i}" for i in sel.images] + [f"--untagged={u}" for u in sel.untagged]
     argv += ["--prune"] if sel.prune else []
@@ -127,7 +128,7 @@ def remove_targets(root: Path, plan: Plan) -> None:
     """Delete a plan's targets outright (tests only; regplan itself moves them)."""
     import shutil
 
-    v2 = Storage.locate(root).v2
+    v2 = FsStorage.locate(root).v2
     for t in plan.targets:
         p = v2 / t.path
         if p.is_dir():
@@ -315,7 +316,7 @@ def on_disk(disk: Disk) -> Callable[[Location], Store]:
     goes through ``disk``."""
 
     def opener(storage: Location) -> Store:
-        assert isinstance(storage, Storage)
+        assert isinstance(storage, FsStorage)
         return FsStore(storage, disk)
 
     return opener

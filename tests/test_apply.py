@@ -17,10 +17,10 @@ from regplan.changes import transaction
 from regplan.changes.records import State
 from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
 from regplan.plans import signing
-from regplan.scan.layout import Storage
 from regplan.storage import location
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsops import real_dir
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import (
     KEY,
     NOW,
@@ -72,7 +72,7 @@ def test_apply_then_rollback_is_byte_identical(
     result = run_apply(plan_path, trusted)
     assert result.fingerprint_ok
     assert result.moved == len(plan.targets)
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     assert location.digest(storage).digest == plan.fingerprint.after
     index = (quarantine_of(result) / "INDEX.tsv").read_text().splitlines()[1:]
     slots = {path: slot for slot, _, path in (line.split("\t") for line in index)}
@@ -103,7 +103,7 @@ def test_verify_and_rollback_report_progress(
         plan_path, trusted=trusted, root=None, progress=lambda n, _: walked.append(n)
     )
     assert walked and walked == sorted(walked)
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     assert walked[-1] == len(list(storage.v2.rglob("*")))
     result = run_apply(plan_path, trusted)
     moved: list[tuple[int, int]] = []
@@ -122,7 +122,7 @@ def test_verify_and_rollback_report_progress(
 def test_directory_modes_are_restored(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     pruned = storage.v2 / "repositories/old/repo/_uploads"
     pruned.chmod(0o700)
     write_plan_file(demo_root, SEL, plan_path)
@@ -146,7 +146,7 @@ def test_replay_without_state_is_refused(
     import shutil
 
     run_apply(plan_path, trusted)
-    shutil.rmtree(Storage.locate(demo_root).state)
+    shutil.rmtree(FsStorage.locate(demo_root).state)
     with pytest.raises(StalePlanError, match="already applied"):
         run_apply(plan_path, trusted)
 
@@ -154,7 +154,7 @@ def test_replay_without_state_is_refused(
 def test_apply_again_after_rollback(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     first = run_apply(plan_path, trusted)
     apply.rollback(storage=storage, apply_id=first.apply_id, now=NOW)
     second = run_apply(plan_path, trusted)
@@ -176,19 +176,19 @@ def test_stale_and_untrusted_and_tampered_move_nothing(
     with pytest.raises(SignatureError, match="2 required"):
         run_apply(plan_path, trusted, required=2)
     assert docker_hashes(demo_root) == original
-    v2 = Storage.locate(demo_root).v2
+    v2 = FsStorage.locate(demo_root).v2
     (v2 / "repositories/team/tool/_manifests/tags/new").mkdir()
     with pytest.raises(StalePlanError, match=r"repositories/team/tool \(changed\)"):
         run_apply(plan_path, trusted)
     (v2 / "repositories/team/tool/_manifests/tags/new").rmdir()
     assert docker_hashes(demo_root) == original
-    assert apply.records(Storage.locate(demo_root)) == []
+    assert apply.records(FsStorage.locate(demo_root)) == []
 
 
 def test_rollback_refuses_when_a_path_reappeared(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     after = docker_hashes(demo_root)
     quarantined = sorted(p for p in os.listdir(quarantine_of(result)))
@@ -203,7 +203,7 @@ def test_rollback_refuses_when_a_path_reappeared(
 def test_purge_and_rollback_after_purge(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     slots = len(os.listdir(quarantine_of(result)))
     deleted: list[tuple[int, int]] = []
@@ -230,7 +230,7 @@ def test_purge_refuses_a_quarantine_that_is_a_symlink(
 ) -> None:
     """A quarantine replaced by a symlink: purge deletes nothing, least of all what
     the link points to."""
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     elsewhere = tmp_path / "elsewhere"
     quarantine_of(result).rename(elsewhere)
@@ -247,7 +247,7 @@ def test_purge_refuses_a_quarantine_that_is_a_symlink(
 def test_purge_older_than(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     assert apply.purge(storage=storage, apply_id=None, older_than=timedelta(days=7), now=NOW) == []
     later = NOW + timedelta(days=8)
@@ -259,7 +259,7 @@ def test_second_apply_is_locked_out(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
     """Another process holding the lock: exit 5 naming it, nothing moved."""
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     original = docker_hashes(demo_root)
     holder = subprocess.Popen(
         [

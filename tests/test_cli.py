@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import docker_hashes
 
 
@@ -157,7 +157,7 @@ def test_stale_plan_exit_4_names_change(
     key, pub = keys
     out = tmp_path / "p.json"
     make(runner, demo_root, key, out, "--image", "team/app:v1")
-    v2 = Storage.locate(demo_root).v2
+    v2 = FsStorage.locate(demo_root).v2
     (v2 / "repositories/old/repo/_manifests/tags/new/current").mkdir(parents=True)
     r = run(runner, "verify", str(out), "--trust", str(pub))
     assert r.exit_code == 4

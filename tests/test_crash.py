@@ -23,7 +23,7 @@ import pytest
 from regplan import apply
 from regplan.changes.records import State
 from regplan.demo.samples import build_scale
-from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
 
 WRAPPER = """
@@ -116,7 +116,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
 def check_resume_and_rollback(scenario: Scenario, killed: Path, **env: str) -> None:
     """From the killed state: resume gives the clean result; rollback the original."""
-    storage = Storage.locate(killed)
+    storage = FsStorage.locate(killed)
     [record] = apply.records(storage)
     assert record.state == State.APPLYING
     second = killed.parent / (killed.name + "-rollback")
@@ -127,7 +127,7 @@ def check_resume_and_rollback(scenario: Scenario, killed: Path, **env: str) -> N
     assert "Resumed and finished" in resumed.stdout
     assert docker_hashes(killed) == scenario.after
 
-    apply.rollback(storage=Storage.locate(second), apply_id=record.apply_id, now=NOW)
+    apply.rollback(storage=FsStorage.locate(second), apply_id=record.apply_id, now=NOW)
     assert docker_hashes(second) == scenario.before
 
 
@@ -163,7 +163,7 @@ def test_kill_in_the_freshness_walk_changes_nothing(scenario: Scenario) -> None:
     r = scenario.run(root, KILL_IN_WALK="1", WALK_SHARES_FILE=str(shares), **SHARES)
     assert r.returncode == -signal.SIGKILL
     assert shares.read_text() == "2"
-    assert apply.records(Storage.locate(root)) == []
+    assert apply.records(FsStorage.locate(root)) == []
     assert docker_hashes(root) == scenario.before
     again = scenario.run(root, **SHARES)
     assert again.returncode == 0, again.stderr
@@ -215,7 +215,7 @@ def test_kill_while_running(scenario: Scenario, records: int) -> None:
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    [record] = apply.records(Storage.locate(root))
+    [record] = apply.records(FsStorage.locate(root))
     if record.state == State.APPLIED:  # it finished before the kill landed
         assert docker_hashes(root) == scenario.after
         return

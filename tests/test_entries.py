@@ -12,8 +12,9 @@ from regplan.decide.selection import Selection
 from regplan.plans.plan import Plan, TargetKind
 from regplan.scan.entries import Entry, entry, stands_for
 from regplan.scan.inventory import ProblemCode
-from regplan.scan.layout import Storage, encoded_of, tag_dir
+from regplan.scan.layout import encoded_of, tag_dir
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import make_plan, selection
 
 TMP = ".0b0e3a6e-7a7c-4a1e-9c1e-0123456789ab.tmp"
@@ -55,7 +56,7 @@ def problems(plan: Plan) -> dict[str, ProblemCode]:
 
 
 def app_revisions(root: Path) -> list[Path]:
-    base = Storage.locate(root).v2 / "repositories/team/app/_manifests/revisions/sha256"
+    base = FsStorage.locate(root).v2 / "repositories/team/app/_manifests/revisions/sha256"
     return sorted(base.iterdir())
 
 
@@ -79,7 +80,7 @@ def test_a_referrers_store_inside_a_revision_fails_its_repository_closed(
 
 
 def test_a_repository_holding_unknown_entries_is_not_removed_whole(demo_root: Path) -> None:
-    (Storage.locate(demo_root).v2 / "repositories/old/repo/_manifests/notes.txt").write_text("x")
+    (FsStorage.locate(demo_root).v2 / "repositories/old/repo/_manifests/notes.txt").write_text("x")
     plan = make_plan(demo_root, selection(("old/repo",)))
     assert "repositories/old/repo" not in {t.path for t in plan.targets}
     assert all(t.kind is TargetKind.TAG for t in plan.targets)  # its tags go instead
@@ -93,10 +94,10 @@ def test_a_repository_holding_unknown_entries_is_not_removed_whole(demo_root: Pa
 def test_a_leftover_link_is_never_read_as_the_link(demo_root: Path) -> None:
     """v3.1 writes ``link.<uuid>.tmp`` and renames it: a crash before the rename leaves a
     tag without its link (a problem, as before) and the leftover (reported)."""
-    v2 = Storage.locate(demo_root).v2
+    v2 = FsStorage.locate(demo_root).v2
     current = v2 / tag_dir("team/app", "v2") / "current"
     (current / "link").rename(current / ("link" + TMP))
-    inv = scan(Storage.locate(demo_root))
+    inv = scan(FsStorage.locate(demo_root))
     assert inv.repositories["team/app"].tags["v2"].current is None
     codes = {p.path: p.code for p in inv.problems}
     assert codes[f"{tag_dir('team/app', 'v2')}/current/link"] is ProblemCode.MISSING_LINK
@@ -105,12 +106,12 @@ def test_a_leftover_link_is_never_read_as_the_link(demo_root: Path) -> None:
 
 
 def test_a_blob_folder_holding_only_a_leftover_is_no_blob(demo_root: Path) -> None:
-    v2 = Storage.locate(demo_root).v2
+    v2 = FsStorage.locate(demo_root).v2
     hexd = "ee" * 32
     folder = v2 / f"blobs/sha256/ee/{hexd}"
     folder.mkdir(parents=True)
     (folder / ("data" + TMP)).write_bytes(b"half a manifest")
-    inv = scan(Storage.locate(demo_root))
+    inv = scan(FsStorage.locate(demo_root))
     assert not [d for d in inv.blobs if encoded_of(d) == hexd]
     plan = make_plan(demo_root, Selection(gc=True, prune=True))
     assert problems(plan)[f"blobs/sha256/ee/{hexd}/data{TMP}"] is ProblemCode.LEFTOVER_TEMP
@@ -121,10 +122,10 @@ def test_a_revision_link_left_mid_write_is_reported_and_the_revision_stays(
     demo_root: Path,
 ) -> None:
     """Beside its link, a leftover is reported; the revision is read from the link."""
-    v2 = Storage.locate(demo_root).v2
+    v2 = FsStorage.locate(demo_root).v2
     rev = app_revisions(demo_root)[0]
     (rev / ("link" + TMP)).write_text("sha256:" + "00" * 32)
-    inv = scan(Storage.locate(demo_root))
+    inv = scan(FsStorage.locate(demo_root))
     digests = {encoded_of(d) for d in inv.repositories["team/app"].revisions}
     assert rev.name in digests
     rel = str((rev / ("link" + TMP)).relative_to(v2))

@@ -20,8 +20,8 @@ from regplan.changes.records import State
 from regplan.cli import cli
 from regplan.errors import ApplyError
 from regplan.plans.signing import load_trusted
-from regplan.scan.layout import Storage
 from regplan.storage.fs.fsops import Disk
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import (
     KEY,
     NOW,
@@ -83,7 +83,7 @@ def test_move_fails_midway(
     out = apply_on(plan, pub, FaultyDisk(err, rename_at=at))
     assert "\n" not in out and out.startswith("could not move ")
     assert message in out and f"{at - 1} moved so far" in out
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     [record] = apply.records(storage)
     assert record.state == State.APPLYING
     apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
@@ -105,7 +105,7 @@ def test_disk_full_while_writing_journal_or_state(setup: tuple[Path, Path, Path]
     original = docker_hashes(root)
     out = apply_on(plan, pub, FaultyDisk(errno.ENOSPC, write_at=at))
     assert "\n" not in out and "(disk full)" in out and out.startswith("cannot write ")
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     records = apply.records(storage)
     if at == 1:
         assert records == [] and docker_hashes(root) == original  # nothing began
@@ -120,7 +120,7 @@ def test_disk_full_while_writing_journal_or_state(setup: tuple[Path, Path, Path]
 def test_rollback_after_purge_is_a_clear_error(setup: tuple[Path, Path, Path]) -> None:
     root, plan, pub = setup
     assert cli_apply(plan, pub)[0] == 0
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     [record] = apply.records(storage)
     runner = CliRunner()
     r = runner.invoke(cli, ["purge", record.apply_id, "--root", str(root)])
@@ -149,7 +149,7 @@ def test_prune_failure_is_one_line_and_rolls_back(
     assert code == 1
     assert out.count("\n") == 1 and out.startswith("Error: could not remove empty folder ")
     monkeypatch.undo()
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     [record] = apply.records(storage)
     apply.rollback(storage=storage, apply_id=record.apply_id, now=NOW)
     assert docker_hashes(root) == original

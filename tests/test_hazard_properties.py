@@ -26,7 +26,8 @@ from regplan import apply, workflow
 from regplan.errors import RegplanError, SelectionError
 from regplan.plans import signing
 from regplan.plans.plan import TargetKind
-from regplan.scan.layout import Storage, split_repo
+from regplan.scan.layout import split_repo
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import (
     KEY,
     NOW,
@@ -111,7 +112,7 @@ def test_hazards_are_kept_and_nothing_leaves_the_root(
         root, outside = base / "registry", base / "outside"
         outside.mkdir()
         build(root, pushes)
-        v2 = Storage.locate(root).v2
+        v2 = FsStorage.locate(root).v2
         for n, (kind, pick) in enumerate(hazards):
             plant(v2, outside / str(n), kind, pick)
         (outside / "sentinel").write_text("someone else's")
@@ -148,7 +149,7 @@ def test_hazards_are_kept_and_nothing_leaves_the_root(
         except RegplanError as e:
             assert "\n" not in str(e)
         else:
-            storage = Storage.locate(root)
+            storage = FsStorage.locate(root)
             undo = plant_before_rollback(v2, base, [t.path for t in plan.targets], after)
             if undo is not None:  # the rollback may refuse, but never goes through the link
                 try:

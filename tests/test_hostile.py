@@ -19,7 +19,8 @@ from regplan.decide.selection import Retention, Selection
 from regplan.demo.samples import build_demo
 from regplan.plans.plan import Plan, TargetKind
 from regplan.scan.inventory import ProblemCode
-from regplan.scan.layout import Storage, encoded_of
+from regplan.scan.layout import encoded_of
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import as_nobody, hide, make_plan, remove_tree, selection, shared_tmp
 
 
@@ -33,7 +34,7 @@ def world() -> Iterator[Path]:
 
 
 def v2(root: Path) -> Path:
-    return Storage.locate(root).v2
+    return FsStorage.locate(root).v2
 
 
 def blob_targets(plan: Plan) -> list[str]:

@@ -25,7 +25,7 @@ from regplan.plans import signing
 from regplan.plans.plan import TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
-from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
 from tests.helpers import (
     KEY,
@@ -79,16 +79,16 @@ def applied(root: Path, tmp_path: Path, name: str, *images: str, prune: bool = F
 
 
 def rollback(root: Path, apply_id: str) -> apply.RollbackResult:
-    return apply.rollback(storage=Storage.locate(root), apply_id=apply_id, now=NOW)
+    return apply.rollback(storage=FsStorage.locate(root), apply_id=apply_id, now=NOW)
 
 
 def state_of(root: Path, apply_id: str) -> State:
-    [r] = [r for r in apply.records(Storage.locate(root)) if r.apply_id == apply_id]
+    [r] = [r for r in apply.records(FsStorage.locate(root)) if r.apply_id == apply_id]
     return r.state
 
 
 def v2(root: Path) -> Path:
-    return Storage.locate(root).v2
+    return FsStorage.locate(root).v2
 
 
 def test_rollback_refuses_a_destination_planted_as_a_symlink(
@@ -127,7 +127,7 @@ def test_apply_never_follows_a_parent_swapped_for_a_symlink_after_preflight(
         PlanStream(plan) as stream,
         pytest.raises(ApplyError, match=r"could not move .*never followed"),
     ):
-        store = SwapAfterPreflight(Storage.locate(root))
+        store = SwapAfterPreflight(FsStorage.locate(root))
         transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert snapshot(outside) == before
     quarantine = root / "regplan-state/quarantine"
@@ -150,10 +150,10 @@ def test_purge_older_than_leaves_an_apply_whose_final_check_failed(
             return super().move(plan, apply_id, progress, resuming=resuming)
 
     with PlanStream(plan) as stream:
-        store = WriteMeanwhile(Storage.locate(root))
+        store = WriteMeanwhile(FsStorage.locate(root))
         result = transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert not result.fingerprint_ok
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     later = NOW.replace(year=NOW.year + 1)
     assert apply.purge(storage=storage, apply_id=None, older_than=None, now=later) == []
     [done] = apply.purge(

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from regplan.errors import StorageError
-from regplan.scan.layout import Storage, parse_digest, part_of, split_repo
+from regplan.scan.layout import parse_digest, part_of, split_repo
+from regplan.storage.fs.fsstorage import FsStorage
 
 HEX = "a" * 64
 
@@ -74,13 +75,13 @@ def test_part_of(rel: str, part: str) -> None:
 def test_locate_accepts_rootdirectory_and_v2(tmp_path: Path) -> None:
     v2 = tmp_path / "docker" / "registry" / "v2"
     v2.mkdir(parents=True)
-    assert Storage.locate(tmp_path) == Storage(root=tmp_path, v2=v2)
-    assert Storage.locate(v2) == Storage(root=tmp_path, v2=v2)
+    assert FsStorage.locate(tmp_path) == FsStorage(root=tmp_path, v2=v2)
+    assert FsStorage.locate(v2) == FsStorage(root=tmp_path, v2=v2)
 
 
 def test_locate_refuses_other_folders(tmp_path: Path) -> None:
     """The message names what was expected."""
     with pytest.raises(StorageError, match="not registry storage: expected docker/registry/v2"):
-        Storage.locate(tmp_path)
+        FsStorage.locate(tmp_path)
     with pytest.raises(StorageError, match="no such directory"):
-        Storage.locate(tmp_path / "missing")
+        FsStorage.locate(tmp_path / "missing")

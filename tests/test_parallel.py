@@ -22,9 +22,10 @@ from regplan.progress import Progress
 from regplan.scan import parallel
 from regplan.scan.build import Side
 from regplan.scan.inventory import Inventory
-from regplan.scan.layout import Storage, blob_data
+from regplan.scan.layout import blob_data
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsscan import digest, events, scan
+from regplan.storage.fs.fsstorage import FsStorage
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,9 @@ def odd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shares")
     build_scale(root, repos=6, tags=3, pushes=2, index_every=2)
     build_demo(root / "nested")
-    v2 = Storage.locate(root).v2
+    v2 = FsStorage.locate(root).v2
     # a second registry's repositories nested under a namespace, and odd corners
-    os.rename(Storage.locate(root / "nested").v2 / "repositories", v2 / "repositories" / "deep")
+    os.rename(FsStorage.locate(root / "nested").v2 / "repositories", v2 / "repositories" / "deep")
     (v2 / "repositories" / "_odd" / "x").mkdir(parents=True)
     (v2 / "repositories" / "stray-file").write_text("x")
     (v2 / "blobs" / "sha256" / "stray-file").write_text("x")
@@ -43,7 +44,7 @@ def odd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (v2 / "extra" / "deep").mkdir(parents=True)
     (v2 / "top-file").write_text("x")
     os.symlink("/etc", v2 / "repositories" / "evil")
-    inv = scan(Storage.locate(root), jobs=1)
+    inv = scan(FsStorage.locate(root), jobs=1)
     some_blob = sorted(inv.blobs)[3]
     (v2 / blob_data(some_blob)).unlink()  # a missing blob: problems found across shares
     return root
@@ -51,7 +52,7 @@ def odd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_shares_are_disjoint_and_cover_the_walk(odd_root: Path, n: int) -> None:
-    v2 = Storage.locate(odd_root).v2
+    v2 = FsStorage.locate(odd_root).v2
     whole = list(events(v2, Side()))
     shares = [list(events(v2, Side(), share=(k, n))) for k in range(n)]
     assert all(shares)
@@ -61,13 +62,13 @@ def test_shares_are_disjoint_and_cover_the_walk(odd_root: Path, n: int) -> None:
 def test_one_namespace_still_splits(tmp_path: Path) -> None:
     """Shares are dealt by part (a repository, a blob shard), not by top folder."""
     build_scale(tmp_path, repos=16, tags=1, pushes=1)
-    repos = Storage.locate(tmp_path).v2 / "repositories"
+    repos = FsStorage.locate(tmp_path).v2 / "repositories"
     (repos / "solo").mkdir()
     for team in [p for p in repos.iterdir() if p.name.startswith("team")]:
         for svc in team.iterdir():
             svc.rename(repos / "solo" / svc.name)
         team.rmdir()
-    v2 = Storage.locate(tmp_path).v2
+    v2 = FsStorage.locate(tmp_path).v2
     per_share = [
         {part for _, token, part in events(v2, Side(), share=(k, 2)) if "/solo/" in part}
         for k in range(2)
@@ -79,7 +80,7 @@ def test_one_namespace_still_splits(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_scan_in_shares_equals_one_scan(odd_root: Path, n: int) -> None:
-    storage = Storage.locate(odd_root)
+    storage = FsStorage.locate(odd_root)
     one = scan(storage, jobs=1, mtimes=True)
     many = scan(storage, jobs=n, mtimes=True)
     assert many == one  # repositories, blobs, manifests, problems, created
@@ -110,10 +111,10 @@ def assert_one_object_per_digest(inv: Inventory) -> None:
 
 def test_progress_counts_every_share(odd_root: Path) -> None:
     seen: list[int] = []
-    scan(Storage.locate(odd_root), jobs=2, progress=lambda n, _: seen.append(n))
+    scan(FsStorage.locate(odd_root), jobs=2, progress=lambda n, _: seen.append(n))
     assert seen
     assert seen == sorted(seen)  # never backwards (progress lines must not jump back)
-    assert max(seen) >= len(list(events(Storage.locate(odd_root).v2, Side()))) // 2
+    assert max(seen) >= len(list(events(FsStorage.locate(odd_root).v2, Side()))) // 2
 
 
 def test_a_share_count_caught_mid_write_does_not_lower_the_total() -> None:

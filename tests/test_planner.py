@@ -14,7 +14,6 @@ from regplan.demo.samples import Blob, Registry, image, index
 from regplan.errors import SelectionError
 from regplan.plans.plan import TargetKind
 from regplan.scan.layout import (
-    Storage,
     blob_data,
     blob_dir,
     encoded_of,
@@ -25,6 +24,7 @@ from regplan.scan.layout import (
     tag_index_dir,
 )
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import selection
 
 BASE = {"etc/os-release": b"base"}
@@ -33,7 +33,7 @@ BASE = {"etc/os-release": b"base"}
 def plan_for(
     root: Path, *images: str, untagged: tuple[str, ...] = (), prune: bool = False
 ) -> Decision:
-    inv = scan(Storage.locate(root))
+    inv = scan(FsStorage.locate(root))
     sel = selection(images, untagged, prune)
     return decide(inv, resolve(sel, inv), prune=prune)
 

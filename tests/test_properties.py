@@ -20,8 +20,9 @@ from regplan.decide.selection import Resolved, parse_protect, resolve
 from regplan.demo.samples import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
 from regplan.scan.inventory import Inventory, subject_of
-from regplan.scan.layout import Storage, part_of, repo_dir, revision_dir, tag_dir
+from regplan.scan.layout import part_of, repo_dir, revision_dir, tag_dir
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import reference_digest, reference_entries, remove_targets, selection
 
 REPOS = ["a", "a/b", "c/d", "e"]
@@ -136,7 +137,7 @@ def test_planner_invariants(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build(root, pushes)
-        storage = Storage.locate(root)
+        storage = FsStorage.locate(root)
         v2 = storage.v2
         inv = scan(storage)
         specs = tuple(r if t is None else f"{r}:{t}" for r, t in images)

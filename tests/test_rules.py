@@ -14,8 +14,9 @@ from regplan.decide.planner import decide
 from regplan.decide.selection import ImageSpec, Retention, Selection, resolve
 from regplan.demo.samples import Registry, image, index
 from regplan.plans.plan import TargetKind
-from regplan.scan.layout import Storage, blob_data, blob_dir, layer_dir, revision_dir, tag_dir
+from regplan.scan.layout import blob_data, blob_dir, layer_dir, revision_dir, tag_dir
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 
 # Registry.tag advances its clock a minute per push from 2026-01-01T00:00Z.
 T0 = 1_767_225_600.0
@@ -38,7 +39,7 @@ def ten_tags(root: Path) -> list[str]:
 
 def plan(root: Path, sel: Selection, now: datetime = NOW) -> Decision:
     inv = scan(
-        Storage.locate(root),
+        FsStorage.locate(root),
         created=sel.retention.sort_by == "created",
         mtimes=sel.gc_min_age is not None,
     )

@@ -22,10 +22,11 @@ from regplan.demo.samples import build_demo, digest_of
 from regplan.errors import StorageError
 from regplan.plans import codec
 from regplan.scan.inventory import ProblemCode
-from regplan.scan.layout import Storage, blob_data, blob_dir, encoded_of, layer_dir
+from regplan.scan.layout import blob_data, blob_dir, encoded_of, layer_dir
 from regplan.storage import location
 from regplan.storage.config import rootdirectory
 from regplan.storage.fs import fsscan
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.s3 import s3scan
 from regplan.storage.s3.bucket import ENV_THRESHOLD, Bucket, S3Storage, parse_url
 from tests.helpers import drafted, selection, sign_raw, write_keys
@@ -77,7 +78,7 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
     """Same tree digest, same repositories, blobs, manifests and problems as the filesystem
     scan of the same keys; so the same plan."""
     inv = s3scan.scan(bucket, cache=tmp_path / "c")
-    fs = fsscan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
     assert inv.tree.digest == fs.tree.digest
     assert inv.blobs == fs.blobs
     assert inv.manifests == fs.manifests
@@ -86,7 +87,7 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
         n: (r.revisions, r.layers, r.tags.keys()) for n, r in fs.repositories.items()
     }
     on_s3 = drafted(storage=bucket, selection=SEL, signer="t")
-    on_fs = drafted(storage=Storage.locate(tmp_path / "m"), selection=SEL, signer="t")
+    on_fs = drafted(storage=FsStorage.locate(tmp_path / "m"), selection=SEL, signer="t")
     assert on_s3.targets == on_fs.targets
     assert on_s3.kept == on_fs.kept
     assert on_s3.storage is not None
@@ -136,7 +137,7 @@ def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: P
     damaged = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
     assert counts["GetObject"] == 1
     assert [p.code for p in damaged.problems] == [ProblemCode.CORRUPT_LINK]
-    fs = fsscan.scan(Storage.locate(mirror(bucket, tmp_path / "m")))
+    fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
     assert damaged.problems == fs.problems
 
 

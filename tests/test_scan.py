@@ -7,14 +7,15 @@ import pytest
 
 from regplan.demo.samples import Registry, build_demo, image
 from regplan.scan.inventory import ProblemCode
-from regplan.scan.layout import Digest, Storage, blob_data, revision_dir
+from regplan.scan.layout import Digest, blob_data, revision_dir
 from regplan.scan.manifests import ManifestKind
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 
 
 def test_demo_inventory(demo_root: Path) -> None:
     """Nested repositories, tags with history, index children as revisions."""
-    inv = scan(Storage.locate(demo_root))
+    inv = scan(FsStorage.locate(demo_root))
     assert sorted(inv.repositories) == [
         "old/repo",
         "team/app",
@@ -38,7 +39,7 @@ def test_demo_inventory(demo_root: Path) -> None:
 
 
 def _first_revision(root: Path, repo: str) -> tuple[Digest, Path]:
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     inv = scan(storage)
     d = min(inv.repositories[repo].revisions)
     return d, storage.v2 / revision_dir(repo, d) / "link"
@@ -47,7 +48,7 @@ def _first_revision(root: Path, repo: str) -> tuple[Digest, Path]:
 def test_corrupt_empty_and_mismatched_links_are_problems(demo_root: Path) -> None:
     d, link = _first_revision(demo_root, "old/repo")
     link.write_text("sha256:nothex")
-    storage = Storage.locate(demo_root)
+    storage = FsStorage.locate(demo_root)
     tag_link = storage.v2 / "repositories/team/app/_manifests/tags/v2/current/link"
     tag_link.write_bytes(b"")
     layer = next((storage.v2 / "repositories/team/tool/_layers/sha256").iterdir()) / "link"
@@ -68,7 +69,7 @@ def test_revision_deleted_through_the_api_is_gone_not_a_problem(tmp_path: Path) 
     a = reg.push("r", image([{"a": b"1"}]), None)
     reg.push("r", image([{"b": b"1"}]), "t")
     (reg.v2 / revision_dir("r", a) / "link").unlink()
-    inv = scan(Storage.locate(tmp_path))
+    inv = scan(FsStorage.locate(tmp_path))
     assert a not in inv.repositories["r"].revisions
     assert inv.problems == ()
 
@@ -79,7 +80,7 @@ def test_missing_blob_and_unparseable_manifest(tmp_path: Path) -> None:
     b = reg.push("r/b", image([{"b": b"2"}]), "t")
     (reg.v2 / blob_data(a)).unlink()
     (reg.v2 / blob_data(b)).write_bytes(b"{not json")
-    inv = scan(Storage.locate(tmp_path))
+    inv = scan(FsStorage.locate(tmp_path))
     codes = {p.code for p in inv.problems}
     assert ProblemCode.MISSING_BLOB in codes
     assert ProblemCode.UNREADABLE_MANIFEST in codes
@@ -89,9 +90,9 @@ def test_missing_blob_and_unparseable_manifest(tmp_path: Path) -> None:
 
 def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
     build_demo(tmp_path)
-    v2 = Storage.locate(tmp_path).v2
+    v2 = FsStorage.locate(tmp_path).v2
     os.symlink("/etc", v2 / "repositories" / "evil")
-    inv = scan(Storage.locate(tmp_path))
+    inv = scan(FsStorage.locate(tmp_path))
     assert inv.tree.token("repositories/evil") == "s/etc"
     assert list(inv.tree.subtree("repositories/evil")) == ["repositories/evil"]
     assert any(p.code == ProblemCode.SYMLINK for p in inv.problems)

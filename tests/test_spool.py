@@ -22,8 +22,9 @@ from regplan.plans import codec, spool
 from regplan.plans.plan import Target, TargetKind, summarize, tally
 from regplan.plans.spool import Sorted, TargetSpool
 from regplan.scan.inventory import Inventory
-from regplan.scan.layout import Digest, Storage, blob_dir, part_of
+from regplan.scan.layout import Digest, blob_dir, part_of
 from regplan.scan.tree import Tree
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import KEY, NOW, pem, selection, write_pub
 
 records = st.lists(
@@ -81,7 +82,7 @@ def test_the_last_decision_of_a_path_holds_and_items_are_as_the_codec_writes_the
 def _plan_bytes(root: Path, out: Path) -> bytes:
     sel = attrs.evolve(selection((), ("*",), prune=True), gc=True)
     with workflow.make_plan(
-        storage=Storage.locate(root), selection=sel, argv=["t"], key=KEY, signer="t", now=NOW
+        storage=FsStorage.locate(root), selection=sel, argv=["t"], key=KEY, signer="t", now=NOW
     ) as draft:
         assert draft.counts["targets"] > 10
         workflow.write_plan(draft, out)

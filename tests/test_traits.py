@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from regplan.cli import cli
 from regplan.demo.samples import Blob, Index, Registry, demo_pushes
-from regplan.scan.layout import Storage, revision_dir
+from regplan.scan.layout import revision_dir
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import write_keys
 
 
@@ -55,7 +56,7 @@ def test_an_absent_index_child_is_expected_where_the_registry_accepts_it(
     tool = next(i for r, t, i in demo_pushes().pushes if isinstance(i, Index))
     reg.push("team/tool", tool, "1.0")
     absent = tool.children[0].digest
-    shutil.rmtree(Storage.locate(root).v2 / revision_dir("team/tool", absent))
+    shutil.rmtree(FsStorage.locate(root).v2 / revision_dir("team/tool", absent))
     index = revision_dir("team/tool", tool.digest)
     assert plan(root, tmp_path)[index] == "missing-child"
     for platforms, code in (("all", "missing-child"), ("none", "absent-child")):

@@ -15,7 +15,7 @@ from regplan.errors import RegplanError
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.registry.online import STOPPED, cache_advice
-from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.views import render, ticket
 
 Echo = Callable[[str], None]
@@ -55,7 +55,7 @@ def _plan(root: Path, key: Path, plan_path: Path, now: datetime, echo: Echo) -> 
         "--prune",
     ]
     with workflow.make_plan(
-        storage=Storage.locate(root),
+        storage=FsStorage.locate(root),
         selection=selection,
         argv=argv,
         key=signing.load_private(key),
@@ -72,7 +72,7 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     if os.path.lexists(root):
         raise RegplanError(f"{root} exists; give an empty or new directory")
     build_demo(root)
-    storage = Storage.locate(root)
+    storage = FsStorage.locate(root)
     echo(f"1. A sample registry was written to {root}: team/app (v1, v2, latest re-pushed")
     echo("   three times), team/tool (a multi-arch index), team/app/cache (nested inside")
     echo(

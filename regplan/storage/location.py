@@ -21,15 +21,16 @@ from regplan.plans.plan import Plan, StorageRecord
 from regplan.progress import Progress
 from regplan.scan import fingerprint
 from regplan.scan.inventory import Inventory
-from regplan.scan.layout import Storage, part_of
+from regplan.scan.layout import part_of
 from regplan.scan.tree import Tree
 from regplan.storage.fs import fsscan
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
 from regplan.storage.s3 import bucket, s3scan
 from regplan.storage.s3.bucket import S3Storage
 from regplan.storage.s3.s3store import S3Store
 
-Location: TypeAlias = Storage | S3Storage
+Location: TypeAlias = FsStorage | S3Storage
 
 
 def locate(found: Path | str | S3Storage, env: Mapping[str, str] | None = None) -> Location:
@@ -40,7 +41,7 @@ def locate(found: Path | str | S3Storage, env: Mapping[str, str] | None = None) 
     text = os.fspath(found)
     if text.startswith(bucket.SCHEME):
         return bucket.parse_url(text, os.environ if env is None else env)
-    return Storage.locate(Path(text))
+    return FsStorage.locate(Path(text))
 
 
 def of_plan(header: Plan, root: Path | str | S3Storage | None) -> Location:
@@ -49,7 +50,7 @@ def of_plan(header: Plan, root: Path | str | S3Storage | None) -> Location:
         return locate(root)
     if header.storage is not None:
         return bucket.from_record(attrs.asdict(header.storage), os.environ)
-    return Storage.locate(Path(header.root))
+    return FsStorage.locate(Path(header.root))
 
 
 def has_folders(storage: Location) -> bool:

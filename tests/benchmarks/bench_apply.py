@@ -23,7 +23,7 @@ from regplan import apply, workflow
 from regplan.decide.selection import Selection
 from regplan.demo.samples import build_scale
 from regplan.plans import signing
-from regplan.scan.layout import Storage
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import KEY, write_pub
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     try:
         root = base / "root"
         images = build_scale(root, repos=args.repos, tags=args.tags, pushes=3)
-        storage = Storage.locate(root)
+        storage = FsStorage.locate(root)
         trusted = [signing.load_trusted(write_pub(KEY, base / "k.pub"))]
         plan_path = base / "bench.plan.json"
         sel = Selection(untagged=("*",), prune=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from regplan.demo.samples import DemoImages, Index, Pushable, write_oci_layout
-from regplan.scan.layout import Storage
 from regplan.storage.fs.fsscan import scan
+from regplan.storage.fs.fsstorage import FsStorage
 
 SKOPEO = "skopeo"
 VERSIONS = ("2.8", "3.1")
@@ -306,7 +306,7 @@ def copy_of(pushed: tuple[Path, DemoImages], tmp_path: Path) -> Path:
 
 def all_refs(root: Path) -> set[str]:
     """Every tag and every revision (by digest) the storage holds."""
-    inv = scan(Storage.locate(root))
+    inv = scan(FsStorage.locate(root))
     refs = set()
     for name, repo in inv.repositories.items():
         refs |= {f"{name}:{t}" for t in repo.tags}

@@ -9,7 +9,8 @@ import pytest
 from regplan.decide.selection import Selection
 from regplan.demo.samples import DemoImages, Image, Index, build_demo
 from regplan.plans.plan import Plan, TargetKind
-from regplan.scan.layout import Storage, blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
+from regplan.scan.layout import blob_dir, layer_dir, revision_dir, tag_dir, tag_index_dir
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import content_hashes, make_plan, remove_targets, selection
 from tests.integration.realreg import RealRegistry, Serve, all_refs, copy_of
 
@@ -126,7 +127,7 @@ def test_requests_against_real_pushes(
     after, gone = prove(reg, before, plan, root)
     assert {g for g in gone if "@" not in g} == gone_tags
     assert "team/app/cache:stable" in after  # nested inside team/app, never touched
-    v2 = Storage.locate(root).v2
+    v2 = FsStorage.locate(root).v2
     assert (v2 / "blobs").is_dir() and (v2 / "repositories").is_dir()
 
 
@@ -158,7 +159,7 @@ def test_unknown_entries_and_leftovers_in_a_real_registry(
     a blob folder v3.1 left mid-write: the plan reports both, team/app fails closed, and
     after the apply every kept image pulls from the real registry."""
     root = copy_of(pushed, tmp_path)
-    v2 = Storage.locate(root).v2
+    v2 = FsStorage.locate(root).v2
     revisions = v2 / "repositories/team/app/_manifests/revisions/sha256"
     referrers = sorted(revisions.iterdir())[0] / "_referrers"
     referrers.mkdir()

@@ -24,8 +24,9 @@ from regplan.errors import ApplyError, StalePlanError
 from regplan.plans.plan import Target, TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
-from regplan.scan.layout import STATE_DIR, V2, Storage
+from regplan.scan.layout import STATE_DIR, V2
 from regplan.storage.fs.fsops import Disk, explain, fsync_dir, fsync_dirs, move, real_dir
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.journal import Journal, Record, read_journal
 
 V2_REL = "/".join(V2)
@@ -36,7 +37,7 @@ V2_REL = "/".join(V2)
 class Paths:
     """Where one apply keeps its record and its quarantine."""
 
-    storage: Storage
+    storage: FsStorage
     apply_id: str
     record: Path = attrs.field(init=False)
     quarantine: Path = attrs.field(init=False)
@@ -53,7 +54,7 @@ class Paths:
         return f"{self._slots}/{index:07d}"
 
     def slot_rel(self, index: int) -> str:
-        """``slot`` relative to the storage root (for moves through a confine.Tree)."""
+        """``slot`` relative to the storage root (for moves through a confine.OpenDirs)."""
         return f"{STATE_DIR}/quarantine/{self.apply_id}/{index:07d}"
 
     @property
@@ -110,7 +111,7 @@ def move_targets(
     total = plan.counts["targets"]
     moved = 0
     checked: set[str] = set()
-    with confine.Tree(paths.storage.root) as root:
+    with confine.OpenDirs(paths.storage.root) as root:
         for start, batch in batches(_split(plan.targets(), pruned)):
             todo = [
                 (i, t)
@@ -144,7 +145,7 @@ def move_targets(
 
 
 def _prune(
-    root: confine.Tree, v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: str
+    root: confine.OpenDirs, v2: Path, t: Target, journal: Journal, removed: set[str], apply_id: str
 ) -> int:
     """Remove an empty directory tree, journaling each directory's mode first."""
     top = v2 / t.path
@@ -201,7 +202,7 @@ def in_quarantine(plan: PlanStream, paths: Paths) -> Iterator[tuple[int, Target]
 
 
 def restore(
-    storage: Storage,
+    storage: FsStorage,
     plan: PlanStream,
     paths: Paths,
     pruned: Sequence[Record],
@@ -210,7 +211,7 @@ def restore(
     disk: Disk,
 ) -> int:
     v2 = os.fspath(storage.v2)
-    with Journal(paths.journal, disk) as journal, confine.Tree(storage.root) as root:
+    with Journal(paths.journal, disk) as journal, confine.OpenDirs(storage.root) as root:
         journal.append({"op": "rollback", "restore": back, "recreate": len(pruned)})
         try:
             for r in pruned:  # parents were journaled before their children
@@ -240,7 +241,7 @@ def restore(
     return restored
 
 
-def _recreate(root: confine.Tree, r: Record) -> None:
+def _recreate(root: confine.OpenDirs, r: Record) -> None:
     """Make a pruned folder again with its journaled mode and owner: through descriptors
     reached without following links, so a planted symlink is never chmod'ed or chown'ed."""
     fd = root.dir(f"{V2_REL}/{r.path}", create=True)
@@ -250,7 +251,7 @@ def _recreate(root: confine.Tree, r: Record) -> None:
 
 
 def preflight_destinations(
-    storage: Storage, plan: PlanStream, paths: Paths, pruned: Sequence[Record]
+    storage: FsStorage, plan: PlanStream, paths: Paths, pruned: Sequence[Record]
 ) -> int:
     """Before anything moves back: no destination's parent is a symlink or a file
     (as apply checks its sources), whatever was planted since the apply, and no

@@ -47,7 +47,9 @@ def fsync_dirs(paths: Iterable[str]) -> None:
         list(pool.map(fsync_dir, todo))
 
 
-def move(src: confine.Tree, src_rel: str, dst: confine.Tree, dst_rel: str, disk: Disk) -> None:
+def move(
+    src: confine.OpenDirs, src_rel: str, dst: confine.OpenDirs, dst_rel: str, disk: Disk
+) -> None:
     """Rename ``src/src_rel`` to ``dst/dst_rel``, creating ``dst_rel``'s missing parents;
     never a copy, and never through a symlink on either side.
 

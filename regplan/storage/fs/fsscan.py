@@ -21,9 +21,10 @@ from regplan.progress import Progress
 from regplan.scan import fingerprint, parallel, tokens
 from regplan.scan.build import Share, Side, build, share_of, strerror
 from regplan.scan.inventory import Inventory, Problem, ProblemCode
-from regplan.scan.layout import NAME_MAX, Storage, name_problem, printable
+from regplan.scan.layout import NAME_MAX, name_problem, printable
 from regplan.scan.tokens import Event, Token
 from regplan.scan.tree import digest_events
+from regplan.storage.fs.fsstorage import FsStorage
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _file_token(entry: os.DirEntry[str], rel: str, side: Side, *, mtimes: bool) 
 
 
 def scan(
-    storage: Storage,
+    storage: FsStorage,
     *,
     progress: Progress | None = None,
     created: bool = False,
@@ -190,7 +191,7 @@ def scan(
 
 
 def digest(
-    storage: Storage, *, progress: Progress | None = None, jobs: int | None = None
+    storage: FsStorage, *, progress: Progress | None = None, jobs: int | None = None
 ) -> fingerprint.TreeDigest:
     """The tree's digest as it is now, holding no more than one part's paths at a time
     in each share."""

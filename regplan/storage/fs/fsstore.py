@@ -26,11 +26,12 @@ from regplan.plans.plan import TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.scan import fingerprint
-from regplan.scan.layout import STATE_DIR, Storage
+from regplan.scan.layout import STATE_DIR
 from regplan.storage.fs import fsmove, fsscan
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsmove import Paths
 from regplan.storage.fs.fsops import Disk, explain, fsync_dir, real_dir, same_filesystem
+from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.journal import (
     Journal,
     Record,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 class FsStore:
     """A filesystem registry's store (transaction.Store)."""
 
-    def __init__(self, storage: Storage, disk: Disk | None = None) -> None:
+    def __init__(self, storage: FsStorage, disk: Disk | None = None) -> None:
         self.storage = storage
         self.disk = Disk() if disk is None else disk
         """Every rename and record write goes through it (fsops.Disk)."""
@@ -133,7 +134,7 @@ class FsRestore:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: FsStorage,
         plan: PlanStream,
         paths: Paths,
         pruned: list[Record],
@@ -152,7 +153,7 @@ class FsRestore:
         return restored, len(self.pruned)
 
 
-def _preflight(plan: PlanStream, storage: Storage, paths: Paths) -> None:
+def _preflight(plan: PlanStream, storage: FsStorage, paths: Paths) -> None:
     """Before anything moves: real directories only, and a quarantine that can take renames."""
     checked: set[str] = set()
     fresh = not os.path.lexists(paths.quarantine)  # then no slot can be taken
@@ -169,10 +170,10 @@ def _preflight(plan: PlanStream, storage: Storage, paths: Paths) -> None:
         raise
 
 
-def _state_dir(storage: Storage, rel: str) -> None:
+def _state_dir(storage: FsStorage, rel: str) -> None:
     """Make a folder of regplan-state/ (and its parents) without following a planted link."""
     try:
-        with confine.Tree(storage.root) as root:
+        with confine.OpenDirs(storage.root) as root:
             root.dir(rel, create=True)
     except OSError as e:
         raise ApplyError(f"cannot create {storage.root / rel}: {explain(e)}") from None
