@@ -1,4 +1,5 @@
-"""Plan creation and verification: the steps between the CLI and the pure core.
+"""The plan's path: make it, write it, read it, verify it (approving is
+plans/approvals.py's).
 
 ``make_plan`` is scan -> resolve -> decide -> fingerprint -> sign;
 ``load_verified`` is read -> signatures -> structure -> freshness.
@@ -24,7 +25,7 @@ from regplan.decide import images
 from regplan.decide.decision import Spooled
 from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved, Selection, resolve
-from regplan.errors import PlanWriteError, SignatureError
+from regplan.errors import PlanWriteError
 from regplan.plans import approvals, codec, signing
 from regplan.plans.plan import (
     Fingerprint,
@@ -298,37 +299,3 @@ def load_verified(
     storage = location.of_plan(header, root)
     location.check_fresh(header, storage, progress)
     return Verified(header=header, signers=tuple(signers), storage=storage)
-
-
-def approve(
-    path: Path,
-    *,
-    key: Ed25519PrivateKey,
-    signer: str,
-    now: datetime,
-    trusted: Sequence[signing.TrustedKey],
-) -> tuple[Plan, Path]:
-    """Approve: check every signature the plan has (in it and beside it) against
-    ``trusted``, then write the approver's signature beside the plan
-    (``approvals``); the plan file's bytes never change. The header and the
-    approval file's path are returned."""
-    if not trusted:
-        raise SignatureError(
-            "approve checks the plan's signatures before adding one: pass --trust with "
-            "the planner's public key (and the other approvers')"
-        )
-    with PlanStream(path, snapshot=True) as stream:
-        signing.verify_stream(stream, trusted, detached=approvals.beside(stream))
-        stream.check_items()
-        header = stream.header
-        keyid = signing.keyid_of(key.public_key())
-        signed = {s.keyid for s in header.signatures}
-        signed |= {
-            str(e.raw.get("keyid")) for e in approvals.beside(stream) if isinstance(e.raw, dict)
-        }
-        if keyid in signed:
-            raise SignatureError(f"{path} is already signed by {keyid}")
-        signature = signing.sign_body(
-            signing.body_digest(stream), key, role="approver", signer=signer, now=now
-        )
-    return header, approvals.write(path, header.plan_id, signature)

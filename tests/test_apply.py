@@ -16,7 +16,7 @@ from regplan import apply, workflow
 from regplan.changes import transaction
 from regplan.changes.records import State
 from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
-from regplan.plans import signing
+from regplan.plans import approvals, signing
 from regplan.storage import location
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsops import real_dir
@@ -343,13 +343,13 @@ def test_approve_adds_second_signature(
     with pytest.raises(SignatureError):
         run_apply(plan_path, both, required=2)
     before = plan_path.read_bytes()
-    _, written = workflow.approve(
+    _, written = approvals.approve(
         plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted
     )
     assert plan_path.read_bytes() == before  # the approval is detached, beside the plan
     assert written.name.startswith(f"{plan_path.name}.approval-")
     with pytest.raises(SignatureError, match="already signed"):
-        workflow.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted)
+        approvals.approve(plan_path, key=OTHER_KEY, signer="reviewer", now=NOW, trusted=trusted)
     assert run_apply(plan_path, both, required=2).fingerprint_ok
 
 

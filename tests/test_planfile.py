@@ -16,7 +16,7 @@ import pytest
 
 from regplan import workflow
 from regplan.errors import PlanFormatError, SignatureError
-from regplan.plans import codec, signing
+from regplan.plans import approvals, codec, signing
 from regplan.plans.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.plans.planfile import PlanStream
 from regplan.scan.inventory import ProblemCode
@@ -246,7 +246,7 @@ def test_approve_of_a_plan_with_a_bad_item_leaves_the_file_as_it_was(
     before = path.read_bytes()
     with pytest.raises(PlanFormatError, match=r"'\.' or '\.\.' component @ \$\.targets\["):
         trusted = [signing.load_trusted(write_pub(KEY, tmp_path / "k.pub"))]
-        workflow.approve(path, key=OTHER_KEY, signer="r", now=NOW, trusted=trusted)
+        approvals.approve(path, key=OTHER_KEY, signer="r", now=NOW, trusted=trusted)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["p.json"]  # and no approval beside it
 

@@ -154,7 +154,7 @@ def approve(plan_file: Path, key: Path, signer: str | None, trust: tuple[Path, .
     """Co-sign PLAN as approver: check every signature it has against --trust, then write
     the approval beside it (PLAN.approval-KEY.sig); PLAN's bytes never change."""
     private = signing.load_private(key)
-    header, written = workflow.approve(
+    header, written = approvals.approve(
         plan_file,
         key=private,
         signer=signer or signing.key_name(key, private),

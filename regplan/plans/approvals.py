@@ -13,17 +13,26 @@ import glob
 import json
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from regplan.errors import PlanWriteError
-from regplan.plans.plan import Signature
-from regplan.plans.signing import Checked, Entry, TrustedKey, body_digest, check, entries
-
-if TYPE_CHECKING:
-    from regplan.plans.planfile import PlanStream
+from regplan.errors import PlanWriteError, SignatureError
+from regplan.plans.plan import Plan, Signature
+from regplan.plans.planfile import PlanStream
+from regplan.plans.signing import (
+    Checked,
+    Entry,
+    TrustedKey,
+    body_digest,
+    check,
+    entries,
+    keyid_of,
+    sign_body,
+    verify_stream,
+)
 
 FORMAT = "regplan.approval"
 VERSION = 1
@@ -93,3 +102,33 @@ def checked(stream: PlanStream, trusted: Sequence[TrustedKey]) -> list[Checked]:
     (no ``trusted`` keys), valid, invalid, or by an untrusted key."""
     found = [*entries(stream.raw_header.get("signatures")), *beside(stream)]
     return check(found, lambda: body_digest(stream), trusted)
+
+
+def approve(
+    path: Path,
+    *,
+    key: Ed25519PrivateKey,
+    signer: str,
+    now: datetime,
+    trusted: Sequence[TrustedKey],
+) -> tuple[Plan, Path]:
+    """Approve: check every signature the plan has (in it and beside it) against
+    ``trusted``, then write the approver's signature beside the plan
+    (``approvals``); the plan file's bytes never change. The header and the
+    approval file's path are returned."""
+    if not trusted:
+        raise SignatureError(
+            "approve checks the plan's signatures before adding one: pass --trust with "
+            "the planner's public key (and the other approvers')"
+        )
+    with PlanStream(path, snapshot=True) as stream:
+        verify_stream(stream, trusted, detached=beside(stream))
+        stream.check_items()
+        header = stream.header
+        keyid = keyid_of(key.public_key())
+        signed = {s.keyid for s in header.signatures}
+        signed |= {str(e.raw.get("keyid")) for e in beside(stream) if isinstance(e.raw, dict)}
+        if keyid in signed:
+            raise SignatureError(f"{path} is already signed by {keyid}")
+        signature = sign_body(body_digest(stream), key, role="approver", signer=signer, now=now)
+    return header, write(path, header.plan_id, signature)
