@@ -231,7 +231,7 @@ class _Builder:
         the temporary files of writes it did not finish."""
         if not directory and tokens.file_size(token) is None and not rel.endswith("/link"):
             return  # a symlink, a special file, an unnameable name: reported as such
-        if rel.rpartition("/")[0] in self.unknown_folders:
+        if self.unknown_folders and rel.rpartition("/")[0] in self.unknown_folders:
             if directory:
                 self.unknown_folders.add(rel)
             return

@@ -54,9 +54,11 @@ def entry(rest: str, *, directory: bool) -> Entry:
     """What ``rest`` (a path inside a repository's folder: ``_manifests/...``) is."""
     if directory:
         return Entry.KNOWN if _FOLDERS.fullmatch(rest) else Entry.UNKNOWN
+    if _FILES.fullmatch(rest):  # nearly every file: one match
+        return Entry.KNOWN
     folder, _, name = rest.rpartition("/")
     final = stands_for(name)
     if final is None:
-        return Entry.KNOWN if _FILES.fullmatch(rest) else Entry.UNKNOWN
+        return Entry.UNKNOWN
     known = _FILES.fullmatch(f"{folder}/{final}" if folder else final)
     return Entry.LEFTOVER if known else Entry.UNKNOWN
