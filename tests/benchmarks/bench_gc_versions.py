@@ -21,6 +21,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,20 @@ def regplan_removes(plan: Path) -> tuple[set[str], set[str]]:
     return revisions, blobs
 
 
+def collect(cmd: list[str], out: Path) -> tuple[float, int, str]:
+    """(seconds, peak RSS in MiB, output) of a garbage-collect: its output (every blob it
+    marks: many MiB) goes to a file, not through this process (bench_scale.run keeps
+    only the first MiB)."""
+    with out.open("wb") as sink:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.read_text()[-2000:]}")
+    return seconds, usage.ru_maxrss // 1024, out.read_text(errors="replace")
+
+
 def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     plan = root.parent / "gc-versions.plan.json"
@@ -69,7 +85,8 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         for version, binary in VERSIONS.items():
             for flags in (["--dry-run"], ["--dry-run", "--delete-untagged"]):
                 name = f"garbage-collect {' '.join(flags)} ({version})"
-                s, mib, out = run([binary, "garbage-collect", *flags, str(config)])
+                log = root.parent / "gc-versions.out"
+                s, mib, out = collect([binary, "garbage-collect", *flags, str(config)], log)
                 times.setdefault(name, []).append((s, mib))
                 removes[name] = (set(MANIFEST.findall(out)), set(BLOB.findall(out)))
         print(f"  round {n + 1} done", flush=True)
