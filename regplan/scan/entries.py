@@ -4,7 +4,9 @@ Anything else, at any depth (a referrers store a newer registry might add inside
 revision folder, a tool's file, damage), is not regplan's to judge: it is reported and
 its repository fails closed. Temporary files that distribution v3.1's filesystem
 driver writes before renaming them (``link.<uuid>.tmp``, ``data.<uuid>.tmp``,
-distribution#4624) are known: one is left where the registry stopped mid-write.
+distribution#4624) are known: one is left where the registry stopped mid-write. So
+are the schema-1 signature links distribution 2.0 to 2.3 kept inside revision folders
+(``signatures/<algorithm>/<hex>/link``): a registry upgraded since may still hold them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def stands_for(name: str) -> str | None:
 _SEGMENT = r"[^/]+"
 _FOLDERS = re.compile(
     rf"""_manifests(?:
-           /revisions(?:/{_SEGMENT}(?:/{_SEGMENT})?)?                 # /<algorithm>/<hex>
+           /revisions(?:/{_SEGMENT}(?:/{_SEGMENT}                    # /<algorithm>/<hex>
+             (?:/signatures(?:/{_SEGMENT}(?:/{_SEGMENT})?)?)?)?)?     # 2.0-2.3 signatures
          | /tags(?:/{_SEGMENT}(?:/current|/index(?:/{_SEGMENT}(?:/{_SEGMENT})?)?)?)?
        )?
      | _layers(?:/{_SEGMENT}(?:/{_SEGMENT})?)?
@@ -43,7 +46,7 @@ _FOLDERS = re.compile(
 )
 _FILES = re.compile(
     rf"""_layers/{_SEGMENT}/{_SEGMENT}/link
-     | _manifests/revisions/{_SEGMENT}/{_SEGMENT}/link
+     | _manifests/revisions/{_SEGMENT}/{_SEGMENT}/(?:signatures/{_SEGMENT}/{_SEGMENT}/)?link
      | _manifests/tags/{_SEGMENT}/(?:current|index/{_SEGMENT}/{_SEGMENT})/link
      | _uploads/{_SEGMENT}/(?:data|startedat|hashstates/{_SEGMENT}/{_SEGMENT})""",
     re.VERBOSE,
