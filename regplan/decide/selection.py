@@ -371,15 +371,10 @@ class _Resolver:
         repository holding one is not removed whole (its other tags go instead)."""
         holding = {repo for repo, _ in self.protected}
         for name in sorted(holding & repos.keys()):
-            reason = repos.pop(name)
             first = min(why for (r, _), why in self.protected.items() if r == name)
-            self.kept[repo_dir(name)] = (
-                f"{reason}, but it holds an image {first}: the repository stays"
+            self._spare_repository(
+                repos, tags, name, f"holds an image {first}", "it holds a protected image"
             )
-            for tag in self.inv.repositories[name].tags:
-                tags.setdefault(
-                    (name, tag), f"{reason} (the repository stays: it holds a protected image)"
-                )
         for key, why in self.protected_tags.items():
             if tags.pop(key, None) is not None:
                 self.kept[tag_dir(*key)] = why
@@ -391,13 +386,26 @@ class _Resolver:
             unknown = self.inv.repositories[name].unknown
             if not unknown:
                 continue
-            reason = repos.pop(name)
-            self.kept[repo_dir(name)] = (
-                f"{reason}, but it holds {printable(unknown[0])}, which distribution does not "
-                "keep there: the repository stays (fail closed)"
-            )
-            for tag in self.inv.repositories[name].tags:
-                tags.setdefault((name, tag), f"{reason} (the repository stays: fail closed)")
+            holds = f"holds {printable(unknown[0])}, which distribution does not keep there"
+            self._spare_repository(repos, tags, name, holds, "fail closed", closed=True)
+
+    def _spare_repository(
+        self,
+        repos: dict[str, str],
+        tags: dict[tuple[str, str], str],
+        name: str,
+        holds: str,
+        because: str,
+        *,
+        closed: bool = False,
+    ) -> None:
+        """A repository asked for whole stays: its tags go instead, and the kept list
+        says what it holds."""
+        reason = repos.pop(name)
+        stays = "the repository stays (fail closed)" if closed else "the repository stays"
+        self.kept[repo_dir(name)] = f"{reason}, but it {holds}: {stays}"
+        for tag in self.inv.repositories[name].tags:
+            tags.setdefault((name, tag), f"{reason} (the repository stays: {because})")
 
     def uploads(self) -> dict[tuple[str, str], str]:
         if not self.sel.uploads_older_than:
