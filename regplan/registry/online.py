@@ -95,22 +95,16 @@ def cache_advice(settings: Running | None) -> str:
     addrs = settings.redis_addrs or ("localhost:6379",)
     host, _, port = addrs[0].rpartition(":")
     where = ["-h", host or "localhost", "-p", port or "6379"]
+    flush = "Flush the registry's redis blob descriptor cache (a restart does not)"
     if settings.redis_master is not None:  # sentinels: flush the master they name
         ask = shlex.join(["redis-cli", *where, "SENTINEL", "get-master-addr-by-name"])
-        return (
-            "Flush the registry's redis blob descriptor cache (a restart does not) on the "
-            f"master that {ask} {shlex.quote(settings.redis_master)} names: "
-            + _flush("redis-cli -h MASTER -p PORT")
-        )
+        where_to = f" on the master that {ask} {shlex.quote(settings.redis_master)} names"
+        return f"{flush}{where_to}: " + _flush("redis-cli -h MASTER -p PORT")
     if len(addrs) > 1:  # a cluster: each master holds some of the keys
         nodes = shlex.join(["redis-cli", *where, "CLUSTER", "NODES"])
-        return (
-            "Flush the registry's redis blob descriptor cache (a restart does not) on each "
-            f"master that {nodes} lists: " + _flush("redis-cli -c -h MASTER -p PORT")
-        )
-    return "Flush the registry's redis blob descriptor cache (a restart does not): " + _flush(
-        shlex.join(["redis-cli", *where])
-    )
+        where_to = f" on each master that {nodes} lists"
+        return f"{flush}{where_to}: " + _flush("redis-cli -c -h MASTER -p PORT")
+    return f"{flush}: " + _flush(shlex.join(["redis-cli", *where]))
 
 
 def _flush(cli: str) -> str:
