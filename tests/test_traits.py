@@ -16,13 +16,11 @@ from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import write_keys
 
 
-def plan(root: Path, tmp_path: Path, *args: str) -> dict[str, str]:
-    """The problems of ``regplan plan --root ROOT --gc ARGS``: path -> code."""
+def plan(tmp_path: Path, *args: str) -> dict[str, str]:
+    """The problems of ``regplan plan --gc ARGS`` (ARGS name the storage): path -> code."""
     key, _ = write_keys(tmp_path)
     out = tmp_path / "p.json"
-    r = CliRunner().invoke(
-        cli, ["plan", "--key", str(key), "-o", str(out), "-q", "--gc", *args, "--root", str(root)]
-    )
+    r = CliRunner().invoke(cli, ["plan", "--key", str(key), "-o", str(out), "-q", "--gc", *args])
     assert r.exit_code == 0, r.output
     return {p["path"]: p["code"] for p in json.loads(out.read_bytes())["problems"]}
 
@@ -42,9 +40,10 @@ def test_a_schema1_tag_is_a_problem_on_v3_only(tmp_path: Path) -> None:
     link.write_text(str(manifest.digest))
     reg.tag("old/app", "2017", manifest.digest)
     current = "repositories/old/app/_manifests/tags/2017/current/link"
-    assert current not in plan(root, tmp_path)
-    assert plan(root, tmp_path, "--registry-version", "2").get(current) is None
-    assert plan(root, tmp_path, "--registry-version", "3")[current] == "schema1-on-v3"
+    on = ("--root", str(root))
+    assert current not in plan(tmp_path, *on)
+    assert plan(tmp_path, *on, "--registry-version", "2").get(current) is None
+    assert plan(tmp_path, *on, "--registry-version", "3")[current] == "schema1-on-v3"
 
 
 def test_an_absent_index_child_is_expected_where_the_registry_accepts_it(
@@ -58,18 +57,11 @@ def test_an_absent_index_child_is_expected_where_the_registry_accepts_it(
     absent = tool.children[0].digest
     shutil.rmtree(FsStorage.locate(root).v2 / revision_dir("team/tool", absent))
     index = revision_dir("team/tool", tool.digest)
-    assert plan(root, tmp_path)[index] == "missing-child"
+    assert plan(tmp_path, "--root", str(root))[index] == "missing-child"
     for platforms, code in (("all", "missing-child"), ("none", "absent-child")):
         config = tmp_path / f"{platforms}.yml"
         config.write_text(
             f"version: 0.1\nstorage: {{filesystem: {{rootdirectory: {root}}}}}\n"
             f"validation: {{manifests: {{indexes: {{platforms: {platforms}}}}}}}\n"
         )
-        key, _ = write_keys(tmp_path)
-        out = tmp_path / "p.json"
-        r = CliRunner().invoke(
-            cli, ["plan", "--config", str(config), "--key", str(key), "-o", str(out), "-q", "--gc"]
-        )
-        assert r.exit_code == 0, r.output
-        found = {p["path"]: p["code"] for p in json.loads(out.read_bytes())["problems"]}
-        assert found[index] == code, platforms
+        assert plan(tmp_path, "--config", str(config))[index] == code, platforms

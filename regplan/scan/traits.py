@@ -46,8 +46,10 @@ def _schema1_tags(inv: Inventory) -> list[Problem]:
     out = []
     for name, repo in inv.repositories.items():
         for tag in repo.tags.values():
-            m = inv.manifests.get(tag.current) if tag.current is not None else None
-            if m is not None and m.kind is ManifestKind.SCHEMA1 and tag.current is not None:
+            if tag.current is None:
+                continue
+            m = inv.manifests.get(tag.current)
+            if m is not None and m.kind is ManifestKind.SCHEMA1:
                 out.append(
                     Problem(
                         path=f"{tag_dir(name, tag.name)}/current/link",
