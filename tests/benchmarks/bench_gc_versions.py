@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_scale import REGPLAN, SIZES, prepare, run
-from tests.integration.realreg import V3_ENV, V3_SHARED
+from tests.integration.realreg import VERSIONS as REGISTRIES
+from tests.integration.realreg import registry_binary
 
-VERSIONS = {"2.8": "docker-registry", "3.1": os.environ.get(V3_ENV) or str(V3_SHARED)}
 MANIFEST = re.compile(r"manifest eligible for deletion: \{?(?:\S+ )?(sha256:[0-9a-f]{64})")
-BLOB = re.compile(r"^blob eligible for deletion: (sha256:[0-9a-f]{64})", re.MULTILINE)
+BLOB = re.compile(r"blob eligible for deletion: (sha256:[0-9a-f]{64})")
 
 
 def kept_children(root: Path) -> set[str]:
@@ -56,18 +53,26 @@ def regplan_removes(plan: Path) -> tuple[set[str], set[str]]:
     return revisions, blobs
 
 
-def collect(cmd: list[str], out: Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, output) of a garbage-collect: its output (every blob it
-    marks: many MiB) goes to a file, not through this process (bench_scale.run keeps
-    only the first MiB)."""
-    with out.open("wb") as sink:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {out.read_text()[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024, out.read_text(errors="replace")
+def binaries() -> dict[str, str]:
+    """Each registry version's command (realreg.registry_binary); stop when one is missing."""
+    found = {v: registry_binary(v) for v in REGISTRIES}
+    missing = [f"{v}: {where}" for v, (binary, where) in found.items() if binary is None]
+    if missing:
+        raise SystemExit("bench_gc_versions needs both registries: " + "; ".join(missing))
+    return {v: binary for v, (binary, _) in found.items() if binary is not None}
+
+
+def eligible(log: Path) -> tuple[set[str], set[str]]:
+    """(manifests, blobs) a garbage-collect's output lists as eligible, read line by line."""
+    manifests: set[str] = set()
+    blobs: set[str] = set()
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            if found := MANIFEST.search(line):
+                manifests.add(found.group(1))
+            elif found := BLOB.match(line):
+                blobs.add(found.group(1))
+    return manifests, blobs
 
 
 def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
@@ -75,6 +80,7 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
     plan = root.parent / "gc-versions.plan.json"
     key = root.parent / "bench.key"
     children = kept_children(root)
+    versions = binaries()
     times: dict[str, list[tuple[float, int]]] = {}
     removes: dict[str, tuple[set[str], set[str]]] = {}
     for n in range(rounds):
@@ -82,13 +88,13 @@ def bench(size: str, rounds: int, workdir: Path) -> dict[str, Any]:
         s, mib, _ = run([*cmd, "--untagged", "*", "--gc", "-q", "--json"])
         times.setdefault("regplan plan --untagged '*' --gc", []).append((s, mib))
         removes["regplan plan --untagged '*' --gc"] = regplan_removes(plan)
-        for version, binary in VERSIONS.items():
+        for version, binary in versions.items():
             for flags in (["--dry-run"], ["--dry-run", "--delete-untagged"]):
                 name = f"garbage-collect {' '.join(flags)} ({version})"
                 log = root.parent / "gc-versions.out"
-                s, mib, out = collect([binary, "garbage-collect", *flags, str(config)], log)
+                s, mib, _ = run([binary, "garbage-collect", *flags, str(config)], output=log)
                 times.setdefault(name, []).append((s, mib))
-                removes[name] = (set(MANIFEST.findall(out)), set(BLOB.findall(out)))
+                removes[name] = eligible(log)
         print(f"  round {n + 1} done", flush=True)
     rows = []
     ours = removes["regplan plan --untagged '*' --gc"]

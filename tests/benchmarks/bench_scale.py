@@ -65,21 +65,29 @@ KEPT_OUTPUT = 1 << 20
 """Bytes of a command's stdout kept (an apply's --json); the rest is read and dropped."""
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(seconds, peak RSS in MiB, stdout) of one process.
+def run(
+    cmd: list[str], *, env: dict[str, str] | None = None, output: Path | None = None
+) -> tuple[float, int, str]:
+    """(seconds, peak RSS in MiB, stdout) of one process; with ``output``, its stdout goes
+    to that file instead (and "" is returned): a garbage-collect prints every blob it marks.
 
     This process must stay small: its peak RSS is carried into the ru_maxrss of
     every child it starts later (see planned_targets), so a `show --format json`
     of a big plan is read piece by piece and not kept."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:  # read only when the command fails
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
-        assert proc.stdout is not None
-        kept = b""
-        while chunk := proc.stdout.read(1 << 16):
-            if len(kept) < KEPT_OUTPUT:
-                kept += chunk
-        out = kept.decode(errors="replace")
+        if output is None:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
+            assert proc.stdout is not None
+            kept = b""
+            while chunk := proc.stdout.read(1 << 16):
+                if len(kept) < KEPT_OUTPUT:
+                    kept += chunk
+            out = kept.decode(errors="replace")
+        else:
+            with output.open("wb") as sink:
+                proc = subprocess.Popen(cmd, stdout=sink, stderr=errors, env=env)
+            out = ""
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start

@@ -34,7 +34,7 @@ V3_SHARED = Path(__file__).resolve().parents[3] / "shared" / "registry" / "regis
 """Where the workplace keeps the v3 build (beside the repository, as CI's clone has it)."""
 
 
-def _binary(version: str) -> tuple[str | None, str]:
+def registry_binary(version: str) -> tuple[str | None, str]:
     """(the registry's command for ``version`` or None, how to get it)."""
     if version == "2.8":
         return shutil.which("docker-registry"), "apt-get install docker-registry"
@@ -46,7 +46,7 @@ def _binary(version: str) -> tuple[str | None, str]:
 def require_binaries(version: str = "2.8") -> str:
     """The registry's command for ``version``. Skip when it or skopeo is missing, unless
     CI demands the real registry (REGPLAN_REQUIRE_REAL_REGISTRY=1): then fail."""
-    registry, where = _binary(version)
+    registry, where = registry_binary(version)
     missing = [] if registry else [f"registry {version}: {where}"]
     if shutil.which(SKOPEO) is None:
         missing.append("skopeo (apt-get install skopeo)")
