@@ -183,6 +183,7 @@ def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> R
             gc=selection.gc,
             gc_min_age=selection.gc_min_age,
             uploads_older_than=selection.uploads_older_than,
+            leftovers_older_than=selection.leftovers_older_than,
             protect=tuple(
                 ProtectRecord(
                     source=p.source, ref=p.ref, matches=resolved.protect_matches.get(p.source, ())

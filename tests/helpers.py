@@ -133,6 +133,31 @@ def remove_targets(root: Path, plan: Plan) -> None:
         p = v2 / t.path
         if p.is_dir():
             shutil.rmtree(p)
+        elif t.kind.is_file:
+            p.unlink()
+
+
+LEFTOVER = ".0b0e3a6e-7a7c-4a1e-9c1e-0123456789ab.tmp"
+"""The suffix distribution v3.1 gives a file it writes before renaming it."""
+
+
+def plant_leftovers(root: Path, mtime: float | None = None) -> list[str]:
+    """The files a v3.1 registry killed mid-write leaves in the demo tree: a tag's
+    ``current/link`` being rewritten (beside the link) and a blob's ``data`` never
+    renamed (alone in its folder), in the first tag of the tree. Paths relative to the
+    v2 root."""
+    v2 = FsStorage.locate(root).v2
+    current = min(v2.glob("repositories/**/_manifests/tags/*/current"))
+    rels = [
+        f"{current.relative_to(v2).as_posix()}/link{LEFTOVER}",
+        f"blobs/sha256/ee/{'ee' * 32}/data{LEFTOVER}",
+    ]
+    for rel, body in zip(rels, (b"sha256:" + b"0" * 64, b"half a blob"), strict=True):
+        (v2 / rel).parent.mkdir(parents=True, exist_ok=True)
+        (v2 / rel).write_bytes(body)
+        if mtime is not None:
+            os.utime(v2 / rel, (mtime, mtime))
+    return rels
 
 
 def docker_hashes(root: Path) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The transaction's contract, the same tests on every backend (the backend a parameter):
-apply then rollback is byte for byte (object for object) the tree before; purge empties
+apply then rollback is byte for byte (object for object) the tree before, folders and
+files (a write's leftover) alike; purge empties
 the quarantine; a held lock, a stale plan and a tampered plan move nothing; an apply
 killed (SIGKILL) between two batches finishes by running it again. A new backend
 passes these before anything above the storage seam may use it.
@@ -13,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from regplan.demo.samples import BASE, Registry, build_demo, image
 from regplan.storage import location
 from regplan.storage.s3 import s3scan
 from regplan.storage.s3.bucket import S3Storage
-from tests.helpers import docker_hashes, write_keys
+from tests.helpers import docker_hashes, plant_leftovers, write_keys
 from tests.s3server import S3Server, clean_env, objects, upload_tree
 
 KILL_BETWEEN_BATCHES = """
@@ -69,6 +71,7 @@ class Backend:
 def _filesystem(base: Path, _: pytest.FixtureRequest) -> Backend:
     root = base / "registry"
     build_demo(root)
+    plant_leftovers(root)
 
     def quarantine() -> dict[str, object]:
         q = root / "regplan-state" / "quarantine"
@@ -90,6 +93,7 @@ def _s3(base: Path, request: pytest.FixtureRequest) -> Backend:
     server: S3Server = request.getfixturevalue("s3server")
     storage: S3Storage = server.storage()
     build_demo(base / "fs")
+    plant_leftovers(base / "fs")
     upload_tree(base / "fs", storage)
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
     env = {k: v for k, v in server.env().items() if k.startswith("AWS_")}
@@ -131,10 +135,14 @@ def run(*args: str, code: int = 0) -> str:
 
 @pytest.fixture
 def plan(backend: Backend, keys: tuple[Path, Path], tmp_path: Path) -> Path:
+    """Folders of every kind an --untagged --gc plan removes, and the files a write left
+    (the one target that is a file): a second old, since a bucket's times are its own."""
     out = tmp_path / "p.json"
+    time.sleep(2.1)  # a plan's clock has whole seconds
     run("plan", "--root", backend.root, "--key", str(keys[0]), "-o", str(out), "-q",
-        "--untagged", "*", "--gc")  # fmt: skip
-    assert json.loads(out.read_bytes())["targets"]
+        "--untagged", "*", "--gc", "--leftovers-older-than", "1s")  # fmt: skip
+    targets = json.loads(out.read_bytes())["targets"]
+    assert sum(t["kind"] == "leftover" for t in targets) == 2
     return out
 
 

@@ -16,15 +16,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from regplan import apply
 from regplan.changes.records import State
 from regplan.demo.samples import build_scale
 from regplan.storage.fs.fsstorage import FsStorage
-from tests.helpers import KEY, NOW, docker_hashes, selection, write_plan_file, write_pub
+from tests.helpers import (
+    KEY,
+    NOW,
+    docker_hashes,
+    plant_leftovers,
+    selection,
+    write_plan_file,
+    write_pub,
+)
 
 WRAPPER = """
 import os, signal, sys
@@ -72,9 +82,12 @@ class Scenario:
         self.base = base
         self.original = base / "original"
         build_scale(self.original, repos=8, tags=20, pushes=3)
+        plant_leftovers(self.original, (NOW - timedelta(days=2)).timestamp())
         self.plan = base / "crash.plan.json"
-        plan = write_plan_file(self.original, selection((), ("*",), prune=True), self.plan)
+        sel = attrs.evolve(selection((), ("*",), prune=True), leftovers_older_than="1d")
+        plan = write_plan_file(self.original, sel, self.plan)
         self.targets = len(plan.targets)
+        self.leftovers = sum(t.kind.is_file for t in plan.targets)
         self.pub = write_pub(KEY, base / "k.pub")
         self.before = docker_hashes(self.original)
         clean = self.copy("clean")
@@ -133,6 +146,7 @@ def check_resume_and_rollback(scenario: Scenario, killed: Path, **env: str) -> N
 
 def test_the_plan_is_big_enough(scenario: Scenario) -> None:
     assert scenario.targets > 2000
+    assert scenario.leftovers == 2  # a file target moves at some kill points too
 
 
 @pytest.mark.parametrize("point", ["first-move", "middle", "last-move"])

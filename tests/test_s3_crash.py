@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,12 @@ import pytest
 from regplan import workflow
 from regplan.changes.records import ApplyRecord, State
 from regplan.demo.samples import build_scale
+from regplan.scan.inventory import ProblemCode
 from regplan.storage import location
 from regplan.storage.s3 import s3scan
 from regplan.storage.s3.bucket import S3Storage
 from regplan.storage.s3.s3store import S3Store
-from tests.helpers import write_keys
+from tests.helpers import plant_leftovers, write_keys
 from tests.s3server import S3Server, objects, upload_tree
 
 WRAPPER = """
@@ -55,13 +57,18 @@ Run = subprocess.CompletedProcess[str]
 
 
 def pushed(storage: S3Storage, cache: Path) -> dict[tuple[str, str], float]:
-    """Every tag's push time, as a plan would read it."""
+    """Every tag's push time and every leftover temporary file's age, as a plan would read
+    them."""
     inv = s3scan.scan(storage, cache=cache)
-    return {
+    times = {
         (r, name): tag.pushed_at
         for r, repo in inv.repositories.items()
         for name, tag in repo.tags.items()
     }
+    for p in inv.problems:
+        if p.code is ProblemCode.LEFTOVER_TEMP:
+            times[("leftover", p.path)] = inv.mtimes[p.path]
+    return times
 
 
 class Bucketed:
@@ -69,14 +76,16 @@ class Bucketed:
         self.env = {**server.env(), "REGPLAN_CACHE_DIR": str(base / "cache")}
         self.storage: S3Storage = server.storage()
         build_scale(base / "fs", repos=2, tags=5, pushes=3)
+        plant_leftovers(base / "fs")
         upload_tree(base / "fs", self.storage)
+        time.sleep(2.1)  # the leftovers a second old, as a plan's whole-second clock sees
         self.counts = base / "counts.json"
         self.cache = base / "scan-cache"
         self.key, self.pub = write_keys(base)
         self.plan = base / "p.json"
         r = self.run(
             "plan", "--root", self.storage.root, "--key", str(self.key), "-o", str(self.plan),
-            "--untagged", "*", "--gc", "-q",
+            "--untagged", "*", "--gc", "--leftovers-older-than", "1s", "-q",
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         self.targets = workflow.load_plan(self.plan).targets
@@ -84,8 +93,11 @@ class Bucketed:
         self.pushed = pushed(self.storage, self.cache)
         prefix = self.storage.key("docker/registry/v2/")
         self.moving = [
-            k for k in self.before if any(k.startswith(f"{prefix}{t.path}/") for t in self.targets)
+            k
+            for k in self.before
+            if any(k.startswith(f"{prefix}{t.path}/") or k == prefix + t.path for t in self.targets)
         ]
+        assert sum(t.kind.is_file for t in self.targets) == 2
 
     def run(self, *args: str, kill: str = "", count: bool = False) -> Run:
         env = {**self.env, "KILL_AT": kill, "DELETE_BATCH": str(DELETE_BATCH)}

@@ -19,18 +19,21 @@ from regplan.scan.layout import V2
 from regplan.storage.s3 import s3scan
 from regplan.storage.s3.bucket import Obj
 from regplan.storage.s3.s3times import Overlay, Restored
-from tests.helpers import write_keys
+from tests.helpers import plant_leftovers, write_keys
 from tests.s3server import S3Server, put, upload_tree
 
 TAGS = ("v1", "v2", "v3", "v4")
-RULES = ("--image", "app", "--keep-last", "2", "--gc", "--gc-min-age", "3s")
-"""Push times rank the tags; blob ages decide what the collector may take."""
+RULES = ("--image", "app", "--keep-last", "2", "--gc", "--gc-min-age", "3s",
+         "--leftovers-older-than", "3s")  # fmt: skip
+"""Push times rank the tags; blob ages decide what the collector may take, and a
+leftover temporary file's age whether it goes."""
 
 
 def _registry(root: Path) -> None:
     reg = Registry.create(root)
     for n, tag in enumerate(TAGS):
         reg.push("app", image([BASE, {f"f{n}": f"{tag}\n".encode() * 64}]), tag)
+    plant_leftovers(root, time.time() - 3600)
 
 
 def _on_filesystem(_: pytest.FixtureRequest, tmp_path: Path, __: pytest.MonkeyPatch) -> str:
@@ -101,6 +104,7 @@ def test_every_decision_after_a_rollback_is_the_one_before_the_apply(
     assert isinstance(images, list)
     assert [i[1] for i in images if i[3] == "removed"] == ["v1", "v2"]
     assert before[1], "the blobs of v1 and v2 go with them"
+    assert "leftover" in {kind for _, kind in before[1]}, "and the blob's leftover"
 
     applied = json.loads(run("apply", str(tmp_path / "p.json"), "--trust", str(pub), "--json"))
     time.sleep(1.1)  # what the rollback writes is dated later than anything before

@@ -115,6 +115,11 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
 @click.option(
     "--uploads-older-than", metavar="AGE", help="Remove upload folders started more than AGE ago."
 )
+@click.option(
+    "--leftovers-older-than",
+    metavar="AGE",
+    help="Remove temporary files a registry write left (name.<uuid>.tmp) older than AGE.",
+)
 @click.option("--prune", is_flag=True, help="Remove every empty directory (never the roots).")
 @click.option(
     "--registry-version",
@@ -232,7 +237,7 @@ def _selection(sel: dict[str, Any]) -> Selection:
         raise click.UsageError("retention rules apply to the tags of --image repositories")
     if sel["gc_min_age"] and not sel["gc"]:
         raise click.UsageError("--gc-min-age goes with --gc")
-    for flag in ("older_than", "gc_min_age", "uploads_older_than"):
+    for flag in ("older_than", "gc_min_age", "uploads_older_than", "leftovers_older_than"):
         if sel[flag] is not None:
             age_of(sel[flag], flag)
     protect: tuple[Protect, ...] = ()
@@ -251,10 +256,12 @@ def _selection(sel: dict[str, Any]) -> Selection:
         gc=sel["gc"],
         gc_min_age=sel["gc_min_age"],
         uploads_older_than=sel["uploads_older_than"],
+        leftovers_older_than=sel["leftovers_older_than"],
     )
     if selection.empty:
         raise click.UsageError(
-            "nothing selected: give --image, --untagged, --gc, --uploads-older-than or --prune"
+            "nothing selected: give --image, --untagged, --gc, --uploads-older-than, "
+            "--leftovers-older-than or --prune"
         )
     return selection
 
@@ -263,7 +270,8 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
     """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
     argv = ["regplan", "plan", "--root", str(storage.root)]
     argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
-    for name in (*RETENTION, "gc_min_age", "uploads_older_than", "registry_version"):
+    ages = ("gc_min_age", "uploads_older_than", "leftovers_older_than")
+    for name in (*RETENTION, *ages, "registry_version"):
         if sel[name] is not None:
             argv.append(f"--{name.replace('_', '-')}={sel[name]}")
     if sel["sort_by"] != "pushed":

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import attrs
 
-from regplan.decide import sweep
+from regplan.decide import stale, sweep
 from regplan.decide.decision import Decision, Spooled, refs
 from regplan.decide.reach import Reach, image_name
 from regplan.decide.selection import Resolved
@@ -86,6 +86,7 @@ class _Planner:
         shard's, come together, so the tree decompresses each part about once."""
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
+        self.leftovers = stale.Pending(dict(req.leftovers))
         self._holds_kept: set[str] | None = None
         self.removed_tags: dict[str, set[str]] = defaultdict(set)
         for repo, tag in req.tags:
@@ -141,6 +142,8 @@ class _Planner:
         if self.req.gc:
             self._gc_layer_links()
         self._blobs()
+        for path, reason in sorted(self.leftovers.chosen.items()):
+            self._target(path, TargetKind.LEFTOVER, reason)
         for path, reason in self.req.kept.items():
             self.keep(path, reason)
         self.problems.extend(self.req.problems)
@@ -213,6 +216,7 @@ class _Planner:
         return name not in self._holds_kept
 
     def _target(self, path: str, kind: TargetKind, reason: str, names: Iterable[str] = ()) -> None:
+        self.leftovers.covered(path)
         # an empty folder's files, if any, are counted by the targets inside it
         size = 0 if kind is TargetKind.EMPTY_DIR else self.inv.tree.bytes_under(path)
         self.spool.add(Target(path=path, kind=kind, reason=reason, refs=refs(names), bytes=size))

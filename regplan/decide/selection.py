@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import attrs
 
+from regplan.decide import stale
 from regplan.decide.ages import day, parse_age, parse_time
 from regplan.errors import SelectionError
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
@@ -24,7 +25,6 @@ from regplan.scan.layout import (
     printable,
     repo_dir,
     tag_dir,
-    upload_dir,
 )
 
 
@@ -140,12 +140,18 @@ class Selection:
     gc: bool = False
     gc_min_age: str | None = None
     uploads_older_than: str | None = None
+    leftovers_older_than: str | None = None
     protect: tuple[Protect, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not (
-            self.images or self.untagged or self.prune or self.gc or self.uploads_older_than
+            self.images
+            or self.untagged
+            or self.prune
+            or self.gc
+            or self.uploads_older_than
+            or self.leftovers_older_than
         )
 
 
@@ -161,6 +167,8 @@ class Resolved:
     """repository -> the --untagged pattern that selected it."""
     uploads: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
     """(repository, upload uuid) -> reason it goes."""
+    leftovers: Mapping[str, str] = attrs.field(factory=dict)
+    """path of a leftover temporary file -> reason it goes."""
     gc: bool = False
     gc_cutoff: float | None = None
     """With --gc-min-age: blobs and layer links modified after this (epoch seconds) stay."""
@@ -407,33 +415,6 @@ class _Resolver:
         for tag in self.inv.repositories[name].tags:
             tags.setdefault((name, tag), f"{reason} (the repository stays: {because})")
 
-    def uploads(self) -> dict[tuple[str, str], str]:
-        if not self.sel.uploads_older_than:
-            return {}
-        age = parse_age(self.sel.uploads_older_than)
-        cutoff = self.now - age
-        out: dict[tuple[str, str], str] = {}
-        for name, repo in self.inv.repositories.items():
-            for uuid, upload in repo.uploads.items():
-                path = upload_dir(name, uuid)
-                started = parse_time(upload.started_at) if upload.started_at else None
-                if started is None:
-                    what = "no startedat" if upload.started_at is None else "unreadable startedat"
-                    self.kept[path] = f"{what}: cannot tell its age"
-                    self.problems.append(
-                        Problem(
-                            path=path,
-                            code=ProblemCode.UNREADABLE,
-                            message=f"upload {uuid}: {what}; kept",
-                        )
-                    )
-                elif started < cutoff:
-                    out[(name, uuid)] = (
-                        f"--uploads-older-than {self.sel.uploads_older_than}: started "
-                        f"{started.strftime('%Y-%m-%d %H:%M')}"
-                    )
-        return out
-
 
 def resolve(selection: Selection, inventory: Inventory, now: datetime | None = None) -> Resolved:
     """Turn globs and rules into names; a pattern that matches nothing is an error naming it."""
@@ -445,7 +426,9 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         for repo in _match_repos(pattern, res.names, "--untagged"):
             untagged.setdefault(repo, pattern)
             res.selected.setdefault(repo, f"--untagged {pattern}")
-    uploads = res.uploads()
+    uploads, upload_problems = stale.uploads(selection.uploads_older_than, inventory, now, res.kept)
+    res.problems += upload_problems
+    leftovers = stale.leftovers(selection.leftovers_older_than, inventory, now, res.kept)
     repos, tags = res.repos, res.tags
     # Removing the last image tag removes the repository, as the one-file script does
     # (its signatures go with it), unless a signature there belongs to another repository.
@@ -477,6 +460,7 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         tags={k: v for k, v in tags.items() if k[0] not in repos},
         untagged={k: v for k, v in untagged.items() if k not in repos},
         uploads={k: v for k, v in uploads.items() if k[0] not in repos},
+        leftovers=leftovers,
         gc=selection.gc,
         gc_cutoff=gc_cutoff,
         kept=res.kept,

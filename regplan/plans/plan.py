@@ -15,7 +15,8 @@ VERSION = 1
 
 
 class TargetKind(enum.Enum):
-    """What a target directory is. The order of members is the safe removal order."""
+    """What a target is (a folder, but for a leftover). The order of members is the safe
+    removal order."""
 
     REPOSITORY = "repository"
     TAG = "tag"
@@ -23,12 +24,18 @@ class TargetKind(enum.Enum):
     REVISION = "revision"
     LAYER_LINK = "layer_link"
     UPLOAD = "upload"
+    LEFTOVER = "leftover"
+    """A file, not a folder: a temporary file a registry write left (scan.entries)."""
     BLOB = "blob"
     EMPTY_DIR = "empty_dir"
 
     @property
     def phase(self) -> int:
         return _PHASES[self]
+
+    @property
+    def is_file(self) -> bool:
+        return self is TargetKind.LEFTOVER
 
 
 _PHASES = {kind: i for i, kind in enumerate(TargetKind)}
@@ -141,6 +148,7 @@ class SelectionRecord:
     gc: bool = False
     gc_min_age: str | None = None
     uploads_older_than: str | None = None
+    leftovers_older_than: str | None = None
     protect: tuple[ProtectRecord, ...] = ()
 
 

@@ -258,8 +258,8 @@ class _Builder:
             rel,
             ProblemCode.LEFTOVER_TEMP,
             f"a temporary file the registry left when it stopped writing a {final} "
-            "(distribution v3.1 writes, then renames): never read as one; remove it while "
-            "the registry is stopped",
+            "(distribution v3.1 writes, then renames): never read as one; "
+            "--leftovers-older-than AGE removes it",
         )
 
     def _link(self, repo: str, rest: str, rel: str, token: str) -> None:

@@ -185,6 +185,10 @@ SHAPES = {
     "blob": re.compile(
         r"blobs/[a-z0-9]+(?:[+._-][a-z0-9]+)*/([a-zA-Z0-9=_-]{2})/\1[a-zA-Z0-9=_-]*"
     ),
+    "leftover": re.compile(
+        rf"(?:repositories/{_REPO}/_(?:manifests|layers|uploads)|blobs)/(?:[^/]+/)+"
+        r"[^/]+\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp"
+    ),
     "empty_dir": re.compile(r"(?:blobs|repositories)/.+"),
 }
 """The shape of a target's path by its kind: a re-signed plan still cannot move

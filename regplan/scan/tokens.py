@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NewType, TypeAlias
 
+from regplan.scan import entries
+
 Token = NewType("Token", str)
 Event: TypeAlias = tuple[str, Token, str]
 """(rel path, token, part); an empty token closes ``part``."""
@@ -73,8 +75,18 @@ def bytes_of(token: str) -> int:
 
 def dated(rel: str, name: str, *, mtimes: bool) -> bool:
     """Whether a walk notes the time of the file at ``rel`` (its last segment ``name``):
-    a tag's ``current/link`` always (its push time); with ``mtimes``, every link file
-    and blob ``data`` too (the ages of ``--gc-min-age``)."""
+    a tag's ``current/link`` always (its push time), and a temporary file a write left
+    (its age, ``--leftovers-older-than``); with ``mtimes``, every link file and blob
+    ``data`` too (the ages of ``--gc-min-age``)."""
     if name == "link":
         return mtimes or rel.endswith("/current/link")
-    return mtimes and name == "data"
+    if name == "data":
+        return mtimes
+    return name.endswith(".tmp") and entries.stands_for(name) is not None
+
+
+def timed(name: str) -> bool:
+    """A file whose time some decision reads (``dated``, whatever the scan asked for)."""
+    return name in ("link", "data") or (
+        name.endswith(".tmp") and entries.stands_for(name) is not None
+    )

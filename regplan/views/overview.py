@@ -37,6 +37,7 @@ WORDS = {
     "revision": ("manifest", "manifests"),
     "layer_link": ("layer link", "layer links"),
     "upload": ("unfinished upload", "unfinished uploads"),
+    "leftover": ("leftover temporary file", "leftover temporary files"),
     "blob": ("blob", "blobs"),
     "empty_dir": ("empty folder", "empty folders"),
     "untagged manifest": ("untagged manifest", "untagged manifests"),

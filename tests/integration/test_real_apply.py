@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
+from regplan.decide.selection import Selection
 from regplan.demo.samples import DemoImages
-from tests.helpers import KEY, docker_hashes, selection, write_plan_file, write_pub
+from regplan.plans.plan import TargetKind
+from tests.helpers import (
+    KEY,
+    NOW,
+    docker_hashes,
+    plant_leftovers,
+    selection,
+    write_plan_file,
+    write_pub,
+)
 from tests.integration.realreg import Serve, all_refs, copy_of
 
 
@@ -98,3 +109,37 @@ def test_a_tag_deleted_through_the_api_makes_the_plan_stale(
     assert r.exit_code == 4, r.output
     assert "is stale" in r.output and "repositories/team/app" in r.output
     assert docker_hashes(root) == after_delete
+
+
+def test_leftover_temporary_files_go_and_come_back(
+    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+) -> None:
+    """The files a v3.1 registry killed mid-write leaves (a tag's link being rewritten,
+    beside the link; a blob's data never renamed): --leftovers-older-than moves just
+    them, every image still pulls, and a rollback puts them back with their times."""
+    root = copy_of(pushed, tmp_path)
+    old = (NOW - timedelta(days=3)).timestamp()
+    rels = plant_leftovers(root, old)
+    reg = serve(root)
+    original = docker_hashes(root)
+    before = all_refs(root)
+    plan_path = tmp_path / "p.json"
+    plan = write_plan_file(root, Selection(leftovers_older_than="1d"), plan_path)
+    assert {(t.kind, t.path) for t in plan.targets} == {(TargetKind.LEFTOVER, r) for r in rels}
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    runner = CliRunner()
+    reg.stop()
+    probe = ["--registry-url", reg.url]
+    r = runner.invoke(cli, ["apply", str(plan_path), "--trust", str(pub), "--json", *probe])
+    assert r.exit_code == 0, r.output
+    apply_id = json.loads(r.stdout)["apply_id"]
+    v2 = root / "docker/registry/v2"
+    assert not any((v2 / rel).exists() for rel in rels)
+    reg.start()
+    assert all_refs(root) == before
+    assert all(reg.pull(ref) for ref in sorted(before)), "an image no longer pulls"
+    reg.stop()
+    r = runner.invoke(cli, ["rollback", apply_id, "--root", str(root), *probe])
+    assert r.exit_code == 0, r.output
+    assert docker_hashes(root) == original
+    assert [os.lstat(v2 / rel).st_mtime for rel in rels] == [old, old]

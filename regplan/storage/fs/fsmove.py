@@ -68,7 +68,7 @@ class Paths:
 
 def _where(v2: str, slot: str, t: Target, checked: set[str]) -> str:
     """'storage', 'quarantine', or an error when it is in both or neither."""
-    at_source = real_dir(v2, t.path, checked)
+    at_source = real_dir(v2, t.path, checked, file=t.kind.is_file)
     in_quarantine = os.path.lexists(slot)
     if at_source and not in_quarantine:
         return "storage"
@@ -123,7 +123,8 @@ def move_targets(
                 dirs: set[str] = {quarantine}
                 for i, t in todo:
                     try:
-                        move(root, f"{V2_REL}/{t.path}", root, paths.slot_rel(i), journal.disk)
+                        src, slot = f"{V2_REL}/{t.path}", paths.slot_rel(i)
+                        move(root, src, root, slot, journal.disk, file=t.kind.is_file)
                     except OSError as e:
                         raise ApplyError(
                             f"could not move {t.path}: {explain(e)}; {moved} moved so far, "
@@ -226,7 +227,8 @@ def restore(
             dirs: set[str] = set()
             for i, t in batch:
                 try:
-                    move(root, paths.slot_rel(i), root, f"{V2_REL}/{t.path}", disk)
+                    dst = f"{V2_REL}/{t.path}"
+                    move(root, paths.slot_rel(i), root, dst, disk, file=t.kind.is_file)
                 except OSError as e:
                     raise ApplyError(
                         f"could not move {t.path} back: {explain(e)}; {restored} restored so "

@@ -48,7 +48,13 @@ def fsync_dirs(paths: Iterable[str]) -> None:
 
 
 def move(
-    src: confine.OpenDirs, src_rel: str, dst: confine.OpenDirs, dst_rel: str, disk: Disk
+    src: confine.OpenDirs,
+    src_rel: str,
+    dst: confine.OpenDirs,
+    dst_rel: str,
+    disk: Disk,
+    *,
+    file: bool = False,
 ) -> None:
     """Rename ``src/src_rel`` to ``dst/dst_rel``, creating ``dst_rel``'s missing parents;
     never a copy, and never through a symlink on either side.
@@ -56,13 +62,14 @@ def move(
     Both paths are resolved from directories held open, one component at a
     time without following links, at the moment of the rename: a folder swapped
     for a symlink after the preflight is refused, not followed out of the root.
-    The source itself must be a real directory.
+    The source itself must be a real directory (a regular file with ``file``).
     """
     sfd, sname = src.parent(src_rel)
     st = os.stat(sname, dir_fd=sfd, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode):
+    if not (stat.S_ISREG if file else stat.S_ISDIR)(st.st_mode):
+        wanted = "regular file" if file else "directory"
         raise confine.NotConfined(
-            errno.ENOTDIR, f"is a {confine.kind(st.st_mode)}, not a directory", src_rel
+            errno.ENOTDIR, f"is a {confine.kind(st.st_mode)}, not a {wanted}", src_rel
         )
     dfd, dname = dst.parent(dst_rel, create=True)
     disk.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
@@ -89,8 +96,11 @@ def same_filesystem(a: Path, b: Path) -> None:
         )
 
 
-def real_dir(base: str | os.PathLike[str], rel: str, checked: set[str] | None = None) -> bool:
-    """True when ``base/rel`` is a directory reached through real directories only.
+def real_dir(
+    base: str | os.PathLike[str], rel: str, checked: set[str] | None = None, *, file: bool = False
+) -> bool:
+    """True when ``base/rel`` is a directory (a regular file with ``file``) reached
+    through real directories only.
 
     Raises when a symlink (or a non-directory) lies on the way: a signed plan
     still never moves anything through a symlink. ``checked`` remembers the
@@ -109,7 +119,10 @@ def real_dir(base: str | os.PathLike[str], rel: str, checked: set[str] | None = 
             return False
         if stat.S_ISLNK(st.st_mode):
             raise StalePlanError(f"{prefix} is a symlink; regplan never follows symlinks")
-        if not stat.S_ISDIR(st.st_mode):
+        if last and file:
+            if not stat.S_ISREG(st.st_mode):
+                raise StalePlanError(f"{prefix} is not a regular file")
+        elif not stat.S_ISDIR(st.st_mode):
             raise StalePlanError(f"{prefix} is not a directory")
         if not last and checked is not None:
             checked.add(prefix)

@@ -158,7 +158,7 @@ def _preflight(plan: PlanStream, storage: FsStorage, paths: Paths) -> None:
     checked: set[str] = set()
     fresh = not os.path.lexists(paths.quarantine)  # then no slot can be taken
     for i, t in enumerate(plan.targets()):
-        if not real_dir(storage.v2, t.path, checked):
+        if not real_dir(storage.v2, t.path, checked, file=t.kind.is_file):
             raise StalePlanError(f"target {t.path} vanished since planning")
         if not fresh and os.path.lexists(paths.slot(i)):
             raise ApplyError(f"quarantine already holds {paths.slot(i)}")

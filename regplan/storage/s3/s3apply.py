@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import attrs
 
@@ -29,6 +28,7 @@ from regplan.changes.records import ApplyRecord, parse_state, state_bytes
 from regplan.changes.transaction import INDEX, batches
 from regplan.errors import ApplyError, StalePlanError, StorageError
 from regplan.plans import codec
+from regplan.plans.plan import Target
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.storage.s3 import s3moves, s3times
@@ -39,6 +39,28 @@ log = logging.getLogger(__name__)
 
 JOBS = 16
 """Targets listed and copied at once (each waits on the server, not the CPU)."""
+
+
+@attrs.frozen
+class Place:
+    """Where a target's keys lie: every key under its folder's prefix, or, for a file
+    target (a leftover), the one key of that name in its folder's prefix."""
+
+    target: str
+    folder: str
+    """The folder the keys' ``rel`` are relative to (a file target's parent)."""
+    prefix: str
+    """``folder``'s key prefix, ending in ``/``."""
+    only: str | None = None
+
+    def objects(self, bucket: Bucket) -> list[Obj]:
+        if self.only is None:
+            return list(bucket.objects(self.prefix))
+        return [
+            attrs.evolve(o, rel=self.only)
+            for o in bucket.objects(self.prefix + self.only)
+            if o.rel == ""  # not a longer name that shares the prefix
+        ]
 
 
 @attrs.frozen
@@ -61,6 +83,12 @@ class Keys:
 
     def source(self, path: str) -> str:
         return f"{self.storage.v2_prefix}{path}/"
+
+    def place(self, t: Target) -> Place:
+        if not t.kind.is_file:
+            return Place(t.path, t.path, self.source(t.path))
+        folder, _, name = t.path.rpartition("/")
+        return Place(t.path, folder, self.source(folder), name)
 
     @property
     def state(self) -> str:
@@ -144,17 +172,18 @@ def begin(bucket: Bucket, plan: PlanStream, keys: Keys, record: ApplyRecord) -> 
 
 
 def _listed(
-    bucket: Bucket, keys: Keys, resuming: bool, item: tuple[int, Any]
-) -> tuple[int, str, list[Obj]]:
-    """(slot, path, the target's objects); a resumed apply finds a target it moved before
+    bucket: Bucket, keys: Keys, resuming: bool, item: tuple[int, Target]
+) -> tuple[int, Place, list[Obj]]:
+    """(slot, where, the target's objects); a resumed apply finds a target it moved before
     the crash in its slot."""
     i, t = item
-    objs = list(bucket.objects(keys.source(t.path)))
+    place = keys.place(t)
+    objs = place.objects(bucket)
     if not objs and not (resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None):
         raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
     if not all(s3times.writable(o.rel) for o in objs):
         raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
-    return i, t.path, objs
+    return i, place, objs
 
 
 def move_targets(
@@ -175,10 +204,10 @@ def move_targets(
 
     listed = functools.partial(_listed, bucket, keys, resuming)
 
-    def copy(item: tuple[int, str, list[Obj]]) -> None:
-        i, path, objs = item
+    def copy(item: tuple[int, Place, list[Obj]]) -> None:
+        i, place, objs = item
         for o in objs:
-            bucket.copy(keys.source(path) + o.rel, keys.slot(i) + o.rel, o.size)
+            bucket.copy(place.prefix + o.rel, keys.slot(i) + o.rel, o.size)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         for start, batch in batches(enumerate(plan.targets())):
@@ -189,13 +218,13 @@ def move_targets(
             try:
                 found = list(pool.map(listed, batch))
                 rows = "".join(
-                    s3moves.row(i, o, overlay.time(f"{path}/{o.rel}", o))
-                    for i, path, objs in found
+                    s3moves.row(i, o, overlay.time(f"{place.folder}/{o.rel}", o))
+                    for i, place, objs in found
                     for o in objs
                 )
                 s3moves.append(bucket, s3moves.key(keys.record, start), rows)
                 list(pool.map(copy, found))
-                bucket.delete(keys.source(path) + o.rel for _, path, objs in found for o in objs)
+                bucket.delete(place.prefix + o.rel for _, place, objs in found for o in objs)
             except StorageError as e:
                 raise ApplyError(
                     f"{e}; {moved} moved so far, finish with the same apply, or undo with: "

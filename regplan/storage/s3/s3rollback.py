@@ -23,7 +23,7 @@ from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.storage.s3 import s3moves, s3times
 from regplan.storage.s3.bucket import Bucket, Obj
-from regplan.storage.s3.s3apply import Keys
+from regplan.storage.s3.s3apply import Keys, Place
 from regplan.storage.s3.s3lock import Lock
 
 JOBS = 16
@@ -48,7 +48,7 @@ class S3Restore:
     keys: Keys
     held: Lock
     slots: dict[int, list[Obj]]
-    paths: dict[int, str]
+    paths: dict[int, Place]
     present: dict[int, dict[str, Obj]]
     moved: dict[int, dict[str, s3moves.Moved]]
 
@@ -56,7 +56,7 @@ class S3Restore:
     def check(cls, bucket: Bucket, keys: Keys, plan: PlanStream, held: Lock) -> S3Restore:
         """Refuse (nothing moved) when a target's place holds something new."""
         slots = _slots(bucket, keys)
-        paths = {i: t.path for i, t in enumerate(plan.targets()) if i in slots}
+        paths = {i: keys.place(t) for i, t in enumerate(plan.targets()) if i in slots}
         moved = _originals(bucket, keys, slots)
         present = _refuse_reappeared(bucket, keys, moved, paths)
         return cls(bucket, keys, held, slots, paths, present, moved)
@@ -88,7 +88,7 @@ def _originals(
 
 
 def _refuse_reappeared(
-    bucket: Bucket, keys: Keys, moved: dict[int, dict[str, s3moves.Moved]], paths: dict[int, str]
+    bucket: Bucket, keys: Keys, moved: dict[int, dict[str, s3moves.Moved]], paths: dict[int, Place]
 ) -> dict[int, dict[str, Obj]]:
     """A target's place may hold originals (keys the apply recorded, unchanged): not yet
     deleted by an interrupted apply, or restored by an interrupted rollback. Anything else
@@ -99,9 +99,9 @@ def _refuse_reappeared(
 
     def check(i: int) -> None:
         mine = moved[i]
-        there = {o.rel: o for o in bucket.objects(keys.source(paths[i]))}
+        there = {o.rel: o for o in paths[i].objects(bucket)}
         if any(rel not in mine or not mine[rel].same(o) for rel, o in there.items()):
-            reappeared.append(paths[i])
+            reappeared.append(paths[i].target)
         elif there:
             present[i] = there
 
@@ -119,7 +119,7 @@ def _restore(
     bucket: Bucket,
     keys: Keys,
     slots: dict[int, list[Obj]],
-    paths: dict[int, str],
+    paths: dict[int, Place],
     seen: tuple[dict[int, dict[str, Obj]], dict[int, dict[str, s3moves.Moved]]],
     progress: Progress | None,
     held: Lock,
@@ -132,7 +132,7 @@ def _restore(
     present, moved = seen
 
     def one(i: int) -> tuple[list[str], str]:
-        source = keys.source(paths[i])
+        source = paths[i].prefix
         there = present.get(i, {})
         rows = []
         for o in slots[i]:
@@ -143,7 +143,7 @@ def _restore(
                 else bucket.copy(keys.slot(i) + o.rel, source + o.rel, o.size)
             )
             original = moved[i].get(o.rel)
-            rel = f"{paths[i]}/{o.rel}"
+            rel = f"{paths[i].folder}/{o.rel}"
             if original is not None and s3times.dated(rel):
                 rows.append(s3times.restored_row(rel, etag, original.time, mtime))
         return [keys.slot(i) + o.rel for o in slots[i]], "".join(rows)

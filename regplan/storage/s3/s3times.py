@@ -1,7 +1,8 @@
 """The times an S3 move must not change.
 
 On S3 a tag's push time is its ``current/link``'s LastModified, and a blob's or
-a link's age (``--gc-min-age``) is its own; S3 cannot set a LastModified, and a
+a link's age (``--gc-min-age``) and a leftover temporary file's
+(``--leftovers-older-than``) are their own; S3 cannot set a LastModified, and a
 server-side copy is "new". So an apply records the time of every key it moves
 (s3moves.py), and a rollback that
 copies them back records each restored key with its original time and the
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from regplan.scan import tokens
 from regplan.storage.s3.bucket import Bucket, Obj, S3Storage
 
 SLACK = 1.0
@@ -32,9 +34,9 @@ def writable(rel: str) -> bool:
 
 
 def dated(rel: str) -> bool:
-    """A key whose LastModified the scan reads as a time (links and blob data) and that
-    a row can hold."""
-    return rel.rpartition("/")[2] in ("link", "data") and writable(rel)
+    """A key whose LastModified the scan reads as a time (links, blob data, a write's
+    leftover temporary files) and that a row can hold."""
+    return tokens.timed(rel.rpartition("/")[2]) and writable(rel)
 
 
 @attrs.frozen
