@@ -103,8 +103,9 @@ def test_every_decision_after_a_rollback_is_the_one_before_the_apply(
     images = before[0]
     assert isinstance(images, list)
     assert [i[1] for i in images if i[3] == "removed"] == ["v1", "v2"]
-    assert before[1], "the blobs of v1 and v2 go with them"
-    assert "leftover" in {kind for _, kind in before[1]}, "and the blob's leftover"
+    targets = before[1]
+    assert isinstance(targets, list) and targets, "the blobs of v1 and v2 go with them"
+    assert "leftover" in {kind for _, kind in targets}, "and the blob's leftover"
 
     applied = json.loads(run("apply", str(tmp_path / "p.json"), "--trust", str(pub), "--json"))
     time.sleep(1.1)  # what the rollback writes is dated later than anything before

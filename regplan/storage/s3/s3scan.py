@@ -283,7 +283,7 @@ def scan(
     """The inventory of an S3-backed registry (see fsscan.scan)."""
     bucket = bucket or Bucket(storage)
     side = Side()
-    times = Overlay.load(bucket, storage, tags_only=not mtimes)
+    times = Overlay.load(bucket, storage, ages=mtimes)
     evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
     share = share_of(evs, side, mtimes=mtimes)
     reader = ManifestReader(bucket, storage, cache if cache is not None else cache_dir())

@@ -72,12 +72,14 @@ class Overlay:
         self.entries = dict(entries or {})
 
     @classmethod
-    def load(cls, bucket: Bucket, storage: S3Storage, *, tags_only: bool = False) -> Overlay:
-        """Every rollback's record (``tags_only``: the tags' current links alone, all
-        a scan without ages reads)."""
+    def load(cls, bucket: Bucket, storage: S3Storage, *, ages: bool = True) -> Overlay:
+        """Every rollback's record (without ``ages``: only of the keys a scan always
+        dates, tags' current links and leftovers)."""
         entries: dict[str, Restored] = {}
         for row in rows(bucket, f"{storage.state_prefix}restored/"):
-            if len(row) != 4 or (tags_only and not row[0].endswith("/current/link")):
+            if len(row) != 4:
+                continue
+            if not ages and not tokens.dated(row[0], row[0].rpartition("/")[2], mtimes=False):
                 continue
             original, restored = number(row[2]), number(row[3])
             if original is not None and restored is not None:
