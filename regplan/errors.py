@@ -19,6 +19,18 @@ class SelectionError(RegplanError):
     """The request names a repository or tag that does not exist."""
 
 
+class PolicyError(SelectionError):
+    """A policy file with mistakes: each is one line, ``FILE:LINE:COLUMN: message``."""
+
+    def __init__(self, file: str, errors: list[str]) -> None:
+        more = (
+            f" (and {len(errors) - 1} more: regplan policy check {file})" if len(errors) > 1 else ""
+        )
+        super().__init__(errors[0] + more)
+        self.file = file
+        self.errors = errors
+
+
 class PlanFormatError(RegplanError):
     """The plan file is not a valid regplan plan of a version we read."""
 

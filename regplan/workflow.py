@@ -33,6 +33,7 @@ from regplan.plans.plan import (
     Kept,
     Plan,
     PlanProblem,
+    PolicyRecord,
     ProtectRecord,
     Request,
     SelectionRecord,
@@ -129,10 +130,7 @@ def make_plan(
     with them. The inventory is dropped before the passes.
     """
     inventory = location.read(
-        storage,
-        progress=progress,
-        created=selection.retention.sort_by == "created",
-        mtimes=selection.gc_min_age is not None,
+        storage, progress=progress, created=selection.created, mtimes=selection.ages
     )
     if traits is not None:
         inventory = read_for(inventory, traits)
@@ -191,6 +189,11 @@ def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> R
                 for p in selection.protect
             ),
             **attrs.asdict(selection.retention),  # the record is flat: retention's fields
+        ),
+        policy=None
+        if selection.policy is None
+        else PolicyRecord(
+            file=selection.policy.file, sha256=selection.policy.sha256, text=selection.policy.text
         ),
     )
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from regplan.decide.decision import Decision
 from regplan.decide.planner import decide
-from regplan.decide.selection import Resolved, parse_protect, resolve
+from regplan.decide.protect import parse_protect
+from regplan.decide.selection import Resolved, resolve
 from regplan.demo.samples import Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
 from regplan.scan.inventory import Inventory, subject_of

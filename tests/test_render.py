@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan.decide.selection import parse_protect
+from regplan.decide.protect import parse_protect
 from regplan.plans import codec
 from regplan.plans.plan import Kept, Plan, PlanProblem, Target, TargetKind, summarize
 from regplan.scan.inventory import ProblemCode

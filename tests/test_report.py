@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan.decide.selection import parse_protect
+from regplan.decide.protect import parse_protect
 from regplan.plans.plan import Image, Plan, Target, TargetKind, Verdict, summarize
 from regplan.views import report
 from regplan.views.render import PlanFile

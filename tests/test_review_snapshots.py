@@ -12,7 +12,8 @@ from typing import Any
 import attrs
 import pytest
 
-from regplan.decide.selection import ImageSpec, Retention, Selection, parse_protect
+from regplan.decide.protect import parse_protect
+from regplan.decide.selection import ImageSpec, Retention, Selection
 from regplan.plans.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
 from regplan.plans.planfile import InMemory
 from regplan.scan.inventory import ProblemCode

@@ -8,10 +8,10 @@ from __future__ import annotations
 import gc
 import signal
 
-from regplan.cli import changes, inspect, planning, review
+from regplan.cli import changes, inspect, planning, policies, review
 from regplan.cli.base import cli
 
-__all__ = ["changes", "cli", "inspect", "main", "planning", "review"]
+__all__ = ["changes", "cli", "inspect", "main", "planning", "policies", "review"]
 
 
 def main() -> None:

@@ -25,13 +25,9 @@ from regplan.cli.base import (
     storage_of,
     storage_options,
 )
-from regplan.decide.selection import (
-    ImageSpec,
-    Protect,
-    Retention,
-    Selection,
-    parse_protect,
-)
+from regplan.cli.policies import SELECTION_FLAGS, policy_selection
+from regplan.decide.protect import Protect, parse_protect
+from regplan.decide.selection import ImageSpec, Retention, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan.layout import printable
@@ -126,6 +122,13 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
     type=click.Choice(["2", "3"]),
     help="The registry's major version: on 3, schema-1 tags are listed as problems "
     "(v3 cannot serve them).",
+)
+@click.option(
+    "--policy",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="A cleanup policy (YAML, policies/README.md): its rules instead of --image, "
+    "--untagged, retention and the registry-wide flags ('-' reads stdin).",
 )
 @click.option(
     "--protect",
@@ -224,6 +227,16 @@ def _report_written(header: Plan, counts: Mapping[str, int], path: Path, *, as_j
 
 
 def _selection(sel: dict[str, Any]) -> Selection:
+    protect: tuple[Protect, ...] = ()
+    for f in sel["protect"]:
+        name = "stdin" if f.name == "<stdin>" else f.name
+        try:
+            protect += parse_protect(f.read(), name)
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--protect") from None
+    if sel["policy"] is not None:
+        given = [k for k in SELECTION_FLAGS if sel[k] not in (None, False, ())]
+        return policy_selection(sel["policy"], protect, given)
     retention = Retention(
         keep_last=sel["keep_last"],
         older_than=sel["older_than"],
@@ -240,13 +253,6 @@ def _selection(sel: dict[str, Any]) -> Selection:
     for flag in ("older_than", "gc_min_age", "uploads_older_than", "leftovers_older_than"):
         if sel[flag] is not None:
             age_of(sel[flag], flag)
-    protect: tuple[Protect, ...] = ()
-    for f in sel["protect"]:
-        name = "stdin" if f.name == "<stdin>" else f.name
-        try:
-            protect += parse_protect(f.read(), name)
-        except UnicodeDecodeError:
-            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--protect") from None
     selection = Selection(
         protect=protect,
         images=tuple(ImageSpec.parse(i) for i in sel["images"]),
@@ -261,7 +267,7 @@ def _selection(sel: dict[str, Any]) -> Selection:
     if selection.empty:
         raise click.UsageError(
             "nothing selected: give --image, --untagged, --gc, --uploads-older-than, "
-            "--leftovers-older-than or --prune"
+            "--leftovers-older-than, --prune or --policy"
         )
     return selection
 
@@ -276,6 +282,8 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
             argv.append(f"--{name.replace('_', '-')}={sel[name]}")
     if sel["sort_by"] != "pushed":
         argv.append(f"--sort-by={sel['sort_by']}")
+    if sel["policy"] is not None:
+        argv.append(f"--policy={'-' if sel['policy'].name == '<stdin>' else sel['policy'].name}")
     argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
     flags = ("allow_empty_repos", "gc", "prune")
     argv += [f"--{flag.replace('_', '-')}" for flag in flags if sel[flag]]

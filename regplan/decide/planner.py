@@ -254,9 +254,9 @@ class _Planner:
                 roots.setdefault(current, f"tag {name}:{tag} removed and no kept tag reaches it")
                 origin.setdefault(current, f"{name}:{tag}")
         if name in self.req.untagged:
-            pattern = self.req.untagged[name]
+            by = self.req.untagged[name]
             for d in sorted(repo.revisions - reach.keys() - protected.keys()):
-                roots.setdefault(d, f"untagged: no tag reaches it (--untagged {pattern})")
+                roots.setdefault(d, f"untagged: no tag reaches it ({by})")
                 origin.setdefault(d, image_name(name, d))
         consequence = self.reach.closure(repo, roots)
         fail_closed = self._fail_closed(repo, set(removed_tags))
@@ -315,10 +315,9 @@ class _Planner:
                         "are not orphans",
                     )
                 else:
-                    pattern = self.req.untagged[name]
                     out[tag] = (
                         f"orphaned {what}: subject {subject} is in no repository "
-                        f"(--untagged {pattern})",
+                        f"({self.req.untagged[name]})",
                         image_name(name, subject),
                     )
         return out

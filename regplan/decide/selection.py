@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 
 import attrs
 
-from regplan.decide import stale
+from regplan.decide import rules, stale
 from regplan.decide.ages import day, parse_age, parse_time
+from regplan.decide.policy import Policy
+from regplan.decide.protect import Protect
 from regplan.errors import SelectionError
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
 from regplan.scan.layout import (
     Digest,
     attached_subject,
-    parse_digest,
     printable,
     repo_dir,
     tag_dir,
@@ -78,60 +79,6 @@ class Retention:
 
 
 @attrs.frozen(kw_only=True)
-class Protect:
-    """One line of a ``--protect`` file: an image that must survive, whatever the request."""
-
-    source: str
-    """``FILE:LINE``, for the reviewer and for warnings."""
-    ref: str
-    """As written: ``repo:tag``, ``repo@sha256:...`` or ``sha256:...`` (a registry host
-    in front, as ``kubectl`` prints images, is allowed and ignored)."""
-    repo: str | None = None
-    tag: str | None = None
-    digest: Digest | None = None
-
-    @classmethod
-    def parse(cls, ref: str, source: str) -> Protect:
-        """Parse one reference; SelectionError naming ``source`` when it is none of the forms."""
-        bad = SelectionError(
-            f"--protect {source}: {ref[:120]!r} is not repo:tag, repo@sha256:... or sha256:..."
-        )
-        name, at, digest_text = ref.partition("@")
-        digest = None
-        if ref.startswith("sha256:"):
-            name, digest_text, at = "", ref, "@"
-        if at:
-            try:
-                digest = parse_digest(digest_text)
-            except ValueError:
-                raise bad from None
-        if not ref.isprintable():  # a control character, a stray byte: not a reference
-            raise SelectionError(
-                f"--protect {source}: {ref[:120]!r} has a character that is not printable"
-            )
-        first, slash, rest = name.partition("/")
-        if slash and ("." in first or ":" in first or first == "localhost"):
-            name = rest  # registry.example:5000/team/app:v1 -> team/app:v1
-        repo, colon, tag = name.rpartition(":")
-        if not colon or "/" in tag:
-            repo, tag = name, ""
-        if (not repo and name) or (not tag and digest is None) or any(c.isspace() for c in name):
-            raise bad
-        return cls(source=source, ref=ref, repo=repo or None, tag=tag or None, digest=digest)
-
-
-def parse_protect(text: str, name: str) -> tuple[Protect, ...]:
-    """The entries of a protect file: one reference per line, ``#`` comments, blank lines;
-    read as people save it (a UTF-8 byte order mark, CRLF line ends)."""
-    out = []
-    for n, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
-        ref = line.split("#", 1)[0].strip()
-        if ref:
-            out.append(Protect.parse(ref, f"{name}:{n}"))
-    return tuple(out)
-
-
-@attrs.frozen(kw_only=True)
 class Selection:
     images: tuple[ImageSpec, ...] = ()
     untagged: tuple[str, ...] = ()
@@ -142,6 +89,8 @@ class Selection:
     uploads_older_than: str | None = None
     leftovers_older_than: str | None = None
     protect: tuple[Protect, ...] = ()
+    policy: Policy | None = None
+    """A cleanup policy's rules (instead of --image, --untagged and retention)."""
 
     @property
     def empty(self) -> bool:
@@ -152,7 +101,20 @@ class Selection:
             or self.gc
             or self.uploads_older_than
             or self.leftovers_older_than
+            or self.policy
         )
+
+    @property
+    def created(self) -> bool:
+        """Whether deciding reads images' config ``created`` time."""
+        by_created = self.policy is not None and self.policy.by_created
+        return self.retention.sort_by == "created" or by_created
+
+    @property
+    def ages(self) -> bool:
+        """Whether deciding reads every link's and blob's time (not only tags')."""
+        untagged = self.policy is not None and self.policy.untagged_ages
+        return self.gc_min_age is not None or untagged
 
 
 @attrs.frozen(kw_only=True)
@@ -164,7 +126,8 @@ class Resolved:
     tags: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
     """(repository, tag) -> reason it goes."""
     untagged: Mapping[str, str] = attrs.field(factory=dict)
-    """repository -> the --untagged pattern that selected it."""
+    """repository -> what selected it for its untagged manifests (``--untagged PATTERN``,
+    a policy rule)."""
     uploads: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
     """(repository, upload uuid) -> reason it goes."""
     leftovers: Mapping[str, str] = attrs.field(factory=dict)
@@ -374,6 +337,16 @@ class _Resolver:
             return f"rank {rank} of keep-last {r.keep_last} by {by}"
         return f"newer than --older-than {r.older_than}: {said}"
 
+    def follow(self, outcome: rules.Outcome, untagged: dict[str, str]) -> None:
+        """What a policy's rules decided, as the flags' decisions are held."""
+        self.tags.update(outcome.tags)
+        self.notes.update(outcome.notes)
+        self.selected.update(outcome.selected)
+        self.problems += outcome.problems
+        untagged.update(outcome.untagged)
+        for key, why in outcome.young.items():
+            self.protected.setdefault(key, why)
+
     def spare_protected(self, repos: dict[str, str], tags: dict[tuple[str, str], str]) -> None:
         """Protected images survive the request: their tags are not removed, and a
         repository holding one is not removed whole (its other tags go instead)."""
@@ -422,9 +395,11 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
     res = _Resolver(selection, inventory, now)
     res.images()
     untagged: dict[str, str] = {}
+    if selection.policy is not None:
+        res.follow(rules.apply(selection.policy, inventory, now), untagged)
     for pattern in selection.untagged:
         for repo in _match_repos(pattern, res.names, "--untagged"):
-            untagged.setdefault(repo, pattern)
+            untagged.setdefault(repo, f"--untagged {pattern}")
             res.selected.setdefault(repo, f"--untagged {pattern}")
     uploads, upload_problems = stale.uploads(selection.uploads_older_than, inventory, now, res.kept)
     res.problems += upload_problems
@@ -450,6 +425,8 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         if images <= gone and not foreign:
             listed = ", ".join(sorted(gone))
             repos[repo] = f"last tag removed ({listed}): the whole repository goes"
+            if selection.policy is not None:  # which rule took them
+                repos[repo] += f"; {tags[(repo, min(gone))]}"
     res.spare_protected(repos, tags)
     res.spare_unknown(repos, tags)
     gc_cutoff = None

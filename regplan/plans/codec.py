@@ -15,11 +15,14 @@ from cattrs.preconf.json import make_converter as _json_converter
 from cattrs.v import format_exception
 
 from regplan.errors import PlanFormatError
-from regplan.plans.plan import FORMAT, VERSION, Plan, StorageRecord
+from regplan.plans.plan import FORMAT, VERSION, Plan, Request, StorageRecord
 
 
 def make_converter() -> cattrs.Converter:
     c = _json_converter(forbid_extra_keys=True)
+    c.register_unstructure_hook(  # before Plan's: its function takes Request's as it is now
+        Request, make_dict_unstructure_fn(Request, c, policy=override(omit_if_default=True))
+    )
     plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))
     order = [f.name for f in attrs.fields(Plan)]
 

@@ -153,9 +153,20 @@ class SelectionRecord:
 
 
 @attrs.frozen(kw_only=True)
+class PolicyRecord:
+    """The policy file a plan was made with: its name, SHA-256 and whole text."""
+
+    file: str
+    sha256: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
 class Request:
     argv: tuple[str, ...]
     selection: SelectionRecord
+    policy: PolicyRecord | None = None
+    """Only in plans made with ``--policy``."""
 
 
 @attrs.frozen(kw_only=True)

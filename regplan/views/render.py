@@ -46,6 +46,15 @@ def command_line(plan: Plan) -> str:
     return shlex.join(plan.request.argv)
 
 
+def policy_fact(plan: Plan) -> str | None:
+    """The policy file a plan was made with, as a review names it (None: made with flags)."""
+    p = plan.request.policy
+    if p is None:
+        return None
+    lines = len(p.text.splitlines())
+    return f"{p.file}, SHA-256 {p.sha256} ({lines} lines, held in the plan)"
+
+
 def _refs(refs: tuple[str, ...]) -> str:
     return ", ".join(refs)
 
@@ -122,13 +131,20 @@ def text_lines(
     return (printable(line) for line in lines)
 
 
-def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]:
-    plan = ov.header
+def _head_lines(plan: Plan) -> Iterator[str]:
     fp = plan.fingerprint
     yield f"Plan {plan.plan_id}  (made {plan.created_at} by {plan.tool.name} {plan.tool.version})"
     yield f"Root:        {plan.root}"
     yield f"Command:     {command_line(plan)}"
+    policy = policy_fact(plan)
+    if policy is not None:
+        yield f"Policy:      {policy}"
     yield f"Fingerprint: {fp.before[:16]} -> {fp.after[:16]}  ({fp.entries} paths, {fp.algorithm})"
+
+
+def _summary_lines(ov: Overview, signatures: Sequence[Checked]) -> Iterator[str]:
+    plan = ov.header
+    yield from _head_lines(plan)
     yield ""
     s = plan.summary
     records = ov.image_records

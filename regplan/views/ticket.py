@@ -27,6 +27,7 @@ from regplan.views.render import (
     command_line,
     human_bytes,
     images_headline,
+    policy_fact,
     signatures_heading,
     storage_words,
     unchecked,
@@ -85,6 +86,7 @@ def _markdown(
     plan = ov.header
     name = plan_file.name if plan_file is not None else "PLAN"
     out = [f"# regplan plan {code(plan.plan_id)}", "", *_facts(ov, plan_file, signatures)]
+    out += _policy_text(plan)
     records = ov.image_records
     if records is not None:
         out += _images(records, cap)
@@ -140,6 +142,24 @@ def _markdown(
     return "\n".join(out) + "\n"
 
 
+POLICY_LIMIT = 6_000
+"""Characters of a policy's text a ticket shows (the plan holds it all)."""
+
+
+def _policy_text(plan: Plan) -> list[str]:
+    """The policy the plan was made with, in a fence no line of it can close."""
+    p = plan.request.policy
+    if p is None:
+        return []
+    text = "\n".join(printable(line) for line in p.text.splitlines())
+    more = ""
+    if len(text) > POLICY_LIMIT:
+        more = f"\n\n({len(text) - POLICY_LIMIT} more characters: the plan holds the whole text)"
+        text = text[:POLICY_LIMIT]
+    fence = "`" * max(3, 1 + max((len(m) for m in _TICKS.findall(text)), default=0))
+    return [f"## Policy {code(p.file)}", "", f"{fence}yaml", text, fence + more, ""]
+
+
 def _facts(ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked]) -> list[str]:
     plan = ov.header
     fp = plan.fingerprint
@@ -151,6 +171,7 @@ def _facts(ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checke
         *out,
         f"| Root | {code(plan.root)} |",
         f"| Command | {code(command_line(plan), 400)} |",
+        *([f"| Policy | {code(fact, 400)} |"] if (fact := policy_fact(plan)) is not None else []),
         f"| Created | {code(plan.created_at)} by {code(f'{plan.tool.name} {plan.tool.version}')} |",
         f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} "
         f"({storage_words(s.by_kind)}) |",

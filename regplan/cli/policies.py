@@ -1,0 +1,128 @@
+"""policy check: a cleanup policy file's mistakes, and what each rule selects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import click
+
+from regplan.cli.base import (
+    ExistingFile,
+    cli,
+    emit_json,
+    json_option,
+    now,
+    storage_of,
+    storage_options,
+)
+from regplan.decide import rules
+from regplan.decide.policy import Policy
+from regplan.decide.protect import Protect
+from regplan.decide.selection import Selection
+from regplan.errors import PolicyError
+from regplan.policy import load
+from regplan.scan.layout import printable
+from regplan.storage import location
+
+SELECTION_FLAGS = (
+    "images", "untagged", "keep_last", "older_than", "match", "exclude", "keep",
+    "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than", "leftovers_older_than",
+    "prune",
+)  # fmt: skip
+"""What a policy file holds instead (plan refuses them beside --policy)."""
+
+
+def read_policy(path: Path) -> Policy:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PolicyError(str(path), [f"{path}: {e.strerror}"]) from None
+    return load.read(data, str(path))
+
+
+def policy_selection(f: IO[bytes], protect: tuple[Protect, ...], given: list[str]) -> Selection:
+    """``plan --policy``: the policy's rules and registry-wide rules, and --protect."""
+    if given:
+        flags = ", ".join(f"--{g.replace('_', '-')}" for g in given)
+        raise click.UsageError(f"--policy holds the rules: {flags} go in the policy file")
+    name = "stdin" if f.name == "<stdin>" else str(f.name)
+    policy = load.read(f.read(), name)
+    r = policy.registry
+    return Selection(
+        policy=policy,
+        protect=protect,
+        gc=r.gc,
+        gc_min_age=r.gc_min_age,
+        uploads_older_than=r.uploads_older_than,
+        leftovers_older_than=r.leftovers_older_than,
+        prune=r.prune,
+    )
+
+
+@cli.group("policy")
+def policy_group() -> None:
+    """Cleanup policies kept in a file (policies/README.md)."""
+
+
+@policy_group.command("check")
+@click.argument("file", type=ExistingFile)
+@storage_options
+@json_option
+@click.pass_context
+def check(
+    ctx: click.Context, file: Path, root: str | None, config: Path | None, as_json: bool
+) -> None:
+    """Every mistake in FILE with its line and column; with --root (or --config), what
+    each rule selects and would remove there, without writing a plan."""
+    try:
+        policy = read_policy(file)
+    except PolicyError as e:
+        for line in e.errors:
+            click.echo(f"Error: {line}", err=True)
+        ctx.exit(PolicyError.exit_code)
+    if root is None and config is None:
+        shown = printable(str(file))
+        click.echo(f"{shown}: {len(policy.rules)} rules, no mistakes (sha256 {policy.sha256})")
+        return
+    storage = storage_of(root, config)
+    inv = location.read(storage, created=policy.by_created, mtimes=policy.untagged_ages)
+    idle = list(rules.unselected(policy, sorted(inv.repositories)))
+    for rule in idle:
+        click.echo(
+            f"Error: {printable(rule.where)}:1: rule {rule.name!r} selects no repository on "
+            f"{printable(str(storage.root))}",
+            err=True,
+        )
+    outcome = rules.apply(policy, inv, now())
+    _report(outcome, as_json=as_json)
+    if idle:
+        ctx.exit(PolicyError.exit_code)
+
+
+def _report(outcome: rules.Outcome, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            [
+                {
+                    "rule": c.rule.name,
+                    "where": c.rule.where,
+                    "repositories": c.repositories,
+                    "tags": c.tags,
+                    "removes": c.removes,
+                }
+                for c in outcome.counts
+            ]
+        )
+        return
+    width = max(len(c.rule.name) for c in outcome.counts)
+    click.echo(f"{'rule':<{width}}  repositories  tags  removes  where")
+    for c in outcome.counts:
+        click.echo(
+            f"{c.rule.name:<{width}}  {c.repositories:>12}  {c.tags:>4}  {c.removes:>7}  "
+            f"{printable(c.rule.where)}"
+        )
+    click.echo(
+        f"{len(outcome.tags)} tags removed in all (a tag goes when a rule selects it and no "
+        "rule that selects it keeps it); the plan adds what they alone reference."
+    )

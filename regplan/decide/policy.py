@@ -1,0 +1,72 @@
+"""A parsed cleanup policy (the format and how rules combine: regplan.policy). No I/O here."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Keep:
+    """What a rule keeps of the tags it selects: any criterion that holds keeps a tag."""
+
+    newest: int | None = None
+    by: str = "pushed"
+    """``pushed`` (the tag's last push) or ``created`` (the image config's time)."""
+    within: str | None = None
+    """An age (``30d``): tags pushed (or created) more recently are kept."""
+    tags: tuple[str, ...] = ()
+    """Globs: tags whose name matches are kept."""
+    regex: str | None = None
+    """A regular expression: tags whose whole name matches are kept."""
+    all: bool = False
+    """Every tag the rule selects is kept (a protecting rule)."""
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    name: str
+    where: str
+    """``FILE:LINE`` of the rule, for reasons and errors."""
+    repositories: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ("*",)
+    tags_regex: str | None = None
+    keep: Keep = Keep()
+    untagged: str | None = None
+    """An age: untagged manifests of the rule's repositories older than it go."""
+    allow_empty: bool = False
+    """The rule may remove a repository's newest tag (and so empty it); without, the
+    newest tag of every repository stays."""
+
+    @property
+    def label(self) -> str:
+        return f'policy rule "{self.name}" ({self.where})'
+
+
+@attrs.frozen(kw_only=True)
+class Registry:
+    """Registry-wide rules (the flags of the same names)."""
+
+    uploads_older_than: str | None = None
+    leftovers_older_than: str | None = None
+    gc: bool = False
+    gc_min_age: str | None = None
+    prune: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    file: str
+    """The file's name as given."""
+    text: str
+    sha256: str
+    rules: tuple[Rule, ...]
+    registry: Registry = Registry()
+
+    @property
+    def untagged_ages(self) -> bool:
+        return any(r.untagged for r in self.rules)
+
+    @property
+    def by_created(self) -> bool:
+        return any(r.keep.by == "created" for r in self.rules)

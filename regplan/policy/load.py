@@ -1,0 +1,288 @@
+"""Read a policy file: every mistake with its line and column, or the policy.
+
+The file is YAML; its shape is ``policy.schema.json`` (what an editor validates
+against too), checked with jsonschema, and each error is placed at the YAML node it
+is about. What a schema cannot say is checked after: ages in range, regular
+expressions that compile, globs of the right kind, names used once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import attrs
+import jsonschema
+import yaml
+
+from regplan.decide.ages import parse_age
+from regplan.decide.policy import Keep, Policy, Registry, Rule
+from regplan.errors import PolicyError, SelectionError
+from regplan.scan.layout import printable
+
+
+@attrs.frozen
+class Key:
+    """A path's last step naming a mapping's key itself (an unknown key is written there)."""
+
+    name: object
+
+
+Path_ = tuple["str | int | Key", ...]
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    text = resources.files("regplan.policy").joinpath("policy.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def read(data: bytes, file: str) -> Policy:
+    """The policy in ``data`` (the bytes of ``file``); PolicyError lists every mistake."""
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise PolicyError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
+    node, doc = _parse(text, file)
+    placed = _Placed(node, file)
+    errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
+    errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
+    errors += placed.duplicates()
+    if errors:
+        raise PolicyError(file, sorted(set(errors), key=_position))
+    return _policy(doc, placed, file, text, hashlib.sha256(data).hexdigest())
+
+
+def _position(error: str) -> tuple[int, int, str]:
+    m = re.match(r"^.*?:(\d+):(\d+): ", error)
+    return (int(m.group(1)), int(m.group(2)), error) if m else (0, 0, error)
+
+
+def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        doc = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        raise PolicyError(file, [f"{where}: not YAML: {e.problem or e.context}"]) from None
+    except yaml.YAMLError as e:
+        raise PolicyError(file, [f"{file}: not YAML: {e}"]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise PolicyError(file, [f"{file}: empty; a policy has version: 1 and rules"])
+    return node, doc
+
+
+class _Placed:
+    """The YAML nodes behind the document: where a path into it was written."""
+
+    def __init__(self, root: yaml.Node, file: str) -> None:
+        self.root, self.file = root, file
+
+    def node(self, path: Path_) -> yaml.Node:
+        node = self.root
+        for i, step in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, yaml.MappingNode):
+                name = step.name if isinstance(step, Key) else step
+                pair = next((p for p in node.value if p[0].value == name), None)
+                if pair is None:
+                    break
+                node = pair[0] if isinstance(step, Key) and last else pair[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+                if step >= len(node.value):
+                    break
+                node = node.value[step]
+            else:
+                break
+        return node
+
+    def line(self, path: Path_) -> int:
+        return int(self.node(path).start_mark.line) + 1
+
+    def say(self, path: Path_, message: str) -> str:
+        mark = self.node(path).start_mark
+        return f"{self.file}:{mark.line + 1}:{mark.column + 1}: {message}"
+
+    def duplicates(self) -> list[str]:
+        """A key given twice in one mapping (YAML keeps the last, silently)."""
+        out = []
+        for node in _mappings(self.root):
+            seen: set[object] = set()
+            for k, _ in node.value:
+                if k.value in seen:
+                    m = k.start_mark
+                    name = printable(str(k.value))
+                    out.append(f"{self.file}:{m.line + 1}:{m.column + 1}: {name!r} given twice")
+                seen.add(k.value)
+        return out
+
+
+def _mappings(node: yaml.Node) -> Iterator[yaml.MappingNode]:
+    if isinstance(node, yaml.MappingNode):
+        yield node
+        for k, v in node.value:
+            yield from _mappings(k)
+            yield from _mappings(v)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            yield from _mappings(v)
+
+
+def _schema_errors(doc: Any) -> Iterator[tuple[Path_, str]]:
+    validator = jsonschema.Draft202012Validator(schema())
+    for e in validator.iter_errors(doc):
+        path = tuple(e.absolute_path)
+        yield from _friendly(e, path)
+
+
+def _friendly(e: jsonschema.ValidationError, path: Path_) -> Iterator[tuple[Path_, str]]:
+    where = _dotted(path)
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        allowed = sorted(e.schema.get("properties", {}))
+        for k in sorted(set(e.instance) - set(allowed), key=str):
+            yield (
+                (*path, Key(k)),
+                f"{where}: unknown key {printable(str(k))!r} (expected one of: "
+                f"{', '.join(allowed)})",
+            )
+        return
+    if e.validator == "required":
+        yield path, f"{where}: {e.message.replace(' is a required property', ' is missing')}"
+        return
+    if e.validator == "pattern" and "smhdw" in str(e.validator_value):
+        age = printable(str(e.instance))
+        yield path, f"{where}: {age!r} is not an age (a number and a unit: s, m, h, d, w; 7d)"
+        return
+    yield path, f"{where}: {printable(e.message)[:200]}"
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "the policy"
+
+
+def _meaning_errors(doc: Any) -> Iterator[tuple[Path_, str]]:
+    """What the schema cannot say, of whatever parts have the schema's types."""
+    names: set[str] = set()
+    for i, item in enumerate(_list(_dict(doc).get("rules"))):
+        rule, at, said = _dict(item), ("rules", i), f"rules[{i}]"
+        name = rule.get("name")
+        if isinstance(name, str) and name in names:
+            yield (*at, "name"), f"{said}.name: {name!r} names two rules"
+        names.add(name if isinstance(name, str) else "")
+        for field in ("repositories", "exclude"):
+            for j, glob in _strings(rule.get(field)):
+                if any(c in glob for c in ":@") or glob.startswith("/") or glob.endswith("/"):
+                    yield (
+                        (*at, field, j),
+                        (
+                            f"{said}.{field}[{j}]: {printable(glob)!r} is not a repository glob "
+                            "(no tag, digest or leading or trailing /)"
+                        ),
+                    )
+        for j, glob in _strings(rule.get("tags")):
+            if any(c in glob for c in "/:@"):
+                yield (
+                    (*at, "tags", j),
+                    (f"{said}.tags[{j}]: {printable(glob)!r} is not a tag glob (no / : or @)"),
+                )
+        if "tags" in rule and "tags_regex" in rule:
+            yield (*at, "tags_regex"), f"{said}: tags and tags_regex do not go together"
+        yield from _patterns(rule, at, said)
+        if set(_dict(rule.get("keep"))) == {"by"}:
+            yield (
+                (*at, "keep"),
+                (
+                    f"{said}.keep: by says how to rank, not what to keep (add newest, within, "
+                    "tags, regex or all; newest: 0 keeps none)"
+                ),
+            )
+    registry = _dict(_dict(doc).get("registry"))
+    if "gc_min_age" in registry and registry.get("gc") is not True:
+        yield ("registry", "gc_min_age"), "registry.gc_min_age goes with gc: true"
+    for field in ("uploads_older_than", "leftovers_older_than", "gc_min_age"):
+        yield from _age(registry.get(field), ("registry", field), f"registry.{field}")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> Iterator[tuple[int, str]]:
+    return ((j, v) for j, v in enumerate(_list(value)) if isinstance(v, str))
+
+
+def _patterns(rule: dict[str, Any], at: Path_, said: str) -> Iterator[tuple[Path_, str]]:
+    keep = _dict(rule.get("keep"))
+    for path, value in (
+        ((*at, "tags_regex"), rule.get("tags_regex")),
+        ((*at, "keep", "regex"), keep.get("regex")),
+    ):
+        if not isinstance(value, str):
+            continue
+        try:
+            re.compile(value)
+        except re.error as e:
+            yield path, f"{_dotted(path)}: {printable(value)!r} is not a regular expression ({e})"
+    yield from _age(rule.get("untagged"), (*at, "untagged"), f"{said}.untagged")
+    yield from _age(keep.get("within"), (*at, "keep", "within"), f"{said}.keep.within")
+
+
+def _age(value: Any, path: Path_, name: str) -> Iterator[tuple[Path_, str]]:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]+[smhdw]", value):
+        return  # the schema says what is wrong with it
+    try:
+        parse_age(value)
+    except SelectionError as e:
+        yield path, f"{name}: {e}"
+
+
+def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: str) -> Policy:
+    rules = []
+    for i, r in enumerate(doc["rules"]):
+        k = r["keep"]
+        rules.append(
+            Rule(
+                name=r["name"],
+                where=f"{file}:{placed.line(('rules', i))}",
+                repositories=tuple(r["repositories"]),
+                exclude=tuple(r.get("exclude", ())),
+                tags=tuple(r.get("tags", ("*",))),
+                tags_regex=r.get("tags_regex"),
+                keep=Keep(
+                    newest=k.get("newest"),
+                    by=k.get("by", "pushed"),
+                    within=k.get("within"),
+                    tags=tuple(k.get("tags", ())),
+                    regex=k.get("regex"),
+                    all=k.get("all", False),
+                ),
+                untagged=r.get("untagged"),
+                allow_empty=r.get("allow_empty", False),
+            )
+        )
+    reg = doc.get("registry", {})
+    registry = Registry(
+        uploads_older_than=reg.get("uploads_older_than"),
+        leftovers_older_than=reg.get("leftovers_older_than"),
+        gc=reg.get("gc", False),
+        gc_min_age=reg.get("gc_min_age"),
+        prune=reg.get("prune", False),
+    )
+    return Policy(file=file, text=text, sha256=sha256, rules=tuple(rules), registry=registry)
