@@ -44,7 +44,8 @@ def test_every_mistake_with_its_line_and_column() -> None:
     with pytest.raises(PolicyError) as e:
         load.read(BAD.encode(), "bad.yml")
     assert e.value.errors == [
-        "bad.yml:3:5: rules[0]: 'keep' is missing",
+        "bad.yml:3:5: rules[0]: give keep (what it keeps of the tags it selects), untagged, "
+        "or both",
         "bad.yml:5:5: rules[0]: unknown key 'kep' (expected one of: allow_empty, description, "
         "exclude, keep, name, repositories, tags, tags_regex, untagged)",
         "bad.yml:6:11: rules[1].name: 'a' names two rules",

@@ -166,6 +166,7 @@ def test_more_keep_criteria_never_remove_more(
     before = removed(policy(*rs), inv)
     i = data.draw(st.integers(0, len(rs) - 1))
     k = rs[i].keep
+    assert k is not None
     more = data.draw(
         st.sampled_from(
             [
@@ -220,6 +221,7 @@ def _fn(name: str, glob: str) -> bool:
 
 def _keeps(r: Rule, repo: Repository, tag: str) -> bool:
     k = r.keep
+    assert k is not None
     chosen = sorted(
         (t for t in repo.tags if any(_fn(t, g) for g in r.tags)),
         key=lambda t: (-repo.tags[t].pushed_at, t),

@@ -31,7 +31,8 @@ class Rule:
     exclude: tuple[str, ...] = ()
     tags: tuple[str, ...] = ("*",)
     tags_regex: str | None = None
-    keep: Keep = Keep()
+    keep: Keep | None = None
+    """None: the rule selects no tags (it only has ``untagged``)."""
     untagged: str | None = None
     """An age: untagged manifests of the rule's repositories older than it go."""
     allow_empty: bool = False
@@ -69,4 +70,4 @@ class Policy:
 
     @property
     def by_created(self) -> bool:
-        return any(r.keep.by == "created" for r in self.rules)
+        return any(r.keep is not None and r.keep.by == "created" for r in self.rules)

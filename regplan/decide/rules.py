@@ -15,7 +15,7 @@ from datetime import datetime
 import attrs
 
 from regplan.decide.ages import day, parse_age, parse_time
-from regplan.decide.policy import Policy, Rule
+from regplan.decide.policy import Keep, Policy, Rule
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.scan.layout import Digest, revision_dir, tag_dir
 
@@ -71,10 +71,10 @@ class _Apply:
         self.policy, self.inv, self.now = policy, inv, now
         self.out = Outcome(counts=[RuleCount(r) for r in policy.rules])
 
-    def time(self, rule: Rule, repo: Repository, tag: str) -> tuple[float | None, str]:
-        """(when, how to say it) by the rule's ``by``; None when it cannot be told."""
+    def time(self, by: str, repo: Repository, tag: str) -> tuple[float | None, str]:
+        """(when, how to say it) by push or ``created`` time; None when it cannot be told."""
         t = repo.tags[tag]
-        if rule.keep.by == "created":
+        if by == "created":
             created = self.inv.created.get(t.current) if t.current is not None else None
             when = parse_time(created) if created else None
             if when is None:
@@ -83,13 +83,14 @@ class _Apply:
         return t.pushed_at, f"pushed {day(t.pushed_at)}"
 
     def verdicts(self, rule: Rule, repo: Repository, images: list[str]) -> dict[str, Verdict]:
-        """What ``rule`` says of each tag it selects in ``repo``."""
-        chosen = [t for t in images if _selects_tag(rule, t)]
-        timed = {t: self.time(rule, repo, t) for t in chosen}
-        ranked = sorted(chosen, key=lambda t: (-(timed[t][0] or float("-inf")), t))
+        """What ``rule`` says of each tag it selects in ``repo`` (none without ``keep``)."""
         k = rule.keep
+        if k is None:
+            return {}
+        chosen = [t for t in images if _selects_tag(rule, t)]
+        timed = {t: self.time(k.by, repo, t) for t in chosen}
+        ranked = sorted(chosen, key=lambda t: (-(timed[t][0] or float("-inf")), t))
         cutoff = (self.now - parse_age(k.within)).timestamp() if k.within else None
-        by = "push time" if k.by == "pushed" else "created time"
         out: dict[str, Verdict] = {}
         for rank, tag in enumerate(ranked, 1):
             when, said = timed[tag]
@@ -103,31 +104,9 @@ class _Apply:
                     )
                 )
             else:
-                out[tag] = self._verdict(rule, tag, (rank, by), when, said, cutoff)
+                keeps, why = _judge(k, tag, rank, (when, said), cutoff)
+                out[tag] = Verdict(rule, keeps, why)
         return out
-
-    def _verdict(
-        self, rule: Rule, tag: str, ranked: tuple[int, str], when: float, said: str,
-        cutoff: float | None,
-    ) -> Verdict:  # fmt: skip
-        k, (rank, by) = rule.keep, ranked
-        if k.all:
-            return Verdict(rule, True, "keeps every tag it selects")
-        if k.newest is not None and rank <= k.newest:
-            return Verdict(rule, True, f"rank {rank} of keep newest {k.newest} by {by}")
-        if cutoff is not None and when >= cutoff:
-            return Verdict(rule, True, f"within {k.within}: {said}")
-        glob = next((g for g in k.tags if fnmatch.fnmatchcase(tag, g)), None)
-        if glob is not None:
-            return Verdict(rule, True, f"matches keep tags {glob}")
-        if k.regex is not None and re.fullmatch(k.regex, tag):
-            return Verdict(rule, True, f"matches keep regex {k.regex}")
-        why = []
-        if k.newest is not None:
-            why.append(f"rank {rank} > keep newest {k.newest} by {by}")
-        if cutoff is not None:
-            why.append(f"not within {k.within}: {said}")
-        return Verdict(rule, False, " and ".join(why) or "selected, and no keep criterion holds")
 
     def repository(self, repo: Repository) -> None:
         here = [(i, r) for i, r in enumerate(self.policy.rules) if selects_repository(r, repo.name)]
@@ -209,3 +188,28 @@ def unselected(policy: Policy, names: list[str]) -> Iterator[Rule]:
     for rule in policy.rules:
         if not any(selects_repository(rule, n) for n in names):
             yield rule
+
+
+def _judge(
+    k: Keep, tag: str, rank: int, timed: tuple[float, str], cutoff: float | None
+) -> tuple[bool, str]:
+    """Whether ``k`` keeps the tag of ``rank`` (by ``k.by``) and why, or why not."""
+    when, said = timed
+    by = "push time" if k.by == "pushed" else "created time"
+    if k.all:
+        return True, "keeps every tag it selects"
+    if k.newest is not None and rank <= k.newest:
+        return True, f"rank {rank} of keep newest {k.newest} by {by}"
+    if cutoff is not None and when >= cutoff:
+        return True, f"within {k.within}: {said}"
+    glob = next((g for g in k.tags if fnmatch.fnmatchcase(tag, g)), None)
+    if glob is not None:
+        return True, f"matches keep tags {glob}"
+    if k.regex is not None and re.fullmatch(k.regex, tag):
+        return True, f"matches keep regex {k.regex}"
+    why = []
+    if k.newest is not None:
+        why.append(f"rank {rank} > keep newest {k.newest} by {by}")
+    if cutoff is not None:
+        why.append(f"not within {k.within}: {said}")
+    return False, " and ".join(why) or "selected, and no keep criterion holds"

@@ -156,6 +156,9 @@ def _friendly(e: jsonschema.ValidationError, path: Path_) -> Iterator[tuple[Path
                 f"{', '.join(allowed)})",
             )
         return
+    if e.validator == "anyOf" and isinstance(e.instance, dict):
+        yield path, f"{where}: give keep (what it keeps of the tags it selects), untagged, or both"
+        return
     if e.validator == "required":
         yield path, f"{where}: {e.message.replace(' is a required property', ' is missing')}"
         return
@@ -198,6 +201,11 @@ def _meaning_errors(doc: Any) -> Iterator[tuple[Path_, str]]:
                     (*at, "tags", j),
                     (f"{said}.tags[{j}]: {printable(glob)!r} is not a tag glob (no / : or @)"),
                 )
+        if "keep" not in rule and ("tags" in rule or "tags_regex" in rule):
+            yield (
+                (*at, Key("tags" if "tags" in rule else "tags_regex")),
+                (f"{said}: a rule without keep selects no tags (it has only untagged)"),
+            )
         if "tags" in rule and "tags_regex" in rule:
             yield (*at, "tags_regex"), f"{said}: tags and tags_regex do not go together"
         yield from _patterns(rule, at, said)
@@ -256,7 +264,7 @@ def _age(value: Any, path: Path_, name: str) -> Iterator[tuple[Path_, str]]:
 def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: str) -> Policy:
     rules = []
     for i, r in enumerate(doc["rules"]):
-        k = r["keep"]
+        k = r.get("keep")
         rules.append(
             Rule(
                 name=r["name"],
@@ -265,7 +273,9 @@ def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: 
                 exclude=tuple(r.get("exclude", ())),
                 tags=tuple(r.get("tags", ("*",))),
                 tags_regex=r.get("tags_regex"),
-                keep=Keep(
+                keep=None
+                if k is None
+                else Keep(
                     newest=k.get("newest"),
                     by=k.get("by", "pushed"),
                     within=k.get("within"),
