@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 from click.testing import CliRunner
+from markdown_it import MarkdownIt
 
 from regplan.cli import cli
 from regplan.errors import PolicyError
@@ -74,6 +75,8 @@ def test_every_mistake_with_its_line_and_column() -> None:
         ("", "p.yml: empty; a policy has version: 1 and rules"),
         ("version: 1\nversion: 1\nrules: []\n", "p.yml:2:1: 'version' given twice"),
         ("- a\n", "p.yml:1:1: the policy: ['a'] is not of type 'object'"),
+        ("version: 1\n# \x1b[31m\n", "p.yml:2:3: U+001B is not allowed in a policy"),
+        ("version: 1\nrules: [\u202e]\n", "p.yml:2:9: U+202E is not allowed in a policy"),
         ("version: 2\nrules: []\n", "p.yml:1:10: version: 1 was expected"),
     ],
 )
@@ -157,8 +160,30 @@ def test_plan_with_a_policy_records_it_and_names_the_rule(demo_root: Path, tmp_p
     removed = [i for i in raw["images"] if i["verdict"] == "removed" and not i["attached_to"]]
     assert removed, raw["images"]
     assert all(f'policy rule "team" ({p}:3)' in i["reason"] for i in removed), removed
+    attached = [i for i in raw["images"] if i["verdict"] == "removed" and i["attached_to"]]
+    assert attached and all("which this plan removes" in i["reason"] for i in attached)
     shown = CliRunner().invoke(cli, ["show", str(out), "--format", "markdown"]).output
     assert "| Policy |" in shown and "## Policy" in shown and "name: team" in shown
+    review = json.loads(CliRunner().invoke(cli, ["show", str(out), "--json"]).output)
+    assert review["policy"] == {"file": str(p), "sha256": recorded["sha256"]}
+
+
+def test_a_policy_cannot_break_out_of_the_ticket(demo_root: Path, tmp_path: Path) -> None:
+    """Its text sits in a fence longer than any run of backticks in it."""
+    key, _ = write_keys(tmp_path)
+    p = tmp_path / "p.yml"
+    p.write_text(
+        "# ````\n# </details><script>alert(1)</script> [x](http://evil)\n"
+        "version: 1\nrules:\n  - name: a\n    repositories: [team/*]\n    keep: {newest: 1}\n"
+    )
+    out = tmp_path / "plan.json"
+    args = ["plan", "--root", str(demo_root), "--key", str(key), "-o", str(out), "-q"]
+    assert CliRunner().invoke(cli, [*args, "--policy", str(p)]).exit_code == 0
+    md = CliRunner().invoke(cli, ["show", str(out), "--format", "markdown"]).output
+    tokens = MarkdownIt("gfm-like").parse(md)
+    fences = [t for t in tokens if t.type == "fence" and t.info == "yaml"]
+    assert len(fences) == 1 and "<script>" in fences[0].content
+    assert not any(t.type == "html_block" for t in tokens)
 
 
 def test_flags_that_a_policy_holds_are_refused_beside_it(demo_root: Path, tmp_path: Path) -> None:

@@ -65,6 +65,12 @@ def _position(error: str) -> tuple[int, int, str]:
 
 
 def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
+    bad = next((i for i, c in enumerate(text) if not (c.isprintable() or c in "\t\n\r")), None)
+    if bad is not None:  # YAML allows none; say where, one line, without the character
+        line = text.count("\n", 0, bad) + 1
+        column = bad - text.rfind("\n", 0, bad)
+        name = f"U+{ord(text[bad]):04X}"
+        raise PolicyError(file, [f"{file}:{line}:{column}: {name} is not allowed in a policy"])
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -72,9 +78,11 @@ def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        raise PolicyError(file, [f"{where}: not YAML: {e.problem or e.context}"]) from None
+        what = printable(str(e.problem or e.context))
+        raise PolicyError(file, [f"{where}: not YAML: {what}"]) from None
     except yaml.YAMLError as e:
-        raise PolicyError(file, [f"{file}: not YAML: {e}"]) from None
+        what = printable(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise PolicyError(file, [f"{file}: not YAML: {what}"]) from None
     finally:
         loader.dispose()
     if node is None:

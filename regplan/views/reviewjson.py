@@ -76,6 +76,9 @@ def review_json_chunks(src: Source, signatures: Sequence[Checked]) -> Iterator[s
         "signatures": [_signature(c) for c in signatures],
         "protect": [attrs.asdict(p) for p in plan.request.selection.protect],
     }
+    policy = plan.request.policy
+    if policy is not None:  # the file and its hash; the plan file holds the text
+        head["policy"] = {"file": policy.file, "sha256": policy.sha256}
     yield _dump(head)[:-1]
     yield ',\n  "repositories": '
     yield from _array(_repositories(src.images(), counts))
