@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from regplan.decide import rules
 from regplan.decide.policy import Keep, Policy, Rule
 from regplan.scan.inventory import Inventory, Repository, Tag
-from regplan.scan.layout import parse_digest
+from regplan.scan.layout import parse_digest, revision_dir
 from regplan.scan.tree import Tree
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -44,7 +44,7 @@ def inventory(repos: Mapping[str, Mapping[str, float]]) -> Inventory:
 
 
 def rule(name: str, repos: tuple[str, ...], line: int = 1, **kw: object) -> Rule:
-    keep = kw.pop("keep", Keep(newest=0))
+    keep = kw.pop("keep") if "keep" in kw else Keep(newest=0)
     return Rule(name=name, where=f"p.yml:{line}", repositories=repos, keep=keep, **kw)  # type: ignore[arg-type]
 
 
@@ -100,6 +100,32 @@ def test_the_newest_tag_goes_only_with_allow_empty() -> None:
     assert "but it is the newest tag of a: kept" in out.notes[("a", "x")]
     emptied = policy(rule("all", ("a",), keep=Keep(newest=0), allow_empty=True))
     assert removed(emptied, inv) == {("a", "x"), ("a", "y")}
+
+
+def test_untagged_the_longest_age_applies_and_only_to_what_is_left_untagged() -> None:
+    """Two rules give a repository untagged ages: the longer one (keeps more) applies.
+    What stays tagged is not listed; a revision a removed tag leaves is."""
+    inv = inventory({"a": {"x": 30, "y": 1}})
+    x, y = (inv.repositories["a"].tags[t].current for t in ("x", "y"))
+    assert x is not None and y is not None
+    untagged = parse_digest("sha256:" + "ab" * 32)
+    repo = attrs.evolve(inv.repositories["a"], revisions=frozenset({x, y, untagged}))
+    when = {x: 30.0, y: 1.0, untagged: 5.0}
+    mtimes = {
+        f"{revision_dir('a', d)}/link": NOW.timestamp() - days * DAY for d, days in when.items()
+    }
+    inv = attrs.evolve(inv, repositories={"a": repo}, mtimes=mtimes)
+    p = policy(
+        rule("short", ("a",), 1, keep=None, untagged="1d"),
+        rule("long", ("a",), 2, keep=Keep(newest=0), untagged="7d", allow_empty=False),
+    )
+    out = rules.apply(p, inv, NOW)
+    assert out.untagged == {"a": 'policy rule "long" (p.yml:2)'}
+    assert set(out.tags) == {("a", "x")}  # y, the newest, stays
+    assert out.young == {
+        ("a", untagged): 'policy rule "long" (p.yml:2): untagged for less than 7d '
+        "(written 2026-11-23 12:00)"
+    }  # x's revision is 30 days old: it goes with its tag; y's stays tagged
 
 
 def test_created_time_that_cannot_be_read_keeps_the_tag() -> None:

@@ -137,7 +137,7 @@ class _Apply:
             self.out.tags[(repo.name, tag)] = str(verdicts[0])
             for v in verdicts:
                 self.out.counts[self.policy.rules.index(v.rule)].removes += 1
-        self._untagged(repo, [r for _, r in here])
+        self._untagged(repo, [r for _, r in here], set(going))
 
     def _spare_newest(
         self, repo: Repository, images: list[str], going: dict[str, list[Verdict]]
@@ -157,14 +157,17 @@ class _Apply:
             "on the rule removes it)"
         )
 
-    def _untagged(self, repo: Repository, here: list[Rule]) -> None:
+    def _untagged(self, repo: Repository, here: list[Rule], going: set[str]) -> None:
+        """The longest ``untagged`` age of the rules selecting ``repo`` applies: what is
+        untagged (or left so by the tags going) and younger stays."""
         aged = [r for r in here if r.untagged]
         if not aged:
             return
-        rule = aged[0]
+        rule = max(aged, key=lambda r: (parse_age(r.untagged or "0s"), -here.index(r)))
         self.out.untagged[repo.name] = rule.label
         cutoff = (self.now - parse_age(rule.untagged or "0s")).timestamp()
-        for digest in sorted(repo.revisions):
+        staying = {t.current for name, t in repo.tags.items() if name not in going}
+        for digest in sorted(repo.revisions - staying):
             when = self.inv.mtimes.get(f"{revision_dir(repo.name, digest)}/link")
             if when is None:
                 why = "untagged: cannot tell its age; kept"
