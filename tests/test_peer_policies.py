@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from regplan.cli.policies import read_policy
 from regplan.decide.selection import Selection
 from regplan.plans.plan import Plan, Verdict
+from regplan.policy.load import read_file
 from regplan.storage.fs.fsstorage import FsStorage
 from tests import peers
 from tests.helpers import NOW, drafted
@@ -39,7 +39,7 @@ def test_a_translated_policy_removes_what_the_peer_removes(
     peer: str, registry: tuple[Path, dict[str, str]]
 ) -> None:
     root, untagged = registry
-    policy = read_policy(POLICIES / f"{peer}.yml")
+    policy = read_file(POLICIES / f"{peer}.yml")
     plan = drafted(storage=FsStorage.locate(root), selection=Selection(policy=policy), argv=[])
     expected = peers.ORACLES[peer]()
     assert expected, "the registry gives the peer something to remove"

@@ -192,4 +192,4 @@ def test_flags_that_a_policy_holds_are_refused_beside_it(demo_root: Path, tmp_pa
     args = ["plan", "--root", str(demo_root), "--key", str(key), "--policy", str(p)]
     r = CliRunner().invoke(cli, [*args, "--gc", "--image", "team/app"])
     assert r.exit_code == 64
-    assert "--policy holds the rules: --images, --gc go in the policy file" in r.output
+    assert "--policy holds the rules: --image, --gc go in the policy file" in r.output

@@ -17,7 +17,6 @@ from regplan.cli.base import (
     storage_options,
 )
 from regplan.decide import rules
-from regplan.decide.policy import Policy
 from regplan.decide.protect import Protect
 from regplan.decide.selection import Selection
 from regplan.errors import PolicyError
@@ -25,26 +24,21 @@ from regplan.policy import load
 from regplan.scan.layout import printable
 from regplan.storage import location
 
-SELECTION_FLAGS = (
-    "images", "untagged", "keep_last", "older_than", "match", "exclude", "keep",
-    "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than", "leftovers_older_than",
-    "prune",
-)  # fmt: skip
-"""What a policy file holds instead (plan refuses them beside --policy)."""
-
-
-def read_policy(path: Path) -> Policy:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PolicyError(str(path), [f"{path}: {e.strerror}"]) from None
-    return load.read(data, str(path))
+SELECTION_FLAGS = {
+    name: "--" + (name.removesuffix("s") if name == "images" else name).replace("_", "-")
+    for name in (
+        "images", "untagged", "keep_last", "older_than", "match", "exclude", "keep",
+        "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than", "leftovers_older_than",
+        "prune",
+    )
+}  # fmt: skip
+"""plan's options a policy file holds instead (refused beside --policy), by parameter."""
 
 
 def policy_selection(f: IO[bytes], protect: tuple[Protect, ...], given: list[str]) -> Selection:
     """``plan --policy``: the policy's rules and registry-wide rules, and --protect."""
     if given:
-        flags = ", ".join(f"--{g.replace('_', '-')}" for g in given)
+        flags = ", ".join(SELECTION_FLAGS[g] for g in given)
         raise click.UsageError(f"--policy holds the rules: {flags} go in the policy file")
     name = "stdin" if f.name == "<stdin>" else str(f.name)
     policy = load.read(f.read(), name)
@@ -76,7 +70,7 @@ def check(
     """Every mistake in FILE with its line and column; with --root (or --config), what
     each rule selects and would remove there, without writing a plan."""
     try:
-        policy = read_policy(file)
+        policy = load.read_file(file)
     except PolicyError as e:
         for line in e.errors:
             click.echo(f"Error: {line}", err=True)

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,7 +34,7 @@ class Key:
     name: object
 
 
-Path_ = tuple["str | int | Key", ...]
+DocPath = tuple["str | int | Key", ...]
 
 
 @functools.cache
@@ -41,6 +42,15 @@ def schema() -> dict[str, Any]:
     text = resources.files("regplan.policy").joinpath("policy.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+def read_file(path: Path) -> Policy:
+    """The policy in the file at ``path``."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PolicyError(str(path), [f"{path}: {e.strerror}"]) from None
+    return read(data, str(path))
 
 
 def read(data: bytes, file: str) -> Policy:
@@ -96,7 +106,7 @@ class _Placed:
     def __init__(self, root: yaml.Node, file: str) -> None:
         self.root, self.file = root, file
 
-    def node(self, path: Path_) -> yaml.Node:
+    def node(self, path: DocPath) -> yaml.Node:
         node = self.root
         for i, step in enumerate(path):
             last = i == len(path) - 1
@@ -114,10 +124,10 @@ class _Placed:
                 break
         return node
 
-    def line(self, path: Path_) -> int:
+    def line(self, path: DocPath) -> int:
         return int(self.node(path).start_mark.line) + 1
 
-    def say(self, path: Path_, message: str) -> str:
+    def say(self, path: DocPath, message: str) -> str:
         mark = self.node(path).start_mark
         return f"{self.file}:{mark.line + 1}:{mark.column + 1}: {message}"
 
@@ -146,14 +156,14 @@ def _mappings(node: yaml.Node) -> Iterator[yaml.MappingNode]:
             yield from _mappings(v)
 
 
-def _schema_errors(doc: Any) -> Iterator[tuple[Path_, str]]:
+def _schema_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
     validator = jsonschema.Draft202012Validator(schema())
     for e in validator.iter_errors(doc):
         path = tuple(e.absolute_path)
         yield from _friendly(e, path)
 
 
-def _friendly(e: jsonschema.ValidationError, path: Path_) -> Iterator[tuple[Path_, str]]:
+def _friendly(e: jsonschema.ValidationError, path: DocPath) -> Iterator[tuple[DocPath, str]]:
     where = _dotted(path)
     if e.validator == "additionalProperties" and isinstance(e.instance, dict):
         allowed = sorted(e.schema.get("properties", {}))
@@ -177,14 +187,14 @@ def _friendly(e: jsonschema.ValidationError, path: Path_) -> Iterator[tuple[Path
     yield path, f"{where}: {printable(e.message)[:200]}"
 
 
-def _dotted(path: Path_) -> str:
+def _dotted(path: DocPath) -> str:
     out = ""
     for step in path:
         out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
     return out or "the policy"
 
 
-def _meaning_errors(doc: Any) -> Iterator[tuple[Path_, str]]:
+def _meaning_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
     """What the schema cannot say, of whatever parts have the schema's types."""
     names: set[str] = set()
     for i, item in enumerate(_list(_dict(doc).get("rules"))):
@@ -244,7 +254,7 @@ def _strings(value: Any) -> Iterator[tuple[int, str]]:
     return ((j, v) for j, v in enumerate(_list(value)) if isinstance(v, str))
 
 
-def _patterns(rule: dict[str, Any], at: Path_, said: str) -> Iterator[tuple[Path_, str]]:
+def _patterns(rule: dict[str, Any], at: DocPath, said: str) -> Iterator[tuple[DocPath, str]]:
     keep = _dict(rule.get("keep"))
     for path, value in (
         ((*at, "tags_regex"), rule.get("tags_regex")),
@@ -260,7 +270,7 @@ def _patterns(rule: dict[str, Any], at: Path_, said: str) -> Iterator[tuple[Path
     yield from _age(keep.get("within"), (*at, "keep", "within"), f"{said}.keep.within")
 
 
-def _age(value: Any, path: Path_, name: str) -> Iterator[tuple[Path_, str]]:
+def _age(value: Any, path: DocPath, name: str) -> Iterator[tuple[DocPath, str]]:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9]+[smhdw]", value):
         return  # the schema says what is wrong with it
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from regplan.cli.policies import read_policy
 from regplan.decide.selection import Selection
+from regplan.policy.load import read_file
 from regplan.storage.fs.fsstorage import FsStorage
 from tests import peers
 from tests.helpers import NOW, drafted
@@ -46,7 +46,7 @@ def test_a_translated_policy_on_the_real_registry(
     shutil.copytree(pushed, root, symlinks=True)
     reg = serve(root)
     before = all_refs(root)
-    policy = read_policy(POLICIES / f"{peer}.yml")
+    policy = read_file(POLICIES / f"{peer}.yml")
     plan = drafted(storage=FsStorage.locate(root), selection=Selection(policy=policy), argv=[])
     expected = peers.ORACLES[peer]()
     assert removed_by(plan, untagged) == expected
