@@ -35,6 +35,7 @@ class Key:
 
 
 DocPath = tuple["str | int | Key", ...]
+"""Where in the document: mapping keys and sequence indexes, from the top."""
 
 
 @functools.cache
