@@ -1,5 +1,5 @@
-"""Decide (pure): the request resolved (selection), the mark and sweep (planner, reach,
-sweep), every image's verdict (images).
+"""Decide (pure): the request resolved (selection, or a policy's rules), the mark and
+sweep (planner, reach, sweep), every image's verdict (images).
 
 The rules (DESIGN.md section 2), in the order they apply:
 
@@ -18,6 +18,11 @@ The rules (DESIGN.md section 2), in the order they apply:
   unless a ``--protect`` line names it: then it stays though its subject goes.
 * Tag history entries of removed revisions go; tags that stay keep their own.
 * ``--prune`` takes every directory left empty, never the roots.
+* ``--uploads-older-than`` and ``--leftovers-older-than`` take what a write left
+  (an upload folder, a ``<name>.<uuid>.tmp`` file) older than the age; what
+  cannot be dated stays (stale).
+* A policy (rules): a tag goes when at least one rule selects it and no rule
+  that selects it keeps it; a repository's newest tag only under ``allow_empty``.
 * What the walk could not see into (a folder it could not list, a symlink, a
   FIFO, a name a plan cannot hold: ``Inventory.blind``) is kept with all it
   might reference: inside a repository, that repository fails closed; anywhere
