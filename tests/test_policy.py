@@ -192,4 +192,6 @@ def test_flags_that_a_policy_holds_are_refused_beside_it(demo_root: Path, tmp_pa
     args = ["plan", "--root", str(demo_root), "--key", str(key), "--policy", str(p)]
     r = CliRunner().invoke(cli, [*args, "--gc", "--image", "team/app"])
     assert r.exit_code == 64
-    assert "--policy holds the rules: --image, --gc go in the policy file" in r.output
+    assert "--policy holds the rules: put --image, --gc in the policy file" in r.output
+    r = CliRunner().invoke(cli, [*args, "--sort-by", "created"])
+    assert r.exit_code == 64 and "put --sort-by in the policy file" in r.output

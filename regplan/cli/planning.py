@@ -235,7 +235,7 @@ def _selection(sel: dict[str, Any]) -> Selection:
         except UnicodeDecodeError:
             raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--protect") from None
     if sel["policy"] is not None:
-        given = [k for k in SELECTION_FLAGS if sel[k] not in (None, False, ())]
+        given = [k for k in SELECTION_FLAGS if sel[k] not in (None, False, (), "pushed")]
         return policy_selection(sel["policy"], protect, given)
     retention = Retention(
         keep_last=sel["keep_last"],

@@ -28,8 +28,8 @@ SELECTION_FLAGS = {
     name: "--" + (name.removesuffix("s") if name == "images" else name).replace("_", "-")
     for name in (
         "images", "untagged", "keep_last", "older_than", "match", "exclude", "keep",
-        "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than", "leftovers_older_than",
-        "prune",
+        "sort_by", "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than",
+        "leftovers_older_than", "prune",
     )
 }  # fmt: skip
 """plan's options a policy file holds instead (refused beside --policy), by parameter."""
@@ -39,7 +39,7 @@ def policy_selection(f: IO[bytes], protect: tuple[Protect, ...], given: list[str
     """``plan --policy``: the policy's rules and registry-wide rules, and --protect."""
     if given:
         flags = ", ".join(SELECTION_FLAGS[g] for g in given)
-        raise click.UsageError(f"--policy holds the rules: {flags} go in the policy file")
+        raise click.UsageError(f"--policy holds the rules: put {flags} in the policy file")
     name = "stdin" if f.name == "<stdin>" else str(f.name)
     policy = load.read(f.read(), name)
     r = policy.registry
