@@ -77,6 +77,12 @@ def test_every_mistake_with_its_line_and_column() -> None:
         ("- a\n", "p.yml:1:1: the policy: ['a'] is not of type 'object'"),
         ("version: 1\n# \x1b[31m\n", "p.yml:2:3: U+001B is not allowed in a policy"),
         ("version: 1\nrules: [\u202e]\n", "p.yml:2:9: U+202E is not allowed in a policy"),
+        (
+            "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n",
+            "p.yml:1:4: anchors and aliases are not allowed",
+        ),
+        ("[" * 20_000 + "]" * 20_000, "p.yml: nested too deeply to be a policy"),
+        ("#" * (1 << 20) + "\n", "p.yml: 1048577 bytes; a policy has at most 1 MiB"),
         ("version: 2\nrules: []\n", "p.yml:1:10: version: 1 was expected"),
     ],
 )

@@ -54,8 +54,14 @@ def read_file(path: Path) -> Policy:
     return read(data, str(path))
 
 
+MAX_BYTES = 1 << 20
+"""A policy larger than this is not one (the plan holds its whole text)."""
+
+
 def read(data: bytes, file: str) -> Policy:
     """The policy in ``data`` (the bytes of ``file``); PolicyError lists every mistake."""
+    if len(data) > MAX_BYTES:
+        raise PolicyError(file, [f"{file}: {len(data)} bytes; a policy has at most 1 MiB"])
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
@@ -94,11 +100,35 @@ def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
     except yaml.YAMLError as e:
         what = printable(str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise PolicyError(file, [f"{file}: not YAML: {what}"]) from None
+    except RecursionError:
+        raise PolicyError(file, [f"{file}: nested too deeply to be a policy"]) from None
     finally:
         loader.dispose()
     if node is None:
         raise PolicyError(file, [f"{file}: empty; a policy has version: 1 and rules"])
+    shared = _shared(node)
+    if shared is not None:  # an alias: a few lines could stand for an exponential tree
+        m = shared.start_mark
+        raise PolicyError(
+            file, [f"{file}:{m.line + 1}:{m.column + 1}: anchors and aliases are not allowed"]
+        )
     return node, doc
+
+
+def _shared(root: yaml.Node) -> yaml.Node | None:
+    """The first node reached twice (an alias), walking each node once."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            return node
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            todo += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value
+    return None
 
 
 class _Placed:
