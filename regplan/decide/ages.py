@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from regplan.errors import SelectionError
+from regplan.scan.inventory import Tag
+from regplan.scan.layout import Digest
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -45,3 +48,15 @@ def parse_time(text: str) -> datetime | None:
 def day(ts: float) -> str:
     """A time as a reason shows it (UTC, to the minute)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def tag_time(tag: Tag, created: Mapping[Digest, str], by: str) -> tuple[float | None, str]:
+    """(when, how a reason says it) of a tag: its push, or with ``by`` "created" its
+    image's config ``created`` time (None when that cannot be read)."""
+    if by == "created":
+        text = created.get(tag.current) if tag.current is not None else None
+        when = parse_time(text) if text else None
+        if when is None:
+            return None, "no created time"
+        return when.timestamp(), f"created {day(when.timestamp())}"
+    return tag.pushed_at, f"pushed {day(tag.pushed_at)}"

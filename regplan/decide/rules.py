@@ -14,7 +14,7 @@ from datetime import datetime
 
 import attrs
 
-from regplan.decide.ages import day, parse_age, parse_time
+from regplan.decide.ages import day, parse_age, tag_time
 from regplan.decide.policy import Keep, Policy, Rule
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.scan.layout import Digest, revision_dir, tag_dir
@@ -71,24 +71,13 @@ class _Apply:
         self.policy, self.inv, self.now = policy, inv, now
         self.out = Outcome(counts=[RuleCount(r) for r in policy.rules])
 
-    def time(self, by: str, repo: Repository, tag: str) -> tuple[float | None, str]:
-        """(when, how to say it) by push or ``created`` time; None when it cannot be told."""
-        t = repo.tags[tag]
-        if by == "created":
-            created = self.inv.created.get(t.current) if t.current is not None else None
-            when = parse_time(created) if created else None
-            if when is None:
-                return None, "no created time"
-            return when.timestamp(), f"created {day(when.timestamp())}"
-        return t.pushed_at, f"pushed {day(t.pushed_at)}"
-
     def verdicts(self, rule: Rule, repo: Repository, images: list[str]) -> dict[str, Verdict]:
         """What ``rule`` says of each tag it selects in ``repo`` (none without ``keep``)."""
         k = rule.keep
         if k is None:
             return {}
         chosen = [t for t in images if _selects_tag(rule, t)]
-        timed = {t: self.time(k.by, repo, t) for t in chosen}
+        timed = {t: tag_time(repo.tags[t], self.inv.created, k.by) for t in chosen}
         ranked = sorted(chosen, key=lambda t: (-(timed[t][0] or float("-inf")), t))
         cutoff = (self.now - parse_age(k.within)).timestamp() if k.within else None
         out: dict[str, Verdict] = {}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import attrs
 
 from regplan.decide import rules, stale
-from regplan.decide.ages import day, parse_age, parse_time
+from regplan.decide.ages import parse_age, tag_time
 from regplan.decide.policy import Policy
 from regplan.decide.protect import Protect
 from regplan.errors import SelectionError
@@ -255,14 +255,11 @@ class _Resolver:
             )
 
     def _time(self, tag: Tag) -> tuple[float, str]:
-        """(sort key, how to say it) for a tag's age."""
-        if self.sel.retention.sort_by == "created" and tag.current is not None:
-            created = self.inv.created.get(tag.current)
-            when = parse_time(created) if created else None
-            if when is not None:
-                return when.timestamp(), f"created {day(when.timestamp())}"
-            return float("-inf"), "no created time"
-        return tag.pushed_at, f"pushed {day(tag.pushed_at)}"
+        """(sort key, how to say it) for a tag's age (a tag without a current link: its
+        push)."""
+        by = self.sel.retention.sort_by if tag.current is not None else "pushed"
+        when, said = tag_time(tag, self.inv.created, by)
+        return (float("-inf") if when is None else when), said
 
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
         r = self.sel.retention
