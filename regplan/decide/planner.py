@@ -86,7 +86,7 @@ class _Planner:
         shard's, come together, so the tree decompresses each part about once."""
         self.kept: dict[str, Kept] = {}
         self.problems: list[Problem] = []
-        self.leftovers = stale.Pending(dict(req.leftovers))
+        self.leftovers = stale.Pending(req.leftovers)
         self._holds_kept: set[str] | None = None
         self.removed_tags: dict[str, set[str]] = defaultdict(set)
         for repo, tag in req.tags:

@@ -9,6 +9,7 @@ dated stays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from regplan.decide.ages import parse_age, parse_time
@@ -65,13 +66,13 @@ def leftovers(
         mtime = inv.mtimes.get(p.path)
         if mtime is None:
             kept[p.path] = "a leftover temporary file whose time the scan could not read"
-        elif mtime >= cutoff:
-            written = _when(datetime.fromtimestamp(mtime, now.tzinfo))
+            continue
+        written = _when(datetime.fromtimestamp(mtime, now.tzinfo))
+        if mtime >= cutoff:
             kept[p.path] = (
                 f"--leftovers-older-than {older_than}: written {written}, a write may be under way"
             )
         else:
-            written = _when(datetime.fromtimestamp(mtime, now.tzinfo))
             out[p.path] = (
                 f"--leftovers-older-than {older_than}: a {final} the registry never finished "
                 f"writing, written {written}"
@@ -83,7 +84,7 @@ class Pending:
     """The leftovers to remove that no folder target takes with it: each is a target
     of its own unless a target holding it (its repository, revision, blob) comes first."""
 
-    def __init__(self, chosen: dict[str, str]) -> None:
+    def __init__(self, chosen: Mapping[str, str]) -> None:
         self.chosen = dict(chosen)
         self._holders: dict[str, list[str]] = {}
         for path in chosen:

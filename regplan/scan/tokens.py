@@ -83,10 +83,3 @@ def dated(rel: str, name: str, *, mtimes: bool) -> bool:
     if name == "data":
         return mtimes
     return name.endswith(".tmp") and entries.stands_for(name) is not None
-
-
-def timed(name: str) -> bool:
-    """A file whose time some decision reads (``dated``, whatever the scan asked for)."""
-    return name in ("link", "data") or (
-        name.endswith(".tmp") and entries.stands_for(name) is not None
-    )

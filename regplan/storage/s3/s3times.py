@@ -36,7 +36,7 @@ def writable(rel: str) -> bool:
 def dated(rel: str) -> bool:
     """A key whose LastModified the scan reads as a time (links, blob data, a write's
     leftover temporary files) and that a row can hold."""
-    return tokens.timed(rel.rpartition("/")[2]) and writable(rel)
+    return tokens.dated(rel, rel.rpartition("/")[2], mtimes=True) and writable(rel)
 
 
 @attrs.frozen
