@@ -36,6 +36,8 @@ class Key:
 
 DocPath = tuple["str | int | Key", ...]
 """Where in the document: mapping keys and sequence indexes, from the top."""
+Mistake = tuple[int, int, str]
+"""(line, column, message), both from 1: one line of PolicyError once the file is named."""
 
 
 @functools.cache
@@ -67,18 +69,14 @@ def read(data: bytes, file: str) -> Policy:
     except UnicodeDecodeError as e:
         raise PolicyError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
     node, doc = _parse(text, file)
-    placed = _Placed(node, file)
+    placed = _Placed(node)
     errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
     errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
     errors += placed.duplicates()
     if errors:
-        raise PolicyError(file, sorted(set(errors), key=_position))
+        lines = [f"{file}:{line}:{column}: {msg}" for line, column, msg in sorted(set(errors))]
+        raise PolicyError(file, lines)
     return _policy(doc, placed, file, text, hashlib.sha256(data).hexdigest())
-
-
-def _position(error: str) -> tuple[int, int, str]:
-    m = re.match(r"^.*?:(\d+):(\d+): ", error)
-    return (int(m.group(1)), int(m.group(2)), error) if m else (0, 0, error)
 
 
 def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
@@ -134,8 +132,8 @@ def _shared(root: yaml.Node) -> yaml.Node | None:
 class _Placed:
     """The YAML nodes behind the document: where a path into it was written."""
 
-    def __init__(self, root: yaml.Node, file: str) -> None:
-        self.root, self.file = root, file
+    def __init__(self, root: yaml.Node) -> None:
+        self.root = root
 
     def node(self, path: DocPath) -> yaml.Node:
         node = self.root
@@ -158,20 +156,20 @@ class _Placed:
     def line(self, path: DocPath) -> int:
         return int(self.node(path).start_mark.line) + 1
 
-    def say(self, path: DocPath, message: str) -> str:
+    def say(self, path: DocPath, message: str) -> Mistake:
         mark = self.node(path).start_mark
-        return f"{self.file}:{mark.line + 1}:{mark.column + 1}: {message}"
+        return mark.line + 1, mark.column + 1, message
 
-    def duplicates(self) -> list[str]:
+    def duplicates(self) -> list[Mistake]:
         """A key given twice in one mapping (YAML keeps the last, silently)."""
-        out = []
+        out: list[Mistake] = []
         for node in _mappings(self.root):
             seen: set[object] = set()
             for k, _ in node.value:
                 if k.value in seen:
                     m = k.start_mark
                     name = printable(str(k.value))
-                    out.append(f"{self.file}:{m.line + 1}:{m.column + 1}: {name!r} given twice")
+                    out.append((m.line + 1, m.column + 1, f"{name!r} given twice"))
                 seen.add(k.value)
         return out
 

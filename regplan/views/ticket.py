@@ -42,13 +42,18 @@ CELL = 160
 _TICKS = re.compile(r"`+")
 
 
+def _fence(text: str, least: int = 1) -> str:
+    """Backticks no run of them in ``text`` can close (at least ``least``)."""
+    return "`" * max(least, 1 + max((len(m) for m in _TICKS.findall(text)), default=0))
+
+
 def code(value: object, width: int = CELL) -> str:
     """``value`` as an inert code span on one line: printable, clipped to ``width``,
     fenced with more backticks than it holds, ``|`` escaped (a GFM table cell ends at
     an unescaped one even inside code)."""
     text = printable(str(value))
     text = text if len(text) <= width else text[: width - 1] + "…"
-    fence = "`" * (1 + max((len(m) for m in _TICKS.findall(text)), default=0))
+    fence = _fence(text)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
     escaped = text.replace("|", "\\|")
     return f"{fence}{pad}{escaped}{pad}{fence}"
@@ -156,7 +161,7 @@ def _policy_text(plan: Plan) -> list[str]:
     if len(text) > POLICY_LIMIT:
         more = f"\n\n({len(text) - POLICY_LIMIT} more characters: the plan holds the whole text)"
         text = text[:POLICY_LIMIT]
-    fence = "`" * max(3, 1 + max((len(m) for m in _TICKS.findall(text)), default=0))
+    fence = _fence(text, least=3)  # a fenced block has three at the least
     return [f"## Policy {code(p.file)}", "", f"{fence}yaml", text, fence + more, ""]
 
 
