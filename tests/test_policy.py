@@ -146,18 +146,27 @@ def test_policy_check_on_a_registry_counts_per_rule(demo_root: Path, tmp_path: P
     ]
 
 
-def test_plan_with_a_policy_records_it_and_names_the_rule(demo_root: Path, tmp_path: Path) -> None:
+def planned(root: Path, tmp_path: Path, name: str, policy: str) -> tuple[Path, Path]:
+    """``plan --policy`` with ``policy`` written to ``name``: (the plan, the policy file)."""
     key, _ = write_keys(tmp_path)
-    p = tmp_path / "cleanup.yml"
-    p.write_text(
-        "version: 1\nrules:\n"
-        "  - name: team\n    repositories: [team/*]\n    keep: {newest: 1}\n"
-        "registry:\n  gc: true\n"
-    )
+    p = tmp_path / name
+    p.write_text(policy)
     out = tmp_path / "plan.json"
-    args = ["plan", "--root", str(demo_root), "--key", str(key), "-o", str(out), "-q"]
+    args = ["plan", "--root", str(root), "--key", str(key), "-o", str(out), "-q"]
     r = CliRunner().invoke(cli, [*args, "--policy", str(p)])
     assert r.exit_code == 0, r.output
+    return out, p
+
+
+def test_plan_with_a_policy_records_it_and_names_the_rule(demo_root: Path, tmp_path: Path) -> None:
+    out, p = planned(
+        demo_root,
+        tmp_path,
+        "cleanup.yml",
+        "version: 1\nrules:\n"
+        "  - name: team\n    repositories: [team/*]\n    keep: {newest: 1}\n"
+        "registry:\n  gc: true\n",
+    )
     raw = json.loads(out.read_bytes())
     recorded = raw["request"]["policy"]
     assert recorded["text"] == p.read_text() and recorded["file"] == str(p)
@@ -176,15 +185,13 @@ def test_plan_with_a_policy_records_it_and_names_the_rule(demo_root: Path, tmp_p
 
 def test_a_policy_cannot_break_out_of_the_ticket(demo_root: Path, tmp_path: Path) -> None:
     """Its text sits in a fence longer than any run of backticks in it."""
-    key, _ = write_keys(tmp_path)
-    p = tmp_path / "p.yml"
-    p.write_text(
+    out, _ = planned(
+        demo_root,
+        tmp_path,
+        "p.yml",
         "# ````\n# </details><script>alert(1)</script> [x](http://evil)\n"
-        "version: 1\nrules:\n  - name: a\n    repositories: [team/*]\n    keep: {newest: 1}\n"
+        "version: 1\nrules:\n  - name: a\n    repositories: [team/*]\n    keep: {newest: 1}\n",
     )
-    out = tmp_path / "plan.json"
-    args = ["plan", "--root", str(demo_root), "--key", str(key), "-o", str(out), "-q"]
-    assert CliRunner().invoke(cli, [*args, "--policy", str(p)]).exit_code == 0
     md = CliRunner().invoke(cli, ["show", str(out), "--format", "markdown"]).output
     tokens = MarkdownIt("gfm-like").parse(md)
     fences = [t for t in tokens if t.type == "fence" and t.info == "yaml"]
