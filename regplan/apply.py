@@ -15,8 +15,8 @@ from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.storage import location
+from regplan.storage.clouds import Found
 from regplan.storage.location import Location
-from regplan.storage.s3.bucket import S3Storage
 
 __all__ = [
     "ApplyResult",
@@ -38,7 +38,7 @@ def apply_plan(
     *,
     plan_path: Path,
     trusted: Sequence[signing.TrustedKey],
-    root: Path | S3Storage | None,
+    root: Found | None,
     required: int,
     now: datetime,
     progress: Progress | None = None,

@@ -48,8 +48,8 @@ from regplan.scan import fingerprint
 from regplan.scan.inventory import Inventory
 from regplan.scan.traits import Traits, read_for
 from regplan.storage import location
+from regplan.storage.clouds import Found
 from regplan.storage.location import Location
-from regplan.storage.s3.bucket import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def load_verified(
     path: Path,
     *,
     trusted: Sequence[signing.TrustedKey],
-    root: Path | S3Storage | None,
+    root: Found | None,
     required: int = 1,
     progress: Progress | None = None,
 ) -> Verified:

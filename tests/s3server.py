@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from regplan.storage.s3.bucket import Bucket, Credentials, S3Storage
+from regplan.storage.s3.bucket import Credentials, S3Bucket, S3Storage
 
 MOTO = "moto_server"
 ACCESS, SECRET = "testing", "testing"
@@ -114,7 +114,7 @@ class S3Server:
 
 
 def client(storage: S3Storage) -> Any:
-    return Bucket(storage)._client
+    return S3Bucket(storage)._client
 
 
 def upload_tree(root: Path, storage: S3Storage) -> int:

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from regplan.cli import cli
 from regplan.demo.samples import BASE, Registry, build_demo, image
 from regplan.storage import location
-from regplan.storage.s3 import s3scan
+from regplan.storage.objects import objscan
 from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import docker_hashes, plant_leftovers, write_keys
 from tests.s3server import S3Server, clean_env, objects, upload_tree
@@ -97,7 +97,7 @@ def _s3(base: Path, request: pytest.FixtureRequest) -> Backend:
     upload_tree(base / "fs", storage)
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
     env = {k: v for k, v in server.env().items() if k.startswith("AWS_")}
-    env[s3scan.CACHE_ENV] = str(base / "cache")
+    env[objscan.CACHE_ENV] = str(base / "cache")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
 

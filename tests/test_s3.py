@@ -27,8 +27,8 @@ from regplan.storage import location
 from regplan.storage.config import rootdirectory
 from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
-from regplan.storage.s3 import s3scan
-from regplan.storage.s3.bucket import ENV_THRESHOLD, Bucket, S3Storage, parse_url
+from regplan.storage.objects import objscan
+from regplan.storage.s3.bucket import ENV_THRESHOLD, S3Bucket, S3Storage, parse_url
 from tests.helpers import drafted, selection, sign_raw, write_keys
 from tests.s3server import S3Server, client, objects, put, upload_tree
 
@@ -45,7 +45,7 @@ def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for k, v in s3server.env().items():
         if k.startswith("AWS_"):
             monkeypatch.setenv(k, v)
-    monkeypatch.setenv(s3scan.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     return storage
 
 
@@ -61,9 +61,9 @@ def mirror(storage: S3Storage, to: Path) -> Path:
     return to
 
 
-def counting(storage: S3Storage) -> tuple[Bucket, dict[str, int]]:
+def counting(storage: S3Storage) -> tuple[S3Bucket, dict[str, int]]:
     """A bucket whose requests are counted by operation, at the client."""
-    b = Bucket(storage)
+    b = S3Bucket(storage)
     counts: dict[str, int] = {}
 
     def count(event_name: str, **_: Any) -> None:
@@ -77,7 +77,7 @@ def counting(storage: S3Storage) -> tuple[Bucket, dict[str, int]]:
 def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: Path) -> None:
     """Same tree digest, same repositories, blobs, manifests and problems as the filesystem
     scan of the same keys; so the same plan."""
-    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, cache=tmp_path / "c")
     fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
     assert inv.tree.digest == fs.tree.digest
     assert inv.blobs == fs.blobs
@@ -102,12 +102,12 @@ def test_links_are_not_read_and_manifests_are_read_once(bucket: S3Storage, tmp_p
     """Every link's content follows from its key and ETag: no GET for links. Manifests
     are GET once; a second scan takes them from the cache and GETs nothing."""
     b, counts = counting(bucket)
-    inv = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
     manifests = len(inv.manifests)
     assert counts.get("GetObject", 0) == manifests
     lists = counts["ListObjectsV2"]
     counts.clear()
-    again = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    again = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
     assert again.manifests == inv.manifests
     assert counts == {"ListObjectsV2": lists}
     assert lists < len(inv.tree) / 4  # a few listings, never a request per key
@@ -115,12 +115,12 @@ def test_links_are_not_read_and_manifests_are_read_once(bucket: S3Storage, tmp_p
 
 def test_a_poisoned_cache_is_never_believed(bucket: S3Storage, tmp_path: Path) -> None:
     """A cached manifest whose bytes do not hash to its name is read again from S3."""
-    first = s3scan.scan(bucket, cache=tmp_path / "c")
+    first = objscan.scan(bucket, cache=tmp_path / "c")
     for f in (tmp_path / "c").rglob("*"):
         if f.is_file():
             f.write_bytes(b'{"schemaVersion": 2, "layers": []}')
     b, counts = counting(bucket)
-    again = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    again = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
     assert again.manifests == first.manifests
     assert counts["GetObject"] == len(first.manifests)
 
@@ -128,13 +128,13 @@ def test_a_poisoned_cache_is_never_believed(bucket: S3Storage, tmp_path: Path) -
 def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: Path) -> None:
     """A corrupt link (its content not the digest of its key) is GET, and reported as the
     filesystem scan reports it."""
-    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, cache=tmp_path / "c")
     repo = sorted(inv.repositories)[0]
     digest = sorted(inv.repositories[repo].layers)[0]
     rel = f"docker/registry/v2/{layer_dir(repo, digest)}/link"
     put(bucket, rel, b"garbage")
     b, counts = counting(bucket)
-    damaged = s3scan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    damaged = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
     assert counts["GetObject"] == 1
     assert [p.code for p in damaged.problems] == [ProblemCode.CORRUPT_LINK]
     fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
@@ -144,7 +144,7 @@ def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: P
 def test_emptied_folders_go_with_the_targets(bucket: S3Storage, tmp_path: Path) -> None:
     """A bucket has no empty folders: the predicted tree drops the folders the targets
     leave empty, and a filesystem plan keeps them."""
-    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, cache=tmp_path / "c")
     tree = inv.tree
     shard = next(p for p in tree.subtree("blobs/sha256") if p.count("/") == 2)
     blobs = [p for p in tree.subtree(shard) if p.count("/") == 3]
@@ -390,7 +390,7 @@ def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_pa
     long = "x" * 300
     for rel in (f"{v2}/team/a\x01b/link", f"{v2}/team/{long}/link"):
         put(bucket, rel, b"sha256:0")
-    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, cache=tmp_path / "c")
     bad = [p for p in inv.problems if p.code == ProblemCode.UNNAMEABLE]
     assert len(bad) == 2
     assert set(inv.blind) >= {"repositories/team/a\x01b", f"repositories/team/{long}"}
@@ -398,12 +398,12 @@ def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_pa
     assert not any(t.kind.value == "blob" for t in plan.targets)
     assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
     assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)
-    assert s3scan._bad_name("repositories/a/../b/link") == ("repositories/a/..", "is '..'")
-    assert s3scan._bad_name("repositories/a//b") == (
+    assert objscan._bad_name("repositories/a/../b/link") == ("repositories/a/..", "is '..'")
+    assert objscan._bad_name("repositories/a//b") == (
         "repositories/a/",
         "is empty (a '//' in the key)",
     )
-    assert s3scan._bad_name("repositories/a/b/link") is None
+    assert objscan._bad_name("repositories/a/b/link") is None
 
 
 def test_ages_come_from_last_modified(
@@ -419,7 +419,7 @@ def test_ages_come_from_last_modified(
     assert any("younger than --gc-min-age" in k.reason for k in young.kept)
     old = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc"))
     assert [t.path for t in old.targets] == [blob_dir(d)]
-    inv = s3scan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(bucket, cache=tmp_path / "c")
     assert all(t.pushed_at > 0 for r in inv.repositories.values() for t in r.tags.values())
 
 

@@ -21,9 +21,9 @@ from regplan.changes.records import ApplyRecord, State
 from regplan.demo.samples import build_scale
 from regplan.scan.inventory import ProblemCode
 from regplan.storage import location
-from regplan.storage.s3 import s3scan
+from regplan.storage.objects import objscan
+from regplan.storage.objects.objstore import BucketStore
 from regplan.storage.s3.bucket import S3Storage
-from regplan.storage.s3.s3store import S3Store
 from tests.helpers import plant_leftovers, write_keys
 from tests.s3server import S3Server, objects, upload_tree
 
@@ -42,7 +42,7 @@ def counted(name, real):
         return real(self, *args, **kwargs)
     return call
 for name in KINDS:
-    setattr(s.Bucket, name, counted(name, getattr(s.Bucket, name)))
+    setattr(s.S3Bucket, name, counted(name, getattr(s.S3Bucket, name)))
 if os.environ.get("COUNT_TO"):
     atexit.register(lambda: open(os.environ["COUNT_TO"], "w").write(json.dumps(calls)))
 from regplan.cli import cli
@@ -59,7 +59,7 @@ Run = subprocess.CompletedProcess[str]
 def pushed(storage: S3Storage, cache: Path) -> dict[tuple[str, str], float]:
     """Every tag's push time and every leftover temporary file's age, as a plan would read
     them."""
-    inv = s3scan.scan(storage, cache=cache)
+    inv = objscan.scan(storage, cache=cache)
     times = {
         (r, name): tag.pushed_at
         for r, repo in inv.repositories.items()
@@ -143,7 +143,7 @@ class Bucketed:
         )
 
     def history(self) -> list[ApplyRecord]:
-        return S3Store(self.storage).records()
+        return BucketStore(self.storage).records()
 
     def apply_id(self) -> str:
         return self.history()[-1].apply_id

@@ -12,8 +12,8 @@ from typing import IO
 import pytest
 
 from regplan.errors import LockHeldError
-from regplan.storage.s3.bucket import Bucket, S3Storage
-from regplan.storage.s3.s3lock import LOCK_TTL, Lock
+from regplan.storage.objects.objlock import LOCK_TTL, Lock
+from regplan.storage.s3.bucket import S3Bucket, S3Storage
 from tests.s3server import S3Server
 
 
@@ -22,11 +22,11 @@ def storage(s3server: S3Server) -> S3Storage:
     return s3server.storage()
 
 
-def holder(bucket: Bucket) -> str:
+def holder(bucket: S3Bucket) -> str:
     return str(json.loads(bucket.get(bucket.storage.state_prefix + "lock"))["command"])
 
 
-class Racing(Bucket):
+class Racing(S3Bucket):
     """A bucket whose first read of the lock lets ``other`` run right after it."""
 
     def __init__(self, storage: S3Storage, other: Lock) -> None:
@@ -41,13 +41,13 @@ class Racing(Bucket):
         return etag
 
 
-def stale(bucket: Bucket) -> None:
+def stale(bucket: S3Bucket) -> None:
     """A lock whose holder's lease ran out an hour ago."""
     Lock(bucket, command="apply dead", now=time.time() - 2 * LOCK_TTL).__enter__()
 
 
 def test_two_breakers_of_one_stale_lock_never_both_hold_it(storage: S3Storage) -> None:
-    plain = Bucket(storage)
+    plain = S3Bucket(storage)
     stale(plain)
     second = Lock(plain, command="rollback b", now=time.time(), break_stale=True)
     first = Lock(Racing(storage, second), command="apply a", now=time.time(), break_stale=True)
@@ -63,7 +63,7 @@ def test_two_breakers_of_one_stale_lock_never_both_hold_it(storage: S3Storage) -
 def test_a_holder_whose_lock_was_broken_stops_and_leaves_the_new_lock(
     storage: S3Storage,
 ) -> None:
-    plain = Bucket(storage)
+    plain = S3Bucket(storage)
     old = Lock(plain, command="apply slow", now=time.time() - 2 * LOCK_TTL)
     old.__enter__()
     old.renew(time.time() - 2 * LOCK_TTL)  # its own lock: renewed
@@ -80,7 +80,7 @@ def test_a_holder_whose_lock_was_broken_stops_and_leaves_the_new_lock(
 
 
 def test_a_live_lock_is_never_broken(storage: S3Storage) -> None:
-    plain = Bucket(storage)
+    plain = S3Bucket(storage)
     with Lock(plain, command="apply live", now=time.time()):
         with pytest.raises(LockHeldError, match=r"apply live .* until"):
             Lock(plain, command="x", now=time.time(), break_stale=True).__enter__()

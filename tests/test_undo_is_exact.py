@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from regplan.cli import cli
 from regplan.demo.samples import BASE, Registry, image
 from regplan.scan.layout import V2
-from regplan.storage.s3 import s3scan
-from regplan.storage.s3.bucket import Obj
-from regplan.storage.s3.s3times import Overlay, Restored
+from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import Obj
+from regplan.storage.objects.objtimes import Overlay, Restored
 from tests.helpers import plant_leftovers, write_keys
 from tests.s3server import S3Server, put, upload_tree
 
@@ -65,7 +65,7 @@ def _on_s3(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         put(storage, rel, (tmp_path / "fs" / rel).read_bytes())
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv(s3scan.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     return storage.root
 
 

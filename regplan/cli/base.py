@@ -23,10 +23,9 @@ from regplan.errors import RegplanError, SelectionError
 from regplan.registry import online
 from regplan.scan.layout import printable
 from regplan.storage import location
+from regplan.storage.clouds import Found, parse_root
 from regplan.storage.config import ENV_ROOT, Running, rootdirectory, running
 from regplan.storage.location import Location
-from regplan.storage.s3 import bucket
-from regplan.storage.s3.bucket import S3Storage
 
 if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported only to ask a registry
     from regplan.registry.regclient import RegistryClient
@@ -99,14 +98,16 @@ def storage_options(f: Command) -> Command:
         "--config",
         type=ExistingFile,
         help="The registry's config.yml: its storage.filesystem.rootdirectory, or its "
-        "storage.s3 bucket, endpoint and keys. [env: REGISTRY_CONFIGURATION_PATH]",
+        "storage.s3, storage.azure or storage.gcs container, endpoint and credentials. "
+        "[env: REGISTRY_CONFIGURATION_PATH]",
     )(f)
     return click.option(
         "--root",
-        metavar="PATH|s3://BUCKET/ROOTDIRECTORY",
+        metavar="PATH|s3://BUCKET/ROOT|az://CONTAINER/ROOT|gs://BUCKET/ROOT",
         help="The registry's rootdirectory (holding docker/) or its docker/registry/v2 "
-        "folder, or its S3 bucket and rootdirectory (endpoint, region and credentials "
-        "from the standard AWS environment). [env: REGISTRY_DATA_DIR]",
+        "folder, or its object store's container and rootdirectory (endpoint and "
+        "credentials from each cloud's standard environment: README, Object storage). "
+        "[env: REGISTRY_DATA_DIR]",
     )(f)
 
 
@@ -258,12 +259,12 @@ break_lock_option = click.option(
 )
 
 
-def root_arg(root: str | None, config: Path | None) -> Path | S3Storage | None:
+def root_arg(root: str | None, config: Path | None) -> Found | None:
     """--root, --config, then REGISTRY_DATA_DIR, REGISTRY_CONFIGURATION_PATH and
     REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; None when none is given."""
     env = os.environ
     if root is not None:
-        return bucket.parse_url(root, env) if root.startswith(bucket.SCHEME) else Path(root)
+        return parse_root(root, env)
     if config is not None:
         return rootdirectory(config, env)
     if env.get("REGISTRY_DATA_DIR"):

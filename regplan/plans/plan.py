@@ -200,11 +200,14 @@ class StorageRecord:
     """Where an object-store registry is (never a secret). Filesystem plans have none:
     their ``root`` is the rootdirectory."""
 
-    driver: str = attrs.field(validator=attrs.validators.in_(("s3",)))
+    driver: str = attrs.field(validator=attrs.validators.in_(("s3", "azure", "gcs")))
     bucket: str
+    """The S3 or GCS bucket, or the Azure container."""
     rootdirectory: str
     endpoint: str | None = None
     region: str | None = None
+    account: str | None = None
+    """Azure's storage account."""
 
 
 @attrs.frozen(kw_only=True)

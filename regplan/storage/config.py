@@ -17,8 +17,7 @@ import attrs
 import yaml
 
 from regplan.errors import StorageError
-from regplan.storage.s3 import bucket
-from regplan.storage.s3.bucket import S3Storage
+from regplan.storage.clouds import CLOUDS, Found
 
 ENV_ROOT = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -44,25 +43,25 @@ def _load(config: Path) -> dict[str, object]:
     return doc if isinstance(doc, dict) else {}  # then: "has no storage section"
 
 
-def rootdirectory(config: Path, env: Mapping[str, str]) -> Path | S3Storage:
-    """The filesystem driver's rootdirectory, or the s3 driver's bucket and
-    rootdirectory (``storage.s3``, ``REGISTRY_STORAGE_S3_*`` overriding); refuse any
-    other driver, naming it."""
+def rootdirectory(config: Path, env: Mapping[str, str]) -> Found:
+    """The filesystem driver's rootdirectory, or an object store's container and
+    rootdirectory (``storage.s3``, ``storage.azure``, ``storage.gcs``, with
+    ``REGISTRY_STORAGE_<DRIVER>_*`` overriding); refuse any other driver, naming it."""
     doc = _load(config)
     storage = doc.get("storage")
     if not isinstance(storage, dict):
         raise StorageError(f"{config} has no storage section")
     drivers = sorted(k for k in storage if k not in NOT_DRIVERS)
-    if drivers == ["s3"]:
-        params = storage["s3"] or {}
+    if len(drivers) == 1 and drivers[0] in CLOUDS:
+        params = storage[drivers[0]] or {}
         if not isinstance(params, dict):
-            raise StorageError(f"{config}: storage.s3 is not a mapping")
-        return bucket.from_config(params, env, str(config))
+            raise StorageError(f"{config}: storage.{drivers[0]} is not a mapping")
+        return CLOUDS[drivers[0]].from_config(params, env, str(config))
     if drivers != ["filesystem"]:
         named = ", ".join(drivers) or "none"
         raise StorageError(
-            f"{config} uses the {named} storage driver: regplan works on the filesystem "
-            "and s3 drivers only"
+            f"{config} uses the {named} storage driver: regplan works on the filesystem, "
+            "s3, azure and gcs drivers only"
         )
     if env.get(ENV_ROOT):
         return Path(env[ENV_ROOT])

@@ -1,9 +1,12 @@
-"""Where the registry's storage is: a filesystem rootdirectory or an S3 bucket.
+"""Where the registry's storage is: a filesystem rootdirectory or an object store
+(an S3 bucket, an Azure Blob container, a GCS bucket).
 
-The one place that tells the kinds apart: the scan and the tree digest of either
-come out the same (fsscan.py, s3scan.py), and each has a store the transaction runs
-over (fsstore.py, s3store.py), so the selection, the planner, the plan, its
-rendering, its signatures and the transaction never know which one it was.
+The one place that tells the kinds apart: the scan and the tree digest of each
+come out the same (fsscan.py, objscan.py), and each has a store the transaction
+runs over (fsstore.py, objstore.py), so the selection, the planner, the plan, its
+rendering, its signatures and the transaction never know which one it was. The
+object stores share one implementation over the Bucket seam (objects/bucket.py);
+each cloud is a package with a ObjectStorage, listed in ``CLOUDS``.
 """
 
 from __future__ import annotations
@@ -16,53 +19,56 @@ from typing import TypeAlias
 import attrs
 
 from regplan.changes.transaction import Store
-from regplan.errors import StalePlanError
+from regplan.errors import StalePlanError, StorageError
 from regplan.plans.plan import Plan, StorageRecord
 from regplan.progress import Progress
 from regplan.scan import fingerprint
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import part_of
 from regplan.scan.tree import Tree
+from regplan.storage.clouds import CLOUDS, parse_root
 from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
-from regplan.storage.s3 import bucket, s3scan
-from regplan.storage.s3.bucket import S3Storage
-from regplan.storage.s3.s3store import S3Store
+from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import ObjectStorage
+from regplan.storage.objects.objstore import BucketStore
 
-Location: TypeAlias = FsStorage | S3Storage
+Location: TypeAlias = FsStorage | ObjectStorage
 
 
-def locate(found: Path | str | S3Storage, env: Mapping[str, str] | None = None) -> Location:
-    """``s3://BUCKET/ROOTDIRECTORY``, an S3Storage from a config, or a filesystem path
-    (the rootdirectory or its docker/registry/v2 folder)."""
-    if isinstance(found, S3Storage):
+def locate(found: Path | str | ObjectStorage, env: Mapping[str, str] | None = None) -> Location:
+    """An object store's URL or ObjectStorage (from a config), or a filesystem path (the
+    rootdirectory or its docker/registry/v2 folder)."""
+    if not isinstance(found, (Path, str)):
         return found
-    text = os.fspath(found)
-    if text.startswith(bucket.SCHEME):
-        return bucket.parse_url(text, os.environ if env is None else env)
-    return FsStorage.locate(Path(text))
+    located = parse_root(os.fspath(found), os.environ if env is None else env)
+    return FsStorage.locate(located) if isinstance(located, Path) else located
 
 
-def of_plan(header: Plan, root: Path | str | S3Storage | None) -> Location:
+def of_plan(header: Plan, root: Path | str | ObjectStorage | None) -> Location:
     """The storage a plan is applied to: ``root`` when given, else where the plan says."""
     if root is not None:
         return locate(root)
     if header.storage is not None:
-        return bucket.from_record(attrs.asdict(header.storage), os.environ)
+        found = {k: v for k, v in attrs.asdict(header.storage).items() if v is not None}
+        cloud = CLOUDS.get(found.get("driver", ""))
+        if cloud is None:
+            raise StorageError(f"the plan names storage driver {found.get('driver')!r}")
+        return cloud.from_record(found, os.environ)
     return FsStorage.locate(Path(header.root))
 
 
 def has_folders(storage: Location) -> bool:
     """Whether the storage keeps a folder once it is empty (a bucket does not)."""
-    return not isinstance(storage, S3Storage)
+    return isinstance(storage, FsStorage)
 
 
 def record(storage: Location) -> StorageRecord | None:
     """What a plan records of where the storage is, besides its ``root``."""
-    if isinstance(storage, S3Storage):
-        return StorageRecord(**storage.record())
-    return None
+    if isinstance(storage, FsStorage):
+        return None
+    return StorageRecord(**storage.record())
 
 
 def read(
@@ -72,33 +78,33 @@ def read(
     created: bool = False,
     mtimes: bool = False,
 ) -> Inventory:
-    if isinstance(storage, S3Storage):
-        return s3scan.scan(storage, progress=progress, created=created, mtimes=mtimes)
-    return fsscan.scan(storage, progress=progress, created=created, mtimes=mtimes)
+    if isinstance(storage, FsStorage):
+        return fsscan.scan(storage, progress=progress, created=created, mtimes=mtimes)
+    return objscan.scan(storage, progress=progress, created=created, mtimes=mtimes)
 
 
 def predicted(storage: Location, tree: Tree, targets: Iterable[str]) -> fingerprint.TreeDigest:
     """The digest the tree must have once ``targets`` (in the order of their parts,
     ``layout.part_of``) are gone: on object storage, the folders they leave empty
     go too (a bucket has no empty folders)."""
-    if isinstance(storage, S3Storage):
-        paths = list(targets)
-        return tree.without(sorted(paths + tree.emptied(paths), key=part_of))
-    return tree.without(targets)
+    if isinstance(storage, FsStorage):
+        return tree.without(targets)
+    paths = list(targets)
+    return tree.without(sorted(paths + tree.emptied(paths), key=part_of))
 
 
 def store(storage: Location) -> Store:
     """The write side of the storage: what apply, rollback and purge run over."""
-    if isinstance(storage, S3Storage):
-        return S3Store(storage)
-    return FsStore(storage)
+    if isinstance(storage, FsStorage):
+        return FsStore(storage)
+    return BucketStore(storage)
 
 
 def digest(storage: Location, progress: Progress | None = None) -> fingerprint.TreeDigest:
     """The tree's digest as it is now, in one streaming walk (no path is kept)."""
-    if isinstance(storage, S3Storage):
-        return s3scan.digest(storage, progress=progress)
-    return fsscan.digest(storage, progress=progress)
+    if isinstance(storage, FsStorage):
+        return fsscan.digest(storage, progress=progress)
+    return objscan.digest(storage, progress=progress)
 
 
 def check_fresh(plan: Plan, storage: Location, progress: Progress | None = None) -> None:

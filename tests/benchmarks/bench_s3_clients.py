@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from regplan.storage.s3.bucket import Bucket
+from regplan.storage.s3.bucket import S3Bucket
 from tests.s3server import ACCESS, SECRET, S3Server, client
 
 
@@ -61,7 +61,7 @@ def main() -> None:
                 )
             )
         sample = keys[:: max(1, len(keys) // 2000)][:2000]
-        bucket = Bucket(storage)
+        bucket = S3Bucket(storage)
         store: Any = S3Store(
             storage.bucket,
             endpoint=server.endpoint,

@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 from regplan.cli import cli
 from regplan.demo.samples import DemoImages, demo_pushes
 from regplan.scan.layout import attached_subject
-from regplan.storage.s3 import bucket, s3lock, s3scan
+from regplan.storage.objects import objlock, objscan
+from regplan.storage.s3 import bucket
 from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import KEY, write_pub
 from tests.integration.realreg import RealRegistry
@@ -52,7 +53,7 @@ def on_s3(
     )
     for k in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(k)  # regplan reads the endpoint and keys from the config only
-    monkeypatch.setenv(s3scan.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     reg.start()
     images = demo_pushes()
     try:
@@ -67,7 +68,7 @@ def on_s3(
 
 
 def refs(storage: S3Storage) -> set[str]:
-    inv = s3scan.scan(storage)
+    inv = objscan.scan(storage)
     out = set()
     for name, repo in inv.repositories.items():
         out |= {f"{name}:{t}" for t in repo.tags}
@@ -158,7 +159,7 @@ def test_second_apply_at_the_same_time_is_exit_5(
     plan = tmp_path / "p.json"
     r = run("plan", "--config", cfg, "--key", str(key), "-o", str(plan), "--gc", "--untagged", "*")
     assert r.exit_code == 0
-    b = bucket.Bucket(
+    b = bucket.S3Bucket(
         bucket.from_config(
             {
                 "bucket": storage.bucket,
@@ -173,7 +174,7 @@ def test_second_apply_at_the_same_time_is_exit_5(
     )
     before = objects(storage)
     reg.stop()  # so that the write guard lets apply reach the lock
-    with s3lock.Lock(b, command="apply other", now=time.time()):
+    with objlock.Lock(b, command="apply other", now=time.time()):
         r = run("apply", str(plan), "--trust", str(key) + ".pub", "--config", cfg)
         assert r.exit_code == 5, r.output
         assert "apply other (pid" in r.output

@@ -1,13 +1,16 @@
-"""Where an S3-backed registry keeps its data, and the few S3 requests regplan makes.
+"""Where an S3-backed registry keeps its data, and the S3 requests of the Bucket seam.
 
 The registry's s3-aws driver writes the filesystem driver's tree key for key
-under ``<rootdirectory>/docker/registry/v2/`` (no empty folders). regplan keeps
-its own state beside it, under ``<rootdirectory>/regplan-state/``, in the same
-bucket: a move is a server-side CopyObject then DeleteObject, never a download.
+under ``<rootdirectory>/docker/registry/v2/``; a move is a server-side
+CopyObject then DeleteObject, never a download (objects/bucket.py).
+
+What S3 proves: a listing gives each key's size, LastModified and ETag; the ETag
+of a single-part object is the MD5 of its bytes (and a copy keeps it), a
+multipart ETag (``<md5>-<parts>``) proves nothing of them. Conditional writes:
+``If-None-Match: *`` and ``If-Match`` on PutObject and DeleteObject.
 
 Only this module imports the S3 client (boto3, the optional extra
-``regplan[s3]``); every request goes through :class:`Bucket`, and every failure
-comes out as one line naming the key.
+``regplan[s3]``); every failure comes out as one line naming the key.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import IO, Any
 import attrs
 
 from regplan.errors import StorageError
+from regplan.storage.objects.bucket import Exists, Obj, Rooted, clean_root
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,6 @@ MIN_PART = 5 << 20
 """S3's smallest part (all but the last)."""
 ENV_THRESHOLD = "REGPLAN_S3_MULTIPART_THRESHOLD"
 """Bytes above which an object is copied part by part (default: CopyObject's 5 GiB)."""
-MANIFEST_LIMIT = 4 << 20
-"""distribution refuses manifests over 4 MiB: a larger blob is never read as one."""
 
 
 @attrs.frozen(kw_only=True)
@@ -48,7 +50,7 @@ class Credentials:
 
 
 @attrs.frozen(kw_only=True)
-class S3Storage:
+class S3Storage(Rooted):
     """An S3 bucket and the registry's rootdirectory in it. Never holds a secret in what
     it prints or records; the credentials, when given by a config, are kept aside."""
 
@@ -65,22 +67,6 @@ class S3Storage:
         """``s3://bucket/rootdirectory``: what messages and the plan's ``root`` say."""
         return f"{SCHEME}{self.bucket}/{self.rootdirectory}".rstrip("/")
 
-    @property
-    def v2(self) -> str:
-        return f"{self.root}/docker/registry/v2"
-
-    def key(self, rel: str) -> str:
-        """The key of ``rel``, a path relative to the rootdirectory."""
-        return f"{self.rootdirectory}/{rel}" if self.rootdirectory else rel
-
-    @property
-    def v2_prefix(self) -> str:
-        return self.key("docker/registry/v2/")
-
-    @property
-    def state_prefix(self) -> str:
-        return self.key("regplan-state/")
-
     def record(self) -> dict[str, str]:
         """Where the storage is, as a plan records it (no secret)."""
         out = {"driver": "s3", "bucket": self.bucket, "rootdirectory": self.rootdirectory}
@@ -90,12 +76,8 @@ class S3Storage:
             out["region"] = self.region
         return out
 
-
-def _clean_root(text: str) -> str:
-    root = text.strip("/")
-    if any(p in ("", ".", "..") for p in root.split("/")) and root:
-        raise StorageError(f"rootdirectory {text!r} has an empty, '.' or '..' component")
-    return root
+    def open(self) -> S3Bucket:
+        return S3Bucket(self)
 
 
 def threshold(env: Mapping[str, str]) -> int:
@@ -127,7 +109,7 @@ def parse_url(url: str, env: Mapping[str, str]) -> S3Storage:
         raise StorageError(f"{url}: no bucket (expected s3://BUCKET/ROOTDIRECTORY)")
     return S3Storage(
         bucket=bucket,
-        rootdirectory=_clean_root(root),
+        rootdirectory=clean_root(root),
         endpoint=endpoint_from_env(env),
         region=region_from_env(env),
         multipart_threshold=threshold(env),
@@ -138,7 +120,7 @@ def from_record(record: Mapping[str, str], env: Mapping[str, str]) -> S3Storage:
     """The storage a plan names (credentials from the environment)."""
     return S3Storage(
         bucket=record["bucket"],
-        rootdirectory=_clean_root(record.get("rootdirectory", "")),
+        rootdirectory=clean_root(record.get("rootdirectory", "")),
         endpoint=record.get("endpoint") or endpoint_from_env(env),
         region=record.get("region") or region_from_env(env),
         multipart_threshold=threshold(env),
@@ -166,7 +148,7 @@ def from_config(params: Mapping[str, object], env: Mapping[str, str], where: str
     access, secret = get("accesskey"), get("secretkey")
     return S3Storage(
         bucket=bucket,
-        rootdirectory=_clean_root(get("rootdirectory") or ""),
+        rootdirectory=clean_root(get("rootdirectory") or ""),
         endpoint=endpoint or endpoint_from_env(env),
         region=get("region") or region_from_env(env),
         credentials=Credentials(access_key=access, secret_key=secret or "") if access else None,
@@ -174,31 +156,24 @@ def from_config(params: Mapping[str, object], env: Mapping[str, str], where: str
     )
 
 
-@attrs.frozen
-class Obj:
-    """One key of a listing, relative to the prefix listed."""
-
-    rel: str
-    size: int
-    etag: str
-    mtime: float
+def _obj(rel: str, size: int, etag: str, mtime: float) -> Obj:
+    return Obj(rel=rel, size=size, etag=etag, mtime=mtime, content=None if "-" in etag else etag)
 
 
-class Exists(Exception):  # noqa: N818 (a conditional create found the key)
-    pass
-
-
-class Bucket:
-    """The requests regplan makes, on one client (thread safe: listings and copies run
-    in a pool). Every error is a one-line StorageError naming the key."""
+class S3Bucket:
+    """The Bucket seam on one boto3 client (thread safe: listings and copies run in a
+    pool). Every error is a one-line StorageError naming the key."""
 
     def __init__(self, storage: S3Storage, client: S3Client | None = None) -> None:
         self.storage = storage
         self.name = storage.bucket
         self._client = client if client is not None else _client(storage)
 
+    def url(self, key: str) -> str:
+        return f"{SCHEME}{self.name}/{key}"
+
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
-        return StorageError(f"s3://{self.name}/{key}: cannot {what}: {_reason(e)}")
+        return StorageError(f"{self.url(key)}: cannot {what}: {_reason(e)}")
 
     def _pages(self, prefix: str, delimiter: str | None) -> Iterator[tuple[list[str], list[Obj]]]:
         """ListObjectsV2 page by page (at most 1,000 keys each): the page's common prefixes
@@ -218,11 +193,11 @@ class Bucket:
             yield (
                 [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())],
                 [
-                    Obj(
-                        rel=o["Key"][n:],
-                        size=o["Size"],
-                        etag=o.get("ETag", "").strip('"'),
-                        mtime=o["LastModified"].timestamp(),
+                    _obj(
+                        o["Key"][n:],
+                        o["Size"],
+                        o.get("ETag", "").strip('"'),
+                        o["LastModified"].timestamp(),
                     )
                     for o in page.get("Contents", ())
                 ],
@@ -273,7 +248,7 @@ class Bucket:
         return str(response.get("ETag", "")).strip('"')
 
     def put(
-        self, key: str, data: bytes | Any, *, new: bool = False, if_match: str | None = None
+        self, key: str, data: bytes | IO[bytes], *, new: bool = False, if_match: str | None = None
     ) -> str:
         """Write an object (bytes or a binary file) and return its ETag. With ``new``, only
         if there is none (``If-None-Match: *``); with ``if_match``, only over the object

@@ -1,10 +1,11 @@
-"""What an S3 apply moved: each target's keys as listed before any of them was copied.
+"""What an object-store apply moved: each target's keys as listed before any of them was copied.
 
 Before copying a batch, apply writes ``applies/<id>/moves/<start>.tsv``, a row
-per key: the slot, the key under the target, its size, ETag and time (the
-original time of a key an earlier rollback restored, s3times.py). This is the
+per key: the slot, the key under the target, its size, content hash (``Obj.content``,
+``-`` where the store keeps none) and time (the
+original time of a key an earlier rollback restored, objtimes.py). This is the
 journal's intent, key by key, and what makes an interrupted run decidable: a key
-at a target's place that is in these rows, with the same size and ETag, is the
+at a target's place that is in these rows, with the same size and content hash, is the
 original (not yet deleted, or restored by a rollback killed before it cleaned
 up); anything else there is new (a push since the apply) and stops a rollback.
 A run that resumes adds its rows after the earlier run's (what that run deleted
@@ -17,8 +18,8 @@ import contextlib
 
 import attrs
 
-from regplan.storage.s3.bucket import Bucket, Obj
-from regplan.storage.s3.s3times import number, rows
+from regplan.storage.objects.bucket import Bucket, Obj
+from regplan.storage.objects.objtimes import number, rows
 
 FIELDS = 5
 
@@ -26,15 +27,15 @@ FIELDS = 5
 @attrs.frozen
 class Moved:
     size: int
-    etag: str
+    content: str | None
     time: float
 
     def same(self, o: Obj) -> bool:
-        """``o`` is this original: the same size and, for a single-part object, ETag (a
-        multipart copy's ETag is not its source's whatever the bytes)."""
+        """``o`` is this original: the same size and, where the store keeps a content
+        hash of both, the same one (an S3 multipart copy has none, whatever the bytes)."""
         if o.size != self.size:
             return False
-        return "-" in o.etag or "-" in self.etag or o.etag == self.etag
+        return o.content is None or self.content is None or o.content == self.content
 
 
 def key(record_prefix: str, start: int) -> str:
@@ -42,8 +43,8 @@ def key(record_prefix: str, start: int) -> str:
 
 
 def row(slot: int, o: Obj, time: float) -> str:
-    """One key's row (``s3times.writable`` keys only: apply refuses a target holding another)."""
-    return f"{slot}\t{o.rel}\t{o.size}\t{o.etag}\t{time!r}\n"
+    """One key's row (``objtimes.writable`` keys only: apply refuses a target holding another)."""
+    return f"{slot}\t{o.rel}\t{o.size}\t{o.content or '-'}\t{time!r}\n"
 
 
 def load(bucket: Bucket, record_prefix: str) -> dict[int, dict[str, Moved]]:
@@ -54,7 +55,8 @@ def load(bucket: Bucket, record_prefix: str) -> dict[int, dict[str, Moved]]:
             continue
         t = number(r[4])
         if t is not None:
-            out.setdefault(int(r[0]), {})[r[1]] = Moved(int(r[2]), r[3], t)
+            content = None if "-" in r[3] else r[3]  # "-": none; an S3 multipart ETag
+            out.setdefault(int(r[0]), {})[r[1]] = Moved(int(r[2]), content, t)
     return out
 
 

@@ -1,13 +1,14 @@
-"""The reader of an S3-backed registry: the same events as the filesystem walk, from
-listings, and manifests through a local content-addressed cache.
+"""The reader of an object-store registry: the same events as the filesystem walk,
+from listings, and manifests through a local content-addressed cache.
 
 A bucket has no folders: the walk's folder events are every key's parents
 (so the tree digest is the filesystem's, minus empty folders). Listings run in
 parallel, one per unit (a blob shard ``blobs/sha256/ab/``, a top-level
 repository name ``repositories/team/``), a page of at most 1,000 keys at a
 time. A link's content mostly follows from its key: a layer, revision or tag
-index link of ``<alg>/<hex>/link`` holds ``<alg>:<hex>``, and its ETag (the MD5
-of a single-part object) proves it; a tag's ``current/link`` is matched
+index link of ``<alg>/<hex>/link`` holds ``<alg>:<hex>``, and the MD5 the listing
+gives (``Obj.md5``: S3's single-part ETag, Azure's Content-MD5, GCS's md5Hash)
+proves it; a tag's ``current/link`` is matched
 against its own index's digests the same way. Only a link nothing matches is
 read (GET). Manifests are read once per digest and kept on local disk by
 digest; a cached copy is used only when its bytes still hash to its name.
@@ -34,8 +35,8 @@ from regplan.scan.inventory import Inventory, Problem, ProblemCode
 from regplan.scan.layout import name_problem, part_of, printable
 from regplan.scan.tokens import Event, Token
 from regplan.scan.tree import digest_events
-from regplan.storage.s3.bucket import MANIFEST_LIMIT, Bucket, Obj, S3Storage
-from regplan.storage.s3.s3times import Overlay
+from regplan.storage.objects.bucket import MANIFEST_LIMIT, Bucket, Obj, ObjectStorage
+from regplan.storage.objects.objtimes import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +126,17 @@ def _file_token(
 
 
 def _inferred(rel: str, o: Obj, candidates: dict[str, str] | None) -> str | None:
-    """A link's content when its key and ETag prove it, else None (then it is read)."""
-    if "-" in o.etag:  # a multipart ETag is not the content's MD5
+    """A link's content when its key and listed MD5 prove it, else None (then it is read)."""
+    md5 = o.md5()
+    if md5 is None:  # the store keeps no MD5 of it (a multipart S3 object, say)
         return None
     parts = rel.split("/")
     if len(parts) >= 3:
         text = f"{parts[-3]}:{parts[-2]}"
-        if _md5(text) == o.etag:
+        if _md5(text) == md5:
             return text
     if candidates is not None and parts[-2] == "current":
-        return candidates.get(o.etag)
+        return candidates.get(md5)
     return None
 
 
@@ -206,7 +208,7 @@ def _refuse_file_and_folder(rel: str, folders: set[str], bucket: Bucket, prefix:
     it, and what the registry makes of it is not known: fail closed, in one line."""
     if rel in folders:
         raise StorageError(
-            f"s3://{bucket.name}/{prefix}{printable(rel)} is an object and a folder at once: "
+            f"{bucket.url(prefix + printable(rel))} is an object and a folder at once: "
             "not a tree the registry writes; remove or rename that object, then plan again"
         )
 
@@ -233,7 +235,7 @@ def _bad_name(rel: str) -> tuple[str, str] | None:
 
 def walk(
     bucket: Bucket,
-    storage: S3Storage,
+    storage: ObjectStorage,
     side: Side,
     *,
     progress: Progress | None = None,
@@ -272,7 +274,7 @@ def walk(
 
 
 def scan(
-    storage: S3Storage,
+    storage: ObjectStorage,
     *,
     bucket: Bucket | None = None,
     progress: Progress | None = None,
@@ -280,8 +282,8 @@ def scan(
     mtimes: bool = False,
     cache: Path | None = None,
 ) -> Inventory:
-    """The inventory of an S3-backed registry (see fsscan.scan)."""
-    bucket = bucket or Bucket(storage)
+    """The inventory of an object-store registry (see fsscan.scan)."""
+    bucket = bucket or storage.open()
     side = Side()
     times = Overlay.load(bucket, storage, ages=mtimes)
     evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
@@ -291,9 +293,9 @@ def scan(
 
 
 def digest(
-    storage: S3Storage, *, bucket: Bucket | None = None, progress: Progress | None = None
+    storage: ObjectStorage, *, bucket: Bucket | None = None, progress: Progress | None = None
 ) -> fingerprint.TreeDigest:
-    bucket = bucket or Bucket(storage)
+    bucket = bucket or storage.open()
     return digest_events(walk(bucket, storage, Side(), progress=progress))
 
 
@@ -309,7 +311,7 @@ class ManifestReader:
     """Blob reads for the scan (manifests; image configs with --sort-by created):
     GETs in parallel, each digest kept on local disk once read and checked."""
 
-    def __init__(self, bucket: Bucket, storage: S3Storage, cache: Path) -> None:
+    def __init__(self, bucket: Bucket, storage: ObjectStorage, cache: Path) -> None:
         self.bucket = bucket
         self.prefix = storage.v2_prefix
         self.cache = cache

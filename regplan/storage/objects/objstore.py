@@ -1,6 +1,6 @@
-"""The transaction's store on an S3-backed registry (transaction.Store): the state of
+"""The transaction's store on an object-store registry (transaction.Store): the state of
 its applies and its quarantine live in the bucket, under ``regplan-state/``; the
-moves are s3apply.py's and s3rollback.py's."""
+moves are objapply.py's and objrollback.py's."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from regplan.errors import ApplyError, StorageError
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.scan import fingerprint
-from regplan.storage.s3 import s3scan
-from regplan.storage.s3.bucket import Bucket, S3Storage
-from regplan.storage.s3.s3apply import (
+from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import Bucket, ObjectStorage
+from regplan.storage.objects.objapply import (
     Keys,
     begin,
     load_state,
@@ -24,18 +24,18 @@ from regplan.storage.s3.s3apply import (
     state_plan,
     write_state,
 )
-from regplan.storage.s3.s3lock import Lock
-from regplan.storage.s3.s3preflight import preflight
-from regplan.storage.s3.s3rollback import S3Restore
+from regplan.storage.objects.objlock import Lock
+from regplan.storage.objects.objpreflight import preflight
+from regplan.storage.objects.objrollback import BucketRestore
 
 
-class S3Store:
-    """An S3-backed registry's store (transaction.Store). Its lock is a lease that can
+class BucketStore:
+    """An object-store registry's store (transaction.Store). Its lock is a lease that can
     outlive a killed holder; the moves renew it after every batch."""
 
-    def __init__(self, storage: S3Storage, bucket: Bucket | None = None) -> None:
+    def __init__(self, storage: ObjectStorage, bucket: Bucket | None = None) -> None:
         self.storage = storage
-        self.bucket = bucket or Bucket(storage)
+        self.bucket = bucket or storage.open()
         self.held: Lock | None = None
 
     @property
@@ -65,10 +65,10 @@ class S3Store:
         return state_plan(self.bucket, Keys(self.storage, apply_id))
 
     def plan_of(self, apply_id: str) -> str:
-        return f"s3://{self.bucket.name}/{Keys(self.storage, apply_id).plan}"
+        return self.bucket.url(Keys(self.storage, apply_id).plan)
 
     def quarantine(self, apply_id: str) -> str:
-        return f"s3://{self.bucket.name}/{Keys(self.storage, apply_id).quarantine}"
+        return self.bucket.url(Keys(self.storage, apply_id).quarantine)
 
     def preflight(self, plan: PlanStream, apply_id: str) -> None:
         del apply_id  # a new apply's keys cannot be taken: its id is new
@@ -84,9 +84,10 @@ class S3Store:
         keys = Keys(self.storage, apply_id)
         return move_targets(self.bucket, plan, keys, progress, self.held, resuming=resuming)
 
-    def restore(self, plan: PlanStream, record: ApplyRecord) -> S3Restore:
+    def restore(self, plan: PlanStream, record: ApplyRecord) -> BucketRestore:
         assert self.held is not None  # noqa: S101
-        return S3Restore.check(self.bucket, Keys(self.storage, record.apply_id), plan, self.held)
+        keys = Keys(self.storage, record.apply_id)
+        return BucketRestore.check(self.bucket, keys, plan, self.held)
 
     def delete_quarantine(self, apply_id: str, progress: Progress | None) -> None:
         keys = Keys(self.storage, apply_id)
@@ -100,4 +101,4 @@ class S3Store:
             raise ApplyError(f"{e}; run the purge again") from None
 
     def digest(self, progress: Progress | None) -> fingerprint.TreeDigest:
-        return s3scan.digest(self.storage, bucket=self.bucket, progress=progress)
+        return objscan.digest(self.storage, bucket=self.bucket, progress=progress)

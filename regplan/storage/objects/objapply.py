@@ -1,8 +1,8 @@
-"""The transaction's store on an S3-backed registry (rollback's moves: s3rollback.py).
+"""The transaction's store on an object-store registry (rollback's moves: objrollback.py).
 
 The store of transaction.py, with keys for folders: a target is the key
 prefix ``<v2>/<path>/``; apply lists a batch of targets, records what they hold
-(s3moves.py), copies each object server side into
+(objmoves.py), copies each object server side into
 ``regplan-state/quarantine/<apply_id>/<slot>/`` in the same bucket, then
 deletes the originals (a crash between the two leaves both copies: running
 apply again copies again and deletes). Each batch is announced first by a
@@ -31,9 +31,9 @@ from regplan.plans import codec
 from regplan.plans.plan import Target
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
-from regplan.storage.s3 import s3moves, s3times
-from regplan.storage.s3.bucket import Bucket, Obj, S3Storage
-from regplan.storage.s3.s3lock import Lock
+from regplan.storage.objects import objmoves, objtimes
+from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
+from regplan.storage.objects.objlock import Lock
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Place:
 class Keys:
     """Where one apply keeps its record and its quarantine in the bucket."""
 
-    storage: S3Storage
+    storage: ObjectStorage
     apply_id: str
 
     @property
@@ -114,7 +114,7 @@ def records(bucket: Bucket) -> list[ApplyRecord]:
     for name in names:
         key = f"{base}{name}/state.json"
         try:
-            found.append(parse_state(bucket.get(key, 1 << 20), f"s3://{bucket.name}/{key}"))
+            found.append(parse_state(bucket.get(key, 1 << 20), bucket.url(key)))
         except FileNotFoundError:
             continue  # an apply that never got as far as its state
     return sorted(found, key=lambda r: r.seq)
@@ -125,7 +125,7 @@ def write_state(bucket: Bucket, keys: Keys, record: ApplyRecord) -> None:
 
 
 def load_state(bucket: Bucket, keys: Keys) -> ApplyRecord:
-    where = f"s3://{bucket.name}/{keys.state}"
+    where = bucket.url(keys.state)
     try:
         return parse_state(bucket.get(keys.state, 1 << 20), where)
     except FileNotFoundError:
@@ -146,7 +146,7 @@ def state_plan(bucket: Bucket, keys: Keys) -> Iterator[PlanStream]:
                 f"apply {keys.apply_id} has no plan.json; nothing was changed"
             ) from None
         f.flush()
-        with PlanStream.of_file(f, f"s3://{bucket.name}/{keys.plan}") as stream:
+        with PlanStream.of_file(f, bucket.url(keys.plan)) as stream:
             yield stream
 
 
@@ -181,7 +181,7 @@ def _listed(
     objs = place.objects(bucket)
     if not objs and not (resuming and next(iter(bucket.objects(keys.slot(i))), None) is not None):
         raise StalePlanError(f"target {t.path} vanished since planning; nothing further was moved")
-    if not all(s3times.writable(o.rel) for o in objs):
+    if not all(objtimes.writable(o.rel) for o in objs):
         raise StalePlanError(f"a key with a tab or line break appeared under {t.path}")
     return i, place, objs
 
@@ -196,11 +196,11 @@ def move_targets(
     resuming: bool,
 ) -> int:
     """Copy each target's objects into its slot, then delete them from the storage, a
-    batch at a time: list the batch's targets, record what they hold (s3moves.py), copy
+    batch at a time: list the batch's targets, record what they hold (objmoves.py), copy
     (in parallel), delete (1,000 keys per request)."""
     total = plan.counts["targets"]
     moved = 0
-    overlay = s3times.Overlay.load(bucket, keys.storage)
+    overlay = objtimes.Overlay.load(bucket, keys.storage)
 
     listed = functools.partial(_listed, bucket, keys, resuming)
 
@@ -218,11 +218,11 @@ def move_targets(
             try:
                 found = list(pool.map(listed, batch))
                 rows = "".join(
-                    s3moves.row(i, o, overlay.time(f"{place.folder}/{o.rel}", o))
+                    objmoves.row(i, o, overlay.time(f"{place.folder}/{o.rel}", o))
                     for i, place, objs in found
                     for o in objs
                 )
-                s3moves.append(bucket, s3moves.key(keys.record, start), rows)
+                objmoves.append(bucket, objmoves.key(keys.record, start), rows)
                 list(pool.map(copy, found))
                 bucket.delete(place.prefix + o.rel for _, place, objs in found for o in objs)
             except StorageError as e:

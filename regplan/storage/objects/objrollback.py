@@ -1,12 +1,12 @@
-"""Rollback's moves on an S3-backed registry: copy back what the storage lacks, then
+"""Rollback's moves on an object-store registry: copy back what the storage lacks, then
 delete the quarantine, a batch at a time, each announced by a journal object first.
 
-What is at a target's place decides each step (s3moves.py): the keys the apply
+What is at a target's place decides each step (objmoves.py): the keys the apply
 recorded, unchanged, are the originals (an apply killed before deleting them, or a
 rollback killed before cleaning up) and are not copied again; anything else there is
 a push since the apply, and nothing is moved. So a rollback killed anywhere is
 finished by running it again. Each restored key's original time is recorded
-(s3times.py), so that the next plan decides as the one before the apply did.
+(objtimes.py), so that the next plan decides as the one before the apply did.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from regplan.errors import ApplyError, StorageError
 from regplan.plans import codec
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
-from regplan.storage.s3 import s3moves, s3times
-from regplan.storage.s3.bucket import Bucket, Obj
-from regplan.storage.s3.s3apply import Keys, Place
-from regplan.storage.s3.s3lock import Lock
+from regplan.storage.objects import objmoves, objtimes
+from regplan.storage.objects.bucket import Bucket, Obj
+from regplan.storage.objects.objapply import Keys, Place
+from regplan.storage.objects.objlock import Lock
 
 JOBS = 16
 """Targets listed and copied at once (each waits on the server, not the CPU)."""
@@ -41,7 +41,7 @@ def _slots(bucket: Bucket, keys: Keys) -> dict[int, list[Obj]]:
 
 
 @attrs.frozen
-class S3Restore:
+class BucketRestore:
     """A checked rollback (transaction.Restore): copy back, then empty the quarantine."""
 
     bucket: Bucket
@@ -50,10 +50,10 @@ class S3Restore:
     slots: dict[int, list[Obj]]
     paths: dict[int, Place]
     present: dict[int, dict[str, Obj]]
-    moved: dict[int, dict[str, s3moves.Moved]]
+    moved: dict[int, dict[str, objmoves.Moved]]
 
     @classmethod
-    def check(cls, bucket: Bucket, keys: Keys, plan: PlanStream, held: Lock) -> S3Restore:
+    def check(cls, bucket: Bucket, keys: Keys, plan: PlanStream, held: Lock) -> BucketRestore:
         """Refuse (nothing moved) when a target's place holds something new."""
         slots = _slots(bucket, keys)
         paths = {i: keys.place(t) for i, t in enumerate(plan.targets()) if i in slots}
@@ -77,18 +77,21 @@ class S3Restore:
 
 def _originals(
     bucket: Bucket, keys: Keys, slots: dict[int, list[Obj]]
-) -> dict[int, dict[str, s3moves.Moved]]:
-    """What the apply moved, by slot (s3moves.py); for an apply recorded before moves
+) -> dict[int, dict[str, objmoves.Moved]]:
+    """What the apply moved, by slot (objmoves.py); for an apply recorded before moves
     were, what its slots hold."""
-    moved = s3moves.load(bucket, keys.record)
+    moved = objmoves.load(bucket, keys.record)
     for i, objs in slots.items():
         if i not in moved:
-            moved[i] = {o.rel: s3moves.Moved(o.size, o.etag, o.mtime) for o in objs}
+            moved[i] = {o.rel: objmoves.Moved(o.size, o.content, o.mtime) for o in objs}
     return moved
 
 
 def _refuse_reappeared(
-    bucket: Bucket, keys: Keys, moved: dict[int, dict[str, s3moves.Moved]], paths: dict[int, Place]
+    bucket: Bucket,
+    keys: Keys,
+    moved: dict[int, dict[str, objmoves.Moved]],
+    paths: dict[int, Place],
 ) -> dict[int, dict[str, Obj]]:
     """A target's place may hold originals (keys the apply recorded, unchanged): not yet
     deleted by an interrupted apply, or restored by an interrupted rollback. Anything else
@@ -120,7 +123,7 @@ def _restore(
     keys: Keys,
     slots: dict[int, list[Obj]],
     paths: dict[int, Place],
-    seen: tuple[dict[int, dict[str, Obj]], dict[int, dict[str, s3moves.Moved]]],
+    seen: tuple[dict[int, dict[str, Obj]], dict[int, dict[str, objmoves.Moved]]],
     progress: Progress | None,
     held: Lock,
 ) -> int:
@@ -144,8 +147,8 @@ def _restore(
             )
             original = moved[i].get(o.rel)
             rel = f"{paths[i].folder}/{o.rel}"
-            if original is not None and s3times.dated(rel):
-                rows.append(s3times.restored_row(rel, etag, original.time, mtime))
+            if original is not None and objtimes.dated(rel):
+                rows.append(objtimes.restored_row(rel, etag, original.time, mtime))
         return [keys.slot(i) + o.rel for o in slots[i]], "".join(rows)
 
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
@@ -157,8 +160,8 @@ def _restore(
             try:
                 done = list(pool.map(one, batch))
                 rows = "".join(r for _, r in done)
-                key = s3times.restored_key(keys.storage, keys.apply_id, batch[0])
-                s3moves.append(bucket, key, rows)
+                key = objtimes.restored_key(keys.storage, keys.apply_id, batch[0])
+                objmoves.append(bucket, key, rows)
                 bucket.delete(k for objs, _ in done for k in objs)
             except StorageError as e:
                 raise ApplyError(

@@ -1,14 +1,15 @@
-"""The times an S3 move must not change.
+"""The times an object-store move must not change.
 
-On S3 a tag's push time is its ``current/link``'s LastModified, and a blob's or
-a link's age (``--gc-min-age``) and a leftover temporary file's
-(``--leftovers-older-than``) are their own; S3 cannot set a LastModified, and a
-server-side copy is "new". So an apply records the time of every key it moves
-(s3moves.py), and a rollback that
+On object storage a tag's push time is its ``current/link``'s time (S3's
+LastModified, Azure's Last-Modified, GCS's updated), and a blob's or a link's
+age (``--gc-min-age``) and a leftover temporary file's
+(``--leftovers-older-than``) are their own; no store lets a client set that
+time, and a server-side copy is "new". So an apply records the time of every key it moves
+(objmoves.py), and a rollback that
 copies them back records each restored key with its original time and the
-restored object's own ETag and LastModified (``restored/<id>/<start>.tsv``).
+restored object's own etag and time (``restored/<id>/<start>.tsv``).
 The scan reads a restored key's time as the original while the object is the
-one the rollback wrote (same ETag, same LastModified); any write since (a push)
+one the rollback wrote (same etag, same time); any write since (a push)
 makes it the object's own again. A filesystem keeps times through a rename and
 needs none of this.
 """
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from regplan.scan import tokens
-from regplan.storage.s3.bucket import Bucket, Obj, S3Storage
+from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
 
 SLACK = 1.0
 """Seconds between a copy's reported LastModified and the listing's (S3 rounds to ms or s)."""
@@ -72,7 +73,7 @@ class Overlay:
         self.entries = dict(entries or {})
 
     @classmethod
-    def load(cls, bucket: Bucket, storage: S3Storage, *, ages: bool = True) -> Overlay:
+    def load(cls, bucket: Bucket, storage: ObjectStorage, *, ages: bool = True) -> Overlay:
         """Every rollback's record (without ``ages``: only of the keys a scan always
         dates, tags' current links and leftovers)."""
         entries: dict[str, Restored] = {}
@@ -94,7 +95,7 @@ class Overlay:
         return o.mtime
 
 
-def restored_key(storage: S3Storage, apply_id: str, start: int) -> str:
+def restored_key(storage: ObjectStorage, apply_id: str, start: int) -> str:
     return f"{storage.state_prefix}restored/{apply_id}/{start:07d}.tsv"
 
 

@@ -1,7 +1,7 @@
-"""One apply, rollback or purge at a time on an S3-backed registry: a lease object.
+"""One apply, rollback or purge at a time on an object-store registry: a lease object.
 
 ``regplan-state/lock`` is created with ``If-None-Match: *`` and names its holder
-and an expiry. Every later write of it is a compare-and-swap on the ETag its
+and an expiry. Every later write of it is a compare-and-swap on the etag its
 writer last saw (``If-Match``): renewing replaces only the holder's own lock,
 breaking a stale lock replaces only that stale lock, and release deletes only
 the holder's own. So two breakers cannot both hold it, and a holder whose lock
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from regplan.errors import LockHeldError
-from regplan.storage.s3.bucket import Bucket, Exists
+from regplan.storage.objects.bucket import Bucket, Exists
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,12 @@ class Lock:
     ) -> None:
         self.bucket = bucket
         self.key = bucket.storage.state_prefix + "lock"
-        self.where = f"s3://{bucket.name}/{self.key}"
+        self.where = bucket.url(self.key)
         self.command = command
         self.now = now
         self.break_stale = break_stale
         self.etag: str | None = None
-        """The ETag of the lock object this process wrote last (None: not held)."""
+        """The etag of the lock object this process wrote last (None: not held)."""
 
     def _body(self, now: float) -> bytes:
         return json.dumps(

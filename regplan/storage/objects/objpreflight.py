@@ -1,5 +1,5 @@
-"""What an apply or rollback on S3 refuses before anything moves (pure checks over a
-plan and the bucket's listings; ``s3apply`` runs them under the lock)."""
+"""What an apply or rollback on object storage refuses before anything moves (pure checks over a
+plan and the bucket's listings; ``objapply`` runs them under the lock)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from regplan.errors import StalePlanError
 from regplan.plans.plan import TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.scan.layout import split_repo
-from regplan.storage.s3.bucket import Bucket, S3Storage
+from regplan.storage.objects.bucket import Bucket, ObjectStorage
 
 
-def preflight(plan: PlanStream, bucket: Bucket, storage: S3Storage) -> None:
+def preflight(plan: PlanStream, bucket: Bucket, storage: ObjectStorage) -> None:
     """Before anything moves, what a validly signed plan may still not do: remove an
     empty folder (a bucket has none: the plan was made for a filesystem), hold a target
     twice or inside another, or remove as a repository a folder that holds another
