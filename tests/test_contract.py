@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -27,8 +28,10 @@ from regplan.demo.samples import BASE, Registry, build_demo, image
 from regplan.storage import location
 from regplan.storage.objects import objscan
 from regplan.storage.s3.bucket import S3Storage
+from tests import azserver, s3server
+from tests.azserver import Azurite
 from tests.helpers import docker_hashes, plant_leftovers, write_keys
-from tests.s3server import S3Server, clean_env, objects, upload_tree
+from tests.s3server import S3Server, clean_env
 
 KILL_BETWEEN_BATCHES = """
 import os, signal, sys
@@ -92,29 +95,43 @@ def _filesystem(base: Path, _: pytest.FixtureRequest) -> Backend:
 def _s3(base: Path, request: pytest.FixtureRequest) -> Backend:
     server: S3Server = request.getfixturevalue("s3server")
     storage: S3Storage = server.storage()
+    env = {k: v for k, v in server.env().items() if k.startswith("AWS_")}
+    return _bucketed(base, request, storage, s3server, env)
+
+
+def _azure(base: Path, request: pytest.FixtureRequest) -> Backend:
+    server: Azurite = request.getfixturevalue("azurite")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string}
+    return _bucketed(base, request, server.storage(), azserver, env)
+
+
+def _bucketed(
+    base: Path, request: pytest.FixtureRequest, storage: Any, server: Any, env: dict[str, str]
+) -> Backend:
+    """The demo tree in an object store; ``server`` the module of its test helpers
+    (``upload_tree``, ``objects``: they read the store through the cloud's own SDK)."""
     build_demo(base / "fs")
     plant_leftovers(base / "fs")
-    upload_tree(base / "fs", storage)
+    server.upload_tree(base / "fs", storage)
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
-    env = {k: v for k, v in server.env().items() if k.startswith("AWS_")}
     env[objscan.CACHE_ENV] = str(base / "cache")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
 
     def push() -> None:
         Registry.create(base / "more").push("team/new", image([BASE]), "v1")
-        upload_tree(base / "more", storage)
+        server.upload_tree(base / "more", storage)
 
     return Backend(
         root=storage.root,
-        snapshot=lambda: dict(objects(storage)),
-        quarantine=lambda: dict(objects(storage, "regplan-state/quarantine/")),
+        snapshot=lambda: dict(server.objects(storage)),
+        quarantine=lambda: dict(server.objects(storage, "regplan-state/quarantine/")),
         push=push,
         env=env,
     )
 
 
-BACKENDS = {"filesystem": _filesystem, "s3": _s3}
+BACKENDS = {"filesystem": _filesystem, "s3": _s3, "azure": _azure}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
