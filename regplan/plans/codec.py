@@ -20,8 +20,13 @@ from regplan.plans.plan import FORMAT, VERSION, Plan, Request, StorageRecord
 
 def make_converter() -> cattrs.Converter:
     c = _json_converter(forbid_extra_keys=True)
-    c.register_unstructure_hook(  # before Plan's: its function takes Request's as it is now
+    # Request's and StorageRecord's before Plan's: its function takes theirs as they are now
+    c.register_unstructure_hook(
         Request, make_dict_unstructure_fn(Request, c, policy=override(omit_if_default=True))
+    )
+    c.register_unstructure_hook(
+        StorageRecord,
+        make_dict_unstructure_fn(StorageRecord, c, _cattrs_omit_if_default=True),
     )
     plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))
     order = [f.name for f in attrs.fields(Plan)]
@@ -32,10 +37,6 @@ def make_converter() -> cattrs.Converter:
         return {name: raw[name] for name in order if name in raw}
 
     c.register_unstructure_hook(Plan, plan_hook)
-    c.register_unstructure_hook(
-        StorageRecord,
-        make_dict_unstructure_fn(StorageRecord, c, _cattrs_omit_if_default=True),
-    )
     return c
 
 
