@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 
 from regplan.demo.samples import DemoImages, build_demo
 
-pytest_plugins = ["tests.s3server", "tests.azserver"]
+pytest_plugins = ["tests.s3server", "tests.azserver", "tests.gcsserver"]
 
 # No per-example deadline and no too-slow check: both are timing assertions,
 # and on a loaded 2-core CI machine a pause would fail a correct test.

@@ -28,8 +28,9 @@ from regplan.demo.samples import BASE, Registry, build_demo, image
 from regplan.storage import location
 from regplan.storage.objects import objscan
 from regplan.storage.s3.bucket import S3Storage
-from tests import azserver, s3server
+from tests import azserver, gcsserver, s3server
 from tests.azserver import Azurite
+from tests.gcsserver import GcsEmulator
 from tests.helpers import docker_hashes, plant_leftovers, write_keys
 from tests.s3server import S3Server, clean_env
 
@@ -105,6 +106,12 @@ def _azure(base: Path, request: pytest.FixtureRequest) -> Backend:
     return _bucketed(base, request, server.storage(), azserver, env)
 
 
+def _gcs(base: Path, request: pytest.FixtureRequest) -> Backend:
+    server: GcsEmulator = request.getfixturevalue("gcs_emulator")
+    env = {"STORAGE_EMULATOR_HOST": server.endpoint}
+    return _bucketed(base, request, server.storage(), gcsserver, env)
+
+
 def _bucketed(
     base: Path, request: pytest.FixtureRequest, storage: Any, server: Any, env: dict[str, str]
 ) -> Backend:
@@ -131,7 +138,7 @@ def _bucketed(
     )
 
 
-BACKENDS = {"filesystem": _filesystem, "s3": _s3, "azure": _azure}
+BACKENDS = {"filesystem": _filesystem, "s3": _s3, "azure": _azure, "gcs": _gcs}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TypeAlias
 
 from regplan.storage.azure import place as azure
+from regplan.storage.gcs import place as gcs
 from regplan.storage.objects.bucket import Cloud, ObjectStorage
 from regplan.storage.s3 import bucket
 
 Found: TypeAlias = Path | ObjectStorage
 """Where the command line or a config said the storage is (a path not yet checked)."""
 
-CLOUDS: Mapping[str, Cloud] = {"s3": bucket, "azure": azure}
+CLOUDS: Mapping[str, Cloud] = {"s3": bucket, "azure": azure, "gcs": gcs}
 """Each object store's package, by the registry's storage driver name."""
 
 

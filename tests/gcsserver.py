@@ -1,0 +1,184 @@
+"""A GCS service for tests: ``gcp-storage-emulator`` (PyPI) on 127.0.0.1, one bucket
+per test, and helpers that move a filesystem registry tree into a bucket key for key
+(as the registry's gcs driver lays it out: rootdirectory + path) and read a bucket
+back, through Google's own client (not through regplan's bucket).
+
+The emulator answers the JSON API regplan uses (list, media and multipart uploads,
+ranged downloads, rewrite, delete) but ignores preconditions: a write with
+``ifGenerationMatch`` always succeeds. The server started here runs it with the one
+rule GCS documents added, under one lock: an upload or delete whose
+``ifGenerationMatch`` is not the object's generation (0: no object) answers 412. Without
+it the lock's compare-and-swap could not be tested at all. What is tested here is
+what the registry wrote on a filesystem, copied in: the v3 gcs driver cannot push
+offline (its uploads go to Google's host whatever the emulator)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regplan.storage.gcs.place import GcsStorage
+
+SERVE = """
+import sys, threading
+from http import HTTPStatus
+from gcp_storage_emulator import server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
+
+LOCK = threading.Lock()
+
+def generation(storage, bucket, name):
+    try:
+        return int(storage.get_file_obj(bucket, name)["generation"])
+    except NotFound:
+        return 0
+
+def upload_name(request):
+    if "name" in request.query:
+        return request.query["name"][0]
+    data = request.data
+    if isinstance(data, dict):
+        meta = data.get("meta") if isinstance(data.get("meta"), dict) else data
+        return meta.get("name")
+    return None
+
+def conditional(handler, name_of):
+    def wrapped(request, response, storage, *args, **kwargs):
+        with LOCK:
+            want = request.query.get("ifGenerationMatch")
+            name = name_of(request) if want else None
+            bucket = request.params["bucket_name"]
+            if name is not None and generation(storage, bucket, name) != int(want[0]):
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+    return wrapped
+
+insert = conditional(objects.insert, upload_name)
+delete = conditional(objects.delete, lambda r: r.params["object_id"])
+for _, handlers in server.HANDLERS:
+    for method, handler in list(handlers.items()):
+        if handler is objects.insert:
+            handlers[method] = insert
+        elif handler is objects.delete:
+            handlers[method] = delete
+objects.insert = insert
+server.create_server(sys.argv[1], int(sys.argv[2]), in_memory=True).run()
+"""
+
+
+def require_emulator() -> None:
+    try:
+        import gcp_storage_emulator  # noqa: F401
+        import google.cloud.storage  # noqa: F401
+    except ImportError:
+        message = "GCS tests need gcp-storage-emulator and google-cloud-storage (.[test])"
+        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
+            pytest.fail(message + "; REGPLAN_REQUIRE_REAL_REGISTRY=1 makes this a failure")
+        pytest.skip(message)
+
+
+class GcsEmulator:
+    """The emulator, with preconditions, on a free port."""
+
+    def __init__(self, work: Path) -> None:
+        from tests.integration.realreg import free_port
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = work / f"gcs-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._n = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", SERVE, "127.0.0.1", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError(f"gcp-storage-emulator did not start; log in {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def storage(self, *, root: str = "registry") -> GcsStorage:
+        """A new bucket and the storage in it."""
+        self._n += 1
+        s = GcsStorage(bucket=f"reg{self._n}", rootdirectory=root, endpoint=self.endpoint)
+        client(s).create_bucket(s.bucket)
+        return s
+
+    def env(self) -> dict[str, str]:
+        """What a regplan subprocess needs to reach this emulator with ``--root gs://``."""
+        return {**os.environ, "STORAGE_EMULATOR_HOST": self.endpoint}
+
+
+def client(storage: GcsStorage) -> Any:
+    """Google's own client on the emulator (the tests' view, apart from regplan's)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    return gcs.Client(
+        project="test",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": storage.endpoint},
+    )
+
+
+def upload_tree(root: Path, storage: GcsStorage) -> int:
+    """Every file of a filesystem registry's rootdirectory as objects, key for key."""
+    bucket = client(storage).bucket(storage.bucket)
+    n = 0
+    for path in sorted((root / "docker").rglob("*")):
+        if path.is_file():
+            key = storage.key(path.relative_to(root).as_posix())
+            bucket.blob(key).upload_from_string(path.read_bytes())
+            n += 1
+    return n
+
+
+def objects(storage: GcsStorage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
+    """key -> (size, md5Hash, SHA-256 of the bytes) under ``prefix``."""
+    c = client(storage)
+    out = {}
+    for b in c.list_blobs(storage.bucket, prefix=storage.key(prefix)):
+        body = b.download_as_bytes()
+        out[b.name] = (int(b.size), str(b.md5_hash), hashlib.sha256(body).hexdigest())
+    return out
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    require_emulator()
+    server = GcsEmulator(tmp_path_factory.mktemp("gcs"))
+    server.start()
+    yield server
+    server.stop()
