@@ -1,9 +1,10 @@
-"""Crash safety on S3: SIGKILL an apply or a rollback at every request that writes to
-the bucket, then run the same command again (or roll back); the bucket ends object
-for object, and push time for push time, where it should.
+"""Crash safety on object storage (S3, Azure Blob, GCS): SIGKILL an apply or a rollback
+at every request that writes to the bucket, then run the same command again (or roll
+back); the bucket ends object for object, and push time for push time, where it should.
 
-Each command runs in a subprocess through a wrapper around the bucket that kills its
-own process at the n-th request of one kind (no test hook lives in regplan)."""
+Each command runs in a subprocess through a wrapper around the cloud's bucket class
+that kills its own process at the n-th request of one kind (no test hook lives in
+regplan)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import attrs
 import pytest
 
 from regplan import workflow
@@ -22,16 +26,18 @@ from regplan.demo.samples import build_scale
 from regplan.scan.inventory import ProblemCode
 from regplan.storage import location
 from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import ObjectStorage
 from regplan.storage.objects.objstore import BucketStore
-from regplan.storage.s3.bucket import S3Storage
+from tests import azserver, gcsserver, s3server
 from tests.helpers import plant_leftovers, write_keys
-from tests.s3server import S3Server, objects, upload_tree
 
 WRAPPER = """
-import atexit, json, os, signal, sys
-import regplan.storage.s3.bucket as s
-s.DELETE_BATCH = int(os.environ.get("DELETE_BATCH", "1000"))
-KINDS = ("put", "copy", "delete_batch", "delete_one")
+import atexit, importlib, json, os, signal, sys
+s = importlib.import_module(os.environ["BUCKET_MODULE"])
+cls = getattr(s, os.environ["BUCKET_CLASS"])
+if hasattr(s, "DELETE_BATCH"):
+    s.DELETE_BATCH = int(os.environ.get("DELETE_BATCH", "1000"))
+KINDS = tuple(os.environ["KINDS"].split(","))
 kind, _, at = os.environ.get("KILL_AT", ":0").partition(":")
 calls = dict.fromkeys(KINDS, 0)
 def counted(name, real):
@@ -42,7 +48,7 @@ def counted(name, real):
         return real(self, *args, **kwargs)
     return call
 for name in KINDS:
-    setattr(s.S3Bucket, name, counted(name, getattr(s.S3Bucket, name)))
+    setattr(cls, name, counted(name, getattr(cls, name)))
 if os.environ.get("COUNT_TO"):
     atexit.register(lambda: open(os.environ["COUNT_TO"], "w").write(json.dumps(calls)))
 from regplan.cli import cli
@@ -50,13 +56,44 @@ cli(sys.argv[1:], prog_name="regplan")
 """
 """Runs regplan and kills it (SIGKILL) at the n-th request of one kind (KILL_AT=kind:n);
 every request that writes to the bucket is one of KINDS. DELETE_BATCH makes one
-batch's deletes several requests, as a large apply's are (S3 takes 1,000 keys each)."""
+batch's deletes several requests, as a large apply's are (S3 takes 1,000 keys each,
+Azure 256; GCS deletes one key per request)."""
+
+
+@attrs.frozen
+class Cloud:
+    """One object store under test: its bucket class, the methods that write (each a
+    request, but a batch delete), its test server fixture and helper module."""
+
+    module: str
+    cls: str
+    kinds: tuple[str, ...]
+    fixture: str
+    helpers: ModuleType
+    deletes: str
+    """The kind each delete request is."""
+
+
+CLOUDS = {
+    "s3": Cloud(
+        "regplan.storage.s3.bucket", "S3Bucket", ("put", "copy", "delete_batch", "delete_one"),
+        "s3server", s3server, "delete_batch",
+    ),
+    "azure": Cloud(
+        "regplan.storage.azure.container", "AzureBucket",
+        ("put", "copy", "_delete_batch", "delete_one"), "azurite", azserver, "_delete_batch",
+    ),
+    "gcs": Cloud(
+        "regplan.storage.gcs.gcsbucket", "GcsBucket", ("put", "copy", "delete_one"),
+        "gcs_emulator", gcsserver, "delete_one",
+    ),
+}  # fmt: skip
 
 DELETE_BATCH = 50
 Run = subprocess.CompletedProcess[str]
 
 
-def pushed(storage: S3Storage, cache: Path) -> dict[tuple[str, str], float]:
+def pushed(storage: ObjectStorage, cache: Path) -> dict[tuple[str, str], float]:
     """Every tag's push time and every leftover temporary file's age, as a plan would read
     them."""
     inv = objscan.scan(storage, cache=cache)
@@ -72,12 +109,19 @@ def pushed(storage: S3Storage, cache: Path) -> dict[tuple[str, str], float]:
 
 
 class Bucketed:
-    def __init__(self, server: S3Server, base: Path) -> None:
-        self.env = {**server.env(), "REGPLAN_CACHE_DIR": str(base / "cache")}
-        self.storage: S3Storage = server.storage()
+    def __init__(self, cloud: Cloud, server: Any, base: Path) -> None:
+        self.cloud = cloud
+        self.env = {
+            **server.env(),
+            "REGPLAN_CACHE_DIR": str(base / "cache"),
+            "BUCKET_MODULE": cloud.module,
+            "BUCKET_CLASS": cloud.cls,
+            "KINDS": ",".join(cloud.kinds),
+        }
+        self.storage: ObjectStorage = server.storage()
         build_scale(base / "fs", repos=2, tags=5, pushes=3)
         plant_leftovers(base / "fs")
-        upload_tree(base / "fs", self.storage)
+        cloud.helpers.upload_tree(base / "fs", self.storage)
         time.sleep(2.1)  # the leftovers a second old, as a plan's whole-second clock sees
         self.counts = base / "counts.json"
         self.cache = base / "scan-cache"
@@ -89,7 +133,7 @@ class Bucketed:
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         self.targets = workflow.load_plan(self.plan).targets
-        self.before = objects(self.storage)
+        self.before = self.objects()
         self.pushed = pushed(self.storage, self.cache)
         prefix = self.storage.key("docker/registry/v2/")
         self.moving = [
@@ -98,6 +142,11 @@ class Bucketed:
             if any(k.startswith(f"{prefix}{t.path}/") or k == prefix + t.path for t in self.targets)
         ]
         assert sum(t.kind.is_file for t in self.targets) == 2
+
+    def objects(self, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
+        """key -> (size, content hash, SHA-256 of the bytes), through the cloud's own SDK."""
+        found: dict[str, tuple[int, str, str]] = self.cloud.helpers.objects(self.storage, prefix)
+        return found
 
     def run(self, *args: str, kill: str = "", count: bool = False) -> Run:
         env = {**self.env, "KILL_AT": kill, "DELETE_BATCH": str(DELETE_BATCH)}
@@ -130,14 +179,14 @@ class Bucketed:
     def restored(self) -> bool:
         """Every object as before the apply, every tag's push time too, no quarantine."""
         return (
-            objects(self.storage) == self.before
+            self.objects() == self.before
             and pushed(self.storage, self.cache) == self.pushed
-            and not objects(self.storage, "regplan-state/quarantine/")
+            and not self.objects("regplan-state/quarantine/")
         )
 
     def applied(self) -> bool:
         """The docker tree holds exactly what the plan leaves."""
-        now = objects(self.storage)
+        now = self.objects()
         return now.keys() == self.before.keys() - set(self.moving) and all(
             now[k] == self.before[k] for k in now
         )
@@ -149,17 +198,20 @@ class Bucketed:
         return self.history()[-1].apply_id
 
 
-@pytest.fixture
-def scene(s3server: S3Server, tmp_path: Path) -> Bucketed:
-    return Bucketed(s3server, tmp_path)
+@pytest.fixture(params=sorted(CLOUDS))
+def scene(request: pytest.FixtureRequest, tmp_path: Path) -> Bucketed:
+    cloud = CLOUDS[request.param]
+    return Bucketed(cloud, request.getfixturevalue(cloud.fixture), tmp_path)
 
 
 def points(counts: dict[str, int]) -> list[str]:
     """Every write request of a run, but copies only at the first, a middle and the last
-    (each is one key: what holds for one holds for all)."""
+    (each is one key: what holds for one holds for all), and so deletes of one key per
+    request (GCS) once there are many."""
     out = []
     for kind, n in sorted(counts.items()):
-        picks = sorted({1, (n + 1) // 2, n}) if kind == "copy" else range(1, n + 1)
+        sampled = kind == "copy" or (kind == "delete_one" and n > 20)
+        picks = sorted({1, (n + 1) // 2, n}) if sampled else range(1, n + 1)
         out += [f"{kind}:{i}" for i in picks if i >= 1]
     return out
 
@@ -174,7 +226,7 @@ def test_an_apply_killed_at_any_request_finishes_or_undoes_by_running_again(
     r = scene.apply(count=True)
     assert r.returncode == 0, r.stderr
     counts = scene.requests()
-    assert counts["delete_batch"] >= 3 and counts["copy"] > 20, counts
+    assert counts[scene.cloud.deletes] >= 3 and counts["copy"] > 20, counts
     assert scene.rollback().returncode == 0
     assert scene.restored()
     for n, point in enumerate(points(counts)):
@@ -182,7 +234,7 @@ def test_an_apply_killed_at_any_request_finishes_or_undoes_by_running_again(
         r = scene.apply("--break-lock", kill=point)
         assert r.returncode == -signal.SIGKILL, (point, r.stderr)
         if len(scene.history()) == began:  # killed before it began: nothing to do
-            assert objects(scene.storage) == scene.before, point
+            assert scene.objects() == scene.before, point
             continue
         if n % 2 == 0:  # finish it
             r = scene.apply("--break-lock")
@@ -203,7 +255,7 @@ def test_a_rollback_killed_at_any_request_finishes_by_running_again(scene: Bucke
     r = scene.rollback(count=True)
     assert r.returncode == 0, r.stderr
     counts = scene.requests()
-    assert counts["delete_batch"] >= 3, counts
+    assert counts[scene.cloud.deletes] >= 3, counts
     assert scene.restored()
     for point in points(counts):
         assert scene.apply().returncode == 0
@@ -224,4 +276,4 @@ def test_a_killed_apply_rolls_back_without_resuming(scene: Bucketed) -> None:
     r = scene.rollback("--break-lock")
     assert r.returncode == 0, r.stderr
     assert scene.restored()
-    assert not objects(scene.storage, "regplan-state/lock")
+    assert not scene.objects("regplan-state/lock")
