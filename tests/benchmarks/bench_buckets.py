@@ -1,14 +1,17 @@
-"""Benchmark: regplan on S3 against the registry's own garbage-collect, on one bucket.
+"""Benchmark: regplan on object storage against the registry's own garbage-collect.
 
-Run as a script (not part of the test run; needs moto[server] and docker-registry):
+Run as a script (not part of the test run):
 
-    python -m tests.benchmarks.bench_s3 [--rounds 3] [--repos 42] [--tags 20]
+    python -m tests.benchmarks.bench_buckets --cloud s3 [--rounds 3] [--repos 42] [--tags 20]
+    python -m tests.benchmarks.bench_buckets --cloud azure ...
 
+``--cloud s3``: moto's server and docker-registry 2.8's garbage-collect;
+``--cloud azure``: Azurite and registry 3.1's (2.8 cannot reach an emulator).
 A registry of at least 20,000 objects (the demo generator's tree, written key for
-key as the s3 driver writes it) in a bucket of moto's server. Each round runs,
+key as the driver writes it) in a bucket or container. Each round runs,
 interleaved so they share the machine's noise: ``garbage-collect --dry-run``,
 ``garbage-collect --dry-run --delete-untagged`` (in the first ``--gc-rounds``
-only: on moto they take many minutes), ``regplan plan --untagged '*' --gc``
+only: on an emulator they take many minutes), ``regplan plan --untagged '*' --gc``
 with an empty manifest cache (cold) and again with the cache (warm). Then
 one apply and one rollback of the plan (at least 2,000 targets). Requests are
 counted at the server (one log line each); times are wall seconds; the report
@@ -25,32 +28,69 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from regplan.demo.samples import build_scale
+from regplan.storage.azure.place import AzureStorage
+from regplan.storage.objects.bucket import ObjectStorage
 from regplan.storage.s3.bucket import S3Storage
+from tests import azserver
+from tests.azserver import Azurite
 from tests.helpers import KEY, pem, write_pub
-from tests.integration.realreg import RealRegistry
-from tests.integration.test_real_s3 import driver_line
+from tests.integration.realreg import RealRegistry, registry_binary
+from tests.integration.test_real_azure import driver_line as azure_driver
+from tests.integration.test_real_s3 import driver_line as s3_driver
 from tests.s3server import S3Server, clean_env, client
 
 
-def upload(root: Path, storage: S3Storage) -> int:
-    """tests.s3server.upload_tree, 16 PUTs at a time."""
-    c = client(storage)
+def uploader(storage: ObjectStorage) -> Callable[[str, bytes], object]:
+    """One PUT of a key, on one client of the cloud's own SDK."""
+    if isinstance(storage, S3Storage):
+        c = client(storage)
+        return lambda key, data: c.put_object(Bucket=storage.bucket, Key=key, Body=data)
+    assert isinstance(storage, AzureStorage)
+    container = azserver.client(storage)
+    return lambda key, data: container.upload_blob(key, data, overwrite=True)
+
+
+def upload(root: Path, storage: ObjectStorage) -> int:
+    """The tree key for key (as the tests' upload_tree), 16 PUTs at a time."""
     files = [p for p in (root / "docker").rglob("*") if p.is_file()]
-
-    def put(p: Path) -> None:
-        key = storage.key(p.relative_to(root).as_posix())
-        c.put_object(Bucket=storage.bucket, Key=key, Body=p.read_bytes())
-
+    put = uploader(storage)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(put, files))
+        list(
+            pool.map(
+                lambda p: put(storage.key(p.relative_to(root).as_posix()), p.read_bytes()), files
+            )
+        )
     return len(files)
 
 
-def timed(server: S3Server, cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def setup(cloud: str, base: Path) -> tuple[Any, ObjectStorage, str, list[str], dict[str, str]]:
+    """(server, storage, the registry's driver line, its garbage-collect command, the
+    environment regplan and the registry run in)."""
+    if cloud == "s3":
+        s3 = S3Server(base)
+        s3.start()
+        bucket = s3.storage()
+        return s3, bucket, s3_driver(bucket, s3.endpoint, "2.8"), ["docker-registry"], clean_env()
+    exe = azserver.binary()
+    if exe is None:
+        sys.exit("needs Azurite: npm install -g azurite")
+    az = Azurite(base, exe)
+    az.start()
+    container = az.storage()
+    registry, where = registry_binary("3.1")
+    if registry is None:
+        sys.exit(f"needs registry 3.1: {where}")
+    env = {k: v for k, v in clean_env().items() if not k.startswith("AZURE_")}
+    return az, container, azure_driver(container, az.endpoint), [registry], env
+
+
+def timed(server: Any, cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """(wall seconds, requests the server saw, output) of one command."""
     before = server.requests()
     t0 = time.perf_counter()
@@ -64,6 +104,7 @@ def timed(server: S3Server, cmd: list[str], env: dict[str, str]) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cloud", choices=("s3", "azure"), default="s3")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--gc-rounds",
@@ -74,43 +115,45 @@ def main() -> None:
     )
     parser.add_argument("--repos", type=int, default=42)
     parser.add_argument("--tags", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/s3.json"))
+    parser.add_argument("--out", type=Path, default=None, help="bench-results/CLOUD.json")
     parser.add_argument("--gc-wall", type=float, default=0.0, help="with --gc-rounds 0")
     parser.add_argument("--gc-requests", type=int, default=0, help="with --gc-rounds 0")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="regplan-bench-s3-"))
-    server = S3Server(base)
-    server.start()
+    result: Path = args.out or Path(f"bench-results/{args.cloud}.json")
+    base = Path(tempfile.mkdtemp(prefix=f"regplan-bench-{args.cloud}-"))
+    server, storage, driver, registry, clean = setup(args.cloud, base)
     try:
-        storage = server.storage()
         fs = base / "fs"
         build_scale(fs, repos=args.repos, tags=args.tags, pushes=3)
         objects = upload(fs, storage)
         shutil.rmtree(fs)
-        driver = driver_line(storage, server.endpoint, "2.8")
-        reg = RealRegistry(base / "unused", base, driver=driver)
+        version = "2.8" if args.cloud == "s3" else "3.1"
+        reg = RealRegistry(
+            base / "unused", base, driver=driver, version=version,
+            storage="  redirect: {disable: true}\n",
+        )  # fmt: skip
         key = base / "k"
         key.write_bytes(pem(KEY))
         key.chmod(0o600)
         pub = write_pub(KEY, base / "k.pub")
         cache = base / "cache"
-        env = {**clean_env(), "REGPLAN_CACHE_DIR": str(cache)}
+        env = {**clean, "REGPLAN_CACHE_DIR": str(cache)}
         regplan = [sys.executable, "-m", "regplan"]
         plan = base / "p.json"
         plan_cmd = [*regplan, "plan", "--config", str(reg.config), "--key", str(key), "-o",
                     str(plan), "--untagged", "*", "--gc", "-q", "--detailed-exitcode"]  # fmt: skip
-        gc = ["docker-registry", "garbage-collect", "--dry-run", str(reg.config)]
-        gc_untagged = [*gc[:3], "--delete-untagged", str(reg.config)]
+        gc = [*registry, "garbage-collect", "--dry-run", str(reg.config)]
+        gc_untagged = [*gc[:-1], "--delete-untagged", str(reg.config)]
         runs: dict[str, list[tuple[float, int]]] = {
             "gc --dry-run": [], "gc --dry-run --delete-untagged": [], "plan cold": [],
             "plan warm": [],
         }  # fmt: skip
-        print(f"bucket: {objects} objects", file=sys.stderr)
+        print(f"{args.cloud}: {objects} objects", file=sys.stderr)
         for n in range(args.rounds):
             gcs = [("gc --dry-run", gc), ("gc --dry-run --delete-untagged", gc_untagged)]
             for name, cmd in gcs[: 2 if n < args.gc_rounds else 0]:
-                wall, reqs, _ = timed(server, cmd, clean_env())
+                wall, reqs, _ = timed(server, cmd, clean)
                 runs[name].append((wall, reqs))
             shutil.rmtree(cache, ignore_errors=True)
             runs["plan cold"].append(timed(server, plan_cmd, env)[:2])
@@ -138,6 +181,7 @@ def main() -> None:
         anchor_wall = statistics.median(w for w, _ in runs["gc --dry-run"])
         anchor_reqs = statistics.median(r for _, r in runs["gc --dry-run"])
         report = {
+            "cloud": args.cloud,
             "objects": objects,
             "targets": targets,
             "rounds": args.rounds,
@@ -154,8 +198,8 @@ def main() -> None:
             "apply": {"wall_s": round(wall_a, 2), "requests": reqs_a},
             "rollback": {"wall_s": round(wall_r, 2), "requests": reqs_r},
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
     finally:
         server.stop()
