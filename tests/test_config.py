@@ -52,8 +52,11 @@ def test_default_rootdirectory(tmp_path: Path) -> None:
     [
         ("storage:\n  s3:\n    region: x\n", "storage.s3.bucket is not set"),
         ("storage:\n  s3: [b]\n", "storage.s3 is not a mapping"),
-        ("storage:\n  s3: {bucket: b}\n  filesystem: {}\n", "uses the filesystem, s3 storage"),
-        ("storage:\n  gcs: {bucket: b}\n", "uses the gcs storage driver"),
+        (
+            "storage:\n  s3: {bucket: b}\n  filesystem: {}\n",
+            "filesystem, s3 storage driver",
+        ),
+        ("storage:\n  swift: {container: b}\n", "uses the swift storage driver"),
         ("storage: [unclosed\n", "is not valid YAML (line 2)"),
         ("version: 0.1\n", "has no storage section"),
         ("just text", "has no storage section"),

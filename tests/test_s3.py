@@ -175,8 +175,8 @@ def test_config_s3_section_and_its_env_overrides(tmp_path: Path) -> None:
     over = rootdirectory(cfg, {"REGISTRY_STORAGE_S3_BUCKET": "other"})
     assert isinstance(over, S3Storage)
     assert over.bucket == "other"
-    cfg.write_text("storage:\n  gcs: {bucket: b}\n")
-    with pytest.raises(StorageError, match="gcs storage driver"):
+    cfg.write_text("storage:\n  swift: {container: b}\n")
+    with pytest.raises(StorageError, match="swift storage driver"):
         rootdirectory(cfg, {})
 
 

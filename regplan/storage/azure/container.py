@@ -36,6 +36,7 @@ COPY_WAIT = 3600.0
 try:
     from azure.core import MatchConditions
     from azure.core.exceptions import (
+        AzureError,
         HttpResponseError,
         ResourceExistsError,
         ResourceModifiedError,
@@ -77,7 +78,7 @@ class AzureBucket:
             pages = self._client.list_blobs(name_starts_with=prefix, results_per_page=PAGE)
             for page in pages.by_page():
                 yield from (self._obj(n, b) for b in page)
-        except HttpResponseError as e:
+        except AzureError as e:
             raise self._fail("list", prefix, e) from None
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
@@ -92,7 +93,7 @@ class AzureBucket:
                     names.append(item.name[n:].rstrip("/"))
                 else:
                     files.append(self._obj(n, item))
-        except HttpResponseError as e:
+        except AzureError as e:
             raise self._fail("list", prefix, e) from None
         return names, files
 
@@ -107,7 +108,7 @@ class AzureBucket:
             stream.readinto(f)
         except ResourceNotFoundError:
             raise FileNotFoundError(key) from None
-        except HttpResponseError as e:
+        except AzureError as e:
             raise self._fail("read", key, e) from None
         return str(stream.properties.etag).strip('"')
 
@@ -126,8 +127,8 @@ class AzureBucket:
             if if_match is not None:
                 raise Exists(key) from None
             raise
-        except HttpResponseError as e:
-            if e.status_code == 412 and (new or if_match is not None):
+        except AzureError as e:
+            if _status(e) == 412 and (new or if_match is not None):
                 raise Exists(key) from None
             raise self._fail("write", key, e) from None
         return str(r["etag"]).strip('"')
@@ -151,7 +152,7 @@ class AzureBucket:
             if status != "success":
                 raise StorageError(f"{self.url(src)}: copy to {dst} ended {status}")
             props = target.get_blob_properties()
-        except HttpResponseError as e:
+        except AzureError as e:
             raise self._fail(f"copy to {dst}", src, e) from None
         return str(props.etag).strip('"'), props.last_modified.timestamp()
 
@@ -164,7 +165,7 @@ class AzureBucket:
     def _delete_batch(self, chunk: list[str]) -> None:
         try:
             answers = self._client.delete_blobs(*chunk, raise_on_any_failure=False)
-        except HttpResponseError as e:
+        except AzureError as e:
             raise self._fail("delete", chunk[0], e) from None
         failed = [
             (k, r.status_code) for k, r in zip(chunk, answers, strict=True) if r.status_code >= 300
@@ -186,8 +187,8 @@ class AzureBucket:
         except ResourceNotFoundError:
             if if_match is not None:
                 raise Exists(key) from None
-        except HttpResponseError as e:
-            if e.status_code == 412 and if_match is not None:
+        except AzureError as e:
+            if _status(e) == 412 and if_match is not None:
                 raise Exists(key) from None
             raise self._fail("delete", key, e) from None
 
@@ -198,6 +199,10 @@ class AzureBucket:
             raise StorageError(
                 f"{SCHEME}{self.storage.container}: cannot reach the container: {_reason(e)}"
             ) from None
+
+
+def _status(e: Exception) -> int | None:
+    return e.status_code if isinstance(e, HttpResponseError) else None
 
 
 def _reason(e: Exception) -> str:
@@ -221,6 +226,7 @@ def _client(storage: AzureStorage) -> Any:
     options: dict[str, Any] = {
         "transport": RequestsTransport(session=session, session_owner=True),
         "retry_total": 5,
+        "retry_connect": 1,  # nothing listens: say so in seconds, not minutes
     }
     c = storage.credential
     if c.kind == "connection_string":

@@ -29,10 +29,17 @@ DELETERS = 16
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 
 try:
+    import requests
     from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
     from google.cloud import storage as gcs
 
     HAVE_SDK = True
+    FAILURES: tuple[type[Exception], ...] = (
+        gexc.GoogleAPIError,  # an answer, or retries that ran out (RetryError)
+        requests.RequestException,
+        GoogleAuthError,
+    )
 except ImportError:  # pragma: no cover (the extra is not installed)
     HAVE_SDK = False
 
@@ -70,7 +77,7 @@ class GcsBucket:
         try:
             for b in self._client.list_blobs(self._bucket, prefix=prefix, page_size=PAGE):
                 yield self._obj(n, b)
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail("list", prefix, e) from None
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
@@ -80,7 +87,7 @@ class GcsBucket:
                 self._bucket, prefix=prefix, delimiter="/", page_size=PAGE
             )
             files = [self._obj(n, b) for b in found]
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail("list", prefix, e) from None
         return sorted(p[n:].rstrip("/") for p in found.prefixes), files
 
@@ -90,7 +97,7 @@ class GcsBucket:
             data: bytes = self._bucket.blob(key).download_as_bytes(start=0, end=end)
         except gexc.NotFound:
             raise FileNotFoundError(key) from None
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail("read", key, e) from None
         return data
 
@@ -110,7 +117,7 @@ class GcsBucket:
                 continue  # rewritten between the two requests: again
             except gexc.NotFound:
                 raise FileNotFoundError(key) from None
-            except gexc.GoogleAPICallError as e:
+            except FAILURES as e:
                 raise self._fail("read", key, e) from None
             f.write(out.getvalue())
             return str(generation)
@@ -130,7 +137,7 @@ class GcsBucket:
             if condition is not None:
                 raise Exists(key) from None
             raise self._fail("write", key, e) from None
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail("write", key, e) from None
         return str(blob.generation)
 
@@ -143,7 +150,7 @@ class GcsBucket:
                 token, _, _ = target.rewrite(self._bucket.blob(src), token=token)
                 if token is None:
                     break
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail(f"copy to {dst}", src, e) from None
         return str(target.generation), target.updated.timestamp()
 
@@ -161,7 +168,7 @@ class GcsBucket:
         except (gexc.PreconditionFailed, gexc.NotFound):
             if condition is not None:
                 raise Exists(key) from None  # another generation, or none: not ours
-        except gexc.GoogleAPICallError as e:
+        except FAILURES as e:
             raise self._fail("delete", key, e) from None
 
     def check(self) -> None:
