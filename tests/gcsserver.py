@@ -165,6 +165,20 @@ def upload_tree(root: Path, storage: GcsStorage) -> int:
     return n
 
 
+def download_tree(storage: GcsStorage, root: Path) -> int:
+    """The bucket's registry tree as a filesystem rootdirectory (what the filesystem
+    driver would hold), so a registry can serve it."""
+    c = client(storage)
+    prefix = storage.key("")
+    n = 0
+    for b in c.list_blobs(storage.bucket, prefix=storage.key("docker/")):
+        path = root / b.name[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b.download_as_bytes())
+        n += 1
+    return n
+
+
 def objects(storage: GcsStorage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
     """key -> (size, md5Hash, SHA-256 of the bytes) under ``prefix``."""
     c = client(storage)
