@@ -8,11 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ from typing import Any
 import pytest
 
 from regplan.storage.azure.place import AzureStorage, Credential
+from tests import procs
 
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -60,7 +56,7 @@ class Azurite:
         self.endpoint = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
         self.work = work
         self.log = work / f"azurite-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: procs.Proc | None = None
         self._n = 0
 
     @property
@@ -75,27 +71,10 @@ class Azurite:
         data.mkdir(parents=True, exist_ok=True)
         args = [self.exe, "--blobHost", "127.0.0.1", "--blobPort", str(self.port)]
         args += ["--location", str(data), "--skipApiVersionCheck", "--disableTelemetry"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}?comp=list", timeout=1):
-                    return
-            except urllib.error.HTTPError:
-                return  # it answers (403: unsigned)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        raise RuntimeError(f"azurite did not start; log in {self.log}")
+        self.proc = procs.start(args, self.log, f"{self.endpoint}?comp=list")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
 
     def requests(self) -> int:
         """Requests answered so far (the access log's lines with a status)."""

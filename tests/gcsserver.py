@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ from typing import Any
 import pytest
 
 from regplan.storage.gcs.place import GcsStorage
+from tests import procs
 
 SERVE = """
 import sys, threading
@@ -99,35 +95,15 @@ class GcsEmulator:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = work / f"gcs-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: procs.Proc | None = None
         self._n = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE, "127.0.0.1", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"gcp-storage-emulator did not start; log in {self.log}")
+        args = [sys.executable, "-c", SERVE, "127.0.0.1", str(self.port)]
+        self.proc = procs.start(args, self.log, f"{self.endpoint}/storage/v1/b", wait=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
 
     def storage(self, *, root: str = "registry") -> GcsStorage:
         """A new bucket and the storage in it."""

@@ -7,11 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +14,7 @@ from typing import Any
 import pytest
 
 from regplan.storage.s3.bucket import Credentials, S3Bucket, S3Storage
+from tests import procs
 
 MOTO = "moto_server"
 ACCESS, SECRET = "testing", "testing"
@@ -49,36 +45,15 @@ class S3Server:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = work / f"moto-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: procs.Proc | None = None
         self._n = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=clean_env(),
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.endpoint, timeout=1):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"moto_server did not start; log in {self.log}")
+        args = [MOTO, "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = procs.start(args, self.log, self.endpoint, env=clean_env(), wait=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
 
     def requests(self) -> int:
         """Requests served so far (werkzeug logs one line each)."""

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo.samples import DemoImages, Index, Pushable, write_oci_layout
+from regplan.demo.samples import DemoImages, Index, Pushable, demo_pushes, write_oci_layout
+from regplan.scan.layout import attached_subject
 from regplan.storage.fs.fsscan import scan
 from regplan.storage.fs.fsstorage import FsStorage
+from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import ObjectStorage
 
 SKOPEO = "skopeo"
 VERSIONS = ("2.8", "3.1")
@@ -353,3 +356,25 @@ def tls_pair(work: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def push_demo(reg: RealRegistry) -> DemoImages:
+    """The demo's images pushed with skopeo (multi-arch with --all), cosign signatures
+    and other attached tags through the API, as cosign pushes them."""
+    images = demo_pushes()
+    for repo, tag, item in images.pushes:
+        if tag is not None and attached_subject(tag) is not None:
+            reg.api_push(repo, tag, item)
+        else:
+            reg.push(repo, tag, item)
+    return images
+
+
+def bucket_refs(storage: ObjectStorage) -> set[str]:
+    """Every tag (repo:tag) and revision (repo@digest) an object store's tree holds."""
+    inv = objscan.scan(storage)
+    out = set()
+    for name, repo in inv.repositories.items():
+        out |= {f"{name}:{t}" for t in repo.tags}
+        out |= {f"{name}@{d}" for d in repo.revisions}
+    return out

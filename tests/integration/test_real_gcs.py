@@ -16,26 +16,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.demo.samples import demo_pushes
-from regplan.scan.layout import attached_subject
 from regplan.storage.gcs.place import GcsStorage
 from regplan.storage.objects import objscan
 from tests.gcsserver import GcsEmulator, download_tree, objects, upload_tree
 from tests.helpers import write_keys
-from tests.integration.realreg import RealRegistry
+from tests.integration.realreg import RealRegistry, bucket_refs, push_demo
 
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def refs(storage: GcsStorage) -> set[str]:
-    inv = objscan.scan(storage)
-    out = set()
-    for name, repo in inv.repositories.items():
-        out |= {f"{name}:{t}" for t in repo.tags}
-        out |= {f"{name}@{d}" for d in repo.revisions}
-    return out
 
 
 def served(storage: GcsStorage, base: Path, name: str) -> RealRegistry:
@@ -57,11 +46,7 @@ def test_real_registry_tree_on_gcs_apply_rollback_purge(
     reg = RealRegistry(fs, work, version="3.1")
     reg.start()
     try:
-        for repo, tag, item in demo_pushes().pushes:
-            if tag is not None and attached_subject(tag) is not None:
-                reg.api_push(repo, tag, item)
-            else:
-                reg.push(repo, tag, item)
+        push_demo(reg)
     finally:
         reg.stop()
     storage = gcs_emulator.storage()
@@ -69,7 +54,7 @@ def test_real_registry_tree_on_gcs_apply_rollback_purge(
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     key, pub = write_keys(tmp_path)
-    before_objects, before = objects(storage), refs(storage)
+    before_objects, before = objects(storage), bucket_refs(storage)
 
     plan = tmp_path / "p.json"
     r = run("plan", "--root", storage.root, "--key", str(key), "-o", str(plan),
@@ -80,7 +65,7 @@ def test_real_registry_tree_on_gcs_apply_rollback_purge(
     r = run("apply", str(plan), "--trust", str(pub), "--json")
     assert r.exit_code == 0, r.output
     first = json.loads(r.output)["apply_id"]
-    after = refs(storage)
+    after = bucket_refs(storage)
     gone = before - after
     assert gone and all("@" in g for g in gone)
     applied = served(storage, tmp_path, "applied")

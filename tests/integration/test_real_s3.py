@@ -14,13 +14,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.demo.samples import DemoImages, demo_pushes
-from regplan.scan.layout import attached_subject
+from regplan.demo.samples import DemoImages
 from regplan.storage.objects import objlock, objscan
 from regplan.storage.s3 import bucket
 from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import KEY, write_pub
-from tests.integration.realreg import RealRegistry
+from tests.integration.realreg import RealRegistry, bucket_refs, push_demo
 from tests.s3server import ACCESS, SECRET, S3Server, objects
 
 
@@ -55,25 +54,10 @@ def on_s3(
         monkeypatch.delenv(k)  # regplan reads the endpoint and keys from the config only
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     reg.start()
-    images = demo_pushes()
     try:
-        for repo, tag, item in images.pushes:
-            if tag is not None and attached_subject(tag) is not None:
-                reg.api_push(repo, tag, item)
-            else:
-                reg.push(repo, tag, item)
-        yield reg, storage, images
+        yield reg, storage, push_demo(reg)
     finally:
         reg.stop()
-
-
-def refs(storage: S3Storage) -> set[str]:
-    inv = objscan.scan(storage)
-    out = set()
-    for name, repo in inv.repositories.items():
-        out |= {f"{name}:{t}" for t in repo.tags}
-        out |= {f"{name}@{d}" for d in repo.revisions}
-    return out
 
 
 def run(*args: str) -> Result:
@@ -93,7 +77,7 @@ def test_real_registry_on_s3_apply_rollback_purge(
     assert run("keygen", str(key)).exit_code == 0
     pub = str(key) + ".pub"
     before_objects = objects(storage)
-    before = refs(storage)
+    before = bucket_refs(storage)
     assert any(":sha256-" in r for r in before)  # cosign signatures are there
 
     plan = tmp_path / "p.json"
@@ -112,7 +96,7 @@ def test_real_registry_on_s3_apply_rollback_purge(
     assert r.exit_code == 0, r.output
     first = json.loads(r.output)["apply_id"]
     reg.start()
-    after = refs(storage)
+    after = bucket_refs(storage)
     gone = before - after
     assert gone and all("@" in g for g in gone)  # only untagged revisions go
     assert all(reg.pull(ref) for ref in sorted(after)), "a kept image no longer pulls"

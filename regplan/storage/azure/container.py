@@ -20,11 +20,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from regplan.errors import StorageError
-from regplan.storage.azure.place import SCHEME, AzureStorage
-from regplan.storage.objects.bucket import Exists, Obj
+from regplan.storage.objects.bucket import Exists, Obj, ObjectStorage
 
 PAGE = 5000
 """Blobs per List Blobs page: what Azure serves at most."""
@@ -49,15 +48,41 @@ except ImportError:  # pragma: no cover (the extra is not installed)
     HAVE_SDK = False
 
 
+class Signer(Protocol):
+    """How requests are signed (place.Credential)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def secret(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+
+
+class Where(ObjectStorage, Protocol):
+    """What the client needs of place.AzureStorage (which opens this module)."""
+
+    @property
+    def account(self) -> str: ...
+    @property
+    def container(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def credential(self) -> Signer: ...
+
+
 class AzureBucket:
     """The Bucket seam on one container client (thread safe)."""
 
-    def __init__(self, storage: AzureStorage, client: Any = None) -> None:
+    def __init__(self, storage: Where, client: Any = None) -> None:
         self.storage = storage
         self._client = client if client is not None else _client(storage)
 
     def url(self, key: str) -> str:
-        return f"{SCHEME}{self.storage.container}/{key}"
+        return self.storage.url(key)
 
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
         return StorageError(f"{self.url(key)}: cannot {what}: {_reason(e)}")
@@ -197,7 +222,7 @@ class AzureBucket:
             self._client.get_container_properties()
         except Exception as e:  # noqa: BLE001 (any client error is one line)
             raise StorageError(
-                f"{SCHEME}{self.storage.container}: cannot reach the container: {_reason(e)}"
+                f"{self.url('').rstrip('/')}: cannot reach the container: {_reason(e)}"
             ) from None
 
 
@@ -213,7 +238,7 @@ def _reason(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _client(storage: AzureStorage) -> Any:
+def _client(storage: Where) -> Any:
     if not HAVE_SDK:
         raise StorageError("Azure storage needs its client: pip install 'regplan[azure]'")
     import requests  # noqa: PLC0415

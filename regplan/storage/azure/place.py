@@ -53,9 +53,8 @@ class AzureStorage(Rooted):
         factory=lambda: Credential(kind="default"), eq=False, repr=False
     )
 
-    @property
-    def root(self) -> str:
-        return f"{SCHEME}{self.container}/{self.rootdirectory}".rstrip("/")
+    def url(self, key: str) -> str:
+        return f"{SCHEME}{self.container}/{key}"
 
     def record(self) -> dict[str, str]:
         return {

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from regplan.errors import StorageError
-from regplan.storage.gcs.place import SCHEME, GcsStorage
-from regplan.storage.objects.bucket import Exists, Obj
+from regplan.storage.objects.bucket import Exists, Obj, ObjectStorage
 
 PAGE = 1000
 """Objects per list page: what GCS serves at most."""
@@ -44,16 +43,29 @@ except ImportError:  # pragma: no cover (the extra is not installed)
     HAVE_SDK = False
 
 
+class Where(ObjectStorage, Protocol):
+    """What the client needs of place.GcsStorage (which opens this module)."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def endpoint(self) -> str | None: ...
+    @property
+    def keyfile(self) -> str | None: ...
+    @property
+    def info(self) -> Mapping[str, Any] | None: ...
+
+
 class GcsBucket:
     """The Bucket seam on one client (thread safe)."""
 
-    def __init__(self, storage: GcsStorage, client: Any = None) -> None:
+    def __init__(self, storage: Where, client: Any = None) -> None:
         self.storage = storage
         self._client = client if client is not None else _client(storage)
         self._bucket = self._client.bucket(storage.bucket)
 
     def url(self, key: str) -> str:
-        return f"{SCHEME}{self.storage.bucket}/{key}"
+        return self.storage.url(key)
 
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
         return StorageError(f"{self.url(key)}: cannot {what}: {_reason(e)}")
@@ -175,9 +187,8 @@ class GcsBucket:
         try:
             self._bucket.reload()
         except Exception as e:  # noqa: BLE001 (any client or credentials error is one line)
-            raise StorageError(
-                f"{SCHEME}{self.storage.bucket}: cannot reach the bucket: {_reason(e)}"
-            ) from None
+            where = self.url("").rstrip("/")
+            raise StorageError(f"{where}: cannot reach the bucket: {_reason(e)}") from None
 
 
 def _reason(e: Exception) -> str:
@@ -188,7 +199,7 @@ def _reason(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _client(storage: GcsStorage) -> Any:
+def _client(storage: Where) -> Any:
     if not HAVE_SDK:
         raise StorageError("GCS storage needs its client: pip install 'regplan[gcs]'")
     from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
@@ -211,7 +222,7 @@ def _client(storage: GcsStorage) -> Any:
     return gcs.Client(project=project, credentials=credentials, _http=session, **options)
 
 
-def _credentials(storage: GcsStorage) -> tuple[Any, str | None]:
+def _credentials(storage: Where) -> tuple[Any, str | None]:
     from google.oauth2 import service_account  # noqa: PLC0415
 
     if storage.info is not None:

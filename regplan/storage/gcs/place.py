@@ -41,9 +41,8 @@ class GcsStorage(Rooted):
     info: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
     """A service account's key, inline (the driver's ``credentials``)."""
 
-    @property
-    def root(self) -> str:
-        return f"{SCHEME}{self.bucket}/{self.rootdirectory}".rstrip("/")
+    def url(self, key: str) -> str:
+        return f"{SCHEME}{self.bucket}/{key}"
 
     def record(self) -> dict[str, str]:
         out = {"driver": "gcs", "bucket": self.bucket, "rootdirectory": self.rootdirectory}

@@ -121,6 +121,10 @@ class ObjectStorage(Protocol):
         """``scheme://container/rootdirectory``: what messages and the plan's root say."""
         ...
 
+    def url(self, key: str) -> str:
+        """``scheme://container/key``: how messages name a key."""
+        ...
+
     @property
     def v2(self) -> str: ...
 
@@ -170,9 +174,13 @@ class Rooted:
     __slots__ = ()
     rootdirectory: str
 
+    def url(self, key: str) -> str:
+        """``scheme://container/key`` (each cloud's own)."""
+        raise NotImplementedError
+
     @property
     def root(self) -> str:
-        raise NotImplementedError
+        return self.url(self.rootdirectory).rstrip("/")
 
     @property
     def v2(self) -> str:

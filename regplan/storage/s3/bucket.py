@@ -62,10 +62,8 @@ class S3Storage(Rooted):
     credentials: Credentials | None = attrs.field(default=None, eq=False, repr=False)
     multipart_threshold: int = COPY_LIMIT
 
-    @property
-    def root(self) -> str:
-        """``s3://bucket/rootdirectory``: what messages and the plan's ``root`` say."""
-        return f"{SCHEME}{self.bucket}/{self.rootdirectory}".rstrip("/")
+    def url(self, key: str) -> str:
+        return f"{SCHEME}{self.bucket}/{key}"
 
     def record(self) -> dict[str, str]:
         """Where the storage is, as a plan records it (no secret)."""
@@ -170,7 +168,7 @@ class S3Bucket:
         self._client = client if client is not None else _client(storage)
 
     def url(self, key: str) -> str:
-        return f"{SCHEME}{self.name}/{key}"
+        return self.storage.url(key)
 
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
         return StorageError(f"{self.url(key)}: cannot {what}: {_reason(e)}")
@@ -359,7 +357,8 @@ class S3Bucket:
         try:
             self._client.head_bucket(Bucket=self.name)
         except Exception as e:  # noqa: BLE001
-            raise StorageError(f"s3://{self.name}: cannot reach the bucket: {_reason(e)}") from None
+            where = self.url("").rstrip("/")
+            raise StorageError(f"{where}: cannot reach the bucket: {_reason(e)}") from None
 
 
 def _conflict(e: Exception, *, conditional: bool) -> bool:
