@@ -165,6 +165,10 @@ def objects(storage: GcsStorage, prefix: str = "docker/") -> dict[str, tuple[int
     return out
 
 
+def put(storage: GcsStorage, rel: str, data: bytes) -> None:
+    client(storage).bucket(storage.bucket).blob(storage.key(rel)).upload_from_string(data)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
     require_emulator()

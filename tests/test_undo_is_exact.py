@@ -1,6 +1,6 @@
 """Undo is exact: after a rollback every decision regplan makes is the one it made before
-the apply, on the filesystem and on S3 (where a restored object is "new" to S3: its
-LastModified, a tag's push time and a blob's age, must not be)."""
+the apply, on the filesystem and on each object store (where a restored object is "new":
+its time, a tag's push time and a blob's age, must not be)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import json
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner
@@ -19,8 +21,8 @@ from regplan.scan.layout import V2
 from regplan.storage.objects import objscan
 from regplan.storage.objects.bucket import Obj
 from regplan.storage.objects.objtimes import Overlay, Restored
+from tests import azserver, gcsserver, s3server
 from tests.helpers import plant_leftovers, write_keys
-from tests.s3server import S3Server, put, upload_tree
 
 TAGS = ("v1", "v2", "v3", "v4")
 RULES = ("--image", "app", "--keep-last", "2", "--gc", "--gc-min-age", "3s",
@@ -45,8 +47,14 @@ def _on_filesystem(_: pytest.FixtureRequest, tmp_path: Path, __: pytest.MonkeyPa
     return str(root)
 
 
-def _on_s3(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    server: S3Server = request.getfixturevalue("s3server")
+def _in_bucket(
+    fixture: str,
+    helpers: ModuleType,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    server = request.getfixturevalue(fixture)
     storage = server.storage()
     _registry(tmp_path / "fs")
     tags = {
@@ -59,19 +67,22 @@ def _on_s3(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
             target = rest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
-    upload_tree(rest, storage)
+    helpers.upload_tree(rest, storage)
     for rel in tags:  # pushed in order, each a second after the one before (S3 dates in s)
         time.sleep(1.1)
-        put(storage, rel, (tmp_path / "fs" / rel).read_bytes())
+        helpers.put(storage, rel, (tmp_path / "fs" / rel).read_bytes())
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
-    return storage.root
+    root: str = storage.root
+    return root
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, pytest.MonkeyPatch], str]] = {
     "filesystem": _on_filesystem,
-    "s3": _on_s3,
+    "s3": partial(_in_bucket, "s3server", s3server),
+    "azure": partial(_in_bucket, "azurite", azserver),
+    "gcs": partial(_in_bucket, "gcs_emulator", gcsserver),
 }
 
 

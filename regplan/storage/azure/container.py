@@ -160,12 +160,13 @@ class AzureBucket:
 
     def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
         """Copy Blob from ``src``'s URL (same account: the request's own credential
-        authorizes the read), then wait while it is pending."""
+        authorizes the read), then wait while it is pending. A copy done when it
+        answers (one request) answers with the new blob's ETag and Last-Modified."""
         source = self._client.get_blob_client(src).url
         target = self._client.get_blob_client(dst)
         try:
             r = target.start_copy_from_url(source)
-            status = r.get("copy_status")
+            etag, when, status = r.get("etag"), r.get("last_modified"), r.get("copy_status")
             waited, pause = 0.0, 0.05
             while status == "pending":
                 if waited > COPY_WAIT:
@@ -173,13 +174,13 @@ class AzureBucket:
                     raise StorageError(f"{self.url(src)}: copy to {dst} still pending after 1 h")
                 time.sleep(pause)
                 waited, pause = waited + pause, min(pause * 2, 5.0)
-                status = target.get_blob_properties().copy.status
-            if status != "success":
-                raise StorageError(f"{self.url(src)}: copy to {dst} ended {status}")
-            props = target.get_blob_properties()
+                props = target.get_blob_properties()
+                etag, when, status = props.etag, props.last_modified, props.copy.status
         except AzureError as e:
             raise self._fail(f"copy to {dst}", src, e) from None
-        return str(props.etag).strip('"'), props.last_modified.timestamp()
+        if status != "success" or when is None:
+            raise StorageError(f"{self.url(src)}: copy to {dst} ended {status}")
+        return str(etag).strip('"'), when.timestamp()
 
     def delete(self, keys: Iterable[str]) -> int:
         todo = list(keys)
