@@ -122,13 +122,16 @@ def upload_tree(root: Path, storage: AzureStorage) -> int:
 
 
 def objects(storage: AzureStorage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
-    """key -> (size, Content-MD5 or "", SHA-256 of the bytes) under ``prefix``."""
+    """key -> (size, Content-MD5 or "", the bytes' hash) under ``prefix``.
+
+    A blob with a Content-MD5 (the service's hash of what one Put Blob wrote) is not
+    read again: its third field is that MD5; another's bytes are read and hashed."""
     c = client(storage)
     out = {}
     for b in c.list_blobs(name_starts_with=storage.key(prefix)):
-        md5 = b.content_settings.content_md5
-        body = c.download_blob(b.name).readall()
-        out[b.name] = (b.size, bytes(md5).hex() if md5 else "", hashlib.sha256(body).hexdigest())
+        md5 = bytes(b.content_settings.content_md5 or b"").hex()
+        digest = md5 or hashlib.sha256(c.download_blob(b.name).readall()).hexdigest()
+        out[b.name] = (b.size, md5, digest)
     return out
 
 

@@ -14,7 +14,6 @@ offline (its uploads go to Google's host whatever the emulator)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -156,12 +155,12 @@ def download_tree(storage: GcsStorage, root: Path) -> int:
 
 
 def objects(storage: GcsStorage, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
-    """key -> (size, md5Hash, SHA-256 of the bytes) under ``prefix``."""
+    """key -> (size, md5Hash, CRC32C) under ``prefix``: the service's hashes of the
+    bytes (the emulator computes both from what it stores)."""
     c = client(storage)
     out = {}
     for b in c.list_blobs(storage.bucket, prefix=storage.key(prefix)):
-        body = b.download_as_bytes()
-        out[b.name] = (int(b.size), str(b.md5_hash), hashlib.sha256(body).hexdigest())
+        out[b.name] = (int(b.size), str(b.md5_hash), str(b.crc32c))
     return out
 
 
