@@ -131,11 +131,23 @@ class AzureBucket:
         try:
             stream = self._client.download_blob(key, offset=0, length=limit, max_concurrency=1)
             stream.readinto(f)
+            etag = stream.properties.etag
+        except ResourceNotFoundError:
+            raise FileNotFoundError(key) from None
+        except AzureError as e:
+            if _status(e) != 416:
+                raise self._fail("read", key, e) from None
+            etag = self._empty(key)  # no byte 0: the blob is empty
+        return str(etag).strip('"')
+
+    def _empty(self, key: str) -> str:
+        """The ETag of a blob a ranged read found empty (it may have gone since)."""
+        try:
+            return str(self._client.get_blob_client(key).get_blob_properties().etag)
         except ResourceNotFoundError:
             raise FileNotFoundError(key) from None
         except AzureError as e:
             raise self._fail("read", key, e) from None
-        return str(stream.properties.etag).strip('"')
 
     def put(
         self, key: str, data: bytes | IO[bytes], *, new: bool = False, if_match: str | None = None

@@ -107,6 +107,8 @@ class GcsBucket:
         end = None if limit is None else limit - 1
         try:
             data: bytes = self._bucket.blob(key).download_as_bytes(start=0, end=end)
+        except gexc.RequestRangeNotSatisfiable:
+            return b""  # no byte 0: the object is empty
         except gexc.NotFound:
             raise FileNotFoundError(key) from None
         except FAILURES as e:
@@ -124,7 +126,8 @@ class GcsBucket:
                     raise FileNotFoundError(key)
                 generation = blob.generation
                 out = io.BytesIO()
-                blob.download_to_file(out, start=0, end=end, if_generation_match=generation)
+                if blob.size:  # a range of an empty object is not satisfiable
+                    blob.download_to_file(out, start=0, end=end, if_generation_match=generation)
             except gexc.PreconditionFailed:
                 continue  # rewritten between the two requests: again
             except gexc.NotFound:

@@ -242,8 +242,19 @@ class S3Bucket:
         except Exception as e:  # noqa: BLE001
             if _code(e) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from None
-            raise self._fail("read", key, e) from None
+            if _code(e) not in ("InvalidRange", "416"):
+                raise self._fail("read", key, e) from None
+            response = self._empty(key)  # no byte 0: the object is empty
         return str(response.get("ETag", "")).strip('"')
+
+    def _empty(self, key: str) -> Any:
+        """The HEAD of an object a ranged read found empty (it may have gone since)."""
+        try:
+            return self._client.head_object(Bucket=self.name, Key=key)
+        except Exception as e:  # noqa: BLE001
+            if _code(e) in ("NoSuchKey", "404"):
+                raise FileNotFoundError(key) from None
+            raise self._fail("read", key, e) from None
 
     def put(
         self, key: str, data: bytes | IO[bytes], *, new: bool = False, if_match: str | None = None
