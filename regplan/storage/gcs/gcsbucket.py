@@ -9,6 +9,9 @@ Conditional writes: ``ifGenerationMatch=0`` creates only where there is no objec
 
 A copy is a rewrite, repeated with its token until done: GCS copies any size so,
 in as many calls as it takes. Deletes are one request per object, 16 at a time.
+Every request is retried on a dropped connection or a 429/5xx: Google's client
+retries a write only under a precondition by default, but a copy or an
+unconditional write of regplan's repeats to the same end.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ try:
     from google.api_core import exceptions as gexc
     from google.auth.exceptions import GoogleAuthError
     from google.cloud import storage as gcs
+    from google.cloud.storage.retry import DEFAULT_RETRY
 
     HAVE_SDK = True
     FAILURES: tuple[type[Exception], ...] = (
@@ -145,9 +149,9 @@ class GcsBucket:
         blob = self._bucket.blob(key)
         try:
             if isinstance(data, bytes):
-                blob.upload_from_string(data, if_generation_match=condition)
+                blob.upload_from_string(data, if_generation_match=condition, retry=DEFAULT_RETRY)
             else:
-                blob.upload_from_file(data, if_generation_match=condition)
+                blob.upload_from_file(data, if_generation_match=condition, retry=DEFAULT_RETRY)
         except (gexc.PreconditionFailed, gexc.NotFound) as e:
             if condition is not None:
                 raise Exists(key) from None
@@ -162,7 +166,9 @@ class GcsBucket:
         token = None
         try:
             while True:
-                token, _, _ = target.rewrite(self._bucket.blob(src), token=token)
+                token, _, _ = target.rewrite(
+                    self._bucket.blob(src), token=token, retry=DEFAULT_RETRY
+                )
                 if token is None:
                     break
         except FAILURES as e:
@@ -179,7 +185,7 @@ class GcsBucket:
     def delete_one(self, key: str, *, if_match: str | None = None) -> None:
         condition = None if if_match is None else int(if_match)
         try:
-            self._bucket.blob(key).delete(if_generation_match=condition)
+            self._bucket.blob(key).delete(if_generation_match=condition, retry=DEFAULT_RETRY)
         except (gexc.PreconditionFailed, gexc.NotFound):
             if condition is not None:
                 raise Exists(key) from None  # another generation, or none: not ours
