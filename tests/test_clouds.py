@@ -166,3 +166,20 @@ def test_an_unreachable_store_is_a_one_line_error(tmp_path: Path) -> None:
     assert r.exit_code == 1, r.output
     assert r.output.count("\n") == 1 and "az://nothing" in r.output, r.output
     assert KEY not in r.output
+
+
+def test_gcs_without_credentials_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key file, no Application Default Credentials: one line naming the bucket."""
+    pytest.importorskip("google.cloud.storage")
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # no metadata server either
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    cfg = config(tmp_path, "  gcs: {bucket: b}\n")
+    r = CliRunner().invoke(cli, ["history", "--config", str(cfg)])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: gs://b: no usable GCS credentials")
+    assert r.output.count("\n") == 1

@@ -73,10 +73,10 @@ def test_cli_reads_config(demo_root: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(cli, ["history", "--config", str(cfg)], catch_exceptions=False)
     assert r.exit_code == 0 and r.output == "No applies recorded.\n"
-    gcs = write(tmp_path, "storage:\n  gcs: {bucket: b}\n", "gcs.yml")
-    r = runner.invoke(cli, ["history", "--config", str(gcs)])
+    swift = write(tmp_path, "storage:\n  swift: {container: b}\n", "swift.yml")
+    r = runner.invoke(cli, ["history", "--config", str(swift)])
     assert r.exit_code == 1
-    assert r.output.startswith("Error: ") and "gcs storage driver" in r.output
+    assert r.output.startswith("Error: ") and "swift storage driver" in r.output
     assert r.output.count("\n") == 1
     r = runner.invoke(
         cli, ["history"], env={"REGISTRY_DATA_DIR": "", "REGISTRY_CONFIGURATION_PATH": str(cfg)}
