@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from regplan.storage.azure.container import AzureBucket
 from regplan.storage.objects import objscan
 from regplan.storage.objects.bucket import Obj
 from tests.azserver import ACCOUNT, KEY, Azurite, binary, upload_tree
-from tests.benchmarks.bench_s3_clients import measure
+from tests.benchmarks.bench_s3_clients import Runs, measure, medians
 
 
 class Unproven(AzureBucket):
@@ -118,9 +117,7 @@ def main() -> None:
             "get 2000": (sdk_get, obs_get),
             "copy 2000": (sdk_copy, obs_copy),
         }
-        results: dict[str, dict[str, list[tuple[float, float]]]] = {
-            w: {"azure-storage-blob": [], "obstore": []} for w in work
-        }
+        results: Runs = {w: {"azure-storage-blob": [], "obstore": []} for w in work}
         for _ in range(args.rounds):
             for name, (sdk, o) in work.items():
                 before = server.requests()
@@ -128,16 +125,7 @@ def main() -> None:
                 middle = server.requests()
                 results[name]["obstore"].append(measure(o))
                 print(f"{name}: requests {middle - before} / {server.requests() - middle}")
-        report: dict[str, Any] = {
-            name: {
-                lib: {
-                    "wall_s": round(statistics.median(w for w, _ in runs), 3),
-                    "cpu_s": round(statistics.median(cpu for _, cpu in runs), 3),
-                }
-                for lib, runs in libs.items()
-            }
-            for name, libs in results.items()
-        }
+        report = medians(results)
         report["scan requests"] = proofs(server, base)
         print(json.dumps({"keys": len(keys), "rounds": args.rounds, **report}, indent=2))
     finally:

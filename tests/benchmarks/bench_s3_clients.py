@@ -37,6 +37,24 @@ def measure(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+Runs = dict[str, dict[str, list[tuple[float, float]]]]
+"""work -> client -> (wall, CPU) of each round."""
+
+
+def medians(results: Runs) -> dict[str, Any]:
+    """work -> client -> median wall and CPU seconds."""
+    return {
+        name: {
+            lib: {
+                "wall_s": round(statistics.median(w for w, _ in runs), 3),
+                "cpu_s": round(statistics.median(cpu for _, cpu in runs), 3),
+            }
+            for lib, runs in libs.items()
+        }
+        for name, libs in results.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=20000)
@@ -104,23 +122,12 @@ def main() -> None:
             "get 2000": (boto_get, obs_get),
             "copy 2000": (boto_copy, obs_copy),
         }
-        results: dict[str, dict[str, list[tuple[float, float]]]] = {
-            w: {"boto3": [], "obstore": []} for w in work
-        }
+        results: Runs = {w: {"boto3": [], "obstore": []} for w in work}
         for _ in range(args.rounds):
             for name, (b, o) in work.items():
                 results[name]["boto3"].append(measure(b))
                 results[name]["obstore"].append(measure(o))
-        report = {
-            name: {
-                lib: {
-                    "wall_s": round(statistics.median(w for w, _ in runs), 3),
-                    "cpu_s": round(statistics.median(cpu for _, cpu in runs), 3),
-                }
-                for lib, runs in libs.items()
-            }
-            for name, libs in results.items()
-        }
+        report = medians(results)
         print(json.dumps({"keys": len(keys), "rounds": args.rounds, **report}, indent=2))
     finally:
         server.stop()
