@@ -2,42 +2,40 @@
 processes breaking one stale lock only one holds it, and a holder whose lock was
 broken stops at its next renewal and never deletes the new holder's lock. The races
 are made by a wrapping bucket that lets the other process act between a read and the
-write that follows it."""
+write that follows it. They run on the memory bucket in each store's flavour (its
+conditional writes are the real stores': tests/test_bucket_reads.py)."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
 from regplan.errors import LockHeldError
 from regplan.storage.objects.bucket import Bucket, ObjectStorage
+from regplan.storage.objects.memory import FLAVOURS, MemoryBucket
 from regplan.storage.objects.objlock import LOCK_TTL, Lock
+from tests.buckets import Wrapping
 
-SERVERS = {"s3": "s3server", "azure": "azurite", "gcs": "gcs_emulator"}
 
-
-@pytest.fixture(params=sorted(SERVERS))
+@pytest.fixture(params=sorted(FLAVOURS))
 def storage(request: pytest.FixtureRequest) -> ObjectStorage:
-    found: ObjectStorage = request.getfixturevalue(SERVERS[request.param]).storage()
-    return found
+    """A new memory bucket of one store's flavour."""
+    return MemoryBucket(request.param).storage
 
 
 def holder(bucket: Bucket) -> str:
     return str(json.loads(bucket.get(bucket.storage.state_prefix + "lock"))["command"])
 
 
-class Racing:
+class Racing(Wrapping):
     """A bucket whose first read of the lock lets ``other`` run right after it."""
 
     def __init__(self, storage: ObjectStorage, other: Lock) -> None:
-        self.inner = storage.open()
+        super().__init__(storage.open())
         self.other: Lock | None = other
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def get_to(self, key: str, f: IO[bytes], limit: int | None = None) -> str:
         etag = self.inner.get_to(key, f, limit)
@@ -56,7 +54,7 @@ def test_two_breakers_of_one_stale_lock_never_both_hold_it(storage: ObjectStorag
     plain = storage.open()
     stale(plain)
     second = Lock(plain, command="rollback b", now=time.time(), break_stale=True)
-    racing: Any = Racing(storage, second)
+    racing = Racing(storage, second)
     first = Lock(racing, command="apply a", now=time.time(), break_stale=True)
     with pytest.raises(LockHeldError, match="as the stale lock was broken"):
         first.__enter__()
