@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -55,18 +56,67 @@ def find(plan: Path, plan_id: str) -> list[Entry]:
 
 def _read(path: Path, plan_id: str) -> Entry:
     name = path.name
+    doc: object = None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # never blocks (a FIFO), never follows a link, reads a regular file only
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        fd = -1
+    if fd < 0:
+        kind = _not_regular(path, None)
+        if kind is not None:
+            return _ignored(name, kind)
+    else:
+        kind = _not_regular(path, os.fstat(fd).st_mode)
+        if kind is not None:
+            os.close(fd)
+            return _ignored(name, kind)
         with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-        doc = json.loads(data) if len(data) <= MAX_BYTES else None
-    except (OSError, ValueError, RecursionError):
-        doc = None
+            try:
+                doc = _parse(f.read(MAX_BYTES + 1))
+            except OSError:
+                doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         return Entry(raw={}, source=name, problem="not a regplan approval file")
     if doc.get("plan_id") != plan_id:
         return Entry(raw=doc.get("signature"), source=name, problem="an approval of another plan")
     return Entry(raw=doc.get("signature"), source=name)
+
+
+def _parse(data: bytes) -> object:
+    try:
+        return json.loads(data) if len(data) <= MAX_BYTES else None
+    except (ValueError, RecursionError):
+        return None
+
+
+KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _not_regular(path: Path, mode: int | None) -> str | None:
+    """What ``path`` is when it is not a regular file (None: it is one, or it cannot be
+    told): ``mode`` from the open file, or, when it could not be opened, its lstat."""
+    if mode is None:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in KINDS if test(mode)), "not a file")
+
+
+def _ignored(name: str, kind: str) -> Entry:
+    """A path the approvals' glob found that is no file to read (never opened for a
+    blocking read): shown, and not counted either way."""
+    return Entry(raw={}, source=name, problem=f"not a regular file ({kind}): ignored", ignored=True)
 
 
 def write(plan: Path, plan_id: str, signature: Signature) -> Path:

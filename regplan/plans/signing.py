@@ -200,6 +200,9 @@ class State(enum.Enum):
     VALID = "valid"
     INVALID = "invalid"
     UNTRUSTED = "untrusted key"
+    IGNORED = "ignored"
+    """Not a signature at all (a FIFO or a folder named like an approval): shown, and
+    neither counted nor refused."""
 
 
 @attrs.frozen(kw_only=True)
@@ -211,6 +214,8 @@ class Entry:
     """"plan", or the approval file's name."""
     problem: str = ""
     """Why the entry cannot be checked at all (a malformed file, another plan's)."""
+    ignored: bool = False
+    """No file to read at all (``problem`` says what it is): reported, never refused."""
 
 
 @attrs.frozen(kw_only=True)
@@ -278,7 +283,7 @@ def _malformed(entry: Entry, raw: dict[str, Any]) -> Checked:
         signer=text("signer"),
         signed_at=text("signed_at"),
         source=entry.source,
-        state=State.INVALID,
+        state=State.IGNORED if entry.ignored else State.INVALID,
         detail=entry.problem or "malformed signature entry",
     )
 
@@ -297,6 +302,7 @@ def verify_body(
     if not found:
         raise SignatureError("the plan is not signed")
     checked = check(found, body_digest, trusted)
+    checked = [c for c in checked if c.state is not State.IGNORED]
     for c in checked:
         where = "" if c.source == "plan" else f" in {c.source}"
         if c.detail:
