@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, NoReturn, TypeVar
 
 import attrs
 
@@ -148,10 +148,16 @@ class Counting(Wrapping):
 
 class Crashing(Wrapping):
     """The process dies at the ``at[1]``-th request of kind ``at[0]``: before it reached
-    the store, or (``after``) once the store did it and before its answer was read."""
+    the store, or (``after``) once the store did it and before its answer was read; or
+    when :meth:`kill` says so."""
 
     def __init__(
-        self, inner: Bucket, *, at: tuple[str, int], after: bool = False, batch: int = 1000
+        self,
+        inner: Bucket,
+        *,
+        at: tuple[str, int] | None = None,
+        after: bool = False,
+        batch: int = 1000,
     ) -> None:
         super().__init__(inner, batch=batch)
         self.at = at
@@ -173,6 +179,12 @@ class Crashing(Wrapping):
                 call()  # the store does it; nothing else reaches the store meanwhile
                 raise Killed(f"killed after {kind} {key}")
         return call()
+
+    def kill(self) -> NoReturn:
+        """The process dies now, wherever it is."""
+        with self._lock:
+            self.dead = True
+        raise Killed("killed")
 
 
 class Faulty(Wrapping):
