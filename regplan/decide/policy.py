@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import enum
+
 import attrs
+
+
+class Origin(enum.Enum):
+    """Where a rule was written: a policy file, or ``plan``'s flags (decide.flags)."""
+
+    POLICY = "policy"
+    FLAGS = "flags"
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +40,8 @@ class Rule:
     exclude: tuple[str, ...] = ()
     tags: tuple[str, ...] = ("*",)
     tags_regex: str | None = None
+    exclude_tags_regex: str | None = None
+    """A regular expression: tags whose whole name matches are not selected."""
     keep: Keep | None = None
     """None: the rule selects no tags (it only has ``untagged``)."""
     untagged: str | None = None
@@ -38,6 +49,9 @@ class Rule:
     allow_empty: bool = False
     """The rule may remove a repository's newest tag (and so empty it); without, the
     newest tag of every repository stays."""
+    origin: Origin = Origin.POLICY
+    """The flags' rule dates a tag without a current link by its push (a policy's by
+    ``keep.by``) and ranks a time of 0 as a time (a policy as no time)."""
 
     @property
     def label(self) -> str:

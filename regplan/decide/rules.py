@@ -8,15 +8,15 @@ it. What cannot be dated (``by: created`` without a config time) is kept.
 from __future__ import annotations
 
 import fnmatch
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 import attrs
 
+from regplan.decide import patterns
 from regplan.decide.ages import day, parse_age, tag_time
-from regplan.decide.policy import Keep, Policy, Rule
-from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
+from regplan.decide.policy import Keep, Origin, Policy, Rule
+from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
 from regplan.scan.layout import Digest, revision_dir, tag_dir
 
 
@@ -60,10 +60,143 @@ def selects_repository(rule: Rule, name: str) -> bool:
     )
 
 
-def _selects_tag(rule: Rule, tag: str) -> bool:
-    if rule.tags_regex is not None:
-        return re.fullmatch(rule.tags_regex, tag) is not None
-    return any(fnmatch.fnmatchcase(tag, g) for g in rule.tags)
+def _skipped_by(rule: Rule, tag: str) -> str | None:
+    """The ``Rule`` field that leaves ``tag`` out of ``rule`` (None: the rule selects it)."""
+    if not any(fnmatch.fnmatchcase(tag, g) for g in rule.tags):
+        return "tags"
+    if rule.tags_regex is not None and not patterns.whole(rule.tags_regex, tag):
+        return "tags_regex"
+    if rule.exclude_tags_regex is not None and patterns.whole(rule.exclude_tags_regex, tag):
+        return "exclude_tags_regex"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Facts:
+    """What a keep criterion may look at: the tag, its rank among the tags the rule
+    selects in its repository (newest first), its time, and the ``within`` cutoff."""
+
+    tag: Tag
+    rank: int
+    when: float
+    cutoff: float | None
+
+
+def _all(k: Keep, f: Facts) -> str | None:
+    return "" if k.all else None
+
+
+def _newest(k: Keep, f: Facts) -> str | None:
+    return "" if k.newest is not None and f.rank <= k.newest else None
+
+
+def _within(k: Keep, f: Facts) -> str | None:
+    return "" if f.cutoff is not None and f.when >= f.cutoff else None
+
+
+def _tags(k: Keep, f: Facts) -> str | None:
+    return next((g for g in k.tags if fnmatch.fnmatchcase(f.tag.name, g)), None)
+
+
+def _regex(k: Keep, f: Facts) -> str | None:
+    return k.regex if k.regex is not None and patterns.whole(k.regex, f.tag.name) else None
+
+
+CRITERIA: tuple[tuple[str, Callable[[Keep, Facts], str | None]], ...] = (
+    ("all", _all),
+    ("newest", _newest),
+    ("within", _within),
+    ("tags", _tags),
+    ("regex", _regex),
+)
+"""Every keep criterion, by its ``Keep`` field, in the order a reason names them: each
+says what in it holds (a matching glob, ``""``), or None."""
+
+
+@attrs.frozen(kw_only=True)
+class Judged:
+    """What a rule's keep says of one tag it selects."""
+
+    tag: str
+    rank: int
+    when: float | None
+    """None: it cannot be dated (kept)."""
+    said: str
+    held: tuple[str, str] | None = None
+    """(the criterion that keeps it, what in it holds); None: no criterion keeps it."""
+    beyond: bool = False
+    """Ranked beyond ``keep.newest``."""
+    old: bool = False
+    """Older than ``keep.within``."""
+
+
+@attrs.frozen(kw_only=True)
+class Judgement:
+    ranked: tuple[Judged, ...]
+    """The tags the rule selects, newest first (ties by name)."""
+    skipped: tuple[tuple[str, str], ...]
+    """(tag, the ``Rule`` field that leaves it out) of the tags it does not select."""
+
+
+def _dated(
+    rule: Rule, tag: Tag, created: Mapping[Digest, str], by: str
+) -> tuple[float, float | None, str]:
+    """The rank key (larger: newer), the time (None: it cannot be dated) and how a reason
+    says it."""
+    if rule.origin is Origin.FLAGS:  # a tag without a current link: by its push
+        when, said = tag_time(tag, created, by if tag.current is not None else "pushed")
+        return (float("-inf") if when is None else when), when, said
+    when, said = tag_time(tag, created, by)
+    return (when or float("-inf")), when, said
+
+
+def judge(
+    rule: Rule, repo: Repository, images: list[str], created: Mapping[Digest, str], now: datetime
+) -> Judgement:
+    """The one retention engine: which of ``images`` (image tags of ``repo``) ``rule``
+    selects, their ranks and times, and for each the keep criterion that holds."""
+    k = rule.keep or Keep()
+    skipped = [(t, why) for t in images if (why := _skipped_by(rule, t)) is not None]
+    chosen = [t for t in images if _skipped_by(rule, t) is None]
+    timed = {t: _dated(rule, repo.tags[t], created, k.by) for t in chosen}
+    ranked = sorted(chosen, key=lambda t: (-timed[t][0], t))
+    cutoff = (now - parse_age(k.within)).timestamp() if k.within else None
+    out = []
+    for rank, name in enumerate(ranked, 1):
+        _, when, said = timed[name]
+        if when is None:
+            out.append(Judged(tag=name, rank=rank, when=None, said=said))
+            continue
+        facts = Facts(tag=repo.tags[name], rank=rank, when=when, cutoff=cutoff)
+        held = next(
+            ((c, said_) for c, test in CRITERIA if (said_ := test(k, facts)) is not None), None
+        )
+        beyond = k.newest is not None and rank > k.newest
+        old = cutoff is not None and when < cutoff
+        out.append(
+            Judged(tag=name, rank=rank, when=when, said=said, held=held, beyond=beyond, old=old)
+        )
+    return Judgement(ranked=tuple(out), skipped=tuple(skipped))
+
+
+def _words(k: Keep, j: Judged) -> str:
+    """A policy's reason for ``j``: the criterion that keeps it, or why none does."""
+    by = "push time" if k.by == "pushed" else "created time"
+    if j.held is not None:
+        name, what = j.held
+        return {
+            "all": "keeps every tag it selects",
+            "newest": f"rank {j.rank} of keep newest {k.newest} by {by}",
+            "within": f"within {k.within}: {j.said}",
+            "tags": f"matches keep tags {what}",
+            "regex": f"matches keep regex {what}",
+        }.get(name, f"matches keep {name} {what}")
+    why = []
+    if k.newest is not None:
+        why.append(f"rank {j.rank} > keep newest {k.newest} by {by}")
+    if k.within is not None:
+        why.append(f"not within {k.within}: {j.said}")
+    return " and ".join(why) or "selected, and no keep criterion holds"
 
 
 class _Apply:
@@ -73,28 +206,21 @@ class _Apply:
 
     def verdicts(self, rule: Rule, repo: Repository, images: list[str]) -> dict[str, Verdict]:
         """What ``rule`` says of each tag it selects in ``repo`` (none without ``keep``)."""
-        k = rule.keep
-        if k is None:
+        if rule.keep is None:
             return {}
-        chosen = [t for t in images if _selects_tag(rule, t)]
-        timed = {t: tag_time(repo.tags[t], self.inv.created, k.by) for t in chosen}
-        ranked = sorted(chosen, key=lambda t: (-(timed[t][0] or float("-inf")), t))
-        cutoff = (self.now - parse_age(k.within)).timestamp() if k.within else None
         out: dict[str, Verdict] = {}
-        for rank, tag in enumerate(ranked, 1):
-            when, said = timed[tag]
-            if when is None:
-                out[tag] = Verdict(rule, True, f"{said}: cannot tell its age")
+        for j in judge(rule, repo, images, self.inv.created, self.now).ranked:
+            if j.when is None:
+                out[j.tag] = Verdict(rule, True, f"{j.said}: cannot tell its age")
                 self.out.problems.append(
                     Problem(
-                        path=tag_dir(repo.name, tag),
+                        path=tag_dir(repo.name, j.tag),
                         code=ProblemCode.UNREADABLE,
-                        message=f"{rule.label}: {said}; kept",
+                        message=f"{rule.label}: {j.said}; kept",
                     )
                 )
             else:
-                keeps, why = _judge(k, tag, rank, (when, said), cutoff)
-                out[tag] = Verdict(rule, keeps, why)
+                out[j.tag] = Verdict(rule, j.held is not None, _words(rule.keep, j))
         return out
 
     def repository(self, repo: Repository) -> None:
@@ -180,28 +306,3 @@ def unselected(policy: Policy, names: list[str]) -> Iterator[Rule]:
     for rule in policy.rules:
         if not any(selects_repository(rule, n) for n in names):
             yield rule
-
-
-def _judge(
-    k: Keep, tag: str, rank: int, timed: tuple[float, str], cutoff: float | None
-) -> tuple[bool, str]:
-    """Whether ``k`` keeps the tag of ``rank`` (by ``k.by``) and why, or why not."""
-    when, said = timed
-    by = "push time" if k.by == "pushed" else "created time"
-    if k.all:
-        return True, "keeps every tag it selects"
-    if k.newest is not None and rank <= k.newest:
-        return True, f"rank {rank} of keep newest {k.newest} by {by}"
-    if cutoff is not None and when >= cutoff:
-        return True, f"within {k.within}: {said}"
-    glob = next((g for g in k.tags if fnmatch.fnmatchcase(tag, g)), None)
-    if glob is not None:
-        return True, f"matches keep tags {glob}"
-    if k.regex is not None and re.fullmatch(k.regex, tag):
-        return True, f"matches keep regex {k.regex}"
-    why = []
-    if k.newest is not None:
-        why.append(f"rank {rank} > keep newest {k.newest} by {by}")
-    if cutoff is not None:
-        why.append(f"not within {k.within}: {said}")
-    return False, " and ".join(why) or "selected, and no keep criterion holds"

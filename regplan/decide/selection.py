@@ -8,18 +8,18 @@ it notes what a rule touched but keeps.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import attrs
 
-from regplan.decide import rules, stale
-from regplan.decide.ages import parse_age, tag_time
+from regplan.decide import flags, rules, stale
+from regplan.decide.ages import parse_age
+from regplan.decide.flags import Retention
 from regplan.decide.policy import Policy
 from regplan.decide.protect import Protect
 from regplan.errors import SelectionError
-from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
+from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.scan.layout import (
     Digest,
     attached_subject,
@@ -49,41 +49,12 @@ class ImageSpec:
         return self.repo if self.tag is None else f"{self.repo}:{self.tag}"
 
 
-def _regex(value: str | None, flag: str) -> re.Pattern[str] | None:
-    if value is None:
-        return None
-    try:
-        return re.compile(value)
-    except re.error as e:
-        raise SelectionError(f"{flag} {value!r}: not a regular expression ({e})") from None
-
-
-@attrs.frozen(kw_only=True)
-class Retention:
-    """Rules over the tags of the repositories ``--image`` selects. Ages as given (``90d``)."""
-
-    keep_last: int | None = None
-    older_than: str | None = None
-    match: str | None = None
-    exclude: str | None = None
-    keep: str | None = None
-    sort_by: str = "pushed"
-    allow_empty_repos: bool = False
-
-    @property
-    def active(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.keep_last, self.older_than, self.match, self.exclude, self.keep)
-        )
-
-
 @attrs.frozen(kw_only=True)
 class Selection:
     images: tuple[ImageSpec, ...] = ()
     untagged: tuple[str, ...] = ()
     prune: bool = False
-    retention: Retention = Retention()
+    retention: Retention = attrs.field(factory=Retention)
     gc: bool = False
     gc_min_age: str | None = None
     uploads_older_than: str | None = None
@@ -160,17 +131,6 @@ def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
     return found
 
 
-def _goes(*, beyond: bool, old: bool, ranked: bool, aged: float | None) -> bool:
-    """With both rules a tag goes only when it is beyond the N newest *and* older."""
-    if ranked and aged is not None:
-        return beyond and old
-    if ranked:
-        return beyond
-    if aged is not None:
-        return old
-    return True
-
-
 class _Resolver:
     def __init__(self, selection: Selection, inventory: Inventory, now: datetime) -> None:
         self.sel = selection
@@ -183,15 +143,7 @@ class _Resolver:
         self.selected: dict[str, str] = {}
         self.notes: dict[tuple[str, str], str] = {}
         self.problems: list[Problem] = []
-        r = selection.retention
-        self.older = parse_age(r.older_than) if r.older_than else None
-        self.match = _regex(r.match, "--match")
-        self.exclude = _regex(r.exclude, "--exclude")
-        self.keep = _regex(r.keep, "--keep")
-        if r.keep_last is not None and r.keep_last < 0:
-            raise SelectionError("--keep-last must be 0 or more")
-        if r.sort_by not in ("pushed", "created"):
-            raise SelectionError(f"--sort-by {r.sort_by!r}: expected pushed or created")
+        selection.retention.check()
         self.protected: dict[tuple[str, Digest], str] = {}
         self.protected_tags: dict[tuple[str, str], str] = {}
         self.protect_matches: dict[str, tuple[str, ...]] = {}
@@ -254,53 +206,31 @@ class _Resolver:
                 "--image: no tag matches " + ", ".join(str(s) for s in self.sel.images)
             )
 
-    def _time(self, tag: Tag) -> tuple[float, str]:
-        """(sort key, how to say it) for a tag's age (a tag without a current link: its
-        push)."""
-        by = self.sel.retention.sort_by if tag.current is not None else "pushed"
-        when, said = tag_time(tag, self.inv.created, by)
-        return (float("-inf") if when is None else when), said
-
     def retain(self, repo: Repository, candidates: list[str], spec: ImageSpec) -> None:
+        """The flags' rule over ``candidates`` (the tags ``spec`` names in ``repo``),
+        decided by the rules engine, in the flags' words."""
         r = self.sel.retention
-        chosen = [  # attached tags (signatures...) are never ranked: they follow their image
-            t
-            for t in candidates
-            if subject_of(self.inv, repo, t) is None and self._considered(repo, t)
-        ]
-        by = "push time" if r.sort_by == "pushed" else "created time"
-        ranked = sorted(chosen, key=lambda t: (-self._time(repo.tags[t])[0], t))
-        cutoff = (self.now - self.older).timestamp() if self.older else None
+        rule = flags.rule(r, spec.repo, spec.tag, f"--image {spec}")
+        images = [t for t in candidates if subject_of(self.inv, repo, t) is None]
+        judged = rules.judge(rule, repo, images, self.inv.created, self.now)
+        for tag, field in judged.skipped:
+            self.notes[(repo.name, tag)] = _left_out(r, field, spec)
         going: dict[str, str] = {}
-        for rank, name in enumerate(ranked, 1):
-            tag = repo.tags[name]
-            when, said = self._time(tag)
-            if when == float("-inf"):  # what regplan cannot date, it keeps
-                self._undated(repo, name, said)
-                continue
-            beyond = r.keep_last is not None and rank > r.keep_last
-            old = cutoff is not None and when < cutoff
-            if not _goes(beyond=beyond, old=old, ranked=r.keep_last is not None, aged=cutoff):
-                self.notes[(repo.name, name)] = self._within(rank, beyond=beyond, said=said)
-                continue
-            if self.keep is not None and self.keep.fullmatch(name):
-                self.kept[tag_dir(repo.name, name)] = f"matches --keep {r.keep}"
-                continue
-            protected = self.protected_tags.get((repo.name, name))
-            if protected is not None:
-                self.kept[tag_dir(repo.name, name)] = protected
-                continue
-            why = []
-            if beyond:
-                why.append(f"beyond keep-last {r.keep_last}: rank {rank} by {by}")
-            if old:
-                why.append(f"older than {r.older_than}: {said}")
-            if not why:
-                why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
-            going[name] = " and ".join(why)
-        images = {t for t in repo.tags if subject_of(self.inv, repo, t) is None}
-        if going and set(going) >= images and not r.allow_empty_repos:
-            newest = ranked[0] if ranked[0] in going else min(going)
+        for j in judged.ranked:
+            if j.when is None:  # what regplan cannot date, it keeps
+                self._undated(repo, j.tag, j.said)
+            elif j.held is not None and j.held[0] != "regex":
+                self.notes[(repo.name, j.tag)] = _held(r, j)
+            elif j.held is not None:
+                self.kept[tag_dir(repo.name, j.tag)] = f"matches --keep {r.keep}"
+            elif (repo.name, j.tag) in self.protected_tags:
+                self.kept[tag_dir(repo.name, j.tag)] = self.protected_tags[(repo.name, j.tag)]
+            else:
+                going[j.tag] = _going(r, j, spec)
+        every = {t for t in repo.tags if subject_of(self.inv, repo, t) is None}
+        if going and set(going) >= every and not r.allow_empty_repos:
+            first = judged.ranked[0].tag
+            newest = first if first in going else min(going)
             del going[newest]
             self.kept[tag_dir(repo.name, newest)] = (
                 f"retention would remove every tag of {repo.name}; kept the newest "
@@ -315,24 +245,6 @@ class _Resolver:
         self.problems.append(
             Problem(path=tag_dir(repo.name, tag), code=ProblemCode.UNREADABLE, message=why)
         )
-
-    def _considered(self, repo: Repository, tag: str) -> bool:
-        """Whether --match and --exclude let retention look at ``tag`` (noted when not)."""
-        if self.match is not None and not self.match.fullmatch(tag):
-            self.notes[(repo.name, tag)] = f"not matched by --match {self.sel.retention.match}"
-            return False
-        if self.exclude is not None and self.exclude.fullmatch(tag):
-            self.notes[(repo.name, tag)] = f"excluded by --exclude {self.sel.retention.exclude}"
-            return False
-        return True
-
-    def _within(self, rank: int, *, beyond: bool, said: str) -> str:
-        """Why retention keeps the tag of ``rank``: within keep-last, or not old enough."""
-        r = self.sel.retention
-        by = "push time" if r.sort_by == "pushed" else "created time"
-        if r.keep_last is not None and not beyond:
-            return f"rank {rank} of keep-last {r.keep_last} by {by}"
-        return f"newer than --older-than {r.older_than}: {said}"
 
     def follow(self, outcome: rules.Outcome, untagged: dict[str, str]) -> None:
         """What a policy's rules decided, as the flags' decisions are held."""
@@ -384,6 +296,38 @@ class _Resolver:
         self.kept[repo_dir(name)] = f"{reason}, but it {holds}: {stays}"
         for tag in self.inv.repositories[name].tags:
             tags.setdefault((name, tag), f"{reason} (the repository stays: {because})")
+
+
+def _by(r: Retention) -> str:
+    return "push time" if r.sort_by == "pushed" else "created time"
+
+
+def _left_out(r: Retention, field: str, spec: ImageSpec) -> str:
+    """Why the flags' rule does not look at a tag (its ``Rule`` field that leaves it out)."""
+    if field == "tags_regex":
+        return f"not matched by --match {r.match}"
+    if field == "exclude_tags_regex":
+        return f"excluded by --exclude {r.exclude}"
+    return f"not matched by --image {spec}"
+
+
+def _held(r: Retention, j: rules.Judged) -> str:
+    """Why the flags keep a tag: within keep-last, or not old enough."""
+    if j.held is not None and j.held[0] == "newest":
+        return f"rank {j.rank} of keep-last {r.keep_last} by {_by(r)}"
+    return f"newer than --older-than {r.older_than}: {j.said}"
+
+
+def _going(r: Retention, j: rules.Judged, spec: ImageSpec) -> str:
+    """Why the flags remove a tag."""
+    why = []
+    if j.beyond:
+        why.append(f"beyond keep-last {r.keep_last}: rank {j.rank} by {_by(r)}")
+    if j.old:
+        why.append(f"older than {r.older_than}: {j.said}")
+    if not why:
+        why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
+    return " and ".join(why)
 
 
 def resolve(selection: Selection, inventory: Inventory, now: datetime | None = None) -> Resolved:
