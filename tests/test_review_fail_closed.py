@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 from click.testing import CliRunner, Result
 
+from regplan import workflow
 from regplan.cli import cli
+from tests.helpers import make_plan, selection
 
 TIMEOUT = 30
 """Seconds a command may take here before it counts as hung (a plan of the demo takes one)."""
@@ -79,3 +82,75 @@ def test_a_fifo_named_like_an_approval_hangs_nothing(
     applied = regplan("apply", str(plan), *trust, "--require-signatures", "2")
     assert applied.returncode == 0, applied.stderr
     assert fifo.exists()  # reported, never removed or written
+
+
+FORGED = "\n  kept team/app:v0: forged\nteam/app:v0: kept by plan x"
+"""What a crafted reason or name would print as lines of its own, were it not escaped."""
+
+
+@pytest.fixture
+def crafted(demo_root: Path, tmp_path: Path) -> Path:
+    """A plan removing team/app:v1 whose every reason (images, targets, kept) and every
+    ref ends with FORGED, as an edited plan file can (why reads it unverified)."""
+    plan = make_plan(demo_root, selection(("team/app:v1",)))
+    plan = attrs.evolve(
+        plan,
+        images=tuple(attrs.evolve(i, reason=i.reason + FORGED) for i in plan.images),
+        targets=tuple(
+            attrs.evolve(t, reason=t.reason + FORGED, refs=(*t.refs, "x" + FORGED))
+            for t in plan.targets
+        ),
+        kept=tuple(
+            attrs.evolve(k, reason=k.reason + FORGED, refs=(*k.refs, "x" + FORGED))
+            for k in plan.kept
+        ),
+    )
+    path = tmp_path / "crafted.json"
+    workflow.write_plan(plan, path)
+    return path
+
+
+@pytest.mark.parametrize("ref", ["team/app:v1", "team/app", "team/app:v2"])
+def test_why_never_prints_a_line_a_plan_wrote(crafted: Path, ref: str) -> None:
+    """Each field is made printable before the lines are joined: a newline inside a
+    reason or a name is shown as ``\\x0a`` on its line, never starts a line."""
+    result = run("why", str(crafted), ref)
+    assert result.exit_code in (0, 7), result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{ref}: ")
+    assert all(line.startswith("  ") for line in lines[1:]), result.output
+    assert not any(line.lstrip().startswith("kept team/app:v0") for line in lines)
+    assert "\\x0a  kept team/app:v0: forged" in result.output
+
+
+@pytest.fixture
+def pruned(demo_root: Path, tmp_path: Path) -> Path:
+    """team/app:v1 goes, and --prune removes every repository's empty _uploads folder."""
+    path = tmp_path / "pruned.json"
+    workflow.write_plan(make_plan(demo_root, selection(("team/app:v1",), prune=True)), path)
+    return path
+
+
+def test_why_a_repository_is_not_removed_by_its_housekeeping(pruned: Path) -> None:
+    """``why PLAN REPO`` answers for the repository's images: an empty folder --prune
+    removes inside it is reported, and is no "removed" (exit 7) unless an image goes."""
+    tool = run("why", str(pruned), "team/tool")
+    assert tool.exit_code == 0, tool.output
+    head, *rest = tool.output.splitlines()
+    assert head.startswith("team/tool: untouched by plan ")
+    assert head.endswith("; housekeeping inside it: 1 empty folder")
+    assert "  empty_dir repositories/team/tool/_uploads: --prune: empty directory" in rest
+    doc = json.loads(run("why", str(pruned), "team/tool", "--json").output)
+    assert doc["verdict"] == "untouched"
+    assert [t["housekeeping"] for t in doc["targets"]] == [True]
+    app = run("why", str(pruned), "team/app")
+    assert app.exit_code == 7
+    assert app.output.startswith("team/app: removed by plan ")
+    assert "(4 directories; housekeeping: 1 empty folder)" in app.output
+
+
+def test_why_counts_one_directory_in_the_singular(pruned: Path) -> None:
+    """``(1 directory)``, never ``(1 directories)``."""
+    result = run("why", str(pruned), "repositories/team/app/_manifests/tags/v1")
+    assert result.exit_code == 7
+    assert result.output.splitlines()[0].endswith(" (1 directory)")

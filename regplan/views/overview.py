@@ -42,6 +42,7 @@ WORDS = {
     "empty_dir": ("empty folder", "empty folders"),
     "untagged manifest": ("untagged manifest", "untagged manifests"),
     "image": ("image", "images"),
+    "directory": ("directory", "directories"),
 }
 """A target kind (or another counted thing) in words: singular, plural."""
 

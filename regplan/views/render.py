@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shlex
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from regplan.apply import ApplyResult, RollbackResult
     from regplan.changes.records import ApplyRecord
     from regplan.registry.check import Report as CheckReport
-    from regplan.views.why import Answer as WhyAnswer
 from regplan.plans.plan import Plan, Target, TargetKind, Verdict
 from regplan.plans.planfile import Source, source
 from regplan.plans.signing import Checked, State
@@ -26,6 +26,8 @@ from regplan.views.overview import (
     counted,
     overview,
 )
+from regplan.views.why import Answer as WhyAnswer
+from regplan.views.why import housekeeping
 
 
 def human_bytes(n: int) -> str:
@@ -325,39 +327,42 @@ def rolled_back(r: RollbackResult, advice: str) -> str:
 
 
 def why_text(answer: WhyAnswer, plan: Plan) -> str:
-    """``_why_lines``, each made printable (names from the plan are shown inert)."""
-    return "\n".join(printable(line) for line in _why_lines(answer, plan).split("\n"))
-
-
-def _why_lines(answer: WhyAnswer, plan: Plan) -> str:
     """``regplan why``: the verdict on one line, then the images and their rules, then
-    what it causes or what the storage keeps for it."""
-    verdict = answer.verdict.value
-    if not answer.nearest and answer.verdict.value == "not found":
-        return f"{answer.ref}: not in the registry when plan {plan.plan_id} was made"
-    if answer.nearest:
-        return (
-            f"{answer.ref}: not in the registry when plan {plan.plan_id} was made; "
-            f"nearest: {', '.join(answer.nearest)}"
+    what it causes or what the storage keeps for it. Each field is made printable
+    before the line is put together: no reason or name can start a line of its own."""
+    return "\n".join(_why_lines(answer, plan))
+
+
+def _why_lines(answer: WhyAnswer, plan: Plan) -> Iterator[str]:
+    p = printable
+    ref, plan_id = p(answer.ref), p(plan.plan_id)
+    if answer.verdict.value == "not found":
+        nearest = ", ".join(p(n) for n in answer.nearest)
+        yield f"{ref}: not in the registry when plan {plan_id} was made" + (
+            f"; nearest: {nearest}" if nearest else ""
         )
-    head = f"{answer.ref}: {verdict} by plan {plan.plan_id}"
-    if answer.targets:
-        head += f" ({len(answer.targets)} directories)"
-    lines = [head]
+        return
+    tidy = housekeeping(answer)
+    words = storage_words(Counter(t.kind.value for t in tidy))
+    head = f"{ref}: {answer.verdict.value} by plan {plan_id}"
+    if answer.verdict.value == "removed":
+        head += f" ({counted(len(answer.targets) - len(tidy), 'directory')}"
+        head += f"; housekeeping: {words})" if tidy else ")"
+    elif tidy:
+        head += f"; housekeeping inside it: {words}"
+    yield head
     removed = [i for i in answer.images if i.verdict is Verdict.REMOVED]
     if len(answer.images) > 1:
-        lines.append(f"  {len(removed)} of {len(answer.images)} images removed:")
-    lines += [f"  {i.verdict.value} {i.name}: {i.reason}" for i in answer.images]
-    if answer.targets:
-        lines += [f"  {t.kind.value} {t.path}: {t.reason}" for t in answer.targets]
-    lines += [
-        f"  storage keeps {k.path}: {k.reason}" + (f" (for {_refs(k.refs)})" if k.refs else "")
-        for k in answer.kept
-    ]
-    return "\n".join(lines)
+        yield f"  {len(removed)} of {len(answer.images)} images removed:"
+    yield from (f"  {i.verdict.value} {p(i.name)}: {p(i.reason)}" for i in answer.images)
+    yield from (f"  {t.kind.value} {p(t.path)}: {p(t.reason)}" for t in answer.targets)
+    for k in answer.kept:
+        refs = f" (for {', '.join(p(r) for r in k.refs)})" if k.refs else ""
+        yield f"  storage keeps {p(k.path)}: {p(k.reason)}{refs}"
 
 
 def why_json(answer: WhyAnswer, plan: Plan) -> dict[str, object]:
+    tidy = set(housekeeping(answer))
     return {
         "plan_id": plan.plan_id,
         "ref": answer.ref,
@@ -368,7 +373,13 @@ def why_json(answer: WhyAnswer, plan: Plan) -> dict[str, object]:
         ],
         "nearest": list(answer.nearest),
         "targets": [
-            {"path": t.path, "kind": t.kind.value, "reason": t.reason, "refs": list(t.refs)}
+            {
+                "path": t.path,
+                "kind": t.kind.value,
+                "reason": t.reason,
+                "refs": list(t.refs),
+                "housekeeping": t in tidy,
+            }
             for t in answer.targets
         ],
         "kept": [{"path": k.path, "reason": k.reason, "refs": list(k.refs)} for k in answer.kept],

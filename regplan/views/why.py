@@ -17,7 +17,7 @@ import enum
 
 import attrs
 
-from regplan.plans.plan import Image, Kept, Plan, Target
+from regplan.plans.plan import Image, Kept, Plan, Target, TargetKind
 from regplan.plans.plan import Verdict as ImageVerdict
 from regplan.plans.planfile import Source, source
 from regplan.scan.layout import blob_dir, parse_digest, repo_dir, revision_dir, split_repo, tag_dir
@@ -130,10 +130,22 @@ def why(plan: Plan | Source, ref: str) -> Answer:
         or r.names & set(k.refs)
         or (bare is not None and k.path.endswith(bare))
     )
-    verdict = _verdict(images, r, bool(itself or caused), bool(kept))
-    return Answer(
-        ref=ref, verdict=verdict, targets=(*itself, *caused), kept=kept, images=tuple(images)
-    )
+    targets = (*itself, *caused)
+    verdict = _verdict(images, r, targets, bool(kept))
+    return Answer(ref=ref, verdict=verdict, targets=targets, kept=kept, images=tuple(images))
+
+
+HOUSEKEEPING = frozenset({TargetKind.EMPTY_DIR, TargetKind.UPLOAD, TargetKind.LEFTOVER})
+"""Storage a plan tidies inside a repository (empty folders, unfinished uploads, files
+a write left): reported, and no image of it goes because of them."""
+
+
+def housekeeping(answer: Answer) -> tuple[Target, ...]:
+    """The answer's targets that are housekeeping: of HOUSEKEEPING's kinds, or every
+    target when REF itself is not removed (what goes is then not REF's)."""
+    if answer.verdict is not Verdict.REMOVED:
+        return answer.targets
+    return tuple(t for t in answer.targets if t.kind in HOUSEKEEPING)
 
 
 def _of(name: str, repo: str | None) -> bool:
@@ -166,16 +178,22 @@ def _records(src: Source, r: _Ref) -> tuple[list[Image], tuple[str, ...] | None]
     return found, None
 
 
-def _verdict(images: list[Image], r: _Ref, targeted: bool, kept: bool) -> Verdict:
+def _verdict(images: list[Image], r: _Ref, targets: tuple[Target, ...], kept: bool) -> Verdict:
     """From the records when the plan has them (a tag kept by a rule is kept, whatever
-    the storage shares); from the targets and kept entries otherwise."""
+    the storage shares; a repository is removed when an image of it, or its folder,
+    goes, never for its housekeeping); from the targets and kept entries otherwise."""
     verdicts = {i.verdict for i in images}
-    if ImageVerdict.REMOVED in verdicts or (targeted and (not images or r.whole_repo)):
+    if r.whole_repo and r.repo is not None:
+        folder = (repo_dir(r.repo), repo_dir(r.repo) + "/_manifests")
+        goes = any(t.kind is TargetKind.REPOSITORY and t.path in folder for t in targets) or (
+            not images and any(t.kind not in HOUSEKEEPING for t in targets)
+        )
+    else:
+        goes = bool(targets) and not images
+    if ImageVerdict.REMOVED in verdicts or goes:
         return Verdict.REMOVED
     if ImageVerdict.KEPT in verdicts:
         return Verdict.KEPT
     if images:
         return Verdict.UNTOUCHED
-    if targeted:
-        return Verdict.REMOVED
     return Verdict.KEPT if kept else Verdict.UNTOUCHED
