@@ -1,6 +1,8 @@
 """Undo is exact: after a rollback every decision regplan makes is the one it made before
 the apply, on the filesystem and on each object store (where a restored object is "new":
-its time, a tag's push time and a blob's age, must not be)."""
+its time, a tag's push time and a blob's age, must not be). The object stores are the
+memory bucket in each one's flavour (its times are each store's: S3 and Azure date in
+whole seconds, GCS in milliseconds), dated by an injected clock."""
 
 from __future__ import annotations
 
@@ -8,27 +10,45 @@ import json
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 
+import attrs
 import pytest
-from click.testing import CliRunner
 
-from regplan.cli import cli
+from regplan import apply, workflow
+from regplan.decide.selection import ImageSpec, Selection
 from regplan.demo.samples import BASE, Registry, image
+from regplan.plans import signing
 from regplan.scan.layout import V2
+from regplan.storage import location
 from regplan.storage.objects import objscan
-from regplan.storage.objects.bucket import Obj
+from regplan.storage.objects.bucket import Obj, ObjectStorage
+from regplan.storage.objects.memory import FLAVOURS, MemoryBucket
 from regplan.storage.objects.objtimes import Overlay, Restored
-from tests import azserver, gcsserver, s3server
-from tests.helpers import plant_leftovers, write_keys
+from tests.buckets import Clock
+from tests.helpers import KEY, plant_leftovers, write_keys
 
 TAGS = ("v1", "v2", "v3", "v4")
-RULES = ("--image", "app", "--keep-last", "2", "--gc", "--gc-min-age", "3s",
-         "--leftovers-older-than", "3s")  # fmt: skip
-"""Push times rank the tags; blob ages decide what the collector may take, and a
-leftover temporary file's age whether it goes."""
+RULES = Selection(
+    images=(ImageSpec.parse("app"),),
+    retention=attrs.evolve(Selection().retention, keep_last=2),
+    gc=True,
+    gc_min_age="3s",
+    leftovers_older_than="3s",
+)
+"""``--image app --keep-last 2 --gc --gc-min-age 3s --leftovers-older-than 3s``: push
+times rank the tags; blob ages decide what the collector may take, and a leftover
+temporary file's age whether it goes."""
+
+
+@attrs.frozen
+class Backend:
+    root: Path | ObjectStorage
+    now: Callable[[], datetime]
+    later: Callable[[], None]
+    """Time passes (what the rollback writes is dated later than anything before)."""
 
 
 def _registry(root: Path) -> None:
@@ -38,62 +58,50 @@ def _registry(root: Path) -> None:
     plant_leftovers(root, time.time() - 3600)
 
 
-def _on_filesystem(_: pytest.FixtureRequest, tmp_path: Path, __: pytest.MonkeyPatch) -> str:
+def _on_filesystem(tmp_path: Path, _: pytest.MonkeyPatch) -> Backend:
     root = tmp_path / "fs"
     _registry(root)  # tags a minute apart in 2026; blobs dated an hour ago
     old = time.time() - 3600
     for path in root.joinpath(*V2, "blobs").rglob("data"):
         os.utime(path, (old, old))
-    return str(root)
+    return Backend(root, lambda: datetime.now(UTC), lambda: None)
 
 
-def _in_bucket(
-    fixture: str,
-    helpers: ModuleType,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> str:
-    server = request.getfixturevalue(fixture)
-    storage = server.storage()
+def _in_bucket(flavour: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """Everything written an hour before the tags' current links, which are pushed in
+    order a second apart (the store's own times: a bucket keeps no other)."""
+    clock = Clock()
+    bucket = MemoryBucket(flavour, clock=clock)
     _registry(tmp_path / "fs")
     tags = {
         f"docker/registry/v2/repositories/app/_manifests/tags/{t}/current/link": t for t in TAGS
     }
-    rest = tmp_path / "rest"
-    for path in sorted((tmp_path / "fs").rglob("*")):
-        rel = path.relative_to(tmp_path / "fs").as_posix()
-        if path.is_file() and rel not in tags:
-            target = rest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    helpers.upload_tree(rest, storage)
-    for rel in tags:  # pushed in order, each a second after the one before (S3 dates in s)
-        time.sleep(1.1)
-        helpers.put(storage, rel, (tmp_path / "fs" / rel).read_bytes())
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
+    files = sorted(p for p in (tmp_path / "fs").rglob("*") if p.is_file())
+    rels = {p.relative_to(tmp_path / "fs").as_posix(): p for p in files}
+    for rel, path in rels.items():
+        if rel not in tags:
+            bucket.put(bucket.storage.key(rel), path.read_bytes())
+    clock.advance(3600)
+    for rel in tags:
+        clock.advance(1)
+        bucket.put(bucket.storage.key(rel), rels[rel].read_bytes())
+    clock.advance(60)
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
-    root: str = storage.root
-    return root
+    return Backend(bucket.storage, clock.now, lambda: clock.advance(1))
 
 
-BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, pytest.MonkeyPatch], str]] = {
+BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], Backend]] = {
     "filesystem": _on_filesystem,
-    "s3": partial(_in_bucket, "s3server", s3server),
-    "azure": partial(_in_bucket, "azurite", azserver),
-    "gcs": partial(_in_bucket, "gcs_emulator", gcsserver),
+    **{f"memory-{f}": partial(_in_bucket, f) for f in sorted(FLAVOURS)},
 }
 
 
-def run(*args: str) -> str:
-    r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return r.output
-
-
-def decisions(root: str, key: Path, out: Path) -> tuple[object, ...]:
-    run("plan", "--root", root, "--key", str(key), "-o", str(out), "-q", *RULES)
+def decisions(backend: Backend, out: Path) -> tuple[object, ...]:
+    with workflow.make_plan(
+        storage=location.locate(backend.root), selection=RULES, argv=("regplan", "plan"),
+        key=KEY, signer="test-planner", now=backend.now(),
+    ) as draft:  # fmt: skip
+        workflow.write_plan(draft, out)
     raw = json.loads(out.read_bytes())
     images = sorted(
         (i["repo"], i["tag"] or "", i["digest"] or "", i["verdict"], i["reason"])
@@ -104,13 +112,25 @@ def decisions(root: str, key: Path, out: Path) -> tuple[object, ...]:
     return images, targets, kept
 
 
+def apply_and_roll_back(backend: Backend, plan: Path, trusted: list[signing.TrustedKey]) -> None:
+    applied = apply.apply_plan(
+        plan_path=plan, trusted=trusted, root=backend.root, required=1, now=backend.now()
+    )
+    assert applied.fingerprint_ok
+    backend.later()
+    done = apply.rollback(
+        storage=location.locate(backend.root), apply_id=applied.apply_id, now=backend.now()
+    )
+    assert done.fingerprint_ok
+
+
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_every_decision_after_a_rollback_is_the_one_before_the_apply(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = BACKENDS[backend](request, tmp_path, monkeypatch)
-    key, pub = write_keys(tmp_path)
-    before = decisions(root, key, tmp_path / "p.json")
+    found = BACKENDS[backend](tmp_path, monkeypatch)
+    trusted = signing.trusted_from([write_keys(tmp_path)[1]])
+    before = decisions(found, tmp_path / "p.json")
     images = before[0]
     assert isinstance(images, list)
     assert [i[1] for i in images if i[3] == "removed"] == ["v1", "v2"]
@@ -118,16 +138,11 @@ def test_every_decision_after_a_rollback_is_the_one_before_the_apply(
     assert isinstance(targets, list) and targets, "the blobs of v1 and v2 go with them"
     assert "leftover" in {kind for _, kind in targets}, "and the blob's leftover"
 
-    applied = json.loads(run("apply", str(tmp_path / "p.json"), "--trust", str(pub), "--json"))
-    time.sleep(1.1)  # what the rollback writes is dated later than anything before
-    run("rollback", applied["apply_id"], "--root", root, "-q")
-
-    assert decisions(root, key, tmp_path / "again.json") == before
+    apply_and_roll_back(found, tmp_path / "p.json", trusted)
+    assert decisions(found, tmp_path / "again.json") == before
     # and again, through a second apply and rollback of the same decisions
-    applied = json.loads(run("apply", str(tmp_path / "again.json"), "--trust", str(pub), "--json"))
-    time.sleep(1.1)
-    run("rollback", applied["apply_id"], "--root", root, "-q")
-    assert decisions(root, key, tmp_path / "third.json") == before
+    apply_and_roll_back(found, tmp_path / "again.json", trusted)
+    assert decisions(found, tmp_path / "third.json") == before
 
 
 def test_a_push_after_the_rollback_is_dated_by_s3_again() -> None:
