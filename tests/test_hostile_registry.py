@@ -50,7 +50,8 @@ def serving(handle: Handler, tls: tuple[Path, Path] | None = None) -> Iterator[s
         context.load_cert_chain(*tls)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # polled often: shutdown() waits for the loop's next look (0.5 s by default)
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     try:
         yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
@@ -94,32 +95,41 @@ def test_a_pull_through_cache_is_refused(tmp_path: Path, demo_root: Path) -> Non
         assert client.probe().mode is Mode.READ_ONLY
 
 
-def trickle(h: BaseHTTPRequestHandler) -> None:
-    """Headers at once, then a byte every 0.2 s."""
-    if h.command == "PUT":
-        h.rfile.read(int(h.headers.get("Content-Length", 0)))
-    h.send_response(200)
-    h.send_header("Content-Length", "1000")
-    h.end_headers()
-    try:
-        for _ in range(1000):
-            h.wfile.write(b" ")
-            h.wfile.flush()
-            time.sleep(0.2)
-    except OSError:
-        pass
+def trickle(stop: threading.Event) -> Handler:
+    """Headers at once, then a byte every 0.05 s (until ``stop``)."""
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        if h.command == "PUT":
+            h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        try:
+            for _ in range(1000):
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                if stop.wait(0.05):
+                    return
+        except OSError:
+            pass
+
+    return handle
 
 
 def test_one_deadline_per_request(tmp_path: Path) -> None:
     """#21.9: a server that keeps sending a byte at a time never holds regplan past the
     deadline: the probe says it cannot tell (apply refuses), check says so in one line."""
-    with serving(trickle) as url, RegistryClient(url, deadline=1.0) as client:
-        start = time.monotonic()
-        probe = client.probe()
-        assert probe.mode is Mode.UNKNOWN and "within 1 s" in probe.detail
-        with pytest.raises(RegistryError, match="no whole answer to GET /v2/a/manifests/v1"):
-            client.manifest("a", "v1")
-        assert time.monotonic() - start < 10
+    stop = threading.Event()
+    try:
+        with serving(trickle(stop)) as url, RegistryClient(url, deadline=0.6) as client:
+            start = time.monotonic()
+            probe = client.probe()
+            assert probe.mode is Mode.UNKNOWN and "within 1 s" in probe.detail
+            with pytest.raises(RegistryError, match="no whole answer to GET /v2/a/manifests/v1"):
+                client.manifest("a", "v1")
+            assert time.monotonic() - start < 6
+    finally:
+        stop.set()
 
 
 def huge(h: BaseHTTPRequestHandler) -> None:
