@@ -48,7 +48,7 @@ def test_every_mistake_with_its_line_and_column() -> None:
         "bad.yml:3:5: rules[0]: give keep (what it keeps of the tags it selects), untagged, "
         "or both",
         "bad.yml:5:5: rules[0]: unknown key 'kep' (expected one of: allow_empty, description, "
-        "exclude, keep, name, repositories, tags, tags_regex, untagged)",
+        "exclude, exclude_tags_regex, keep, name, repositories, tags, tags_regex, untagged)",
         "bad.yml:6:11: rules[1].name: 'a' names two rules",
         "bad.yml:7:20: rules[1].repositories[0]: 'x:y' is not a repository glob (no tag, "
         "digest or leading or trailing /)",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -26,8 +26,9 @@ from regplan.cli.base import (
     storage_options,
 )
 from regplan.cli.policies import SELECTION_FLAGS, policy_selection
+from regplan.decide.flags import FLAGS, Flag, Retention
 from regplan.decide.protect import Protect, parse_protect
-from regplan.decide.selection import ImageSpec, Retention, Selection
+from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan.layout import printable
@@ -35,6 +36,9 @@ from regplan.scan.traits import Traits
 from regplan.storage import location
 from regplan.storage.location import Location
 from regplan.views import render
+
+Decorated = TypeVar("Decorated", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @cli.command()
@@ -51,7 +55,31 @@ def keygen(keyfile: Path, comment: str) -> None:
     click.echo(f"Wrote {keyfile} (private, 0600) and {keyfile}.pub; key id {keyid}")
 
 
-RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
+def _option(flag: Flag, name: str, param: str, *, hidden: bool = False) -> Callable[[F], F]:
+    """``flag`` as a click option (``name``: its option, or its old spelling)."""
+    if flag.kind == "switch":
+        return click.option(name, param, is_flag=True, help=flag.help, hidden=hidden)
+    if flag.kind == "choice":
+        return click.option(
+            name,
+            param,
+            type=click.Choice(flag.choices),
+            default=flag.default,
+            show_default=True,
+            help=flag.help,
+            hidden=hidden,
+        )
+    kind = click.IntRange(0) if flag.kind == "count" else None
+    return click.option(name, param, type=kind, metavar=flag.metavar, help=flag.help, hidden=hidden)
+
+
+def retention_options(f: Decorated) -> Decorated:
+    """plan's retention options, from the table (decide.flags.FLAGS), in its order."""
+    for flag in reversed(FLAGS):
+        if flag.alias is not None:
+            f = _option(flag, flag.alias, flag.alias_param, hidden=True)(f)
+        f = _option(flag, flag.option, flag.field)(f)
+    return f
 
 
 @cli.command()
@@ -80,28 +108,7 @@ RETENTION = ("keep_last", "older_than", "match", "exclude", "keep")
     metavar="REPO",
     help="Remove manifests no tag reaches (globs; index and referrer aware).",
 )
-@click.option(
-    "--keep-last",
-    type=click.IntRange(0),
-    metavar="N",
-    help="Retention: remove tags beyond the N newest.",
-)
-@click.option("--older-than", metavar="AGE", help="Retention: remove tags older than AGE.")
-@click.option("--match", metavar="REGEX", help="Retention: only tags matching REGEX (whole name).")
-@click.option("--exclude", metavar="REGEX", help="Retention: never tags matching REGEX.")
-@click.option("--keep", metavar="REGEX", help="Retention: never remove tags matching REGEX.")
-@click.option(
-    "--sort-by",
-    type=click.Choice(["pushed", "created"]),
-    default="pushed",
-    show_default=True,
-    help="Retention age: last push, or the image config's created.",
-)
-@click.option(
-    "--allow-empty-repos",
-    is_flag=True,
-    help="Retention may remove every tag of a repository (and so the repository).",
-)
+@retention_options
 @click.option(
     "--gc", is_flag=True, help="Registry-wide: blobs and layer links nothing kept references."
 )
@@ -237,15 +244,8 @@ def _selection(sel: dict[str, Any]) -> Selection:
     if sel["policy"] is not None:
         given = [k for k in SELECTION_FLAGS if sel[k] not in (None, False, (), "pushed")]
         return policy_selection(sel["policy"], protect, given)
-    retention = Retention(
-        keep_last=sel["keep_last"],
-        older_than=sel["older_than"],
-        match=sel["match"],
-        exclude=sel["exclude"],
-        keep=sel["keep"],
-        sort_by=sel["sort_by"],
-        allow_empty_repos=sel["allow_empty_repos"],
-    )
+    _old_spellings(sel)
+    retention = Retention(**{f.field: sel[f.field] for f in FLAGS})
     if retention.active and not sel["images"]:
         raise click.UsageError("retention rules apply to the tags of --image repositories")
     if sel["gc_min_age"] and not sel["gc"]:
@@ -272,19 +272,32 @@ def _selection(sel: dict[str, Any]) -> Selection:
     return selection
 
 
+def _old_spellings(sel: dict[str, Any]) -> None:
+    """A flag given by its old spelling is read as the flag, with a note on stderr."""
+    for f in FLAGS:
+        if f.alias is None or sel[f.alias_param] is None:
+            continue
+        if sel[f.field] is not None:
+            raise click.UsageError(f"give {f.option} once ({f.alias} is its old name)")
+        click.echo(f"Note: {f.alias} is deprecated: {f.option} says the same. {f.note}", err=True)
+        sel[f.field] = sel[f.alias_param]
+
+
 def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
     """The request, normalized: what a reviewer needs to repeat it (no key, no output path)."""
     argv = ["regplan", "plan", "--root", str(storage.root)]
     argv += [f"--image={i}" for i in sel["images"]] + [f"--untagged={u}" for u in sel["untagged"]]
-    ages = ("gc_min_age", "uploads_older_than", "leftovers_older_than")
-    for name in (*RETENTION, *ages, "registry_version"):
+    valued = [(f.option, f.field) for f in FLAGS if f.kind not in ("switch", "choice")]
+    ages = ("gc_min_age", "uploads_older_than", "leftovers_older_than", "registry_version")
+    for option, name in (*valued, *((f"--{a.replace('_', '-')}", a) for a in ages)):
         if sel[name] is not None:
-            argv.append(f"--{name.replace('_', '-')}={sel[name]}")
-    if sel["sort_by"] != "pushed":
-        argv.append(f"--sort-by={sel['sort_by']}")
+            argv.append(f"{option}={sel[name]}")
+    chosen = [f for f in FLAGS if f.kind == "choice" and sel[f.field] != f.default]
+    argv += [f"{f.option}={sel[f.field]}" for f in chosen]
     if sel["policy"] is not None:
         argv.append(f"--policy={'-' if sel['policy'].name == '<stdin>' else sel['policy'].name}")
     argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
-    flags = ("allow_empty_repos", "gc", "prune")
-    argv += [f"--{flag.replace('_', '-')}" for flag in flags if sel[flag]]
+    switches = [(f.option, f.field) for f in FLAGS if f.kind == "switch"]
+    switches += [("--gc", "gc"), ("--prune", "prune")]
+    argv += [option for option, name in switches if sel[name]]
     return argv

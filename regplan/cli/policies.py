@@ -17,6 +17,7 @@ from regplan.cli.base import (
     storage_options,
 )
 from regplan.decide import rules
+from regplan.decide.flags import FLAGS
 from regplan.decide.protect import Protect
 from regplan.decide.selection import Selection
 from regplan.errors import PolicyError
@@ -25,13 +26,13 @@ from regplan.scan.layout import printable
 from regplan.storage import location
 
 SELECTION_FLAGS = {
-    name: "--" + (name.removesuffix("s") if name == "images" else name).replace("_", "-")
-    for name in (
-        "images", "untagged", "keep_last", "older_than", "match", "exclude", "keep",
-        "sort_by", "allow_empty_repos", "gc", "gc_min_age", "uploads_older_than",
-        "leftovers_older_than", "prune",
-    )
-}  # fmt: skip
+    "images": "--image",
+    "untagged": "--untagged",
+    **{f.field: f.option for f in FLAGS},
+    **{f.alias_param: f.alias for f in FLAGS if f.alias is not None},
+    **{n: "--" + n.replace("_", "-") for n in ("gc", "gc_min_age", "uploads_older_than")},
+    **{n: "--" + n.replace("_", "-") for n in ("leftovers_older_than", "prune")},
+}
 """plan's options a policy file holds instead (refused beside --policy), by parameter."""
 
 

@@ -50,6 +50,13 @@ class Flag:
     default: str | None = None
     alias: str | None = None
     """An old spelling, still read, with a deprecation note on stderr."""
+    note: str = ""
+    """What the deprecation note adds."""
+
+    @property
+    def alias_param(self) -> str:
+        """The parameter that holds a value given by the old spelling."""
+        return f"old_{self.field}"
 
 
 FLAGS: tuple[Flag, ...] = (
@@ -86,6 +93,8 @@ FLAGS: tuple[Flag, ...] = (
         rule="exclude_tags_regex",
         help="Retention: never tags matching REGEX (whole name). --exclude is its old "
         "name (in a policy, exclude lists repositories).",
+        note="In a policy, exclude lists repository globs; tags are left out by "
+        "exclude_tags_regex.",
     ),
     Flag(
         field="keep",

@@ -219,10 +219,10 @@ class _Resolver:
         for j in judged.ranked:
             if j.when is None:  # what regplan cannot date, it keeps
                 self._undated(repo, j.tag, j.said)
-            elif j.held is not None and j.held[0] != "regex":
+            elif j.held is not None and j.held[0] in ("newest", "within"):
                 self.notes[(repo.name, j.tag)] = _held(r, j)
-            elif j.held is not None:
-                self.kept[tag_dir(repo.name, j.tag)] = f"matches --keep {r.keep}"
+            elif j.held is not None:  # a name the flags keep (--keep)
+                self.kept[tag_dir(repo.name, j.tag)] = _held(r, j)
             elif (repo.name, j.tag) in self.protected_tags:
                 self.kept[tag_dir(repo.name, j.tag)] = self.protected_tags[(repo.name, j.tag)]
             else:
@@ -312,10 +312,15 @@ def _left_out(r: Retention, field: str, spec: ImageSpec) -> str:
 
 
 def _held(r: Retention, j: rules.Judged) -> str:
-    """Why the flags keep a tag: within keep-last, or not old enough."""
-    if j.held is not None and j.held[0] == "newest":
+    """Why the flags keep a tag: within keep-last, not old enough, or the flag (a keep
+    criterion's, by the table) that its name matches."""
+    name = j.held[0] if j.held is not None else ""
+    if name == "newest":
         return f"rank {j.rank} of keep-last {r.keep_last} by {_by(r)}"
-    return f"newer than --older-than {r.older_than}: {j.said}"
+    if name == "within":
+        return f"newer than --older-than {r.older_than}: {j.said}"
+    flag = next(f for f in flags.FLAGS if f.rule == f"keep.{name}")
+    return f"matches {flag.option} {getattr(r, flag.field)}"
 
 
 def _going(r: Retention, j: rules.Judged, spec: ImageSpec) -> str:

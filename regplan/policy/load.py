@@ -248,9 +248,10 @@ def _meaning_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
                     (*at, "tags", j),
                     (f"{said}.tags[{j}]: {printable(glob)!r} is not a tag glob (no / : or @)"),
                 )
-        if "keep" not in rule and ("tags" in rule or "tags_regex" in rule):
+        selecting = [f for f in ("tags", "tags_regex", "exclude_tags_regex") if f in rule]
+        if "keep" not in rule and selecting:
             yield (
-                (*at, Key("tags" if "tags" in rule else "tags_regex")),
+                (*at, Key(selecting[0])),
                 (f"{said}: a rule without keep selects no tags (it has only untagged)"),
             )
         if "tags" in rule and "tags_regex" in rule:
@@ -287,6 +288,7 @@ def _patterns(rule: dict[str, Any], at: DocPath, said: str) -> Iterator[tuple[Do
     keep = _dict(rule.get("keep"))
     for path, value in (
         ((*at, "tags_regex"), rule.get("tags_regex")),
+        ((*at, "exclude_tags_regex"), rule.get("exclude_tags_regex")),
         ((*at, "keep", "regex"), keep.get("regex")),
     ):
         if not isinstance(value, str):
@@ -308,6 +310,12 @@ def _age(value: Any, path: DocPath, name: str) -> Iterator[tuple[DocPath, str]]:
         yield path, f"{name}: {e}"
 
 
+def _keep(k: dict[str, Any]) -> Keep:
+    """A rule's keep: each key of the schema's is the ``Keep`` field of its name."""
+    fields: dict[str, Any] = {n: tuple(v) if isinstance(v, list) else v for n, v in k.items()}
+    return Keep(**fields)
+
+
 def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: str) -> Policy:
     rules = []
     for i, r in enumerate(doc["rules"]):
@@ -320,16 +328,8 @@ def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: 
                 exclude=tuple(r.get("exclude", ())),
                 tags=tuple(r.get("tags", ("*",))),
                 tags_regex=r.get("tags_regex"),
-                keep=None
-                if k is None
-                else Keep(
-                    newest=k.get("newest"),
-                    by=k.get("by", "pushed"),
-                    within=k.get("within"),
-                    tags=tuple(k.get("tags", ())),
-                    regex=k.get("regex"),
-                    all=k.get("all", False),
-                ),
+                exclude_tags_regex=r.get("exclude_tags_regex"),
+                keep=None if k is None else _keep(k),
                 untagged=r.get("untagged"),
                 allow_empty=r.get("allow_empty", False),
             )
