@@ -77,20 +77,26 @@ def unchecked(plan: Plan) -> list[Checked]:
 
 
 def signatures_heading(checked: Sequence[Checked]) -> str:
-    """What the signature list below it means: checked, or not (and how many paths
-    named like approvals are no files and were ignored)."""
+    """What the signature list below it means: ``Signatures (…)``, ``Signatures: none``."""
+    fact = signatures_fact(checked)
+    return f"Signatures: {fact}" if fact.startswith("none") else f"Signatures ({fact})"
+
+
+def signatures_fact(checked: Sequence[Checked]) -> str:
+    """The signatures in a few words (a table's cell beside ``Signatures``): checked, or
+    not, and how many paths named like approvals are no files and were ignored."""
     ignored = sum(c.state is State.IGNORED for c in checked)
     real = [c for c in checked if c.state is not State.IGNORED]
     more = f"; {ignored} ignored (not a regular file)" if ignored else ""
     if not real:
-        return f"Signatures: none{more}"
+        return f"none{more}"
     if all(c.state is State.NOT_VERIFIED for c in real):
         return (
-            f"Signatures ({len(real)}, NOT VERIFIED: the names are what the plan claims; "
-            f"pass --trust KEY.pub to check them{more})"
+            f"{len(real)}, NOT VERIFIED: the names are what the plan claims; "
+            f"pass --trust KEY.pub to check them{more}"
         )
     valid = sum(c.state is State.VALID for c in real)
-    return f"Signatures ({len(real)}, checked against the trusted keys: {valid} valid{more})"
+    return f"{len(real)}, checked against the trusted keys: {valid} valid{more}"
 
 
 def signature_line(c: Checked) -> str:

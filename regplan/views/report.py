@@ -20,7 +20,7 @@ from regplan.views.render import (
     human_bytes,
     images_headline,
     policy_fact,
-    signatures_heading,
+    signatures_fact,
     storage_words,
     unchecked,
     where,
@@ -164,7 +164,7 @@ def _facts(
         ("Storage kept", f"{ov.kept_count} paths the request touched that stay"),
         ("Problems", str(ov.problems_count)),
         ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),
-        ("Signatures", signatures_heading(checked)),
+        ("Signatures", signatures_fact(checked)),
     ]
     if plan_file is not None:
         facts.insert(1, ("Plan file", f"{plan_file.name}, SHA-256 {plan_file.sha256}"))

@@ -13,6 +13,7 @@ closes its span or its table cell.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Sequence
@@ -21,13 +22,14 @@ from regplan.plans.plan import Plan, Verdict
 from regplan.plans.planfile import Source
 from regplan.plans.signing import Checked
 from regplan.scan.layout import printable
-from regplan.views.overview import ImagesOverview, Overview, overview
+from regplan.views.overview import TOTAL_SHOWN, ImagesOverview, Overview, overview
 from regplan.views.render import (
     PlanFile,
     command_line,
     human_bytes,
     images_headline,
     policy_fact,
+    signatures_fact,
     signatures_heading,
     storage_words,
     unchecked,
@@ -50,13 +52,34 @@ def _fence(text: str, least: int = 1) -> str:
 def code(value: object, width: int = CELL) -> str:
     """``value`` as an inert code span on one line: printable, clipped to ``width``,
     fenced with more backticks than it holds, ``|`` escaped (a GFM table cell ends at
-    an unescaped one even inside code)."""
+    an unescaped one even inside code); nothing at all for an empty value (an empty
+    cell, not a pair of backticks)."""
     text = printable(str(value))
+    if not text:
+        return ""
     text = text if len(text) <= width else text[: width - 1] + "…"
     fence = _fence(text)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
     escaped = text.replace("|", "\\|")
     return f"{fence}{pad}{escaped}{pad}{fence}"
+
+
+NAME = 200
+"""Characters of a name in a row with a verdict shown whole; a longer one keeps both
+ends and its middle is replaced by a marker with its digest (:func:`name_span`)."""
+ENDS = 80
+"""Characters kept at each end of a name clipped in the middle."""
+
+
+def name_span(value: str) -> str:
+    """A name as a code span that no other name renders as: whole up to NAME
+    characters; longer, ``head…[12 hex of its SHA-256]…tail`` (two names that share
+    both ends still differ in the marker)."""
+    text = printable(value)
+    if len(text) <= NAME:
+        return code(text, NAME)
+    mark = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return code(f"{text[:ENDS]}…[{mark}]…{text[-ENDS:]}", NAME)
 
 
 def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) -> list[str]:
@@ -74,36 +97,55 @@ def markdown(
     signatures: Sequence[Checked] | None = None,
 ) -> str:
     """The ticket (see the module's docstring); ``signatures`` as checked (default: the
-    plan's own, not verified)."""
-    ov = overview(plan)
+    plan's own, not verified). The other tables are shortened (``cap`` rows) until every
+    removed image has its row, or they are as short as they go."""
+    ov = overview(plan, image_cap=TOTAL_SHOWN)
     checked = unchecked(ov.header) if signatures is None else signatures
     cap = 40
     while True:
-        text = _markdown(ov, plan_file, checked, cap)
-        if len(text) <= MARKDOWN_LIMIT or cap <= 1:
+        text, whole = _markdown(ov, plan_file, checked, cap)
+        if (whole and len(text) <= MARKDOWN_LIMIT) or cap <= 1:
             return text[:MARKDOWN_LIMIT]
         cap //= 2
 
 
 def _markdown(
     ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked], cap: int
-) -> str:
+) -> tuple[str, bool]:
+    """The ticket with ``cap`` rows in each table but the images', which gets the room
+    the rest leaves; and whether it lists every removed image."""
     plan = ov.header
     name = plan_file.name if plan_file is not None else "PLAN"
-    out = [f"# regplan plan {code(plan.plan_id)}", "", *_facts(ov, plan_file, signatures)]
-    out += _policy_text(plan)
+    before = [f"# regplan plan {code(plan.plan_id)}", "", *_facts(ov, plan_file, signatures)]
+    before += _policy_text(plan)
+    after = _tables(ov, cap)
+    after += _signatures(signatures, cap)
+    after += runbook(plan, name)
+    after += [
+        "",
+        f"The full list of the {plan.summary.targets} directories is in the attached plan "
+        f"file ({code('regplan show ' + shlex.quote(name) + ' --targets', 400)}).",
+    ]
     records = ov.image_records
+    whole = True
     if records is not None:
-        out += _images(records, cap)
+        room = MARKDOWN_LIMIT - sum(len(line) + 1 for line in (*before, *after))
+        images, whole = _images(records, room, name)
     else:  # a plan made before plans recorded their images
-        out += _section(
+        images = _section(
             f"Images removed ({len(ov.images)})",
             ("Image", "With it"),
-            [f"| {code(i)} | {code(', '.join(k))} |" for i, k in ov.images],
+            [f"| {name_span(i)} | {code(', '.join(k))} |" for i, k in ov.images],
             cap,
             "images",
         )
-    out += _section(
+    return "\n".join([*before, *images, *after]) + "\n", whole
+
+
+def _tables(ov: Overview, cap: int) -> list[str]:
+    """Storage detail, ``--protect`` lines, storage kept and problems, ``cap`` rows each
+    (kept entries and problems half as many)."""
+    out = _section(
         "Storage detail: bytes by repository",
         ("Repository", "Directories", "Bytes"),
         [f"| {code(r)} | {n} | {human_bytes(b)} |" for r, n, b in ov.by_repository],
@@ -116,7 +158,7 @@ def _markdown(
         [
             f"| {code(p.source, 80)} | {code(p.ref)} | "
             f"{code(', '.join(p.matches)) if p.matches else '**matches nothing**'} |"
-            for p in plan.request.selection.protect
+            for p in ov.header.request.selection.protect
         ],
         cap,
         "lines",
@@ -137,14 +179,7 @@ def _markdown(
         "problems",
         ov.problems_count,
     )
-    out += _signatures(signatures, cap)
-    out += runbook(plan, name)
-    out += [
-        "",
-        f"The full list of the {plan.summary.targets} directories is in the attached plan "
-        f"file ({code('regplan show ' + shlex.quote(name) + ' --targets', 400)}).",
-    ]
-    return "\n".join(out) + "\n"
+    return out
 
 
 POLICY_LIMIT = 6_000
@@ -183,7 +218,7 @@ def _facts(ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checke
         f"| Storage kept | {ov.kept_count} paths the request touched that stay |",
         f"| Problems | {ov.problems_count} |",
         f"| Fingerprint | {code(fp.before[:16])} -> {code(fp.after[:16])} ({fp.entries} paths) |",
-        f"| Signatures | {signatures_heading(signatures)} |",
+        f"| Signatures | {signatures_fact(signatures)} |",
         "",
     ]
 
@@ -204,26 +239,64 @@ def _section(
     return [f"## {title}", "", head, rule, *_capped(rows, cap, more, total), ""]
 
 
-def _images(records: ImagesOverview, cap: int) -> list[str]:
-    """Per touched repository, its images removed and kept, each with its rule."""
-    each = max(1, cap // 4)
-    rows = []
-    for repo in records.repos:
-        for mark, shown, verdict in (
-            ("removed", repo.removed, Verdict.REMOVED),
-            ("kept", repo.kept, Verdict.KEPT),
-        ):
-            rows += [
-                f"| {code(repo.name, 80)} | {code(repo.label(i), 80)} | {mark} | "
-                f"{human_bytes(i.bytes)} | {code(i.reason)} |"
-                for i in shown[:each]
-            ]
-            more = repo.counts[verdict] - min(len(shown), each)
-            if more:
-                rows.append(f"| {code(repo.name, 80)} | … {more} more | {mark} | | |")
+KEPT_EACH = 10
+"""Kept images listed per repository at the most (every removed one is listed while
+the ticket's size allows)."""
+
+
+def _images(records: ImagesOverview, room: int, plan: str) -> tuple[list[str], bool]:
+    """Per touched repository, its images removed and kept, each with its rule, in at
+    most ``room`` characters: removed images have their rows first, kept ones get what
+    is left; what is not listed is counted, with where to see it. True: every removed
+    image is listed."""
     head = ["## Images", "", images_headline(records).replace("|", "\\|"), ""]
-    table = ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
-    return [*head, *table, *_capped(rows, cap * 2, "rows (regplan show --json lists all)"), ""]
+    head += ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
+    left = room - sum(len(line) + 1 for line in head) - NOTE
+    chosen: set[int] = set()
+    listed = {Verdict.REMOVED: 0, Verdict.KEPT: 0}
+    candidates = [(r, i, Verdict.REMOVED) for r in records.repos for i in r.removed]
+    candidates += [(r, i, Verdict.KEPT) for r in records.repos for i in r.kept[:KEPT_EACH]]
+    rows: dict[int, str] = {}
+    for r, i, verdict in candidates:
+        row = (
+            f"| {name_span(r.name)} | {name_span(r.label(i))} | {verdict.value} | "
+            f"{human_bytes(i.bytes)} | {code(i.reason)} |"
+        )
+        if len(row) + 1 > left:
+            break
+        left -= len(row) + 1
+        rows[id(i)] = row
+        chosen.add(id(i))
+        listed[verdict] += 1
+    table = [rows[id(i)] for r in records.repos for i in (*r.removed, *r.kept) if id(i) in chosen]
+    missing = (records.removed - listed[Verdict.REMOVED], records.kept - listed[Verdict.KEPT])
+    return [*head, *table, "", *_not_listed(records, missing, plan)], not missing[0]
+
+
+NOTE = 400
+"""Characters kept for the line that counts the images not listed."""
+
+
+def _not_listed(records: ImagesOverview, missing: tuple[int, int], plan: str) -> list[str]:
+    """How many images of each verdict the table does not list, and where they are."""
+    removed, kept = missing
+    if not removed and not kept:
+        return []
+    see = (
+        f"{code('regplan show ' + shlex.quote(plan) + ' --format html', 300)} (or "
+        f"{code('--json')}) lists every one; {code('regplan why', 20)} answers for one "
+        "image or repository."
+    )
+    if removed:
+        return [
+            f"**{removed} of {records.removed} removed images and {kept} of {records.kept} "
+            f"kept are not listed here** (a ticket holds {MARKDOWN_LIMIT:,} characters): {see}",
+            "",
+        ]
+    return [
+        f"Every removed image is listed; {kept} of {records.kept} kept are not: {see}",
+        "",
+    ]
 
 
 def _signatures(signatures: Sequence[Checked], cap: int) -> list[str]:
