@@ -1,6 +1,11 @@
-"""Object storage, on a real S3 server (moto's, started by the tests): the scan sees what
-the filesystem scan sees, and plan, apply, rollback and purge keep their promises
-object for object."""
+"""Object storage in S3's flavour. What is S3's own runs on a real S3 server (moto's,
+started by the tests): the registry config's ``storage.s3`` and ``s3://`` URLs, the
+multipart copy above the threshold, one-line errors of an unreachable bucket or a wrong
+rootdirectory, and plan, apply, rollback and purge end to end through the CLI on
+``--root s3://``. What is the scan's and the transaction's runs in-process on the
+memory bucket in S3's flavour (tests/test_bucket_reads.py proves it is S3's): the scan
+sees what the filesystem scan sees, reads what it must and no more, and apply and
+rollback keep their promises object for object."""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 import jsonschema
@@ -18,8 +22,9 @@ from click.testing import CliRunner, Result
 
 from regplan import workflow
 from regplan.cli import cli
+from regplan.decide.selection import Selection
 from regplan.demo.samples import build_demo, digest_of
-from regplan.errors import StorageError
+from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError, StorageError
 from regplan.plans import codec
 from regplan.scan.inventory import ProblemCode
 from regplan.scan.layout import blob_data, blob_dir, encoded_of, layer_dir
@@ -28,57 +33,48 @@ from regplan.storage.config import rootdirectory
 from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.objects import objscan
-from regplan.storage.s3.bucket import ENV_THRESHOLD, S3Bucket, S3Storage, parse_url
-from tests.helpers import drafted, selection, sign_raw, write_keys
-from tests.s3server import S3Server, client, objects, put, upload_tree
+from regplan.storage.objects.memory import MemoryBucket
+from regplan.storage.s3.bucket import ENV_THRESHOLD, S3Storage, parse_url
+from tests.buckets import Counting, InMemory
+from tests.helpers import NOW, drafted, selection, sign_raw, write_keys
+from tests.s3server import S3Server, objects
+from tests.s3server import upload_tree as upload_to_s3
 
 SEL = attrs.evolve(selection((), ("*",)), gc=True)
+GC = attrs.evolve(selection(), gc=True)
 
 
 @pytest.fixture
-def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
-    """The demo registry in a new bucket; the AWS environment points at the server and the
-    manifest cache is the test's own."""
-    storage = s3server.storage()
+def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InMemory:
+    """The demo registry in a memory bucket of S3's flavour, a minute old; the manifest
+    cache is the test's own."""
     build_demo(tmp_path / "fs")
-    upload_tree(tmp_path / "fs", storage)
-    for k, v in s3server.env().items():
-        if k.startswith("AWS_"):
-            monkeypatch.setenv(k, v)
+    found = InMemory.of("s3", tmp_path, tmp_path / "fs")
+    found.clock.advance(60)
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
-    return storage
+    return found
 
 
-def mirror(storage: S3Storage, to: Path) -> Path:
+def mirror(bucket: MemoryBucket, to: Path) -> Path:
     """The bucket's tree as files (what the filesystem driver would hold, no empty folders)."""
-    c = client(storage)
-    prefix = storage.key("")
-    for page in c.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket, Prefix=prefix):
-        for o in page.get("Contents", ()):
-            path = to / o["Key"][len(prefix) :]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(c.get_object(Bucket=storage.bucket, Key=o["Key"])["Body"].read())
+    prefix = bucket.storage.key("")
+    for key, o in bucket.snapshot(prefix).items():
+        path = to / key[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(o.data)
     return to
 
 
-def counting(storage: S3Storage) -> tuple[S3Bucket, dict[str, int]]:
-    """A bucket whose requests are counted by operation, at the client."""
-    b = S3Bucket(storage)
-    counts: dict[str, int] = {}
-
-    def count(event_name: str, **_: Any) -> None:
-        op = event_name.rsplit(".", 1)[-1]
-        counts[op] = counts.get(op, 0) + 1
-
-    b._client.meta.events.register("before-call.s3", count)
-    return b, counts
+def plant(reg: InMemory, rel: str, data: bytes) -> None:
+    """A key written now (a push, or a hand's), relative to the rootdirectory."""
+    reg.bucket.put(reg.storage.key(rel), data)
 
 
-def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: Path) -> None:
+def test_scan_of_a_bucket_is_the_scan_of_its_files(reg: InMemory, tmp_path: Path) -> None:
     """Same tree digest, same repositories, blobs, manifests and problems as the filesystem
     scan of the same keys; so the same plan."""
-    inv = objscan.scan(bucket, cache=tmp_path / "c")
-    fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
+    inv = objscan.scan(reg.storage, cache=tmp_path / "c")
+    fs = fsscan.scan(FsStorage.locate(mirror(reg.bucket, tmp_path / "m")))
     assert inv.tree.digest == fs.tree.digest
     assert inv.blobs == fs.blobs
     assert inv.manifests == fs.manifests
@@ -86,66 +82,65 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(bucket: S3Storage, tmp_path: 
     assert {n: (r.revisions, r.layers, r.tags.keys()) for n, r in inv.repositories.items()} == {
         n: (r.revisions, r.layers, r.tags.keys()) for n, r in fs.repositories.items()
     }
-    on_s3 = drafted(storage=bucket, selection=SEL, signer="t")
+    on_s3 = drafted(storage=reg.storage, selection=SEL, signer="t")
     on_fs = drafted(storage=FsStorage.locate(tmp_path / "m"), selection=SEL, signer="t")
     assert on_s3.targets == on_fs.targets
     assert on_s3.kept == on_fs.kept
     assert on_s3.storage is not None
-    assert on_s3.storage.bucket == bucket.bucket
-    assert on_s3.root == f"s3://{bucket.bucket}/registry"
+    assert on_s3.storage.bucket == reg.storage.container
+    assert on_s3.root == f"s3://{reg.storage.container}/registry"
     schema = json.loads((Path(__file__).parents[1] / "plans" / "plan.schema.json").read_text())
     jsonschema.validate(codec.unstructure(on_s3), schema)
     assert "storage" not in codec.unstructure(on_fs)  # filesystem plans are as they were
 
 
-def test_links_are_not_read_and_manifests_are_read_once(bucket: S3Storage, tmp_path: Path) -> None:
+def test_links_are_not_read_and_manifests_are_read_once(reg: InMemory, tmp_path: Path) -> None:
     """Every link's content follows from its key and ETag: no GET for links. Manifests
     are GET once; a second scan takes them from the cache and GETs nothing."""
-    b, counts = counting(bucket)
-    inv = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
-    manifests = len(inv.manifests)
-    assert counts.get("GetObject", 0) == manifests
-    lists = counts["ListObjectsV2"]
-    counts.clear()
-    again = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    b = Counting(reg.bucket)
+    inv = objscan.scan(reg.storage, bucket=b, cache=tmp_path / "c")
+    reads = b.counts["get"] + b.counts["get_to"]
+    assert reads == len(inv.manifests)
+    lists = b.counts["objects"] + b.counts["folders"]
+    b.counts.clear()
+    again = objscan.scan(reg.storage, bucket=b, cache=tmp_path / "c")
     assert again.manifests == inv.manifests
-    assert counts == {"ListObjectsV2": lists}
+    assert b.counts["get"] + b.counts["get_to"] == 0
+    assert b.counts["objects"] + b.counts["folders"] == lists
     assert lists < len(inv.tree) / 4  # a few listings, never a request per key
 
 
-def test_a_poisoned_cache_is_never_believed(bucket: S3Storage, tmp_path: Path) -> None:
+def test_a_poisoned_cache_is_never_believed(reg: InMemory, tmp_path: Path) -> None:
     """A cached manifest whose bytes do not hash to its name is read again from S3."""
-    first = objscan.scan(bucket, cache=tmp_path / "c")
+    first = objscan.scan(reg.storage, cache=tmp_path / "c")
     for f in (tmp_path / "c").rglob("*"):
         if f.is_file():
             f.write_bytes(b'{"schemaVersion": 2, "layers": []}')
-    b, counts = counting(bucket)
-    again = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
+    b = Counting(reg.bucket)
+    again = objscan.scan(reg.storage, bucket=b, cache=tmp_path / "c")
     assert again.manifests == first.manifests
-    assert counts["GetObject"] == len(first.manifests)
+    assert b.counts["get"] + b.counts["get_to"] == len(first.manifests)
 
 
-def test_a_link_whose_etag_does_not_match_is_read(bucket: S3Storage, tmp_path: Path) -> None:
+def test_a_link_whose_etag_does_not_match_is_read(reg: InMemory, tmp_path: Path) -> None:
     """A corrupt link (its content not the digest of its key) is GET, and reported as the
     filesystem scan reports it."""
-    inv = objscan.scan(bucket, cache=tmp_path / "c")
+    inv = objscan.scan(reg.storage, cache=tmp_path / "c")
     repo = sorted(inv.repositories)[0]
     digest = sorted(inv.repositories[repo].layers)[0]
-    rel = f"docker/registry/v2/{layer_dir(repo, digest)}/link"
-    put(bucket, rel, b"garbage")
-    b, counts = counting(bucket)
-    damaged = objscan.scan(bucket, bucket=b, cache=tmp_path / "c")
-    assert counts["GetObject"] == 1
+    plant(reg, f"docker/registry/v2/{layer_dir(repo, digest)}/link", b"garbage")
+    b = Counting(reg.bucket)
+    damaged = objscan.scan(reg.storage, bucket=b, cache=tmp_path / "c")
+    assert b.counts["get"] + b.counts["get_to"] == 1
     assert [p.code for p in damaged.problems] == [ProblemCode.CORRUPT_LINK]
-    fs = fsscan.scan(FsStorage.locate(mirror(bucket, tmp_path / "m")))
+    fs = fsscan.scan(FsStorage.locate(mirror(reg.bucket, tmp_path / "m")))
     assert damaged.problems == fs.problems
 
 
-def test_emptied_folders_go_with_the_targets(bucket: S3Storage, tmp_path: Path) -> None:
+def test_emptied_folders_go_with_the_targets(reg: InMemory, tmp_path: Path) -> None:
     """A bucket has no empty folders: the predicted tree drops the folders the targets
     leave empty, and a filesystem plan keeps them."""
-    inv = objscan.scan(bucket, cache=tmp_path / "c")
-    tree = inv.tree
+    tree = objscan.scan(reg.storage, cache=tmp_path / "c").tree
     shard = next(p for p in tree.subtree("blobs/sha256") if p.count("/") == 2)
     blobs = [p for p in tree.subtree(shard) if p.count("/") == 3]
     assert tree.emptied(blobs) == [shard]
@@ -193,7 +188,181 @@ def test_s3_urls(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_url("s3://b", {ENV_THRESHOLD: "x"})
 
 
-# -- the commands, end to end --------------------------------------------------
+# -- apply, rollback and purge on the memory bucket --------------------------------
+
+
+def plan_of(reg: InMemory, sel: Selection, tmp_path: Path) -> Path:
+    return reg.plan(sel, tmp_path / "p.json")
+
+
+def test_stale_and_tampered_plans_move_nothing(reg: InMemory, tmp_path: Path) -> None:
+    """An edited plan is refused (3), a plan made before a push is stale (4); the bucket
+    is untouched and no state is written."""
+    p = plan_of(reg, SEL, tmp_path)
+    raw = json.loads(p.read_text())
+    raw["targets"][0]["reason"] = "edited"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(raw))
+    with pytest.raises(SignatureError):
+        reg.apply(edited)
+    plant(reg, "docker/registry/v2/repositories/new/app/_layers/sha256/x/link", b"sha256:x")
+    before = reg.objects()
+    with pytest.raises(StalePlanError, match="repositories/new"):
+        reg.apply(p)
+    assert reg.objects() == before
+    assert not reg.objects("regplan-state/")
+
+
+def test_a_held_lock_refuses_and_a_dead_holders_is_broken_only_on_request(
+    reg: InMemory, tmp_path: Path
+) -> None:
+    p = plan_of(reg, SEL, tmp_path)
+    lock = {
+        "command": "apply x",
+        "pid": os.getpid(),
+        "host": "elsewhere",
+        "since": "2026-11-28T10:00:00Z",
+        "expires": "later",
+        "expires_at": time.time() + 3600,
+    }
+    plant(reg, "regplan-state/lock", json.dumps(lock).encode())
+    before = reg.objects()
+    with pytest.raises(LockHeldError, match=r"apply x \(pid .* elsewhere"):
+        reg.apply(p)
+    with pytest.raises(LockHeldError):
+        reg.apply(p, break_lock=True)  # a live lease is never broken
+    assert reg.objects() == before
+    lock["expires_at"] = time.time() - 1
+    plant(reg, "regplan-state/lock", json.dumps(lock).encode())
+    with pytest.raises(LockHeldError, match="--break-lock"):
+        reg.apply(p)
+    assert reg.apply(p, break_lock=True).fingerprint_ok
+    assert not reg.objects("regplan-state/lock")
+
+
+def test_keys_a_plan_cannot_name_are_kept_and_reported(reg: InMemory, tmp_path: Path) -> None:
+    """Planted keys with an empty component, a '..', a control character or a name too
+    long for a file system are never walked into nor targeted: each is a problem, and
+    what holds it is kept (fail closed)."""
+    v2 = "docker/registry/v2/repositories"
+    bad = [f"{v2}/team/a\x01b/link", f"{v2}/team/{'x' * 300}/link", f"{v2}/team/../b/link",
+           f"{v2}/team//c/link"]  # fmt: skip
+    for rel in bad:
+        plant(reg, rel, b"sha256:0")
+    inv = objscan.scan(reg.storage, cache=tmp_path / "c")
+    assert len([p for p in inv.problems if p.code == ProblemCode.UNNAMEABLE]) == len(bad)
+    assert set(inv.blind) >= {"repositories/team/a\x01b", f"repositories/team/{'x' * 300}"}
+    plan = drafted(storage=reg.storage, selection=SEL, signer="t")
+    assert not any(t.kind.value == "blob" for t in plan.targets)
+    assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
+    assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)
+    assert all("//" not in t.path for t in plan.targets)
+
+
+def test_ages_come_from_last_modified(reg: InMemory, tmp_path: Path) -> None:
+    """--gc-min-age reads each object's LastModified: an orphan blob written just now is too
+    young to collect, and collected a day later; a tag's push time is its current link's
+    LastModified."""
+    orphan = os.urandom(64)
+    d = digest_of(orphan)
+    plant(reg, f"docker/registry/v2/{blob_data(d)}", orphan)
+    day = attrs.evolve(GC, gc_min_age="1d")
+    young = workflow.load_plan(reg.plan(day, tmp_path / "young.json"))
+    assert not young.targets
+    assert any("younger than --gc-min-age" in k.reason for k in young.kept)
+    reg.clock.advance(86400 + 1)
+    old = workflow.load_plan(reg.plan(day, tmp_path / "old.json"))
+    assert [t.path for t in old.targets] == [blob_dir(d)]
+    inv = objscan.scan(reg.storage, cache=tmp_path / "c")
+    pushed = {t.pushed_at for r in inv.repositories.values() for t in r.tags.values()}
+    assert pushed == {NOW.timestamp()}  # the clock's start: when the fixture uploaded them
+
+
+def test_a_folder_marker_at_a_targets_prefix_is_restored(reg: InMemory, tmp_path: Path) -> None:
+    """#21.16: the S3 console's "Create folder" writes an empty key ending in "/"; one at
+    a target's own prefix moves with the target and comes back with the rollback."""
+    marker = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/"
+    plant(reg, marker, b"")
+    before = reg.objects()
+    assert reg.storage.key(marker) in before
+    applied = reg.apply(plan_of(reg, selection(("team/app:v1",)), tmp_path))
+    assert reg.storage.key(marker) not in reg.objects()
+    reg.rollback(applied.apply_id)
+    assert reg.objects() == before  # the marker too
+
+
+@pytest.mark.parametrize(
+    "key", ["docker/registry/v2/repositories/team", "docker/registry/v2/blobs/sha256/0c"]
+)
+def test_a_key_that_is_also_a_folder_fails_closed_in_one_line(
+    reg: InMemory, tmp_path: Path, key: str
+) -> None:
+    """#21.17: such a key crashed every plan, verify and apply with an AssertionError."""
+    plant(reg, key, b"x")
+    out = tmp_path / "p.json"
+    with pytest.raises(StorageError) as e:
+        reg.plan(GC, out)
+    [line] = str(e.value).splitlines()
+    assert line.startswith("s3://") and "is an object and a folder at once" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("edit", ["namespace", "inside", "twice"])
+def test_a_re_signed_plan_regplan_would_not_make_moves_nothing(
+    reg: InMemory, tmp_path: Path, edit: str
+) -> None:
+    """#21 (also seen): a validly signed plan with a namespace as a repository target,
+    a target inside another, or one target twice is refused before anything moves
+    (it was applied, then reported as "something wrote meanwhile")."""
+    p = plan_of(reg, selection(("team/app:v1",)), tmp_path)
+    raw = json.loads(p.read_text())
+    target = {"kind": "repository", "reason": "x", "refs": [], "bytes": 0}
+    if edit == "namespace":
+        raw["targets"].insert(0, target | {"path": "repositories/team"})
+    elif edit == "inside":
+        raw["targets"].insert(0, target | {"path": "repositories/team/app/_manifests"})
+    else:
+        raw["targets"].insert(0, dict(raw["targets"][0]))
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(sign_raw(raw)))
+    before = reg.objects()
+    said = {"namespace": "another repository", "inside": "inside another", "twice": "twice"}
+    with pytest.raises(StalePlanError, match=said[edit]):
+        reg.apply(forged)
+    assert reg.objects() == before
+
+
+def test_rollback_over_a_same_key_re_push_refuses_and_keeps_the_original(
+    reg: InMemory, tmp_path: Path
+) -> None:
+    """#21 (also seen): after apply, the same key is written again with other bytes;
+    rollback refuses (it kept the new bytes and deleted the quarantined original), as
+    the filesystem does, and the quarantine still holds the original."""
+    applied = reg.apply(plan_of(reg, selection(("team/app:v1",)), tmp_path))
+    link = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link"
+    plant(reg, link, b"sha256:" + b"f" * 64)
+    held = f"regplan-state/quarantine/{applied.apply_id}/"
+    quarantined = reg.objects(held)
+    with pytest.raises(ApplyError, match="reappeared since the apply"):
+        reg.rollback(applied.apply_id)
+    assert reg.objects(held) == quarantined
+
+
+# -- S3's own, on moto -----------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
+    """The demo registry in a new bucket on moto; the AWS environment points at the server
+    and the manifest cache is the test's own."""
+    storage = s3server.storage()
+    build_demo(tmp_path / "fs")
+    upload_to_s3(tmp_path / "fs", storage)
+    for k, v in s3server.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
+    return storage
 
 
 def run(*args: str) -> Result:
@@ -254,58 +423,6 @@ def test_apply_rollback_purge_object_for_object(
     assert r.exit_code == 4  # already applied
 
 
-def test_stale_and_tampered_plans_move_nothing(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """An edited plan is refused (3), a plan made before a push is stale (4); the bucket
-    is untouched and no state is written."""
-    p = plan_file(bucket, keys, tmp_path, "--untagged", "*", "--gc")
-    raw = json.loads(p.read_text())
-    raw["targets"][0]["reason"] = "edited"
-    edited = tmp_path / "edited.json"
-    edited.write_text(json.dumps(raw))
-    before = objects(bucket)
-    r = run("apply", str(edited), "--trust", str(keys[1]))
-    assert r.exit_code == 3, r.output
-    put(bucket, "docker/registry/v2/repositories/new/app/_layers/sha256/x/link", b"sha256:x")
-    before = objects(bucket)
-    r = run("apply", str(p), "--trust", str(keys[1]))
-    assert r.exit_code == 4, r.output
-    assert "repositories/new" in r.output
-    assert objects(bucket) == before
-    assert not objects(bucket, "regplan-state/")
-
-
-def test_a_held_lock_is_exit_5_and_a_dead_holders_is_broken_only_on_request(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    p = plan_file(bucket, keys, tmp_path, "--gc", "--untagged", "*")
-    lock = {
-        "command": "apply x",
-        "pid": os.getpid(),
-        "host": "elsewhere",
-        "since": "2026-11-28T10:00:00Z",
-        "expires": "later",
-        "expires_at": time.time() + 3600,
-    }
-    put(bucket, "regplan-state/lock", json.dumps(lock).encode())
-    before = objects(bucket)
-    r = run("apply", str(p), "--trust", str(keys[1]))
-    assert r.exit_code == 5, r.output
-    assert "apply x (pid" in r.output and "elsewhere" in r.output
-    r = run("apply", str(p), "--trust", str(keys[1]), "--break-lock")
-    assert r.exit_code == 5, r.output  # a live lease is never broken
-    assert objects(bucket) == before
-    lock["expires_at"] = time.time() - 1
-    put(bucket, "regplan-state/lock", json.dumps(lock).encode())
-    r = run("apply", str(p), "--trust", str(keys[1]))
-    assert r.exit_code == 5
-    assert "--break-lock" in r.output
-    r = run("apply", str(p), "--trust", str(keys[1]), "--break-lock", "-q")
-    assert r.exit_code == 0, r.output
-    assert not objects(bucket, "regplan-state/lock")
-
-
 def test_objects_over_the_threshold_are_copied_part_by_part(
     s3server: S3Server,
     keys: tuple[Path, Path],
@@ -321,7 +438,7 @@ def test_objects_over_the_threshold_are_copied_part_by_part(
     data = tmp_path / "fs" / "docker" / "registry" / "v2" / blob_data(d)
     data.parent.mkdir(parents=True)
     data.write_bytes(big)
-    upload_tree(tmp_path / "fs", storage)
+    upload_to_s3(tmp_path / "fs", storage)
     for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv(ENV_THRESHOLD, str(5 << 20))
@@ -379,124 +496,3 @@ def test_a_wrong_rootdirectory_is_one_line(bucket: S3Storage, keys: tuple[Path, 
     )
     assert r.exit_code == 1
     assert "not registry storage" in r.output and r.output.count("\n") == 1
-
-
-def test_keys_a_plan_cannot_name_are_kept_and_reported(bucket: S3Storage, tmp_path: Path) -> None:
-    """Planted keys with an empty component, a control character or a name too long for a
-    file system are never walked into nor targeted: each is a problem, and what holds it is
-    kept (fail closed). moto refuses keys with '..' or '//': those are checked on the
-    function that names them."""
-    v2 = "docker/registry/v2/repositories"
-    long = "x" * 300
-    for rel in (f"{v2}/team/a\x01b/link", f"{v2}/team/{long}/link"):
-        put(bucket, rel, b"sha256:0")
-    inv = objscan.scan(bucket, cache=tmp_path / "c")
-    bad = [p for p in inv.problems if p.code == ProblemCode.UNNAMEABLE]
-    assert len(bad) == 2
-    assert set(inv.blind) >= {"repositories/team/a\x01b", f"repositories/team/{long}"}
-    plan = drafted(storage=bucket, selection=SEL, signer="t")
-    assert not any(t.kind.value == "blob" for t in plan.targets)
-    assert "blobs" in {k.path for k in plan.kept}  # as on a filesystem: every blob is kept
-    assert all(".." not in t.path and "\n" not in t.path for t in plan.targets)
-    assert objscan._bad_name("repositories/a/../b/link") == ("repositories/a/..", "is '..'")
-    assert objscan._bad_name("repositories/a//b") == (
-        "repositories/a/",
-        "is empty (a '//' in the key)",
-    )
-    assert objscan._bad_name("repositories/a/b/link") is None
-
-
-def test_ages_come_from_last_modified(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """--gc-min-age reads each object's LastModified: an orphan blob written just now is too
-    young to collect; a tag's push time is its current link's LastModified (--keep-last)."""
-    orphan = os.urandom(64)
-    d = digest_of(orphan)
-    put(bucket, f"docker/registry/v2/{blob_data(d)}", orphan)
-    young = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc", "--gc-min-age", "1d"))
-    assert not young.targets
-    assert any("younger than --gc-min-age" in k.reason for k in young.kept)
-    old = workflow.load_plan(plan_file(bucket, keys, tmp_path, "--gc"))
-    assert [t.path for t in old.targets] == [blob_dir(d)]
-    inv = objscan.scan(bucket, cache=tmp_path / "c")
-    assert all(t.pushed_at > 0 for r in inv.repositories.values() for t in r.tags.values())
-
-
-def test_a_folder_marker_at_a_targets_prefix_is_restored(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """#21.16: the S3 console's "Create folder" writes an empty key ending in "/"; one at
-    a target's own prefix moves with the target and comes back with the rollback."""
-    marker = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/"
-    put(bucket, marker, b"")
-    before = objects(bucket)
-    assert bucket.key(marker) in before
-    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
-    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
-    assert r.exit_code == 0, r.output
-    assert bucket.key(marker) not in objects(bucket)
-    r = run("rollback", json.loads(r.output)["apply_id"], "--root", bucket.root, "-q")
-    assert r.exit_code == 0, r.output
-    assert objects(bucket) == before  # the marker too
-
-
-@pytest.mark.parametrize(
-    "key", ["docker/registry/v2/repositories/team", "docker/registry/v2/blobs/sha256/0c"]
-)
-def test_a_key_that_is_also_a_folder_fails_closed_in_one_line(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path, key: str
-) -> None:
-    """#21.17: such a key crashed every plan, verify and apply with an AssertionError."""
-    put(bucket, key, b"x")
-    out = tmp_path / "p.json"
-    r = run("plan", "--root", bucket.root, "--key", str(keys[0]), "-o", str(out), "--gc")
-    assert r.exit_code == 1, r.output
-    [line] = r.output.strip().splitlines()
-    assert line.startswith("Error: s3://") and "is an object and a folder at once" in line
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("edit", ["namespace", "inside", "twice"])
-def test_a_re_signed_plan_regplan_would_not_make_moves_nothing(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path, edit: str
-) -> None:
-    """#21 (also seen): a validly signed plan with a namespace as a repository target,
-    a target inside another, or one target twice is refused before anything moves
-    (it was applied, then reported as "something wrote meanwhile")."""
-    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
-    raw = json.loads(p.read_text())
-    target = {"kind": "repository", "reason": "x", "refs": [], "bytes": 0}
-    if edit == "namespace":
-        raw["targets"].insert(0, target | {"path": "repositories/team"})
-    elif edit == "inside":
-        raw["targets"].insert(0, target | {"path": "repositories/team/app/_manifests"})
-    else:
-        raw["targets"].insert(0, dict(raw["targets"][0]))
-    forged = tmp_path / "forged.json"
-    forged.write_text(json.dumps(sign_raw(raw)))
-    before = objects(bucket)
-    r = run("apply", str(forged), "--trust", str(keys[1]), "--root", bucket.root)
-    assert r.exit_code == 4, r.output
-    said = {"namespace": "another repository", "inside": "inside another", "twice": "twice"}
-    assert said[edit] in r.output
-    assert objects(bucket) == before
-
-
-def test_rollback_over_a_same_key_re_push_refuses_and_keeps_the_original(
-    bucket: S3Storage, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """#21 (also seen): after apply, the same key is written again with other bytes;
-    rollback refuses (it kept the new bytes and deleted the quarantined original), as
-    the filesystem does, and the quarantine still holds the original."""
-    p = plan_file(bucket, keys, tmp_path, "--image", "team/app:v1")
-    r = run("apply", str(p), "--trust", str(keys[1]), "--json", "--root", bucket.root)
-    assert r.exit_code == 0, r.output
-    apply_id = json.loads(r.output)["apply_id"]
-    link = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link"
-    put(bucket, link, b"sha256:" + b"f" * 64)
-    quarantined = objects(bucket, f"regplan-state/quarantine/{apply_id}/")
-    r = run("rollback", apply_id, "--root", bucket.root, "-q")
-    assert r.exit_code == 1, r.output
-    assert "reappeared since the apply" in r.output
-    assert objects(bucket, f"regplan-state/quarantine/{apply_id}/") == quarantined
