@@ -9,20 +9,21 @@ import hashlib
 import os
 import pickle
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import attrs
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import workflow
-from regplan.changes.transaction import Store
 from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
@@ -32,6 +33,7 @@ from regplan.storage.fs.fsops import Disk
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
 from regplan.storage.location import Location
+from regplan.storage.seam import Store
 
 T = TypeVar("T")
 
@@ -345,3 +347,45 @@ def on_disk(disk: Disk) -> Callable[[Location], Store]:
         return FsStore(storage, disk)
 
     return opener
+
+
+def alone() -> None:
+    """Before a fork: wait a moment for threads an earlier test left ending (a served
+    request's); then no other thread may be alive (a fork copies only this one, and a
+    lock another thread held would stay held in the child)."""
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.current_thread():
+            t.join(timeout=2)
+    assert threading.active_count() == 1, threading.enumerate()
+
+
+@contextlib.contextmanager
+def forked(fn: Callable[[BinaryIO], object]) -> Iterator[tuple[int, BinaryIO]]:
+    """``fn(out)`` runs in a child forked from this warm process (no interpreter to
+    start, nothing patched); the block gets its pid and a pipe reading what it writes
+    to ``out``. The child leaves with ``os._exit`` (never running pytest's exit
+    handlers) when ``fn`` returns; the block's end SIGKILLs and reaps it if need be."""
+    read_fd, write_fd = os.pipe()
+    alone()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 0
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb", buffering=0) as out:
+                fn(out)
+        except BaseException:  # noqa: BLE001 - shown, and the exit status says so
+            os.write(2, traceback.format_exc().encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb", buffering=0) as said:
+            yield pid, said
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
+import signal
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 import pytest
@@ -28,6 +29,7 @@ from tests.helpers import (
     FaultyDisk,
     content_hashes,
     docker_hashes,
+    forked,
     on_disk,
     selection,
     tmpfs,
@@ -60,8 +62,7 @@ def run_apply(
 
 def quarantine_of(result: apply.ApplyResult) -> Path:
     """A filesystem apply's quarantine folder."""
-    assert isinstance(result.quarantine, Path)
-    return result.quarantine
+    return Path(result.quarantine)
 
 
 def test_apply_then_rollback_is_byte_identical(
@@ -261,25 +262,18 @@ def test_second_apply_is_locked_out(
     """Another process holding the lock: exit 5 naming it, nothing moved."""
     storage = FsStorage.locate(demo_root)
     original = docker_hashes(demo_root)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path\n"
-            "from regplan.storage.fs.fslock import StorageLock\n"
-            f"with StorageLock(Path({str(storage.state / 'lock')!r}), command='apply other'):\n"
-            "    print('locked', flush=True); time.sleep(30)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+
+    def hold(out: BinaryIO) -> None:
+        with StorageLock(storage.state / "lock", command="apply other"):
+            out.write(b"locked\n")
+            time.sleep(30)  # till it is killed
+
+    with forked(hold) as (holder, said):
+        assert said.readline() == b"locked\n"
         with pytest.raises(LockHeldError, match=r"another regplan apply other \(pid \d+ on "):
             run_apply(plan_path, trusted)
-    finally:
-        holder.kill()
-        holder.wait()
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
     assert docker_hashes(demo_root) == original
     with StorageLock(storage.state / "lock", command="x"):
         pass  # released by the kernel when the holder died

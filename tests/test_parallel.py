@@ -9,10 +9,9 @@ import os
 import pickle
 import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -26,6 +25,7 @@ from regplan.scan.layout import blob_data
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsscan import digest, events, scan
 from regplan.storage.fs.fsstorage import FsStorage
+from tests.helpers import forked
 
 
 @pytest.fixture(scope="module")
@@ -170,30 +170,36 @@ def test_a_child_that_dies_writing_its_result_is_a_one_line_error() -> None:
         os.waitpid(pid, os.WNOHANG)  # already reaped
 
 
-def _slow_child(pid_file: Path, k: int, n: int, progress: Progress | None) -> int:
+def _slow_child(
+    pipe: tuple[int, int], heard: list[int], k: int, n: int, progress: Progress | None
+) -> int:
+    """Share 1 says its pid and waits to be stopped; share 0 goes on once it has
+    heard it, and is interrupted (Ctrl-C) while it waits for share 1's result."""
+    read_fd, write_fd = pipe
     if k == 1:
-        pid_file.write_text(str(os.getpid()))
-        time.sleep(30)
+        os.write(write_fd, str(os.getpid()).encode())
+        time.sleep(30)  # till it is stopped
     else:
-        while not pid_file.exists():  # the parent goes on once the child runs
-            time.sleep(0.01)
-        signal.setitimer(signal.ITIMER_REAL, 0.5)  # Ctrl-C while it waits for the child
+        heard.append(int(os.read(read_fd, 32)))
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # Ctrl-C while it waits for the child
     return k
 
 
-def test_interrupted_while_waiting_stops_and_reaps_the_child(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-
+def test_interrupted_while_waiting_stops_and_reaps_the_child() -> None:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    pipe = os.pipe()
+    heard: list[int] = []
     previous = signal.signal(signal.SIGALRM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
-            parallel.run(functools.partial(_slow_child, pid_file), 2)
+            parallel.run(functools.partial(_slow_child, pipe, heard), 2)
     finally:
         signal.signal(signal.SIGALRM, previous)
-    child = int(pid_file.read_text())
+        os.close(pipe[0])
+        os.close(pipe[1])
+    [child] = heard
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)  # reaped, not left running or a zombie
 
@@ -207,39 +213,31 @@ def test_jobs_small_trees_stay_in_one_process(monkeypatch: pytest.MonkeyPatch) -
     assert parallel.jobs(None, large=True) == 1
 
 
-HOLD_AND_FORK = """
-import os, sys, time
-from pathlib import Path
-from regplan.storage.fs.fslock import StorageLock
-with StorageLock(Path(sys.argv[1]), command="apply"):
-    if os.fork() == 0:  # stands for a walk share that outlives its parent by a while
-        # fork() returns here only after the after-fork hooks ran, so this line
-        # means the child's copy of the lock is closed.
-        print(os.getpid(), flush=True)
-        time.sleep(30)
-        os._exit(0)
-    time.sleep(60)
-"""
-
-
 def test_the_lock_dies_with_its_holder_not_with_a_walk_child(tmp_path: Path) -> None:
     """A forked share holds a copy of the lock's file descriptor; it closes it at
     once, so a SIGKILLed apply's lock is free for the re-run at once."""
     lock_path = tmp_path / "state" / "lock"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_AND_FORK, str(lock_path)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    child = int(proc.stdout.readline())
-    try:
-        with pytest.raises(LockHeldError):
-            StorageLock(lock_path, command="test").__enter__()
-        proc.kill()
-        proc.wait()
-        os.kill(child, 0)  # the child still runs
-        with StorageLock(lock_path, command="test"):
-            pass
-    finally:
-        proc.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
+
+    def hold_and_fork(out: BinaryIO) -> None:
+        with StorageLock(lock_path, command="apply"):
+            if os.fork() == 0:  # stands for a walk share that outlives its parent by a while
+                # fork() returns here only after the after-fork hooks ran, so this line
+                # means the child's copy of the lock is closed.
+                out.write(f"{os.getpid()}\n".encode())
+                time.sleep(30)  # till it is killed
+                os._exit(0)
+            time.sleep(60)  # till it is killed
+
+    with forked(hold_and_fork) as (holder, said):
+        child = int(said.readline())
+        try:
+            with pytest.raises(LockHeldError):
+                StorageLock(lock_path, command="test").__enter__()
+            os.kill(holder, signal.SIGKILL)
+            os.waitpid(holder, 0)
+            os.kill(child, 0)  # the child still runs
+            with StorageLock(lock_path, command="test"):
+                pass
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
