@@ -154,3 +154,51 @@ def test_why_counts_one_directory_in_the_singular(pruned: Path) -> None:
     result = run("why", str(pruned), "repositories/team/app/_manifests/tags/v1")
     assert result.exit_code == 7
     assert result.output.splitlines()[0].endswith(" (1 directory)")
+
+
+@pytest.fixture
+def untagged(demo_root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """team/app's untagged manifests go; one of them, as ``show`` prints it (12 hex)."""
+    path = tmp_path / "untagged.json"
+    plan = make_plan(demo_root, selection(untagged=("team/app",)))
+    workflow.write_plan(plan, path)
+    gone = next(i for i in plan.images if i.tag is None and i.verdict.value == "removed")
+    assert gone.digest is not None
+    return path, gone.digest
+
+
+@pytest.mark.parametrize("form", ["team/app@{short}", "{short}", "@{short}"])
+def test_why_takes_a_digest_prefix_as_show_prints_it(untagged: tuple[Path, str], form: str) -> None:
+    """``show`` prints ``@sha256:`` and 12 hex characters: ``why`` takes it (12 or more,
+    unique in the plan) and answers for the whole digest."""
+    plan, digest = untagged
+    result = run("why", str(plan), form.format(short=digest[:19]))
+    assert result.exit_code == 7, result.output
+    assert digest in result.output.splitlines()[0]
+
+
+def test_an_ambiguous_or_too_short_digest_prefix_is_a_usage_error(
+    untagged: tuple[Path, str],
+) -> None:
+    """Two digests that share the prefix: exit 64 naming both; fewer than 12: exit 64."""
+    path, digest = untagged
+    plan = workflow.load_plan(path)
+    twins = [f"sha256:{'ab' * 6}{n:052x}" for n in (1, 2)]
+    swap = dict(zip([i for i in plan.images if i.tag is None][:2], twins, strict=True))
+    images = [attrs.evolve(i, digest=swap[i]) if i in swap else i for i in plan.images]
+    crafted = path.with_name("twins.json")
+    workflow.write_plan(attrs.evolve(plan, images=tuple(images)), crafted)
+    assert sum(i.digest in twins for i in images) == 2
+    result = CliRunner().invoke(cli, ["why", str(crafted), "team/app@sha256:" + "ab" * 6])
+    assert result.exit_code == 64, result.output
+    assert all(t in result.output for t in twins)
+    short = CliRunner().invoke(cli, ["why", str(path), digest[:18]])
+    assert short.exit_code == 64 and "12" in short.output
+
+
+@pytest.mark.parametrize("host", ["ghcr.io", "localhost:5000", "registry.example:5000"])
+def test_why_strips_a_registry_host_as_protect_does(pruned: Path, host: str) -> None:
+    """``why PLAN ghcr.io/team/app:v1`` answers for ``team/app:v1``."""
+    result = run("why", str(pruned), f"{host}/team/app:v1")
+    assert result.exit_code == 7, result.output
+    assert "removed team/app:v1: requested" in result.output

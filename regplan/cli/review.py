@@ -72,8 +72,11 @@ def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[P
 @json_option
 def why_cmd(plan_file: Path, ref: str, as_json: bool) -> None:
     """What PLAN does to REF (repo:tag, repo, repo@sha256:..., sha256:... or a storage
-    path): removed (exit 7, with every directory it causes), kept (and the rule that keeps
-    it), untouched, or not in the registry when planned (exit 8, with the nearest names)."""
+    path; a digest may be shortened to 12 or more hex characters that name one, and a
+    registry host in front is dropped): removed (exit 7, with every directory it causes),
+    kept (and the rule that keeps it), untouched, or not in the registry when planned
+    (exit 8, with the nearest names). A repository is removed when an image of it goes;
+    the housekeeping inside it (empty folders, uploads) is reported."""
     with PlanStream(plan_file) as loaded:
         try:
             answer = why.why(loaded, ref)

@@ -2,12 +2,14 @@
 
 REF is ``repo:tag``, ``repo`` (a repository: its images removed and kept),
 ``repo@sha256:...``, ``sha256:...`` (any repository) or a storage path (relative
-to ``docker/registry/v2``). The answer is *removed* (every target it causes, with
-its reason), *kept* (the rule that keeps it, and what in the storage it holds),
-*untouched*, or *not found*: a reference that was not in the registry when the
-plan was made, with the nearest names (a misspelt name never passes as
-"untouched"). Plans made before plans recorded their images cannot tell a
-missing name from an untouched one; they answer as before.
+to ``docker/registry/v2``); a digest may be a unique prefix of 12 hex characters
+or more, and a registry host in front is dropped (``whyref``). The answer is
+*removed* (every target it causes, with its reason), *kept* (the rule that keeps
+it, and what in the storage it holds), *untouched*, or *not found*: a reference
+that was not in the registry when the plan was made, with the nearest names (a
+misspelt name never passes as "untouched"). Plans made before plans recorded
+their images cannot tell a missing name from an untouched one; they answer as
+before.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from regplan.plans.plan import Image, Kept, Plan, Target, TargetKind
 from regplan.plans.plan import Verdict as ImageVerdict
 from regplan.plans.planfile import Source, source
 from regplan.scan.layout import blob_dir, parse_digest, repo_dir, revision_dir, split_repo, tag_dir
+from regplan.views import whyref
 
 NEAREST = 5
 """Names suggested for a reference that is not found."""
@@ -103,6 +106,10 @@ def why(plan: Plan | Source, ref: str) -> Answer:
     records, one over the targets, and one over the kept entries: only what matches
     is held."""
     src = source(plan)
+    resolved = whyref.resolve(src, ref)
+    if resolved is None:
+        return Answer(ref=ref, verdict=Verdict.NOT_FOUND)
+    ref = resolved
     r = _parse(ref)
     images, nearest = _records(src, r)
     if nearest is not None:
