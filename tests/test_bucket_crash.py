@@ -22,13 +22,14 @@ from regplan import workflow
 from regplan.changes.records import State
 from regplan.changes.transaction import ApplyResult, RollbackResult
 from regplan.demo.samples import build_scale
-from regplan.errors import ApplyError, StalePlanError
+from regplan.errors import ApplyError, RegplanError, StalePlanError
 from regplan.storage import location
 from regplan.storage.objects.bucket import Bucket
 from regplan.storage.objects.memory import FLAVOURS
 from tests.buckets import (
     Counting,
     Crashing,
+    Faulty,
     InMemory,
     Killed,
     Wrapping,
@@ -193,3 +194,25 @@ def test_a_killed_apply_rolls_back_without_resuming(scene: Scene) -> None:
     scene.rollback(break_lock=True)
     assert scene.restored()
     assert not scene.reg.bucket.snapshot(scene.reg.storage.key("regplan-state/lock"))
+
+
+FAULTS = [(("put", 3), False), (("copy", 10), False), (("copy", 10), True),
+          (("delete", 2), False), (("delete", 2), True)]  # fmt: skip
+"""The store refuses the apply's state, a copy, a delete request; or does the copy or the
+delete and its answer is lost."""
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f"{f[0][0]}{f[0][1]}-{f[1]}")
+def test_an_apply_the_store_fails_finishes_by_running_it_again(scene: Scene, fault: Point) -> None:
+    """A failed request stops the apply with one error and releases the lock (the
+    process lives on); the same apply then finishes, and rollback restores everything."""
+    (kind, n), after = fault
+    faulty = Faulty(scene.reg.bucket, at=[(kind, n)], after=after, batch=scene.batch)
+    with pytest.raises(RegplanError, match="injected fault"):
+        scene.apply(faulty)
+    assert faulty.failed == [(kind, n)]
+    assert not scene.reg.bucket.snapshot(scene.reg.storage.key("regplan-state/lock"))
+    assert scene.apply().fingerprint_ok
+    assert scene.applied()
+    scene.rollback()
+    assert scene.restored()

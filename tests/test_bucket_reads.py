@@ -24,6 +24,7 @@ from regplan.errors import StorageError
 from regplan.storage.objects.bucket import Bucket, Exists, ObjectStorage
 from regplan.storage.objects.memory import MemoryBucket
 from tests import azserver, gcsserver, s3server
+from tests.buckets import Counting, Crashing, Faulty, Killed
 from tests.helpers import write_keys
 
 SERVERS = {"s3": ("s3server", s3server), "azure": ("azurite", azserver),
@@ -170,6 +171,36 @@ def test_keys_sort_by_their_bytes(bucket: Bucket) -> None:
     assert [o.rel for o in b.objects(key(""))] == sorted(rels, key=str.encode)
     names, files = b.folders(key(""))
     assert names == ["a"] and [o.rel for o in files] == ["B", "a", "a-", "a0", "é"]
+
+
+def test_the_wrappers_count_crash_and_fail_as_told() -> None:
+    """tests/buckets.py: a Counting bucket counts each request (a delete of many keys is
+    one per batch); a Crashing one dies at its request, having sent it or not, and sends
+    nothing after; a Faulty one fails the requests it names, done or not."""
+    m = MemoryBucket("s3")
+    key = m.storage.key
+    counting = Counting(m, batch=2)
+    counting.put(key("a"), b"1")
+    assert counting.delete([key("a"), key("b"), key("c")]) == 3
+    assert counting.counts == {"put": 1, "delete": 2}
+    after = Crashing(counting, at=("put", 2), after=True)
+    after.put(key("x"), b"1")
+    with pytest.raises(Killed):
+        after.put(key("y"), b"2")
+    assert m.get(key("y")) == b"2"  # the store did it
+    with pytest.raises(Killed):
+        after.get(key("x"))  # a dead process sends nothing more
+    assert counting.counts["get"] == 0
+    with pytest.raises(Killed):
+        Crashing(m, at=("copy", 1)).copy(key("x"), key("z"), 1)
+    with pytest.raises(FileNotFoundError):
+        m.get(key("z"))
+    faulty = Faulty(m, at=[("put", 1)], after=True)
+    with pytest.raises(StorageError, match="injected fault"):
+        faulty.put(key("f"), b"1")
+    assert m.get(key("f")) == b"1"
+    faulty.put(key("g"), b"2")
+    assert faulty.failed == [("put", 1)]
 
 
 def problems(root: str, key: Path, out: Path) -> list[tuple[str, str]]:
