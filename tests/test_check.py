@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from regplan.changes.records import ApplyRecord, State
-from regplan.registry.check import Gone, check, plan_state, removed_by
+from regplan.demo.samples import Registry
+from regplan.registry.check import Gone, check, plan_state, removed_by, verdict
 from regplan.registry.regclient import RegistryClient
-from tests.helpers import make_plan, selection
+from regplan.storage import location
+from regplan.storage.fs.fsstorage import FsStorage
+from regplan.views import render
+from tests.helpers import make_plan, remove_targets, selection
 
 
 def test_a_whole_repository_and_its_blobs(demo_root: Path) -> None:
@@ -120,3 +124,57 @@ def test_a_blob_redirected_to_storage_is_present() -> None:
         server.server_close()
     assert report.failures == () and report.blobs == 2
     assert [f.image for f in report.still_served] == ["blob e"]
+
+
+class ServesEverything(BaseHTTPRequestHandler):
+    """A registry that answers every manifest and blob (an empty image manifest)."""
+
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+    ).encode()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_tag_pushed_again_since_is_not_a_stale_cache(demo_root: Path) -> None:
+    """#33.11: the plan removed team/app:v1; since then v1 was pushed again (its link in
+    the storage names another manifest). Served, it is said to be pushed again, not a
+    stale cache; what is served but not back in the storage still is one."""
+    plan = make_plan(demo_root, selection(("team/app:v1",)))
+    remove_targets(demo_root, plan)
+    storage = FsStorage.locate(demo_root)
+    v2 = location.read(storage).repositories["team/app"].tags["v2"].current
+    assert v2 is not None
+    Registry.create(demo_root).tag("team/app", "v1", v2)  # the push since
+    [removed] = [i.digest for i in plan.images if i.name == "team/app:v1"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ServesEverything)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
+            report = check(client, [], removed=removed_by(plan), storage=location.read(storage))
+    finally:
+        server.shutdown()
+        server.server_close()
+    [again] = report.pushed_again
+    assert again.image == "team/app:v1"
+    assert again.what == f"pushed again since: the tag now names {v2}, the plan removed {removed}"
+    assert "team/app:v1" not in {f.image for f in report.still_served}
+    assert report.still_served  # its revision and layer links: not back, still served
+    text = render.check_report(report, "http://r")
+    assert f"PUSHED AGAIN team/app:v1: {again.what}" in text.splitlines()
+    said = verdict(report, [])
+    assert said.startswith(f"{len(report.still_served)} removed thing(s) still served")
+    assert "1 pushed again since the apply (not a stale cache)" in text

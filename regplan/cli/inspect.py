@@ -29,6 +29,7 @@ from regplan.decide.selection import (
 from regplan.demo import walkthrough
 from regplan.errors import CheckFailed
 from regplan.plans.planfile import PlanStream
+from regplan.storage import location
 from regplan.views import render
 
 
@@ -63,7 +64,8 @@ def check_cmd(
     from regplan.registry import check  # noqa: PLC0415 (httpx: imported when a registry is asked)
 
     storage = storage_of(root, config)
-    selected = check.images_in(storage, tuple(ImageSpec.parse(i) for i in images))
+    inventory = location.read(storage)
+    selected = check.images_in(inventory, tuple(ImageSpec.parse(i) for i in images))
     removed: list[check.Gone] = []
     state = None
     if plan_file:
@@ -76,7 +78,9 @@ def check_cmd(
         ) as client,
         progress_of("checking images", quiet=quiet, as_json=as_json) as checking,
     ):
-        report = check.check(client, selected, removed=removed, progress=checking.update)
+        report = check.check(
+            client, selected, removed=removed, storage=inventory, progress=checking.update
+        )
     if state is not None:
         report = attrs.evolve(report, plan_note=state.note)
     if as_json:

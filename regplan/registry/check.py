@@ -5,7 +5,9 @@ For each tag: the manifest by tag with every manifest type accepted, an index's
 children by digest (each body checked against its digest), every config and
 layer blob by HEAD. Manifests shared by many tags are checked once. The plan's
 removed tags, revisions, layer links and blobs must not be served any more: one
-that still is means the registry's blob descriptor cache is stale.
+that still is, and is not back in the storage, means the registry's caches are
+stale; one that is back (a tag whose link names a manifest again, a revision or
+layer link, a blob) was pushed again since, and is said so.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ import attrs
 
 from regplan.changes.records import ApplyRecord
 from regplan.decide.selection import ImageSpec
-from regplan.plans.plan import Plan, TargetKind
+from regplan.plans.plan import Plan, TargetKind, Verdict
 from regplan.plans.planfile import Source, source
 from regplan.progress import Progress
 from regplan.registry.regclient import RegistryClient
-from regplan.scan.layout import split_repo
-from regplan.storage import location
-from regplan.storage.location import Location
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Digest, split_repo
 
 T = TypeVar("T")
 
@@ -51,6 +52,9 @@ class Report:
     failures: tuple[Failure, ...]
     removed_checked: int = 0
     still_served: tuple[Failure, ...] = ()
+    """Removed, not back in the storage, and still served: the registry's caches."""
+    pushed_again: tuple[Failure, ...] = ()
+    """Removed, and served because it is in the storage again: pushed since."""
     plan_note: str = ""
     """With --plan: what the storage's history says of the plan (applied, rolled back,
     never applied here), which decides whether what it removed is asked for."""
@@ -68,11 +72,12 @@ class Gone:
     repo: str
     ref: str
     label: str
+    removed: str = ""
+    """A tag's: the manifest it named when the plan removed it (from the plan's records)."""
 
 
-def images_in(storage: Location, specs: Sequence[ImageSpec]) -> list[tuple[str, str]]:
+def images_in(inventory: Inventory, specs: Sequence[ImageSpec]) -> list[tuple[str, str]]:
     """Every (repository, tag) of the storage, or those ``specs`` (globs) select, sorted."""
-    inventory = location.read(storage)
     return [
         (name, tag)
         for name, repo in sorted(inventory.repositories.items())
@@ -137,18 +142,34 @@ def verdict(report: Report, applies: Sequence[ApplyRecord]) -> str:
 
 def removed_by(plan: Plan | Source) -> list[Gone]:
     """What a registry must no longer serve once ``plan`` is applied (and it restarted)."""
+    src = source(plan)
+    named = {
+        i.name: i.digest
+        for i in src.images()
+        if i.tag is not None and i.digest and i.verdict is Verdict.REMOVED
+    }
     out: list[Gone] = []
-    for t in source(plan).targets():
+    for t in src.targets():
         split = split_repo(t.path)
         last = t.path.rsplit("/", 2)
         if t.kind is TargetKind.REPOSITORY:
             for ref in t.refs:  # its tags, as the plan names them (at most 20)
                 repo, colon, tag = ref.rpartition(":")
                 if colon and repo and "/" not in tag and " " not in ref:
-                    out.append(Gone(kind="manifest", repo=repo, ref=tag, label=ref))
+                    out.append(
+                        Gone(
+                            kind="manifest",
+                            repo=repo,
+                            ref=tag,
+                            label=ref,
+                            removed=named.get(ref) or "",
+                        )
+                    )
         elif t.kind is TargetKind.TAG and split is not None:
+            label = f"{split[0]}:{last[-1]}"
+            removed = named.get(label) or ""
             out.append(
-                Gone(kind="manifest", repo=split[0], ref=last[-1], label=f"{split[0]}:{last[-1]}")
+                Gone(kind="manifest", repo=split[0], ref=last[-1], label=label, removed=removed)
             )
         elif t.kind is TargetKind.REVISION and split is not None:
             digest = f"{last[-2]}:{last[-1]}"
@@ -256,9 +277,11 @@ def check(
     images: Sequence[tuple[str, str]],
     *,
     removed: Iterable[Gone] = (),
+    storage: Inventory | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """Check every ``(repo, tag)`` through the registry, and that ``removed`` is gone."""
+    """Check every ``(repo, tag)`` through the registry, and that ``removed`` is gone
+    (what is served tells a stale cache from a push since by ``storage``, read now)."""
     checker = _Checker(client, progress)
     gone = list(removed)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
@@ -269,16 +292,41 @@ def check(
         for (repo, tag), problems in zip(images, results, strict=True)
         if problems
     )
-    still = tuple(
-        Failure(image=g.label, what=f"still served ({g.kind} {g.ref})")
-        for g, is_served in zip(gone, served, strict=True)
-        if is_served
-    )
+    still: list[Failure] = []
+    again: list[Failure] = []
+    for g in (g for g, is_served in zip(gone, served, strict=True) if is_served):
+        back = None if storage is None else pushed_again(g, storage)
+        if back is None:
+            still.append(Failure(image=g.label, what=f"still served ({g.kind} {g.ref})"))
+        else:
+            again.append(Failure(image=g.label, what=back))
     return Report(
         images=len(images),
         manifests=len(checker.manifests),
         blobs=len(checker.blobs),
         failures=failures,
         removed_checked=len(gone),
-        still_served=still,
+        still_served=tuple(still),
+        pushed_again=tuple(again),
     )
+
+
+def pushed_again(item: Gone, storage: Inventory) -> str | None:
+    """What of ``item`` is in the storage again (None: nothing, it is gone from there)."""
+    repo = storage.repositories.get(item.repo)
+    if item.kind == "manifest" and not item.ref.startswith("sha256:"):
+        tag = repo.tags.get(item.ref) if repo is not None else None
+        if tag is None:
+            return None
+        now = tag.current or "a manifest regplan cannot read"
+        if item.removed and item.removed != now:
+            return f"pushed again since: the tag now names {now}, the plan removed {item.removed}"
+        return f"pushed again since: the tag names {now} again"
+    if item.kind == "manifest":
+        back = repo is not None and Digest(item.ref) in repo.revisions
+        return "pushed again since: its revision link is in the storage again" if back else None
+    if item.label.startswith("blob "):  # the blob itself
+        back = Digest(item.ref) in storage.blobs
+        return "pushed again since: the blob is in the storage again" if back else None
+    back = repo is not None and Digest(item.ref) in repo.layers
+    return "pushed again since: its layer link is in the storage again" if back else None

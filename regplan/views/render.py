@@ -402,8 +402,11 @@ def check_json(report: CheckReport, url: str) -> dict[str, object]:
         "blobs": report.blobs,
         "failures": [{"image": f.image, "what": f.what} for f in report.failures],
         "removed_checked": report.removed_checked,
-        "removed_gone": report.removed_checked - len(report.still_served),
+        "removed_gone": report.removed_checked
+        - len(report.still_served)
+        - len(report.pushed_again),
         "still_served": [{"image": f.image, "what": f.what} for f in report.still_served],
+        "pushed_again": [{"image": f.image, "what": f.what} for f in report.pushed_again],
         "plan": report.plan_note or None,
     }
 
@@ -413,6 +416,7 @@ def check_report(report: CheckReport, url: str) -> str:
     served on a line of its own, then the totals."""
     lines = [f"BROKEN {f.image}: {f.what}" for f in report.failures]
     lines += [f"STILL SERVED {f.image}: {f.what}" for f in report.still_served]
+    lines += [f"PUSHED AGAIN {f.image}: {f.what}" for f in report.pushed_again]
     verdict = "all whole" if not report.failures else f"{len(report.failures)} broken"
     lines.append(
         f"Checked {report.images} images ({report.manifests} manifests, {report.blobs} blobs) "
@@ -421,10 +425,12 @@ def check_report(report: CheckReport, url: str) -> str:
     if report.plan_note:
         lines.append(f"Plan: {report.plan_note}.")
     if report.removed_checked:
-        gone = report.removed_checked - len(report.still_served)
+        again = len(report.pushed_again)
+        gone = report.removed_checked - len(report.still_served) - again
         lines.append(
             f"Of {report.removed_checked} things the plan removed (manifests and blobs, each "
-            f"once), {gone} are gone and {len(report.still_served)} still served."
+            f"once), {gone} are gone and {len(report.still_served)} still served"
+            + (f"; {again} pushed again since the apply (not a stale cache)." if again else ".")
         )
     elif report.plan_note:
         lines.append("What the plan removes was not asked for: it is not applied here.")
