@@ -3,7 +3,8 @@
 The file is YAML; its shape is ``policy.schema.json`` (what an editor validates
 against too), checked with jsonschema, and each error is placed at the YAML node it
 is about. What a schema cannot say is checked after: ages in range, regular
-expressions that compile, globs of the right kind, names used once.
+expressions that RE2 compiles (decide.patterns), globs of the right kind, names used
+once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import attrs
 import jsonschema
 import yaml
 
+from regplan.decide import patterns
 from regplan.decide.ages import parse_age
 from regplan.decide.policy import Keep, Policy, Registry, Rule
 from regplan.errors import PolicyError, SelectionError
@@ -294,8 +296,8 @@ def _patterns(rule: dict[str, Any], at: DocPath, said: str) -> Iterator[tuple[Do
         if not isinstance(value, str):
             continue
         try:
-            re.compile(value)
-        except re.error as e:
+            patterns.compiled(value)
+        except patterns.PatternError as e:
             yield path, f"{_dotted(path)}: {printable(value)!r} is not a regular expression ({e})"
     yield from _age(rule.get("untagged"), (*at, "untagged"), f"{said}.untagged")
     yield from _age(keep.get("within"), (*at, "keep", "within"), f"{said}.keep.within")
