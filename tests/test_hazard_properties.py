@@ -8,6 +8,11 @@ that must hold whatever the storage holds.
    rollback end with a result or a one-line RegplanError, a folder outside the
    root that the planted links point to is untouched, and rollback restores
    the storage byte for byte.
+
+The first is the planner's (pure): it is checked on many registries held in memory
+(test_properties.MemTree), whose walk notes the hazards as the filesystem's walk
+does. Both are checked on fewer registries on disk, through the real walk, apply
+and rollback.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -23,6 +28,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from regplan import apply, workflow
+from regplan.decide.planner import decide
+from regplan.decide.selection import resolve
 from regplan.errors import RegplanError, SelectionError
 from regplan.plans import signing
 from regplan.plans.plan import TargetKind
@@ -37,7 +44,7 @@ from tests.helpers import (
     write_pub,
 )
 from tests.test_hostile_apply import snapshot
-from tests.test_properties import REPOS, build, push
+from tests.test_properties import REPOS, MemTree, Push, build_registry, in_memory, push
 
 HAZARDS = ["symlink-folder", "fifo-link", "unnameable", "corrupt-link", "deep-manifest"]
 
@@ -88,8 +95,115 @@ def unseen(plan_problems: list[tuple[str, str]]) -> list[str]:
     return [p for code, p in plan_problems if code in codes and p.startswith("repositories/")]
 
 
+def check_unseen_is_kept(problems: list[tuple[str, str]], targets: list[tuple[str, str]]) -> None:
+    """Statement 1, of a plan's problems (code, path) and targets (kind, path)."""
+    # uploads reference nothing: an unseen one changes no decision
+    hidden = [
+        h
+        for h in unseen(problems)
+        if "_uploads" not in (split_repo(h) or ("", ""))[1].split("/")[:1]
+    ]
+    hidden_repos = {s[0] for s in map(split_repo, hidden) if s is not None}
+    if hidden:
+        assert not [p for kind, p in targets if kind == TargetKind.BLOB.value], hidden
+    for kind, path in targets:
+        split = split_repo(path + "/_") if kind == TargetKind.REPOSITORY.value else None
+        owner = split[0] if split else (split_repo(path) or ("",))[0]
+        assert owner not in hidden_repos or kind == TargetKind.EMPTY_DIR.value, (path, hidden)
+
+
+def memory_folders(tree: MemTree) -> list[str]:
+    """``folders`` of a tree in memory, in the same order (os.walk's, top down, each
+    folder's names sorted: folders, links to folders, names a plan cannot hold)."""
+    children: dict[str, list[str]] = {}
+    for path in [*tree.dirs, *tree.symlinks, *tree.unnameable]:
+        children.setdefault(path.rpartition("/")[0], []).append(path)
+    out: list[str] = []
+
+    def walk(folder: str) -> None:
+        below = sorted(children.get(folder, []))
+        out.extend(below)
+        for path in below:
+            if path not in tree.symlinks:
+                walk(path)
+
+    walk("repositories")
+    return out
+
+
+def plant_in_memory(tree: MemTree, kind: str, pick: int) -> None:
+    """One hazard as the walk meets it (what ``plant`` makes on disk), at a place chosen
+    by ``pick`` among those of its kind."""
+
+    def by_parts(paths: Iterable[str]) -> list[str]:
+        return sorted(paths, key=lambda p: p.split("/"))
+
+    folders = memory_folders(tree)
+    links = by_parts(
+        f
+        for f in [*tree.files, *tree.specials]
+        if f.startswith("repositories/") and f.endswith("/link")
+    )
+    if kind == "symlink-folder" and folders:
+        target = folders[pick % len(folders)]
+        if target in tree.symlinks or target in tree.unnameable:
+            return  # as on disk: a link is not moved again; a name not walked stays so
+        tree.remove(target)  # moved outside the root, a link to it left in its place
+        tree.symlinks[target] = f"/outside/{pick}/moved"
+    elif kind == "fifo-link" and links:
+        link = links[pick % len(links)]
+        if link in tree.files:
+            tree.remove(link)
+            tree.specials.add(link)
+    elif kind == "unnameable" and folders:
+        tree.unnameable.add(f"{folders[pick % len(folders)]}/\udcff{pick}")
+    elif kind == "corrupt-link" and links:
+        link = links[pick % len(links)]
+        if link in tree.files:
+            tree.files[link] = b"sha256:not-a-digest"
+    elif kind == "deep-manifest":
+        datas = by_parts(
+            f for f, data in tree.files.items() if f.endswith("/data") and len(data) < 4096
+        )
+        if datas:
+            tree.files[datas[pick % len(datas)]] = b"[" * 3000
+
+
 @settings(
-    max_examples=40,
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    pushes=st.lists(push, min_size=1, max_size=8),
+    hazards=st.lists(hazard, min_size=1, max_size=3),
+    untagged=st.lists(st.sampled_from([*REPOS, "*"]), max_size=2),
+    prune=st.booleans(),
+)
+def test_what_the_walk_cannot_see_is_kept(
+    pushes: list[Push], hazards: list[tuple[str, int]], untagged: list[str], prune: bool
+) -> None:
+    """Statement 1 on registries in memory: the planner keeps what the walk could not
+    see into, and the repositories that hold it."""
+    tree = in_memory(pushes)
+    for kind, pick in hazards:
+        plant_in_memory(tree, kind, pick)
+    inv = tree.inventory()
+    sel = attrs.evolve(selection((), (*untagged, "*"), prune), gc=True)
+    try:
+        req = resolve(sel, inv)
+    except SelectionError:
+        assume(False)
+        raise
+    decision = decide(inv, req, prune=prune)
+    check_unseen_is_kept(
+        [(p.code.value, p.path) for p in decision.problems],
+        [(t.kind.value, t.path) for t in decision.targets],
+    )
+
+
+@settings(
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -101,7 +215,7 @@ def unseen(plan_problems: list[tuple[str, str]]) -> list[str]:
     after=st.integers(0, 10_000),
 )
 def test_hazards_are_kept_and_nothing_leaves_the_root(
-    pushes: list[tuple[str, str | None, str, list[int], list[int]]],
+    pushes: list[Push],
     hazards: list[tuple[str, int]],
     untagged: list[str],
     prune: bool,
@@ -111,7 +225,7 @@ def test_hazards_are_kept_and_nothing_leaves_the_root(
         base = Path(tmp)
         root, outside = base / "registry", base / "outside"
         outside.mkdir()
-        build(root, pushes)
+        build_registry(root, pushes)
         v2 = FsStorage.locate(root).v2
         for n, (kind, pick) in enumerate(hazards):
             plant(v2, outside / str(n), kind, pick)
@@ -125,19 +239,10 @@ def test_hazards_are_kept_and_nothing_leaves_the_root(
         except SelectionError:
             assume(False)
             raise
-        # uploads reference nothing: an unseen one changes no decision
-        hidden = [
-            h
-            for h in unseen([(p.code.value, p.path) for p in plan.problems])
-            if "_uploads" not in (split_repo(h) or ("", ""))[1].split("/")[:1]
-        ]
-        hidden_repos = {s[0] for s in map(split_repo, hidden) if s is not None}
-        if hidden:
-            assert not [t for t in plan.targets if t.kind == TargetKind.BLOB], hidden
-        for t in plan.targets:
-            split = split_repo(t.path + "/_") if t.kind == TargetKind.REPOSITORY else None
-            owner = split[0] if split else (split_repo(t.path) or ("",))[0]
-            assert owner not in hidden_repos or t.kind == TargetKind.EMPTY_DIR, (t.path, hidden)
+        check_unseen_is_kept(
+            [(p.code.value, p.path) for p in plan.problems],
+            [(t.kind.value, t.path) for t in plan.targets],
+        )
 
         plan_path = base / "p.json"
         workflow.write_plan(plan, plan_path)
