@@ -4,8 +4,13 @@ reason."""
 
 from __future__ import annotations
 
+import io
 import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -14,9 +19,10 @@ from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
 from regplan.cli import cli
+from regplan.demo.samples import build_demo
 from regplan.errors import PolicyError
 from regplan.policy import load
-from tests.helpers import write_keys
+from tests.helpers import KEY, pem, write_keys
 
 POLICIES = Path(__file__).parents[1] / "policies"
 
@@ -82,7 +88,7 @@ def test_every_mistake_with_its_line_and_column() -> None:
             "p.yml:1:4: anchors and aliases are not allowed",
         ),
         ("[" * 20_000 + "]" * 20_000, "p.yml: nested too deeply to be a policy"),
-        ("#" * (1 << 20) + "\n", "p.yml: 1048577 bytes; a policy has at most 1 MiB"),
+        ("#" * (1 << 20) + "\n", "p.yml: more than 1 MiB; a policy has at most 1 MiB"),
         ("version: 2\nrules: []\n", "p.yml:1:10: version: 1 was expected"),
     ],
 )
@@ -208,3 +214,74 @@ def test_flags_that_a_policy_holds_are_refused_beside_it(demo_root: Path, tmp_pa
     assert "--policy holds the rules: put --image, --gc in the policy file" in r.output
     r = CliRunner().invoke(cli, [*args, "--sort-by", "created"])
     assert r.exit_code == 64 and "put --sort-by in the policy file" in r.output
+
+
+class _Endless(io.RawIOBase):
+    """A stream that never ends (as /dev/zero, or a pipe that keeps writing), counting
+    what was read of it."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = len(buffer)
+        buffer[:n] = b"#" * n
+        self.given += n
+        return n
+
+
+def test_a_policy_stream_is_read_to_the_cap_and_no_further() -> None:
+    """#33: at most 1 MiB and one byte is read of a stream that has no end."""
+    endless = _Endless()
+    with pytest.raises(PolicyError) as e:
+        load.read_stream(io.BufferedReader(endless), "stdin")
+    assert e.value.errors == ["stdin: more than 1 MiB; a policy has at most 1 MiB"]
+    assert endless.given <= load.MAX_BYTES + 1 + io.DEFAULT_BUFFER_SIZE
+
+
+def _limited(*args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    """regplan in a process held to 2 GiB of address space (a read without end fails
+    there with a MemoryError, not the machine)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "regplan", *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        check=False,
+    )
+
+
+def test_policy_check_of_dev_zero_is_one_line() -> None:
+    """A device without end is refused at the cap, with one line (no MemoryError)."""
+    r = _limited("policy", "check", "/dev/zero")
+    assert r.returncode == PolicyError.exit_code, r.stderr[-500:]
+    assert r.stderr.splitlines() == [
+        "Error: /dev/zero: more than 1 MiB; a policy has at most 1 MiB"
+    ]
+
+
+def test_plan_policy_from_an_endless_stdin_is_one_line(tmp_path: Path) -> None:
+    """``plan --policy -`` with stdin that never ends: refused at the cap."""
+    key = tmp_path / "plan.key"
+    key.write_bytes(pem(KEY))
+    root = tmp_path / "registry"
+    build_demo(root)
+    with open("/dev/zero", "rb") as zero:
+        r = _limited(
+            *("plan", "--root", str(root), "--key", str(key), "--signer", "t"),
+            *("-o", str(tmp_path / "p.json"), "--policy", "-"),
+            stdin=zero.fileno(),
+        )
+    assert r.returncode == PolicyError.exit_code, r.stderr[-500:]
+    assert r.stderr.splitlines()[-1] == (
+        "Error: stdin: more than 1 MiB; a policy has at most 1 MiB"
+    )

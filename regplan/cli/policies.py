@@ -42,7 +42,7 @@ def policy_selection(f: IO[bytes], protect: tuple[Protect, ...], given: list[str
         flags = ", ".join(SELECTION_FLAGS[g] for g in given)
         raise click.UsageError(f"--policy holds the rules: put {flags} in the policy file")
     name = "stdin" if f.name == "<stdin>" else str(f.name)
-    policy = load.read(f.read(), name)
+    policy = load.read_stream(f, name)
     r = policy.registry
     return Selection(
         policy=policy,

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import jsonschema
@@ -50,22 +50,33 @@ def schema() -> dict[str, Any]:
 
 
 def read_file(path: Path) -> Policy:
-    """The policy in the file at ``path``."""
+    """The policy in the file at ``path`` (of which ``read_stream`` reads at most the cap)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            return read_stream(f, str(path))
     except OSError as e:
         raise PolicyError(str(path), [f"{path}: {e.strerror}"]) from None
-    return read(data, str(path))
 
 
 MAX_BYTES = 1 << 20
 """A policy larger than this is not one (the plan holds its whole text)."""
 
 
+def read_stream(f: IO[bytes], file: str) -> Policy:
+    """The policy read from ``f``: a file, a device (``/dev/zero``) or a pipe (stdin)
+    alike, never more than ``MAX_BYTES`` and one byte of it, so that what has no end,
+    or a huge file, is refused without being held."""
+    try:
+        data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise PolicyError(file, [f"{file}: {e.strerror}"]) from None
+    return read(data, file)
+
+
 def read(data: bytes, file: str) -> Policy:
     """The policy in ``data`` (the bytes of ``file``); PolicyError lists every mistake."""
     if len(data) > MAX_BYTES:
-        raise PolicyError(file, [f"{file}: {len(data)} bytes; a policy has at most 1 MiB"])
+        raise PolicyError(file, [f"{file}: more than 1 MiB; a policy has at most 1 MiB"])
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
