@@ -32,7 +32,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
-        if tag not in ("meta", "input"):  # void elements
+        if tag not in ("meta", "input", "col"):  # void elements
             self.open.append(tag)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -114,7 +114,7 @@ def chromium() -> str:
     return found
 
 
-def browse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+def browse(tmp_path: Path, *args: str, width: int = 1100) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [
             chromium(),
@@ -127,7 +127,7 @@ def browse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1100,900",
+            f"--window-size={width},900",
             *args,
         ],
         capture_output=True,
@@ -155,3 +155,50 @@ def test_chromium_renders_the_page_and_filters_its_table(plan: Plan, tmp_path: P
     assert '<tr class="kept"><td><code>team/signed</code></td><td><code>v2 (+ signature)' in dom
     kept = browse(tmp_path, "--dump-dom", f"file://{page}#filter=kept").stdout.decode()
     assert '<span id="shown">1</span>' in kept  # the kept view: what stays, and why
+
+
+BROKEN_WORDS = """<script>
+const broken = [];
+for (const cell of document.querySelectorAll('th, td')) {
+  if (cell.querySelector('code')) continue;  // a long name may break where it must
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+    for (const m of node.data.matchAll(/\\S+/g)) {
+      if (m[0].length > 40) continue;  // a name longer than a column: broken where it must
+      const r = document.createRange();
+      r.setStart(node, m.index);
+      r.setEnd(node, m.index + m[0].length);
+      const lines = new Set(Array.from(r.getClientRects(), x => Math.round(x.top)));
+      if (lines.size > 1) broken.push(m[0]);
+    }
+  }
+}
+document.body.insertAdjacentHTML('beforeend',
+  '<pre id="broken">' + JSON.stringify(broken) + '</pre>');
+</script>"""
+"""Appended to a page: lists every word of a heading or a cell of text (not code) that
+the browser laid out on more than one line."""
+
+
+def test_no_word_breaks_mid_word_at_1400_pixels(plan: Plan, tmp_path: Path) -> None:
+    """#33.12: long names and reasons in the images table squeezed "Verdict", "Size",
+    "removed" and "Repository" onto two lines ("Repositor y"): headings, verdicts, sizes
+    and words of text stay whole; only a name too long for its column is broken."""
+    images = tuple(
+        Image(
+            repo="production/payments/gateway-service",
+            tag="release-2026.01.15-build-" + "a" * 60 + f"-{n}",
+            digest=f"sha256:{n:064x}",
+            verdict=Verdict.REMOVED if n % 2 else Verdict.KEPT,
+            reason="beyond keep-last 5: rank 7 by push time (pushed 2026-01-15T10:00:00Z); "
+            "policy rule production-keep-releases in /etc/regplan/policies/retention.yaml",
+            bytes=123_456_789,
+        )
+        for n in range(6)
+    )
+    page = tmp_path / "long.html"
+    html = report.html(attrs.evolve(plan, images=images))
+    page.write_text(html.replace("</body>", BROKEN_WORDS + "</body>"))
+    for width in (1400, 1100):
+        dom = browse(tmp_path, "--dump-dom", f"file://{page}", width=width).stdout.decode()
+        assert '<pre id="broken">[]</pre>' in dom, (width, dom[dom.find('id="broken"') :])

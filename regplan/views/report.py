@@ -40,10 +40,11 @@ LISTED = 200
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1b1f24;max-width:1100px}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;
-text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f6f8fa}
+table{border-collapse:collapse;width:100%;table-layout:fixed}
+td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;
+overflow-wrap:break-word}th{background:#f6f8fa}td code{overflow-wrap:anywhere}
 code{font-size:12px}
-.num{text-align:right}tr.removed td:nth-child(3){color:#cf222e;font-weight:600}
+.num{text-align:right;white-space:nowrap}tr.removed td:nth-child(3){color:#cf222e;font-weight:600}
 tr.kept td:nth-child(3){color:#1a7f37}
 .note{color:#57606a}input{font-size:14px;padding:4px;width:24em}
 svg text{font:12px system-ui,sans-serif}
@@ -106,7 +107,7 @@ def html(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>regplan plan {escape(plan.plan_id)}</title><style>{STYLE}</style></head><body>",
         f"<h1>regplan plan <code>{escape(plan.plan_id)}</code></h1>",
-        "<table>",
+        "<table>" + _cols("9em", ""),
         *(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in _facts(ov, plan_file, checked)),
         "</table>",
     ]
@@ -121,18 +122,21 @@ def html(
             (p.source, p.ref, ", ".join(p.matches) or "matches nothing")
             for p in plan.request.selection.protect
         ],
+        widths=("20%", "30%"),
     )
     out += _listing(
         "Storage kept",
         ("Path", "Why", "For"),
         [(k.path, k.reason, ", ".join(k.refs)) for k in ov.kept],
         ov.kept_count,
+        widths=("45%", "25%"),
     )
     out += _listing(
         "Problems",
         ("Code", "Path", "Message"),
         [(p.code.value, p.path, p.message) for p in ov.problems],
         ov.problems_count,
+        widths=("15%", "40%"),
     )
     out += _listing(
         "Signatures",
@@ -141,6 +145,7 @@ def html(
             (c.state.value, f"{c.role}: {who(c)}", f"{c.keyid} at {c.signed_at}{where(c)}")
             for c in checked
         ],
+        widths=("15%", "30%"),
     )
     out += [f"<script>{SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)
@@ -195,7 +200,8 @@ def _removed_only(images: Sequence[tuple[str, list[str]]]) -> tuple[list[str], i
     out = [
         f"<h2>Images removed ({len(images)})</h2>",
         FILTER.format(shown=len(listed)),
-        '<table id="images"><thead><tr><th>Image</th><th>With it</th></tr></thead><tbody>',
+        '<table id="images">' + _cols("60%", ""),
+        "<thead><tr><th>Image</th><th>With it</th></tr></thead><tbody>",
         *(f"<tr><td><code>{_e(i)}</code></td><td>{_e(', '.join(k))}</td></tr>" for i, k in listed),
         "</tbody></table>",
     ]
@@ -208,8 +214,9 @@ def _records(records: ImagesOverview) -> tuple[list[str], int]:
     out = [
         f"<h2>Images</h2><p>{escape(images_headline(records))}</p>",
         FILTER.format(shown=len(listed)),
-        '<table id="images"><thead><tr><th>Repository</th><th>Image</th><th>Verdict</th>'
-        '<th class="num">Size</th><th>Why</th></tr></thead><tbody>',
+        '<table id="images">' + _cols("22%", "28%", "6.5em", "7em", ""),
+        '<thead><tr><th>Repository</th><th>Image</th><th>Verdict</th><th class="num">Size</th>'
+        "<th>Why</th></tr></thead><tbody>",
         *(
             f'<tr class="{i.verdict.value}"><td><code>{_e(r.name)}</code></td>'
             f"<td><code>{_e(r.label(i))}</code></td><td>{i.verdict.value}</td>"
@@ -226,17 +233,26 @@ def _e(value: str, width: int = 300) -> str:
     return escape(value if len(value) <= width else value[: width - 1] + "…")
 
 
+def _cols(*widths: str) -> str:
+    """The columns' widths (the table's layout is fixed: a long name in one column never
+    squeezes the words of another, nor its heading, onto two lines); "" takes the rest."""
+    cols = "".join(f'<col style="width:{w}">' if w else "<col>" for w in widths)
+    return f"<colgroup>{cols}</colgroup>"
+
+
 def _listing(
     title: str,
     heads: tuple[str, str, str],
     rows: Sequence[tuple[str, str, str]],
     total: int | None = None,
+    widths: tuple[str, str] = ("40%", "30%"),
 ) -> list[str]:
-    """The first LISTED rows of ``total`` (default: of ``rows``)."""
+    """The first LISTED rows of ``total`` (default: of ``rows``), the first two columns
+    ``widths`` wide."""
     total = len(rows) if total is None else total
     if not total:
         return []
-    out = [f"<h2>{title} ({total})</h2>", "<table>"]
+    out = [f"<h2>{title} ({total})</h2>", "<table>" + _cols(*widths, "")]
     out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>")
     out += [
         f"<tr><td><code>{_e(a)}</code></td><td>{_e(b)}</td><td>{_e(c)}</td></tr>"
