@@ -8,15 +8,16 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from regplan.changes import transaction
+from regplan.changes import applies, fresh, transaction
 from regplan.changes.records import ApplyRecord
-from regplan.changes.transaction import ApplyResult, RollbackResult, Store, record_json
+from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.storage import location
 from regplan.storage.clouds import Found
 from regplan.storage.location import Location
+from regplan.storage.seam import Store
 
 __all__ = [
     "ApplyResult",
@@ -31,7 +32,7 @@ __all__ = [
 
 def records(storage: Location) -> list[ApplyRecord]:
     """Every apply recorded in the storage's state, oldest first."""
-    return location.store(storage).records()
+    return applies.records(location.store(storage))
 
 
 def apply_plan(
@@ -55,12 +56,12 @@ def apply_plan(
     with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
         stream.check_items()
-        storage = location.of_plan(stream.header, root)
+        storage = fresh.storage_of(stream.header, root)
         return transaction.apply(
             stream,
             opener(storage),
             now=now,
-            check_fresh=lambda: location.check_fresh(stream.header, storage, scan_progress),
+            check_fresh=lambda: fresh.check_fresh(stream.header, storage, scan_progress),
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,

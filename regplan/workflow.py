@@ -21,6 +21,7 @@ import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__
+from regplan.changes import fresh
 from regplan.decide import images
 from regplan.decide.decision import Spooled
 from regplan.decide.planner import decide_spooled
@@ -37,6 +38,7 @@ from regplan.plans.plan import (
     ProtectRecord,
     Request,
     SelectionRecord,
+    StorageRecord,
     Target,
     Tool,
     tally,
@@ -152,7 +154,7 @@ def make_plan(
             created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             tool=Tool(name="regplan", version=__version__),
             root=str(storage.root),
-            storage=location.record(storage),
+            storage=_record(storage),
             request=request,
             fingerprint=_fingerprint(before, after),
             summary=tally(spooled.targets.kinds_and_bytes()),
@@ -300,6 +302,11 @@ def load_verified(
         )
         stream.check_items()
         header = stream.header
-    storage = location.of_plan(header, root)
-    location.check_fresh(header, storage, progress)
+    storage = fresh.storage_of(header, root)
+    fresh.check_fresh(header, storage, progress)
     return Verified(header=header, signers=tuple(signers), storage=storage)
+
+
+def _record(storage: Location) -> StorageRecord | None:
+    found = location.record(storage)
+    return None if found is None else StorageRecord.of(found)

@@ -24,7 +24,6 @@ from regplan.errors import ApplyError
 from regplan.plans import signing
 from regplan.plans.plan import TargetKind
 from regplan.plans.planfile import PlanStream
-from regplan.progress import Progress
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
 from tests.helpers import (
@@ -37,6 +36,7 @@ from tests.helpers import (
     write_plan_file,
     write_pub,
 )
+from tests.stores import around
 
 
 @pytest.fixture
@@ -115,19 +115,17 @@ def test_apply_never_follows_a_parent_swapped_for_a_symlink_after_preflight(
     plan = tmp_path / "p.json"
     write_plan_file(root, selection(images=("old/repo:2019",)), plan)
 
-    class SwapAfterPreflight(FsStore):
-        def preflight(self, plan: PlanStream, apply_id: str) -> None:
-            super().preflight(plan, apply_id)
-            old = v2(root) / "repositories/old"
-            old.rename(tmp_path / "old-moved-aside")
-            old.symlink_to(outside)
+    def swap() -> None:
+        old = v2(root) / "repositories/old"
+        old.rename(tmp_path / "old-moved-aside")
+        old.symlink_to(outside)
 
     before = snapshot(outside)
     with (
         PlanStream(plan) as stream,
         pytest.raises(ApplyError, match=r"could not move .*never followed"),
     ):
-        store = SwapAfterPreflight(FsStorage.locate(root))
+        store = around(FsStore(FsStorage.locate(root)), once=True, move_out=swap)
         transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert snapshot(outside) == before
     quarantine = root / "regplan-state/quarantine"
@@ -142,15 +140,11 @@ def test_purge_older_than_leaves_an_apply_whose_final_check_failed(
     plan = tmp_path / "p.json"
     write_plan_file(root, selection(images=("old/repo:2019",)), plan)
 
-    class WriteMeanwhile(FsStore):
-        def move(
-            self, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
-        ) -> int:
-            (v2(root) / "repositories/team/tool/_uploads/pushed-meanwhile").mkdir()
-            return super().move(plan, apply_id, progress, resuming=resuming)
+    def write() -> None:
+        (v2(root) / "repositories/team/tool/_uploads/pushed-meanwhile").mkdir()
 
     with PlanStream(plan) as stream:
-        store = WriteMeanwhile(FsStorage.locate(root))
+        store = around(FsStore(FsStorage.locate(root)), once=True, move_out=write)
         result = transaction.apply(stream, store, now=NOW, check_fresh=lambda: None)
     assert not result.fingerprint_ok
     storage = FsStorage.locate(root)

@@ -87,7 +87,7 @@ def test_scan_of_a_bucket_is_the_scan_of_its_files(reg: InMemory, tmp_path: Path
     assert on_s3.targets == on_fs.targets
     assert on_s3.kept == on_fs.kept
     assert on_s3.storage is not None
-    assert on_s3.storage.bucket == reg.storage.container
+    assert on_s3.storage.flat()["bucket"] == reg.storage.container
     assert on_s3.root == f"s3://{reg.storage.container}/registry"
     schema = json.loads((Path(__file__).parents[1] / "plans" / "plan.schema.json").read_text())
     jsonschema.validate(codec.unstructure(on_s3), schema)

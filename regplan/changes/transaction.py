@@ -1,26 +1,23 @@
-"""The transaction, written once: apply, rollback, purge and history over a Store.
+"""The transaction, written once: apply, rollback, purge and history over a storage's
+write side (seam.Store: primitives over names and bytes).
 
-A Store is the write side of one storage (a filesystem rootdirectory, a bucket):
-its lock, the state of its applies, the quarantine, and the moves themselves.
-What the steps are, in which order, what is refused, and what each record says
-is decided here, so every backend keeps the same promises (tests/test_contract.py
-runs them on each). What a move is (a rename, a server-side copy and delete) and how a
-crash is recovered inside one batch is the store's.
+What the steps are, in which order, what is refused, and what each record says is
+decided here (with the moves in moves.py, the records in applies.py and the journal
+in journal.py), so every store keeps the same promises (tests/test_contract.py runs
+them on each). What a move is (a rename, a server-side copy and delete) is the store's.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import attrs
 
+from regplan.changes import applies, moves
 from regplan.changes.records import ApplyRecord, State
 from regplan.errors import ApplyError, StalePlanError
 from regplan.plans import signing
@@ -28,75 +25,12 @@ from regplan.plans.planfile import PlanStream
 from regplan.progress import Progress
 from regplan.scan import fingerprint
 from regplan.scan.layout import part_of
+from regplan.storage.seam import Store
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-INDEX = "INDEX.tsv"
-"""In each quarantine: which slot holds which original path (for people browsing it)."""
-
-BATCH = 512
-"""Moves per journal record (and per round of directory fsyncs on a filesystem)."""
-
 LIVE = (State.APPLYING, State.APPLIED, State.ROLLING_BACK)
 """States in which an apply's moves are (partly) in effect."""
-
-
-class Store(Protocol):
-    """The write side of one storage, as the transaction uses it."""
-
-    @property
-    def where(self) -> str:
-        """The storage, as messages name it."""
-
-    def lock(self, command: str, break_lock: bool) -> AbstractContextManager[object]:
-        """One apply, rollback or purge at a time (``break_lock``: take over a lock
-        whose holder is gone, where a lock can outlive its holder)."""
-
-    def records(self) -> list[ApplyRecord]:
-        """Every apply recorded, oldest first."""
-
-    def load(self, apply_id: str) -> ApplyRecord:
-        """One apply's record; ApplyError naming the known ones when there is none."""
-
-    def save(self, record: ApplyRecord) -> None:
-        """Replace one apply's state, durably."""
-
-    def began(self, apply_id: str) -> AbstractContextManager[PlanStream]:
-        """The plan an apply began with, as the store keeps it."""
-
-    def preflight(self, plan: PlanStream, apply_id: str) -> None:
-        """Before anything moves: refuse what cannot be moved safely."""
-
-    def begin(self, plan: PlanStream, record: ApplyRecord) -> None:
-        """Keep the verified plan, the first state and the quarantine's index."""
-
-    def move(
-        self, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
-    ) -> int:
-        """Move what is still in the storage into the quarantine; how many moved."""
-
-    def restore(self, plan: PlanStream, record: ApplyRecord) -> Restore:
-        """Check that everything of an apply can go back (nothing moved yet)."""
-
-    def plan_of(self, apply_id: str) -> Path | str:
-        """Where an apply keeps the plan it began with, as messages name it."""
-
-    def quarantine(self, apply_id: str) -> Path | str:
-        """Where an apply's quarantine is, as messages name it."""
-
-    def delete_quarantine(self, apply_id: str, progress: Progress | None) -> None: ...
-
-    def digest(self, progress: Progress | None) -> fingerprint.TreeDigest:
-        """The tree's digest now."""
-
-
-class Restore(Protocol):
-    """A rollback checked and ready: ``run`` moves everything back."""
-
-    def run(self, progress: Progress | None) -> tuple[int, int]:
-        """(targets restored, folders recreated); the quarantine is then empty."""
 
 
 def iso(now: datetime) -> str:
@@ -108,22 +42,13 @@ def new_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
 
 
-def batches(items: Iterable[T]) -> Iterator[tuple[int, list[T]]]:
-    """(index of the first, BATCH items) at a time."""
-    it = iter(items)
-    start = 0
-    while batch := list(itertools.islice(it, BATCH)):
-        yield start, batch
-        start += len(batch)
-
-
 @attrs.frozen(kw_only=True)
 class ApplyResult:
     apply_id: str
     plan_id: str
     moved: int
     bytes: int
-    quarantine: Path | str
+    quarantine: str
     """A folder, or for object storage the key prefix of the quarantine."""
     resumed: bool
     fingerprint_ok: bool
@@ -173,13 +98,13 @@ def apply(
     lock, before anything is written)."""
     plan = stream.header
     with store.lock(f"apply {plan.plan_id}", break_lock):
-        resuming = interrupted(store.records(), plan.plan_id)
+        resuming = interrupted(applies.records(store), plan.plan_id)
         if resuming is not None:
-            with store.began(resuming.apply_id) as began:
+            with applies.began(store, resuming.apply_id) as began:
                 if signing.body_digest(began) != signing.body_digest(stream):
                     raise ApplyError(
                         f"this plan differs from the plan apply {resuming.apply_id} began "
-                        f"with ({store.plan_of(resuming.apply_id)}); finish that one, or "
+                        f"with ({store.url(applies.plan(resuming.apply_id))}); finish that one, or "
                         "roll it back"
                     )
             log.info("resuming apply %s", resuming.apply_id)
@@ -187,10 +112,12 @@ def apply(
         else:
             check_fresh()
             apply_id = new_id(now)
-            store.preflight(stream, apply_id)
+            moves.preflight(store, stream, apply_id)
             record = _first_record(stream, store, apply_id, now, registry)
-            store.begin(stream, record)
-        moved = store.move(stream, record.apply_id, progress, resuming=resuming is not None)
+            applies.begin(store, stream, record)
+        moved = moves.move_out(
+            store, stream, record.apply_id, progress, resuming=resuming is not None
+        )
         after = store.digest(scan_progress)
         ok = after.digest == plan.fingerprint.after
         changed = () if ok else unexpected_changes(stream, after)
@@ -199,13 +126,15 @@ def apply(
             if ok
             else "tree differs from the plan's prediction: " + fingerprint.describe_changes(changed)
         )
-        store.save(attrs.evolve(record, state=State.APPLIED, updated_at=iso(now), note=note))
+        applies.save(
+            store, attrs.evolve(record, state=State.APPLIED, updated_at=iso(now), note=note)
+        )
     return ApplyResult(
         apply_id=record.apply_id,
         plan_id=plan.plan_id,
         moved=moved,
         bytes=plan.summary.bytes,
-        quarantine=store.quarantine(record.apply_id),
+        quarantine=store.url(applies.quarantine(record.apply_id)),
         resumed=resuming is not None,
         fingerprint_ok=ok,
         changed=changed,
@@ -216,7 +145,7 @@ def _first_record(
     plan: PlanStream, store: Store, apply_id: str, now: datetime, registry: str
 ) -> ApplyRecord:
     return ApplyRecord(
-        seq=1 + max((r.seq for r in store.records()), default=0),
+        seq=1 + max((r.seq for r in applies.records(store)), default=0),
         apply_id=apply_id,
         plan_id=plan.header.plan_id,
         state=State.APPLYING,
@@ -270,19 +199,19 @@ def rollback(
     """Put everything of one apply back; refuse (nothing moved) when a target's place
     holds something new, or a later apply touched the same folders."""
     with store.lock(f"rollback {apply_id}", break_lock):
-        record = store.load(apply_id)
+        record = applies.load(store, apply_id)
         if record.state in (State.PURGING, State.PURGED):
             raise ApplyError(
                 f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
             )
         if record.state == State.ROLLED_BACK:
             raise ApplyError(f"apply {apply_id} was already rolled back")
-        with store.began(apply_id) as plan:
+        with applies.began(store, apply_id) as plan:
             _refuse_out_of_order(store, record, plan)
-            ready = store.restore(plan, record)
+            ready = moves.check_back(store, plan, apply_id)
             record = rolling_back(record, now, registry)
-            store.save(record)
-            restored, recreated = ready.run(progress)
+            applies.save(store, record)
+            restored, recreated = moves.move_back(store, plan, apply_id, ready, progress)
             fp = plan.header.fingerprint
         now_digest = store.digest(scan_progress)
         ok = now_digest.digest == fp.before
@@ -292,8 +221,9 @@ def rollback(
             if ok
             else "tree differs from the plan's before: " + fingerprint.describe_changes(changed)
         )
-        store.save(
-            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=iso(now), note=note)
+        applies.save(
+            store,
+            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=iso(now), note=note),
         )
     return RollbackResult(
         apply_id=apply_id,
@@ -317,12 +247,12 @@ def _refuse_out_of_order(store: Store, record: ApplyRecord, plan: PlanStream) ->
     could never be rolled back cleanly. (Only when a later apply is live are the two
     plans' paths held, to compare them.)"""
     mine: list[str] | None = None
-    for later in store.records():
+    for later in applies.records(store):
         if later.seq <= record.seq or later.state not in LIVE:
             continue
         if mine is None:
             mine = [t.path for t in plan.targets()]
-        with store.began(later.apply_id) as other:
+        with applies.began(store, later.apply_id) as other:
             clash = overlap(mine, [t.path for t in other.targets()])
         if clash is not None:
             raise ApplyError(
@@ -364,15 +294,15 @@ def purge(
     must look at it first, and purging it by id is that decision."""
     with store.lock(f"purge {apply_id or 'older than ' + str(older_than)}", break_lock):
         if apply_id is not None:
-            chosen = purgeable([store.load(apply_id)])
+            chosen = purgeable([applies.load(store, apply_id)])
         else:
-            chosen = purgeable(store.records(), older_than, now, include_unverified)
+            chosen = purgeable(applies.records(store), older_than, now, include_unverified)
         done = []
         for record in chosen:
-            store.save(attrs.evolve(record, state=State.PURGING, updated_at=iso(now)))
-            store.delete_quarantine(record.apply_id, progress)
+            applies.save(store, attrs.evolve(record, state=State.PURGING, updated_at=iso(now)))
+            moves.finish_purge(store, record.apply_id, progress)
             final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=iso(now))
-            store.save(final)
+            applies.save(store, final)
             done.append(final)
         return done
 

@@ -24,10 +24,8 @@ def make_converter() -> cattrs.Converter:
     c.register_unstructure_hook(
         Request, make_dict_unstructure_fn(Request, c, policy=override(omit_if_default=True))
     )
-    c.register_unstructure_hook(
-        StorageRecord,
-        make_dict_unstructure_fn(StorageRecord, c, _cattrs_omit_if_default=True),
-    )
+    c.register_unstructure_hook(StorageRecord, StorageRecord.flat)
+    c.register_structure_hook(StorageRecord, _storage_record)
     plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))
     order = [f.name for f in attrs.fields(Plan)]
 
@@ -38,6 +36,17 @@ def make_converter() -> cattrs.Converter:
 
     c.register_unstructure_hook(Plan, plan_hook)
     return c
+
+
+def _storage_record(raw: object, _: object) -> StorageRecord:
+    """A plan's ``storage``: a driver's name and its string fields (a field an older
+    version wrote as null is left out); which fields a driver takes is its cloud's."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("driver"), str):
+        raise ValueError("storage is not an object with a driver")  # noqa: TRY004 (one error type)
+    params = {k: v for k, v in raw.items() if v is not None}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise ValueError("storage holds a field that is not a string")
+    return StorageRecord.of(params)
 
 
 _converter = make_converter()

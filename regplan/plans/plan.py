@@ -197,17 +197,23 @@ class Signature:
 
 @attrs.frozen(kw_only=True)
 class StorageRecord:
-    """Where an object-store registry is (never a secret). Filesystem plans have none:
-    their ``root`` is the rootdirectory."""
+    """Where an object-store registry is (never a secret): its driver (a cloud's name in
+    storage/clouds.py) and what that cloud needs to find it again, each cloud checking its
+    own (``from_record``). Written flat (``{"driver": "s3", "bucket": ...}``); filesystem
+    plans have none: their ``root`` is the rootdirectory."""
 
-    driver: str = attrs.field(validator=attrs.validators.in_(("s3", "azure", "gcs")))
-    bucket: str
-    """The S3 or GCS bucket, or the Azure container."""
-    rootdirectory: str
-    endpoint: str | None = None
-    region: str | None = None
-    account: str | None = None
-    """Azure's storage account."""
+    driver: str
+    params: tuple[tuple[str, str], ...] = ()
+    """(name, value) in the order the cloud gave them."""
+
+    @classmethod
+    def of(cls, record: Mapping[str, str]) -> StorageRecord:
+        rest = {k: v for k, v in record.items() if k != "driver"}
+        return cls(driver=record["driver"], params=tuple(rest.items()))
+
+    def flat(self) -> dict[str, str]:
+        """As written in the plan, and as each cloud's ``from_record`` takes it."""
+        return {"driver": self.driver, **dict(self.params)}
 
 
 @attrs.frozen(kw_only=True)

@@ -16,11 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeAlias
 
-import attrs
-
-from regplan.changes.transaction import Store
-from regplan.errors import StalePlanError, StorageError
-from regplan.plans.plan import Plan, StorageRecord
+from regplan.errors import StorageError
 from regplan.progress import Progress
 from regplan.scan import fingerprint
 from regplan.scan.inventory import Inventory
@@ -33,6 +29,7 @@ from regplan.storage.fs.fsstore import FsStore
 from regplan.storage.objects import objscan
 from regplan.storage.objects.bucket import ObjectStorage
 from regplan.storage.objects.objstore import BucketStore
+from regplan.storage.seam import Store
 
 Location: TypeAlias = FsStorage | ObjectStorage
 
@@ -46,17 +43,19 @@ def locate(found: Path | str | ObjectStorage, env: Mapping[str, str] | None = No
     return FsStorage.locate(located) if isinstance(located, Path) else located
 
 
-def of_plan(header: Plan, root: Path | str | ObjectStorage | None) -> Location:
-    """The storage a plan is applied to: ``root`` when given, else where the plan says."""
+def of_plan(
+    root_text: str, record: Mapping[str, str] | None, root: Path | str | ObjectStorage | None
+) -> Location:
+    """The storage a plan is applied to: ``root`` when given, else where the plan says
+    (its ``root``, and for object storage its storage ``record``)."""
     if root is not None:
         return locate(root)
-    if header.storage is not None:
-        found = {k: v for k, v in attrs.asdict(header.storage).items() if v is not None}
-        cloud = CLOUDS.get(found.get("driver", ""))
+    if record is not None:
+        cloud = CLOUDS.get(record.get("driver", ""))
         if cloud is None:
-            raise StorageError(f"the plan names storage driver {found.get('driver')!r}")
-        return cloud.from_record(found, os.environ)
-    return FsStorage.locate(Path(header.root))
+            raise StorageError(f"the plan names storage driver {record.get('driver')!r}")
+        return cloud.from_record(record, os.environ)
+    return FsStorage.locate(Path(root_text))
 
 
 def has_folders(storage: Location) -> bool:
@@ -64,11 +63,12 @@ def has_folders(storage: Location) -> bool:
     return isinstance(storage, FsStorage)
 
 
-def record(storage: Location) -> StorageRecord | None:
-    """What a plan records of where the storage is, besides its ``root``."""
+def record(storage: Location) -> dict[str, str] | None:
+    """What a plan records of where the storage is, besides its ``root`` (``driver``
+    first; no secret)."""
     if isinstance(storage, FsStorage):
         return None
-    return StorageRecord(**storage.record())
+    return storage.record()
 
 
 def read(
@@ -105,22 +105,3 @@ def digest(storage: Location, progress: Progress | None = None) -> fingerprint.T
     if isinstance(storage, FsStorage):
         return fsscan.digest(storage, progress=progress)
     return objscan.digest(storage, progress=progress)
-
-
-def check_fresh(plan: Plan, storage: Location, progress: Progress | None = None) -> None:
-    """Refuse a plan made against another tree, naming what changed (``plan`` may be a
-    header: its lists are not used)."""
-    now = digest(storage, progress)
-    if now.digest == plan.fingerprint.before:
-        return
-    if now.digest == plan.fingerprint.after and plan.summary.targets:
-        raise StalePlanError(
-            f"plan {plan.plan_id} was already applied to {storage.root} "
-            "(the tree is in the state the plan leaves)"
-        )
-    raise StalePlanError(
-        f"plan {plan.plan_id} is stale: {storage.v2} changed since planning: "
-        + fingerprint.describe_changes(
-            fingerprint.changed_parts(plan.fingerprint.parts, now.named_parts())
-        )
-    )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from regplan.errors import StorageError
-from regplan.storage.objects.bucket import Rooted, clean_root
+from regplan.storage.objects.bucket import Rooted, checked, clean_root
 
 if TYPE_CHECKING:
     from regplan.storage.azure.container import AzureBucket
@@ -128,6 +128,9 @@ def parse_url(url: str, env: Mapping[str, str]) -> AzureStorage:
 
 def from_record(record: Mapping[str, str], env: Mapping[str, str]) -> AzureStorage:
     """The storage a plan names (credentials from the environment)."""
+    record = checked(
+        record, "azure", frozenset({"bucket", "rootdirectory"}), frozenset({"endpoint", "account"})
+    )
     account = record.get("account") or ""
     _, endpoint, credential = _from_env(account or None, env)
     return AzureStorage(

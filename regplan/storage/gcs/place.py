@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from regplan.errors import StorageError
-from regplan.storage.objects.bucket import Rooted, clean_root
+from regplan.storage.objects.bucket import Rooted, checked, clean_root
 
 if TYPE_CHECKING:
     from regplan.storage.gcs.gcsbucket import GcsBucket
@@ -73,6 +73,7 @@ def parse_url(url: str, env: Mapping[str, str]) -> GcsStorage:
 
 def from_record(record: Mapping[str, str], env: Mapping[str, str]) -> GcsStorage:
     """The storage a plan names (credentials from the environment)."""
+    record = checked(record, "gcs", frozenset({"bucket", "rootdirectory"}), frozenset({"endpoint"}))
     return GcsStorage(
         bucket=record["bucket"],
         rootdirectory=clean_root(record.get("rootdirectory", "")),

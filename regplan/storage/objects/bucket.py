@@ -208,6 +208,27 @@ def clean_root(text: str) -> str:
     return root
 
 
+def checked(
+    record: Mapping[str, str], driver: str, required: frozenset[str], optional: frozenset[str]
+) -> Mapping[str, str]:
+    """A plan's storage record as a cloud reads it: the fields it takes, or one line
+    naming what is missing or unknown (a plan is signed, but may come from a newer
+    regplan or another cloud)."""
+    fields = set(record) - {"driver"}
+    missing, unknown = sorted(required - fields), sorted(fields - required - optional)
+    if missing or unknown:
+        what = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(unknown)}" if unknown else "",
+            )
+            if part
+        )
+        raise StorageError(f"the plan's {driver} storage record does not fit: {what}")
+    return record
+
+
 def reason(e: BaseException) -> str:
     """The first line of an error, or its type's name."""
     text = str(e).strip()

@@ -23,7 +23,7 @@ from typing import IO, Any
 import attrs
 
 from regplan.errors import StorageError
-from regplan.storage.objects.bucket import Exists, Obj, Rooted, clean_root
+from regplan.storage.objects.bucket import Exists, Obj, Rooted, checked, clean_root
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ def parse_url(url: str, env: Mapping[str, str]) -> S3Storage:
 
 def from_record(record: Mapping[str, str], env: Mapping[str, str]) -> S3Storage:
     """The storage a plan names (credentials from the environment)."""
+    record = checked(
+        record, "s3", frozenset({"bucket", "rootdirectory"}), frozenset({"endpoint", "region"})
+    )
     return S3Storage(
         bucket=record["bucket"],
         rootdirectory=clean_root(record.get("rootdirectory", "")),

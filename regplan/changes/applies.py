@@ -1,0 +1,97 @@
+"""What each apply keeps in the storage's ``regplan-state/``, the same on every store.
+
+``applies/<apply_id>/`` holds ``state.json`` (the record, replaced at every step),
+``plan.json`` (the verified plan's bytes, as read) and ``journal`` (journal.py);
+``quarantine/<apply_id>/`` holds a slot per moved target (seam.slot) and
+``INDEX.tsv``, naming each slot's original path for people browsing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+
+from regplan.changes.records import ApplyRecord, parse_state, state_bytes
+from regplan.errors import ApplyError
+from regplan.plans.plan import TargetKind
+from regplan.plans.planfile import PlanStream
+from regplan.storage.seam import Store
+
+INDEX = "INDEX.tsv"
+"""In each quarantine: which slot holds which original path (for people browsing it)."""
+
+STATE_LIMIT = 1 << 20
+"""A state record is a few hundred bytes: anything larger is not one regplan wrote."""
+
+
+def state(apply_id: str) -> str:
+    return f"applies/{apply_id}/state.json"
+
+
+def plan(apply_id: str) -> str:
+    return f"applies/{apply_id}/plan.json"
+
+
+def quarantine(apply_id: str) -> str:
+    return f"quarantine/{apply_id}"
+
+
+def index(apply_id: str) -> str:
+    return f"quarantine/{apply_id}/{INDEX}"
+
+
+def records(store: Store) -> list[ApplyRecord]:
+    """Every apply recorded, oldest first (one killed before its first record is not)."""
+    found = []
+    for apply_id in store.names("applies/"):
+        try:
+            data = store.read(state(apply_id), STATE_LIMIT)
+        except FileNotFoundError:
+            continue
+        found.append(parse_state(data, store.url(state(apply_id))))
+    return sorted(found, key=lambda r: r.seq)
+
+
+def load(store: Store, apply_id: str) -> ApplyRecord:
+    """One apply's record; ApplyError naming the known ones when there is none."""
+    try:
+        data = store.read(state(apply_id), STATE_LIMIT)
+    except FileNotFoundError:
+        known = ", ".join(r.apply_id for r in records(store)) or "none"
+        raise ApplyError(f"no apply {apply_id} in {store.url('')} (applies: {known})") from None
+    return parse_state(data, store.url(state(apply_id)))
+
+
+def save(store: Store, record: ApplyRecord) -> None:
+    """Replace one apply's state, durably."""
+    store.write(state(record.apply_id), [state_bytes(record)])
+
+
+@contextlib.contextmanager
+def began(store: Store, apply_id: str) -> Iterator[PlanStream]:
+    """The plan an apply began with, as the store keeps it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(store.reader(plan(apply_id)))
+        except FileNotFoundError:
+            raise ApplyError(f"apply {apply_id} has no plan.json; nothing was changed") from None
+        yield stack.enter_context(PlanStream.of_file(f, store.url(plan(apply_id))))
+
+
+def begin(store: Store, stream: PlanStream, record: ApplyRecord) -> None:
+    """Keep the verified plan, the first state and the quarantine's index."""
+    store.write(plan(record.apply_id), stream.copy(), new=True)
+    save(store, record)
+    store.write(  # line by line: as one string it was 170 MiB at 516,000 targets
+        index(record.apply_id),
+        itertools.chain(
+            (b"slot\tkind\tpath\n",),
+            (
+                f"{i:07d}\t{t.kind.value}\t{t.path}\n".encode()
+                for i, t in enumerate(stream.targets())
+                if t.kind != TargetKind.EMPTY_DIR
+            ),
+        ),
+        new=True,
+    )
