@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from regplan.plans.plan import Image, Plan, Verdict
-from regplan.views import render, ticket
+from regplan.views import render, report, ticket
 from tests.helpers import make_plan, selection
 
 PINNED = render.PlanFile(name="p.json", sha256="ab" * 32)
@@ -103,3 +103,12 @@ def test_facts_do_not_repeat_their_heading_and_empty_cells_are_empty(base: Plan)
     assert "| Signatures | 1, NOT VERIFIED: " in md
     assert not re.search(r"\| ` +` \|", md), md
     assert ticket.code("") == ""
+
+
+def test_one_directory_is_singular(base: Plan) -> None:
+    """``1 directory``, never ``1 directories``, in the ticket and the page."""
+    one = attrs.evolve(base, summary=attrs.evolve(base.summary, targets=1))
+    md = ticket.markdown(one, PINNED)
+    assert "| Removes | 1 directory, " in md
+    assert "The full list of the 1 directory is in the attached plan file" in md
+    assert "<tr><th>Removes</th><td>1 directory, " in report.html(one, PINNED)

@@ -313,7 +313,7 @@ def applied(r: ApplyResult, advice: str) -> str:
     verb = "Resumed and finished" if r.resumed else "Applied"
     return "\n".join(
         [
-            f"{verb} plan {r.plan_id} as {r.apply_id}: moved {r.moved} directories, "
+            f"{verb} plan {r.plan_id} as {r.apply_id}: moved {counted(r.moved, 'directory')}, "
             f"{human_bytes(r.bytes)} now in quarantine ({r.quarantine}).",
             advice,
             f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
@@ -324,8 +324,8 @@ def applied(r: ApplyResult, advice: str) -> str:
 
 def rolled_back(r: RollbackResult, advice: str) -> str:
     return (
-        f"Rolled back {r.apply_id}: {r.restored} directories moved back, "
-        f"{r.recreated} pruned directories recreated"
+        f"Rolled back {r.apply_id}: {counted(r.restored, 'directory')} moved back, "
+        f"{r.recreated} pruned {'directory' if r.recreated == 1 else 'directories'} recreated"
         + (", the tree is as before the apply." if r.fingerprint_ok else ".")
         + "\n"
         + advice

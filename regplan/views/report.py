@@ -13,7 +13,7 @@ from html import escape
 from regplan.plans.plan import Plan
 from regplan.plans.planfile import Source
 from regplan.plans.signing import Checked
-from regplan.views.overview import ImagesOverview, Overview, overview
+from regplan.views.overview import ImagesOverview, Overview, counted, overview
 from regplan.views.render import (
     PlanFile,
     command_line,
@@ -165,7 +165,7 @@ def _facts(
         ("Command", command_line(plan)),
         *([("Policy", fact)] if (fact := policy_fact(plan)) is not None else []),
         ("Created", f"{plan.created_at} by {plan.tool.name} {plan.tool.version}"),
-        ("Removes", f"{s.targets} directories, {human_bytes(s.bytes)} ({kinds})"),
+        ("Removes", f"{counted(s.targets, 'directory')}, {human_bytes(s.bytes)} ({kinds})"),
         ("Storage kept", f"{ov.kept_count} paths the request touched that stay"),
         ("Problems", str(ov.problems_count)),
         ("Fingerprint", f"{fp.before[:16]} -> {fp.after[:16]} ({fp.entries} paths)"),

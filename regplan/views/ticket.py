@@ -22,7 +22,7 @@ from regplan.plans.plan import Plan, Verdict
 from regplan.plans.planfile import Source
 from regplan.plans.signing import Checked
 from regplan.scan.layout import printable
-from regplan.views.overview import TOTAL_SHOWN, ImagesOverview, Overview, overview
+from regplan.views.overview import TOTAL_SHOWN, ImagesOverview, Overview, counted, overview
 from regplan.views.render import (
     PlanFile,
     command_line,
@@ -123,8 +123,8 @@ def _markdown(
     after += runbook(plan, name)
     after += [
         "",
-        f"The full list of the {plan.summary.targets} directories is in the attached plan "
-        f"file ({code('regplan show ' + shlex.quote(name) + ' --targets', 400)}).",
+        f"The full list of the {counted(plan.summary.targets, 'directory')} is in the "
+        f"attached plan file ({code('regplan show ' + shlex.quote(name) + ' --targets', 400)}).",
     ]
     records = ov.image_records
     whole = True
@@ -213,7 +213,7 @@ def _facts(ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checke
         f"| Command | {code(command_line(plan), 400)} |",
         *([f"| Policy | {code(fact, 400)} |"] if (fact := policy_fact(plan)) is not None else []),
         f"| Created | {code(plan.created_at)} by {code(f'{plan.tool.name} {plan.tool.version}')} |",
-        f"| Removes | {s.targets} directories, {human_bytes(s.bytes)} "
+        f"| Removes | {counted(s.targets, 'directory')}, {human_bytes(s.bytes)} "
         f"({storage_words(s.by_kind)}) |",
         f"| Storage kept | {ov.kept_count} paths the request touched that stay |",
         f"| Problems | {ov.problems_count} |",
