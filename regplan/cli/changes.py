@@ -141,10 +141,12 @@ def rollback(
     else:
         click.echo(render.rolled_back(result, advice(config, url)))
         click.echo(check_hint(url, storage.root))
-    if not result.fingerprint_ok:
-        raise ApplyError(
-            f"rolled back {apply_id}, but the tree differs from the plan's before "
-            f"({'; '.join(result.changed)}): something else changed it meanwhile"
+    if not result.fingerprint_ok:  # all it moved is back: what else changed is not an error
+        click.echo(
+            f"Warning: rolled back {apply_id}: everything it moved is back; the tree also "
+            f"differs from the plan's before ({'; '.join(result.changed)}): something else "
+            "changed it meanwhile (a push?)",
+            err=True,
         )
 
 
