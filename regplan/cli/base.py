@@ -250,7 +250,13 @@ def check_hint(url: str | None, storage_root: Path | str, plan: Path | None = No
     return "Then prove every kept image still pulls: " + shlex.join(args)
 
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress on stderr and no summary on stdout: only what failed, and errors, "
+    "are printed (the exit code says the rest).",
+)
 break_lock_option = click.option(
     "--break-lock",
     is_flag=True,
@@ -293,7 +299,8 @@ def progress_of(label: str, *, quiet: bool, as_json: bool) -> Reporter:
 @click.version_option(__version__, prog_name="regplan")
 @click.option("-v", "--verbose", count=True, help="Debug detail on stderr.")
 def cli(verbose: int) -> None:
-    """Reviewed, reversible cleanup of Docker registry filesystem storage."""
+    """Reviewed, reversible cleanup of a Docker registry's storage: a filesystem, S3,
+    Azure Blob or Google Cloud Storage."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

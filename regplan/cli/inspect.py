@@ -85,8 +85,8 @@ def check_cmd(
         report = attrs.evolve(report, plan_note=state.note)
     if as_json:
         emit_json(render.check_json(report, client.url))
-    else:
-        click.echo(render.check_report(report, client.url))
+    elif not quiet or not report.ok:
+        click.echo(render.check_report(report, client.url, quiet=quiet))
     if not report.ok:
         raise CheckFailed(check.verdict(report, apply.records(storage)))
 

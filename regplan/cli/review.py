@@ -125,6 +125,8 @@ def verify(
             progress=scanning.update,
         )
     signers = [k.keyid for k in v.signers]
+    if quiet and not as_json:
+        return
     if as_json:
         emit_json(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -66,8 +67,26 @@ def _plan(root: Path, key: Path, plan_path: Path, now: datetime, echo: Echo) -> 
     echo(f"3. {' '.join(argv)} -o {plan_path}")
 
 
-def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
-    base = directory or Path(tempfile.mkdtemp(prefix="regplan-demo-"))
+def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path | None:
+    """The tour in ``directory`` (left there to explore), or, without one, in a temporary
+    folder deleted at its end, however it ends; the directory kept, if any."""
+    if directory is not None:
+        _tour(directory, echo=echo, now=now)
+        echo(f"Everything is under {directory}.")
+        return directory
+    base = Path(tempfile.mkdtemp(prefix="regplan-demo-"))
+    try:
+        _tour(base, echo=echo, now=now)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    echo(
+        f"{base} is deleted; to keep a sample registry to try the commands on, run "
+        "regplan demo DIRECTORY."
+    )
+    return None
+
+
+def _tour(base: Path, *, echo: Echo, now: datetime) -> None:
     root = base / "registry"
     if os.path.lexists(root):
         raise RegplanError(f"{root} exists; give an empty or new directory")
@@ -124,5 +143,3 @@ def run(directory: Path | None, *, echo: Echo, now: datetime) -> Path:
     echo(f"10. regplan purge {second} --root {root}")
     echo("   The quarantine is deleted for good; the plan and journal stay as the record.")
     _quote(echo, render.purged(done))
-    echo(f"Everything is under {base}.")
-    return base

@@ -411,11 +411,14 @@ def check_json(report: CheckReport, url: str) -> dict[str, object]:
     }
 
 
-def check_report(report: CheckReport, url: str) -> str:
+def check_report(report: CheckReport, url: str, *, quiet: bool = False) -> str:
     """The result of ``regplan check``: every broken image and every removed thing still
-    served on a line of its own, then the totals."""
+    served on a line of its own, then (unless ``quiet``) what was pushed again and the
+    totals."""
     lines = [f"BROKEN {f.image}: {f.what}" for f in report.failures]
     lines += [f"STILL SERVED {f.image}: {f.what}" for f in report.still_served]
+    if quiet:
+        return "\n".join(lines)
     lines += [f"PUSHED AGAIN {f.image}: {f.what}" for f in report.pushed_again]
     verdict = "all whole" if not report.failures else f"{len(report.failures)} broken"
     lines.append(
