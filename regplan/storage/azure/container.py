@@ -272,9 +272,21 @@ def _client(storage: Where) -> Any:
     credential: Any
     if c.kind == "shared_key":
         credential = {"account_name": storage.account, "account_key": c.secret}
+    elif not storage.endpoint.lower().startswith("https://"):
+        raise StorageError(
+            f"{storage.endpoint}: no account key or connection string for this plain-HTTP "
+            "endpoint (Azure takes a token credential over HTTPS only): give the registry's "
+            "config with --config, or set AZURE_STORAGE_CONNECTION_STRING, or "
+            "AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY"
+        )
     else:
         credential = _token_credential(c.kind, c.client_id, c.tenant_id, c.secret)
-    return ContainerClient(storage.endpoint, storage.container, credential=credential, **options)
+    try:
+        return ContainerClient(
+            storage.endpoint, storage.container, credential=credential, **options
+        )
+    except ValueError as e:  # the SDK's word on a URL or credential it will not use
+        raise StorageError(f"{storage.endpoint}: {_reason(e)}") from None
 
 
 def _token_credential(kind: str, client_id: str, tenant_id: str, secret: str) -> Any:
