@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regplan import workflow
+from regplan.cli import cli
 from regplan.errors import KeyFileError, PlanFormatError, SignatureError
 from regplan.plans import codec, signing
 from tests.helpers import KEY, NOW, OTHER_KEY, make_plan, selection, write_pub
@@ -190,3 +192,57 @@ def test_plan_paths_outside_the_tree_are_refused(raw: dict[str, Any], path: str)
     edited["targets"][0]["path"] = path
     with pytest.raises(PlanFormatError, match="target path"):
         codec.structure(edited, source="p")
+
+
+def test_a_trust_file_with_several_keys_trusts_each_by_its_own_name(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """#33: a team keeps its keys in one file, a line each: every key in it is trusted,
+    each under the name on its own line (not the first key alone, named with the rest)."""
+    runner = CliRunner()
+    for name in ("alice", "bob"):
+        made = runner.invoke(cli, ["keygen", str(tmp_path / name), "--comment", f"{name}@ops"])
+        assert made.exit_code == 0, made.output
+    team = tmp_path / "team.pub"
+    team.write_text(
+        "# the ops team\n"
+        + (tmp_path / "alice.pub").read_text()
+        + "\n"
+        + (tmp_path / "bob.pub").read_text()
+    )
+    keys = signing.trusted_from([team])
+    assert [k.name for k in keys] == ["alice@ops", "bob@ops"]
+    plan = tmp_path / "p.json"
+    args = ["plan", "--root", str(demo_root), "--key", str(tmp_path / "alice"), "-o", str(plan)]
+    assert runner.invoke(cli, [*args, "--image", "team/app:v1"]).exit_code == 0
+    approved = runner.invoke(
+        cli, ["approve", str(plan), "--key", str(tmp_path / "bob"), "--trust", str(team)]
+    )
+    assert approved.exit_code == 0, approved.output
+    shown = runner.invoke(cli, ["show", str(plan), "--trust", str(team)]).output
+    assert "VALID planner alice@ops (" in shown and "VALID approver bob@ops (" in shown
+    verified = runner.invoke(
+        cli,
+        [
+            "verify",
+            str(plan),
+            "--trust",
+            str(team),
+            "--require-signatures",
+            "2",
+            "--root",
+            str(demo_root),
+        ],
+    )
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_malformed_line_of_a_trust_file_is_named(tmp_path: Path) -> None:
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    pub.write_text(pub.read_text() + "regplan-ed25519 notbase64 mallory\n")
+    with pytest.raises(KeyFileError, match=r"k\.pub:2: malformed Ed25519 public key"):
+        signing.trusted_from([pub])
+    empty = tmp_path / "none.pub"
+    empty.write_text("# nobody yet\n")
+    with pytest.raises(KeyFileError, match="holds no key"):
+        signing.trusted_from([empty])

@@ -99,32 +99,54 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_trusted(path: Path) -> TrustedKey:
-    """Read a ``.pub`` line written by keygen."""
+def read_keys(path: Path) -> list[TrustedKey]:
+    """Every key of a ``.pub`` file: one ``regplan-ed25519 BASE64 NAME`` line each (as
+    keygen writes it; a team may keep its keys in one file), blank lines and ``#``
+    comments skipped; each key is named by its own line."""
     try:
-        text = path.read_text().strip()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise KeyFileError(f"cannot read public key {path}: {e}") from None
-    fields = text.split()
+    keys = [
+        _key_line(line, f"{path}:{n}")
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not keys:
+        raise KeyFileError(f"{path} holds no key (expected '{PUBLIC_PREFIX} …' lines)")
+    return [attrs.evolve(k, source=str(path)) for k in keys]
+
+
+def _key_line(line: str, where: str) -> TrustedKey:
+    fields = line.split()
     if len(fields) < 2 or fields[0] != PUBLIC_PREFIX:
-        raise KeyFileError(f"{path} is not a regplan public key (expected '{PUBLIC_PREFIX} …')")
+        raise KeyFileError(f"{where} is not a regplan public key (expected '{PUBLIC_PREFIX} …')")
     try:
         raw = base64.b64decode(fields[1], validate=True)
         key = Ed25519PublicKey.from_public_bytes(raw)
     except (ValueError, binascii.Error):
-        raise KeyFileError(f"{path}: malformed Ed25519 public key") from None
-    name = " ".join(fields[2:])
-    return TrustedKey(keyid=keyid_of(key), key=key, source=str(path), name=name)
+        raise KeyFileError(f"{where}: malformed Ed25519 public key") from None
+    return TrustedKey(keyid=keyid_of(key), key=key, source=where, name=" ".join(fields[2:]))
+
+
+def load_trusted(path: Path) -> TrustedKey:
+    """The one key of a ``.pub`` file written by keygen (a file of several: KeyFileError;
+    ``trusted_from`` takes them all)."""
+    keys = read_keys(path)
+    if len(keys) > 1:
+        raise KeyFileError(f"{path} holds {len(keys)} keys, not one")
+    return keys[0]
 
 
 def key_name(path: Path, key: Ed25519PrivateKey) -> str:
-    """The name a signature by the private key at ``path`` records: the comment of
-    ``path.pub`` (``keygen --comment``), which must be that key's public half."""
+    """The name a signature by the private key at ``path`` records: the comment of its
+    line in ``path.pub`` (``keygen --comment``), which must hold that key's public half."""
     pub = path.with_name(path.name + ".pub")
     if not pub.exists():
         raise KeyFileError(f"{pub} not found beside {path}: pass --signer NAME")
-    trusted = load_trusted(pub)
-    if trusted.keyid != keyid_of(key.public_key()):
+    mine = keyid_of(key.public_key())
+    trusted = next((k for k in read_keys(pub) if k.keyid == mine), None)
+    if trusted is None:
         raise KeyFileError(f"{pub} is not the public half of {path}: pass --signer NAME")
     if not trusted.name:
         raise KeyFileError(f"{pub} names nobody (no comment after the key): pass --signer NAME")
@@ -324,4 +346,9 @@ def verify_body(
 
 
 def trusted_from(paths: Iterable[Path]) -> list[TrustedKey]:
-    return [load_trusted(p) for p in paths]
+    """Every key of every file (``--trust``), each once: the first line naming it wins."""
+    found: dict[str, TrustedKey] = {}
+    for path in paths:
+        for key in read_keys(path):
+            found.setdefault(key.keyid, key)
+    return list(found.values())
