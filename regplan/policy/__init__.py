@@ -1,8 +1,9 @@
 """Cleanup policies kept in a file (YAML), reviewed in git and run on a schedule.
 
 A policy is a list of rules. A rule selects tags: those matching ``tags`` (globs, or
-``tags_regex``) in the repositories matching ``repositories`` and not ``exclude``
-(globs over the whole name). Attached tags (signatures, attestations, SBOMs) are
+``tags_regex``) and not ``exclude_tags_regex``, in the repositories matching
+``repositories`` and not ``exclude`` (globs over the whole name). Regular expressions
+match whole names, on RE2 (``decide.patterns``). Attached tags (signatures, attestations, SBOMs) are
 never selected: they follow their image. A rule keeps a tag it selects when any of
 its ``keep`` criteria holds (among the newest N it selects in that repository,
 pushed or created within an age, a name matching a pattern, or ``all``).
@@ -16,5 +17,6 @@ uploads, leftovers, ``gc`` with its grace period).
 
 ``decide.policy`` is the parsed policy, ``load`` reads a file (every mistake with its line
 and column, against ``policy.schema.json``), ``decide.rules`` applies one to an
-inventory.
+inventory. ``plan``'s retention flags are a one-rule policy (``decide.flags``), decided
+by the same engine (``rules.judge``).
 """
