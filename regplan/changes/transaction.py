@@ -110,6 +110,7 @@ def apply(
             log.info("resuming apply %s", resuming.apply_id)
             record = resuming
         else:
+            _refuse_beside_interrupted(store, plan.plan_id)
             check_fresh()
             apply_id = new_id(now)
             moves.preflight(store, stream, apply_id)
@@ -171,6 +172,26 @@ def interrupted(applies: Iterable[ApplyRecord], plan_id: str) -> ApplyRecord | N
                 f"finish it with: regplan rollback {r.apply_id}"
             )
     return next((r for r in previous if r.state == State.APPLYING), None)
+
+
+def _refuse_beside_interrupted(store: Store, plan_id: str) -> None:
+    """Another plan's apply or rollback was interrupted: its moves are half done, so any
+    other plan would only find the tree "stale"; name it and how to finish it instead."""
+    for r in applies.records(store):
+        if r.plan_id == plan_id:
+            continue
+        if r.state == State.APPLYING:
+            raise ApplyError(
+                f"apply {r.apply_id} of plan {r.plan_id} was interrupted: finish it by running "
+                f"the same regplan apply of that plan again (its verified copy: "
+                f"{store.url(applies.plan(r.apply_id))}), or undo it with: "
+                f"regplan rollback {r.apply_id}; nothing was moved"
+            )
+        if r.state == State.ROLLING_BACK:
+            raise ApplyError(
+                f"the rollback of apply {r.apply_id} (plan {r.plan_id}) was interrupted: "
+                f"finish it with: regplan rollback {r.apply_id}; nothing was moved"
+            )
 
 
 def unexpected_changes(plan: PlanStream, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
