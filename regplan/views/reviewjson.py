@@ -4,13 +4,15 @@ Not the plan file (that is what is signed and applied): the plan in image terms,
 each repository with its images removed, kept and untouched and the rule that
 decided each, the signatures as checked, the ``--protect`` lines, problems, and
 what the storage keeps. Written as a stream, one repository at a time: memory
-does not grow with the plan.
+does not grow with the plan. ``review.schema.json`` beside this module is the
+document's schema, field for field.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -28,24 +30,35 @@ def _dump(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def _image(i: Image) -> dict[str, Any]:
+def _image(i: Image, attached: Sequence[Image]) -> dict[str, Any]:
     return {
         "name": i.name,
         "tag": i.tag,
         "digest": i.digest,
         "kind": i.kind,
         "attached_to": i.attached_to,
+        "attached": [
+            {"tag": a.tag, "kind": a.kind, "verdict": a.verdict.value, "bytes": a.bytes}
+            for a in attached
+        ],
         "reason": i.reason,
         "bytes": i.bytes,
     }
 
 
 def _repositories(images: Iterable[Image], counts: dict[str, int]) -> Iterator[dict[str, Any]]:
-    """One object per repository (the images come sorted by repository)."""
-    for name, group in itertools.groupby(images, key=lambda i: i.repo):
+    """One object per repository (the images come sorted by repository); each image
+    with the tags attached to it (signatures, attestations ...)."""
+    for name, records in itertools.groupby(images, key=lambda i: i.repo):
+        group = list(records)
+        attached: dict[str, list[Image]] = defaultdict(list)
+        for i in group:
+            if i.attached_to is not None:
+                attached[i.attached_to].append(i)
         repo: dict[str, Any] = {"name": name, **{v.value: [] for v in Verdict}}
         for i in group:
-            repo[i.verdict.value].append(_image(i))
+            mine = attached.get(f"{i.repo}@{i.digest}", []) if i.attached_to is None else []
+            repo[i.verdict.value].append(_image(i, mine))
             counts[i.verdict.value] += 1
         yield repo
 
