@@ -4,24 +4,26 @@ Each kill happens in a child forked from this (warm) test process: the child run
 command through its entry point (``apply.apply_plan`` with an ``opener``, the
 transaction's ``rollback`` with a store) over wrapping objects that kill their own
 process: a ``KillingDisk`` (the store's one rename primitive, fsops.Disk) at a chosen
-rename, a ``DyingStore`` as it saves a chosen state, a scan progress callback inside
-a walk while a forked share walks beside it; no test hook lives in regplan itself,
-and nothing is patched. A timed kill from outside covers points in between. The
-parent checks the child was SIGKILLed, then runs the command again here and checks
-the tree.
+rename, on a tree large enough for several batches; a store wrapped by ``Steps`` before
+or just after a chosen step (a call that changes the storage: a record, a journal
+line, a batch of moves, a pruned folder), on a small tree, at each kind of step; a
+scan progress callback inside a walk while a forked share walks beside it. No test
+hook lives in regplan itself, and nothing is patched. A timed kill from outside covers
+points in between. The parent checks the child was SIGKILLed, then runs the command
+again here and checks the tree.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
 import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +47,7 @@ from regplan.storage.seam import Store
 from tests.helpers import (
     KEY,
     NOW,
+    alone,
     docker_hashes,
     on_disk,
     plant_leftovers,
@@ -73,38 +76,59 @@ class KillingDisk(Disk):
         super().rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
 
-class DyingStore:
-    """A store (any backend's) whose process dies as it is about to write an apply's
-    state record that says ``state``."""
-
-    def __init__(self, inner: Store, state: State) -> None:
-        self.inner, self.state = inner, state
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def write(self, name: str, chunks: Iterable[bytes], *, new: bool = False) -> None:
-        data = b"".join(chunks)
-        if name.endswith("/state.json") and json.loads(data)["state"] == self.state.value:
-            die()
-        self.inner.write(name, [data], new=new)
+MUTATIONS = frozenset(
+    {"prepare", "write", "append", "move_out", "move_back", "remove_folders", "make_folders"}
+    | {"delete"}
+)
+"""The calls of a seam.Store that change the storage: the steps of a transaction."""
 
 
-def dying_at(state: State) -> Callable[[Location], Store]:
-    def opener(storage: Location) -> Store:
-        assert isinstance(storage, FsStorage)
-        return cast(Store, DyingStore(FsStore(storage), state))
+class Steps:
+    """Stores that note their steps, and kill their process before (or, with ``after``,
+    just after) step number ``at`` (1 for the first; 0: never)."""
 
-    return opener
+    def __init__(self, at: int = 0, *, after: bool = False) -> None:
+        self.at, self.after = at, after
+        self.done: list[str] = []
+
+    def store(self, inner: Store) -> Store:
+        steps = self
+
+        class Stepping:
+            def __getattr__(self, name: str) -> Any:
+                real = getattr(inner, name)
+                if name not in MUTATIONS:
+                    return real
+
+                def step(*args: Any, **kwargs: Any) -> Any:
+                    steps.done.append(name)
+                    last = len(steps.done) == steps.at
+                    if last and not steps.after:
+                        die()
+                    result = real(*args, **kwargs)
+                    if last:
+                        die()
+                    return result
+
+                return step
+
+        return cast(Store, Stepping())
+
+    def opener(self, disk: Disk | None = None) -> Callable[[Location], Store]:
+        def opener(storage: Location) -> Store:
+            assert isinstance(storage, FsStorage)
+            return self.store(FsStore(storage, disk))
+
+        return opener
 
 
-def alone() -> None:
-    """Wait a moment for the threads an earlier test left ending (a served request's);
-    then no other thread may be alive."""
-    for t in threading.enumerate():
-        if t is not threading.current_thread():
-            t.join(timeout=2)
-    assert threading.active_count() == 1, threading.enumerate()
+def kill_points(steps: Sequence[str]) -> list[int]:
+    """The steps worth a kill: each kind of step (by the step before it) where it first
+    and where it last comes (pruning, say, is many alike steps)."""
+    at: dict[tuple[str, str], list[int]] = {}
+    for i, pair in enumerate(zip(["", *steps], steps, strict=False), 1):
+        at.setdefault(pair, []).append(i)
+    return sorted({i for found in at.values() for i in (found[0], found[-1])})
 
 
 def in_child(fn: Callable[[], object]) -> int:
@@ -136,10 +160,13 @@ def assert_killed(status: int) -> None:
 
 
 class Scenario:
-    def __init__(self, base: Path) -> None:
+    """A registry with leftovers of a killed write, its plan (every untagged manifest,
+    pruned), and the trees before and after a whole apply."""
+
+    def __init__(self, base: Path, *, repos: int, tags: int) -> None:
         self.base = base
         self.original = base / "original"
-        build_scale(self.original, repos=8, tags=20, pushes=3)
+        build_scale(self.original, repos=repos, tags=tags, pushes=3)
         plant_leftovers(self.original, (NOW - timedelta(days=2)).timestamp())
         self.plan = base / "crash.plan.json"
         sel = attrs.evolve(selection((), ("*",), prune=True), leftovers_older_than="1d")
@@ -150,15 +177,15 @@ class Scenario:
         self.before = docker_hashes(self.original)
         self.made: list[Path] = []
         self.applied = self.copy("applied")
-        counting = KillingDisk()
-        self.apply_id = self.apply(self.applied, on_disk(counting)).apply_id
-        self.renames = counting.renames
-        """Renames a whole apply makes."""
+        counting, steps = KillingDisk(), Steps()
+        self.apply_id = self.apply(self.applied, steps.opener(counting)).apply_id
+        self.renames, self.steps = counting.renames, steps.done
+        """The renames and the steps (seam.Store calls that change it) of a whole apply."""
         self.after = docker_hashes(self.applied)
         back = self.copy_of(self.applied, "rolled-back")
-        counting = KillingDisk()
-        self.rollback(back, counting)
-        self.rollback_renames = counting.renames
+        counting, steps = KillingDisk(), Steps()
+        self.rollback(back, store=steps.store(FsStore(FsStorage.locate(back), counting)))
+        self.rollback_renames, self.rollback_steps = counting.renames, steps.done
         assert docker_hashes(back) == self.before
         self.made.remove(self.applied)
         self.forget()
@@ -200,8 +227,8 @@ class Scenario:
         transaction.rollback(store or FsStore(storage, disk), self.apply_id, now=NOW)
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+@contextlib.contextmanager
+def scenario_of(factory: pytest.TempPathFactory, *, repos: int, tags: int) -> Iterator[Scenario]:
     """On a tmpfs where there is one: a SIGKILL leaves what the kernel was told either way
     (fsync matters for a power cut, which no test here makes), and on this machine's
     disk each tree's copy took 2 s instead of 0.5 s."""
@@ -209,17 +236,33 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     if shm.is_dir() and os.access(shm, os.W_OK):
         base = Path(tempfile.mkdtemp(prefix="regplan-crash-", dir=shm))
     else:
-        base = tmp_path_factory.mktemp("crash")
+        base = factory.mktemp("crash")
     try:
-        yield Scenario(base)
+        yield Scenario(base, repos=repos, tags=tags)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """Large enough for several batches of moves (512 targets each)."""
+    with scenario_of(tmp_path_factory, repos=8, tags=20) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """Small enough to kill at each kind of step."""
+    with scenario_of(tmp_path_factory, repos=2, tags=5) as s:
+        yield s
+
+
 @pytest.fixture(autouse=True)
-def _forget(scenario: Scenario) -> Iterator[None]:
+def _forget(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    scenario.forget()
+    for name in ("scenario", "small"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).forget()
 
 
 def check_resume_and_rollback(scenario: Scenario, killed: Path) -> None:
@@ -264,20 +307,10 @@ def test_kill_at_a_move(scenario: Scenario, point: str) -> None:
 
 def test_kill_after_last_move_before_state_is_written(scenario: Scenario) -> None:
     root = scenario.copy("kill-state")
-    assert_killed(in_child(lambda: scenario.apply(root, dying_at(State.APPLIED))))
+    assert scenario.steps[-1] == "write"  # the last record: applied
+    last = Steps(len(scenario.steps)).opener()
+    assert_killed(in_child(lambda: scenario.apply(root, last)))
     check_resume_and_rollback(scenario, root)
-
-
-def test_kill_before_the_first_record_leaves_nothing_to_resume(scenario: Scenario) -> None:
-    """Killed as the first record is written: no apply recorded, the tree as it was, and
-    a re-run applies the plan."""
-    root = scenario.copy("kill-first-record")
-    assert_killed(in_child(lambda: scenario.apply(root, dying_at(State.APPLYING))))
-    assert apply.records(FsStorage.locate(root)) == []
-    assert docker_hashes(root) == scenario.before
-    again = scenario.apply(root)
-    assert not again.resumed and again.fingerprint_ok
-    assert docker_hashes(root) == scenario.after
 
 
 ROLLBACK_MOVES: dict[str, Callable[[Scenario], int]] = {
@@ -307,9 +340,61 @@ def test_kill_a_rollback_at_a_move(scenario: Scenario, point: str) -> None:
 
 def test_kill_a_rollback_before_its_last_state(scenario: Scenario) -> None:
     root = scenario.copy_of(scenario.applied, "kill-rollback-state")
-    store = cast(Store, DyingStore(FsStore(FsStorage.locate(root)), State.ROLLED_BACK))
+    assert scenario.rollback_steps[-1] == "write"  # the last record: rolled back
+    store = Steps(len(scenario.rollback_steps)).store(FsStore(FsStorage.locate(root)))
     assert_killed(in_child(lambda: scenario.rollback(root, store=store)))
     check_rollback_finishes(scenario, root)
+
+
+def check_killed_apply(s: Scenario, root: Path) -> None:
+    """Wherever an apply was killed, running it again finishes it, and a rollback from
+    where it was killed gives the original tree."""
+    records = apply.records(FsStorage.locate(root))
+    if not records:  # killed before its first record: nothing moved
+        assert docker_hashes(root) == s.before
+        again = s.apply(root)
+        assert not again.resumed and again.fingerprint_ok
+        assert docker_hashes(root) == s.after
+        return
+    [record] = records
+    if record.state == State.APPLIED:  # killed once it was done
+        assert docker_hashes(root) == s.after
+        apply.rollback(storage=FsStorage.locate(root), apply_id=record.apply_id, now=NOW)
+        assert docker_hashes(root) == s.before
+        return
+    check_resume_and_rollback(s, root)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_kill_an_apply_at_each_kind_of_step(small: Scenario, after: bool) -> None:
+    """Killed before (or just after) each kind of step the transaction asks of the
+    store: its first record, the plan's copy, each journal line, a batch of moves,
+    pruning a folder, the last record."""
+    points = kill_points(small.steps)
+    assert {"prepare", "write", "append", "move_out", "remove_folders"} <= set(small.steps)
+    for at in points:
+        root = small.copy(f"step-{at}")
+        kill = functools.partial(small.apply, root, Steps(at, after=after).opener())
+        assert_killed(in_child(kill))
+        check_killed_apply(small, root)
+        small.forget()
+    assert len(points) >= 10
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_kill_a_rollback_at_each_step(small: Scenario, after: bool) -> None:
+    """Killed before (or just after) each step of a rollback: running it again gives
+    the original tree."""
+    assert {"write", "append", "make_folders", "move_back", "delete"} <= set(small.rollback_steps)
+    for at in range(1, len(small.rollback_steps) + 1):
+        root = small.copy_of(small.applied, f"rollback-step-{at}")
+        store = Steps(at, after=after).store(FsStore(FsStorage.locate(root)))
+        assert_killed(in_child(functools.partial(small.rollback, root, store=store)))
+        [record] = apply.records(FsStorage.locate(root))
+        if record.state != State.ROLLED_BACK:
+            small.rollback(root)
+        assert docker_hashes(root) == small.before, (at, small.rollback_steps[at - 1])
+        small.forget()
 
 
 class WalkKiller:
