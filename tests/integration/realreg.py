@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,9 +21,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
+from click.testing import CliRunner, Result
 
+from regplan.cli import cli
 from regplan.demo.samples import DemoImages, Index, Pushable, demo_pushes, write_oci_layout
 from regplan.scan.layout import attached_subject
 from regplan.storage.fs.fsscan import scan
@@ -378,3 +383,63 @@ def bucket_refs(storage: ObjectStorage) -> set[str]:
         out |= {f"{name}:{t}" for t in repo.tags}
         out |= {f"{name}@{d}" for d in repo.revisions}
     return out
+
+
+def run(*args: str) -> Result:
+    """regplan's command line, in this process."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def gc_counts(reg: RealRegistry) -> tuple[int, int, int]:
+    """(blobs marked, blobs eligible, manifests eligible) by the registry's own
+    ``garbage-collect --dry-run``."""
+    out = reg.garbage_collect("--dry-run")
+    found = re.search(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible", out)
+    assert found is not None, out
+    marked, blobs, manifests = found.groups()
+    return int(marked), int(blobs), int(manifests)
+
+
+Objects = Callable[..., dict[str, tuple[int, str, str]]]
+"""A store's objects under a prefix of the rootdirectory: key -> (size, hash, hash)."""
+
+
+@attrs.frozen
+class OnObjects:
+    """A real registry serving from an object store, the demo pushed into it."""
+
+    reg: RealRegistry
+    storage: ObjectStorage
+    objects: Objects
+    """The tests' own listing of the store (its SDK, apart from regplan's)."""
+    secrets: tuple[str, ...]
+    """What no plan may hold (the config's keys)."""
+    images: DemoImages
+
+    def listing(self, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
+        return self.objects(self.storage, prefix)
+
+
+def s3_driver_line(storage: Any, endpoint: str, version: str) -> str:
+    """The s3 driver's parameters for an S3Storage on moto's server (tests/s3server.py);
+    v3's driver addresses the bucket by host name unless told otherwise (2.8's used the
+    path with a regionendpoint)."""
+    from tests.s3server import ACCESS, SECRET
+
+    path_style = ", forcepathstyle: true" if version != "2.8" else ""
+    return (
+        f"s3: {{accesskey: {ACCESS}, secretkey: {SECRET}, region: us-east-1, "
+        f"regionendpoint: '{endpoint}', bucket: {storage.bucket}, "
+        f"rootdirectory: /{storage.rootdirectory}, secure: false, v4auth: true{path_style}}}"
+    )
+
+
+def azure_driver_line(storage: Any, endpoint: str) -> str:
+    """The azure driver's parameters for an AzureStorage on Azurite (tests/azserver.py)."""
+    from tests.azserver import ACCOUNT, KEY
+
+    return (
+        f"azure: {{accountname: {ACCOUNT}, accountkey: '{KEY}', container: {storage.container}, "
+        f"serviceurl: '{endpoint}', rootdirectory: /{storage.rootdirectory}, "
+        "credentials: {type: shared_key}}"
+    )
