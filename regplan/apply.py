@@ -47,16 +47,20 @@ def apply_plan(
     break_lock: bool = False,
     registry: str = "",
     opener: Callable[[Location], Store] = location.store,
+    guard: Callable[[Location], str] | None = None,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
     The plan is read as a stream: each step takes one pass over its targets and holds
     none of them (only the empty folders to prune). ``opener`` gives the storage's store
-    (a caller may wrap it: tests inject faults so)."""
+    (a caller may wrap it: tests inject faults so). ``guard``, the write guard, runs once
+    the plan's file, signatures and approvals are verified and before anything else reads
+    the storage; what it returns is recorded as ``registry``."""
     with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
         stream.check_items()
         storage = fresh.storage_of(stream.header, root)
+        registry = guard(storage) if guard is not None else registry
         return transaction.apply(
             stream,
             opener(storage),

@@ -1,16 +1,20 @@
-"""The registry seam's pure parts: credentials, challenges, config, advice."""
+"""The registry seam: credentials, challenges, config, advice; what the probe makes of
+an answer or of none; what a registry serves (a manifest's digest, its catalog)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from regplan.errors import RegistryError
+from regplan.registry.guard import Ask, Catalog, Served
 from regplan.registry.online import cache_advice, mode_advice
 from regplan.registry.regclient import (
     Credentials,
@@ -18,6 +22,7 @@ from regplan.registry.regclient import (
     RegistryClient,
     _params,
     docker_credentials,
+    nothing_answered,
 )
 from regplan.storage.config import Running, running
 
@@ -141,13 +146,94 @@ def test_the_probe_reads_the_answer_to_its_manifest_put(status: int, mode: Mode)
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     try:
         with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
             assert client.probe().mode is mode
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_no_answer_is_not_stopped() -> None:
+    """A refused connection or a name that does not resolve: nothing answered, which
+    proves nothing (UNREACHABLE, never 'stopped'); the guard decides what that means."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (f"http://127.0.0.1:{port}", "http://no-such-host.invalid:5000"):
+        with RegistryClient(url) as client:
+            probe = client.probe()
+        assert probe.mode is Mode.UNREACHABLE, probe
+        assert probe.detail.startswith(url)
+
+
+def test_a_server_that_takes_the_connection_and_says_nothing_is_unknown() -> None:
+    """Something listens but never answers (a hung registry, a black-holing proxy):
+    not 'no answer' but an answer regplan cannot read: UNKNOWN (refused by the guard
+    whatever the operator says)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with RegistryClient(url, timeout=0.2) as client:
+            probe = client.probe()
+    assert probe.mode is Mode.UNKNOWN, probe
+
+
+@pytest.mark.parametrize(
+    ("error", "nobody"),
+    [
+        (httpx.ConnectTimeout("timed out"), True),
+        (httpx.ReadTimeout("timed out"), False),
+        (httpx.RemoteProtocolError("closed"), False),
+        (httpx.ConnectError("ssl"), False),
+    ],
+)
+def test_which_failures_met_nobody(error: httpx.TransportError, nobody: bool) -> None:
+    """No connection within the timeout met no one; a read timeout or a broken answer
+    did (a ConnectError is 'nobody' only for a refusal or an unknown name: above)."""
+    assert nothing_answered(error) is nobody
+
+
+def test_what_a_registry_serves_by_head_and_its_catalog() -> None:
+    digest = "sha256:" + "a" * 64
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            known = self.path == "/v2/team/app/manifests/v1"
+            self.send_response(200 if known else 404)
+            if known:
+                self.send_header("Docker-Content-Digest", digest)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            body = b'{"repositories": ["team/app"]}' if "n=100" in self.path else b"<html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    try:
+        with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
+            tag = Ask(repo="team/app", ref="v1", digest=digest)
+            assert client.served(tag) == Served(ask=tag, status=200, digest=digest)
+            other = Ask(repo="team/app", ref="v2", digest=digest)
+            assert client.served(other) == Served(ask=other, status=404)
+            assert client.catalog() == Catalog(status=200, names=("team/app",))
+    finally:
+        server.shutdown()
+        server.server_close()
+    with RegistryClient(f"http://127.0.0.1:{server.server_address[1]}") as client:
+        gone = client.served(tag)
+        assert gone.status == 0 and "refused" in gone.error
+        assert client.catalog().status == 0
 
 
 def test_cache_advice_for_v3s_redis() -> None:

@@ -163,7 +163,8 @@ for (const cell of document.querySelectorAll('th, td')) {
   if (cell.querySelector('code')) continue;  // a long name may break where it must
   const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
   for (let node = walk.nextNode(); node; node = walk.nextNode()) {
-    for (const m of node.data.matchAll(/\\S+/g)) {
+    // a word, or its part up to a hyphen or a slash (where a line may break)
+    for (const m of node.data.matchAll(/[^\\s\\/-]+[\\/-]?/g)) {
       if (m[0].length > 40) continue;  // a name longer than a column: broken where it must
       const r = document.createRange();
       r.setStart(node, m.index);

@@ -1,11 +1,13 @@
 """apply and rollback move nothing until something says the registry cannot write
 (README: Safety procedure): --registry-url or the registry's --config (probed),
-or the operator's --registry-stopped (recorded in history)."""
+or the operator's --registry-stopped (recorded in history). What a probe proves, and
+the proof that a read-only URL serves this storage: tests/test_guard_cli.py."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,8 @@ def test_a_url_in_the_config_is_probed_even_with_registry_stopped(
     demo_root: Path, planned: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """The operator's word does not stop the probe: a config's http.addr is asked, and
-    an answer that is not an HTTP registry's is not taken as read-only."""
+    an answer that is not an HTTP registry's (something took the connection, then said
+    nothing a registry says) is not taken as read-only, nor as stopped: exit 6."""
     plan, pub = planned
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -80,11 +83,21 @@ def test_a_url_in_the_config_is_probed_even_with_registry_stopped(
         f"storage: {{filesystem: {{rootdirectory: {demo_root}}}}}\n"
         f"http: {{addr: '127.0.0.1:{port}'}}\n"
     )
+
+    def babble() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
     before = docker_hashes(demo_root)
-    with server:  # accepts, never answers: regplan cannot tell, so it refuses
+    with server:
+        talker = threading.Thread(target=babble, daemon=True)
+        talker.start()
         r = run(
             "apply", str(plan), "--trust", str(pub), "--config", str(config), "--registry-stopped"
         )
-    assert r.exit_code in (1, 6), r.output
-    assert f"127.0.0.1:{port}" in r.output
+        talker.join(timeout=5)
+    assert r.exit_code == 6, r.output
+    assert f"the registry at http://127.0.0.1:{port} may accept writes" in r.output
     assert docker_hashes(demo_root) == before

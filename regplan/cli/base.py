@@ -20,7 +20,9 @@ from regplan import __version__
 from regplan.cli.progress import Reporter
 from regplan.decide.ages import parse_age
 from regplan.errors import RegplanError, SelectionError
+from regplan.progress import Progress
 from regplan.registry import online
+from regplan.registry.guard import Holding
 from regplan.scan.layout import printable
 from regplan.storage import location
 from regplan.storage.clouds import Found, parse_root
@@ -128,8 +130,15 @@ signer_option = click.option(
 )
 
 
-def registry_options(*, required: bool) -> Callable[[Command], Command]:
-    """How to reach the running registry (README: Talking to the running registry)."""
+def registry_options(*, required: bool, replicas: bool = False) -> Callable[[Command], Command]:
+    """How to reach the running registry (README: Talking to the running registry);
+    ``replicas``: --registry-url may be repeated (the write guard probes each)."""
+    each = (
+        "; repeat it for each replica behind a load balancer: each is probed "
+        "[env: REGPLAN_REGISTRY_URL, URLs separated by spaces]"
+        if replicas
+        else " [env: REGPLAN_REGISTRY_URL]"
+    )
 
     def add(f: Command) -> Command:
         for option in reversed(
@@ -138,9 +147,9 @@ def registry_options(*, required: bool) -> Callable[[Command], Command]:
                     "--registry-url",
                     envvar="REGPLAN_REGISTRY_URL",
                     required=required,
+                    multiple=replicas,
                     metavar="URL",
-                    help="The running registry, e.g. https://registry.example:5000 "
-                    "[env: REGPLAN_REGISTRY_URL]",
+                    help=f"The running registry, e.g. https://registry.example:5000{each}",
                 ),
                 click.option(
                     "--registry-user",
@@ -180,36 +189,51 @@ allow_online_option = click.option(
 )
 
 
-def guard(reg: dict[str, Any], allow_online: bool, command: str) -> str | None:
-    """Probe the registry before anything changes (when a URL is given); its URL or None."""
-    url = reg["registry_url"]
-    if url is None:
-        return None
-    probe(reg, url, allow_online, command)
-    return str(url)
-
-
-def probe(reg: dict[str, Any], url: str, allow_online: bool, command: str) -> str:
-    """Probe ``url``; refuse (exit 6) when it accepts writes; what it answered."""
-    with registry_client(url, reg["registry_user"], reg["ca_cert"], reg["insecure"]) as client:
-        probe = online.guard(client, allow_online=allow_online, command=command)
-    log.info("registry %s: %s (%s)", url, probe.mode.value, probe.detail)
-    return f"probed {url}: {probe.mode.value} ({probe.detail})"
+def guard(
+    reg: dict[str, Any], stopped: bool, allow_online: bool, command: str, storage: Location
+) -> None:
+    """purge's guard: each --registry-url given is probed (none: nothing is asked)."""
+    if reg["registry_url"]:
+        write_guard(reg, None, stopped, allow_online, command, storage)
 
 
 def write_guard(
-    reg: dict[str, Any], config: Path | None, stopped: bool, allow_online: bool, command: str
-) -> tuple[str | None, str]:
-    """online.write_guard with this command's ways to reach the registry."""
-    settings = settings_of(config)
+    reg: dict[str, Any],
+    config: Path | None,
+    stopped: bool,
+    allow_online: bool,
+    command: str,
+    storage: Location,
+    progress: Progress | None = None,
+) -> str:
+    """online.write_guard with this command's ways to reach the registry, and the
+    storage it must be shown to serve (read only if a read-only answer needs it); what
+    to record of it."""
+
+    def open_url(url: str) -> RegistryClient:
+        return registry_client(url, reg["registry_user"], reg["ca_cert"], reg["insecure"])
+
+    def holding() -> Holding:
+        inventory = location.read(storage, progress=progress)
+        return Holding.of(inventory, storage=str(storage.root))
+
     return online.write_guard(
-        url=reg["registry_url"],
-        settings=settings,
+        urls=reg["registry_url"],
+        settings=settings_of(config),
         stopped=stopped,
         allow_online=allow_online,
         command=command,
-        probe=lambda url: probe(reg, url, allow_online, command),
+        open_url=open_url,
+        holding=holding,
     )
+
+
+def probed_url(reg: dict[str, Any], config: Path | None) -> str | None:
+    """The URL the write guard probes first (what the printed `check` names)."""
+    if reg["registry_url"]:
+        return str(reg["registry_url"][0])
+    settings = settings_of(config)
+    return settings.url if settings is not None else None
 
 
 registry_stopped_option = click.option(
@@ -217,7 +241,9 @@ registry_stopped_option = click.option(
     is_flag=True,
     envvar="REGPLAN_REGISTRY_STOPPED",
     help="The registry is stopped (your word, recorded in the journal and history): needed "
-    "when neither --registry-url nor --config says where to probe it. "
+    "when neither --registry-url nor --config says where to probe it, and when nothing "
+    "answers where they say (no answer proves nothing by itself: a mistyped port looks "
+    "the same). A registry that answers is judged by its answer whatever this says. "
     "[env: REGPLAN_REGISTRY_STOPPED=1]",
 )
 

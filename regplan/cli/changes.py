@@ -20,6 +20,7 @@ from regplan.cli.base import (
     guard,
     json_option,
     now,
+    probed_url,
     progress_of,
     quiet_option,
     registry_options,
@@ -47,7 +48,7 @@ from regplan.views import render
     type=click.IntRange(1),
     help="Distinct trusted keys that must have signed.",
 )
-@registry_options(required=False)
+@registry_options(required=False, replicas=True)
 @registry_stopped_option
 @allow_online_option
 @break_lock_option
@@ -67,9 +68,7 @@ def apply_cmd(
     **reg: Any,
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
-    url, said = write_guard(
-        reg, config, registry_stopped, allow_online, f"regplan apply {plan_file}"
-    )
+    command, url = f"regplan apply {plan_file}", probed_url(reg, config)
     with (
         progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning,
         progress_of("moving", quiet=quiet, as_json=as_json) as moving,
@@ -83,7 +82,9 @@ def apply_cmd(
             progress=moving.update,
             scan_progress=scanning.update,
             break_lock=break_lock,
-            registry=said,
+            guard=lambda storage: write_guard(
+                reg, config, registry_stopped, allow_online, command, storage, scanning.update
+            ),
         )
     if as_json:
         emit_json(render.result_json(result))
@@ -101,7 +102,7 @@ def apply_cmd(
 @cli.command()
 @click.argument("apply_id")
 @storage_options
-@registry_options(required=False)
+@registry_options(required=False, replicas=True)
 @registry_stopped_option
 @allow_online_option
 @break_lock_option
@@ -119,14 +120,15 @@ def rollback(
     **reg: Any,
 ) -> None:
     """Put back everything APPLY_ID moved, byte for byte (also after an interrupted apply)."""
-    storage = storage_of(root, config)
-    url, said = write_guard(
-        reg, config, registry_stopped, allow_online, f"regplan rollback {apply_id}"
-    )
+    storage, url = storage_of(root, config), probed_url(reg, config)
     with (
         progress_of("moving back", quiet=quiet, as_json=as_json) as moving,
         progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning,
     ):
+        said = write_guard(
+            reg, config, registry_stopped, allow_online, f"regplan rollback {apply_id}",
+            storage, scanning.update,
+        )  # fmt: skip
         result = apply.rollback(
             storage=storage,
             apply_id=apply_id,
@@ -160,7 +162,8 @@ def rollback(
     "planned (see history); by default those are left for a person to look at.",
 )
 @storage_options
-@registry_options(required=False)
+@registry_options(required=False, replicas=True)
+@registry_stopped_option
 @allow_online_option
 @break_lock_option
 @json_option
@@ -171,6 +174,7 @@ def purge(
     include_unverified: bool,
     root: str | None,
     config: Path | None,
+    registry_stopped: bool,
     allow_online: bool,
     break_lock: bool,
     as_json: bool,
@@ -181,10 +185,11 @@ def purge(
     if (apply_id is None) == (older_than is None):
         raise click.UsageError("give an APPLY_ID or --older-than AGE")
     age = age_of(older_than, "older_than") if older_than is not None else None
-    guard(reg, allow_online, "regplan purge")
+    storage = storage_of(root, config)
+    guard(reg, registry_stopped, allow_online, "regplan purge", storage)
     with progress_of("deleting", quiet=quiet, as_json=as_json) as deleting:
         done = apply.purge(
-            storage=storage_of(root, config),
+            storage=storage,
             apply_id=apply_id,
             older_than=age,
             now=now(),

@@ -1,73 +1,80 @@
 """Storage must not change under a registry that accepts writes: the guard apply,
-rollback and purge run first, and what to tell the operator about the registry's
-caches afterwards."""
+rollback and purge run first (its probes and proof strung together; the decision is
+``guard``'s, the requests ``regclient``'s), and what to tell the operator about the
+registry's caches afterwards."""
 
 from __future__ import annotations
 
+import logging
 import shlex
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from regplan.errors import RegistryOnlineError, RegistryUnknownError
+from regplan.registry import guard
+from regplan.registry.guard import Answers, Ask, Catalog, Holding, Probe, Served, Target
 from regplan.storage.config import Running
 
-if TYPE_CHECKING:  # httpx, under regclient, is 17 MiB: imported when a registry is asked
-    from regplan.registry.regclient import Probe, RegistryClient
+log = logging.getLogger(__name__)
+
+STOPPED = guard.STOPPED
 
 
-STOPPED = "the operator said the registry is stopped (--registry-stopped)"
-"""What the journal records when the operator's word is all regplan has."""
+class Asker(Protocol):
+    """What the guard asks one URL (``regclient.RegistryClient`` is one)."""
+
+    def probe(self) -> Probe: ...
+
+    def served(self, ask: Ask) -> Served: ...
+
+    def catalog(self) -> Catalog: ...
 
 
 def write_guard(
     *,
-    url: str | None,
+    urls: Sequence[str],
     settings: Running | None,
     stopped: bool,
     allow_online: bool,
     command: str,
-    probe: Callable[[str], str],
-) -> tuple[str | None, str]:
-    """Before apply or rollback moves anything: how regplan knows the registry cannot
-    write, as (the URL probed, what to record in the journal). A URL, given or read from
-    the registry's config (``settings``), is always probed (``probe`` refuses a writable
-    one); ``stopped`` is the operator's word; with neither, nothing moves (exit 6)."""
-    url = url or (settings.url if settings is not None else None)
-    if url is not None:
-        return url, probe(url)
-    if stopped:
-        return None, STOPPED
-    if allow_online:
-        return None, "not checked: --allow-online"
-    raise RegistryUnknownError(
-        f"{command} moves nothing until it knows the registry cannot write: pass "
-        "--registry-url URL (it is probed), --config CONFIG.yml (the registry's own; its "
-        "http.addr is probed) or, once the registry is stopped, --registry-stopped "
-        "(REGPLAN_REGISTRY_STOPPED=1)"
-    )
+    open_url: Callable[[str], AbstractContextManager[Asker]],
+    holding: Callable[[], Holding],
+) -> str:
+    """Before apply, rollback or purge changes anything: how regplan knows the registry
+    cannot write, as what to record in the journal.
+
+    Each URL given (replicas behind a balancer: each), else the one the registry's config
+    (``settings``) names, is probed (``open_url``) and judged (``guard.after_probe``); a
+    read-only one is trusted once it is shown to serve this storage: ``holding`` (what the
+    storage holds, read once, only then) against its answers (``guard.after_proof``).
+    ``stopped`` is the operator's word; with no URL and no word, nothing moves (exit 6)."""
+    targets = [Target(url=u) for u in urls]
+    if not targets and settings is not None and settings.url is not None:
+        targets = [Target(url=settings.url, from_config=True)]
+    if not targets:
+        return guard.no_url(stopped=stopped, allow_online=allow_online, command=command)
+    held: list[Holding] = []
+    said = []
+    for target in targets:
+        with open_url(target.url) as asker:
+            probe = asker.probe()
+            log.info("registry %s: %s (%s)", target.url, probe.mode.value, probe.detail)
+            record = guard.after_probe(
+                target, probe, stopped=stopped, allow_online=allow_online, command=command
+            )
+            if record is None:
+                held = held or [holding()]
+                answers = ask(asker, held[0])
+                record = guard.after_proof(target, probe, held[0], answers, command=command)
+        said.append(record)
+    return guard.join(said)
 
 
-def guard(client: RegistryClient, *, allow_online: bool, command: str) -> Probe:
-    """Probe the registry; refuse (exit 6) when it accepts writes, unless allowed.
-
-    Stopped or read-only: proceed. A registry whose answer says neither (a 401
-    without credentials that may push, a proxy) is treated as writable: regplan
-    cannot show it is safe.
-    """
-    from regplan.registry.regclient import Mode  # noqa: PLC0415 (httpx: see above)
-
-    probe = client.probe()
-    if probe.mode in (Mode.STOPPED, Mode.READ_ONLY) or allow_online:
-        return probe
-    state = {
-        Mode.WRITABLE: "accepts writes",
-        Mode.PULL_THROUGH: "is a pull-through cache, which writes on every uncached pull",
-    }.get(probe.mode, "may accept writes")
-    raise RegistryOnlineError(
-        f"the registry at {client.url} {state} ({probe.detail}): a push in flight "
-        f"has blobs nothing references yet; set storage.maintenance.readonly.enabled: true "
-        f"(or stop it), restart it, then run {command} again (or pass --allow-online)"
-    )
+def ask(asker: Asker, holding: Holding) -> Answers:
+    """The URL's answers for what the storage holds: its manifests, else its catalog."""
+    if holding.asks:
+        return tuple(asker.served(a) for a in holding.asks)
+    return asker.catalog()
 
 
 def mode_advice(settings: Running | None, *, probed: bool) -> str | None:

@@ -10,10 +10,11 @@ line or ``~/.docker/config.json``; TLS with a CA file, or unverified on request.
 from __future__ import annotations
 
 import base64
-import enum
+import errno
 import json
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -25,6 +26,17 @@ import attrs
 import httpx
 
 from regplan.errors import RegistryError
+from regplan.registry.guard import Ask, Catalog, Mode, Probe, Served
+
+__all__ = [  # Mode and Probe live with the guard's decision (registry/guard.py)
+    "Credentials",
+    "Mode",
+    "Probe",
+    "RegistryClient",
+    "RegistrySlow",
+    "RegistryUnreachable",
+    "docker_credentials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)
+ACCEPTS = {"Accept": ACCEPT}
 
 PROBE_REPOSITORY = "regplan-probe/readonly-check"
 PROBE_MANIFEST = json.dumps(
@@ -52,16 +65,6 @@ PROBE_MANIFEST = json.dumps(
 ).encode()
 """A manifest whose config blob exists nowhere: a writable registry refuses it with
 400 MANIFEST_BLOB_UNKNOWN before it stores anything, a read-only one with 405."""
-
-
-class Mode(enum.Enum):
-    STOPPED = "stopped"
-    READ_ONLY = "read-only"
-    WRITABLE = "writable"
-    PULL_THROUGH = "pull-through cache"
-    """``proxy.remoteurl``: it refuses pushes (a JSON 405 UNSUPPORTED, where read-only
-    mode answers a plain-text 405) but writes to its storage on every uncached pull."""
-    UNKNOWN = "unknown"
 
 
 MAX_BODY = 4 << 20
@@ -112,12 +115,6 @@ def read_bounded(
                     f"{r.request.url.host}: no whole answer to {what} within {deadline:.0f} s"
                 )
         return Answer(status=r.status_code, headers=r.headers, body=bytes(body), what=what)
-
-
-@attrs.frozen(kw_only=True)
-class Probe:
-    mode: Mode
-    detail: str
 
 
 @attrs.frozen(kw_only=True)
@@ -314,10 +311,8 @@ class RegistryClient:
                 self._http, method, path, headers=headers, content=content, deadline=self.deadline
             )
         except httpx.TransportError as e:
-            cause = e.__cause__ or e.__context__
-            while cause is not None and not isinstance(cause, ConnectionRefusedError):
-                cause = cause.__cause__ or cause.__context__
-            raise RegistryUnreachable(f"{self.url}: {e or type(e).__name__}") from cause
+            kind = NoAnswer if nothing_answered(e) else RegistryUnreachable
+            raise kind(f"{self.url}: {e or type(e).__name__}") from e
 
     def probe(self) -> Probe:
         """Stopped, read-only or writable, found without writing anything (PROBE_MANIFEST)."""
@@ -328,11 +323,12 @@ class RegistryClient:
                 content=PROBE_MANIFEST,
                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
             )
+        except NoAnswer as e:  # proves nothing: a stopped registry and a typo look alike
+            return Probe(mode=Mode.UNREACHABLE, detail=str(e))
         except RegistryUnreachable as e:
-            # only a refused connection says the registry is down; a TLS failure, a timeout
-            # or a name that does not resolve says nothing about what may be writing
-            refused = isinstance(e.__cause__, ConnectionRefusedError)
-            return Probe(mode=Mode.STOPPED if refused else Mode.UNKNOWN, detail=str(e))
+            # a TLS failure, or a server that took the connection and said nothing (or too
+            # much, too slowly): something answered that regplan cannot read
+            return Probe(mode=Mode.UNKNOWN, detail=str(e))
         if r.status == 405 and _error_codes(r.body) == {"UNSUPPORTED"}:
             return Probe(
                 mode=Mode.PULL_THROUGH,
@@ -354,6 +350,28 @@ class RegistryClient:
         )
         return r.status, r.body
 
+    def served(self, ask: Ask) -> Served:
+        """What HEAD /v2/<repo>/manifests/<ref> says the manifest is (status 0: no answer)."""
+        try:
+            r = self._send("HEAD", f"/v2/{ask.repo}/manifests/{ask.ref}", headers=ACCEPTS)
+        except RegistryError as e:
+            return Served(ask=ask, status=0, error=str(e))
+        return Served(ask=ask, status=r.status, digest=r.headers.get("Docker-Content-Digest"))
+
+    def catalog(self) -> Catalog:
+        """The first page of GET /v2/_catalog (status 0: no answer)."""
+        try:
+            r = self._send("GET", "/v2/_catalog?n=100")
+        except RegistryError as e:
+            return Catalog(status=0, error=str(e))
+        try:
+            names = json.loads(r.body).get("repositories") if r.status == 200 else []
+        except (ValueError, RecursionError, AttributeError):
+            return Catalog(status=0, error=f"{r.what} answered {r.status} without a catalog")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return Catalog(status=0, error=f"{r.what} answered {r.status} without a catalog")
+        return Catalog(status=r.status, names=tuple(names))
+
     def blob_status(self, repo: str, digest: str) -> int:
         """The status of HEAD /v2/<repo>/blobs/<digest> (redirects to storage not followed)."""
         return self._authorized(self._send("HEAD", f"/v2/{repo}/blobs/{digest}")).status
@@ -369,11 +387,32 @@ class RegistryClient:
 
 
 class RegistryUnreachable(RegistryError):  # noqa: N818 (it says what happened)
-    """Nothing answered at the registry's address."""
+    """No whole answer from the registry's address."""
+
+
+class NoAnswer(RegistryUnreachable):
+    """No one took the connection (refused, no such host, no connection in time)."""
 
 
 class RegistrySlow(RegistryUnreachable):
     """An answer past MAX_BODY or DEADLINE: as good as none (the probe cannot tell)."""
+
+
+def nothing_answered(e: httpx.TransportError) -> bool:
+    """Whether a failed request met no one: the connection refused, the host's name
+    unknown or unreachable, no connection within the timeout. (A read timeout, a reset
+    or a TLS failure means something took the connection: not this.)"""
+    if isinstance(e, httpx.ConnectTimeout):
+        return True
+    if not isinstance(e, httpx.ConnectError):
+        return False
+    cause: BaseException | None = e
+    while cause is not None and type(cause).__module__.partition(".")[0] in ("httpx", "httpcore"):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, (ConnectionRefusedError, socket.gaierror)):
+        return True
+    unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+    return type(cause) is OSError and cause.errno in unreachable
 
 
 def _error_codes(body: bytes) -> set[str]:

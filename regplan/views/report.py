@@ -44,7 +44,8 @@ table{border-collapse:collapse;width:100%;table-layout:fixed}
 td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;
 overflow-wrap:break-word}th{background:#f6f8fa}td code{overflow-wrap:anywhere}
 code{font-size:12px}
-.num{text-align:right;white-space:nowrap}tr.removed td:nth-child(3){color:#cf222e;font-weight:600}
+.facts th{width:9em}.num{text-align:right;white-space:nowrap}
+tr.removed td:nth-child(3){color:#cf222e;font-weight:600}
 tr.kept td:nth-child(3){color:#1a7f37}
 .note{color:#57606a}input{font-size:14px;padding:4px;width:24em}
 svg text{font:12px system-ui,sans-serif}
@@ -107,7 +108,7 @@ def html(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>regplan plan {escape(plan.plan_id)}</title><style>{STYLE}</style></head><body>",
         f"<h1>regplan plan <code>{escape(plan.plan_id)}</code></h1>",
-        "<table>" + _cols("9em", ""),
+        '<table class="facts">',
         *(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>" for k, v in _facts(ov, plan_file, checked)),
         "</table>",
     ]
@@ -200,8 +201,7 @@ def _removed_only(images: Sequence[tuple[str, list[str]]]) -> tuple[list[str], i
     out = [
         f"<h2>Images removed ({len(images)})</h2>",
         FILTER.format(shown=len(listed)),
-        '<table id="images">' + _cols("60%", ""),
-        "<thead><tr><th>Image</th><th>With it</th></tr></thead><tbody>",
+        '<table id="images">' + _heads(("Image", "60%"), ("With it", "")) + "<tbody>",
         *(f"<tr><td><code>{_e(i)}</code></td><td>{_e(', '.join(k))}</td></tr>" for i, k in listed),
         "</tbody></table>",
     ]
@@ -214,9 +214,16 @@ def _records(records: ImagesOverview) -> tuple[list[str], int]:
     out = [
         f"<h2>Images</h2><p>{escape(images_headline(records))}</p>",
         FILTER.format(shown=len(listed)),
-        '<table id="images">' + _cols("22%", "28%", "6.5em", "7em", ""),
-        '<thead><tr><th>Repository</th><th>Image</th><th>Verdict</th><th class="num">Size</th>'
-        "<th>Why</th></tr></thead><tbody>",
+        '<table id="images">'
+        + _heads(
+            ("Repository", "18%"),
+            ("Image", "26%"),
+            ("Verdict", "6.5em"),
+            ("Size", "7em"),
+            ("Why", ""),
+            num="Size",
+        )
+        + "<tbody>",
         *(
             f'<tr class="{i.verdict.value}"><td><code>{_e(r.name)}</code></td>'
             f"<td><code>{_e(r.label(i))}</code></td><td>{i.verdict.value}</td>"
@@ -233,11 +240,16 @@ def _e(value: str, width: int = 300) -> str:
     return escape(value if len(value) <= width else value[: width - 1] + "…")
 
 
-def _cols(*widths: str) -> str:
-    """The columns' widths (the table's layout is fixed: a long name in one column never
-    squeezes the words of another, nor its heading, onto two lines); "" takes the rest."""
-    cols = "".join(f'<col style="width:{w}">' if w else "<col>" for w in widths)
-    return f"<colgroup>{cols}</colgroup>"
+def _heads(*heads: tuple[str, str], num: str = "") -> str:
+    """A table's headings and its columns' widths ("": the rest; the column ``num`` is
+    of numbers). The table's layout is fixed: a long name in one column never squeezes
+    the words of another, nor its heading, onto two lines."""
+    cells = []
+    for head, width in heads:
+        extra = ' class="num"' if head == num else ""
+        extra += f' style="width:{width}"' if width else ""
+        cells.append(f"<th{extra}>{head}</th>")
+    return f"<thead><tr>{''.join(cells)}</tr></thead>"
 
 
 def _listing(
@@ -252,8 +264,9 @@ def _listing(
     total = len(rows) if total is None else total
     if not total:
         return []
-    out = [f"<h2>{title} ({total})</h2>", "<table>" + _cols(*widths, "")]
-    out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>")
+    first, second, third = heads
+    out = [f"<h2>{title} ({total})</h2>", "<table>"]
+    out.append(_heads((first, widths[0]), (second, widths[1]), (third, "")))
     out += [
         f"<tr><td><code>{_e(a)}</code></td><td>{_e(b)}</td><td>{_e(c)}</td></tr>"
         for a, b, c in rows[:LISTED]
