@@ -290,9 +290,7 @@ def test_the_plan_is_big_enough(scenario: Scenario) -> None:
 
 MOVES: dict[str, Callable[[Scenario], int]] = {
     "first-move": lambda s: 1,
-    "second-move": lambda s: 2,
     "middle": lambda s: s.renames // 2,
-    "last-move-but-one": lambda s: s.renames - 1,
     "last-move": lambda s: s.renames,
 }
 
