@@ -202,3 +202,19 @@ def test_why_strips_a_registry_host_as_protect_does(pruned: Path, host: str) -> 
     result = run("why", str(pruned), f"{host}/team/app:v1")
     assert result.exit_code == 7, result.output
     assert "removed team/app:v1: requested" in result.output
+
+
+def test_a_fifo_given_as_a_trusted_key_hangs_nothing(signed: tuple[Path, Path, Path]) -> None:
+    """``--trust`` of a FIFO (or a key file of gigabytes) is a one-line error, never a
+    read that waits for a writer or grows without end."""
+    plan, _, _ = signed
+    fifo = plan.with_name("team.pub")
+    os.mkfifo(fifo)
+    shown = regplan("show", str(plan), "--trust", str(fifo))
+    assert shown.returncode == 1, shown.stderr
+    assert shown.stderr == f"Error: {fifo} is not a regular file (a FIFO)\n"
+    huge = plan.with_name("huge.pub")
+    with huge.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    big = run("show", str(plan), "--trust", str(huge))
+    assert big.exit_code == 1 and "is larger than" in big.output

@@ -16,6 +16,7 @@ import enum
 import functools
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -104,7 +105,7 @@ def read_keys(path: Path) -> list[TrustedKey]:
     keygen writes it; a team may keep its keys in one file), blank lines and ``#``
     comments skipped; each key is named by its own line."""
     try:
-        text = path.read_text()
+        text = _read_regular(path, KEYS_LIMIT).decode()
     except (OSError, UnicodeDecodeError) as e:
         raise KeyFileError(f"cannot read public key {path}: {e}") from None
     keys = [
@@ -115,6 +116,26 @@ def read_keys(path: Path) -> list[TrustedKey]:
     if not keys:
         raise KeyFileError(f"{path} holds no key (expected '{PUBLIC_PREFIX} …' lines)")
     return [attrs.evolve(k, source=str(path)) for k in keys]
+
+
+KEYS_LIMIT = 1024 * 1024
+"""Bytes of a trust file at the most (a key's line is some 80 bytes)."""
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, opened without waiting (a FIFO never blocks) and read to
+    ``limit`` at the most; KeyFileError for anything else."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"))
+            kind = next((k for test, k in kinds if test(mode)), "a device or socket")
+            raise KeyFileError(f"{path} is not a regular file ({kind})")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise KeyFileError(f"{path} is larger than {limit} bytes: not a key file")
+    return data
 
 
 def _key_line(line: str, where: str) -> TrustedKey:
