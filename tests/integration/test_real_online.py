@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from regplan.demo.samples import build_demo
+from regplan.demo.samples import build_demo, demo_pushes
+from regplan.registry.guard import Holding, short
+from regplan.storage import location
+from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import docker_hashes
 from tests.integration.realreg import RealRegistry, Serve, free_port, tls_pair
 from tests.integration.tokenserver import TokenServer
@@ -132,11 +135,60 @@ def test_read_only_then_stale_cache_then_clean_check(
     assert "stale" not in after.stdout + after.stderr
 
 
-def test_a_stopped_registry_does_not_stop_an_apply(planned: tuple[Path, Path, Path]) -> None:
-    _, plan, pub = planned
+def test_a_stopped_registry_is_the_operators_word(
+    planned: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing answering at the URL is no proof (#32.4): exit 6 until the operator says
+    the registry is stopped, then the apply proceeds and records both."""
+    monkeypatch.delenv("REGPLAN_REGISTRY_STOPPED")
+    root, plan, pub = planned
     nobody_there = f"http://127.0.0.1:{free_port()}"
-    applied = regplan("apply", str(plan), "--trust", str(pub), "--registry-url", nobody_there)
+    apply = ["apply", str(plan), "--trust", str(pub), "--registry-url", nobody_there]
+    refused = regplan(*apply)
+    assert refused.returncode == 6, refused.stderr
+    applied = regplan(*apply, "--registry-stopped")
     assert applied.returncode == 0, applied.stderr
+    [record] = json.loads(regplan("history", "--root", str(root), "--json").stdout)
+    assert record["registry"].startswith(f"probed {nobody_there}: stopped, as the operator said")
+
+
+def test_a_typo_or_another_registry_is_no_proof_while_this_one_writes(
+    planned: tuple[Path, Path, Path], serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#32.4 on the real registry, writable over the storage: a refused URL (the typo'd
+    port) and a read-only registry over OTHER storage (the newest tag names another
+    manifest there) are both exit 6 naming why, nothing moves, and every image pulls."""
+    monkeypatch.delenv("REGPLAN_REGISTRY_STOPPED")
+    root, plan, pub = planned
+    reg: RealRegistry = serve(root, storage=CACHE)
+    held = Holding.of(location.read(FsStorage.locate(root)), storage=str(root))
+    newest = held.asks[0]
+    other: RealRegistry = serve(tmp_path / "other", storage=CACHE)
+    item = next(i for _, _, i in demo_pushes().pushes if i.digest != newest.digest)
+    other.push(newest.repo, newest.ref, item)
+    other.stop()
+    other.configure(storage=READ_ONLY)
+    other.start()
+    before = docker_hashes(root)
+    apply = ["apply", str(plan), "--trust", str(pub)]
+
+    typo = f"http://127.0.0.1:{free_port()}"
+    refused = regplan(*apply, "--registry-url", typo)
+    assert refused.returncode == 6, refused.stderr
+    assert f"nothing answered at {typo}" in refused.stderr
+    stray = regplan(*apply, "--registry-url", other.url, "--registry-stopped")
+    assert stray.returncode == 6, stray.stderr
+    assert f"the read-only registry at {other.url} serves other storage than {root}" in (
+        stray.stderr
+    )
+    assert f"{newest.name} is {short(newest.digest)} here but {short(item.digest)} there" in (
+        stray.stderr
+    )
+    replicas = regplan(*apply, "--registry-url", reg.url, "--registry-url", other.url)
+    assert replicas.returncode == 6 and "accepts writes" in replicas.stderr
+    assert docker_hashes(root) == before
+    assert not (root / "regplan-state" / "applies").exists()
+    assert all(reg.pull(ref) for ref in ("team/app:v1", "old/repo:2019", newest.name))
 
 
 def test_check_names_an_image_whose_layer_was_deleted_behind_regplans_back(
