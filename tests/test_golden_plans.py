@@ -268,6 +268,14 @@ def _plan(registry: str, args: str, tmp: Path) -> dict[str, Any]:
     return doc
 
 
+def _as_golden(items: list[dict[str, Any]], golden: list[dict[str, Any]]) -> list[Any]:
+    """``items`` with only the fields their golden counterparts have: a field a later
+    format adds (a target's digest) is not a decision."""
+    if len(items) != len(golden):
+        return items
+    return [{k: item.get(k) for k in old} for item, old in zip(items, golden, strict=True)]
+
+
 def _respelled(arg: str) -> str:
     """An argument as the argv records it now: a flag by its name, not an old spelling
     (``--exclude`` is ``--exclude-tags``)."""
@@ -291,5 +299,5 @@ def test_golden_plan_decides_the_same(case: str, tmp_path: Path) -> None:
     assert now["request"]["selection"] == golden["request"]["selection"]
     assert now["request"].get("policy") == golden["request"].get("policy")
     for part in COMPARED:
-        assert now[part] == golden[part], part
+        assert _as_golden(now[part], golden[part]) == golden[part], part
     assert now["summary"] == golden["summary"]
