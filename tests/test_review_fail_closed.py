@@ -218,3 +218,5 @@ def test_a_fifo_given_as_a_trusted_key_hangs_nothing(signed: tuple[Path, Path, P
         f.truncate(64 * 1024 * 1024)
     big = run("show", str(plan), "--trust", str(huge))
     assert big.exit_code == 1 and "is larger than" in big.output
+    key = regplan("approve", str(plan), "--key", str(fifo), "--trust", str(huge))
+    assert key.stderr == f"Error: {fifo} is not a regular file (a FIFO)\n"

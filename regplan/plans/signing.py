@@ -88,7 +88,7 @@ def keygen(path: Path, *, comment: str) -> str:
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
-        data = path.read_bytes()
+        data = _read_regular(path, KEYS_LIMIT)
     except OSError as e:
         raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
     try:
