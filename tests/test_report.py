@@ -203,3 +203,21 @@ def test_no_word_breaks_mid_word_at_1400_pixels(plan: Plan, tmp_path: Path) -> N
     for width in (1400, 1100):
         dom = browse(tmp_path, "--dump-dom", f"file://{page}", width=width).stdout.decode()
         assert '<pre id="broken">[]</pre>' in dom, (width, dom[dom.find('id="broken"') :])
+
+
+def test_two_long_names_never_render_the_same(plan: Plan) -> None:
+    """#33.3 in the page too: a name in a row with a verdict is clipped in its middle, with
+    a marker that tells it from every other name, never at its end."""
+    names = ["x" * 350 + "1" + "y" * 100, "x" * 350 + "2" + "y" * 100]
+    images = tuple(
+        Image(repo="team/long", tag=tag, digest=f"sha256:{n:064x}", verdict=v, reason="r")
+        for n, (tag, v) in enumerate(zip(names, (Verdict.REMOVED, Verdict.KEPT), strict=True))
+    )
+    page = report.html(attrs.evolve(plan, images=images))
+    cells = [
+        line.split("<td><code>")[2].split("</code>")[0]
+        for line in page.splitlines()
+        if line.startswith(tuple(f'<tr class="{v}"><td><code>team/long' for v in ("removed", "kept")))
+    ]
+    assert len(cells) == 2 and cells[0] != cells[1]
+    assert all(c.startswith("x" * 80) and c.endswith("y" * 80) for c in cells)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import shlex
 from collections import Counter
@@ -287,6 +288,21 @@ class PlanFile:
 
 CLIP = 160
 """Characters of one listed value in the text summary at the most."""
+NAME = 200
+"""Characters of a name in a row with a verdict shown whole; a longer one keeps both
+ends and its middle is replaced by a marker with its digest (:func:`distinct`)."""
+ENDS = 80
+"""Characters kept at each end of a name clipped in the middle."""
+
+
+def distinct(name: str) -> str:
+    """A name no other name renders as: whole up to NAME characters; longer,
+    ``head…[12 hex of its SHA-256]…tail`` (two names that share both ends still differ
+    in the marker). Never clipped at its end, where release tags differ."""
+    if len(name) <= NAME:
+        return name
+    mark = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{name[:ENDS]}…[{mark}]…{name[-ENDS:]}"
 
 
 def _clip(value: str, width: int = CLIP) -> str:

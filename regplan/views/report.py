@@ -17,6 +17,7 @@ from regplan.views.overview import ImagesOverview, Overview, counted, overview
 from regplan.views.render import (
     PlanFile,
     command_line,
+    distinct,
     human_bytes,
     images_headline,
     policy_fact,
@@ -202,7 +203,10 @@ def _removed_only(images: Sequence[tuple[str, list[str]]]) -> tuple[list[str], i
         f"<h2>Images removed ({len(images)})</h2>",
         FILTER.format(shown=len(listed)),
         '<table id="images">' + _heads(("Image", "60%"), ("With it", "")) + "<tbody>",
-        *(f"<tr><td><code>{_e(i)}</code></td><td>{_e(', '.join(k))}</td></tr>" for i, k in listed),
+        *(
+            f"<tr><td><code>{_e(distinct(i))}</code></td><td>{_e(', '.join(k))}</td></tr>"
+            for i, k in listed
+        ),
         "</tbody></table>",
     ]
     return out, len(images) - len(listed)
@@ -225,8 +229,8 @@ def _records(records: ImagesOverview) -> tuple[list[str], int]:
         )
         + "<tbody>",
         *(
-            f'<tr class="{i.verdict.value}"><td><code>{_e(r.name)}</code></td>'
-            f"<td><code>{_e(r.label(i))}</code></td><td>{i.verdict.value}</td>"
+            f'<tr class="{i.verdict.value}"><td><code>{_e(distinct(r.name))}</code></td>'
+            f"<td><code>{_e(distinct(r.label(i)))}</code></td><td>{i.verdict.value}</td>"
             f'<td class="num">{human_bytes(i.bytes)}</td><td>{_e(i.reason)}</td></tr>'
             for r, i in listed
         ),

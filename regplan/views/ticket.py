@@ -13,7 +13,6 @@ closes its span or its table cell.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from collections.abc import Sequence
@@ -24,8 +23,10 @@ from regplan.plans.signing import Checked
 from regplan.scan.layout import printable
 from regplan.views.overview import TOTAL_SHOWN, ImagesOverview, Overview, counted, overview
 from regplan.views.render import (
+    NAME,
     PlanFile,
     command_line,
+    distinct,
     human_bytes,
     images_headline,
     policy_fact,
@@ -64,22 +65,10 @@ def code(value: object, width: int = CELL) -> str:
     return f"{fence}{pad}{escaped}{pad}{fence}"
 
 
-NAME = 200
-"""Characters of a name in a row with a verdict shown whole; a longer one keeps both
-ends and its middle is replaced by a marker with its digest (:func:`name_span`)."""
-ENDS = 80
-"""Characters kept at each end of a name clipped in the middle."""
-
-
 def name_span(value: str) -> str:
-    """A name as a code span that no other name renders as: whole up to NAME
-    characters; longer, ``head…[12 hex of its SHA-256]…tail`` (two names that share
-    both ends still differ in the marker)."""
-    text = printable(value)
-    if len(text) <= NAME:
-        return code(text, NAME)
-    mark = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return code(f"{text[:ENDS]}…[{mark}]…{text[-ENDS:]}", NAME)
+    """A name in a row with a verdict, as a code span no other name renders as
+    (:func:`regplan.views.render.distinct`)."""
+    return code(distinct(printable(value)), NAME)
 
 
 def _capped(rows: Sequence[str], cap: int, more: str, total: int | None = None) -> list[str]:
