@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from regplan.changes import applies, fresh, transaction
+from regplan.changes import applies, fresh, recheck, transaction
 from regplan.changes.records import ApplyRecord
 from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
 from regplan.plans import approvals, signing
@@ -48,6 +48,7 @@ def apply_plan(
     registry: str = "",
     opener: Callable[[Location], Store] = location.store,
     guard: Callable[[Location], str] | None = None,
+    exact: bool = False,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
@@ -55,7 +56,9 @@ def apply_plan(
     none of them (only the empty folders to prune). ``opener`` gives the storage's store
     (a caller may wrap it: tests inject faults so). ``guard``, the write guard, runs once
     the plan's file, signatures and approvals are verified and before anything else reads
-    the storage; what it returns is recorded as ``registry``."""
+    the storage; what it returns is recorded as ``registry``. With ``exact``, the tree
+    must be the one planned (Terraform's rule); else what still holds moves and the
+    rest is skipped (changes/recheck.py)."""
     with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
         stream.check_items()
@@ -66,6 +69,7 @@ def apply_plan(
             opener(storage),
             now=now,
             check_fresh=lambda: fresh.check_fresh(stream.header, storage, scan_progress),
+            recheck=None if exact else lambda: recheck.recheck(stream, storage, scan_progress),
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,

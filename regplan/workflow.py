@@ -46,7 +46,7 @@ from regplan.plans.plan import (
 from regplan.plans.planfile import PlanStream, Source
 from regplan.plans.spool import Sorted
 from regplan.progress import Progress
-from regplan.scan import fingerprint
+from regplan.scan import fingerprint, identity
 from regplan.scan.inventory import Inventory
 from regplan.scan.traits import Traits, read_for
 from regplan.storage import location
@@ -64,9 +64,11 @@ class Draft:
     """A plan just made and signed: its header here, its targets still in the planner's
     spool (a ``planfile.Source``). Use as a context manager: leaving drops the spool."""
 
-    def __init__(self, header: Plan, spooled: Spooled, found: Sorted) -> None:
+    def __init__(self, header: Plan, spooled: Spooled, found: Sorted, digests: bytes = b"") -> None:
         self.header = header
         self._spooled = spooled
+        self._digests = digests
+        """Each target's digest (scan.identity), 32 bytes each, in plan order."""
         self._images = found
         """The image records, spooled as the targets are (``images.as_record``)."""
         self.counts = {
@@ -77,7 +79,11 @@ class Draft:
         }
 
     def targets(self) -> Iterator[Target]:
-        return self._spooled.targets.targets()
+        for i, t in enumerate(self._spooled.targets.targets()):
+            yield attrs.evolve(t, digest=self._digest(i)) if self._digests else t
+
+    def _digest(self, i: int) -> str:
+        return identity.PREFIX + self._digests[32 * i : 32 * i + 32].hex()
 
     def kept(self) -> Iterator[Kept]:
         return iter(self._spooled.kept)
@@ -91,11 +97,17 @@ class Draft:
     def raw_lists(self) -> dict[str, Iterator[Any]]:
         """The lists as the plan file holds them, one item at a time."""
         return {
-            "targets": self._spooled.targets.raw(),
+            "targets": self._raw_targets(),
             "kept": codec.unstructure_items(self._spooled.kept),
             "problems": codec.unstructure_items(self._spooled.problems),
             "images": map(images.raw_of, self._images),
         }
+
+    def _raw_targets(self) -> Iterator[dict[str, Any]]:
+        for i, raw in enumerate(self._spooled.targets.raw()):
+            if self._digests:
+                raw["digest"] = self._digest(i)
+            yield raw
 
     def close(self) -> None:
         self._spooled.targets.close()
@@ -140,6 +152,7 @@ def make_plan(
     resolved = resolve(selection, inventory, now)
     request = _request(selection, resolved, argv)
     spooled = decide_spooled(inventory, resolved, prune=selection.prune)
+    digests = _digests(inventory, spooled)
     found = Sorted(IMAGE_RUN)
     try:
         _spool_images(found, inventory, resolved, spooled)
@@ -160,7 +173,7 @@ def make_plan(
             summary=tally(spooled.targets.kinds_and_bytes()),
             targets=(),
         )
-        draft = Draft(header, spooled, found)
+        draft = Draft(header, spooled, found, digests)
         body = codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists()))
         signature = signing.sign_body(body, key, role="planner", signer=signer, now=now)
     except BaseException:
@@ -170,6 +183,14 @@ def make_plan(
     draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
     return draft
+
+
+def _digests(inventory: Inventory, spooled: Spooled) -> bytes:
+    """Each target's digest (scan.identity), 32 bytes each, in plan order."""
+    return b"".join(
+        bytes.fromhex(identity.of_target(inventory, t.path).removeprefix(identity.PREFIX))
+        for t in spooled.targets.targets()
+    )
 
 
 def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> Request:

@@ -53,10 +53,15 @@ def plan_path(demo_root: Path, tmp_path: Path) -> Path:
 
 
 def run_apply(
-    plan_path: Path, trusted: list[signing.TrustedKey], root: Path | None = None, required: int = 1
+    plan_path: Path,
+    trusted: list[signing.TrustedKey],
+    root: Path | None = None,
+    required: int = 1,
+    *,
+    exact: bool = False,
 ) -> apply.ApplyResult:
     return apply.apply_plan(
-        plan_path=plan_path, trusted=trusted, root=root, required=required, now=NOW
+        plan_path=plan_path, trusted=trusted, root=root, required=required, now=NOW, exact=exact
     )
 
 
@@ -180,7 +185,7 @@ def test_stale_and_untrusted_and_tampered_move_nothing(
     v2 = FsStorage.locate(demo_root).v2
     (v2 / "repositories/team/tool/_manifests/tags/new").mkdir()
     with pytest.raises(StalePlanError, match=r"repositories/team/tool \(changed\)"):
-        run_apply(plan_path, trusted)
+        run_apply(plan_path, trusted, exact=True)
     (v2 / "repositories/team/tool/_manifests/tags/new").rmdir()
     assert docker_hashes(demo_root) == original
     assert apply.records(FsStorage.locate(demo_root)) == []

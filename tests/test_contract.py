@@ -182,10 +182,11 @@ def run_apply(
     via: Bucket | None = None,
     progress: Progress | None = None,
     break_lock: bool = False,
+    exact: bool = False,
 ) -> ApplyResult:
     return apply.apply_plan(
         plan_path=plan, trusted=trusted, root=backend.through(via), required=1,
-        now=backend.now(), progress=progress, break_lock=break_lock,
+        now=backend.now(), progress=progress, break_lock=break_lock, exact=exact,
     )  # fmt: skip
 
 
@@ -241,9 +242,26 @@ def test_a_stale_or_tampered_plan_moves_nothing(
     backend.push()
     pushed = backend.snapshot()
     with pytest.raises(StalePlanError, match="team/new"):
-        run_apply(backend, plan, trusted)
+        run_apply(backend, plan, trusted, exact=True)
     assert backend.snapshot() == pushed != before
     assert history(backend) == []
+
+
+def test_an_unrelated_push_does_not_stop_an_apply(
+    backend: Backend, plan: Path, trusted: list[signing.TrustedKey]
+) -> None:
+    """A push since planning that touches nothing the plan removes: every target moves,
+    the new image stays whole, and the apply's final check holds (#32)."""
+    planned = {t["path"] for t in json.loads(plan.read_bytes())["targets"]}
+    backend.push()
+    pushed = backend.snapshot()
+    result = run_apply(backend, plan, trusted)
+    assert result.skipped == ()
+    assert result.fingerprint_ok, result.changed
+    new = {k: v for k, v in pushed.items() if "team/new" in k}
+    after = backend.snapshot()
+    assert new and all(after.get(k) == v for k, v in new.items())
+    assert result.moved == len(planned)
 
 
 def test_a_held_lock_moves_nothing(

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 from collections.abc import Iterator
 
+from regplan.changes.recheck import Recheck
 from regplan.changes.records import ApplyRecord, parse_state, state_bytes
 from regplan.errors import ApplyError
 from regplan.plans.plan import TargetKind
 from regplan.plans.planfile import PlanStream
+from regplan.scan import fingerprint
 from regplan.storage.seam import Store
 
 INDEX = "INDEX.tsv"
 """In each quarantine: which slot holds which original path (for people browsing it)."""
+
+RECHECK_LIMIT = 1 << 30
+"""The skipped targets of one apply: a few hundred bytes each."""
 
 STATE_LIMIT = 1 << 20
 """A state record is a few hundred bytes: anything larger is not one regplan wrote."""
@@ -35,6 +41,10 @@ def plan(apply_id: str) -> str:
 
 def quarantine(apply_id: str) -> str:
     return f"quarantine/{apply_id}"
+
+
+def decided(apply_id: str) -> str:
+    return f"applies/{apply_id}/recheck.json"
 
 
 def index(apply_id: str) -> str:
@@ -77,6 +87,40 @@ def began(store: Store, apply_id: str) -> Iterator[PlanStream]:
         except FileNotFoundError:
             raise ApplyError(f"apply {apply_id} has no plan.json; nothing was changed") from None
         yield stack.enter_context(PlanStream.of_file(f, store.url(plan(apply_id))))
+
+
+def keep_recheck(store: Store, apply_id: str, found: Recheck) -> None:
+    """What the apply decided to move (a resumed apply skips the same)."""
+    raw = {
+        "after": found.after.digest,
+        "entries": found.after.entries,
+        "parts": dict(found.after.parts),
+        "skipped": [list(s) for s in found.skipped],
+        "bytes": found.bytes,
+    }
+    store.write(decided(apply_id), [json.dumps(raw, sort_keys=True).encode()], new=True)
+
+
+def read_recheck(store: Store, apply_id: str) -> Recheck | None:
+    """What the apply decided to move, or None for an apply of the plan as planned."""
+    try:
+        data = store.read(decided(apply_id), RECHECK_LIMIT)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = json.loads(data)
+        after = fingerprint.TreeDigest.of_parts(dict(raw["parts"]), int(raw["entries"]))
+        skipped = tuple((int(i), str(p), str(w)) for i, p, w in raw["skipped"])
+        size = int(raw["bytes"])
+        whole = after.digest == raw["after"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        whole = False
+    if not whole:
+        raise ApplyError(
+            f"cannot read {store.url(decided(apply_id))}: not what regplan wrote (tampered "
+            "with?); nothing was moved"
+        )
+    return Recheck(skipped, after, size)
 
 
 def begin(store: Store, stream: PlanStream, record: ApplyRecord) -> None:

@@ -14,7 +14,7 @@ a batch at a time, so a rollback killed anywhere is finished by running it again
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from typing import TypeVar
 
 import attrs
@@ -47,10 +47,14 @@ def item(i: int, t: Target) -> Item:
     )
 
 
-def _split(targets: Iterable[Target], pruned: list[Target]) -> Iterator[Item]:
-    """Every target to move; the empty folders to prune go to ``pruned`` as they pass
-    (they come last: theirs is the last phase)."""
+def _split(
+    targets: Iterable[Target], pruned: list[Target], skip: Set[int] = frozenset()
+) -> Iterator[Item]:
+    """Every target to move (but those skipped); the empty folders to prune go to
+    ``pruned`` as they pass (they come last: theirs is the last phase)."""
     for i, t in enumerate(targets):
+        if i in skip:
+            continue
         if t.kind == TargetKind.EMPTY_DIR:
             pruned.append(t)
         else:
@@ -64,12 +68,14 @@ def _vanished(path: str) -> StalePlanError:
 # -- apply ---------------------------------------------------------------------
 
 
-def preflight(store: Store, plan: PlanStream, apply_id: str) -> None:
+def preflight(store: Store, plan: PlanStream, apply_id: str, skip: Set[int]) -> None:
     """Before anything moves, refuse what cannot be moved safely: a target gone or
     reached through a link, an empty folder where folders are no thing (a bucket), a
     target twice or inside another where keys move by prefix, a taken quarantine."""
     seen: set[str] | None = None if store.keeps_folders else set()
     for i, t in enumerate(plan.targets()):
+        if i in skip:
+            continue
         if t.kind == TargetKind.EMPTY_DIR and not store.keeps_folders:
             raise StalePlanError(
                 f"target {t.path} is an empty folder: object storage has none "
@@ -114,14 +120,21 @@ def _left(store: Store, apply_id: str, batch: list[Item]) -> list[Item]:
 
 
 def move_out(
-    store: Store, plan: PlanStream, apply_id: str, progress: Progress | None, *, resuming: bool
+    store: Store,
+    plan: PlanStream,
+    apply_id: str,
+    progress: Progress | None,
+    *,
+    resuming: bool,
+    skip: Set[int] = frozenset(),
 ) -> int:
-    """Move what is still in the storage, then prune; how many targets moved."""
+    """Move what is still in the storage (but the targets skipped), then prune; how many
+    targets moved."""
     name = journal.name(apply_id)
     pruned: list[Target] = []
     total = plan.counts["targets"]
     moved = 0
-    for start, batch in batches(_split(plan.targets(), pruned)):
+    for start, batch in batches(_split(plan.targets(), pruned, skip)):
         todo = _left(store, apply_id, batch) if resuming else batch
         if todo:
             store.append(name, journal.line("move", **{"from": start, "to": start + len(batch)}))

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from regplan.changes import applies, moves
+from regplan.changes.recheck import Recheck, describe
 from regplan.changes.records import ApplyRecord, State
 from regplan.errors import ApplyError, StalePlanError
 from regplan.plans import signing
@@ -53,6 +54,8 @@ class ApplyResult:
     resumed: bool
     fingerprint_ok: bool
     changed: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    """(path, why) of the plan's targets that stayed (recheck.py)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -88,63 +91,114 @@ def apply(
     *,
     now: datetime,
     check_fresh: Callable[[], None],
+    recheck: Callable[[], Recheck] | None = None,
     progress: Progress | None = None,
     scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
 ) -> ApplyResult:
     """Move a verified plan's targets into quarantine, or finish its interrupted apply.
-    ``check_fresh`` refuses a plan the storage no longer matches (it is run under the
-    lock, before anything is written)."""
+
+    With ``recheck`` (recheck.py: the plan decided again on the tree as it is now),
+    only what still holds moves and the rest is skipped; without, ``check_fresh``
+    refuses a plan the storage no longer matches exactly. Either runs under the lock,
+    before anything is written."""
     plan = stream.header
     with store.lock(f"apply {plan.plan_id}", break_lock):
         resuming = interrupted(applies.records(store), plan.plan_id)
         if resuming is not None:
-            with applies.began(store, resuming.apply_id) as began:
-                if signing.body_digest(began) != signing.body_digest(stream):
-                    raise ApplyError(
-                        f"this plan differs from the plan apply {resuming.apply_id} began "
-                        f"with ({store.url(applies.plan(resuming.apply_id))}); finish that one, or "
-                        "roll it back"
-                    )
+            _refuse_another_plan(store, stream, resuming)
             log.info("resuming apply %s", resuming.apply_id)
-            record = resuming
+            record, found = resuming, applies.read_recheck(store, resuming.apply_id)
         else:
             _refuse_beside_interrupted(store, plan.plan_id)
-            check_fresh()
-            apply_id = new_id(now)
-            moves.preflight(store, stream, apply_id)
-            record = _first_record(stream, store, apply_id, now, registry)
-            applies.begin(store, stream, record)
+            found = _decide(stream, check_fresh, recheck)
+            record = _begin(stream, store, found, now, registry)
+        skip = found.skip if found is not None else frozenset()
         moved = moves.move_out(
-            store, stream, record.apply_id, progress, resuming=resuming is not None
+            store, stream, record.apply_id, progress, resuming=resuming is not None, skip=skip
         )
-        after = store.digest(scan_progress)
-        ok = after.digest == plan.fingerprint.after
-        changed = () if ok else unexpected_changes(stream, after)
-        note = (
-            ""
-            if ok
-            else "tree differs from the plan's prediction: " + fingerprint.describe_changes(changed)
-        )
+        expected = found.after if found is not None else None
+        changed = _final_check(stream, store.digest(scan_progress), expected)
+        note = "tree differs from the plan's prediction: " + fingerprint.describe_changes(changed)
         applies.save(
-            store, attrs.evolve(record, state=State.APPLIED, updated_at=iso(now), note=note)
+            store,
+            attrs.evolve(
+                record, state=State.APPLIED, updated_at=iso(now), note=note if changed else ""
+            ),
         )
     return ApplyResult(
         apply_id=record.apply_id,
         plan_id=plan.plan_id,
         moved=moved,
-        bytes=plan.summary.bytes,
+        bytes=record.bytes,
         quarantine=store.url(applies.quarantine(record.apply_id)),
         resumed=resuming is not None,
-        fingerprint_ok=ok,
+        fingerprint_ok=not changed,
         changed=changed,
+        skipped=tuple((p, w) for _, p, w in found.skipped) if found is not None else (),
     )
 
 
-def _first_record(
-    plan: PlanStream, store: Store, apply_id: str, now: datetime, registry: str
+def _begin(
+    stream: PlanStream, store: Store, found: Recheck | None, now: datetime, registry: str
 ) -> ApplyRecord:
+    """Refuse what cannot move, then keep the plan, the first record and what moves."""
+    apply_id = new_id(now)
+    skip = found.skip if found is not None else frozenset()
+    moves.preflight(store, stream, apply_id, skip)
+    record = _first_record(stream, store, apply_id, now, registry, found)
+    if found is not None:
+        applies.keep_recheck(store, apply_id, found)
+    applies.begin(store, stream, record)
+    return record
+
+
+def _final_check(
+    stream: PlanStream, after: fingerprint.TreeDigest, expected: fingerprint.TreeDigest | None
+) -> tuple[str, ...]:
+    """What differs from the tree expected once the apply is done (nothing: ())."""
+    wanted = expected.digest if expected is not None else stream.header.fingerprint.after
+    return () if after.digest == wanted else unexpected_changes(stream, after, expected)
+
+
+def _refuse_another_plan(store: Store, stream: PlanStream, resuming: ApplyRecord) -> None:
+    with applies.began(store, resuming.apply_id) as began:
+        if signing.body_digest(began) != signing.body_digest(stream):
+            raise ApplyError(
+                f"this plan differs from the plan apply {resuming.apply_id} began with "
+                f"({store.url(applies.plan(resuming.apply_id))}); finish that one, or roll it "
+                "back"
+            )
+
+
+def _decide(
+    stream: PlanStream, check_fresh: Callable[[], None], recheck: Callable[[], Recheck] | None
+) -> Recheck | None:
+    """What moves: everything as planned (None: the tree must be the one planned), or
+    what still holds (a plan whose targets carry their digests)."""
+    first = next(iter(stream.targets()), None)
+    if recheck is None or first is None or first.digest is None:
+        check_fresh()
+        return None
+    found = recheck()
+    if len(found.skipped) == stream.counts["targets"]:
+        raise StalePlanError(
+            f"nothing of plan {stream.header.plan_id} applies any more: "
+            f"{describe(found.skipped)}; nothing was moved"
+        )
+    return found
+
+
+def _first_record(
+    plan: PlanStream,
+    store: Store,
+    apply_id: str,
+    now: datetime,
+    registry: str,
+    found: Recheck | None,
+) -> ApplyRecord:
+    skipped, skipped_bytes = (len(found.skipped), found.bytes) if found is not None else (0, 0)
     return ApplyRecord(
         seq=1 + max((r.seq for r in applies.records(store)), default=0),
         apply_id=apply_id,
@@ -153,8 +207,8 @@ def _first_record(
         root=store.where,
         started_at=iso(now),
         updated_at=iso(now),
-        targets=plan.counts["targets"],
-        bytes=plan.header.summary.bytes,
+        targets=plan.counts["targets"] - skipped,
+        bytes=plan.header.summary.bytes - skipped_bytes,
         registry=registry,
     )
 
@@ -194,13 +248,16 @@ def _refuse_beside_interrupted(store: Store, plan_id: str) -> None:
             )
 
 
-def unexpected_changes(plan: PlanStream, actual: fingerprint.TreeDigest) -> tuple[str, ...]:
-    """Name what differs from the plan's prediction, as precisely as the parts allow."""
+def unexpected_changes(
+    plan: PlanStream, actual: fingerprint.TreeDigest, expected: fingerprint.TreeDigest | None
+) -> tuple[str, ...]:
+    """Name what differs from the prediction (the plan's, or the apply's own when it
+    skipped targets), as precisely as the parts allow."""
     touched = {part_of(t.path) for t in plan.targets()}
-    parts = plan.header.fingerprint.parts
-    expected = {k: v for k, v in parts.items() if k not in touched}
+    parts = plan.header.fingerprint.parts if expected is None else expected.named_parts()
+    wanted = {k: v for k, v in parts.items() if k not in touched}
     seen = {k: v for k, v in actual.named_parts().items() if k not in touched}
-    changed = fingerprint.changed_parts(expected, seen)
+    changed = fingerprint.changed_parts(wanted, seen)
     return tuple(changed) or (f"within the {len(touched)} part(s) this plan changes",)
 
 

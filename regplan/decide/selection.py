@@ -121,9 +121,9 @@ class Resolved:
     (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
 
 
-def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
+def _match_repos(pattern: str, names: list[str], flag: str, strict: bool = True) -> list[str]:
     found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    if not found:
+    if not found and strict:
         hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
         raise SelectionError(
             f"{flag} {pattern}: no repository matches (repositories: {hint or 'none'})"
@@ -132,8 +132,11 @@ def _match_repos(pattern: str, names: list[str], flag: str) -> list[str]:
 
 
 class _Resolver:
-    def __init__(self, selection: Selection, inventory: Inventory, now: datetime) -> None:
+    def __init__(
+        self, selection: Selection, inventory: Inventory, now: datetime, strict: bool = True
+    ) -> None:
         self.sel = selection
+        self.strict = strict
         self.inv = inventory
         self.now = now
         self.names = sorted(inventory.repositories)
@@ -178,7 +181,7 @@ class _Resolver:
     def images(self) -> None:
         retention = self.sel.retention.active
         for spec in self.sel.images:
-            for repo in _match_repos(spec.repo, self.names, "--image"):
+            for repo in _match_repos(spec.repo, self.names, "--image", self.strict):
                 self.selected.setdefault(repo, f"--image {spec}")
                 available = sorted(self.inv.repositories[repo].tags)
                 if spec.tag is None and not retention:
@@ -190,7 +193,12 @@ class _Resolver:
                     repo_ = self.inv.repositories[repo]
                     if other not in found and subject_of(self.inv, repo_, other) is None:
                         self.notes.setdefault((repo, other), f"not matched by --image {spec}")
-                if not found and spec.tag and not any(c in spec.repo for c in "*?["):
+                if (
+                    not found
+                    and spec.tag
+                    and self.strict
+                    and not any(c in spec.repo for c in "*?[")
+                ):
                     hint = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
                     raise SelectionError(
                         f"--image {spec}: {repo} has no tag matching {spec.tag!r} "
@@ -201,7 +209,7 @@ class _Resolver:
                 else:
                     for tag in found:
                         self.tags.setdefault((repo, tag), f"requested: --image {spec}")
-        if self.sel.images and not retention and not self.repos and not self.tags:
+        if self.strict and self.sel.images and not retention and not self.repos and not self.tags:
             raise SelectionError(
                 "--image: no tag matches " + ", ".join(str(s) for s in self.sel.images)
             )
@@ -335,24 +343,15 @@ def _going(r: Retention, j: rules.Judged, spec: ImageSpec) -> str:
     return " and ".join(why)
 
 
-def resolve(selection: Selection, inventory: Inventory, now: datetime | None = None) -> Resolved:
-    """Turn globs and rules into names; a pattern that matches nothing is an error naming it."""
-    now = now or datetime.now(UTC)
-    res = _Resolver(selection, inventory, now)
-    res.images()
-    untagged: dict[str, str] = {}
-    if selection.policy is not None:
-        res.follow(rules.apply(selection.policy, inventory, now), untagged)
-    for pattern in selection.untagged:
-        for repo in _match_repos(pattern, res.names, "--untagged"):
-            untagged.setdefault(repo, f"--untagged {pattern}")
-            res.selected.setdefault(repo, f"--untagged {pattern}")
-    uploads, upload_problems = stale.uploads(selection.uploads_older_than, inventory, now, res.kept)
-    res.problems += upload_problems
-    leftovers = stale.leftovers(selection.leftovers_older_than, inventory, now, res.kept)
-    repos, tags = res.repos, res.tags
-    # Removing the last image tag removes the repository, as the one-file script does
-    # (its signatures go with it), unless a signature there belongs to another repository.
+def _whole_repositories(
+    inventory: Inventory,
+    repos: dict[str, str],
+    tags: dict[tuple[str, str], str],
+    *,
+    by_policy: bool,
+) -> None:
+    """Removing the last image tag removes the repository, as the one-file script does
+    (its signatures go with it), unless a signature there belongs to another repository."""
     gone_by_repo: dict[str, set[str]] = {}
     for r, t in tags:
         gone_by_repo.setdefault(r, set()).add(t)
@@ -371,8 +370,30 @@ def resolve(selection: Selection, inventory: Inventory, now: datetime | None = N
         if images <= gone and not foreign:
             listed = ", ".join(sorted(gone))
             repos[repo] = f"last tag removed ({listed}): the whole repository goes"
-            if selection.policy is not None:  # which rule took them
+            if by_policy:  # which rule took them
                 repos[repo] += f"; {tags[(repo, min(gone))]}"
+
+
+def resolve(
+    selection: Selection, inventory: Inventory, now: datetime | None = None, *, strict: bool = True
+) -> Resolved:
+    """Turn globs and rules into names; a pattern that matches nothing is an error naming
+    it (without ``strict``, when an apply decides a plan again, it selects nothing)."""
+    now = now or datetime.now(UTC)
+    res = _Resolver(selection, inventory, now, strict)
+    res.images()
+    untagged: dict[str, str] = {}
+    if selection.policy is not None:
+        res.follow(rules.apply(selection.policy, inventory, now), untagged)
+    for pattern in selection.untagged:
+        for repo in _match_repos(pattern, res.names, "--untagged", strict):
+            untagged.setdefault(repo, f"--untagged {pattern}")
+            res.selected.setdefault(repo, f"--untagged {pattern}")
+    uploads, upload_problems = stale.uploads(selection.uploads_older_than, inventory, now, res.kept)
+    res.problems += upload_problems
+    leftovers = stale.leftovers(selection.leftovers_older_than, inventory, now, res.kept)
+    repos, tags = res.repos, res.tags
+    _whole_repositories(inventory, repos, tags, by_policy=selection.policy is not None)
     res.spare_protected(repos, tags)
     res.spare_unknown(repos, tags)
     gc_cutoff = None

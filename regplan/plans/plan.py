@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -49,6 +50,14 @@ def _fits_kind(instance: Target, _: attrs.Attribute[TargetKind], value: TargetKi
         raise ValueError(f"target path {printable(instance.path)!r} {why}")
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _a_digest(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not _DIGEST.fullmatch(value):
+        raise ValueError(f"target digest {printable(value)[:80]!r} is not sha256:<64 hex>")
+
+
 @attrs.frozen(kw_only=True)
 class Target:
     path: str
@@ -57,6 +66,10 @@ class Target:
     reason: str
     refs: tuple[str, ...] = ()
     bytes: int = 0
+    digest: str | None = attrs.field(default=None, validator=_a_digest)
+    """What the target was when planned (scan.identity): every path under it with its
+    content, and its tags' push times; an apply moves it only while that still holds.
+    None in plans made before regplan recorded it (those apply only as planned: --exact)."""
 
     @property
     def sort_key(self) -> tuple[int, str]:

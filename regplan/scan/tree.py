@@ -166,6 +166,10 @@ class Tree:
             for start, end in self._ranges(lines, path):
                 yield from lines[start:end]
 
+    def lines_under(self, path: str) -> Iterator[str]:
+        """The ``path NUL token`` lines of ``path`` and of every path below it."""
+        return self._lines_under(path)
+
     def token(self, path: str) -> str | None:
         lines = self.lines(part_of(path))
         i = self._own(lines, path)

@@ -1,0 +1,166 @@
+"""What an approved plan may still move on a registry pushed to since planning.
+
+Under the lock, with the registry unable to write, the storage is read again and the
+plan's own signed request (its flags or policy text, its ``--protect`` lines, its
+ages measured at the plan's time) is decided again on the tree as it is now. A
+target moves only if all of these hold:
+
+1. the plan lists it (the approval is an upper bound);
+2. it is as it was when planned (its digest: every path under it with its content,
+   and its tags' push times), so a tag pushed again is never removed;
+3. the decision made again still removes it;
+4. nothing that stays needs it (decide/needs.py): what the plan kept, what was pushed
+   since, and what a new decision would remove but nobody approved.
+
+Everything else is skipped, each with why. An empty folder the plan prunes goes only
+if all it holds goes. The tree to expect afterwards is the one read now, less what
+moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+import attrs
+
+from regplan.decide import needs
+from regplan.decide.flags import Retention
+from regplan.decide.planner import decide_spooled
+from regplan.decide.protect import Protect
+from regplan.decide.selection import ImageSpec, Selection, resolve
+from regplan.errors import ApplyError, PolicyError, SelectionError, StalePlanError
+from regplan.plans.plan import Plan, Request, Target, TargetKind
+from regplan.plans.planfile import PlanStream
+from regplan.policy import load
+from regplan.progress import Progress
+from regplan.scan import fingerprint, identity, tokens
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import part_of
+from regplan.storage import location
+from regplan.storage.location import Location
+
+GONE = "gone since the plan"
+CHANGED = "changed since the plan (pushed again?)"
+UNSELECTED = "no longer selected by the plan's request"
+NOT_EMPTY = "no longer empty: something in it stays"
+
+
+@attrs.frozen
+class Recheck:
+    """What an apply moves of its plan, decided on the tree as it is now."""
+
+    skipped: tuple[tuple[int, str, str], ...]
+    """(index in the plan, path, why) of every target that stays."""
+    after: fingerprint.TreeDigest
+    """The tree to expect once the rest has moved."""
+    bytes: int = 0
+    """Of the targets skipped."""
+
+    @property
+    def skip(self) -> frozenset[int]:
+        return frozenset(i for i, _, _ in self.skipped)
+
+
+def selection_of(request: Request) -> Selection:
+    """The selection a plan's request records, as ``plan`` made it (the policy from its
+    recorded text); ApplyError when it cannot be made again."""
+    r = request.selection
+    try:
+        policy = None
+        if request.policy is not None:
+            policy = load.read(request.policy.text.encode(), request.policy.file)
+        return Selection(
+            images=tuple(ImageSpec.parse(i) for i in r.images),
+            untagged=r.untagged,
+            prune=r.prune,
+            retention=Retention(**{f.name: getattr(r, f.name) for f in attrs.fields(Retention)}),
+            gc=r.gc,
+            gc_min_age=r.gc_min_age,
+            uploads_older_than=r.uploads_older_than,
+            leftovers_older_than=r.leftovers_older_than,
+            protect=tuple(Protect.parse(p.ref, p.source) for p in r.protect),
+            policy=policy,
+        )
+    except (SelectionError, PolicyError, TypeError, ValueError) as e:
+        raise ApplyError(
+            f"the plan's request cannot be decided again ({e}); nothing was moved "
+            "(apply it as planned with --exact)"
+        ) from None
+
+
+def _verdict(inv: Inventory, t: Target, chosen: frozenset[str]) -> str | None:
+    """Why a target stays (None: it may move, if nothing needs it)."""
+    if t.path not in inv.tree:
+        return GONE
+    if identity.of_target(inv, t.path) != t.digest:
+        return CHANGED
+    return None if t.path in chosen else UNSELECTED
+
+
+def _empties(inv: Inventory, folders: Mapping[int, Target], moving: set[str]) -> dict[int, str]:
+    """The empty folders the plan prunes that would still hold something."""
+
+    def goes(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in moving for i in range(1, len(parts) + 1))
+
+    out = {}
+    for i, t in folders.items():
+        lines = inv.tree.lines_under(t.path)
+        held = (line.split("\0", 1) for line in lines)
+        if any(not tokens.is_directory(token) and not goes(path) for path, token in held):
+            out[i] = NOT_EMPTY
+    return out
+
+
+def recheck(stream: PlanStream, storage: Location, progress: Progress | None = None) -> Recheck:
+    """Read the storage, decide the plan's request again, and say what may move."""
+    plan: Plan = stream.header
+    selection = selection_of(plan.request)
+    inv = location.read(
+        storage, progress=progress, created=selection.created, mtimes=selection.ages
+    )
+    if inv.tree.digest.digest == plan.fingerprint.after and plan.summary.targets:
+        raise StalePlanError(
+            f"plan {plan.plan_id} was already applied to {storage.root} "
+            "(the tree is in the state the plan leaves)"
+        )
+    planned_at = datetime.strptime(plan.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    resolved = resolve(selection, inv, planned_at, strict=False)
+    spooled = decide_spooled(inv, resolved, prune=selection.prune)
+    try:
+        chosen = frozenset(t.path for t in spooled.targets.targets())
+    finally:
+        spooled.targets.close()
+    why: dict[int, str] = {}
+    paths: dict[int, str] = {}
+    sizes: dict[int, int] = {}
+    folders: dict[int, Target] = {}
+    for i, t in enumerate(stream.targets()):
+        paths[i], sizes[i] = t.path, t.bytes
+        if t.kind == TargetKind.EMPTY_DIR:
+            folders[i] = t
+            continue
+        if (said := _verdict(inv, t, chosen)) is not None:
+            why[i] = said
+    moving = {p for i, p in paths.items() if i not in why and i not in folders}
+    held = needs.needed(inv, moving)
+    for i, p in paths.items():
+        if p in held:
+            why[i] = f"needed by {held[p]}"
+    moving -= held.keys()
+    why.update(_empties(inv, folders, moving))
+    going = moving | {t.path for i, t in folders.items() if i not in why}
+    after = location.predicted(storage, inv.tree, sorted(going, key=part_of))
+    skipped = tuple((i, paths[i], why[i]) for i in sorted(why))
+    return Recheck(skipped, after, sum(sizes[i] for i in why))
+
+
+def describe(skipped: Iterable[tuple[int, str, str]]) -> str:
+    """One line: how many targets stay, and why, by reason."""
+    counts: dict[str, int] = {}
+    for _, _, why in skipped:
+        key = "needed by an image that stays" if why.startswith("needed by ") else why
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{n} {why}" for why, n in sorted(counts.items()))
