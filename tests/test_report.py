@@ -214,10 +214,11 @@ def test_two_long_names_never_render_the_same(plan: Plan) -> None:
         for n, (tag, v) in enumerate(zip(names, (Verdict.REMOVED, Verdict.KEPT), strict=True))
     )
     page = report.html(attrs.evolve(plan, images=images))
+    rows = tuple(f'<tr class="{v}"><td><code>team/long' for v in ("removed", "kept"))
     cells = [
         line.split("<td><code>")[2].split("</code>")[0]
         for line in page.splitlines()
-        if line.startswith(tuple(f'<tr class="{v}"><td><code>team/long' for v in ("removed", "kept")))
+        if line.startswith(rows)
     ]
     assert len(cells) == 2 and cells[0] != cells[1]
     assert all(c.startswith("x" * 80) and c.endswith("y" * 80) for c in cells)
