@@ -13,10 +13,12 @@ from pathlib import Path
 
 import attrs
 import pytest
+from click.testing import CliRunner
 
 from regplan import apply
-from regplan.changes.recheck import UNSELECTED
+from regplan.changes.recheck import CHANGED, UNSELECTED
 from regplan.changes.transaction import ApplyResult
+from regplan.cli import cli
 from regplan.decide import needs
 from regplan.decide.selection import Selection
 from regplan.demo.samples import BASE, Registry, build_demo, image
@@ -176,3 +178,26 @@ def test_what_stays_keeps_all_it_reaches(root: Path) -> None:
     assert kept[revision_dir("team/tool", index_digest)] == "team/tool:1.0"
     assert kept[blob_dir(blob)]  # by whichever staying image reaches it first
     assert needs.needed(inv, {stray, tag_dir("team/app", "v1")}) == {}
+
+
+def test_the_command_names_what_it_skipped(root: Path, tmp_path: Path) -> None:
+    """``apply`` says how many targets stayed and why in one line; ``--json`` lists each
+    as {path, why}; ``--exact`` refuses the changed tree (exit 4), moving nothing."""
+    plan = _plan(root, tmp_path, selection(("team/app:v1", "team/app:v2")))
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    reg = Registry(v2=FsStorage.locate(root).v2, clock=LATER)
+    reg.push("team/app", image([BASE, {"v1-again": b"again"}]), "v1")
+    runner = CliRunner()
+    exact = runner.invoke(cli, ["apply", str(plan), "--trust", str(pub), "--exact"])
+    assert exact.exit_code == 4, exact.output
+    assert apply.records(FsStorage.locate(root)) == []
+    r = runner.invoke(cli, ["apply", str(plan), "--trust", str(pub), "--json"])
+    assert r.exit_code == 0, r.output
+    skipped = json.loads(r.stdout)["skipped"]
+    assert {"path": tag_dir("team/app", "v1"), "why": CHANGED} in skipped
+    rolled = runner.invoke(cli, ["rollback", json.loads(r.stdout)["apply_id"], "--root", str(root)])
+    assert rolled.exit_code == 0, rolled.output
+    again = runner.invoke(cli, ["apply", str(plan), "--trust", str(pub)])
+    assert again.exit_code == 0, again.output
+    [line] = [x for x in again.output.splitlines() if x.startswith("Skipped ")]
+    assert "changed since the plan" in line

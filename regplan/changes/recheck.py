@@ -157,10 +157,10 @@ def recheck(stream: PlanStream, storage: Location, progress: Progress | None = N
     return Recheck(skipped, after, sum(sizes[i] for i in why))
 
 
-def describe(skipped: Iterable[tuple[int, str, str]]) -> str:
-    """One line: how many targets stay, and why, by reason."""
+def describe(whys: Iterable[str]) -> str:
+    """One line: how many targets stay, by reason."""
     counts: dict[str, int] = {}
-    for _, _, why in skipped:
+    for why in whys:
         key = "needed by an image that stays" if why.startswith("needed by ") else why
         counts[key] = counts.get(key, 0) + 1
     return "; ".join(f"{n} {why}" for why, n in sorted(counts.items()))

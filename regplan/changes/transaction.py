@@ -57,6 +57,11 @@ class ApplyResult:
     skipped: tuple[tuple[str, str], ...] = ()
     """(path, why) of the plan's targets that stayed (recheck.py)."""
 
+    @property
+    def skip_summary(self) -> str:
+        """How many targets stayed, by reason (one line)."""
+        return describe(why for _, why in self.skipped)
+
 
 @attrs.frozen(kw_only=True)
 class RollbackResult:
@@ -185,7 +190,7 @@ def _decide(
     if len(found.skipped) == stream.counts["targets"]:
         raise StalePlanError(
             f"nothing of plan {stream.header.plan_id} applies any more: "
-            f"{describe(found.skipped)}; nothing was moved"
+            f"{describe(w for _, _, w in found.skipped)}; nothing was moved"
         )
     return found
 

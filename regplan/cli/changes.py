@@ -48,6 +48,12 @@ from regplan.views import render
     type=click.IntRange(1),
     help="Distinct trusted keys that must have signed.",
 )
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Apply only to the very tree planned (Terraform's rule): any change since "
+    "planning refuses the plan (exit 4). By default what changed is skipped and named.",
+)
 @registry_options(required=False, replicas=True)
 @registry_stopped_option
 @allow_online_option
@@ -60,6 +66,7 @@ def apply_cmd(
     root: str | None,
     config: Path | None,
     require_signatures: int,
+    exact: bool,
     registry_stopped: bool,
     allow_online: bool,
     break_lock: bool,
@@ -82,6 +89,7 @@ def apply_cmd(
             progress=moving.update,
             scan_progress=scanning.update,
             break_lock=break_lock,
+            exact=exact,
             guard=lambda storage: write_guard(
                 reg, config, registry_stopped, allow_online, command, storage, scanning.update
             ),

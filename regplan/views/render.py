@@ -319,10 +319,13 @@ def who(c: Checked) -> str:
 
 def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
     """An apply's or rollback's result as ``--json`` prints it (every field, paths as text)."""
-    return {
+    out = {
         k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
         for k, v in attrs.asdict(result, recurse=False).items()
     }
+    if "skipped" in out:  # an apply's: each target that stayed, with why
+        out["skipped"] = [{"path": p, "why": why} for p, why in getattr(result, "skipped", ())]
+    return out
 
 
 def applied(r: ApplyResult, advice: str) -> str:
@@ -330,12 +333,24 @@ def applied(r: ApplyResult, advice: str) -> str:
     return "\n".join(
         [
             f"{verb} plan {r.plan_id} as {r.apply_id}: moved {counted(r.moved, 'directory')}, "
-            f"{human_bytes(r.bytes)} now in quarantine ({r.quarantine}).",
+            f"{human_bytes(r.bytes)} now in quarantine ({printable(r.quarantine)}).",
+            *_skipped(r),
             advice,
             f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
             f"regplan purge {r.apply_id}",
         ]
     )
+
+
+def _skipped(r: ApplyResult) -> list[str]:
+    """One line: what of the plan stayed, and why (``--json`` lists each)."""
+    if not r.skipped:
+        return []
+    n = len(r.skipped)
+    return [
+        f"Skipped {n} target{'' if n == 1 else 's'} of the plan ({printable(r.skip_summary)}); "
+        "apply --json lists each with why."
+    ]
 
 
 def rolled_back(r: RollbackResult, advice: str) -> str:
