@@ -83,12 +83,13 @@ def test_apply_rollback_purge_with_real_pulls(
     assert all(reg.pull(ref) for ref in sorted(after))
 
 
-def test_a_tag_deleted_through_the_api_makes_the_plan_stale(
+def test_a_tag_deleted_through_the_api_does_not_stop_the_plan(
     pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
 ) -> None:
     """v3 deletes a tag through the API (``DELETE /v2/<name>/manifests/<tag>``,
-    distribution#3427); 2.8 refuses it. Between plan and apply it makes the plan stale:
-    apply exits 4 and the tree is as the registry left it."""
+    distribution#3427); 2.8 refuses it. Between plan and apply it changes a part of the
+    tree the plan touches: ``--exact`` refuses (exit 4, nothing moved); by default the
+    approved targets still move, and every other image still pulls (#32)."""
     root = copy_of(pushed, tmp_path)
     reg = serve(root)
     plan_path = tmp_path / "p.json"
@@ -103,12 +104,16 @@ def test_a_tag_deleted_through_the_api_makes_the_plan_stale(
     assert not reg.pull("team/app:v2")
     reg.stop()
     after_delete = docker_hashes(root)
-    r = CliRunner().invoke(
-        cli, ["apply", str(plan_path), "--trust", str(pub), "--registry-url", reg.url]
-    )
+    apply_cmd = ["apply", str(plan_path), "--trust", str(pub), "--registry-url", reg.url]
+    r = CliRunner().invoke(cli, [*apply_cmd, "--exact"])
     assert r.exit_code == 4, r.output
     assert "is stale" in r.output and "repositories/team/app" in r.output
     assert docker_hashes(root) == after_delete
+    r = CliRunner().invoke(cli, apply_cmd)
+    assert r.exit_code == 0, r.output
+    reg.start()
+    assert not reg.pull("team/app:v1")
+    assert reg.pull("team/app:latest") and reg.pull("old/repo:2019")
 
 
 def test_leftover_temporary_files_go_and_come_back(
