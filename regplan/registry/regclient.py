@@ -324,11 +324,11 @@ class RegistryClient:
                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
             )
         except NoAnswer as e:  # proves nothing: a stopped registry and a typo look alike
-            return Probe(mode=Mode.UNREACHABLE, detail=str(e))
+            return Probe(mode=Mode.UNREACHABLE, detail=str(e).removeprefix(f"{self.url}: "))
         except RegistryUnreachable as e:
             # a TLS failure, or a server that took the connection and said nothing (or too
             # much, too slowly): something answered that regplan cannot read
-            return Probe(mode=Mode.UNKNOWN, detail=str(e))
+            return Probe(mode=Mode.UNKNOWN, detail=str(e).removeprefix(f"{self.url}: "))
         if r.status == 405 and _error_codes(r.body) == {"UNSUPPORTED"}:
             return Probe(
                 mode=Mode.PULL_THROUGH,
