@@ -1,8 +1,15 @@
-"""A cleanup policy applied to an inventory (pure): which tags its rules remove and
-keep, each with the rule that decided (regplan.policy says how rules combine).
+"""The retention engine (pure): ``judge`` says, for one rule in one repository, which
+tags it selects, their ranks and times, and which keep criterion (``CRITERIA``) keeps
+each. A policy's rules (``apply``) and ``plan``'s flags (a one-rule policy per
+``--image``, decide.flags and decide.selection) are both decided by it.
 
-A tag is removed when at least one rule selects it and no rule that selects it keeps
-it. What cannot be dated (``by: created`` without a config time) is kept.
+A policy: a tag is removed when at least one rule selects it and no rule that selects
+it keeps it (regplan.policy says how rules combine). What cannot be dated
+(``by: created`` without a config time) is kept.
+
+A new keep criterion is a ``Keep`` field (decide.policy), its entry in ``CRITERIA``
+and its key in ``policy.schema.json``; a flag for it is a row of ``decide.flags.FLAGS``
+and a field of the plan's ``SelectionRecord``.
 """
 
 from __future__ import annotations
@@ -156,8 +163,9 @@ def judge(
     """The one retention engine: which of ``images`` (image tags of ``repo``) ``rule``
     selects, their ranks and times, and for each the keep criterion that holds."""
     k = rule.keep or Keep()
-    skipped = [(t, why) for t in images if (why := _skipped_by(rule, t)) is not None]
-    chosen = [t for t in images if _skipped_by(rule, t) is None]
+    left_out = {t: _skipped_by(rule, t) for t in images}
+    skipped = [(t, why) for t, why in left_out.items() if why is not None]
+    chosen = [t for t, why in left_out.items() if why is None]
     timed = {t: _dated(rule, repo.tags[t], created, k.by) for t in chosen}
     ranked = sorted(chosen, key=lambda t: (-timed[t][0], t))
     cutoff = (now - parse_age(k.within)).timestamp() if k.within else None
