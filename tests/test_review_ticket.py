@@ -61,7 +61,7 @@ def test_two_long_names_never_render_the_same(base: Plan, removed: str, kept: st
     [gone] = rows(md, "removed")
     [stays] = rows(md, "kept")
     assert gone[1] != stays[1]
-    if len(removed) <= ticket.NAME:
+    if len(removed) <= render.NAME:
         assert gone[1] == f"`{removed}`" and stays[1] == f"`{kept}`"
     else:
         assert gone[1].startswith("`" + removed[:40]) and gone[1].endswith(removed[-40:] + "`")
@@ -112,3 +112,13 @@ def test_one_directory_is_singular(base: Plan) -> None:
     assert "| Removes | 1 directory, " in md
     assert "The full list of the 1 directory is in the attached plan file" in md
     assert "<tr><th>Removes</th><td>1 directory, " in report.html(one, PINNED)
+
+
+def test_beyond_what_the_page_lists_the_ticket_names_the_json(base: Plan) -> None:
+    """12,000 removed images: more than the HTML page lists, so the ticket sends the
+    reader to ``show --json`` alone, with the exact count it leaves out."""
+    images = [image(f"team/s{n % 3}", f"b{n:05d}", Verdict.REMOVED, n) for n in range(12_000)]
+    md = ticket.markdown(with_images(base, images), PINNED)
+    listed = len(rows(md, "removed"))
+    assert f"**{12_000 - listed} of 12000 removed images and 0 of 0 kept" in md
+    assert "`regplan show p.json --json` lists every one (the page, 10,000)" in md

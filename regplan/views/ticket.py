@@ -271,11 +271,12 @@ def _not_listed(records: ImagesOverview, missing: tuple[int, int], plan: str) ->
     removed, kept = missing
     if not removed and not kept:
         return []
-    see = (
-        f"{code('regplan show ' + shlex.quote(plan) + ' --format html', 300)} (or "
-        f"{code('--json')}) lists every one; {code('regplan why', 20)} answers for one "
-        "image or repository."
-    )
+    show = "regplan show " + shlex.quote(plan)
+    if records.removed + records.kept <= TOTAL_SHOWN:  # the page lists them all too
+        where = f"{code(show + ' --format html', 300)} (or {code('--json')}) lists every one"
+    else:
+        where = f"{code(show + ' --json', 300)} lists every one (the page, {TOTAL_SHOWN:,})"
+    see = f"{where}; {code('regplan why', 20)} answers for one image or repository."
     if removed:
         return [
             f"**{removed} of {records.removed} removed images and {kept} of {records.kept} "
