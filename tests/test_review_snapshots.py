@@ -12,8 +12,9 @@ from typing import Any
 import attrs
 import pytest
 
+from regplan.decide.flags import Retention
 from regplan.decide.protect import parse_protect
-from regplan.decide.selection import ImageSpec, Retention, Selection
+from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans.plan import Image, Kept, Plan, PlanProblem, ProtectRecord, Verdict
 from regplan.plans.planfile import InMemory
 from regplan.scan.inventory import ProblemCode

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from regplan.cli import cli
+from regplan.decide.flags import Retention
 from regplan.decide.protect import Protect, parse_protect
-from regplan.decide.selection import ImageSpec, Retention, Selection
+from regplan.decide.selection import ImageSpec, Selection
 from regplan.demo.samples import Image, Index, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError
 from regplan.plans.plan import Plan, TargetKind
