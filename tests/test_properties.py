@@ -117,7 +117,17 @@ class MemTree:
         out |= {rel: tokens.symlink(target) for rel, target in self.symlinks.items()}
         out |= dict.fromkeys(self.specials, tokens.SPECIAL)
         out |= dict.fromkeys(self.unnameable, tokens.UNNAMEABLE)
-        return out
+        return {rel: token for rel, token in out.items() if self.seen(rel)}
+
+    def seen(self, rel: str) -> bool:
+        """Whether a walk reaches ``rel``: never below a link or a name not walked."""
+        unseen = self.symlinks.keys() | self.unnameable
+        parent = rel.rpartition("/")[0]
+        while parent:
+            if parent in unseen:
+                return False
+            parent = parent.rpartition("/")[0]
+        return True
 
     def walk(self, side: Side) -> Iterator[Event]:
         """The walk's events, part by part, each part's paths sorted and closed by its
@@ -133,7 +143,7 @@ class MemTree:
             (rel, ProblemCode.SPECIAL_FILE, "fifo in registry storage") for rel in self.specials
         ]
         blind += [(rel, ProblemCode.UNNAMEABLE, "name not walked") for rel in self.unnameable]
-        for rel, code, message in sorted(blind):
+        for rel, code, message in sorted(b for b in blind if self.seen(b[0])):
             side.blind.append(rel)
             shown = printable(rel) if code == ProblemCode.UNNAMEABLE else rel  # as fsscan's
             side.problems.append(Problem(path=shown, code=code, message=message))
