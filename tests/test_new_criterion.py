@@ -67,9 +67,10 @@ print(json.dumps({"gone": sorted(t for _, t in res.tags),
 def _copy(tmp: Path, edits: dict[str, tuple[str, str]]) -> Path:
     """regplan and its tests copied, with ``edits`` made (each must find its text)."""
     copy = tmp / "copy"
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for part in ("regplan", "tests"):
-        shutil.copytree(HERE / part, copy / part, ignore=skip)
+    shutil.copytree(HERE / "regplan", copy / "regplan", ignore=shutil.ignore_patterns("__py*"))
+    (copy / "tests").mkdir()
+    for name in ("__init__.py", "helpers.py", "test_retention_table.py"):
+        shutil.copy(HERE / "tests" / name, copy / "tests" / name)
     for rel, (old, new) in edits.items():
         path = copy / rel
         text = path.read_text()
@@ -85,12 +86,27 @@ def _python(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _table_tests(copy: Path) -> subprocess.CompletedProcess[str]:
-    return _python(
-        copy,
-        *("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_retention_table.py"),
-        *("-k", "criterion or rule_field or keep_key"),
-    )
+TABLE_TESTS = """
+import json
+from tests import test_retention_table as t
+failed = []
+for name in dir(t):
+    if name.startswith("test_") and ("criterion" in name or "keep_key" in name
+                                     or "rule_field" in name):
+        try:
+            getattr(t, name)()
+        except AssertionError:
+            failed.append(name)
+print(json.dumps(failed))
+"""
+
+
+def _table_tests(copy: Path) -> list[str]:
+    """The table tests of a keep criterion, run on ``copy``: those that fail."""
+    ran = _python(copy, "-c", TABLE_TESTS)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    failed: list[str] = json.loads(ran.stdout)
+    return failed
 
 
 def test_a_new_keep_criterion_is_three_files(tmp_path: Path) -> None:
@@ -102,8 +118,7 @@ def test_a_new_keep_criterion_is_three_files(tmp_path: Path) -> None:
     out = json.loads(used.stdout)
     assert out["gone"] == ["v2"]  # latest stays as the newest; v1 by its digest
     assert out["v1"].startswith('policy rule "a" (p.yml:3): matches keep digest_in sha256:')
-    checked = _table_tests(copy)
-    assert checked.returncode == 0, checked.stdout[-2000:]
+    assert _table_tests(copy) == []
 
 
 @pytest.mark.parametrize("left_out", sorted(EDITS))
@@ -112,6 +127,5 @@ def test_a_criterion_missing_from_one_place_fails_the_table_tests(
 ) -> None:
     """Any one of the three edits left out: the table tests say which place lacks it."""
     copy = _copy(tmp_path, {k: v for k, v in EDITS.items() if k != left_out})
-    checked = _table_tests(copy)
-    assert checked.returncode == 1, checked.stdout[-2000:]
-    assert "test_every_keep_criterion_is_in_the_schema_keep_and_the_engine" in checked.stdout
+    failed = _table_tests(copy)
+    assert "test_every_keep_criterion_is_in_the_schema_keep_and_the_engine" in failed

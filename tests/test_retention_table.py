@@ -108,7 +108,7 @@ def test_every_rule_field_is_a_policy_key() -> None:
     assert fields <= set(_rule_schema())
 
 
-def test_a_policy_reads_every_keep_key_into_its_field(tmp_path: Path) -> None:
+def test_a_policy_reads_every_keep_key_into_its_field() -> None:
     """Each keep key of the schema is read into the Keep field of its name (load.py has
     no list of them to forget one in)."""
     policy = load.read(
