@@ -319,6 +319,7 @@ class InMemory:
         via: Bucket | None = None,
         break_lock: bool = False,
         progress: Progress | None = None,
+        exact: bool = False,
     ) -> ApplyResult:
         return apply.apply_plan(
             plan_path=plan,
@@ -328,6 +329,7 @@ class InMemory:
             now=self.clock.now(),
             progress=progress,
             break_lock=break_lock,
+            exact=exact,
         )
 
     def rollback(

@@ -18,6 +18,7 @@ from regplan.changes import transaction
 from regplan.changes.records import State
 from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError
 from regplan.plans import approvals, signing
+from regplan.plans.plan import TargetKind
 from regplan.storage import location
 from regplan.storage.fs.fslock import StorageLock
 from regplan.storage.fs.fsops import real_dir
@@ -194,14 +195,22 @@ def test_stale_and_untrusted_and_tampered_move_nothing(
 def test_rollback_refuses_when_a_path_reappeared(
     demo_root: Path, plan_path: Path, trusted: list[signing.TrustedKey]
 ) -> None:
+    """Something other than what the apply moved, in the way (not a tag pushed again, not
+    the same bytes): refused naming it, nothing moved."""
     storage = FsStorage.locate(demo_root)
     result = run_apply(plan_path, trusted)
     after = docker_hashes(demo_root)
     quarantined = sorted(p for p in os.listdir(quarantine_of(result)))
-    (storage.v2 / "repositories/team/app/_manifests/tags/v1").mkdir(parents=True)
+    [revision, *_] = [
+        t.path for t in workflow.load_plan(plan_path).targets if t.kind == TargetKind.REVISION
+    ]
+    planted = storage.v2 / revision / "link"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("sha256:" + "f" * 64)
     with pytest.raises(ApplyError, match=r"reappeared since the apply .* nothing was moved"):
         apply.rollback(storage=storage, apply_id=result.apply_id, now=NOW)
-    (storage.v2 / "repositories/team/app/_manifests/tags/v1").rmdir()
+    planted.unlink()
+    planted.parent.rmdir()
     assert docker_hashes(demo_root) == after
     assert sorted(os.listdir(quarantine_of(result))) == quarantined
 

@@ -97,9 +97,15 @@ def test_a_leftover_target_that_became_a_folder_is_refused(demo_root: Path) -> N
     v2 = FsStorage.locate(demo_root).v2
     (v2 / link).unlink()
     (v2 / link).mkdir()
-    r = CliRunner().invoke(cli, ["apply", str(out), "--trust", str(keys[1]), "-q",
-                                 "--registry-stopped"])  # fmt: skip
+    apply = ["apply", str(out), "--trust", str(keys[1]), "-q", "--registry-stopped"]
+    r = CliRunner().invoke(cli, [*apply, "--exact"])
     assert r.exit_code == 4, r.output  # stale: the storage changed since the plan
+    assert (v2 / link).is_dir()
+    r = CliRunner().invoke(cli, [*apply, "--json"])
+    assert r.exit_code == 0, r.output  # the rest applies; the changed one is skipped (#32)
+    assert {"path": link, "why": "changed since the plan (pushed again?)"} in json.loads(r.stdout)[
+        "skipped"
+    ]
     assert (v2 / link).is_dir()
 
 

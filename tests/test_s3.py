@@ -24,7 +24,7 @@ from regplan import workflow
 from regplan.cli import cli
 from regplan.decide.selection import Selection
 from regplan.demo.samples import build_demo, digest_of
-from regplan.errors import ApplyError, LockHeldError, SignatureError, StalePlanError, StorageError
+from regplan.errors import LockHeldError, SignatureError, StalePlanError, StorageError
 from regplan.plans import codec
 from regplan.scan.inventory import ProblemCode
 from regplan.scan.layout import blob_data, blob_dir, encoded_of, layer_dir
@@ -196,8 +196,8 @@ def plan_of(reg: InMemory, sel: Selection, tmp_path: Path) -> Path:
 
 
 def test_stale_and_tampered_plans_move_nothing(reg: InMemory, tmp_path: Path) -> None:
-    """An edited plan is refused (3), a plan made before a push is stale (4); the bucket
-    is untouched and no state is written."""
+    """An edited plan is refused (3), a plan made before a push is stale (4) under
+    ``--exact``; the bucket is untouched and no state is written."""
     p = plan_of(reg, SEL, tmp_path)
     raw = json.loads(p.read_text())
     raw["targets"][0]["reason"] = "edited"
@@ -208,7 +208,7 @@ def test_stale_and_tampered_plans_move_nothing(reg: InMemory, tmp_path: Path) ->
     plant(reg, "docker/registry/v2/repositories/new/app/_layers/sha256/x/link", b"sha256:x")
     before = reg.objects()
     with pytest.raises(StalePlanError, match="repositories/new"):
-        reg.apply(p)
+        reg.apply(p, exact=True)
     assert reg.objects() == before
     assert not reg.objects("regplan-state/")
 
@@ -332,20 +332,22 @@ def test_a_re_signed_plan_regplan_would_not_make_moves_nothing(
     assert reg.objects() == before
 
 
-def test_rollback_over_a_same_key_re_push_refuses_and_keeps_the_original(
+def test_rollback_over_a_re_pushed_tag_keeps_it_and_the_original(
     reg: InMemory, tmp_path: Path
 ) -> None:
-    """#21 (also seen): after apply, the same key is written again with other bytes;
-    rollback refuses (it kept the new bytes and deleted the quarantined original), as
-    the filesystem does, and the quarantine still holds the original."""
+    """#21, then #32: after apply, the tag's same key is written again with other bytes;
+    rollback leaves the new push as it is (superseded) and keeps the quarantined
+    original, which a purge then frees."""
     applied = reg.apply(plan_of(reg, selection(("team/app:v1",)), tmp_path))
     link = "docker/registry/v2/repositories/team/app/_manifests/tags/v1/current/link"
     plant(reg, link, b"sha256:" + b"f" * 64)
     held = f"regplan-state/quarantine/{applied.apply_id}/"
-    quarantined = reg.objects(held)
-    with pytest.raises(ApplyError, match="reappeared since the apply"):
-        reg.rollback(applied.apply_id)
-    assert reg.objects(held) == quarantined
+    result = reg.rollback(applied.apply_id)
+    assert result.superseded == ("repositories/team/app/_manifests/tags/v1",)
+    assert reg.bucket.get(reg.storage.key(link)) == b"sha256:" + b"f" * 64
+    assert any(k.endswith("current/link") for k in reg.objects(held))
+    reg.purge(applied.apply_id)
+    assert not reg.objects(held)
 
 
 # -- S3's own, on moto -----------------------------------------------------------

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from regplan.changes.recheck import Recheck
 from regplan.changes.records import ApplyRecord, parse_state, state_bytes
@@ -92,9 +93,8 @@ def began(store: Store, apply_id: str) -> Iterator[PlanStream]:
 def keep_recheck(store: Store, apply_id: str, found: Recheck) -> None:
     """What the apply decided to move (a resumed apply skips the same)."""
     raw = {
-        "after": found.after.digest,
-        "entries": found.after.entries,
-        "parts": dict(found.after.parts),
+        "after": _digest_json(found.after),
+        "before": _digest_json(found.before) if found.before is not None else None,
         "skipped": [list(s) for s in found.skipped],
         "bytes": found.bytes,
     }
@@ -109,18 +109,26 @@ def read_recheck(store: Store, apply_id: str) -> Recheck | None:
         return None
     try:
         raw = json.loads(data)
-        after = fingerprint.TreeDigest.of_parts(dict(raw["parts"]), int(raw["entries"]))
+        after = _digest_of(raw["after"])
+        before = None if raw["before"] is None else _digest_of(raw["before"])
         skipped = tuple((int(i), str(p), str(w)) for i, p, w in raw["skipped"])
-        size = int(raw["bytes"])
-        whole = after.digest == raw["after"]
+        return Recheck(skipped, after, int(raw["bytes"]), before)
     except (ValueError, TypeError, KeyError, RecursionError):
-        whole = False
-    if not whole:
         raise ApplyError(
             f"cannot read {store.url(decided(apply_id))}: not what regplan wrote (tampered "
             "with?); nothing was moved"
-        )
-    return Recheck(skipped, after, size)
+        ) from None
+
+
+def _digest_json(d: fingerprint.TreeDigest) -> dict[str, object]:
+    return {"digest": d.digest, "entries": d.entries, "parts": dict(d.parts)}
+
+
+def _digest_of(raw: dict[str, Any]) -> fingerprint.TreeDigest:
+    d = fingerprint.TreeDigest.of_parts(dict(raw["parts"]), int(raw["entries"]))
+    if d.digest != raw["digest"]:
+        raise ValueError("its parts do not make its digest")
+    return d
 
 
 def begin(store: Store, stream: PlanStream, record: ApplyRecord) -> None:

@@ -43,7 +43,11 @@ def batches(items: Iterable[T]) -> Iterator[tuple[int, list[T]]]:
 
 def item(i: int, t: Target) -> Item:
     return Item(
-        slot=i, path=t.path, file=t.kind.is_file, repository=t.kind == TargetKind.REPOSITORY
+        slot=i,
+        path=t.path,
+        file=t.kind.is_file,
+        repository=t.kind == TargetKind.REPOSITORY,
+        tag=t.kind == TargetKind.TAG,
     )
 
 
@@ -195,38 +199,52 @@ def _in_slots(store: Store, plan: PlanStream, apply_id: str) -> Iterator[tuple[I
 
 @attrs.frozen
 class Back:
-    """A rollback checked and ready: how many targets go back, which folders are made
-    again."""
+    """A rollback checked and ready: how many targets go back (or are back already, the
+    same bytes pushed again), which folders are made again, which tags stay as pushed
+    since (superseded: their apply-time version stays in the quarantine)."""
 
     targets: int
     folders: list[Folder]
+    superseded: tuple[str, ...] = ()
+    same: int = 0
+
+
+def _superseded(it: Item, holds: Holds) -> bool:
+    return holds == Holds.OTHER and it.tag
 
 
 def check_back(store: Store, plan: PlanStream, apply_id: str) -> Back:
-    """Refuse (nothing moved) when a place holds something the apply did not move (a
-    new push?), or cannot be reached safely."""
+    """Refuse (nothing moved) when a place holds something unknown in the way (anything
+    but a tag pushed again, or the same bytes), naming every one; or when a place cannot
+    be reached safely."""
     folders = journal.pruned(journal.read(store, apply_id))
-    back = 0
-    reappeared: list[str] = []
+    back = same = 0
+    superseded: list[str] = []
+    conflicts: list[str] = []
     try:
         for it, holds in _in_slots(store, plan, apply_id):
+            if _superseded(it, holds):
+                superseded.append(it.path)
+                continue
             back += 1
+            same += holds == Holds.SAME
             if holds == Holds.OTHER:
-                reappeared.append(it.path)
+                conflicts.append(it.path)
     except (StorageError, StalePlanError) as e:
         raise ApplyError(f"cannot roll back {apply_id}: {e}; nothing was moved") from None
-    if reappeared:
+    if conflicts:
         raise ApplyError(
-            f"cannot roll back {apply_id}: {len(reappeared)} path(s) reappeared since the "
-            f"apply (a new push?), first {sorted(reappeared)[0]}; nothing was moved"
+            f"cannot roll back {apply_id}: {len(conflicts)} path(s) reappeared since the apply "
+            f"(a new push?) with other content: {', '.join(sorted(conflicts))}; nothing was moved"
         )
-    return Back(back, folders)
+    return Back(back, folders, tuple(superseded), same)
 
 
 def move_back(
     store: Store, plan: PlanStream, apply_id: str, ready: Back, progress: Progress | None
 ) -> tuple[int, int]:
-    """Put everything of one apply back: (targets restored, folders made again)."""
+    """Put back everything of one apply but the superseded tags: (targets restored,
+    folders made again). The quarantine goes once nothing is left in it."""
     name = journal.name(apply_id)
     store.append(name, journal.line("rollback", restore=ready.targets, recreate=len(ready.folders)))
     try:
@@ -237,7 +255,8 @@ def move_back(
             "run the rollback again once fixed"
         ) from None
     restored = 0
-    for _, batch in batches(_in_slots(store, plan, apply_id)):
+    going = (p for p in _in_slots(store, plan, apply_id) if not _superseded(*p))
+    for _, batch in batches(going):
         try:
             store.move_back(apply_id, batch)
         except StorageError as e:

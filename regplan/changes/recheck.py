@@ -56,6 +56,8 @@ class Recheck:
     """The tree to expect once the rest has moved."""
     bytes: int = 0
     """Of the targets skipped."""
+    before: fingerprint.TreeDigest | None = None
+    """The tree as the apply found it (what a rollback restores)."""
 
     @property
     def skip(self) -> frozenset[int]:
@@ -154,7 +156,7 @@ def recheck(stream: PlanStream, storage: Location, progress: Progress | None = N
     going = moving | {t.path for i, t in folders.items() if i not in why}
     after = location.predicted(storage, inv.tree, sorted(going, key=part_of))
     skipped = tuple((i, paths[i], why[i]) for i in sorted(why))
-    return Recheck(skipped, after, sum(sizes[i] for i in why))
+    return Recheck(skipped, after, sum(sizes[i] for i in why), inv.tree.digest)
 
 
 def describe(whys: Iterable[str]) -> str:

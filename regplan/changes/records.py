@@ -41,6 +41,9 @@ class ApplyRecord:
     registry: str = ""
     """How regplan knew the registry could not write when it applied (and rolled back):
     a probe's answer, or the operator's --registry-stopped."""
+    superseded: int = 0
+    """Tags a rollback left as pushed since the apply: their apply-time version stays in
+    the quarantine (purgeable)."""
 
 
 _converter = codec.make_converter()

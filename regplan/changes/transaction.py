@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,11 @@ class RollbackResult:
     recreated: int
     fingerprint_ok: bool
     changed: tuple[str, ...] = ()
+    superseded: tuple[str, ...] = ()
+    """Tags pushed again since the apply: left as pushed, their apply-time version kept
+    in the quarantine."""
+    same: int = 0
+    """Targets pushed again since the apply with the same bytes (counted as restored)."""
 
 
 def record_json(r: ApplyRecord) -> dict[str, Any]:
@@ -295,26 +300,48 @@ def rollback(
             record = rolling_back(record, now, registry)
             applies.save(store, record)
             restored, recreated = moves.move_back(store, plan, apply_id, ready, progress)
-            fp = plan.header.fingerprint
-        now_digest = store.digest(scan_progress)
-        ok = now_digest.digest == fp.before
-        changed = () if ok else tuple(fingerprint.changed_parts(fp.parts, now_digest.named_parts()))
-        note = (
-            ""
-            if ok
-            else "tree differs from the plan's before: " + fingerprint.describe_changes(changed)
-        )
+            before = _before(store, apply_id, plan)
+        changed = _changed_from(before, store.digest(scan_progress))
+        note = "tree differs from the one the apply found: " + fingerprint.describe_changes(changed)
         applies.save(
             store,
-            attrs.evolve(record, state=State.ROLLED_BACK, bytes=0, updated_at=iso(now), note=note),
+            attrs.evolve(
+                record,
+                state=State.ROLLED_BACK,
+                bytes=0,
+                updated_at=iso(now),
+                note=note if changed else "",
+                superseded=len(ready.superseded),
+            ),
         )
     return RollbackResult(
         apply_id=apply_id,
         restored=restored,
         recreated=recreated,
-        fingerprint_ok=ok,
+        fingerprint_ok=not changed,
         changed=changed,
+        superseded=ready.superseded,
+        same=ready.same,
     )
+
+
+def _changed_from(
+    before: tuple[str, Mapping[str, str]], now: fingerprint.TreeDigest
+) -> tuple[str, ...]:
+    if now.digest == before[0]:
+        return ()
+    return tuple(fingerprint.changed_parts(before[1], now.named_parts())) or ("the tree",)
+
+
+def _before(store: Store, apply_id: str, plan: PlanStream) -> tuple[str, Mapping[str, str]]:
+    """The tree the apply found (what a rollback restores), its digest and named parts:
+    the one it read again when it skipped what changed since planning, else the one
+    planned."""
+    found = applies.read_recheck(store, apply_id)
+    if found is not None and found.before is not None:
+        return found.before.digest, found.before.named_parts()
+    fp = plan.header.fingerprint
+    return fp.before, fp.parts
 
 
 def rolling_back(record: ApplyRecord, now: datetime, registry: str) -> ApplyRecord:
@@ -401,17 +428,24 @@ def purgeable(
     unless ``include_unverified``."""
     if now is None:
         [record] = found
-        if record.state not in (State.APPLIED, State.PURGING):
+        if not _holds_quarantine(record):
             raise ApplyError(
-                f"apply {record.apply_id} is {record.state.value}; only an applied one can "
-                "be purged"
+                f"apply {record.apply_id} is {record.state.value}; only an applied one (or one "
+                "rolled back around tags pushed since) can be purged"
             )
         return [record]
     cutoff = iso(now - (older_than or timedelta(0)))
     return [
         r
         for r in found
-        if r.state in (State.APPLIED, State.PURGING)
+        if _holds_quarantine(r)
         and r.updated_at <= cutoff
-        and (include_unverified or not r.note)
+        and (include_unverified or not r.note or r.state == State.ROLLED_BACK)
     ]
+
+
+def _holds_quarantine(r: ApplyRecord) -> bool:
+    """Applied, or rolled back with superseded tags' apply-time versions still held."""
+    return r.state in (State.APPLIED, State.PURGING) or (
+        r.state == State.ROLLED_BACK and r.superseded > 0
+    )

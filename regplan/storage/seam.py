@@ -37,6 +37,8 @@ class Item:
     """A single file (a write's leftover), not a folder."""
     repository: bool = False
     """The whole repository: it must hold no other repository (a namespace)."""
+    tag: bool = False
+    """A tag's folder: pushed again since, it is superseded, not in the way."""
 
 
 class Where(enum.Enum):
@@ -55,6 +57,9 @@ class Holds(enum.Enum):
     ORIGINAL = "original"
     """What the apply moved, unchanged (not yet deleted by an interrupted apply, or put
     back by an interrupted rollback)."""
+    SAME = "same"
+    """Written again since the apply, the same bytes as its slot holds (a content-addressed
+    blob, revision or layer link pushed again): it counts as restored."""
     OTHER = "other"
     """Something else written since the apply (a new push)."""
 
@@ -167,7 +172,8 @@ class Store(Protocol):
 
     def move_back(self, apply_id: str, items: Sequence[tuple[Item, Holds]]) -> None:
         """Put a batch of targets back from their slots, durably before it returns: a
-        place that ``holds`` the original is left as it is; the slots are emptied."""
+        place that ``holds`` the original or the SAME bytes is left as it is (a slot whose
+        place holds the same is just emptied); never one that holds OTHER."""
         ...
 
     def empty_folders(self, path: str) -> list[Folder]:

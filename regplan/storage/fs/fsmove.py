@@ -10,6 +10,7 @@ the touched folders are fsynced once the batch is done (group commit).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,7 +72,7 @@ class Moves:
                 dirs.add(os.path.dirname(f"{self.v2}/{it.path}"))
         fsync_dirs(dirs)
 
-    def holds(self, items: Sequence[Item]) -> list[Holds]:
+    def holds(self, apply_id: str, items: Sequence[Item]) -> list[Holds]:
         """A place is refused when its parent is a link or a file (whatever was planted
         since the apply); anything at the place itself is new (a rename is atomic: the
         original cannot be both there and in its slot)."""
@@ -82,13 +83,23 @@ class Moves:
                 real_dir(self.v2, parent, self.checked)
             except StalePlanError as e:
                 raise StorageError(f"cannot roll back to {it.path}: {e}") from None
-            out.append(Holds.OTHER if os.path.lexists(f"{self.v2}/{it.path}") else Holds.NOTHING)
+            place = f"{self.v2}/{it.path}"
+            if not os.path.lexists(place):
+                out.append(Holds.NOTHING)
+            else:
+                slot_path = self._slot(apply_id, it.slot)
+                same = _same(place, slot_path, named=it.path.startswith("blobs/"))
+                out.append(Holds.SAME if same else Holds.OTHER)
         return out
 
     def move_back(self, apply_id: str, items: Sequence[tuple[Item, Holds]]) -> None:
         dirs: set[str] = set()
         with confine.OpenDirs(self.storage.root) as root:
             for done, (it, holds) in enumerate(items):
+                if holds == Holds.SAME:  # pushed again, byte for byte: the copy goes
+                    _drop(self._slot(apply_id, it.slot))
+                    dirs.add(os.path.dirname(self._slot(apply_id, it.slot)))
+                    continue
                 if holds != Holds.NOTHING:
                     raise MoveError(f"{it.path} is taken again: not moved back", done)
                 try:
@@ -145,3 +156,55 @@ class Moves:
                         os.fchown(fd, f.uid, f.gid)
         except OSError as e:
             raise StorageError(explain(e)) from None
+
+
+SMALL = 1 << 20
+"""Files compared byte for byte (links, manifests); a larger one under ``blobs/`` is
+named by its digest, so its size is compared."""
+
+
+def _files(top: str) -> dict[str, os.stat_result] | None:
+    """Every file under ``top`` (or ``top`` itself) by relative path; None when a link or
+    anything but a file or folder is there."""
+    st = os.lstat(top)
+    if stat.S_ISREG(st.st_mode):
+        return {"": st}
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    out: dict[str, os.stat_result] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) or not (
+                stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
+            ):
+                return None
+            if stat.S_ISREG(st.st_mode):
+                out[os.path.relpath(path, top)] = st
+    return out
+
+
+def _same(place: str, slot: str, *, named: bool) -> bool:
+    """Whether what is at ``place`` now is what ``slot`` holds: the same files, each the
+    same bytes (with ``named``, a blob's folder, a large ``data``: the same size, its
+    name being its digest)."""
+    here, there = _files(place), _files(slot)
+    if here is None or there is None or here.keys() != there.keys():
+        return False
+    for rel, st in here.items():
+        if st.st_size != there[rel].st_size:
+            return False
+        if st.st_size <= SMALL or not named:
+            a, b = (os.path.join(p, rel) if rel else p for p in (place, slot))
+            if confine.read_regular(a) != confine.read_regular(b):
+                return False
+    return True
+
+
+def _drop(slot: str) -> None:
+    """Remove a slot's copy (rmtree follows no symlink)."""
+    if stat.S_ISDIR(os.lstat(slot).st_mode):
+        shutil.rmtree(slot)
+    else:
+        os.unlink(slot)

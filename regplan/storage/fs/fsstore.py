@@ -216,7 +216,7 @@ class FsStore:
         self.moves.move_out(apply_id, items)
 
     def holds(self, apply_id: str, items: Sequence[Item]) -> list[Holds]:
-        return self.moves.holds(items)
+        return self.moves.holds(apply_id, items)
 
     def move_back(self, apply_id: str, items: Sequence[tuple[Item, Holds]]) -> None:
         self.moves.move_back(apply_id, items)

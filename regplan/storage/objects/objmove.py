@@ -26,6 +26,9 @@ from regplan.storage.seam import Holds, Item, Where
 JOBS = 16
 """Targets listed and copied at once (each waits on the server, not the CPU)."""
 
+SMALL = 1 << 20
+"""Objects compared byte for byte when the store keeps no content hash of them."""
+
 
 @attrs.frozen
 class Place:
@@ -166,12 +169,35 @@ class Moves:
         def holds(it: Item) -> Holds:
             mine = moved.get(it.slot, {})
             there = self.place(it).objects(self.bucket)
-            if any(o.rel not in mine or not mine[o.rel].same(o) for o in there):
-                return Holds.OTHER
-            return Holds.ORIGINAL if there else Holds.NOTHING
+            if not there:
+                return Holds.NOTHING
+            if all(o.rel in mine and mine[o.rel].same(o) for o in there):
+                return Holds.ORIGINAL
+            return Holds.SAME if self._same(apply_id, it, there) else Holds.OTHER
 
         with ThreadPoolExecutor(max_workers=JOBS) as pool:
             return list(pool.map(holds, items))
+
+    def _same(self, apply_id: str, it: Item, there: list[Obj]) -> bool:
+        """What a push wrote at a place since the apply is what the slot holds: the same
+        keys, each the same size and content hash (read and compared where the store
+        keeps none; a large blob's ``data`` is named by its digest: its size)."""
+        copies = {o.rel: o for o in self.slots(apply_id).get(it.slot, [])}
+        if {o.rel for o in there} != copies.keys():
+            return False
+        prefix, slot = self.place(it).prefix, self.slot(apply_id, it.slot)
+        for o in there:
+            c = copies[o.rel]
+            if o.size != c.size:
+                return False
+            if o.content is not None and c.content is not None:
+                if o.content != c.content:
+                    return False
+            elif o.size <= SMALL or not it.path.startswith("blobs/"):
+                limit = SMALL + 1
+                if self.bucket.get(prefix + o.rel, limit) != self.bucket.get(slot + o.rel, limit):
+                    return False
+        return True
 
     def move_back(self, apply_id: str, items: Sequence[tuple[Item, Holds]]) -> None:
         """Copy back what a place lacks, record the restored keys' original times, then
@@ -182,6 +208,8 @@ class Moves:
             it, holds = pair
             if holds == Holds.OTHER:
                 raise StorageError(f"{it.path} is taken again: not moved back")
+            if holds == Holds.SAME:  # pushed again, byte for byte: the copy goes
+                return [self.slot(apply_id, it.slot) + o.rel for o in slots.get(it.slot, [])], ""
             place = self.place(it)
             there = (
                 {o.rel: o for o in place.objects(self.bucket)} if holds == Holds.ORIGINAL else {}
