@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from regplan.decide.selection import Retention, Selection
+from regplan.decide.flags import Retention
+from regplan.decide.selection import Selection
 from regplan.demo.samples import build_demo
 from regplan.plans.plan import Plan, TargetKind
 from regplan.scan.inventory import ProblemCode

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from regplan.decide.decision import Decision
+from regplan.decide.flags import Retention
 from regplan.decide.planner import decide
-from regplan.decide.selection import ImageSpec, Retention, Selection, resolve
+from regplan.decide.selection import ImageSpec, Selection, resolve
 from regplan.demo.samples import Registry, image, index
 from regplan.plans.plan import TargetKind
 from regplan.scan.layout import blob_data, blob_dir, layer_dir, revision_dir, tag_dir

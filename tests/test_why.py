@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from regplan import workflow
 from regplan.cli import cli
-from regplan.decide.selection import Retention
+from regplan.decide.flags import Retention
 from regplan.views.why import Verdict, why
 from tests.helpers import make_plan, selection
 

@@ -41,8 +41,8 @@ from tests import azserver
 from tests.azserver import Azurite
 from tests.helpers import KEY, pem, write_pub
 from tests.integration.realreg import RealRegistry, registry_binary
-from tests.integration.test_real_azure import driver_line as azure_driver
-from tests.integration.test_real_s3 import driver_line as s3_driver
+from tests.integration.realreg import azure_driver_line as azure_driver
+from tests.integration.realreg import s3_driver_line as s3_driver
 from tests.s3server import S3Server, clean_env, client
 
 
