@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from regplan.changes import applies, fresh, recheck, transaction
+from regplan.changes import only as changes_only
 from regplan.changes.records import ApplyRecord
 from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
 from regplan.plans import approvals, signing
@@ -86,16 +87,26 @@ def rollback(
     scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
+    only: Sequence[str] = (),
 ) -> RollbackResult:
-    """Put everything of one apply back; refuse (nothing moved) on conflicts."""
+    """Put everything of one apply back (``only``: the images those references name, with
+    all they need; the rest stays in the quarantine); refuse (nothing moved) on
+    conflicts."""
+    store = location.store(storage)
+    choose = (
+        changes_only.chooser(store, apply_id, tuple(only), lambda: location.read(storage).manifests)
+        if only
+        else None
+    )
     return transaction.rollback(
-        location.store(storage),
+        store,
         apply_id,
         now=now,
         progress=progress,
         scan_progress=scan_progress,
         break_lock=break_lock,
         registry=registry,
+        only=choose,
     )
 
 

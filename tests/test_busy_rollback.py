@@ -12,11 +12,12 @@ import attrs
 import pytest
 
 from regplan import apply, workflow
+from regplan.changes.only import NotRemovedError
 from regplan.changes.records import State
 from regplan.changes.transaction import ApplyResult, RollbackResult
 from regplan.decide.selection import Selection
 from regplan.demo.samples import build_demo
-from regplan.errors import ApplyError
+from regplan.errors import ApplyError, StalePlanError
 from regplan.plans import signing
 from regplan.plans.plan import TargetKind
 from regplan.storage.fs.fsstorage import FsStorage
@@ -54,10 +55,9 @@ class Scene:
             plan_path=plan, trusted=self.trusted, root=None, required=1, now=NOW
         )
 
-    def rollback(self, apply_id: str) -> RollbackResult:
-        if self.memory is not None:
-            return self.memory.rollback(apply_id)
-        return apply.rollback(storage=FsStorage.locate(self.root), apply_id=apply_id, now=NOW)
+    def rollback(self, apply_id: str, only: tuple[str, ...] = ()) -> RollbackResult:
+        storage = self.memory.storage if self.memory else FsStorage.locate(self.root)
+        return apply.rollback(storage=storage, apply_id=apply_id, now=NOW, only=only)
 
     def purge(self, apply_id: str) -> None:
         if self.memory is not None:
@@ -163,3 +163,28 @@ def _bytes(scene: Scene, rel: str) -> bytes:
     if scene.memory is not None:
         return scene.memory.bucket.get(scene.memory.storage.key(rel))
     return (scene.root / rel).read_bytes()
+
+
+def test_rollback_only_one_image_then_the_rest(scene: Scene) -> None:
+    """``--only repo:tag`` brings back that image whole (tag, revision, manifest, config,
+    layers, layer links) and leaves the rest quarantined; the apply shows as partly rolled
+    back; a full rollback then leaves the tree as before the apply, file for file."""
+    before = scene.files()
+    plan = scene.plan(attrs.evolve(selection(("team/app:v1", "old/repo:2019")), gc=True))
+    applied = scene.apply(plan)
+    result = scene.rollback(applied.apply_id, ("team/app:v1",))
+    assert not result.whole and result.restored > 1
+    now = scene.files()
+    v1 = f"{V2}/repositories/team/app/_manifests/tags/v1/current/link"
+    assert v1 in now and now[v1] == before[v1]
+    assert not any("repositories/old/repo/_manifests/tags/2019" in k for k in now)
+    assert scene.history() == [("partly-rolled-back", 0)]
+    with pytest.raises(NotRemovedError, match="nearest: team/app:v1"):
+        scene.rollback(applied.apply_id, ("team/app:v9",))
+    assert scene.files() == now
+    rest = scene.rollback(applied.apply_id)
+    assert rest.whole and rest.fingerprint_ok, rest.changed
+    assert scene.files() == before
+    assert scene.history() == [("rolled-back", 0)]
+    with pytest.raises(StalePlanError, match="already rolled back"):
+        scene.rollback(applied.apply_id, ("team/app:v1",))

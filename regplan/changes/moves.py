@@ -187,9 +187,13 @@ def _prune(store: Store, path: str, removed: set[str], apply_id: str) -> int:
 # -- rollback ------------------------------------------------------------------
 
 
-def _in_slots(store: Store, plan: PlanStream, apply_id: str) -> Iterator[tuple[Item, Holds]]:
-    """Every moved target whose slot still holds it, with what its place holds now."""
-    for _, batch in batches(_split(plan.targets(), [])):
+def _in_slots(
+    store: Store, plan: PlanStream, apply_id: str, only: Set[int] | None
+) -> Iterator[tuple[Item, Holds]]:
+    """Every moved target (of ``only``, when given) whose slot still holds it, with what
+    its place holds now."""
+    chosen = (it for it in _split(plan.targets(), []) if only is None or it.slot in only)
+    for _, batch in batches(chosen):
         taken = [
             it for it, full in zip(batch, store.in_slots(apply_id, batch), strict=True) if full
         ]
@@ -207,13 +211,15 @@ class Back:
     folders: list[Folder]
     superseded: tuple[str, ...] = ()
     same: int = 0
+    only: Set[int] | None = None
+    """The targets to restore (``rollback --only``); None: all."""
 
 
 def _superseded(it: Item, holds: Holds) -> bool:
     return holds == Holds.OTHER and it.tag
 
 
-def check_back(store: Store, plan: PlanStream, apply_id: str) -> Back:
+def check_back(store: Store, plan: PlanStream, apply_id: str, only: Set[int] | None = None) -> Back:
     """Refuse (nothing moved) when a place holds something unknown in the way (anything
     but a tag pushed again, or the same bytes), naming every one; or when a place cannot
     be reached safely."""
@@ -222,7 +228,7 @@ def check_back(store: Store, plan: PlanStream, apply_id: str) -> Back:
     superseded: list[str] = []
     conflicts: list[str] = []
     try:
-        for it, holds in _in_slots(store, plan, apply_id):
+        for it, holds in _in_slots(store, plan, apply_id, only):
             if _superseded(it, holds):
                 superseded.append(it.path)
                 continue
@@ -237,7 +243,7 @@ def check_back(store: Store, plan: PlanStream, apply_id: str) -> Back:
             f"cannot roll back {apply_id}: {len(conflicts)} path(s) reappeared since the apply "
             f"(a new push?) with other content: {', '.join(sorted(conflicts))}; nothing was moved"
         )
-    return Back(back, folders, tuple(superseded), same)
+    return Back(back, folders if only is None else [], tuple(superseded), same, only)
 
 
 def move_back(
@@ -255,7 +261,7 @@ def move_back(
             "run the rollback again once fixed"
         ) from None
     restored = 0
-    going = (p for p in _in_slots(store, plan, apply_id) if not _superseded(*p))
+    going = (p for p in _in_slots(store, plan, apply_id, ready.only) if not _superseded(*p))
     for _, batch in batches(going):
         try:
             store.move_back(apply_id, batch)

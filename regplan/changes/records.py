@@ -20,6 +20,8 @@ class State(enum.Enum):
     APPLIED = "applied"
     ROLLING_BACK = "rolling-back"
     ROLLED_BACK = "rolled-back"
+    PARTLY_ROLLED_BACK = "partly-rolled-back"
+    """``rollback --only`` restored some images; the rest is still in the quarantine."""
     PURGING = "purging"
     PURGED = "purged"
 

@@ -30,7 +30,7 @@ from regplan.storage.seam import Store
 
 log = logging.getLogger(__name__)
 
-LIVE = (State.APPLYING, State.APPLIED, State.ROLLING_BACK)
+LIVE = (State.APPLYING, State.APPLIED, State.ROLLING_BACK, State.PARTLY_ROLLED_BACK)
 """States in which an apply's moves are (partly) in effect."""
 
 
@@ -75,6 +75,8 @@ class RollbackResult:
     in the quarantine."""
     same: int = 0
     """Targets pushed again since the apply with the same bytes (counted as restored)."""
+    whole: bool = True
+    """False after ``rollback --only``: the rest is still in the quarantine."""
 
 
 def record_json(r: ApplyRecord) -> dict[str, Any]:
@@ -89,6 +91,7 @@ def record_json(r: ApplyRecord) -> dict[str, Any]:
         "bytes": r.bytes,
         "note": r.note,
         "registry": r.registry,
+        "superseded": r.superseded,
     }
 
 
@@ -228,7 +231,7 @@ def interrupted(applies: Iterable[ApplyRecord], plan_id: str) -> ApplyRecord | N
     already applied (exit 4) or one whose apply was being rolled back."""
     previous = [r for r in applies if r.plan_id == plan_id]
     for r in previous:
-        if r.state in (State.APPLIED, State.PURGING, State.PURGED):
+        if r.state in (State.APPLIED, State.PARTLY_ROLLED_BACK, State.PURGING, State.PURGED):
             raise StalePlanError(f"plan {plan_id} was already applied as {r.apply_id}")
         if r.state == State.ROLLING_BACK:
             raise ApplyError(
@@ -283,32 +286,30 @@ def rollback(
     progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
+    only: Callable[[PlanStream], set[int]] | None = None,
 ) -> RollbackResult:
-    """Put everything of one apply back; refuse (nothing moved) when a target's place
-    holds something new, or a later apply touched the same folders."""
+    """Put everything of one apply back (``only``: the targets it chooses of the plan, as
+    ``rollback --only``; the rest stays in the quarantine); refuse (nothing moved) when
+    a target's place holds something unknown, or a later apply touched the same folders."""
     with store.lock(f"rollback {apply_id}", break_lock):
         record = applies.load(store, apply_id)
-        if record.state in (State.PURGING, State.PURGED):
-            raise ApplyError(
-                f"apply {apply_id} was purged: its quarantine is gone, nothing to restore"
-            )
-        if record.state == State.ROLLED_BACK:
-            raise ApplyError(f"apply {apply_id} was already rolled back")
+        _refuse_gone(record, partly=only is not None)
         with applies.began(store, apply_id) as plan:
             _refuse_out_of_order(store, record, plan)
-            ready = moves.check_back(store, plan, apply_id)
+            ready = moves.check_back(store, plan, apply_id, only(plan) if only else None)
             record = rolling_back(record, now, registry)
             applies.save(store, record)
             restored, recreated = moves.move_back(store, plan, apply_id, ready, progress)
             before = _before(store, apply_id, plan)
-        changed = _changed_from(before, store.digest(scan_progress))
+        whole = store.taken(apply_id) is None or only is None
+        changed = _changed_from(before, store.digest(scan_progress)) if whole else ()
         note = "tree differs from the one the apply found: " + fingerprint.describe_changes(changed)
         applies.save(
             store,
             attrs.evolve(
                 record,
-                state=State.ROLLED_BACK,
-                bytes=0,
+                state=State.ROLLED_BACK if whole else State.PARTLY_ROLLED_BACK,
+                bytes=0 if whole else record.bytes,
                 updated_at=iso(now),
                 note=note if changed else "",
                 superseded=len(ready.superseded),
@@ -322,7 +323,19 @@ def rollback(
         changed=changed,
         superseded=ready.superseded,
         same=ready.same,
+        whole=whole,
     )
+
+
+def _refuse_gone(record: ApplyRecord, *, partly: bool) -> None:
+    """Nothing to restore: purged (its quarantine is gone), or rolled back already."""
+    if record.state in (State.PURGING, State.PURGED):
+        raise ApplyError(
+            f"apply {record.apply_id} was purged: its quarantine is gone, nothing to restore"
+        )
+    if record.state == State.ROLLED_BACK:
+        error = StalePlanError if partly else ApplyError
+        raise error(f"apply {record.apply_id} was already rolled back")
 
 
 def _changed_from(
@@ -446,6 +459,6 @@ def purgeable(
 
 def _holds_quarantine(r: ApplyRecord) -> bool:
     """Applied, or rolled back with superseded tags' apply-time versions still held."""
-    return r.state in (State.APPLIED, State.PURGING) or (
+    return r.state in (State.APPLIED, State.PARTLY_ROLLED_BACK, State.PURGING) or (
         r.state == State.ROLLED_BACK and r.superseded > 0
     )

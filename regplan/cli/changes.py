@@ -34,7 +34,7 @@ from regplan.cli.base import (
 )
 from regplan.errors import ApplyError
 from regplan.plans import signing
-from regplan.views import render
+from regplan.views import results
 
 
 @cli.command("apply")
@@ -95,9 +95,9 @@ def apply_cmd(
             ),
         )
     if as_json:
-        emit_json(render.result_json(result))
+        emit_json(results.result_json(result))
     else:
-        click.echo(render.applied(result, advice(config, url)))
+        click.echo(results.applied(result, advice(config, url)))
         click.echo(check_hint(url, root_of(result.quarantine), plan_file))
     if not result.fingerprint_ok:
         raise ApplyError(
@@ -109,6 +109,14 @@ def apply_cmd(
 
 @cli.command()
 @click.argument("apply_id")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="REF",
+    help="Restore only this image (repo:tag, repo@digest, or repo; repeatable) with all it "
+    "needs; the rest stays in the quarantine for a later rollback or purge.",
+)
 @storage_options
 @registry_options(required=False, replicas=True)
 @registry_stopped_option
@@ -118,6 +126,7 @@ def apply_cmd(
 @quiet_option
 def rollback(
     apply_id: str,
+    only: tuple[str, ...],
     root: str | None,
     config: Path | None,
     registry_stopped: bool,
@@ -145,11 +154,12 @@ def rollback(
             scan_progress=scanning.update,
             break_lock=break_lock,
             registry=said,
+            only=only,
         )
     if as_json:
-        emit_json(render.result_json(result))
+        emit_json(results.result_json(result))
     else:
-        click.echo(render.rolled_back(result, advice(config, url)))
+        click.echo(results.rolled_back(result, advice(config, url)))
         click.echo(check_hint(url, storage.root))
     if not result.fingerprint_ok:  # all it moved is back: what else changed is not an error
         click.echo(
@@ -208,4 +218,4 @@ def purge(
     if as_json:
         emit_json([r.apply_id for r in done])
     else:
-        click.echo(render.purged(done))
+        click.echo(results.purged(done))

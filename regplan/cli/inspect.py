@@ -30,7 +30,7 @@ from regplan.demo import walkthrough
 from regplan.errors import CheckFailed
 from regplan.plans.planfile import PlanStream
 from regplan.storage import location
-from regplan.views import render
+from regplan.views import render, results
 
 
 @cli.command("check")
@@ -100,7 +100,7 @@ def history(root: str | None, config: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json([apply.record_json(r) for r in found])
     else:
-        click.echo(render.history(found), nl=False)
+        click.echo(results.history(found), nl=False)
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.registry.online import STOPPED, cache_advice
 from regplan.storage.fs.fsstorage import FsStorage
-from regplan.views import render, ticket
+from regplan.views import render, results, ticket
 
 Echo = Callable[[str], None]
 
@@ -128,18 +128,18 @@ def _tour(base: Path, *, echo: Echo, now: datetime) -> None:
         echo("   --registry-url or the registry's --config and regplan probes that it cannot")
         echo("   write. It checks the signature and that the tree is unchanged, then moves each")
         echo("   target into a quarantine under a journal; re-running it after a crash finishes.")
-        _quote(echo, render.applied(result, cache_advice(None)))
+        _quote(echo, results.applied(result, cache_advice(None)))
         return result.apply_id
 
     first = apply_once("6")
     echo(f"7. regplan history --root {root}")
-    _quote(echo, render.history(apply.records(storage)))
+    _quote(echo, results.history(apply.records(storage)))
     back = apply.rollback(storage=storage, apply_id=first, now=now, registry=STOPPED)
     echo(f"8. regplan rollback {first} --root {root} --registry-stopped")
     echo("   Everything moves back, pruned folders are recreated: byte for byte as before.")
-    _quote(echo, render.rolled_back(back, cache_advice(None)))
+    _quote(echo, results.rolled_back(back, cache_advice(None)))
     second = apply_once("9")
     done = apply.purge(storage=storage, apply_id=second, older_than=None, now=now)
     echo(f"10. regplan purge {second} --root {root}")
     echo("   The quarantine is deleted for good; the plan and journal stay as the record.")
-    _quote(echo, render.purged(done))
+    _quote(echo, results.purged(done))

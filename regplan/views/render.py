@@ -7,14 +7,11 @@ import itertools
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
-    from regplan.apply import ApplyResult, RollbackResult
-    from regplan.changes.records import ApplyRecord
     from regplan.registry.check import Report as CheckReport
 from regplan.plans.plan import Plan, Target, TargetKind, Verdict
 from regplan.plans.planfile import Source, source
@@ -317,52 +314,6 @@ def who(c: Checked) -> str:
     return c.signer
 
 
-def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
-    """An apply's or rollback's result as ``--json`` prints it (every field, paths as text)."""
-    out = {
-        k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-        for k, v in attrs.asdict(result, recurse=False).items()
-    }
-    if "skipped" in out:  # an apply's: each target that stayed, with why
-        out["skipped"] = [{"path": p, "why": why} for p, why in getattr(result, "skipped", ())]
-    return out
-
-
-def applied(r: ApplyResult, advice: str) -> str:
-    verb = "Resumed and finished" if r.resumed else "Applied"
-    return "\n".join(
-        [
-            f"{verb} plan {r.plan_id} as {r.apply_id}: moved {counted(r.moved, 'directory')}, "
-            f"{human_bytes(r.bytes)} now in quarantine ({printable(r.quarantine)}).",
-            *_skipped(r),
-            advice,
-            f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
-            f"regplan purge {r.apply_id}",
-        ]
-    )
-
-
-def _skipped(r: ApplyResult) -> list[str]:
-    """One line: what of the plan stayed, and why (``--json`` lists each)."""
-    if not r.skipped:
-        return []
-    n = len(r.skipped)
-    return [
-        f"Skipped {n} target{'' if n == 1 else 's'} of the plan ({printable(r.skip_summary)}); "
-        "apply --json lists each with why."
-    ]
-
-
-def rolled_back(r: RollbackResult, advice: str) -> str:
-    return (
-        f"Rolled back {r.apply_id}: {counted(r.restored, 'directory')} moved back, "
-        f"{r.recreated} pruned {'directory' if r.recreated == 1 else 'directories'} recreated"
-        + (", the tree is as before the apply." if r.fingerprint_ok else ".")
-        + "\n"
-        + advice
-    )
-
-
 def why_text(answer: WhyAnswer, plan: Plan) -> str:
     """``regplan why``: the verdict on one line, then the images and their rules, then
     what it causes or what the storage keeps for it. Each field is made printable
@@ -469,26 +420,3 @@ def check_report(report: CheckReport, url: str, *, quiet: bool = False) -> str:
     elif report.plan_note:
         lines.append("What the plan removes was not asked for: it is not applied here.")
     return "\n".join(lines)
-
-
-def purged(done: Sequence[ApplyRecord]) -> str:
-    if not done:
-        return "Nothing to purge."
-    return "\n".join(f"Purged {r.apply_id} (plan {r.plan_id})." for r in done)
-
-
-def history(found: Sequence[ApplyRecord]) -> str:
-    if not found:
-        return "No applies recorded.\n"
-    rows = [("APPLY ID", "STATE", "PLAN", "STARTED", "TARGETS", "IN QUARANTINE")]
-    rows += [
-        (r.apply_id, r.state.value, r.plan_id, r.started_at, str(r.targets), human_bytes(r.bytes))
-        for r in found
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines += [f"  {r.apply_id}: {r.note}" for r in found if r.note]
-    lines += [f"  {r.apply_id}: registry: {r.registry}" for r in found if r.registry]
-    return "\n".join(lines) + "\n"
