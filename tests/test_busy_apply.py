@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -201,3 +202,18 @@ def test_the_command_names_what_it_skipped(root: Path, tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     [line] = [x for x in again.output.splitlines() if x.startswith("Skipped ")]
     assert "changed since the plan" in line
+
+
+def test_the_printed_next_steps_run_as_printed(root: Path, tmp_path: Path) -> None:
+    """``Undo with: regplan rollback ID --root ROOT`` from apply's output, run as printed
+    (split as a shell would), undoes the apply (#32.6)."""
+    plan = _plan(root, tmp_path, selection(("team/app:v1",)))
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    r = CliRunner().invoke(cli, ["apply", str(plan), "--trust", str(pub), "--root", str(root)])
+    assert r.exit_code == 0, r.output
+    [undo] = [x for x in r.output.splitlines() if x.startswith("Undo with: ")]
+    command = undo.removeprefix("Undo with: ").split("   ")[0]
+    assert f"--root {root}" in command
+    back = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert back.exit_code == 0, back.output
+    assert (FsStorage.locate(root).v2 / tag_dir("team/app", "v1")).exists()

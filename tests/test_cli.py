@@ -437,7 +437,8 @@ def test_apply_and_rollback_advise_from_the_registry_config(
     assert "redis-cli -h cache.local -p 6380 --scan --pattern 'blobs::*'" in applied.output
     assert "storage.maintenance.readonly on: turn it off" in applied.output
     url = f"http://127.0.0.1:{port}"
-    assert f"regplan check --registry-url {url} --root {demo_root} --plan {plan}" in applied.output
+    # the next steps run as printed: with the --config the operator gave (#32.6)
+    assert f"regplan check --registry-url {url} --config {config} --plan {plan}" in applied.output
     [record] = json.loads(run(runner, "history", "--root", str(demo_root), "--json").output)
     assert record["registry"].startswith(f"probed {url}: stopped")
     apply_id = applied.output.split(" as ", 1)[1].split(":", 1)[0]

@@ -270,8 +270,17 @@ def root_of(quarantine: Path | str) -> str:
     return quarantine.rsplit("/regplan-state/", 1)[0]
 
 
-def check_hint(url: str | None, storage_root: Path | str, plan: Path | None = None) -> str:
-    args = ["regplan", "check", "--registry-url", url or "URL", "--root", str(storage_root)]
+def where_args(config: Path | None, storage_root: Path | str) -> list[str]:
+    """The storage options a printed next command needs: the ``--config`` the operator
+    gave (it holds what a bucket's root does not: credentials, the endpoint), else
+    ``--root``."""
+    return ["--config", str(config)] if config is not None else ["--root", str(storage_root)]
+
+
+def check_hint(
+    url: str | None, storage_root: Path | str, plan: Path | None = None, config: Path | None = None
+) -> str:
+    args = ["regplan", "check", "--registry-url", url or "URL", *where_args(config, storage_root)]
     args += ["--plan", str(plan)] if plan is not None else []
     return "Then prove every kept image still pulls: " + shlex.join(args)
 

@@ -30,6 +30,7 @@ from regplan.cli.base import (
     storage_of,
     storage_options,
     trust_option,
+    where_args,
     write_guard,
 )
 from regplan.errors import ApplyError
@@ -97,8 +98,9 @@ def apply_cmd(
     if as_json:
         emit_json(results.result_json(result))
     else:
-        click.echo(results.applied(result, advice(config, url)))
-        click.echo(check_hint(url, root_of(result.quarantine), plan_file))
+        where = where_args(config, root_of(result.quarantine))
+        click.echo(results.applied(result, advice(config, url), where))
+        click.echo(check_hint(url, root_of(result.quarantine), plan_file, config))
     if not result.fingerprint_ok:
         raise ApplyError(
             f"apply {result.apply_id} finished, but the tree differs from the plan's prediction "
@@ -160,7 +162,7 @@ def rollback(
         emit_json(results.result_json(result))
     else:
         click.echo(results.rolled_back(result, advice(config, url)))
-        click.echo(check_hint(url, storage.root))
+        click.echo(check_hint(url, storage.root, config=config))
     if not result.fingerprint_ok:  # all it moved is back: what else changed is not an error
         click.echo(
             f"Warning: rolled back {apply_id}: everything it moved is back; the tree also "

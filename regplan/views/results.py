@@ -3,6 +3,7 @@ text out); ``--json`` prints ``result_json``."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,16 +30,20 @@ def result_json(result: ApplyResult | RollbackResult) -> dict[str, object]:
     return out
 
 
-def applied(r: ApplyResult, advice: str) -> str:
+def applied(r: ApplyResult, advice: str, where: Sequence[str] = ()) -> str:
+    """``where``: the storage options the next commands need (``--root``, ``--config``),
+    so the printed steps run as printed."""
     verb = "Resumed and finished" if r.resumed else "Applied"
+    again = shlex.join(where) if where else ""
+    said = f" {again}" if again else ""
     return "\n".join(
         [
             f"{verb} plan {r.plan_id} as {r.apply_id}: moved {counted(r.moved, 'directory')}, "
             f"{human_bytes(r.bytes)} now in quarantine ({printable(r.quarantine)}).",
             *_skipped(r),
             advice,
-            f"Undo with: regplan rollback {r.apply_id}   Free the space with: "
-            f"regplan purge {r.apply_id}",
+            f"Undo with: regplan rollback {r.apply_id}{printable(said)}   Free the space "
+            f"with: regplan purge {r.apply_id}{printable(said)}",
         ]
     )
 
