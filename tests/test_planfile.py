@@ -274,3 +274,20 @@ def test_a_snapshot_reads_what_was_verified_whatever_is_written_later(
         assert b"".join(s.copy()) == before
     with PlanStream(path) as s:
         assert len(tuple(s.targets())) == 1
+
+
+def test_a_fifo_given_as_the_plan_hangs_nothing(tmp_path: Path) -> None:
+    """``show FIFO`` (or any command reading a plan) never waits on a writer: one line,
+    exit 1 (#33)."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "plan.json"
+    os.mkfifo(fifo)
+    r = subprocess.run(
+        [sys.executable, "-m", "regplan", "show", str(fifo)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [f"Error: cannot read plan {fifo}: not a regular file"]

@@ -313,9 +313,9 @@ def _snapshot(original: IO[bytes], path: Path) -> IO[bytes]:
 
 
 def _open(path: Path, *, follow: bool) -> IO[bytes]:
-    """With ``follow=False`` (a plan in the storage's state folder) a symlink or a FIFO
-    in its place is refused, never followed or waited on."""
-    flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK)
+    """A regular file only: a FIFO (or a device) in its place is refused, never waited
+    on; with ``follow=False`` (a plan in the storage's state folder) a symlink too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as e:
