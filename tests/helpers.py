@@ -6,6 +6,7 @@ import base64
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -389,3 +390,78 @@ def forked(fn: Callable[[BinaryIO], object]) -> Iterator[tuple[int, BinaryIO]]:
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def _manifest_refs(v2: Path, digest: str) -> tuple[list[str], list[str]] | None:
+    """(config and layer blobs, child manifests) of a manifest, by plain json (apart from
+    regplan.scan); None when its blob cannot be read as a manifest."""
+    algo, _, hexd = digest.partition(":")
+    try:
+        doc = json.loads((v2 / f"blobs/{algo}/{hexd[:2]}/{hexd}/data").read_bytes())
+    except (OSError, ValueError):
+        return None
+    blobs = [d["digest"] for d in (doc.get("config"), *doc.get("layers", [])) if d]
+    return blobs, [m["digest"] for m in doc.get("manifests", [])]
+
+
+def repositories_on_disk(v2: Path) -> list[str]:
+    """Every repository name under ``v2/repositories`` (a folder holding ``_manifests``
+    or ``_layers``; repositories nest), sorted."""
+    top = v2 / "repositories"
+    found = {p.parent for p in top.glob("**/_manifests")} | {
+        p.parent for p in top.glob("**/_layers")
+    }
+    return sorted(p.relative_to(top).as_posix() for p in found)
+
+
+def images_on_disk(
+    v2: Path,
+) -> tuple[dict[tuple[str, str], tuple[str, float]], set[tuple[str, str]]]:
+    """What the tree holds, read with plain file calls: every tag as (repo, tag) ->
+    (the digest its ``current/link`` names, that link's mtime: its push time), and every
+    revision as (repo, digest)."""
+    tags: dict[tuple[str, str], tuple[str, float]] = {}
+    revisions: set[tuple[str, str]] = set()
+    for repo in repositories_on_disk(v2):
+        manifests = v2 / "repositories" / repo / "_manifests"
+        for link in sorted(manifests.glob("tags/*/current/link")):
+            tags[(repo, link.parent.parent.name)] = (link.read_text(), link.stat().st_mtime)
+        for link in sorted(manifests.glob("revisions/*/*/link")):
+            revisions.add((repo, f"{link.parent.parent.name}:{link.parent.name}"))
+    return tags, revisions
+
+
+def unwhole(v2: Path, repo: str, digest: str) -> list[str]:
+    """What the image ``repo@digest`` lacks to be served (empty: it is whole): its
+    revision link and manifest blob, each config and layer blob with the repository's
+    layer link, and each index child the same way, read with plain json."""
+    out: list[str] = []
+    todo, seen = [digest], set()
+    while todo:
+        d = todo.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        algo, _, hexd = d.partition(":")
+        need = [f"repositories/{repo}/_manifests/revisions/{algo}/{hexd}/link"]
+        need.append(f"blobs/{algo}/{hexd[:2]}/{hexd}/data")
+        refs = _manifest_refs(v2, d)
+        if refs is not None:
+            blobs, children = refs
+            for b in blobs:
+                ba, _, bh = b.partition(":")
+                need += [
+                    f"blobs/{ba}/{bh[:2]}/{bh}/data",
+                    f"repositories/{repo}/_layers/{ba}/{bh}/link",
+                ]
+            todo += children
+        out += [f"{repo}@{digest[:19]} lacks {p}" for p in need if not (v2 / p).is_file()]
+    return out
+
+
+def broken_images(v2: Path) -> list[str]:
+    """Every tag and revision of the tree that is not whole (``unwhole``), each with
+    what it lacks: empty when the registry can serve everything the tree names."""
+    tags, revisions = images_on_disk(v2)
+    out = [f"{r}:{t}: {m}" for (r, t), (d, _) in sorted(tags.items()) for m in unwhole(v2, r, d)]
+    return out + [m for r, d in sorted(revisions) for m in unwhole(v2, r, d)]

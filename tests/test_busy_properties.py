@@ -1,0 +1,323 @@
+"""An approved plan applied to a registry pushed to since planning (#32), on random
+registries (hypothesis).
+
+Each example writes a small registry to disk (demo.samples.Registry: repositories,
+nested ones, tags, multi-arch indexes, layers shared within and across repositories),
+plans a random request (``--image`` with ``--keep-last``, ``--untagged``, ``--gc``,
+``--prune``) and signs it; then pushes, re-pushes (same tag with new content; same tag,
+same content, later), deletes tags and pushes untagged manifests, and applies. Whatever
+happened between:
+
+1. what the apply removed (read from the disk before and after) lies under targets the
+   plan lists and under targets a fresh plan of the same request on the tree as it was
+   just before the apply would remove;
+2. every tag and revision present before the apply that the plan did not approve for
+   removal (not listed, or changed since planning) is there after it, and every image
+   left in the tree is whole (each blob, layer link and index child it reaches), read
+   with plain json (helpers.unwhole), not with regplan's scan.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, Phase, assume, event, example, given, settings
+from hypothesis import strategies as st
+
+from regplan import apply
+from regplan.decide.flags import Retention
+from regplan.decide.planner import decide
+from regplan.decide.selection import ImageSpec, Selection, resolve
+from regplan.demo.samples import Pushable, Registry, image, index
+from regplan.errors import SelectionError, StalePlanError
+from regplan.plans.signing import load_trusted
+from regplan.scan.layout import tag_dir
+from regplan.storage import location
+from regplan.storage.fs.fsstorage import FsStorage
+from tests.helpers import (
+    KEY,
+    NOW,
+    broken_images,
+    images_on_disk,
+    reference_entries,
+    write_plan_file,
+    write_pub,
+)
+
+REPOS = ["a", "b", "c"]
+NESTED = "a/b"
+"""A repository inside another's folder: not in REPOS while the xfail below stands."""
+NEW = "n"
+"""A repository first pushed between plan and apply."""
+TAGS = ["t1", "t2", "t3"]
+LATER = 2_000_000_000.0
+"""Push times after planning: later than any the registry held when planned."""
+
+layers = st.lists(st.integers(0, 4), min_size=1, max_size=2, unique=True)
+"""Layers from a small pool: images share them, in a repository and across."""
+Push = tuple[str, str | None, bool, list[int], list[int]]
+
+
+def pushes(repos: list[str]) -> st.SearchStrategy[Push]:
+    """(repository, tag or untagged, an index?, its layers, its second platform's)."""
+    return st.tuples(
+        st.sampled_from(repos),
+        st.sampled_from([*TAGS, None]),
+        st.booleans(),
+        layers,
+        layers,
+    )
+
+
+Op = tuple[str, Push | int]
+ops = st.one_of(
+    st.tuples(st.just("push"), pushes([*REPOS, NEW])),  # new content, a tag's or untagged
+    st.tuples(st.just("retag"), st.integers(0, 99)),  # a tag pushed again, same content
+    st.tuples(st.just("delete"), st.integers(0, 99)),  # a tag deleted
+)
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """A request over a registry's pushes: ``--image`` names a repository (and a tag)
+    that some push wrote, picked by number; an empty request is ``--untagged '*'``."""
+
+    images: list[tuple[int, bool]]
+    keep_last: int | None
+    untagged: list[str]
+    gc: bool
+    prune: bool
+
+    def selection(self, history: list[Push]) -> Selection:
+        picked = [history[n % len(history)] for n, _ in self.images]
+        specs = [
+            repo if not with_tag or tag is None else f"{repo}:{tag}"
+            for (repo, tag, *_), (_, with_tag) in zip(picked, self.images, strict=True)
+        ]
+        sel = Selection(
+            images=tuple(ImageSpec.parse(s) for s in specs),
+            untagged=tuple(self.untagged),
+            prune=self.prune,
+            retention=Retention(keep_last=self.keep_last),
+            gc=self.gc,
+        )
+        return attrs.evolve(sel, untagged=("*",)) if sel.empty else sel
+
+
+requests = st.builds(
+    Request,
+    images=st.lists(st.tuples(st.integers(0, 9), st.booleans()), max_size=2),
+    keep_last=st.one_of(st.none(), st.integers(0, 2)),
+    untagged=st.lists(st.sampled_from([*REPOS, "*"]), max_size=1),
+    gc=st.booleans(),
+    prune=st.booleans(),
+)
+
+
+def item_of(p: Push, n: int) -> Pushable:
+    """The image (or two-platform index) a push writes; ``n`` tells apart pushes of the
+    same layers (its config's time), so equal ``n`` and layers are the same content."""
+    _, _, is_index, la, lb = p
+    created = f"2026-01-{1 + n % 28:02d}T00:00:00Z"
+    first = image([{f"l{i}": f"layer {i}".encode()} for i in la], created=created)
+    if not is_index:
+        return first
+    second = image([{f"l{i}": f"layer {i}".encode()} for i in lb], arch="arm64", created=created)
+    return index([first, second])
+
+
+def build(root: Path, history: list[Push]) -> None:
+    reg = Registry.create(root)
+    for n, p in enumerate(history):
+        reg.push(p[0], item_of(p, n), p[1])
+
+
+def meddle(v2: Path, changes: list[Op]) -> None:
+    """What the registry's clients did between plan and apply."""
+    reg = Registry(v2=v2, clock=LATER)
+    for n, (kind, what) in enumerate(changes):
+        tags = sorted(images_on_disk(v2)[0].items())
+        if kind == "push":
+            assert isinstance(what, tuple)
+            reg.push(what[0], item_of(what, n), what[1])
+        elif tags and isinstance(what, int):
+            (repo, tag), (digest, _) = tags[what % len(tags)]
+            if kind == "retag":
+                reg.tag(repo, tag, digest)  # type: ignore[arg-type]
+            else:
+                shutil.rmtree(v2 / tag_dir(repo, tag))
+
+
+def covered(path: str, tops: set[str]) -> bool:
+    """``path`` is one of ``tops`` or lies under one."""
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in tops for i in range(1, len(parts) + 1))
+
+
+def fresh_targets(root: Path, sel: Selection) -> set[str]:
+    """What a plan of ``sel`` made now, at the plan's time, would remove (a request that
+    no longer matches anything removes nothing)."""
+    inv = location.read(FsStorage.locate(root))
+    return {
+        t.path for t in decide(inv, resolve(sel, inv, NOW, strict=False), prune=sel.prune).targets
+    }
+
+
+Tags = dict[tuple[str, str], tuple[str, float]]
+
+
+def approved_tag(targets: set[str], planned: Tags, tag: tuple[str, str], now: Tags) -> bool:
+    """Whether the plan approved removing this tag as it is now: a target holds it, and
+    it is the one planned (same manifest, same push time)."""
+    return covered(tag_dir(*tag), targets) and planned.get(tag) == now[tag]
+
+
+def approved_revision(
+    targets: set[str], planned: set[tuple[str, str]], rev: tuple[str, str]
+) -> bool:
+    """Whether the plan approved removing this revision: a target holds it, and it was
+    there when planned (a revision is its content)."""
+    repo, digest = rev
+    place = f"repositories/{repo}/_manifests/revisions/{digest.replace(':', '/', 1)}"
+    return covered(place, targets) and rev in planned
+
+
+def scratch() -> str | None:
+    """A tmpfs where there is one: an apply fsyncs every batch and record, which on this
+    machine's disk made the examples wait on the disk more than they compute."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def check_busy_apply(history: list[Push], request: Request, changes: list[Op]) -> None:
+    """Plan, meddle, apply; the two properties of the module's docstring."""
+    with tempfile.TemporaryDirectory(prefix="regplan-busy-", dir=scratch()) as tmp:
+        root = Path(tmp) / "root"
+        build(root, history)
+        v2 = FsStorage.locate(root).v2
+        sel = request.selection(history)
+        try:
+            plan = write_plan_file(root, sel, Path(tmp) / "p.json")
+        except SelectionError:
+            assume(False)
+            raise
+        assume(plan.targets)
+        planned = images_on_disk(v2)
+        meddle(v2, changes)
+        fresh = fresh_targets(root, sel)
+        before, (tags, revisions) = reference_entries(v2), images_on_disk(v2)
+        assert broken_images(v2) == []  # pushes and deletes leave every image whole
+        pub = write_pub(KEY, Path(tmp) / "k.pub")
+        try:
+            result = apply.apply_plan(
+                plan_path=Path(tmp) / "p.json",
+                trusted=[load_trusted(pub)],
+                root=None,
+                required=1,
+                now=NOW,
+            )
+        except StalePlanError:
+            event("nothing applies any more")
+            assert reference_entries(v2) == before  # nothing of the plan applies: nothing moved
+            return
+        assert result.fingerprint_ok, result.changed
+        for _, why in result.skipped:
+            event("skipped: " + ("needed by" if why.startswith("needed by") else why))
+        event("moved all" if not result.skipped else "moved some")
+        listed = {t.path for t in plan.targets}
+        moved = listed - {p for p, _ in result.skipped}
+        gone = before.keys() - reference_entries(v2).keys()
+        assert all(covered(p, moved) for p in gone), sorted(
+            p for p in gone if not covered(p, moved)
+        )
+        assert moved <= before.keys()  # what is gone since the plan is skipped
+        assert all(covered(p, fresh) for p in moved), sorted(
+            p for p in moved if not covered(p, fresh)
+        )
+        after_tags, after_revisions = images_on_disk(v2)
+        for tag, (digest, _) in tags.items():
+            if not approved_tag(listed, planned[0], tag, tags):
+                assert after_tags.get(tag, ("gone",))[0] == digest, f"{tag}: not approved, gone"
+        for rev in revisions:
+            if not approved_revision(listed, planned[1], rev):
+                assert rev in after_revisions, f"{rev}: not approved, gone"
+        assert broken_images(v2) == []
+
+
+def examples(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+A_BLOB_REUSED = example(  # --gc removes layer 1's blob; a new push in another repository uses it
+    history=[("a", "t1", False, [0, 1], [0]), ("a", "t1", False, [0], [0])],
+    request=Request(images=[], keep_last=None, untagged=["a"], gc=True, prune=True),
+    changes=[("push", ("c", "t1", False, [1], [0]))],
+)
+A_TAG_REPUSHED = example(  # the approved tag pushed again with the same content, later
+    history=[("a", "t1", False, [0], [0]), ("a", "t2", True, [1], [2])],
+    request=Request(images=[(1, True)], keep_last=None, untagged=[], gc=True, prune=True),
+    changes=[("retag", 1), ("push", ("n", "t1", True, [1], [3]))],
+)
+AN_UNTAGGED_PUSH = example(  # nobody approved the new untagged manifest that uses a removed blob
+    history=[("a", "t1", False, [0, 1], [0]), ("a", "t2", False, [2], [0])],
+    request=Request(images=[(0, False)], keep_last=1, untagged=[], gc=True, prune=False),
+    changes=[("push", ("a", None, False, [1], [0]))],
+)
+
+NO_LONGER_CHOSEN = example(  # a tag's history entry the plan lists, no longer chosen once the
+    # tag is pushed again with new content
+    history=[("a", "t1", False, [0], [0]), ("a", "t2", False, [0], [0])],
+    request=Request(images=[(0, False)], keep_last=0, untagged=[], gc=False, prune=False),
+    changes=[("push", ("a", "t1", False, [0, 1], [0]))],
+)
+
+
+@examples(50)
+@given(
+    history=st.lists(pushes(REPOS), min_size=1, max_size=7),
+    request=requests,
+    changes=st.lists(ops, min_size=1, max_size=4),
+)
+@A_BLOB_REUSED
+@A_TAG_REPUSHED
+@AN_UNTAGGED_PUSH
+@NO_LONGER_CHOSEN
+def test_a_busy_apply_removes_only_what_is_approved_and_still_chosen(
+    history: list[Push], request: Request, changes: list[Op]
+) -> None:
+    """Random registries, requests, and pushes, re-pushes and deletes between plan and
+    apply: the module's two properties."""
+    check_busy_apply(history, request, changes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="decide/needs matches what stays needs against the removed paths exactly: a "
+    "repository with a nested one goes as its parts (repositories/a/_layers, _manifests, "
+    "_uploads), so a layer link under a/_layers is not seen as removed, and a:t1, pushed "
+    "again (its _manifests skipped), loses its layer links (#32)",
+)
+@settings(phases=[Phase.explicit], deadline=None)
+@given(history=st.just([]), request=requests, changes=st.just([]))
+@example(
+    history=[("a", "t1", False, [0], [0]), (NESTED, "t1", False, [0], [0])],
+    request=Request(images=[(0, True)], keep_last=None, untagged=[], gc=False, prune=False),
+    changes=[("retag", 0)],
+)
+def test_a_tag_pushed_again_in_a_repository_holding_another_keeps_its_layer_links(
+    history: list[Push], request: Request, changes: list[Op]
+) -> None:
+    """``--image a:t1`` where ``a`` holds the repository ``a/b`` and t1 is its only tag: the
+    plan removes ``a`` as its parts. t1 pushed again (same content, later) keeps
+    ``a/_manifests``; what t1 needs under ``a/_layers`` must stay with it. (Once it
+    passes, NESTED belongs in REPOS.)"""
+    check_busy_apply(history, request, changes)
