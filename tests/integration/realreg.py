@@ -16,10 +16,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +195,7 @@ class RealRegistry:
 
     def pull(self, ref: str) -> bool:
         """True when every manifest and blob of ``ref`` (repo:tag or repo@digest) arrives intact."""
-        self._n += 1
-        out = self.work / f"pull-{self._n}"
+        out = Path(tempfile.mkdtemp(prefix="pull-", dir=self.work))
         r = self._skopeo(
             "copy",
             "-q",
@@ -205,6 +206,14 @@ class RealRegistry:
         )
         shutil.rmtree(out, ignore_errors=True)
         return r.returncode == 0
+
+    def not_pulled(self, refs: Iterable[str]) -> list[str]:
+        """The refs that do not ``pull``; a few pulled at once (each is a skopeo process
+        that mostly waits on the registry)."""
+        ordered = sorted(refs)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pulled = list(pool.map(self.pull, ordered))
+        return [ref for ref, ok in zip(ordered, pulled, strict=True) if not ok]
 
     def _request(
         self,
