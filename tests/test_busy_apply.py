@@ -217,3 +217,23 @@ def test_the_printed_next_steps_run_as_printed(root: Path, tmp_path: Path) -> No
     back = CliRunner().invoke(cli, shlex.split(command)[1:])
     assert back.exit_code == 0, back.output
     assert (FsStorage.locate(root).v2 / tag_dir("team/app", "v1")).exists()
+
+
+def test_an_empty_folder_gone_or_filled_since_planning_is_skipped(
+    root: Path, tmp_path: Path
+) -> None:
+    """A folder the plan prunes that a push filled, or that went: skipped and named, the
+    rest applies (never an error half way)."""
+    plan = _plan(root, tmp_path, selection((), ("*",), prune=True))
+    folders = [
+        t["path"] for t in json.loads(plan.read_bytes())["targets"] if t["kind"] == "empty_dir"
+    ]
+    assert len(folders) >= 2, folders
+    v2 = FsStorage.locate(root).v2
+    shutil.rmtree(v2 / folders[0])
+    (v2 / folders[1] / "startedat").write_text("2026-12-07T00:00:00Z")
+    result = _apply(root, plan)
+    whys = dict(result.skipped)
+    assert whys[folders[0]] == "gone since the plan"
+    assert whys[folders[1]].startswith("no longer empty")
+    assert (v2 / folders[1] / "startedat").exists()

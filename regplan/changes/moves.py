@@ -155,7 +155,8 @@ def move_out(
         store.renew()
         if progress is not None:
             progress(start + len(batch), total)
-    removed = {f.path for f in journal.pruned(journal.read(store, apply_id))}
+    # what an interrupted run pruned already (a store without folders has none to read)
+    removed = {f.path for f in journal.pruned(journal.read(store, apply_id))} if pruned else set()
     for t in pruned:
         moved += _prune(store, t.path, removed, apply_id)
     if progress is not None:

@@ -142,7 +142,10 @@ def recheck(stream: PlanStream, storage: Location, progress: Progress | None = N
     for i, t in enumerate(stream.targets()):
         paths[i], sizes[i] = t.path, t.bytes
         if t.kind == TargetKind.EMPTY_DIR:
-            folders[i] = t
+            if t.path in inv.tree:
+                folders[i] = t
+            else:
+                why[i] = GONE
             continue
         if (said := _verdict(inv, t, chosen)) is not None:
             why[i] = said
