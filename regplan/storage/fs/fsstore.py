@@ -100,7 +100,12 @@ class FsStore:
         except OSError as e:
             raise ApplyError(f"cannot read {self.url(name)}: {explain(e)}") from None
         try:
-            return os.read(fd, limit)
+            chunks: list[bytes] = []
+            left = limit
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
         finally:
             os.close(fd)
 
