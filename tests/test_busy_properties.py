@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import attrs
-import pytest
 from hypothesis import HealthCheck, Phase, assume, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -49,9 +48,9 @@ from tests.helpers import (
     write_pub,
 )
 
-REPOS = ["a", "b", "c"]
 NESTED = "a/b"
-"""A repository inside another's folder: not in REPOS while the xfail below stands."""
+"""A repository inside another's folder (a repository holding one goes as its parts)."""
+REPOS = ["a", "b", "c", NESTED]
 NEW = "n"
 """A repository first pushed between plan and apply."""
 TAGS = ["t1", "t2", "t3"]
@@ -299,13 +298,6 @@ def test_a_busy_apply_removes_only_what_is_approved_and_still_chosen(
     check_busy_apply(history, request, changes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decide/needs matches what stays needs against the removed paths exactly: a "
-    "repository with a nested one goes as its parts (repositories/a/_layers, _manifests, "
-    "_uploads), so a layer link under a/_layers is not seen as removed, and a:t1, pushed "
-    "again (its _manifests skipped), loses its layer links (#32)",
-)
 @settings(phases=[Phase.explicit], deadline=None)
 @given(history=st.just([]), request=requests, changes=st.just([]))
 @example(
@@ -318,6 +310,5 @@ def test_a_tag_pushed_again_in_a_repository_holding_another_keeps_its_layer_link
 ) -> None:
     """``--image a:t1`` where ``a`` holds the repository ``a/b`` and t1 is its only tag: the
     plan removes ``a`` as its parts. t1 pushed again (same content, later) keeps
-    ``a/_manifests``; what t1 needs under ``a/_layers`` must stay with it. (Once it
-    passes, NESTED belongs in REPOS.)"""
+    ``a/_manifests``; what t1 needs under ``a/_layers`` must stay with it."""
     check_busy_apply(history, request, changes)

@@ -27,17 +27,24 @@ from regplan.scan.layout import (
 )
 
 
-def _gone(path: str, removing: Set[str], repo: str) -> bool:
-    return path in removing or repo_dir(repo) in removing
+def _holder(path: str, removing: Set[str]) -> str | None:
+    """The path being removed that is ``path`` or holds it (a repository goes as one
+    folder, or as its parts ``_manifests``, ``_layers``, ``_uploads`` when it holds
+    another repository), or None."""
+    while path:
+        if path in removing:
+            return path
+        path = path.rpartition("/")[0]
+    return None
 
 
 def _roots(repo: Repository, removing: Set[str]) -> Iterator[tuple[Digest, str]]:
     """(revision, who needs it) of every staying tag and revision of ``repo``."""
     for name, tag in sorted(repo.tags.items()):
-        if tag.current is not None and not _gone(tag_dir(repo.name, name), removing, repo.name):
+        if tag.current is not None and _holder(tag_dir(repo.name, name), removing) is None:
             yield tag.current, f"{repo.name}:{name}"
     for digest in sorted(repo.revisions):
-        if not _gone(revision_dir(repo.name, digest), removing, repo.name):
+        if _holder(revision_dir(repo.name, digest), removing) is None:
             yield digest, f"{repo.name}@{short_of(digest)}"
 
 
@@ -67,8 +74,9 @@ def _pass(inv: Inventory, removing: Set[str]) -> dict[str, str]:
             continue
         for digest, by in _roots(repo, removing):
             for path in _needs_of(inv, repo, digest):
-                if path in removing and path not in needed:
-                    needed[path] = by
+                held = _holder(path, removing)
+                if held is not None and held not in needed:
+                    needed[held] = by
     return needed
 
 
