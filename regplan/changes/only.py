@@ -22,7 +22,6 @@ from regplan.scan.layout import (
     Digest,
     blob_dir,
     layer_dir,
-    repo_dir,
     revision_dir,
     tag_dir,
     tag_index_dir,
@@ -77,12 +76,16 @@ class _Closure:
         self.seen: set[tuple[str, str]] = set()
 
     def take(self, path: str) -> None:
-        i = self.targets.get(path)
-        if i is not None:
-            self.found.add(i)
+        """The target that is ``path`` or holds it (a repository removed whole, or as its
+        parts when it holds another repository)."""
+        while path:
+            i = self.targets.get(path)
+            if i is not None:
+                self.found.add(i)
+                return
+            path = path.rpartition("/")[0]
 
     def image(self, image: Image) -> None:
-        self.take(repo_dir(image.repo))
         if image.tag is not None:
             self.take(tag_dir(image.repo, image.tag))
             if image.digest is not None:
