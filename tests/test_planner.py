@@ -125,7 +125,7 @@ def test_revision_of_another_kept_tag_stays(tmp_path: Path) -> None:
     assert paths(d) == {tag_dir("r", "a")}
     [k] = d.kept
     assert k.path == revision_dir("r", img.digest)
-    assert k.reason == "still reached from a kept tag"
+    assert k.reason == "still reached: the kept tag r:b points to it"
     assert k.refs == ("r:b",)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import attrs
 
-from regplan.decide import stale, sweep
+from regplan.decide import reasons, stale, sweep
 from regplan.decide.decision import Decision, Spooled, refs
 from regplan.decide.reach import Reach, image_name
 from regplan.decide.selection import Resolved
@@ -258,7 +258,7 @@ class _Planner:
             for d in sorted(repo.revisions - reach.keys() - protected.keys()):
                 roots.setdefault(d, f"untagged: no tag reaches it ({by})")
                 origin.setdefault(d, image_name(name, d))
-        consequence = self.reach.closure(repo, roots)
+        consequence = reasons.closure(self.reach, self.inv, repo, roots)
         fail_closed = self._fail_closed(repo, set(removed_tags))
         live_roots = set(reach) | (repo.revisions - consequence.keys()) | protected.keys()
         if fail_closed:
@@ -338,7 +338,7 @@ class _Planner:
             for d in sorted((repo.revisions & reach.keys()) - pointed):
                 self.keep(
                     revision_dir(name, d),
-                    "untagged, but a kept tag reaches it (index child or referrer)",
+                    f"untagged, but {reasons.reached_by(self.inv, repo, d, reach)}",
                     reach[d],
                 )
         result = RepoResult(fail_closed=decided.fail_closed)
@@ -404,7 +404,8 @@ class _Planner:
         if d in protected:
             self.keep(path, protected[d], reach.get(d, ()))
         elif d in reach:
-            self.keep(path, "still reached from a kept tag", reach[d])
+            by = reasons.reached_by(self.inv, repo, d, reach)
+            self.keep(path, f"still reached: {by}", reach[d])
         elif self._unknown(d):
             m = self.inv.manifests.get(d)
             error = m.error if m is not None else "not read"

@@ -7,6 +7,13 @@ A policy: a tag is removed when at least one rule selects it and no rule that se
 it keeps it (regplan.policy says how rules combine). What cannot be dated
 (``by: created`` without a config time) is kept.
 
+Ranks are newest first; tags with the same time rank by tag name in ASCII order (``a``
+before ``b``, ``v1.10`` before ``v1.9``), and a reason that gives such a rank says so
+(``rank 1 of keep newest 2 by push time (same push time as b: ties rank by tag name in
+ASCII order)``). A repository's newest tag is its rank 1 by push time, by the same rule.
+A tag several rules keep names first a rule that keeps it by what it is (``all``,
+``tags``, ``regex``), which no later push changes, then the rest in the policy's order.
+
 A new keep criterion is a ``Keep`` field (decide.policy), its entry in ``CRITERIA``
 and its key in ``policy.schema.json``; a flag for it is a row of ``decide.flags.FLAGS``
 and a field of the plan's ``SelectionRecord``.
@@ -32,6 +39,8 @@ class Verdict:
     rule: Rule
     keeps: bool
     why: str
+    lasting: bool = False
+    """It keeps the tag by what the tag is (not by its rank or age, which pushes change)."""
 
     def __str__(self) -> str:
         return f"{self.rule.label}: {self.why}"
@@ -135,6 +144,23 @@ class Judged:
     """Ranked beyond ``keep.newest``."""
     old: bool = False
     """Older than ``keep.within``."""
+    tied: tuple[str, ...] = ()
+    """The other tags with the same time (their ranks are by name)."""
+
+    @property
+    def ties(self) -> str:
+        """What a reason giving the rank adds: ``" (same push time as b, c: ties …)"``."""
+        if not self.tied:
+            return ""
+        shown = ", ".join(self.tied[:3]) + (
+            f" and {len(self.tied) - 3} more" if len(self.tied) > 3 else ""
+        )
+        kind = "push" if self.said.startswith("pushed") else "created"
+        return f" (same {kind} time as {shown}: {TIES})"
+
+
+TIES = "ties rank by tag name in ASCII order"
+"""The one rule that breaks a tie in rank (tags with the same time), as reasons say it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -169,12 +195,16 @@ def judge(
     timed = {t: _dated(rule, repo.tags[t], created, k.by) for t in chosen}
     ranked = sorted(chosen, key=lambda t: (-timed[t][0], t))
     cutoff = (now - parse_age(k.within)).timestamp() if k.within else None
+    same: dict[float, list[str]] = {}
+    for name in ranked:
+        same.setdefault(timed[name][0], []).append(name)
     out = []
     for rank, name in enumerate(ranked, 1):
         _, when, said = timed[name]
         if when is None:
             out.append(Judged(tag=name, rank=rank, when=None, said=said))
             continue
+        tied = tuple(t for t in same[timed[name][0]] if t != name)
         facts = Facts(tag=repo.tags[name], rank=rank, when=when, cutoff=cutoff)
         held = next(
             ((c, said_) for c, test in CRITERIA if (said_ := test(k, facts)) is not None), None
@@ -182,7 +212,16 @@ def judge(
         beyond = k.newest is not None and rank > k.newest
         old = cutoff is not None and when < cutoff
         out.append(
-            Judged(tag=name, rank=rank, when=when, said=said, held=held, beyond=beyond, old=old)
+            Judged(
+                tag=name,
+                rank=rank,
+                when=when,
+                said=said,
+                held=held,
+                beyond=beyond,
+                old=old,
+                tied=tied,
+            )
         )
     return Judgement(ranked=tuple(out), skipped=tuple(skipped))
 
@@ -194,14 +233,14 @@ def _words(k: Keep, j: Judged) -> str:
         name, what = j.held
         return {
             "all": "keeps every tag it selects",
-            "newest": f"rank {j.rank} of keep newest {k.newest} by {by}",
+            "newest": f"rank {j.rank} of keep newest {k.newest} by {by}{j.ties}",
             "within": f"within {k.within}: {j.said}",
             "tags": f"matches keep tags {what}",
             "regex": f"matches keep regex {what}",
         }.get(name, f"matches keep {name} {what}")
     why = []
     if k.newest is not None:
-        why.append(f"rank {j.rank} > keep newest {k.newest} by {by}")
+        why.append(f"rank {j.rank} > keep newest {k.newest} by {by}{j.ties}")
     if k.within is not None:
         why.append(f"not within {k.within}: {j.said}")
     return " and ".join(why) or "selected, and no keep criterion holds"
@@ -228,7 +267,8 @@ class _Apply:
                     )
                 )
             else:
-                out[j.tag] = Verdict(rule, j.held is not None, _words(rule.keep, j))
+                lasting = j.held is not None and j.held[0] not in ("newest", "within")
+                out[j.tag] = Verdict(rule, j.held is not None, _words(rule.keep, j), lasting)
         return out
 
     def repository(self, repo: Repository) -> None:
@@ -250,9 +290,9 @@ class _Apply:
             if not verdicts:
                 self.out.notes[(repo.name, tag)] = "no rule of the policy selects this tag"
                 continue
-            keeper = next((v for v in verdicts if v.keeps), None)
-            if keeper is not None:
-                self.out.notes[(repo.name, tag)] = str(keeper)
+            keepers = sorted((v for v in verdicts if v.keeps), key=lambda v: not v.lasting)
+            if keepers:
+                self.out.notes[(repo.name, tag)] = "; also ".join(map(str, keepers))
             else:
                 going[tag] = verdicts
         self._spare_newest(repo, images, going)
@@ -270,7 +310,7 @@ class _Apply:
         a rule that keeps more never makes it go)."""
         if not images:
             return
-        newest = max(images, key=lambda t: (repo.tags[t].pushed_at, t))
+        newest = min(images, key=lambda t: (-repo.tags[t].pushed_at, t))  # rank 1, ties by name
         verdicts = going.get(newest)
         if verdicts is None or any(v.rule.allow_empty for v in verdicts):
             return
@@ -290,7 +330,8 @@ class _Apply:
         self.out.untagged[repo.name] = rule.label
         cutoff = (self.now - parse_age(rule.untagged or "0s")).timestamp()
         staying = {t.current for name, t in repo.tags.items() if name not in going}
-        for digest in sorted(repo.revisions - staying):
+        reached = self._reached(repo, going)  # kept because a tag that stays reaches them
+        for digest in sorted(repo.revisions - staying - reached):
             when = self.inv.mtimes.get(f"{revision_dir(repo.name, digest)}/link")
             if when is None:
                 why = "untagged: cannot tell its age; kept"
@@ -299,6 +340,31 @@ class _Apply:
             else:
                 continue
             self.out.young[(repo.name, digest)] = f"{rule.label}: {why}"
+
+    def _reached(self, repo: Repository, going: set[str]) -> set[Digest]:
+        """What the image tags that stay reach (index children, referrers): the planner
+        keeps it, naming the tag; its own age is not why it stays."""
+        referrers: dict[Digest, list[Digest]] = {}
+        for d in repo.revisions:
+            m = self.inv.manifests.get(d)
+            if m is not None and m.subject is not None:
+                referrers.setdefault(m.subject, []).append(d)
+        todo = [
+            t.current
+            for name, t in repo.tags.items()
+            if name not in going
+            and t.current is not None
+            and subject_of(self.inv, repo, name) is None
+        ]
+        seen: set[Digest] = set()
+        while todo:
+            d = todo.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            m = self.inv.manifests.get(d)
+            todo += [*(m.children if m is not None else ()), *referrers.get(d, ())]
+        return seen
 
 
 def apply(policy: Policy, inv: Inventory, now: datetime) -> Outcome:

@@ -324,7 +324,7 @@ def _held(r: Retention, j: rules.Judged) -> str:
     criterion's, by the table) that its name matches."""
     name = j.held[0] if j.held is not None else ""
     if name == "newest":
-        return f"rank {j.rank} of keep-last {r.keep_last} by {_by(r)}"
+        return f"rank {j.rank} of keep-last {r.keep_last} by {_by(r)}{j.ties}"
     if name == "within":
         return f"newer than --older-than {r.older_than}: {j.said}"
     flag = next(f for f in flags.FLAGS if f.rule == f"keep.{name}")
@@ -335,7 +335,7 @@ def _going(r: Retention, j: rules.Judged, spec: ImageSpec) -> str:
     """Why the flags remove a tag."""
     why = []
     if j.beyond:
-        why.append(f"beyond keep-last {r.keep_last}: rank {j.rank} by {_by(r)}")
+        why.append(f"beyond keep-last {r.keep_last}: rank {j.rank} by {_by(r)}{j.ties}")
     if j.old:
         why.append(f"older than {r.older_than}: {j.said}")
     if not why:
