@@ -32,7 +32,7 @@ from regplan import apply
 from regplan.decide.flags import Retention
 from regplan.decide.planner import decide
 from regplan.decide.selection import ImageSpec, Selection, resolve
-from regplan.demo.samples import Pushable, Registry, image, index
+from regplan.demo.samples import Pushable, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError, StalePlanError
 from regplan.plans.signing import load_trusted
 from regplan.scan.layout import tag_dir
@@ -59,15 +59,17 @@ LATER = 2_000_000_000.0
 
 layers = st.lists(st.integers(0, 4), min_size=1, max_size=2, unique=True)
 """Layers from a small pool: images share them, in a repository and across."""
-Push = tuple[str, str | None, bool, list[int], list[int]]
+Push = tuple[str, str | None, str, list[int], list[int]]
+KINDS = ["image", "image", "index", "index", "referrer", "signature"]
+"""Of what a push is (images and indexes the likelier)."""
 
 
 def pushes(repos: list[str]) -> st.SearchStrategy[Push]:
-    """(repository, tag or untagged, an index?, its layers, its second platform's)."""
+    """(repository, tag or untagged, its kind (KINDS), its layers, its second platform's)."""
     return st.tuples(
         st.sampled_from(repos),
         st.sampled_from([*TAGS, None]),
-        st.booleans(),
+        st.sampled_from(KINDS),
         layers,
         layers,
     )
@@ -121,33 +123,57 @@ requests = st.builds(
 def item_of(p: Push, n: int) -> Pushable:
     """The image (or two-platform index) a push writes; ``n`` tells apart pushes of the
     same layers (its config's time), so equal ``n`` and layers are the same content."""
-    _, _, is_index, la, lb = p
+    _, _, kind, la, lb = p
     created = f"2026-01-{1 + n % 28:02d}T00:00:00Z"
     first = image([{f"l{i}": f"layer {i}".encode()} for i in la], created=created)
-    if not is_index:
+    if kind != "index":
         return first
     second = image([{f"l{i}": f"layer {i}".encode()} for i in lb], arch="arm64", created=created)
     return index([first, second])
 
 
-def build(root: Path, history: list[Push]) -> None:
-    reg = Registry.create(root)
+@attrs.define
+class Client:
+    """Pushes as a registry's clients make them. A referrer (an OCI manifest with a
+    subject) or a cosign signature or attestation (its tag) is of the repository's
+    last push; with none, an image is pushed instead."""
+
+    reg: Registry
+    last: dict[str, Pushable] = attrs.field(factory=dict)
+
+    def push(self, p: Push, n: int) -> None:
+        repo, tag, kind, _, _ = p
+        subject = self.last.get(repo)
+        if kind == "signature" and subject is not None:
+            suffix = "sig" if n % 2 == 0 else "att"
+            self.reg.push(repo, cosign(subject, repo, kind=suffix), attached_tag(subject, suffix))
+            return
+        item = item_of(p, n)
+        if kind == "referrer" and subject is not None:
+            item = image([{"sig": str(n).encode()}], subject=subject.manifest)
+        self.reg.push(repo, item, tag)
+        self.last[repo] = item
+
+
+def build(root: Path, history: list[Push]) -> Client:
+    client = Client(Registry.create(root))
     for n, p in enumerate(history):
-        reg.push(p[0], item_of(p, n), p[1])
+        client.push(p, n)
+    return client
 
 
-def meddle(v2: Path, changes: list[Op]) -> None:
+def meddle(v2: Path, changes: list[Op], last: dict[str, Pushable]) -> None:
     """What the registry's clients did between plan and apply."""
-    reg = Registry(v2=v2, clock=LATER)
+    client = Client(Registry(v2=v2, clock=LATER), dict(last))
     for n, (kind, what) in enumerate(changes):
         tags = sorted(images_on_disk(v2)[0].items())
         if kind == "push":
             assert isinstance(what, tuple)
-            reg.push(what[0], item_of(what, n), what[1])
+            client.push(what, n)
         elif tags and isinstance(what, int):
             (repo, tag), (digest, _) = tags[what % len(tags)]
             if kind == "retag":
-                reg.tag(repo, tag, digest)  # type: ignore[arg-type]
+                client.reg.tag(repo, tag, digest)  # type: ignore[arg-type]
             else:
                 shutil.rmtree(v2 / tag_dir(repo, tag))
 
@@ -197,7 +223,7 @@ def check_busy_apply(history: list[Push], request: Request, changes: list[Op]) -
     """Plan, meddle, apply; the two properties of the module's docstring."""
     with tempfile.TemporaryDirectory(prefix="regplan-busy-", dir=scratch()) as tmp:
         root = Path(tmp) / "root"
-        build(root, history)
+        client = build(root, history)
         v2 = FsStorage.locate(root).v2
         sel = request.selection(history)
         try:
@@ -207,7 +233,7 @@ def check_busy_apply(history: list[Push], request: Request, changes: list[Op]) -
             raise
         assume(plan.targets)
         planned = images_on_disk(v2)
-        meddle(v2, changes)
+        meddle(v2, changes, client.last)
         fresh = fresh_targets(root, sel)
         before, (tags, revisions) = reference_entries(v2), images_on_disk(v2)
         assert broken_images(v2) == []  # pushes and deletes leave every image whole
@@ -257,26 +283,26 @@ def examples(n: int) -> settings:
 
 
 A_BLOB_REUSED = example(  # --gc removes layer 1's blob; a new push in another repository uses it
-    history=[("a", "t1", False, [0, 1], [0]), ("a", "t1", False, [0], [0])],
+    history=[("a", "t1", "image", [0, 1], [0]), ("a", "t1", "image", [0], [0])],
     request=Request(images=[], keep_last=None, untagged=["a"], gc=True, prune=True),
-    changes=[("push", ("c", "t1", False, [1], [0]))],
+    changes=[("push", ("c", "t1", "image", [1], [0]))],
 )
 A_TAG_REPUSHED = example(  # the approved tag pushed again with the same content, later
-    history=[("a", "t1", False, [0], [0]), ("a", "t2", True, [1], [2])],
+    history=[("a", "t1", "image", [0], [0]), ("a", "t2", "index", [1], [2])],
     request=Request(images=[(1, True)], keep_last=None, untagged=[], gc=True, prune=True),
-    changes=[("retag", 1), ("push", ("n", "t1", True, [1], [3]))],
+    changes=[("retag", 1), ("push", ("n", "t1", "index", [1], [3]))],
 )
 AN_UNTAGGED_PUSH = example(  # nobody approved the new untagged manifest that uses a removed blob
-    history=[("a", "t1", False, [0, 1], [0]), ("a", "t2", False, [2], [0])],
+    history=[("a", "t1", "image", [0, 1], [0]), ("a", "t2", "image", [2], [0])],
     request=Request(images=[(0, False)], keep_last=1, untagged=[], gc=True, prune=False),
-    changes=[("push", ("a", None, False, [1], [0]))],
+    changes=[("push", ("a", None, "image", [1], [0]))],
 )
 
 NO_LONGER_CHOSEN = example(  # a tag's history entry the plan lists, no longer chosen once the
     # tag is pushed again with new content
-    history=[("a", "t1", False, [0], [0]), ("a", "t2", False, [0], [0])],
+    history=[("a", "t1", "image", [0], [0]), ("a", "t2", "image", [0], [0])],
     request=Request(images=[(0, False)], keep_last=0, untagged=[], gc=False, prune=False),
-    changes=[("push", ("a", "t1", False, [0, 1], [0]))],
+    changes=[("push", ("a", "t1", "image", [0, 1], [0]))],
 )
 
 
@@ -301,7 +327,7 @@ def test_a_busy_apply_removes_only_what_is_approved_and_still_chosen(
 @settings(phases=[Phase.explicit], deadline=None)
 @given(history=st.just([]), request=requests, changes=st.just([]))
 @example(
-    history=[("a", "t1", False, [0], [0]), (NESTED, "t1", False, [0], [0])],
+    history=[("a", "t1", "image", [0], [0]), (NESTED, "t1", "image", [0], [0])],
     request=Request(images=[(0, True)], keep_last=None, untagged=[], gc=False, prune=False),
     changes=[("retag", 0)],
 )
