@@ -30,6 +30,7 @@ from regplan.changes.records import State
 from regplan.changes.transaction import ApplyResult
 from regplan.demo.samples import BASE, Registry, build_demo, image
 from regplan.plans import signing
+from regplan.progress import Progress
 from regplan.scan.layout import tag_dir
 from regplan.storage import location
 from regplan.storage.fs.fsstorage import FsStorage
@@ -45,7 +46,7 @@ from tests.helpers import (
     write_plan_file,
     write_pub,
 )
-from tests.test_crash import KillingDisk, Steps, assert_killed, in_child, kill_points
+from tests.test_crash import KillingDisk, Steps, assert_killed, die, in_child, kill_points
 
 LATER = 2_000_000_000.0
 """Pushes after planning."""
@@ -71,7 +72,12 @@ class Busy:
         shutil.copytree(self.pushed, dst, symlinks=True)
         return dst
 
-    def apply(self, root: Path, opener: Callable[[Location], Store] | None = None) -> ApplyResult:
+    def apply(
+        self,
+        root: Path,
+        opener: Callable[[Location], Store] | None = None,
+        scan_progress: Progress | None = None,
+    ) -> ApplyResult:
         return apply.apply_plan(
             plan_path=self.plan,
             trusted=self.trusted,
@@ -80,6 +86,7 @@ class Busy:
             now=NOW,
             registry="stopped (test)",
             opener=opener or location.store,
+            scan_progress=scan_progress,
         )
 
 
@@ -174,3 +181,17 @@ def test_kill_an_apply_that_skips_at_each_kind_of_step(busy: Busy, after: bool) 
         check_finishes(busy, root)
         shutil.rmtree(root)
     assert len(points) >= 6
+
+
+def test_kill_in_the_walk_that_decides_again(busy: Busy) -> None:
+    """Killed while it reads the tree to decide the plan again, before anything is
+    written: no record, the tree as pushed; run again, it skips the same."""
+    root = busy.copy("walk")
+
+    def killer(done: int, total: int) -> None:
+        die()
+
+    assert_killed(in_child(lambda: busy.apply(root, scan_progress=killer)))
+    assert apply.records(FsStorage.locate(root)) == []
+    assert docker_hashes(root) == busy.before
+    check_finishes(busy, root)
