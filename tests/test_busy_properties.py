@@ -305,6 +305,12 @@ NO_LONGER_CHOSEN = example(  # a tag's history entry the plan lists, no longer c
     changes=[("push", ("a", "t1", "image", [0, 1], [0]))],
 )
 
+AN_INDEX_CHILD = example(  # a new index whose child is the untagged image the plan removes
+    history=[("a", None, "image", [0], [0]), ("a", "t2", "image", [2], [0])],
+    request=Request(images=[], keep_last=None, untagged=["a"], gc=True, prune=True),
+    changes=[("push", ("a", "t1", "index", [0], [1]))],
+)
+
 
 @examples(50)
 @given(
@@ -316,6 +322,7 @@ NO_LONGER_CHOSEN = example(  # a tag's history entry the plan lists, no longer c
 @A_TAG_REPUSHED
 @AN_UNTAGGED_PUSH
 @NO_LONGER_CHOSEN
+@AN_INDEX_CHILD
 def test_a_busy_apply_removes_only_what_is_approved_and_still_chosen(
     history: list[Push], request: Request, changes: list[Op]
 ) -> None:
