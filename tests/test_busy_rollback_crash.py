@@ -18,9 +18,12 @@ before and after the store did it.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -31,6 +34,7 @@ from regplan.changes import only, transaction
 from regplan.changes.records import State
 from regplan.changes.transaction import RollbackResult
 from regplan.demo.samples import build_demo
+from regplan.errors import ApplyError
 from regplan.plans import signing
 from regplan.scan.layout import tag_dir
 from regplan.storage import location
@@ -240,6 +244,71 @@ def test_the_full_rollback_after_a_partial_one_killed_at_each_rename_finishes(
         assert partial.state(root) == State.ROLLED_BACK
         assert docker_hashes(root) == partial.before, at
         shutil.rmtree(root)
+
+
+PUSHED_AGAIN = (
+    "blobs/sha256/17/1745e54e8a249887e276668bc12f45963a28c8a20d81db6db768d02121e665ac/data",
+    "repositories/team/app/_layers/sha256/"
+    "1745e54e8a249887e276668bc12f45963a28c8a20d81db6db768d02121e665ac/link",
+)
+"""A config blob of team/app's first untagged build and its layer link: what a push of
+an image with that config writes again, byte for byte, after the apply removed them."""
+
+
+def killed_in_a_drop(quarantine: str) -> Callable[[], None]:
+    """In the child only (an audit hook cannot be removed): SIGKILL at the ``rmdir`` of
+    the first folder under ``quarantine`` that ``shutil.rmtree`` removes, once its files
+    are gone (a slot's copy dropped half way). Nothing is replaced: the hook watches the
+    process's own calls, as strace would."""
+
+    def arm() -> None:
+        armed: list[object] = []
+
+        def hook(event: str, args: tuple[object, ...]) -> None:
+            if event == "shutil.rmtree" and quarantine in str(args[0]):
+                armed.append(args[0])
+            elif event == "os.rmdir" and armed:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        sys.addaudithook(hook)
+
+    return arm
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ApplyError,
+    reason="a rollback killed while it removes the quarantined copy of a target pushed again "
+    "with the same bytes (between rmtree's unlink of the slot's file and the rmdir of its "
+    "folder) leaves an empty slot folder; the same rollback again compares the place with "
+    "that empty slot (fsmove._same: different files), calls it 'other content' and refuses "
+    "for ever (exit 1, state rolling-back): store.in_slots counts the folder as a copy",
+)
+@pytest.mark.parametrize("ref", ["team/app", ""], ids=["only", "full"])
+def test_a_rollback_killed_while_it_drops_a_copy_pushed_again_finishes(
+    partial: Partial, ref: str
+) -> None:
+    """Layers pushed again byte for byte since the apply count as restored: their copies
+    in the quarantine go (rmtree). Killed half way through removing one, the same
+    rollback (``--only team/app``, or full) again finishes, and a full one leaves the
+    tree as before the apply."""
+    root = partial.copy(f"drop-{ref or 'full'}")
+    v2, was = root / V2, partial.base / "original" / V2
+    for rel in PUSHED_AGAIN:
+        (v2 / rel).parent.mkdir(parents=True, exist_ok=True)
+        (v2 / rel).write_bytes((was / rel).read_bytes())
+    quarantine = str(root / "regplan-state" / "quarantine" / partial.apply_id)
+    arm = killed_in_a_drop(quarantine)
+    assert_killed(in_child(lambda: (arm(), partial.again(root, ref))))
+    assert partial.state(root) == State.ROLLING_BACK
+    slots = [Path(quarantine) / n for n in os.listdir(quarantine) if n.isdigit()]
+    assert [s for s in slots if s.is_dir() and not any(s.iterdir())] != []  # the half drop
+    partial.again(root, ref)
+    if ref:
+        assert partial.whole(root, ref) == []
+        partial.again(root)
+    assert partial.state(root) == State.ROLLED_BACK
+    assert docker_hashes(root) == partial.before
 
 
 # -- the memory bucket ----------------------------------------------------------
