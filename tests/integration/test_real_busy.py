@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 
 from regplan.changes.recheck import CHANGED, UNSELECTED
 from regplan.decide.flags import Retention
@@ -121,15 +122,16 @@ def test_a_push_that_reuses_a_removed_blob_keeps_it(
     assert broken_images(v2) == []
 
 
+@pytest.mark.parametrize("content", ["new", "same"])
 def test_a_re_pushed_approved_tag_is_not_removed(
-    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
+    pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path, content: str
 ) -> None:
-    """team/app:v1 and v2 approved; v1 is pushed again with new content. v1 stays
-    (changed since the plan) and pulls its new content; v2 goes."""
+    """team/app:v1 and v2 approved; v1 is pushed again, with new content or the same
+    (later). v1 stays (changed since the plan) and pulls what was pushed; v2 goes."""
     root = copy_of(pushed, tmp_path)
     reg = serve(root)
     plan, _ = plan_of(root, tmp_path, selection(("team/app:v1", "team/app:v2")))
-    again = own("app-v1-again")
+    again = own("app-v1-again") if content == "new" else pushed[1].tagged()["team/app:v1"]
     reg.push("team/app", "v1", again)
     result = apply_stopped(reg, plan, tmp_path)
     assert {"path": tag_dir("team/app", "v1"), "why": CHANGED} in result["skipped"]
