@@ -125,12 +125,15 @@ def test_rollback_only_one_tag_then_the_rest_is_byte_for_byte(
     pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
 ) -> None:
     """``rollback --only team/app:v1``: that image pulls (by tag and by digest), nothing
-    else the apply removed does, history says partly-rolled-back; the full rollback then
-    leaves every file as before the apply and every image pulls."""
+    else the apply removed does, history says partly-rolled-back; ``--only
+    team/app@<digest prefix>`` then brings back an untagged build whose blobs went with
+    their pruned folders; the full rollback then leaves every file as before the apply
+    and every image pulls."""
     a = applied(pushed, serve, tmp_path)
     v1 = next(str(i.digest) for r, t, i in pushed[1].pushes if (r, t) == ("team/app", "v1"))
+    build = next(str(i.digest) for r, t, i in pushed[1].pushes if (r, t) == ("team/app", "latest"))
     mine = {"team/app:v1", f"team/app@{v1}"}
-    assert mine <= a.gone
+    assert mine | {f"team/app@{build}"} <= a.gone
 
     r = a.rollback("--only", "team/app:v1")
     assert r.exit_code == 0, r.output
@@ -140,6 +143,15 @@ def test_rollback_only_one_tag_then_the_rest_is_byte_for_byte(
     a.reg.start()
     assert a.reg.not_pulled(mine) == []
     assert a.reg.not_pulled(a.gone - mine) == sorted(a.gone - mine)
+    a.reg.stop()
+
+    r = a.rollback("--only", f"team/app@{build[:19]}")
+    assert r.exit_code == 0, r.output
+    mine.add(f"team/app@{build}")
+    assert a.state() == ("partly-rolled-back", 0)
+    assert all_refs(a.root) == (a.before - a.gone) | mine
+    a.reg.start()
+    assert a.reg.not_pulled(a.gone) == sorted(a.gone - mine)
     a.reg.stop()
 
     r = a.rollback()
