@@ -299,6 +299,30 @@ def test_request_matching_nothing_is_an_error(
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "nearest"),
+    [
+        ("tema/*", "team/app, team/app/cache, team/signed, team/tool"),
+        ("team/ap", "team/app, team/app/cache, team/tool"),
+        ("old/rpeo", "old/repo"),
+    ],
+)
+def test_a_typo_lists_the_nearest_repositories(demo_root: Path, pattern: str, nearest: str) -> None:
+    """#33.12: ``--image 'tema/*'`` names the repositories near what was typed, not every
+    repository of the storage."""
+    with pytest.raises(SelectionError) as e:
+        plan_for(demo_root, pattern)
+    assert str(e.value) == f"--image {pattern}: no repository matches (nearest: {nearest})"
+
+
+def test_a_pattern_near_nothing_says_so(demo_root: Path) -> None:
+    with pytest.raises(SelectionError) as e:
+        plan_for(demo_root, untagged=("zzz/*",))
+    assert str(e.value) == (
+        "--untagged zzz/*: no repository matches, and none is near it (5 repositories)"
+    )
+
+
 def test_globs_cross_slashes(demo_root: Path) -> None:
     d = plan_for(demo_root, untagged=("team/*",))
     assert all(

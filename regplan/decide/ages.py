@@ -50,13 +50,21 @@ def day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def tag_time(tag: Tag, created: Mapping[Digest, str], by: str) -> tuple[float | None, str]:
+def tag_time(
+    tag: Tag, created: Mapping[Digest, str], by: str, *, now: float
+) -> tuple[float | None, str]:
     """(when, how a reason says it) of a tag: its push, or with ``by`` "created" its
-    image's config ``created`` time (None when that cannot be read)."""
+    image's config ``created`` time. None when that cannot be read, or when it is later
+    than ``now`` (the plan's time): a clock ahead, or a forged config, is no age, and
+    what has none is kept."""
     if by == "created":
         text = created.get(tag.current) if tag.current is not None else None
-        when = parse_time(text) if text else None
-        if when is None:
+        parsed = parse_time(text) if text else None
+        if parsed is None:
             return None, "no created time"
-        return when.timestamp(), f"created {day(when.timestamp())}"
-    return tag.pushed_at, f"pushed {day(tag.pushed_at)}"
+        when, said = parsed.timestamp(), "created"
+    else:
+        when, said = tag.pushed_at, "pushed"
+    if when > now:
+        return None, f"{said} {day(when)}, after the plan's time {day(now)}"
+    return when, f"{said} {day(when)}"

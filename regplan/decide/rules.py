@@ -172,14 +172,15 @@ class Judgement:
 
 
 def _dated(
-    rule: Rule, tag: Tag, created: Mapping[Digest, str], by: str
+    rule: Rule, tag: Tag, created: Mapping[Digest, str], by: str, now: float
 ) -> tuple[float, float | None, str]:
-    """The rank key (larger: newer), the time (None: it cannot be dated) and how a reason
-    says it."""
+    """The rank key (larger: newer), the time (None: it cannot be dated, or it is later
+    than ``now``) and how a reason says it."""
     if rule.origin is Origin.FLAGS:  # a tag without a current link: by its push
-        when, said = tag_time(tag, created, by if tag.current is not None else "pushed")
+        by = by if tag.current is not None else "pushed"
+        when, said = tag_time(tag, created, by, now=now)
         return (float("-inf") if when is None else when), when, said
-    when, said = tag_time(tag, created, by)
+    when, said = tag_time(tag, created, by, now=now)
     return (when or float("-inf")), when, said
 
 
@@ -192,7 +193,7 @@ def judge(
     left_out = {t: _skipped_by(rule, t) for t in images}
     skipped = [(t, why) for t, why in left_out.items() if why is not None]
     chosen = [t for t, why in left_out.items() if why is None]
-    timed = {t: _dated(rule, repo.tags[t], created, k.by) for t in chosen}
+    timed = {t: _dated(rule, repo.tags[t], created, k.by, now.timestamp()) for t in chosen}
     ranked = sorted(chosen, key=lambda t: (-timed[t][0], t))
     cutoff = (now - parse_age(k.within)).timestamp() if k.within else None
     same: dict[float, list[str]] = {}

@@ -7,7 +7,9 @@ it notes what a rule touched but keeps.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -124,11 +126,32 @@ class Resolved:
 def _match_repos(pattern: str, names: list[str], flag: str, strict: bool = True) -> list[str]:
     found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not found and strict:
-        hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+        near = nearest(pattern, names)
+        if near:
+            hint = f"(nearest: {', '.join(near)})"
+        elif names:
+            hint = f", and none is near it ({len(names)} repositories)"
+        else:
+            hint = "(the storage holds no repository)"
         raise SelectionError(
-            f"{flag} {pattern}: no repository matches (repositories: {hint or 'none'})"
+            f"{flag} {pattern}: no repository matches{' ' * (hint[0] == '(')}{hint}"
         )
     return found
+
+
+def nearest(pattern: str, names: list[str], n: int = 5) -> list[str]:
+    """The names nearest ``pattern`` (a typo), nearest first (difflib's ratio over 0.6).
+    A glob is compared by what it spells out before its first wildcard, with as much of
+    each name (``tema/*``: ``tema/`` against ``team/``, ``old/``)."""
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    if literal == pattern or not literal:
+        spelled = pattern.replace("*", "").replace("?", "")
+        return difflib.get_close_matches(spelled, names, n=n, cutoff=0.6)
+    by_prefix: dict[str, list[str]] = {}
+    for name in names:
+        by_prefix.setdefault(name[: len(literal)], []).append(name)
+    close = difflib.get_close_matches(literal, list(by_prefix), n=n, cutoff=0.6)
+    return [name for prefix in close for name in by_prefix[prefix]][:n]
 
 
 class _Resolver:
@@ -248,7 +271,8 @@ class _Resolver:
             self.tags.setdefault((repo.name, name), reason)
 
     def _undated(self, repo: Repository, tag: str, said: str) -> None:
-        why = f"{said}: cannot tell its age (--sort-by created); kept"
+        by = " (--sort-by created)" if self.sel.retention.sort_by == "created" else ""
+        why = f"{said}: cannot tell its age{by}; kept"
         self.kept[tag_dir(repo.name, tag)] = why
         self.problems.append(
             Problem(path=tag_dir(repo.name, tag), code=ProblemCode.UNREADABLE, message=why)
