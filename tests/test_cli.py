@@ -252,11 +252,11 @@ def test_apply_history_rollback_purge_cycle(
     assert {"apply_id", "state", "plan_id", "started_at", "bytes"} <= entry.keys()
     text = run(runner, "history", "--root", str(demo_root))
     assert apply_id in text.output and "applied" in text.output
-    back = run(runner, "rollback", apply_id, "--root", str(demo_root), "-q")
+    back = run(runner, "rollback", apply_id, "--root", str(demo_root))
     assert back.exit_code == 0 and "Restart the registry" in back.output
     redo = runner.invoke(cli, ["apply", str(out), "--trust", str(pub), "--json"])
     second = json.loads(redo.stdout)["apply_id"]
-    p = run(runner, "purge", "--older-than", "0s", "--root", str(demo_root), "-q")
+    p = run(runner, "purge", "--older-than", "0s", "--root", str(demo_root))
     assert p.exit_code == 0 and second in p.output
     states = [
         e["state"]
@@ -265,6 +265,29 @@ def test_apply_history_rollback_purge_cycle(
         )
     ]
     assert states == ["rolled-back", "purged"]
+
+
+def test_quiet_plan_apply_rollback_purge_print_nothing_when_they_succeed(
+    runner: CliRunner, demo_root: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """#33.12: ``-q`` silences the summaries (and the next steps) of plan, apply,
+    rollback and purge; the exit code says the rest, and ``--json`` is still printed."""
+    key, pub = keys
+    out = tmp_path / "p.json"
+    sel = ("--image", "team/app:v1", "--untagged", "*")
+    r = make(runner, demo_root, key, out, *sel, "-q")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "") and out.exists()
+    as_json = make(runner, demo_root, key, tmp_path / "j.json", *sel, "-q", "--json")
+    assert json.loads(as_json.stdout)["path"] == str(tmp_path / "j.json")
+    r = run(runner, "apply", str(out), "--trust", str(pub), "-q")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
+    [entry] = json.loads(run(runner, "history", "--root", str(demo_root), "--json").stdout)
+    r = run(runner, "rollback", entry["apply_id"], "--root", str(demo_root), "-q")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
+    r = run(runner, "apply", str(tmp_path / "j.json"), "--trust", str(pub), "-q", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["moved"] > 0
+    r = run(runner, "purge", json.loads(r.stdout)["apply_id"], "--root", str(demo_root), "-q")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
 
 
 def test_the_whole_cycle_with_walks_in_shares(

@@ -97,7 +97,7 @@ def apply_cmd(
         )
     if as_json:
         emit_json(results.result_json(result))
-    else:
+    elif not quiet:
         where = where_args(config, root_of(result.quarantine))
         click.echo(results.applied(result, advice(config, url), where))
         click.echo(check_hint(url, root_of(result.quarantine), plan_file, config))
@@ -160,7 +160,7 @@ def rollback(
         )
     if as_json:
         emit_json(results.result_json(result))
-    else:
+    elif not quiet:
         click.echo(results.rolled_back(result, advice(config, url)))
         click.echo(check_hint(url, storage.root, config=config))
     if not result.fingerprint_ok:  # all it moved is back: what else changed is not an error
@@ -219,5 +219,5 @@ def purge(
         )
     if as_json:
         emit_json([r.apply_id for r in done])
-    else:
+    elif not quiet:
         click.echo(results.purged(done))

@@ -177,7 +177,7 @@ def plan(
         version=int(version) if version else None,
         sparse_indexes=settings is not None and settings.sparse_indexes,
     )
-    if selection.prune and not location.has_folders(storage):
+    if selection.prune and not location.has_folders(storage) and not quiet:
         click.echo(
             "Note: --prune has nothing to do on object storage: a bucket has no empty folders "
             "(a folder is gone with its last key).",
@@ -200,14 +200,17 @@ def plan(
     with made:
         workflow.write_plan(made, path)
     header, counts = made.header, made.counts
-    _report_written(header, counts, path, as_json=as_json)
+    _report_written(header, counts, path, as_json=as_json, quiet=quiet)
     s = header.summary
     if detailed_exitcode and s.targets:
         ctx.exit(2)
 
 
-def _report_written(header: Plan, counts: Mapping[str, int], path: Path, *, as_json: bool) -> None:
-    """What ``plan`` says once the file is written (warnings go to stderr)."""
+def _report_written(
+    header: Plan, counts: Mapping[str, int], path: Path, *, as_json: bool, quiet: bool
+) -> None:
+    """What ``plan`` says once the file is written (warnings go to stderr; ``quiet``:
+    only they, or the JSON asked for)."""
     for p in header.request.selection.protect:
         if not p.matches:
             click.echo(
@@ -225,6 +228,8 @@ def _report_written(header: Plan, counts: Mapping[str, int], path: Path, *, as_j
                 "problems": counts["problems"],
             }
         )
+        return
+    if quiet:
         return
     click.echo(
         f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
