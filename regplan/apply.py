@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from regplan.changes import applies, fresh, recheck, transaction
+from regplan.changes import applies, fresh, purging, recheck, transaction
 from regplan.changes import only as changes_only
 from regplan.changes.records import ApplyRecord
 from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
@@ -70,7 +70,9 @@ def apply_plan(
             opener(storage),
             now=now,
             check_fresh=lambda: fresh.check_fresh(stream.header, storage, scan_progress),
-            recheck=None if exact else lambda: recheck.recheck(stream, storage, scan_progress),
+            recheck=None
+            if exact
+            else lambda decided: recheck.recheck(stream, storage, scan_progress, resuming=decided),
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,
@@ -93,11 +95,6 @@ def rollback(
     all they need; the rest stays in the quarantine); refuse (nothing moved) on
     conflicts."""
     store = location.store(storage)
-    choose = (
-        changes_only.chooser(store, apply_id, tuple(only), lambda: location.read(storage).manifests)
-        if only
-        else None
-    )
     return transaction.rollback(
         store,
         apply_id,
@@ -106,7 +103,8 @@ def rollback(
         scan_progress=scan_progress,
         break_lock=break_lock,
         registry=registry,
-        only=choose,
+        only=tuple(only),
+        choose=changes_only.chooser(store, apply_id, lambda: location.read(storage).manifests),
     )
 
 
@@ -121,7 +119,7 @@ def purge(
     break_lock: bool = False,
 ) -> list[ApplyRecord]:
     """Delete the quarantine of one apply, or of every applied one older than an age."""
-    return transaction.purge(
+    return purging.purge(
         location.store(storage),
         apply_id=apply_id,
         older_than=older_than,

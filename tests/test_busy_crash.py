@@ -197,12 +197,6 @@ def test_kill_in_the_walk_that_decides_again(busy: Busy) -> None:
     check_finishes(busy, root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resumed apply skips what the killed one decided and nothing more: an image "
-    "pushed between the kill and the run again that uses an approved target not yet moved "
-    "loses it (the final check then reports the tree differs, #32)",
-)
 def test_a_push_between_the_kill_and_the_run_again_stays_whole(busy: Busy) -> None:
     """Killed at its first rename (records written, nothing moved); the registry, started
     meanwhile, takes a push of team/app's untagged build1 (its blobs approved, not yet

@@ -96,10 +96,8 @@ class Partial:
         """``rollback --only ref`` over ``store`` (as apply.rollback wires it)."""
         storage = FsStorage.locate(root)
         store = store or FsStore(storage)
-        choose = only.chooser(
-            store, self.apply_id, (ref,), lambda: location.read(storage).manifests
-        )
-        return transaction.rollback(store, self.apply_id, now=NOW, only=choose)
+        choose = only.chooser(store, self.apply_id, lambda: location.read(storage).manifests)
+        return transaction.rollback(store, self.apply_id, now=NOW, only=(ref,), choose=choose)
 
     def again(self, root: Path, ref: str = "") -> RollbackResult:
         """The command run again by the operator: ``rollback [--only ref]``."""
@@ -247,14 +245,6 @@ def test_the_full_rollback_after_a_partial_one_killed_at_each_rename_finishes(
         shutil.rmtree(root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a killed rollback --only A leaves A half restored (its tag back first, its "
-    "revision and layer links still quarantined); rollback --only B then finishes, exit 0, "
-    "and records partly-rolled-back: nothing says A is unfinished while the tree names a "
-    "tag whose manifest or layers are missing (the registry serves it broken)",
-)
 def test_another_partial_rollback_after_a_killed_one_leaves_no_image_half_restored(
     partial: Partial,
 ) -> None:
@@ -302,15 +292,6 @@ def killed_in_a_drop(quarantine: str) -> Callable[[], None]:
     return arm
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ApplyError,
-    reason="a rollback killed while it removes the quarantined copy of a target pushed again "
-    "with the same bytes (between rmtree's unlink of the slot's file and the rmdir of its "
-    "folder) leaves an empty slot folder; the same rollback again compares the place with "
-    "that empty slot (fsmove._same: different files), calls it 'other content' and refuses "
-    "for ever (exit 1, state rolling-back): store.in_slots counts the folder as a copy",
-)
 @pytest.mark.parametrize("ref", ["team/app", ""], ids=["only", "full"])
 def test_a_rollback_killed_while_it_drops_a_copy_pushed_again_finishes(
     partial: Partial, ref: str
@@ -338,15 +319,6 @@ def test_a_rollback_killed_while_it_drops_a_copy_pushed_again_finishes(
     assert docker_hashes(root) == partial.before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a rollback killed while it removes the quarantined copy of a tag pushed again "
-    "with the same bytes (rmtree half way: current/link left, index/ emptied) finishes "
-    "when run again, but calls the tag superseded (pushed since with other content), "
-    "keeps the half copy in the quarantine and records superseded=1: the half slot is "
-    "compared with the place as if it were the apply-time version",
-)
 def test_a_tag_pushed_again_byte_for_byte_is_not_superseded_after_a_kill(
     partial: Partial,
 ) -> None:

@@ -90,15 +90,16 @@ def began(store: Store, apply_id: str) -> Iterator[PlanStream]:
         yield stack.enter_context(PlanStream.of_file(f, store.url(plan(apply_id))))
 
 
-def keep_recheck(store: Store, apply_id: str, found: Recheck) -> None:
-    """What the apply decided to move (a resumed apply skips the same)."""
+def keep_recheck(store: Store, apply_id: str, found: Recheck, *, again: bool = False) -> None:
+    """What the apply decided to move (a resumed apply skips at least the same;
+    ``again``: what a resumed apply decided, replacing it)."""
     raw = {
         "after": _digest_json(found.after),
         "before": _digest_json(found.before) if found.before is not None else None,
         "skipped": [list(s) for s in found.skipped],
         "bytes": found.bytes,
     }
-    store.write(decided(apply_id), [json.dumps(raw, sort_keys=True).encode()], new=True)
+    store.write(decided(apply_id), [json.dumps(raw, sort_keys=True).encode()], new=not again)
 
 
 def read_recheck(store: Store, apply_id: str) -> Recheck | None:

@@ -124,14 +124,13 @@ def closure(targets: Iterable[tuple[int, Target]], images: list[Image], refs: It
 def chooser(
     store: Store,
     apply_id: str,
-    refs: tuple[str, ...],
     stored: Callable[[], Mapping[Digest, Manifest]],
-) -> Callable[[PlanStream], set[int]]:
-    """What ``rollback --only refs`` restores of a plan: manifests read from the
+) -> Callable[[PlanStream, tuple[str, ...]], set[int]]:
+    """What ``rollback --only REF…`` restores of a plan: manifests read from the
     quarantine (a blob the apply moved), else from the storage (``stored``: read once,
     only when asked)."""
 
-    def choose(plan: PlanStream) -> set[int]:
+    def choose(plan: PlanStream, refs: tuple[str, ...]) -> set[int]:
         targets = list(enumerate(plan.targets()))
         blobs = {t.path: i for i, t in targets if t.kind == TargetKind.BLOB}
         found: list[Mapping[Digest, Manifest]] = []

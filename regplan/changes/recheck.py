@@ -116,14 +116,23 @@ def _empties(inv: Inventory, folders: Mapping[int, Target], moving: set[str]) ->
     return out
 
 
-def recheck(stream: PlanStream, storage: Location, progress: Progress | None = None) -> Recheck:
-    """Read the storage, decide the plan's request again, and say what may move."""
+def recheck(
+    stream: PlanStream,
+    storage: Location,
+    progress: Progress | None = None,
+    *,
+    resuming: Recheck | None = None,
+) -> Recheck:
+    """Read the storage, decide the plan's request again, and say what may move (for an
+    apply killed part way, ``resuming`` is what it decided: what it skipped stays
+    skipped, and what else the tree as it is now holds back is added)."""
     plan: Plan = stream.header
     selection = selection_of(plan.request)
     inv = location.read(
         storage, progress=progress, created=selection.created, mtimes=selection.ages
     )
-    if inv.tree.digest.digest == plan.fingerprint.after and plan.summary.targets:
+    done = inv.tree.digest.digest == plan.fingerprint.after and plan.summary.targets
+    if done and resuming is None:
         raise StalePlanError(
             f"plan {plan.plan_id} was already applied to {storage.root} "
             "(the tree is in the state the plan leaves)"
@@ -135,12 +144,14 @@ def recheck(stream: PlanStream, storage: Location, progress: Progress | None = N
         chosen = frozenset(t.path for t in spooled.targets.targets())
     finally:
         spooled.targets.close()
-    why: dict[int, str] = {}
+    why: dict[int, str] = {i: w for i, _, w in resuming.skipped} if resuming else {}
     paths: dict[int, str] = {}
     sizes: dict[int, int] = {}
     folders: dict[int, Target] = {}
     for i, t in enumerate(stream.targets()):
         paths[i], sizes[i] = t.path, t.bytes
+        if i in why:
+            continue
         if t.kind == TargetKind.EMPTY_DIR:
             if t.path in inv.tree:
                 folders[i] = t
@@ -169,3 +180,12 @@ def describe(whys: Iterable[str]) -> str:
         key = "needed by an image that stays" if why.startswith("needed by ") else why
         counts[key] = counts.get(key, 0) + 1
     return "; ".join(f"{n} {why}" for why, n in sorted(counts.items()))
+
+
+def resumed(before: Recheck, found: Recheck) -> Recheck:
+    """``found`` (decided again with what ``before`` skipped kept) for an apply run again
+    after a kill: what is gone now was moved or pruned by the run killed (or went since:
+    the moves say so), so only what else the tree holds back is added to the skips."""
+    old = {i for i, _, _ in before.skipped}
+    kept = tuple(s for s in found.skipped if s[0] in old or s[2] != GONE)
+    return attrs.evolve(found, skipped=kept, before=before.before, bytes=before.bytes)

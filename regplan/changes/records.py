@@ -46,6 +46,9 @@ class ApplyRecord:
     superseded: int = 0
     """Tags a rollback left as pushed since the apply: their apply-time version stays in
     the quarantine (purgeable)."""
+    only: tuple[str, ...] = ()
+    """While a ``rollback --only`` runs (and after it): the references it restores (a
+    rollback run again after a kill restores at least these)."""
 
 
 _converter = codec.make_converter()

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from regplan.changes import applies, moves
-from regplan.changes.recheck import Recheck, describe
+from regplan.changes.recheck import Recheck, describe, resumed
 from regplan.changes.records import ApplyRecord, State
 from regplan.errors import ApplyError, StalePlanError
 from regplan.plans import signing
@@ -104,7 +104,7 @@ def apply(
     *,
     now: datetime,
     check_fresh: Callable[[], None],
-    recheck: Callable[[], Recheck] | None = None,
+    recheck: Callable[[Recheck | None], Recheck] | None = None,
     progress: Progress | None = None,
     scan_progress: Progress | None = None,
     break_lock: bool = False,
@@ -122,7 +122,8 @@ def apply(
         if resuming is not None:
             _refuse_another_plan(store, stream, resuming)
             log.info("resuming apply %s", resuming.apply_id)
-            record, found = resuming, applies.read_recheck(store, resuming.apply_id)
+            record = resuming
+            found = _decided_again(stream, store, resuming.apply_id, recheck)
         else:
             _refuse_beside_interrupted(store, plan.plan_id)
             found = _decide(stream, check_fresh, recheck)
@@ -185,8 +186,26 @@ def _refuse_another_plan(store: Store, stream: PlanStream, resuming: ApplyRecord
             )
 
 
+def _decided_again(
+    stream: PlanStream,
+    store: Store,
+    apply_id: str,
+    recheck: Callable[[Recheck | None], Recheck] | None,
+) -> Recheck | None:
+    """An apply killed part way, run again: what it decided, and what the tree as it is
+    now skips of what it had still to move (a push while it was down may need it)."""
+    before = applies.read_recheck(store, apply_id)
+    if before is None or recheck is None:
+        return before
+    found = resumed(before, recheck(before))
+    applies.keep_recheck(store, apply_id, found, again=True)
+    return found
+
+
 def _decide(
-    stream: PlanStream, check_fresh: Callable[[], None], recheck: Callable[[], Recheck] | None
+    stream: PlanStream,
+    check_fresh: Callable[[], None],
+    recheck: Callable[[Recheck | None], Recheck] | None,
 ) -> Recheck | None:
     """What moves: everything as planned (None: the tree must be the one planned), or
     what still holds (a plan whose targets carry their digests)."""
@@ -194,7 +213,7 @@ def _decide(
     if recheck is None or first is None or first.digest is None:
         check_fresh()
         return None
-    found = recheck()
+    found = recheck(None)
     if len(found.skipped) == stream.counts["targets"]:
         raise StalePlanError(
             f"nothing of plan {stream.header.plan_id} applies any more: "
@@ -286,22 +305,27 @@ def rollback(
     progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
-    only: Callable[[PlanStream], set[int]] | None = None,
+    only: tuple[str, ...] = (),
+    choose: Callable[[PlanStream, tuple[str, ...]], set[int]] | None = None,
 ) -> RollbackResult:
-    """Put everything of one apply back (``only``: the targets it chooses of the plan, as
-    ``rollback --only``; the rest stays in the quarantine); refuse (nothing moved) when
-    a target's place holds something unknown, or a later apply touched the same folders."""
+    """Put everything of one apply back (``only``: the images those references name,
+    the targets ``choose`` finds for them, as ``rollback --only``; the rest stays in the
+    quarantine); refuse (nothing moved) when a target's place holds something unknown,
+    or a later apply touched the same folders. A rollback killed part way is finished by
+    any rollback after it: with at least the references it had."""
     with store.lock(f"rollback {apply_id}", break_lock):
         record = applies.load(store, apply_id)
-        _refuse_gone(record, partly=only is not None)
+        _refuse_gone(record, partly=bool(only))
+        refs = _with_interrupted(record, only)
         with applies.began(store, apply_id) as plan:
             _refuse_out_of_order(store, record, plan)
-            ready = moves.check_back(store, plan, apply_id, only(plan) if only else None)
-            record = rolling_back(record, now, registry)
+            chosen = choose(plan, refs) if refs and choose is not None else None
+            ready = moves.check_back(store, plan, apply_id, chosen)
+            record = attrs.evolve(rolling_back(record, now, registry), only=refs)
             applies.save(store, record)
             restored, recreated = moves.move_back(store, plan, apply_id, ready, progress)
             before = _before(store, apply_id, plan)
-        whole = store.taken(apply_id) is None or only is None
+        whole = store.taken(apply_id) is None or not refs
         changed = _changed_from(before, store.digest(scan_progress)) if whole else ()
         note = "tree differs from the one the apply found: " + fingerprint.describe_changes(changed)
         applies.save(
@@ -325,6 +349,16 @@ def rollback(
         same=ready.same,
         whole=whole,
     )
+
+
+def _with_interrupted(record: ApplyRecord, only: tuple[str, ...]) -> tuple[str, ...]:
+    """The references a rollback restores: ``only``, and those of a rollback of the
+    same apply killed part way (all of them, when that one restored all)."""
+    if record.state != State.ROLLING_BACK or not only:
+        return only
+    if not record.only:
+        return ()
+    return tuple(sorted(set(record.only) | set(only)))
 
 
 def _refuse_gone(record: ApplyRecord, *, partly: bool) -> None:
@@ -395,70 +429,3 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> str | None:
         if any("/".join(parts[:i]) in mine for i in range(1, len(parts))):
             return path
     return None
-
-
-# -- purge ---------------------------------------------------------------------
-
-
-def purge(
-    store: Store,
-    *,
-    apply_id: str | None,
-    older_than: timedelta | None,
-    now: datetime,
-    progress: Progress | None = None,
-    include_unverified: bool = False,
-    break_lock: bool = False,
-) -> list[ApplyRecord]:
-    """Delete the quarantine of one apply, or of every applied one older than an age.
-
-    An apply whose final check found the tree other than predicted (its note says
-    how) is left out of ``older_than`` unless ``include_unverified``: someone
-    must look at it first, and purging it by id is that decision."""
-    with store.lock(f"purge {apply_id or 'older than ' + str(older_than)}", break_lock):
-        if apply_id is not None:
-            chosen = purgeable([applies.load(store, apply_id)])
-        else:
-            chosen = purgeable(applies.records(store), older_than, now, include_unverified)
-        done = []
-        for record in chosen:
-            applies.save(store, attrs.evolve(record, state=State.PURGING, updated_at=iso(now)))
-            moves.finish_purge(store, record.apply_id, progress)
-            final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=iso(now))
-            applies.save(store, final)
-            done.append(final)
-        return done
-
-
-def purgeable(
-    found: Sequence[ApplyRecord],
-    older_than: timedelta | None = None,
-    now: datetime | None = None,
-    include_unverified: bool = False,
-) -> list[ApplyRecord]:
-    """What a purge deletes: the one apply asked for by id (refused unless applied), or
-    (``now`` given) every applied one older than ``older_than`` whose final check held
-    unless ``include_unverified``."""
-    if now is None:
-        [record] = found
-        if not _holds_quarantine(record):
-            raise ApplyError(
-                f"apply {record.apply_id} is {record.state.value}; only an applied one (or one "
-                "rolled back around tags pushed since) can be purged"
-            )
-        return [record]
-    cutoff = iso(now - (older_than or timedelta(0)))
-    return [
-        r
-        for r in found
-        if _holds_quarantine(r)
-        and r.updated_at <= cutoff
-        and (include_unverified or not r.note or r.state == State.ROLLED_BACK)
-    ]
-
-
-def _holds_quarantine(r: ApplyRecord) -> bool:
-    """Applied, or rolled back with superseded tags' apply-time versions still held."""
-    return r.state in (State.APPLIED, State.PARTLY_ROLLED_BACK, State.PURGING) or (
-        r.state == State.ROLLED_BACK and r.superseded > 0
-    )

@@ -186,14 +186,15 @@ def _files(top: str) -> dict[str, os.stat_result] | None:
 
 
 def _same(place: str, slot: str, *, named: bool) -> bool:
-    """Whether what is at ``place`` now is what ``slot`` holds: the same files, each the
-    same bytes (with ``named``, a blob's folder, a large ``data``: the same size, its
-    name being its digest)."""
+    """Whether ``place`` holds now every file ``slot`` holds, each the same bytes (with
+    ``named``, a blob's folder, a large ``data``: the same size, its name being its
+    digest): then the slot adds nothing. (A slot a killed rollback emptied in part, or
+    left an empty folder of, holds less: it adds nothing either.)"""
     here, there = _files(place), _files(slot)
-    if here is None or there is None or here.keys() != there.keys():
+    if here is None or there is None or not there.keys() <= here.keys():
         return False
-    for rel, st in here.items():
-        if st.st_size != there[rel].st_size:
+    for rel, st in there.items():
+        if st.st_size != here[rel].st_size:
             return False
         if st.st_size <= SMALL or not named:
             a, b = (os.path.join(p, rel) if rel else p for p in (place, slot))

@@ -179,15 +179,17 @@ class Moves:
             return list(pool.map(holds, items))
 
     def _same(self, apply_id: str, it: Item, there: list[Obj]) -> bool:
-        """What a push wrote at a place since the apply is what the slot holds: the same
-        keys, each the same size and content hash (read and compared where the store
-        keeps none; a large blob's ``data`` is named by its digest: its size)."""
+        """The place holds every key the slot holds, each the same size and content hash
+        (read and compared where the store keeps none; a large blob's ``data`` is named
+        by its digest: its size): the slot adds nothing (a slot a killed rollback emptied
+        in part holds less)."""
         copies = {o.rel: o for o in self.slots(apply_id).get(it.slot, [])}
-        if {o.rel for o in there} != copies.keys():
+        here = {o.rel: o for o in there}
+        if not copies.keys() <= here.keys():
             return False
         prefix, slot = self.place(it).prefix, self.slot(apply_id, it.slot)
-        for o in there:
-            c = copies[o.rel]
+        for c in copies.values():
+            o = here[c.rel]
             if o.size != c.size:
                 return False
             if o.content is not None and c.content is not None:
