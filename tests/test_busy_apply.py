@@ -30,7 +30,17 @@ from regplan.storage import location
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.location import Location
 from regplan.storage.seam import Store
-from tests.helpers import KEY, NOW, FaultyDisk, on_disk, selection, write_plan_file, write_pub
+from tests.helpers import (
+    KEY,
+    NOW,
+    FaultyDisk,
+    docker_hashes,
+    on_disk,
+    selection,
+    sign_raw,
+    write_plan_file,
+    write_pub,
+)
 
 LATER = 2_000_000_000.0
 """Pushes after planning: later than anything the sample registry holds."""
@@ -237,3 +247,22 @@ def test_an_empty_folder_gone_or_filled_since_planning_is_skipped(
     assert whys[folders[0]] == "gone since the plan"
     assert whys[folders[1]].startswith("no longer empty")
     assert (v2 / folders[1] / "startedat").exists()
+
+
+def test_a_plan_whose_request_cannot_be_decided_again_moves_nothing(
+    root: Path, tmp_path: Path
+) -> None:
+    """A (validly signed) plan whose recorded policy text is not a policy: exit 1, one
+    line, nothing moved; ``--exact`` still applies it as planned (#32)."""
+    plan = _plan(root, tmp_path, selection(("team/app:v1",)))
+    raw = json.loads(plan.read_bytes())
+    raw["request"]["policy"] = {"file": "p.yml", "sha256": "0" * 64, "text": "rules: [oops"}
+    plan.write_text(json.dumps(sign_raw(raw)))
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    before = docker_hashes(root)
+    r = CliRunner().invoke(cli, ["apply", str(plan), "--trust", str(pub)])
+    assert r.exit_code == 1, r.output
+    [line] = r.output.splitlines()
+    assert "cannot be decided again" in line and "--exact" in line
+    assert docker_hashes(root) == before
+    assert apply.records(FsStorage.locate(root)) == []
