@@ -92,13 +92,17 @@ class FsStore:
             )
         return out
 
-    def read(self, name: str, limit: int) -> bytes:
+    def _opened(self, name: str, what: str = "") -> int:
+        """``_open``: FileNotFoundError when there is none, any other failure one line."""
         try:
-            fd = self._open(name)
+            return self._open(name)
         except FileNotFoundError:
             raise
         except OSError as e:
-            raise ApplyError(f"cannot read {self.url(name)}: {explain(e)}") from None
+            raise ApplyError(f"cannot read {what}{self.url(name)}: {explain(e)}") from None
+
+    def read(self, name: str, limit: int) -> bytes:
+        fd = self._opened(name)
         try:
             chunks: list[bytes] = []
             left = limit
@@ -111,13 +115,7 @@ class FsStore:
 
     @contextlib.contextmanager
     def reader(self, name: str) -> Iterator[IO[bytes]]:
-        try:
-            fd = self._open(name)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise ApplyError(f"cannot read {self.url(name)}: {explain(e)}") from None
-        with os.fdopen(fd, "rb") as f:
+        with os.fdopen(self._opened(name), "rb") as f:
             yield f
 
     def _folder(self, name: str) -> int:
@@ -173,11 +171,9 @@ class FsStore:
 
     def lines(self, name: str) -> list[bytes]:
         try:
-            fd = self._open(name)
+            fd = self._opened(name, "journal ")
         except FileNotFoundError:
             return []
-        except OSError as e:
-            raise ApplyError(f"cannot read journal {self.url(name)}: {explain(e)}") from None
         with os.fdopen(fd, "rb") as f:
             return f.read().splitlines()
 
