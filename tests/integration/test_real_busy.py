@@ -7,12 +7,14 @@ declared stopped, starts it again, and proves what it says by pulls."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
+from regplan import workflow
 from regplan.changes.recheck import CHANGED, UNSELECTED
 from regplan.decide.flags import Retention
 from regplan.decide.selection import Selection
@@ -20,7 +22,7 @@ from regplan.demo.samples import BASE, DemoImages, Image, image
 from regplan.plans.plan import Plan
 from regplan.scan.layout import blob_dir, repo_dir, tag_dir
 from regplan.storage.fs.fsstorage import FsStorage
-from tests.helpers import KEY, broken_images, docker_hashes, selection, write_plan_file, write_pub
+from tests.helpers import KEY, broken_images, docker_hashes, selection, write_pub
 from tests.integration.realreg import RealRegistry, Serve, all_refs, copy_of, run
 
 V2 = "registry/v2/"
@@ -28,8 +30,19 @@ V2 = "registry/v2/"
 
 
 def plan_of(root: Path, tmp_path: Path, sel: Selection) -> tuple[Path, Plan]:
+    """The plan of ``sel``, signed and written, made now: after every push so far (a push
+    later than the plan's time has no age, and keep-last keeps it), in whole seconds
+    (as the plan records its time)."""
     path = tmp_path / "p.json"
-    return path, write_plan_file(root, sel, path)
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    storage = FsStorage.locate(root)
+    argv = ["regplan", "plan", "--root", str(root)]
+    with workflow.make_plan(
+        storage=storage, selection=sel, argv=argv, key=KEY, signer="test-planner", now=when
+    ) as draft:
+        plan = workflow.whole(draft)
+    workflow.write_plan(plan, path)
+    return path, plan
 
 
 def apply_stopped(reg: RealRegistry, plan: Path, tmp_path: Path) -> dict[str, Any]:
@@ -70,9 +83,9 @@ def test_unrelated_pushes_leave_the_approved_removals_to_apply(
     pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path
 ) -> None:
     """``--image team/app --keep-last 2`` approves team/app:v1; then a new repository and
-    a newer tag in team/app are pushed (which the plan's request would now follow by
-    removing v2 too). The apply moves exactly the approved targets, skips nothing, and
-    v2 (pushed out of the last two), the newer tag and the new repository pull."""
+    a newer tag in team/app are pushed. The apply moves exactly the approved targets,
+    skips nothing, and v2 (no longer among the last two), the newer tag and the new
+    repository pull."""
     root = copy_of(pushed, tmp_path)
     reg = serve(root)
     sel = attrs.evolve(selection(("team/app",)), retention=Retention(keep_last=2))
