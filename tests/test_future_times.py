@@ -15,7 +15,7 @@ from regplan.decide.planner import decide
 from regplan.decide.policy import Keep, Policy, Rule
 from regplan.decide.selection import ImageSpec, Selection, resolve
 from regplan.demo.samples import Registry, image
-from regplan.scan.layout import tag_dir
+from regplan.scan.layout import revision_dir, tag_dir
 from regplan.storage.fs.fsscan import scan
 from regplan.storage.fs.fsstorage import FsStorage
 
@@ -88,3 +88,22 @@ def test_a_time_at_the_plan_is_a_time(tmp_path: Path) -> None:
     )
     assert gone(d) == {"a", "b"}
     assert not d.problems
+
+
+def test_an_untagged_manifest_written_after_the_plan_is_kept_and_reported(tmp_path: Path) -> None:
+    """A policy's ``untagged`` age: a revision link dated after the plan's time is no age
+    either (not "untagged for less than 7d"): kept, and reported."""
+    reg = Registry.create(tmp_path)
+    reg.push("r", image([{"f": b"tagged"}]), "latest")
+    loose = reg.push("r", image([{"f": b"loose"}]))
+    link = tmp_path / "docker/registry/v2" / revision_dir("r", loose) / "link"
+    os.utime(link, (LATER, LATER))
+    rule = Rule(name="u", where="p.yml:2", repositories=("r",), untagged="7d")
+    policy = Policy(file="p.yml", text="", sha256="0" * 64, rules=(rule,))
+    inv = scan(FsStorage.locate(tmp_path), mtimes=True)
+    out = rules.apply(policy, inv, NOW)
+    assert out.young[("r", loose)] == (
+        'policy rule "u" (p.yml:2): untagged, written 2026-03-01 00:00, after the plan\'s '
+        "time 2026-01-02 00:00: cannot tell its age; kept"
+    )
+    assert [p.path for p in out.problems] == [revision_dir("r", loose)]

@@ -336,6 +336,18 @@ class _Apply:
             when = self.inv.mtimes.get(f"{revision_dir(repo.name, digest)}/link")
             if when is None:
                 why = "untagged: cannot tell its age; kept"
+            elif when > self.now.timestamp():  # a clock ahead: no age, as a tag's push
+                why = (
+                    f"untagged, written {day(when)}, after the plan's time "
+                    f"{day(self.now.timestamp())}: cannot tell its age; kept"
+                )
+                self.out.problems.append(
+                    Problem(
+                        path=revision_dir(repo.name, digest),
+                        code=ProblemCode.UNREADABLE,
+                        message=f"{rule.label}: {why}",
+                    )
+                )
             elif when > cutoff:
                 why = f"untagged for less than {rule.untagged} (written {day(when)})"
             else:
