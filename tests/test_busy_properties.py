@@ -22,13 +22,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, Phase, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from regplan import apply
+from regplan import apply, workflow
 from regplan.decide.flags import Retention
 from regplan.decide.planner import decide
 from regplan.decide.selection import ImageSpec, Selection, resolve
@@ -44,6 +46,7 @@ from tests.helpers import (
     broken_images,
     images_on_disk,
     reference_entries,
+    selection,
     write_plan_file,
     write_pub,
 )
@@ -345,3 +348,34 @@ def test_a_tag_pushed_again_in_a_repository_holding_another_keeps_its_layer_link
     plan removes ``a`` as its parts. t1 pushed again (same content, later) keeps
     ``a/_manifests``; what t1 needs under ``a/_layers`` must stay with it."""
     check_busy_apply(history, request, changes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a plan decides at its time to the microsecond but records it in whole seconds "
+    "(created_at), and the apply decides again at the recorded time: a tag pushed in the "
+    "same second before planning is 'after the plan's time' there, has no age and no "
+    "rank, and keep-last no longer selects what the plan approved (#32)",
+)
+def test_a_plan_made_in_the_second_of_a_push_applies(tmp_path: Path) -> None:
+    """``--image a --keep-last 1``: a:new pushed 0.3 s into the second in which the plan
+    is made (0.7 s into it); the plan approves a:old, and the apply, with nothing
+    pushed since, moves it."""
+    root = tmp_path / "root"
+    reg = Registry.create(root)
+    reg.clock = NOW.timestamp() - 120 + 0.3  # each tag: a minute later
+    reg.push("a", image([{"l": b"old"}]), "old")
+    reg.push("a", image([{"l": b"new"}]), "new")  # at NOW + 0.3 s
+    when = NOW + timedelta(seconds=0.7)
+    sel = attrs.evolve(selection(("a",)), retention=Retention(keep_last=1))
+    with workflow.make_plan(
+        storage=FsStorage.locate(root), selection=sel, argv=(), key=KEY, signer="t", now=when
+    ) as draft:
+        plan = workflow.whole(draft)
+    assert tag_dir("a", "old") in {t.path for t in plan.targets}
+    workflow.write_plan(plan, tmp_path / "p.json")
+    pub = write_pub(KEY, tmp_path / "k.pub")
+    result = apply.apply_plan(
+        plan_path=tmp_path / "p.json", trusted=[load_trusted(pub)], root=None, required=1, now=when
+    )
+    assert result.skipped == ()
