@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from regplan import apply, workflow
 from regplan.decide.flags import Retention
 from regplan.decide.planner import decide
+from regplan.decide.protect import parse_protect
 from regplan.decide.selection import ImageSpec, Selection, resolve
 from regplan.demo.samples import Pushable, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError, StalePlanError
@@ -96,6 +97,9 @@ class Request:
     untagged: list[str]
     gc: bool
     prune: bool
+    older_than: str | None = None
+    protect: list[int] = attrs.field(factory=list)
+    """``--protect`` lines: the repository and tag of a push, picked by number."""
 
     def selection(self, history: list[Push]) -> Selection:
         picked = [history[n % len(history)] for n, _ in self.images]
@@ -103,12 +107,18 @@ class Request:
             repo if not with_tag or tag is None else f"{repo}:{tag}"
             for (repo, tag, *_), (_, with_tag) in zip(picked, self.images, strict=True)
         ]
+        lines = [
+            f"{repo}:{tag}"
+            for repo, tag, *_ in (history[n % len(history)] for n in self.protect)
+            if tag is not None
+        ]
         sel = Selection(
             images=tuple(ImageSpec.parse(s) for s in specs),
             untagged=tuple(self.untagged),
             prune=self.prune,
-            retention=Retention(keep_last=self.keep_last),
+            retention=Retention(keep_last=self.keep_last, older_than=self.older_than),
             gc=self.gc,
+            protect=parse_protect("\n".join(lines), "protect.txt"),
         )
         return attrs.evolve(sel, untagged=("*",)) if sel.empty else sel
 
@@ -120,6 +130,8 @@ requests = st.builds(
     untagged=st.lists(st.sampled_from([*REPOS, "*"]), max_size=1),
     gc=st.booleans(),
     prune=st.booleans(),
+    older_than=st.sampled_from([None, None, "30d", "400d"]),
+    protect=st.lists(st.integers(0, 9), max_size=1),
 )
 
 
