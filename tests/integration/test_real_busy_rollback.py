@@ -37,6 +37,8 @@ class Applied:
     """What the apply removed."""
     original: dict[str, str]
     """docker_hashes before the apply."""
+    times: dict[str, tuple[int, int]]
+    """modes_and_times before the apply."""
     targets: tuple[tuple[TargetKind, str], ...]
 
     def probe(self) -> list[str]:
@@ -55,7 +57,7 @@ def applied(pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path) -> Ap
     is left stopped."""
     root = copy_of(pushed, tmp_path)
     reg = serve(root)
-    before, original = all_refs(root), docker_hashes(root)
+    before, original, times = all_refs(root), docker_hashes(root), modes_and_times(root)
     plan_path = tmp_path / "p.json"
     plan = write_plan_file(root, SELECTION, plan_path)
     pub = write_pub(KEY, tmp_path / "k.pub")
@@ -66,7 +68,8 @@ def applied(pushed: tuple[Path, DemoImages], serve: Serve, tmp_path: Path) -> Ap
     gone = before - all_refs(root)
     assert {"team/app:v1", "old/repo:2020"} <= gone
     targets = tuple((t.kind, t.path) for t in plan.targets)
-    return Applied(root, reg, json.loads(r.stdout)["apply_id"], before, gone, original, targets)
+    apply_id = json.loads(r.stdout)["apply_id"]
+    return Applied(root, reg, apply_id, before, gone, original, times, targets)
 
 
 def rebuilt(images: DemoImages) -> Image:
@@ -78,6 +81,19 @@ def rebuilt(images: DemoImages) -> Image:
     doc = json.loads(first.manifest.data)
     doc["annotations"] = {"org.opencontainers.image.revision": "rebuilt"}
     return attrs.evolve(first, manifest=Blob(json.dumps(doc).encode(), first.manifest.media_type))
+
+
+def modes_and_times(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file's and folder's mode under ``root/docker``, and each file's mtime (a
+    tag's push time is its link's); a folder's mtime moves with what it holds."""
+    out = {}
+    for path in sorted((root / "docker").rglob("*")):
+        st = path.lstat()
+        out[path.relative_to(root).as_posix()] = (
+            st.st_mode,
+            0 if path.is_dir() else st.st_mtime_ns,
+        )
+    return out
 
 
 def served_digest(reg: RealRegistry, ref: str) -> str:
@@ -128,7 +144,7 @@ def test_rollback_only_one_tag_then_the_rest_is_byte_for_byte(
     else the apply removed does, history says partly-rolled-back; ``--only
     team/app@<digest prefix>`` then brings back an untagged build whose blobs went with
     their pruned folders; the full rollback then leaves every file as before the apply
-    and every image pulls."""
+    (its bytes, mode and time; every folder's mode) and every image pulls."""
     a = applied(pushed, serve, tmp_path)
     v1 = next(str(i.digest) for r, t, i in pushed[1].pushes if (r, t) == ("team/app", "v1"))
     build = next(str(i.digest) for r, t, i in pushed[1].pushes if (r, t) == ("team/app", "latest"))
@@ -158,5 +174,6 @@ def test_rollback_only_one_tag_then_the_rest_is_byte_for_byte(
     assert r.exit_code == 0, r.output
     assert a.state() == ("rolled-back", 0)
     assert docker_hashes(a.root) == a.original
+    assert modes_and_times(a.root) == a.times
     a.reg.start()
     assert a.reg.not_pulled(a.before) == []
