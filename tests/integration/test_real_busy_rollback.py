@@ -114,7 +114,8 @@ def test_rollback_after_a_re_push_keeps_the_new_tag_and_restores_the_rest(
     """``team/app:v1`` pushed again (new content over layers the apply removed) between
     apply and rollback: rollback exits 0 and names the tag as superseded; the blobs and
     layer links the push wrote again count as restored; the tag pulls its new content,
-    and every other image the apply removed pulls again."""
+    and every other image the apply removed pulls again; purge then frees the tag's
+    apply-time version, and all of it still pulls."""
     a = applied(pushed, serve, tmp_path)
     new = rebuilt(pushed[1])
     removed = {p.rsplit("/", 1)[1] for k, p in a.targets if k == TargetKind.BLOB}
@@ -134,7 +135,17 @@ def test_rollback_after_a_re_push_keeps_the_new_tag_and_restores_the_rest(
     assert served_digest(a.reg, "team/app:v1") == str(new.digest)
     assert a.reg.pull("team/app:v1")
     assert a.reg.not_pulled(a.before - {"team/app:v1"}) == []
-    assert all_refs(a.root) == a.before | {f"team/app@{new.digest}"}
+    refs = a.before | {f"team/app@{new.digest}"}
+    assert all_refs(a.root) == refs
+    a.reg.stop()
+
+    r = run("purge", a.apply_id, "--root", str(a.root))  # frees the tag's old version
+    assert r.exit_code == 0, r.output
+    assert not (a.root / "regplan-state" / "quarantine" / a.apply_id).exists()
+    assert a.state() == ("purged", 1)
+    a.reg.start()
+    assert served_digest(a.reg, "team/app:v1") == str(new.digest)
+    assert a.reg.not_pulled(refs) == []
 
 
 def test_rollback_only_one_tag_then_the_rest_is_byte_for_byte(
