@@ -10,9 +10,13 @@ image with what is attached to it (team/signed:v1).
 
 On a filesystem a child forked from this warm process (tests/test_crash.py) runs the
 partial rollback and is SIGKILLed at each rename (KillingDisk) and before and just after
-each step it asks of the store (Steps); the parent runs the command again. On the
-memory bucket (each flavour) the kill is tests.buckets.Crashing at each write request,
-before and after the store did it.
+each step it asks of the store (Steps); the parent runs the command again. Also: a
+full rollback after a partial one killed at each rename; another ``--only`` after a
+killed one; and a rollback killed half way through dropping the quarantined copy of
+what was pushed again byte for byte (an audit hook in the child kills it at rmtree's
+rmdir). On the memory bucket (each flavour) the kill is tests.buckets.Crashing at each
+write request, before and after the store did it, with and without a push of the same
+bytes since the apply.
 """
 
 from __future__ import annotations
