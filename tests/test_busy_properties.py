@@ -38,6 +38,7 @@ from regplan.decide.selection import ImageSpec, Selection, resolve
 from regplan.demo.samples import Pushable, Registry, attached_tag, cosign, image, index
 from regplan.errors import SelectionError, StalePlanError
 from regplan.plans.signing import load_trusted
+from regplan.policy import load
 from regplan.scan.layout import tag_dir
 from regplan.storage import location
 from regplan.storage.fs.fsstorage import FsStorage
@@ -100,6 +101,18 @@ class Request:
     older_than: str | None = None
     protect: list[int] = attrs.field(factory=list)
     """``--protect`` lines: the repository and tag of a push, picked by number."""
+    policy: tuple[str, int, bool] | None = None
+    """A cleanup policy instead of the flags above (but --prune and --protect): one rule
+    over the repositories a glob matches, keeping the newest n and (or not) every t1;
+    with ``untagged``, their untagged manifests of any age; with ``gc``, the registry's."""
+
+    def policy_text(self) -> str:
+        assert self.policy is not None
+        glob, newest, t1 = self.policy
+        lines = ["version: 1", "rules:", "  - name: r", f'    repositories: ["{glob}"]']
+        lines += ["    keep:", f"      newest: {newest}"] + (['      tags: ["t1"]'] if t1 else [])
+        lines += ["    untagged: 0d"] if self.untagged else []
+        return "\n".join(lines + (["registry:", "  gc: true"] if self.gc else [])) + "\n"
 
     def selection(self, history: list[Push]) -> Selection:
         picked = [history[n % len(history)] for n, _ in self.images]
@@ -112,13 +125,17 @@ class Request:
             for repo, tag, *_ in (history[n % len(history)] for n in self.protect)
             if tag is not None
         ]
+        protect = parse_protect("\n".join(lines), "protect.txt")
+        if self.policy is not None:
+            policy = load.read(self.policy_text().encode(), "policy.yml")
+            return Selection(prune=self.prune, protect=protect, policy=policy)
         sel = Selection(
             images=tuple(ImageSpec.parse(s) for s in specs),
             untagged=tuple(self.untagged),
             prune=self.prune,
             retention=Retention(keep_last=self.keep_last, older_than=self.older_than),
             gc=self.gc,
-            protect=parse_protect("\n".join(lines), "protect.txt"),
+            protect=protect,
         )
         return attrs.evolve(sel, untagged=("*",)) if sel.empty else sel
 
@@ -132,6 +149,9 @@ requests = st.builds(
     prune=st.booleans(),
     older_than=st.sampled_from([None, None, "30d", "400d"]),
     protect=st.lists(st.integers(0, 9), max_size=1),
+    policy=st.one_of(
+        st.none(), st.tuples(st.sampled_from(["*", "a*", "c"]), st.integers(0, 2), st.booleans())
+    ),
 )
 
 
@@ -171,9 +191,16 @@ class Client:
 
 
 def build(root: Path, history: list[Push]) -> Client:
+    """The registry as planned: every file but the tags' links (their push times) dated
+    at the first push, so that ages are known at the plan's time (written now, they
+    would be later than it: no age)."""
     client = Client(Registry.create(root))
     for n, p in enumerate(history):
         client.push(p, n)
+    first = Registry(v2=client.reg.v2).clock
+    for path in client.reg.v2.rglob("*"):
+        if path.is_file() and path.parent.name != "current":
+            os.utime(path, (first, first))
     return client
 
 
@@ -202,7 +229,7 @@ def covered(path: str, tops: set[str]) -> bool:
 def fresh_targets(root: Path, sel: Selection) -> set[str]:
     """What a plan of ``sel`` made now, at the plan's time, would remove (a request that
     no longer matches anything removes nothing)."""
-    inv = location.read(FsStorage.locate(root))
+    inv = location.read(FsStorage.locate(root), created=sel.created, mtimes=sel.ages)
     return {
         t.path for t in decide(inv, resolve(sel, inv, NOW, strict=False), prune=sel.prune).targets
     }
