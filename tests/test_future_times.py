@@ -107,3 +107,15 @@ def test_an_untagged_manifest_written_after_the_plan_is_kept_and_reported(tmp_pa
         "time 2026-01-02 00:00: cannot tell its age; kept"
     )
     assert [p.path for p in out.problems] == [revision_dir("r", loose)]
+
+
+def test_a_push_in_the_plans_own_second_is_not_after_it(tmp_path: Path) -> None:
+    """A plan records its time in whole seconds and an apply decides again at that time:
+    a push 0.3 s into the second of a plan made at 0.7 s (recorded as 0.0) is dated."""
+    three(tmp_path)
+    at = NOW.timestamp() + 0.3
+    os.utime(tmp_path / "docker/registry/v2" / tag_dir("r", "c") / "current/link", (at, at))
+    sel = Selection(images=(ImageSpec.parse("r"),), retention=Retention(keep_last=1))
+    d = decided(tmp_path, sel)  # at NOW, as the apply decides again
+    assert gone(d) == {"a", "b"}
+    assert not d.problems

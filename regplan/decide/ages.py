@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,7 @@ def tag_time(
 ) -> tuple[float | None, str]:
     """(when, how a reason says it) of a tag: its push, or with ``by`` "created" its
     image's config ``created`` time. None when that cannot be read, or when it is later
-    than ``now`` (the plan's time): a clock ahead, or a forged config, is no age, and
+    than ``now`` (the plan's time, to the second): a clock ahead, or a forged config, is no age, and
     what has none is kept."""
     if by == "created":
         text = created.get(tag.current) if tag.current is not None else None
@@ -65,6 +66,13 @@ def tag_time(
         when, said = parsed.timestamp(), "created"
     else:
         when, said = tag.pushed_at, "pushed"
-    if when > now:
+    if after(when, now):
         return None, f"{said} {day(when)}, after the plan's time {day(now)}"
     return when, f"{said} {day(when)}"
+
+
+def after(when: float, now: float) -> bool:
+    """Whether ``when`` is later than the plan's time ``now``, to the second: a plan
+    records its time in whole seconds, and an apply decides again at that time, so a push
+    in the plan's own second is not after it."""
+    return math.floor(when) > math.floor(now)

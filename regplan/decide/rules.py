@@ -28,7 +28,7 @@ from datetime import datetime
 import attrs
 
 from regplan.decide import patterns
-from regplan.decide.ages import day, parse_age, tag_time
+from regplan.decide.ages import after, day, parse_age, tag_time
 from regplan.decide.policy import Keep, Origin, Policy, Rule
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
 from regplan.scan.layout import Digest, revision_dir, tag_dir
@@ -336,7 +336,7 @@ class _Apply:
             when = self.inv.mtimes.get(f"{revision_dir(repo.name, digest)}/link")
             if when is None:
                 why = "untagged: cannot tell its age; kept"
-            elif when > self.now.timestamp():  # a clock ahead: no age, as a tag's push
+            elif after(when, self.now.timestamp()):  # a clock ahead: no age, as a tag's push
                 why = (
                     f"untagged, written {day(when)}, after the plan's time "
                     f"{day(self.now.timestamp())}: cannot tell its age; kept"
