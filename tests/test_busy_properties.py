@@ -26,7 +26,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import attrs
-import pytest
 from hypothesis import HealthCheck, Phase, assume, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -389,13 +388,6 @@ def test_a_tag_pushed_again_in_a_repository_holding_another_keeps_its_layer_link
     check_busy_apply(history, request, changes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a plan decides at its time to the microsecond but records it in whole seconds "
-    "(created_at), and the apply decides again at the recorded time: a tag pushed in the "
-    "same second before planning is 'after the plan's time' there, has no age and no "
-    "rank, and keep-last no longer selects what the plan approved (#32)",
-)
 def test_a_plan_made_in_the_second_of_a_push_applies(tmp_path: Path) -> None:
     """``--image a --keep-last 1``: a:new pushed 0.3 s into the second in which the plan
     is made (0.7 s into it); the plan approves a:old, and the apply, with nothing
