@@ -218,6 +218,22 @@ def test_a_push_between_the_kill_and_the_run_again_stays_whole(busy: Busy) -> No
     assert broken_images(v2) == []
 
 
+def test_kill_in_the_walk_after_the_moves(busy: Busy) -> None:
+    """Killed while it reads the tree once its targets moved (the final check): run
+    again, it finishes with the same skips."""
+    root = busy.copy("final-walk")
+    disk = KillingDisk()
+
+    def killer(done: int, total: int) -> None:
+        if disk.renames > 0:
+            die()
+
+    assert_killed(in_child(lambda: busy.apply(root, on_disk(disk), scan_progress=killer)))
+    [record] = apply.records(FsStorage.locate(root))
+    assert record.state == State.APPLYING
+    check_finishes(busy, root)
+
+
 def _pushes_since_the_plan(v2: Path) -> None:
     """What the registry's clients push between plan and apply (as ``_busy``)."""
     reg = Registry(v2=v2, clock=LATER)
