@@ -28,7 +28,7 @@ from regplan import apply
 from regplan.changes.recheck import CHANGED, UNSELECTED
 from regplan.changes.records import State
 from regplan.changes.transaction import ApplyResult
-from regplan.demo.samples import BASE, Registry, build_demo, image
+from regplan.demo.samples import BASE, Registry, build_demo, build_scale, image
 from regplan.errors import StalePlanError
 from regplan.plans import signing
 from regplan.progress import Progress
@@ -277,15 +277,18 @@ class InBucket:
         self.reg.rollback(self.reg.history()[-1].apply_id, break_lock=True)
 
     def whole(self) -> list[str]:
-        """broken_images of the bucket's tree, written out to a folder."""
-        out = self.base / "check"
-        shutil.rmtree(out, ignore_errors=True)
-        prefix = self.reg.storage.key("docker/")
-        for key, stored in self.reg.bucket.snapshot(prefix).items():
-            path = out / "docker" / key.removeprefix(prefix)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(stored.data)
-        return broken_images(FsStorage.locate(out).v2)
+        return bucket_broken(self.reg, self.base / "check")
+
+
+def bucket_broken(reg: InMemory, out: Path) -> list[str]:
+    """broken_images of a bucket's tree, written out to the folder ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    prefix = reg.storage.key("docker/")
+    for key, stored in reg.bucket.snapshot(prefix).items():
+        path = out / "docker" / key.removeprefix(prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(stored.data)
+    return broken_images(FsStorage.locate(out).v2)
 
 
 SELECTION = attrs.evolve(selection(("team/app:v1", "team/app:v2", "old/repo"), ("*",)), gc=True)
@@ -352,6 +355,29 @@ def test_a_repository_half_moved_by_a_killed_apply_is_moved_whole_by_the_run_aga
     assert busy.whole() == []
     assert repo_dir("old/repo") not in dict(result.skipped)
     assert busy.reg.objects() == busy.after
+
+
+@pytest.mark.xfail(strict=True, reason=HALF_MOVED)
+def test_a_large_repository_half_deleted_on_s3_is_moved_whole_by_the_run_again(
+    tmp_path: Path,
+) -> None:
+    """S3 (50 keys a delete request here, 1,000 on AWS): ``--image team0/svc0``, a
+    repository of some 300 keys, killed just after its first delete request; run again,
+    the repository goes whole and what stays is whole. (No push at all: any apply on
+    object storage run again after such a kill.)"""
+    build_scale(tmp_path / "fs", repos=2, tags=30)
+    reg = InMemory.of("s3", tmp_path, tmp_path / "fs")
+    reg.clock.advance(60)
+    plan = reg.plan(selection(("team0/svc0",)), tmp_path / "p.json")
+    reg.clock.advance(1)
+    with pytest.raises(Killed):
+        reg.apply(plan, via=Crashing(reg.bucket, at=("delete", 1), after=True, batch=50))
+    expire_lease(reg.bucket)
+    reg.clock.advance(1)
+    result = reg.apply(plan, break_lock=True)
+    assert result.resumed and result.skipped == ()
+    assert not any("/team0/svc0/" in key for key in reg.objects())
+    assert bucket_broken(reg, tmp_path / "check") == []
 
 
 @pytest.mark.xfail(
