@@ -4,12 +4,14 @@ the storage's store (location.store), and run the transaction over it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence, Set
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from regplan.changes import applies, fresh, purging, recheck, transaction
 from regplan.changes import only as changes_only
+from regplan.changes.recheck import Recheck
 from regplan.changes.records import ApplyRecord
 from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
 from regplan.plans import approvals, signing
@@ -70,14 +72,22 @@ def apply_plan(
             opener(storage),
             now=now,
             check_fresh=lambda: fresh.check_fresh(stream.header, storage, scan_progress),
-            recheck=None
-            if exact
-            else lambda decided: recheck.recheck(stream, storage, scan_progress, resuming=decided),
+            recheck=None if exact else functools.partial(_recheck, stream, storage, scan_progress),
             progress=progress,
             scan_progress=scan_progress,
             break_lock=break_lock,
             registry=registry,
         )
+
+
+def _recheck(
+    stream: PlanStream,
+    storage: Location,
+    progress: Progress | None,
+    decided: Recheck | None,
+    started: Set[int],
+) -> Recheck:
+    return recheck.recheck(stream, storage, progress, resuming=decided, started=started)
 
 
 def rollback(

@@ -151,7 +151,8 @@ def make_plan(
     _give_back_freed_memory()
     resolved = resolve(selection, inventory, now)
     request = _request(selection, resolved, argv)
-    spooled = decide_spooled(inventory, resolved, prune=selection.prune)
+    prune = selection.prune and location.has_folders(storage)  # a bucket has no empty folder
+    spooled = decide_spooled(inventory, resolved, prune=prune)
     digests = _digests(inventory, spooled)
     found = Sorted(IMAGE_RUN)
     try:

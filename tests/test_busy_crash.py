@@ -292,27 +292,11 @@ def bucket_broken(reg: InMemory, out: Path) -> list[str]:
 
 
 SELECTION = attrs.evolve(selection(("team/app:v1", "team/app:v2", "old/repo"), ("*",)), gc=True)
-"""The filesystem's request less --prune (a bucket has no folders; see the xfail below)."""
+"""The filesystem's request less --prune (a bucket has no empty folders)."""
 DELETE_BATCH = {"s3": 50, "azure": 20, "gcs": 1}
 
 
-HALF_MOVED = (
-    "an apply run again after a kill decides again on a tree where the killed run had moved "
-    "part of a target: a repository whose keys were partly deleted (GCS deletes one key a "
-    "request) reads as changed since the plan, is skipped, and stays half moved: its "
-    "image lacks a layer link, fingerprint_ok all the same (recheck.resumed, #32)"
-)
-
-
-@pytest.mark.parametrize(
-    "flavour",
-    [
-        pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=HALF_MOVED))
-        if f == "gcs"
-        else f
-        for f in sorted(FLAVOURS)
-    ],
-)
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
 def test_an_apply_that_skips_killed_at_any_bucket_request_finishes(
     flavour: str, tmp_path: Path
 ) -> None:
@@ -340,7 +324,6 @@ def test_an_apply_that_skips_killed_at_any_bucket_request_finishes(
             assert busy.reg.objects() == busy.before, (request, after)
 
 
-@pytest.mark.xfail(strict=True, reason=HALF_MOVED)
 def test_a_repository_half_moved_by_a_killed_apply_is_moved_whole_by_the_run_again(
     tmp_path: Path,
 ) -> None:
@@ -357,7 +340,6 @@ def test_a_repository_half_moved_by_a_killed_apply_is_moved_whole_by_the_run_aga
     assert busy.reg.objects() == busy.after
 
 
-@pytest.mark.xfail(strict=True, reason=HALF_MOVED)
 def test_a_large_repository_half_deleted_on_s3_is_moved_whole_by_the_run_again(
     tmp_path: Path,
 ) -> None:
@@ -380,13 +362,6 @@ def test_a_large_repository_half_deleted_on_s3_is_moved_whole_by_the_run_again(
     assert bucket_broken(reg, tmp_path / "check") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the planner prunes the folders a bucket's keys imply (blobs/sha256/17 once its "
-    "last blob goes) as empty_dir targets, and apply's preflight refuses any empty_dir "
-    "target on object storage ('this plan was made for a filesystem', exit 4): "
-    "plan --prune with anything to remove, made on a bucket, can never be applied",
-)
 def test_a_plan_with_prune_made_on_a_bucket_applies(tmp_path: Path) -> None:
     """``--untagged '*' --prune`` planned on the sample registry in a memory bucket (the
     command says --prune has nothing to do there) applies, as the plan without it does."""

@@ -19,7 +19,7 @@ moves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from datetime import UTC, datetime
 
 import attrs
@@ -91,13 +91,25 @@ def selection_of(request: Request) -> Selection:
         ) from None
 
 
-def _verdict(inv: Inventory, t: Target, chosen: frozenset[str]) -> str | None:
+def _chosen(selection: Selection, inv: Inventory, plan: Plan, storage: Location) -> frozenset[str]:
+    """What the plan's request, decided again on ``inv`` at the plan's time, removes."""
+    planned_at = datetime.strptime(plan.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    resolved = resolve(selection, inv, planned_at, strict=False)
+    prune = selection.prune and location.has_folders(storage)  # as the plan was made
+    spooled = decide_spooled(inv, resolved, prune=prune)
+    try:
+        return frozenset(t.path for t in spooled.targets.targets())
+    finally:
+        spooled.targets.close()
+
+
+def _verdict(inv: Inventory, t: Target, chosen: frozenset[str] | None) -> str | None:
     """Why a target stays (None: it may move, if nothing needs it)."""
     if t.path not in inv.tree:
         return GONE
     if identity.of_target(inv, t.path) != t.digest:
         return CHANGED
-    return None if t.path in chosen else UNSELECTED
+    return None if chosen is None or t.path in chosen else UNSELECTED
 
 
 def _empties(inv: Inventory, folders: Mapping[int, Target], moving: set[str]) -> dict[int, str]:
@@ -122,10 +134,12 @@ def recheck(
     progress: Progress | None = None,
     *,
     resuming: Recheck | None = None,
+    started: Set[int] = frozenset(),
 ) -> Recheck:
     """Read the storage, decide the plan's request again, and say what may move (for an
     apply killed part way, ``resuming`` is what it decided: what it skipped stays
-    skipped, and what else the tree as it is now holds back is added)."""
+    skipped, what it began to move (``started``: something in its slot) is finished,
+    and what else the tree as it is now holds back is added)."""
     plan: Plan = stream.header
     selection = selection_of(plan.request)
     inv = location.read(
@@ -137,20 +151,16 @@ def recheck(
             f"plan {plan.plan_id} was already applied to {storage.root} "
             "(the tree is in the state the plan leaves)"
         )
-    planned_at = datetime.strptime(plan.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    resolved = resolve(selection, inv, planned_at, strict=False)
-    spooled = decide_spooled(inv, resolved, prune=selection.prune)
-    try:
-        chosen = frozenset(t.path for t in spooled.targets.targets())
-    finally:
-        spooled.targets.close()
+    # run again after a kill, the decision it made stands: what it moved already took
+    # with it the reasons for the rest (a revision's blobs); only changes and needs count
+    chosen = _chosen(selection, inv, plan, storage) if resuming is None else None
     why: dict[int, str] = {i: w for i, _, w in resuming.skipped} if resuming else {}
     paths: dict[int, str] = {}
     sizes: dict[int, int] = {}
     folders: dict[int, Target] = {}
     for i, t in enumerate(stream.targets()):
         paths[i], sizes[i] = t.path, t.bytes
-        if i in why:
+        if i in why or i in started:
             continue
         if t.kind == TargetKind.EMPTY_DIR:
             if t.path in inv.tree:
@@ -163,7 +173,7 @@ def recheck(
     moving = {p for i, p in paths.items() if i not in why and i not in folders}
     held = needs.needed(inv, moving)
     for i, p in paths.items():
-        if p in held:
+        if p in held and i not in started:  # one begun is finished: half moved is broken
             why[i] = f"needed by {held[p]}"
     moving -= held.keys()
     why.update(_empties(inv, folders, moving))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -104,7 +104,7 @@ def apply(
     *,
     now: datetime,
     check_fresh: Callable[[], None],
-    recheck: Callable[[Recheck | None], Recheck] | None = None,
+    recheck: Callable[[Recheck | None, Set[int]], Recheck] | None = None,
     progress: Progress | None = None,
     scan_progress: Progress | None = None,
     break_lock: bool = False,
@@ -190,14 +190,17 @@ def _decided_again(
     stream: PlanStream,
     store: Store,
     apply_id: str,
-    recheck: Callable[[Recheck | None], Recheck] | None,
+    recheck: Callable[[Recheck | None, Set[int]], Recheck] | None,
 ) -> Recheck | None:
     """An apply killed part way, run again: what it decided, and what the tree as it is
     now skips of what it had still to move (a push while it was down may need it)."""
     before = applies.read_recheck(store, apply_id)
     if before is None or recheck is None:
         return before
-    found = resumed(before, recheck(before))
+    items = [moves.item(i, t) for i, t in enumerate(stream.targets())]
+    full = store.in_slots(apply_id, items)
+    started = {it.slot for it, taken in zip(items, full, strict=True) if taken}
+    found = resumed(before, recheck(before, started))
     applies.keep_recheck(store, apply_id, found, again=True)
     return found
 
@@ -205,7 +208,7 @@ def _decided_again(
 def _decide(
     stream: PlanStream,
     check_fresh: Callable[[], None],
-    recheck: Callable[[Recheck | None], Recheck] | None,
+    recheck: Callable[[Recheck | None, Set[int]], Recheck] | None,
 ) -> Recheck | None:
     """What moves: everything as planned (None: the tree must be the one planned), or
     what still holds (a plan whose targets carry their digests)."""
@@ -213,7 +216,7 @@ def _decide(
     if recheck is None or first is None or first.digest is None:
         check_fresh()
         return None
-    found = recheck(None)
+    found = recheck(None, frozenset())
     if len(found.skipped) == stream.counts["targets"]:
         raise StalePlanError(
             f"nothing of plan {stream.header.plan_id} applies any more: "
