@@ -14,7 +14,7 @@ a batch at a time, so a rollback killed anywhere is finished by running it again
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterable, Iterator, Mapping, Set
 from typing import TypeVar
 
 import attrs
@@ -189,16 +189,25 @@ def _prune(store: Store, path: str, removed: set[str], apply_id: str) -> int:
 
 
 def _in_slots(
-    store: Store, plan: PlanStream, apply_id: str, only: Set[int] | None
+    store: Store,
+    plan: PlanStream,
+    apply_id: str,
+    only: Set[int] | None,
+    seen: Mapping[int, Holds] | None = None,
 ) -> Iterator[tuple[Item, Holds]]:
     """Every moved target (of ``only``, when given) whose slot still holds it, with what
-    its place holds now."""
+    its place holds now; with ``seen`` (what the check under this lock found: the places
+    not empty), the store is not asked again."""
     chosen = (it for it in _split(plan.targets(), []) if only is None or it.slot in only)
     for _, batch in batches(chosen):
         taken = [
             it for it, full in zip(batch, store.in_slots(apply_id, batch), strict=True) if full
         ]
-        if taken:
+        if not taken:
+            continue
+        if seen is not None:
+            yield from ((it, seen.get(it.slot, Holds.NOTHING)) for it in taken)
+        else:
             yield from zip(taken, store.holds(apply_id, taken), strict=True)
 
 
@@ -214,6 +223,9 @@ class Back:
     same: int = 0
     only: Set[int] | None = None
     """The targets to restore (``rollback --only``); None: all."""
+    places: Mapping[int, Holds] = attrs.field(factory=dict)
+    """What the check found at the places that are not empty (a few): the moves back
+    need not ask again."""
 
 
 def _superseded(it: Item, holds: Holds) -> bool:
@@ -228,8 +240,11 @@ def check_back(store: Store, plan: PlanStream, apply_id: str, only: Set[int] | N
     back = same = 0
     superseded: list[str] = []
     conflicts: list[str] = []
+    places: dict[int, Holds] = {}
     try:
         for it, holds in _in_slots(store, plan, apply_id, only):
+            if holds != Holds.NOTHING:
+                places[it.slot] = holds
             if _superseded(it, holds):
                 superseded.append(it.path)
                 continue
@@ -244,7 +259,8 @@ def check_back(store: Store, plan: PlanStream, apply_id: str, only: Set[int] | N
             f"cannot roll back {apply_id}: {len(conflicts)} path(s) reappeared since the apply "
             f"(a new push?) with other content: {', '.join(sorted(conflicts))}; nothing was moved"
         )
-    return Back(back, folders if only is None else [], tuple(superseded), same, only)
+    kept = folders if only is None else []
+    return Back(back, kept, tuple(superseded), same, only, places)
 
 
 def move_back(
@@ -262,7 +278,8 @@ def move_back(
             "run the rollback again once fixed"
         ) from None
     restored = 0
-    going = (p for p in _in_slots(store, plan, apply_id, ready.only) if not _superseded(*p))
+    found = _in_slots(store, plan, apply_id, ready.only, ready.places)
+    going = (p for p in found if not _superseded(*p))
     for _, batch in batches(going):
         try:
             store.move_back(apply_id, batch)

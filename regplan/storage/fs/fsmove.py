@@ -32,11 +32,12 @@ class Moves:
     def __init__(self, storage: FsStorage, disk: Disk) -> None:
         self.storage, self.disk = storage, disk
         self.v2 = os.fspath(storage.v2)
+        self.state = os.fspath(storage.state)
         self.checked: set[str] = set()
         """Folders seen to be real directories (not links), across calls."""
 
     def _slot(self, apply_id: str, index: int) -> str:
-        return os.fspath(self.storage.state / slot(apply_id, index))
+        return f"{self.state}/{slot(apply_id, index)}"
 
     def _slot_rel(self, apply_id: str, index: int) -> str:
         return f"{STATE_DIR}/{slot(apply_id, index)}"

@@ -130,7 +130,7 @@ class FsStore:
         """Through the Disk, but a new record's bytes (a copy of the plan, the index: kept
         before anything moves) are written as they are."""
         write = os.write if new else self.disk.write
-        for chunk in chunks:
+        for chunk in _joined(chunks):
             view = memoryview(chunk)
             while view:
                 view = view[write(fd, view) :]
@@ -240,6 +240,20 @@ class FsStore:
 
     def digest(self, progress: Progress | None) -> fingerprint.TreeDigest:
         return fsscan.digest(self.storage, progress=progress)
+
+
+def _joined(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """``chunks`` a MiB at a time (an index of a line per target: one write per MiB)."""
+    buffer: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield b"".join(buffer)
 
 
 def _delete_tree(top: str, progress: Progress | None) -> None:
