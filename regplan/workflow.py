@@ -48,6 +48,7 @@ from regplan.plans.spool import Sorted
 from regplan.progress import Progress
 from regplan.scan import fingerprint, identity
 from regplan.scan.inventory import Inventory
+from regplan.scan.layout import part_of
 from regplan.scan.traits import Traits, read_for
 from regplan.storage import location
 from regplan.storage.clouds import Found
@@ -187,11 +188,14 @@ def make_plan(
 
 
 def _digests(inventory: Inventory, spooled: Spooled) -> bytes:
-    """Each target's digest (scan.identity), 32 bytes each, in plan order."""
-    return b"".join(
-        bytes.fromhex(identity.of_target(inventory, t.path).removeprefix(identity.PREFIX))
-        for t in spooled.targets.targets()
-    )
+    """Each target's digest (scan.identity), 32 bytes each, in plan order; made in the
+    order of the tree's parts, so each part is unpacked once (the tree keeps one)."""
+    paths = [t.path for t in spooled.targets.targets()]
+    out = bytearray(32 * len(paths))
+    for i in sorted(range(len(paths)), key=lambda i: (part_of(paths[i]), paths[i])):
+        digest = identity.of_target(inventory, paths[i]).removeprefix(identity.PREFIX)
+        out[32 * i : 32 * i + 32] = bytes.fromhex(digest)
+    return bytes(out)
 
 
 def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> Request:
