@@ -10,11 +10,14 @@ one the target's reason, and a tag in a repository no option selects is
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
+
+import attrs
 
 from regplan.decide.selection import Resolved
 from regplan.plans.plan import Image, Kept, TargetKind, Verdict
-from regplan.scan.inventory import Inventory, Repository, subject_of
+from regplan.scan.inventory import Inventory, Repository, Tag, subject_of
 from regplan.scan.layout import (
     Digest,
     attached_kind,
@@ -24,6 +27,9 @@ from regplan.scan.layout import (
     short_of,
     tag_dir,
 )
+
+FACTS = ("pushed", "created", "rule", "rank")
+"""An image's facts as fields, each left out of the plan when unknown."""
 
 MAX_DEPTH = 8
 """Index levels followed when sizing an image (an index of indexes is rare; a loop is
@@ -62,7 +68,8 @@ def records(
                 verdict, reason = Verdict.REMOVED, gone[path]
             else:
                 verdict, reason = _kept(request, why_kept, repo, tag.name, subject)
-            yield _image(inv, repo, tag.name, tag.current, verdict, reason, subject)
+            found = _image(inv, repo, tag.name, tag.current, verdict, reason, subject)
+            yield _with_facts(found, inv, request, tag)
         yield from _untagged(inv, repo, whole_reason, gone, why_kept)
 
 
@@ -72,14 +79,25 @@ def as_record(image: Image, seq: int) -> tuple[Any, ...]:
     so that no two records compare past it)."""
     i = image
     key = (i.repo, i.tag is None, i.tag or "", i.digest or "", seq)
-    return (*key, i.tag, i.digest, i.verdict.value, i.reason, i.attached_to, i.kind, i.bytes)
+    facts = (i.pushed, i.created, i.rule, i.rank)
+    return (
+        *key,
+        i.tag,
+        i.digest,
+        i.verdict.value,
+        i.reason,
+        i.attached_to,
+        i.kind,
+        i.bytes,
+        *facts,
+    )
 
 
 def raw_of(r: tuple[Any, ...]) -> dict[str, Any]:
     """A record as the plan file holds it (``codec.unstructure`` of ``from_record``),
     built without structuring it: the signing and the writing pass each read them all."""
-    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size = r
-    return {
+    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size, *facts = r
+    out = {
         "repo": repo,
         "tag": tag,
         "digest": digest,
@@ -89,10 +107,12 @@ def raw_of(r: tuple[Any, ...]) -> dict[str, Any]:
         "kind": kind,
         "bytes": size,
     }
+    out.update((k, v) for k, v in zip(FACTS, facts, strict=True) if v is not None)
+    return out
 
 
 def from_record(r: tuple[Any, ...]) -> Image:
-    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size = r
+    repo, _, _, _, _, tag, digest, verdict, reason, attached_to, kind, size, *facts = r
     return Image(
         repo=repo,
         tag=tag,
@@ -102,6 +122,7 @@ def from_record(r: tuple[Any, ...]) -> Image:
         attached_to=attached_to,
         kind=kind,
         bytes=size,
+        **dict(zip(FACTS, facts, strict=True)),
     )
 
 
@@ -195,6 +216,19 @@ def _image(
         kind=kind or "attached",
         bytes=size(inv, digest) if digest is not None else 0,
     )
+
+
+def _with_facts(image: Image, inv: Inventory, request: Resolved, tag: Tag) -> Image:
+    """A tag's facts: when it was pushed, its config's ``created`` (when read), and the
+    retention rule that decided it with its rank."""
+    rule, rank = request.decided.get((image.repo, tag.name), (None, None))
+    created = inv.created.get(tag.current) if tag.current is not None else None
+    pushed = (
+        datetime.fromtimestamp(tag.pushed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if tag.pushed_at
+        else None
+    )
+    return attrs.evolve(image, pushed=pushed, created=created, rule=rule, rank=rank)
 
 
 def size(inv: Inventory, digest: Digest) -> int:

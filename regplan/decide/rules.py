@@ -41,6 +41,7 @@ class Verdict:
     why: str
     lasting: bool = False
     """It keeps the tag by what the tag is (not by its rank or age, which pushes change)."""
+    rank: int | None = None
 
     def __str__(self) -> str:
         return f"{self.rule.label}: {self.why}"
@@ -68,6 +69,8 @@ class Outcome:
     """Untagged manifests a rule's ``untagged`` age keeps (younger, or undated)."""
     problems: list[Problem] = attrs.Factory(list)
     counts: list[RuleCount] = attrs.Factory(list)
+    decided: dict[tuple[str, str], tuple[str, int | None]] = attrs.Factory(dict)
+    """(repository, tag) -> the rule that decided it and its rank there."""
 
 
 def selects_repository(rule: Rule, name: str) -> bool:
@@ -269,7 +272,9 @@ class _Apply:
                 )
             else:
                 lasting = j.held is not None and j.held[0] not in ("newest", "within")
-                out[j.tag] = Verdict(rule, j.held is not None, _words(rule.keep, j), lasting)
+                out[j.tag] = Verdict(
+                    rule, j.held is not None, _words(rule.keep, j), lasting, j.rank
+                )
         return out
 
     def repository(self, repo: Repository) -> None:
@@ -292,6 +297,8 @@ class _Apply:
                 self.out.notes[(repo.name, tag)] = "no rule of the policy selects this tag"
                 continue
             keepers = sorted((v for v in verdicts if v.keeps), key=lambda v: not v.lasting)
+            first = keepers[0] if keepers else verdicts[0]
+            self.out.decided[(repo.name, tag)] = (first.rule.label, first.rank)
             if keepers:
                 self.out.notes[(repo.name, tag)] = "; also ".join(map(str, keepers))
             else:

@@ -121,6 +121,8 @@ class Resolved:
     tag_notes: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
     """(repository, tag) -> why a rule that looked at the tag keeps it
     (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
+    decided: Mapping[tuple[str, str], tuple[str, int | None]] = attrs.field(factory=dict)
+    """(repository, tag) -> the retention rule that decided it and its rank there."""
 
 
 def _match_repos(pattern: str, names: list[str], flag: str, strict: bool = True) -> list[str]:
@@ -168,6 +170,7 @@ class _Resolver:
         self.kept: dict[str, str] = {}
         self.selected: dict[str, str] = {}
         self.notes: dict[tuple[str, str], str] = {}
+        self.decided: dict[tuple[str, str], tuple[str, int | None]] = {}
         self.problems: list[Problem] = []
         selection.retention.check()
         self.protected: dict[tuple[str, Digest], str] = {}
@@ -244,6 +247,8 @@ class _Resolver:
         rule = flags.rule(r, spec.repo, spec.tag, f"--image {spec}")
         images = [t for t in candidates if subject_of(self.inv, repo, t) is None]
         judged = rules.judge(rule, repo, images, self.inv.created, self.now)
+        for j in judged.ranked:
+            self.decided[(repo.name, j.tag)] = (f"--image {spec}", j.rank)
         for tag, field in judged.skipped:
             self.notes[(repo.name, tag)] = _left_out(r, field, spec)
         going: dict[str, str] = {}
@@ -282,6 +287,7 @@ class _Resolver:
         """What a policy's rules decided, as the flags' decisions are held."""
         self.tags.update(outcome.tags)
         self.notes.update(outcome.notes)
+        self.decided.update(outcome.decided)
         self.selected.update(outcome.selected)
         self.problems += outcome.problems
         untagged.update(outcome.untagged)
@@ -437,4 +443,5 @@ def resolve(
         protect_matches=res.protect_matches,
         selected=res.selected,
         tag_notes=res.notes,
+        decided=res.decided,
     )

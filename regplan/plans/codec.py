@@ -15,7 +15,7 @@ from cattrs.preconf.json import make_converter as _json_converter
 from cattrs.v import format_exception
 
 from regplan.errors import PlanFormatError
-from regplan.plans.plan import FORMAT, VERSION, Plan, Request, StorageRecord, Target
+from regplan.plans.plan import FORMAT, VERSION, Image, Plan, Request, StorageRecord, Target
 
 
 def make_converter() -> cattrs.Converter:
@@ -27,6 +27,11 @@ def make_converter() -> cattrs.Converter:
     c.register_unstructure_hook(StorageRecord, StorageRecord.flat)
     c.register_unstructure_hook(
         Target, make_dict_unstructure_fn(Target, c, digest=override(omit_if_default=True))
+    )
+    omit = override(omit_if_default=True)
+    c.register_unstructure_hook(
+        Image,
+        make_dict_unstructure_fn(Image, c, pushed=omit, created=omit, rule=omit, rank=omit),
     )
     c.register_structure_hook(StorageRecord, _storage_record)
     plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))

@@ -112,6 +112,14 @@ class Image:
     bytes: int = 0
     """The image's size: its manifest, config and layers (an index's children too),
     each blob once; shared blobs count in every image that uses them."""
+    pushed: str | None = None
+    """A tag's last push (its ``current/link``'s time), UTC."""
+    created: str | None = None
+    """Its image config's ``created`` (when the plan read it: ``--sort-by created``)."""
+    rule: str | None = None
+    """The retention rule that decided it (a policy rule's label, ``--image SPEC``)."""
+    rank: int | None = None
+    """Its rank under that rule (newest first), when the rule ranks."""
 
     @property
     def name(self) -> str:

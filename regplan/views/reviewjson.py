@@ -43,6 +43,10 @@ def _image(i: Image, attached: Sequence[Image]) -> dict[str, Any]:
         ],
         "reason": i.reason,
         "bytes": i.bytes,
+        "pushed": i.pushed,
+        "created": i.created,
+        "rule": i.rule,
+        "rank": i.rank,
     }
 
 
