@@ -63,7 +63,7 @@ class FsStore:
     # -- records -------------------------------------------------------------------
 
     def url(self, name: str) -> str:
-        return os.fspath(self.storage.state / name) if name else os.fspath(self.storage.state)
+        return os.fspath(self.storage.state / name)  # "": the state folder itself
 
     def _rel(self, name: str) -> str:
         return f"{STATE_DIR}/{name}"

@@ -63,7 +63,7 @@ class BucketStore:
         return self.storage.state_prefix + name
 
     def url(self, name: str) -> str:
-        return self.bucket.url(self.key(name)) if name else self.bucket.url(self.key(""))
+        return self.bucket.url(self.key(name))
 
     def names(self, prefix: str) -> list[str]:
         return sorted(self.bucket.folders(self.key(prefix))[0])
