@@ -175,7 +175,7 @@ def recheck(
     for i, p in paths.items():
         if p in held and i not in started:  # one begun is finished: half moved is broken
             why[i] = f"needed by {held[p]}"
-    moving -= held.keys()
+    moving -= {paths[i] for i in why}  # what is needed stays (but what a killed run began)
     why.update(_empties(inv, folders, moving))
     going = moving | {t.path for i, t in folders.items() if i not in why}
     after = location.predicted(storage, inv.tree, sorted(going, key=part_of))
