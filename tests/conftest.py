@@ -4,8 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 
+from regplan.cli import cli
 from regplan.demo.samples import DemoImages, build_demo
 
 pytest_plugins = ["tests.s3server", "tests.azserver", "tests.gcsserver"]
@@ -41,3 +43,18 @@ def demo_root(tmp_path: Path) -> Path:
 def demo(tmp_path: Path) -> tuple[Path, DemoImages]:
     root = tmp_path / "registry"
     return root, build_demo(root)
+
+
+@pytest.fixture
+def signed(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A plan by alice@ops (``p.json``, ``--image team/app:v1``), her public key, and
+    bob@review's private key (both made by ``regplan keygen``)."""
+    runner = CliRunner()
+    for name, comment in (("alice", "alice@ops"), ("bob", "bob@review")):
+        made = runner.invoke(cli, ["keygen", str(tmp_path / name), "--comment", comment])
+        assert made.exit_code == 0, made.output
+    plan = tmp_path / "p.json"
+    args = ["plan", "--root", str(demo_root), "--key", str(tmp_path / "alice")]
+    made = runner.invoke(cli, [*args, "-o", str(plan), "--image", "team/app:v1"])
+    assert made.exit_code == 0, made.output
+    return plan, tmp_path / "alice.pub", tmp_path / "bob"

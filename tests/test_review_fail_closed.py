@@ -36,27 +36,6 @@ def regplan(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def signed(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A plan by alice@ops (p.json), her public key, and bob@review's key."""
-    for name, comment in (("alice", "alice@ops"), ("bob", "bob@review")):
-        assert run("keygen", str(tmp_path / name), "--comment", comment).exit_code == 0
-    plan = tmp_path / "p.json"
-    made = run(
-        "plan",
-        "--root",
-        str(demo_root),
-        "--key",
-        str(tmp_path / "alice"),
-        "-o",
-        str(plan),
-        "--image",
-        "team/app:v1",
-    )
-    assert made.exit_code == 0, made.output
-    return plan, tmp_path / "alice.pub", tmp_path / "bob"
-
-
 def test_a_fifo_named_like_an_approval_hangs_nothing(
     signed: tuple[Path, Path, Path], demo_root: Path
 ) -> None:

@@ -8,7 +8,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
@@ -18,39 +17,18 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-@pytest.fixture
-def setup(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A plan by alice@ops, and bob@review's key."""
-    for name, comment in (("alice", "alice@ops"), ("bob", "bob@review")):
-        assert run("keygen", str(tmp_path / name), "--comment", comment).exit_code == 0
-    plan = tmp_path / "p.json"
-    made = run(
-        "plan",
-        "--root",
-        str(demo_root),
-        "--key",
-        str(tmp_path / "alice"),
-        "-o",
-        str(plan),
-        "--image",
-        "team/app:v1",
-    )
-    assert made.exit_code == 0, made.output
-    return plan, tmp_path / "alice.pub", tmp_path / "bob"
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_signer_is_the_keys_name(setup: tuple[Path, Path, Path]) -> None:
-    plan, _, _ = setup
+def test_the_signer_is_the_keys_name(signed: tuple[Path, Path, Path]) -> None:
+    plan, _, _ = signed
     [sig] = json.loads(plan.read_text())["signatures"]
     assert sig["signer"] == "alice@ops"
 
 
-def test_views_say_not_verified_without_trust(setup: tuple[Path, Path, Path]) -> None:
-    plan, _, _ = setup
+def test_views_say_not_verified_without_trust(signed: tuple[Path, Path, Path]) -> None:
+    plan, _, _ = signed
     assert "NOT VERIFIED" in run("show", str(plan)).output
     md = run("show", str(plan), "--format", "markdown").output
     assert "| **not verified** | `planner` | `alice@ops` |" in md
@@ -59,9 +37,9 @@ def test_views_say_not_verified_without_trust(setup: tuple[Path, Path, Path]) ->
 
 
 def test_an_edited_plan_shows_invalid_and_cannot_be_approved(
-    setup: tuple[Path, Path, Path],
+    signed: tuple[Path, Path, Path],
 ) -> None:
-    plan, alice, bob = setup
+    plan, alice, bob = signed
     doc = json.loads(plan.read_text())
     doc["root"] = "/elsewhere"
     plan.write_text(json.dumps(doc))
@@ -72,16 +50,16 @@ def test_an_edited_plan_shows_invalid_and_cannot_be_approved(
     assert not list(plan.parent.glob("p.json.approval-*"))
 
 
-def test_approve_without_trust_refuses(setup: tuple[Path, Path, Path]) -> None:
-    plan, _, bob = setup
+def test_approve_without_trust_refuses(signed: tuple[Path, Path, Path]) -> None:
+    plan, _, bob = signed
     r = run("approve", str(plan), "--key", str(bob))
     assert r.exit_code == 3 and "--trust" in r.output
 
 
-def test_approvals_never_change_the_pinned_bytes(setup: tuple[Path, Path, Path]) -> None:
+def test_approvals_never_change_the_pinned_bytes(signed: tuple[Path, Path, Path]) -> None:
     """sha256sum of the plan is the same before and after approving; show, verify and
     apply find the approval beside it without extra flags."""
-    plan, alice, bob = setup
+    plan, alice, bob = signed
     pinned = sha256(plan)
     md = run("show", str(plan), "--format", "markdown").output
     assert f"SHA-256 `{pinned}`" in md
@@ -99,8 +77,8 @@ def test_approvals_never_change_the_pinned_bytes(setup: tuple[Path, Path, Path])
     assert sha256(plan) == pinned
 
 
-def test_a_tampered_approval_fails_verification(setup: tuple[Path, Path, Path]) -> None:
-    plan, alice, bob = setup
+def test_a_tampered_approval_fails_verification(signed: tuple[Path, Path, Path]) -> None:
+    plan, alice, bob = signed
     assert run("approve", str(plan), "--key", str(bob), "--trust", str(alice)).exit_code == 0
     [approval] = plan.parent.glob("p.json.approval-*.sig")
     doc = json.loads(approval.read_text())
