@@ -46,7 +46,7 @@ def demo(tmp_path: Path) -> tuple[Path, DemoImages]:
 
 
 @pytest.fixture
-def signed(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+def alice_plan(demo_root: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
     """A plan by alice@ops (``p.json``, ``--image team/app:v1``), her public key, and
     bob@review's private key (both made by ``regplan keygen``)."""
     runner = CliRunner()

@@ -37,11 +37,11 @@ def regplan(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_fifo_named_like_an_approval_hangs_nothing(
-    signed: tuple[Path, Path, Path], demo_root: Path
+    alice_plan: tuple[Path, Path, Path], demo_root: Path
 ) -> None:
     """A FIFO (and a directory) matched by ``PLAN.approval-*.sig`` is never opened for
     a blocking read: show, verify, approve and apply report it as ignored and go on."""
-    plan, alice, bob = signed
+    plan, alice, bob = alice_plan
     fifo = plan.with_name(plan.name + ".approval-fifo.sig")
     os.mkfifo(fifo)
     plan.with_name(plan.name + ".approval-dir.sig").mkdir()
@@ -183,10 +183,10 @@ def test_why_strips_a_registry_host_as_protect_does(pruned: Path, host: str) -> 
     assert "removed team/app:v1: requested" in result.output
 
 
-def test_a_fifo_given_as_a_trusted_key_hangs_nothing(signed: tuple[Path, Path, Path]) -> None:
+def test_a_fifo_given_as_a_trusted_key_hangs_nothing(alice_plan: tuple[Path, Path, Path]) -> None:
     """``--trust`` of a FIFO (or a key file of gigabytes) is a one-line error, never a
     read that waits for a writer or grows without end."""
-    plan, _, _ = signed
+    plan, _, _ = alice_plan
     fifo = plan.with_name("team.pub")
     os.mkfifo(fifo)
     shown = regplan("show", str(plan), "--trust", str(fifo))

@@ -21,14 +21,14 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_signer_is_the_keys_name(signed: tuple[Path, Path, Path]) -> None:
-    plan, _, _ = signed
+def test_the_signer_is_the_keys_name(alice_plan: tuple[Path, Path, Path]) -> None:
+    plan, _, _ = alice_plan
     [sig] = json.loads(plan.read_text())["signatures"]
     assert sig["signer"] == "alice@ops"
 
 
-def test_views_say_not_verified_without_trust(signed: tuple[Path, Path, Path]) -> None:
-    plan, _, _ = signed
+def test_views_say_not_verified_without_trust(alice_plan: tuple[Path, Path, Path]) -> None:
+    plan, _, _ = alice_plan
     assert "NOT VERIFIED" in run("show", str(plan)).output
     md = run("show", str(plan), "--format", "markdown").output
     assert "| **not verified** | `planner` | `alice@ops` |" in md
@@ -37,9 +37,9 @@ def test_views_say_not_verified_without_trust(signed: tuple[Path, Path, Path]) -
 
 
 def test_an_edited_plan_shows_invalid_and_cannot_be_approved(
-    signed: tuple[Path, Path, Path],
+    alice_plan: tuple[Path, Path, Path],
 ) -> None:
-    plan, alice, bob = signed
+    plan, alice, bob = alice_plan
     doc = json.loads(plan.read_text())
     doc["root"] = "/elsewhere"
     plan.write_text(json.dumps(doc))
@@ -50,16 +50,16 @@ def test_an_edited_plan_shows_invalid_and_cannot_be_approved(
     assert not list(plan.parent.glob("p.json.approval-*"))
 
 
-def test_approve_without_trust_refuses(signed: tuple[Path, Path, Path]) -> None:
-    plan, _, bob = signed
+def test_approve_without_trust_refuses(alice_plan: tuple[Path, Path, Path]) -> None:
+    plan, _, bob = alice_plan
     r = run("approve", str(plan), "--key", str(bob))
     assert r.exit_code == 3 and "--trust" in r.output
 
 
-def test_approvals_never_change_the_pinned_bytes(signed: tuple[Path, Path, Path]) -> None:
+def test_approvals_never_change_the_pinned_bytes(alice_plan: tuple[Path, Path, Path]) -> None:
     """sha256sum of the plan is the same before and after approving; show, verify and
     apply find the approval beside it without extra flags."""
-    plan, alice, bob = signed
+    plan, alice, bob = alice_plan
     pinned = sha256(plan)
     md = run("show", str(plan), "--format", "markdown").output
     assert f"SHA-256 `{pinned}`" in md
@@ -77,8 +77,8 @@ def test_approvals_never_change_the_pinned_bytes(signed: tuple[Path, Path, Path]
     assert sha256(plan) == pinned
 
 
-def test_a_tampered_approval_fails_verification(signed: tuple[Path, Path, Path]) -> None:
-    plan, alice, bob = signed
+def test_a_tampered_approval_fails_verification(alice_plan: tuple[Path, Path, Path]) -> None:
+    plan, alice, bob = alice_plan
     assert run("approve", str(plan), "--key", str(bob), "--trust", str(alice)).exit_code == 0
     [approval] = plan.parent.glob("p.json.approval-*.sig")
     doc = json.loads(approval.read_text())
