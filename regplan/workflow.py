@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import __version__
 from regplan.changes import fresh
@@ -131,7 +130,7 @@ def make_plan(
     storage: Location,
     selection: Selection,
     argv: Sequence[str],
-    key: Ed25519PrivateKey,
+    key: signing.SigningKey,
     signer: str,
     now: datetime,
     progress: Progress | None = None,

@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import socket
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,9 @@ from regplan import __version__
 from regplan.cli.progress import Reporter
 from regplan.decide.ages import parse_age
 from regplan.errors import RegplanError, SelectionError
+from regplan.plans import keys
+from regplan.plans.signing import SigningKey
+from regplan.plans.sshkeys import PASSPHRASE_ENV
 from regplan.progress import Progress
 from regplan.registry import online
 from regplan.registry.guard import Holding
@@ -119,10 +123,44 @@ trust_option = click.option(
     type=ExistingFile,
     multiple=True,
     envvar="REGPLAN_TRUST",
-    help="A trusted public key (KEYFILE.pub); repeat for several. [env: REGPLAN_TRUST, "
-    "paths separated by the OS path separator]",
+    help="Trusted keys: an OpenSSH allowed_signers file, an OpenSSH or regplan public key "
+    "(KEY.pub); repeat for several. [env: REGPLAN_TRUST, paths separated by the OS path "
+    "separator]",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")
+
+
+def key_option(what: str) -> Callable[[Command], Command]:
+    """``--key``: an SSH key (a private key file, or ssh-agent's key named by its public
+    key file or ``SHA256:`` fingerprint) or a regplan key (plans/keys.py)."""
+    return click.option(
+        "--key",
+        metavar="KEYFILE|KEY.pub|SHA256:FINGERPRINT",
+        envvar="REGPLAN_KEY",
+        required=True,
+        help=f"{what}: an OpenSSH private key (encrypted: {PASSPHRASE_ENV} or a prompt), "
+        "a public key whose private half ssh-agent holds, the agent key's SHA256: "
+        "fingerprint, or a regplan key. [env: REGPLAN_KEY]",
+    )
+
+
+def load_key(spec: str, signer: str | None) -> tuple[SigningKey, str]:
+    """The key --key names and the name its signatures record (--signer, else the key's)."""
+    key = keys.load(spec, _passphrase)
+    return key, signer or keys.signer_name(spec, key, default_signer)
+
+
+def _passphrase() -> str | None:
+    """An encrypted key's passphrase: the environment's, else asked on a terminal
+    (never echoed); None when neither can give it."""
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        return None
+    return str(click.prompt("Passphrase for the key", hide_input=True, err=True))
+
+
 signer_option = click.option(
     "--signer",
     metavar="NAME",

@@ -10,13 +10,14 @@ import click
 
 from regplan import workflow
 from regplan.cli.base import (
-    ExistingFile,
     PathArg,
     age_of,
     cli,
     default_signer,
     emit_json,
     json_option,
+    key_option,
+    load_key,
     now,
     progress_of,
     quiet_option,
@@ -49,9 +50,15 @@ F = TypeVar("F", bound=Callable[..., Any])
     help="The key holder's name, written after the public key and recorded with every "
     "signature the key makes (e.g. bob@review). [default: USER@HOST]",
 )
-def keygen(keyfile: Path, comment: str) -> None:
+@click.option(
+    "--ssh",
+    is_flag=True,
+    help="Write an OpenSSH key (as ssh-keygen -t ed25519 -N '' does) that signs SSH "
+    "signatures stock OpenSSH checks; trust it with an allowed_signers line.",
+)
+def keygen(keyfile: Path, comment: str, ssh: bool) -> None:
     """Write an Ed25519 KEYFILE (0600) and KEYFILE.pub."""
-    keyid = signing.keygen(keyfile, comment=comment)
+    keyid = signing.keygen(keyfile, comment=comment, ssh=ssh)
     click.echo(f"Wrote {keyfile} (private, 0600) and {keyfile}.pub; key id {keyid}")
 
 
@@ -84,13 +91,7 @@ def retention_options(f: Decorated) -> Decorated:
 
 @cli.command()
 @storage_options
-@click.option(
-    "--key",
-    type=ExistingFile,
-    envvar="REGPLAN_KEY",
-    required=True,
-    help="Private key that signs the plan. [env: REGPLAN_KEY]",
-)
+@key_option("The key that signs the plan")
 @click.option(
     "-o", "--output", type=PathArg, help="Plan file [default: plans/<UTC time>.plan.json]."
 )
@@ -160,7 +161,7 @@ def plan(
     /,
     root: str | None,
     config: Path | None,
-    key: Path,
+    key: str,
     output: Path | None,
     signer: str | None,
     as_json: bool,
@@ -184,14 +185,14 @@ def plan(
             err=True,
         )
     t = now()
-    private = signing.load_private(key)
+    private, name = load_key(key, signer)
     with progress_of("scanning paths", quiet=quiet, as_json=as_json) as scanning:
         made = workflow.make_plan(
             storage=storage,
             selection=selection,
             argv=_argv(storage, sel),
             key=private,
-            signer=signer or signing.key_name(key, private),
+            signer=name,
             now=t,
             progress=scanning.update,
             traits=traits,

@@ -12,6 +12,8 @@ from regplan.cli.base import (
     cli,
     emit_json,
     json_option,
+    key_option,
+    load_key,
     now,
     progress_of,
     quiet_option,
@@ -146,24 +148,26 @@ def verify(
 
 @cli.command()
 @click.argument("plan_file", type=ExistingFile)
-@click.option(
-    "--key",
-    type=ExistingFile,
-    envvar="REGPLAN_KEY",
-    required=True,
-    help="The reviewer's private key. [env: REGPLAN_KEY]",
-)
+@key_option("The reviewer's key")
 @signer_option
 @trust_option
-def approve(plan_file: Path, key: Path, signer: str | None, trust: tuple[Path, ...]) -> None:
+def approve(plan_file: Path, key: str, signer: str | None, trust: tuple[Path, ...]) -> None:
     """Co-sign PLAN as approver: check every signature it has against --trust, then write
-    the approval beside it (PLAN.approval-KEY.sig); PLAN's bytes never change."""
-    private = signing.load_private(key)
+    the approval beside it (PLAN.approval-KEY.sig); PLAN's bytes never change. With an
+    SSH key the file is the SSH signature `ssh-keygen -Y verify -n regplan-plan` checks
+    against `regplan digest PLAN`."""
+    private, name = load_key(key, signer)
     header, written = approvals.approve(
-        plan_file,
-        key=private,
-        signer=signer or signing.key_name(key, private),
-        now=now(),
-        trusted=signing.trusted_from(trust),
+        plan_file, key=private, signer=name, now=now(), trusted=signing.trusted_from(trust)
     )
     click.echo(f"Approved plan {header.plan_id}: wrote {written} (the plan file is unchanged)")
+
+
+@cli.command()
+@click.argument("plan_file", type=ExistingFile)
+def digest(plan_file: Path) -> None:
+    """Print the bytes every signature of PLAN covers (its body's SHA-256, in hex, no
+    newline): `regplan digest PLAN | ssh-keygen -Y sign -f KEY -n regplan-plan >
+    PLAN.approval-NAME.sig` approves it; `ssh-keygen -Y verify` checks so too."""
+    with PlanStream(plan_file) as loaded:
+        click.echo(loaded.body_digest.decode(), nl=False)

@@ -1,10 +1,12 @@
 """Approvals kept beside the plan file, never in it.
 
-``regplan approve PLAN`` writes ``PLAN.approval-<key>.sig`` (one small JSON
-file per approver, as minisign, cosign and ``ssh-keygen -Y`` keep detached
-signatures): the plan's bytes, which a change ticket pins by SHA-256, stay as
-they were however many people approve. ``show``, ``verify`` and ``apply`` find
-the files there without being told.
+``regplan approve PLAN`` writes ``PLAN.approval-<key>.sig`` (one small file per
+approver, as minisign, cosign and ``ssh-keygen -Y`` keep detached signatures): the
+plan's bytes, which a change ticket pins by SHA-256, stay as they were however many
+people approve. With an SSH key the file is the armored SSHSIG that
+``ssh-keygen -Y sign -n regplan-plan`` writes for ``regplan digest PLAN`` (and one
+written so is read the same); with a regplan key, a small JSON document. ``show``,
+``verify`` and ``apply`` find the files there without being told.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ import json
 import os
 import stat
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan.errors import PlanWriteError, SignatureError
+from regplan.plans import sshsig
 from regplan.plans.plan import Plan, Signature
 from regplan.plans.planfile import PlanStream
 from regplan.plans.signing import (
     Checked,
     Entry,
+    SigningKey,
     TrustedKey,
     body_digest,
     check,
     entries,
-    keyid_of,
+    keyid,
     sign_body,
     verify_stream,
 )
@@ -42,8 +45,10 @@ MAX_BYTES = 64 * 1024
 
 
 def path_for(plan: Path, keyid: str) -> Path:
-    """Where the approval by ``keyid`` of ``plan`` is kept."""
-    return plan.with_name(f"{plan.name}.approval-{keyid.partition(':')[2][:16]}.sig")
+    """Where the approval by ``keyid`` of ``plan`` is kept (an SSH fingerprint's
+    base64 made safe for a file name)."""
+    short = keyid.partition(":")[2][:16].replace("/", "_").replace("+", "-")
+    return plan.with_name(f"{plan.name}.approval-{short}.sig")
 
 
 def find(plan: Path, plan_id: str) -> list[Entry]:
@@ -73,7 +78,10 @@ def _read(path: Path, plan_id: str) -> Entry:
             return _ignored(name, kind)
         with os.fdopen(fd, "rb") as f:
             try:
-                doc = _parse(f.read(MAX_BYTES + 1))
+                data = f.read(MAX_BYTES + 1)
+                if sshsig.is_armored(data[:100].decode("ascii", "replace")):
+                    return _ssh_entry(name, data, os.fstat(f.fileno()).st_mtime)
+                doc = _parse(data)
             except OSError:
                 doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
@@ -81,6 +89,21 @@ def _read(path: Path, plan_id: str) -> Entry:
     if doc.get("plan_id") != plan_id:
         return Entry(raw=doc.get("signature"), source=name, problem="an approval of another plan")
     return Entry(raw=doc.get("signature"), source=name)
+
+
+def _ssh_entry(name: str, data: bytes, mtime: float) -> Entry:
+    """An SSHSIG approval (``ssh-keygen -Y sign`` wrote it, or ``regplan approve``): its
+    signer is whoever the allowed signers say holds the key inside; its time, the file's."""
+    if len(data) > MAX_BYTES:
+        return Entry(raw={}, source=name, problem="not a regplan approval file")
+    text = data.decode("ascii", "replace")
+    try:
+        keyid = sshsig.fingerprint(sshsig.parse(text).public_blob)
+    except sshsig.SshsigError as e:
+        return Entry(raw={}, source=name, problem=f"not a valid SSH signature ({e})")
+    signed_at = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raw = {"keyid": keyid, "role": "approver", "signer": "", "signed_at": signed_at, "sig": text}
+    return Entry(raw=raw, source=name)
 
 
 def _parse(data: bytes) -> object:
@@ -129,6 +152,8 @@ def write(plan: Path, plan_id: str, signature: Signature) -> Path:
         "signature": attrs.asdict(signature),
     }
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    if sshsig.is_armored(signature.sig):
+        data = signature.sig.encode()  # what ssh-keygen -Y sign writes, byte for byte
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except FileExistsError:
@@ -157,7 +182,7 @@ def checked(stream: PlanStream, trusted: Sequence[TrustedKey]) -> list[Checked]:
 def approve(
     path: Path,
     *,
-    key: Ed25519PrivateKey,
+    key: SigningKey,
     signer: str,
     now: datetime,
     trusted: Sequence[TrustedKey],
@@ -175,10 +200,9 @@ def approve(
         verify_stream(stream, trusted, detached=beside(stream))
         stream.check_items()
         header = stream.header
-        keyid = keyid_of(key.public_key())
-        signed = {s.keyid for s in header.signatures}
-        signed |= {str(e.raw.get("keyid")) for e in beside(stream) if isinstance(e.raw, dict)}
-        if keyid in signed:
-            raise SignatureError(f"{path} is already signed by {keyid}")
+        mine = keyid(key)
+        signed = {c.keyid for c in checked(stream, trusted)}
+        if mine in signed:
+            raise SignatureError(f"{path} is already signed by {mine}")
         signature = sign_body(body_digest(stream), key, role="approver", signer=signer, now=now)
     return header, write(path, header.plan_id, signature)

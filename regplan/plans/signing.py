@@ -1,6 +1,9 @@
-"""Ed25519 keys, plan signatures and their verification.
+"""Plan signatures and their verification: SSHSIG (``sshsig``, what OpenSSH checks)
+by SSH keys trusted through an ``allowed_signers`` file, and regplan's own.
 
-A signature covers ``regplan-plan-v1 NUL hex(sha256(canonical(body))) NUL
+An SSH signature covers the plan's body digest (``regplan digest PLAN``: the hex
+SHA-256 of the canonical body) in the ``regplan-plan`` namespace. A regplan
+signature covers ``regplan-plan-v1 NUL hex(sha256(canonical(body))) NUL
 canonical(meta)`` where body is every plan field but ``signatures`` and meta is
 the signature's own ``keyid``, ``role``, ``signer`` and ``signed_at``: an edit
 anywhere, or a changed role, breaks it. The body is hashed first, piece by
@@ -18,7 +21,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +31,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from regplan.errors import KeyFileError, SignatureError
-from regplan.plans import codec
+from regplan.plans import allowed, codec, sshcheck, sshsig
 from regplan.plans.plan import Plan, Signature
+from regplan.plans.sshkeys import SshKey
 
 if TYPE_CHECKING:
     from regplan.plans.planfile import PlanStream
@@ -44,33 +48,56 @@ def keyid_of(public: Ed25519PublicKey) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
+SigningKey = Ed25519PrivateKey | SshKey
+"""A key that signs: regplan's own (PEM) or an SSH key (a file or ssh-agent's)."""
+
+
+def keyid(key: SigningKey) -> str:
+    return key.keyid if isinstance(key, SshKey) else keyid_of(key.public_key())
+
+
 @attrs.frozen
 class TrustedKey:
     keyid: str
-    key: Ed25519PublicKey = attrs.field(eq=False)
+    key: Ed25519PublicKey | None = attrs.field(eq=False)
+    """A regplan key (None for an SSH key: ``ssh`` holds it)."""
     source: str
     name: str = ""
-    """The name written after the key in its ``.pub`` file (``keygen --comment``):
-    who holds it, as the person who trusts the file says, not as a plan claims."""
+    """Who holds it, as the person who trusts the file says, not as a plan claims: an
+    allowed_signers line's principals, or the comment after a ``.pub`` key."""
+    ssh: allowed.Signer | None = None
+    """An SSH key's line (principals, options); None for a regplan key."""
 
 
-def keygen(path: Path, *, comment: str) -> str:
-    """Write a new private key (0600, never overwritten) and ``path.pub``; return the keyid."""
+def keygen(path: Path, *, comment: str, ssh: bool = False) -> str:
+    """Write a new private key (0600, never overwritten) and ``path.pub``; return the
+    keyid. With ``ssh``, an OpenSSH key pair (unencrypted, as ``ssh-keygen -N ''``)."""
     if not comment.isprintable():
         raise KeyFileError("--comment must be one line of printable text")
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     pub_path = path.with_name(path.name + ".pub")
     for p in (path, pub_path):
         if os.path.lexists(p):  # a dangling symlink too: never write through one
             raise KeyFileError(f"{p} exists; refusing to overwrite a key")
     public = private.public_key()
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    line = f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {comment}".rstrip()
+    if ssh:
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        openssh = public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        line = f"{openssh.decode()} {comment}".rstrip()
+    else:
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        line = f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {comment}".rstrip()
     written: list[Path] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +110,14 @@ def keygen(path: Path, *, comment: str) -> str:
         for p in written:  # no half key pair left behind
             p.unlink(missing_ok=True)
         raise KeyFileError(f"cannot write key {e.filename or path}: {e.strerror}") from None
+    if ssh:
+        return sshsig.fingerprint(base64.b64decode(line.split()[1]))
     return keyid_of(public)
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
-        data = _read_regular(path, KEYS_LIMIT)
+        data = read_regular(path, KEYS_LIMIT)
     except OSError as e:
         raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
     try:
@@ -101,28 +130,46 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 def read_keys(path: Path) -> list[TrustedKey]:
-    """Every key of a ``.pub`` file: one ``regplan-ed25519 BASE64 NAME`` line each (as
-    keygen writes it; a team may keep its keys in one file), blank lines and ``#``
-    comments skipped; each key is named by its own line."""
+    """Every key of a trust file, each line by its form: ``regplan-ed25519 BASE64 NAME``
+    (as keygen writes it), an OpenSSH public key (``ssh-ed25519 AAAA… NAME``), or an
+    ``allowed_signers`` line (``PRINCIPALS [OPTIONS] KEYTYPE BASE64``); blank lines and
+    ``#`` comments skipped. A team may keep its keys in one file."""
     try:
-        text = _read_regular(path, KEYS_LIMIT).decode()
+        text = read_regular(path, KEYS_LIMIT).decode()
     except (OSError, UnicodeDecodeError) as e:
         raise KeyFileError(f"cannot read public key {path}: {e}") from None
     keys = [
-        _key_line(line, f"{path}:{n}")
+        _trusted_line(line, f"{path}:{n}")
         for n, line in enumerate(text.splitlines(), 1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not keys:
-        raise KeyFileError(f"{path} holds no key (expected '{PUBLIC_PREFIX} …' lines)")
+        raise KeyFileError(
+            f"{path} holds no key (expected '{PUBLIC_PREFIX} …', OpenSSH public key or "
+            "allowed_signers lines)"
+        )
     return [attrs.evolve(k, source=str(path)) for k in keys]
+
+
+def _trusted_line(line: str, where: str) -> TrustedKey:
+    first = line.split(maxsplit=1)[0]
+    if first == PUBLIC_PREFIX:
+        return _key_line(line, where)
+    try:
+        signer = (
+            allowed.public_line(line) if first in allowed.KEY_TYPES else allowed.parse_line(line)
+        )
+    except allowed.LineError as e:
+        raise KeyFileError(f"{where}:{e.column}: {e}") from None
+    keyid = sshsig.fingerprint(signer.blob)
+    return TrustedKey(keyid=keyid, key=None, source=where, name=signer.principals, ssh=signer)
 
 
 KEYS_LIMIT = 1024 * 1024
 """Bytes of a trust file at the most (a key's line is some 80 bytes)."""
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
+def read_regular(path: Path, limit: int) -> bytes:
     """A regular file's bytes, opened without waiting (a FIFO never blocks) and read to
     ``limit`` at the most; KeyFileError for anything else."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -184,25 +231,27 @@ def _message(body_digest: bytes, meta: dict[str, str]) -> bytes:
     return DOMAIN + b"\0" + body_digest + b"\0" + codec.canonical(meta)
 
 
-def sign(plan: Plan, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime) -> Plan:
+def sign(plan: Plan, key: SigningKey, *, role: str, signer: str, now: datetime) -> Plan:
     """Return the plan with one more signature; the body is untouched."""
     body = codec.hex_sha256(codec.body_chunks(plan))
     signature = sign_body(body, key, role=role, signer=signer, now=now)
     return attrs.evolve(plan, signatures=(*plan.signatures, signature))
 
 
-def sign_body(
-    body: bytes, key: Ed25519PrivateKey, *, role: str, signer: str, now: datetime
-) -> Signature:
-    """A signature over a plan's body digest (``body_digest``, ``raw_body_digest``)."""
+def sign_body(body: bytes, key: SigningKey, *, role: str, signer: str, now: datetime) -> Signature:
+    """A signature over a plan's body digest (``body_digest``, ``raw_body_digest``): an
+    SSHSIG of the digest for an SSH key (role, signer and time ride beside it, unsigned:
+    where the signature lies says its role), regplan's own for a regplan key."""
     if role not in ROLES:
         raise ValueError(role)
     meta = {
-        "keyid": keyid_of(key.public_key()),
+        "keyid": keyid(key),
         "role": role,
         "signer": signer,
         "signed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if isinstance(key, SshKey):
+        return Signature(sig=key.signature(body), **meta)
     sig = base64.b64encode(key.sign(_message(body, meta))).decode()
     return Signature(sig=sig, **meta)
 
@@ -285,12 +334,19 @@ def entries(sigs: object) -> list[Entry]:
 
 
 def check(
-    found: Sequence[Entry], body_digest: Callable[[], bytes], trusted: Sequence[TrustedKey]
+    found: Sequence[Entry],
+    body_digest: Callable[[], bytes],
+    trusted: Sequence[TrustedKey],
+    now: datetime | None = None,
 ) -> list[Checked]:
     """Each signature as valid, invalid, by an untrusted key, or (no ``trusted`` keys
-    given) not verified; the body's digest is computed once, when a key is trusted."""
-    by_id = {k.keyid: k for k in trusted}
+    given) not verified; the body's digest is computed once, when a key is trusted.
+    ``now``: when SSH keys' ``valid-after``/``valid-before`` are checked (the time of
+    the check by default)."""
+    by_id = {k.keyid: k for k in trusted if k.key is not None}
+    signers = [k.ssh for k in trusted if k.ssh is not None]
     body_digest = functools.cache(body_digest)
+    at = now or datetime.now(UTC)
     out = []
     for entry in found:
         raw = entry.raw if isinstance(entry.raw, dict) else {}
@@ -298,10 +354,13 @@ def check(
             out.append(_malformed(entry, raw))
             continue
         meta = {f: raw[f] for f in FIELDS[:4]}
+        if sshsig.is_armored(raw["sig"]):
+            out.append(_check_ssh(entry, meta, raw["sig"], body_digest, signers, at))
+            continue
         key = by_id.get(raw["keyid"])
         if not trusted:
             state = State.NOT_VERIFIED
-        elif key is None:
+        elif key is None or key.key is None:
             state = State.UNTRUSTED
         else:
             try:
@@ -313,6 +372,45 @@ def check(
                 state = State.INVALID
         out.append(Checked(**meta, source=entry.source, state=state, name=key.name if key else ""))
     return out
+
+
+def _check_ssh(
+    entry: Entry,
+    meta: dict[str, str],
+    sig: str,
+    body_digest: Callable[[], bytes],
+    signers: Sequence[allowed.Signer],
+    now: datetime,
+) -> Checked:
+    """An SSHSIG entry: its role is where it lies (the plan's own, or an approval beside
+    it), its key the one inside it; trusted through the allowed signers."""
+    role = "planner" if entry.source == "plan" else "approver"
+    meta = {**meta, "role": role}
+    if not signers:
+        keyid = _ssh_keyid(sig) or meta["keyid"]
+        return Checked(**{**meta, "keyid": keyid}, source=entry.source, state=State.NOT_VERIFIED)
+    verdict = sshcheck.judge(sig, body_digest(), signers, now)
+    return Checked(
+        **{**meta, "keyid": verdict.keyid},
+        source=entry.source,
+        state=_STATES[verdict.state],
+        name=verdict.name,
+        detail=verdict.detail,
+    )
+
+
+_STATES = {
+    sshcheck.VALID: State.VALID,
+    sshcheck.INVALID: State.INVALID,
+    sshcheck.UNTRUSTED: State.UNTRUSTED,
+}
+
+
+def _ssh_keyid(sig: str) -> str:
+    try:
+        return sshsig.fingerprint(sshsig.parse(sig).public_blob)
+    except sshsig.SshsigError:
+        return ""
 
 
 def _malformed(entry: Entry, raw: dict[str, Any]) -> Checked:
@@ -355,8 +453,10 @@ def verify_body(
                 f"signature by {c.keyid} ({c.signer}){where} does not match: "
                 "the plan was changed after it was signed"
             )
-    by_id = {k.keyid: k for k in trusted}
-    valid = {c.keyid: by_id[c.keyid] for c in checked if c.state is State.VALID}
+    valid: dict[str, TrustedKey] = {}
+    for c in checked:
+        if c.state is State.VALID:
+            valid.setdefault(c.keyid, _trusted_of(c, trusted))
     if len(valid) < required:
         unknown = [f"{c.keyid} ({c.signer})" for c in checked if c.state is State.UNTRUSTED]
         others = f"; signed by untrusted {', '.join(unknown)}" if unknown else ""
@@ -366,10 +466,18 @@ def verify_body(
     return list(valid.values())
 
 
+def _trusted_of(c: Checked, trusted: Sequence[TrustedKey]) -> TrustedKey:
+    """The trusted key behind a valid signature (a certificate's: its CA's line, under
+    the certificate's key and principal)."""
+    mine = next((k for k in trusted if k.keyid == c.keyid and k.name == c.name), None)
+    return mine or TrustedKey(keyid=c.keyid, key=None, source="certificate", name=c.name)
+
+
 def trusted_from(paths: Iterable[Path]) -> list[TrustedKey]:
-    """Every key of every file (``--trust``), each once: the first line naming it wins."""
-    found: dict[str, TrustedKey] = {}
+    """Every key of every file (``--trust``), each once: the first line naming it wins
+    (an SSH key on several allowed_signers lines keeps each: their options differ)."""
+    found: dict[tuple[str, allowed.Signer | None], TrustedKey] = {}
     for path in paths:
         for key in read_keys(path):
-            found.setdefault(key.keyid, key)
+            found.setdefault((key.keyid, key.ssh), key)
     return list(found.values())
