@@ -193,7 +193,8 @@ def registry_options(*, required: bool, replicas: bool = False) -> Callable[[Com
                     "--registry-user",
                     metavar="USER",
                     help="Registry user (password from REGPLAN_REGISTRY_PASSWORD); "
-                    "default: ~/.docker/config.json auths.",
+                    "default: as docker finds them in ~/.docker/config.json "
+                    "(credHelpers, credsStore, auths; $DOCKER_CONFIG).",
                 ),
                 click.option(
                     "--ca-cert", type=ExistingFile, help="CA bundle for the registry's TLS."

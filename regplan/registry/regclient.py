@@ -4,7 +4,8 @@ A small client over httpx for what regplan asks a registry: is it there, does
 it accept writes (without writing anything), and what does it serve (manifests
 by tag or digest, blobs by HEAD). Authentication as operators have it: basic
 auth, and the registry token (bearer) flow, with credentials from the command
-line or ``~/.docker/config.json``; TLS with a CA file, or unverified on request.
+line or as docker finds them (``credentials``: its config's auths and credential
+helpers); TLS with a CA file, or unverified on request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import errno
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -26,6 +26,7 @@ import attrs
 import httpx
 
 from regplan.errors import RegistryError
+from regplan.registry.credentials import Credentials, docker_credentials, refresh_grant
 from regplan.registry.guard import Ask, Catalog, Mode, Probe, Served
 
 __all__ = [  # Mode and Probe live with the guard's decision (registry/guard.py)
@@ -49,6 +50,7 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)
 ACCEPTS = {"Accept": ACCEPT}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 PROBE_REPOSITORY = "regplan-probe/readonly-check"
 PROBE_MANIFEST = json.dumps(
@@ -115,35 +117,6 @@ def read_bounded(
                     f"{r.request.url.host}: no whole answer to {what} within {deadline:.0f} s"
                 )
         return Answer(status=r.status_code, headers=r.headers, body=bytes(body), what=what)
-
-
-@attrs.frozen(kw_only=True)
-class Credentials:
-    user: str
-    password: str
-
-
-def docker_credentials(url: str, config: Path | None = None) -> Credentials | None:
-    """``auths`` of ``~/.docker/config.json`` (or ``$DOCKER_CONFIG/config.json``) for the
-    registry's host; None when there is none (credential helpers are not asked)."""
-    if config is None:
-        folder = os.environ.get("DOCKER_CONFIG")
-        config = (Path(folder) if folder else Path.home() / ".docker") / "config.json"
-    try:
-        auths = json.loads(config.read_text(encoding="utf-8")).get("auths", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    host = urlparse(url).netloc
-    for key, entry in auths.items() if isinstance(auths, dict) else ():
-        name = urlparse(key).netloc if "://" in key else key.split("/")[0]
-        if name != host or not isinstance(entry, dict) or not isinstance(entry.get("auth"), str):
-            continue
-        try:
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return Credentials(user=user, password=password)
-    return None
 
 
 class _Auth(httpx.Auth):
@@ -213,10 +186,15 @@ class _Auth(httpx.Auth):
                 f"the registry's token service {realm!r} is not https while the registry is: "
                 "regplan does not send credentials in clear (--insecure allows it)"
             )
+        refresh = self.credentials.identity_token if self.credentials is not None else ""
+        method, content, asked = "GET", None, query
+        if refresh:  # an identity token: docker's OAuth2 refresh-token grant, by POST
+            method, headers, content, asked = "POST", FORM, refresh_grant(refresh, query), {}
         try:
             r = read_bounded(
-                self.client, "GET", realm, params=query, headers=headers, basic_only=True
-            )
+                self.client, method, realm, params=asked, headers=headers, content=content,
+                basic_only=True,
+            )  # fmt: skip
             body = json.loads(r.body) if r.status == 200 else {}
         except (httpx.HTTPError, ValueError, RecursionError) as e:
             raise RegistryError(f"token service {realm}: {e or type(e).__name__}") from None
