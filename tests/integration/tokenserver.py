@@ -1,8 +1,9 @@
 """A registry token service for tests: the bearer flow as distribution's ``auth.token``
 expects it (ES256 JWTs with an ``x5c`` certificate the registry trusts), on 127.0.0.1.
 
-It grants what a scope asks to one basic-auth user, and counts the tokens it
-issues so a test can see the client reuses them.
+It grants what a scope asks to one basic-auth user (GET), or to a client holding its
+refresh token (POST ``grant_type=refresh_token``, the OAuth2 flow docker uses for an
+identity token), and counts the tokens it issues so a test can see the client reuses them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _b64(data: bytes) -> str:
 
 
 class TokenServer:
-    def __init__(self, work: Path, *, user: str, password: str) -> None:
+    def __init__(self, work: Path, *, user: str, password: str, refresh_token: str = "") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
         now = dt.datetime.now(dt.UTC)
@@ -50,6 +51,7 @@ class TokenServer:
         self.bundle = work / "token-ca.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.refresh_token = refresh_token
         self.issued = 0
         server = self
 
@@ -61,6 +63,22 @@ class TokenServer:
                     return
                 query = parse_qs(urlparse(self.path).query)
                 body = json.dumps({"token": server.token(query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(length).decode())
+                held = [server.refresh_token] if server.refresh_token else None
+                if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != held:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                scopes = " ".join(form.get("scope", [])).split()
+                body = json.dumps({"access_token": server.token(scopes)}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
