@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def from_private(data: bytes, path: Path, passphrase: Callable[[], str | None]) 
     """An OpenSSH private key file's key; ``passphrase`` is asked only when it is
     encrypted (and never echoed, logged or put in a message)."""
     try:
-        key = serialization.load_ssh_private_key(data, password=None)
+        with warnings.catch_warnings():  # DSA: refused below in one line, not warned of
+            warnings.simplefilter("ignore")
+            key = serialization.load_ssh_private_key(data, password=None)
     except TypeError:  # encrypted
         secret = passphrase()
         if secret is None:
@@ -68,7 +71,8 @@ def from_private(data: bytes, path: Path, passphrase: Callable[[], str | None]) 
     if not isinstance(
         key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     ):
-        raise KeyFileError(f"{path}: a {type(key).__name__} key; use Ed25519 (or RSA, ECDSA)")
+        kind = type(key).__name__.removesuffix("PrivateKey")
+        raise KeyFileError(f"{path}: a {kind} key; use Ed25519 (or RSA, ECDSA)")
     return SshKey(public_blob=_public_blob(key), comment=_comment(path), sign_data=_signer(key))
 
 

@@ -32,7 +32,8 @@ END = "-----END SSH SIGNATURE-----"
 SK_ED25519 = "sk-ssh-ed25519@openssh.com"
 SK_ECDSA = "sk-ecdsa-sha2-nistp256@openssh.com"
 USER_PRESENT = 0x01
-"""The flag a security key sets when it was touched: required, as ssh-keygen does."""
+"""The flag a security key sets when it was touched. regplan requires it (an approval
+is a person's act); ``ssh-keygen -Y verify`` does not look at it."""
 
 
 class SshsigError(ValueError):
