@@ -120,6 +120,10 @@ def test_openssh_approvals_are_found_and_accepted(keys: Keys, plan: Path, demo_r
     verified = run("verify", str(plan), *trust, "--require-signatures", "2",
                    "--root", str(demo_root), "--json")  # fmt: skip
     assert verified.exit_code == 0, verified.output
+    text = run("show", str(plan), *trust).output
+    assert "  VALID approver bob@ops (SHA256:" in text  # named by the allowed signers
+    said = run("verify", str(plan), *trust, "--require-signatures", "2", "--root", str(demo_root))
+    assert "signed by 2 trusted key(s) (alice@ops SHA256:" in said.output
     shown = run("show", str(plan), *trust, "--json").output
     states = {(s["name"], s["role"], s["state"]) for s in json.loads(shown)["signatures"]}
     assert states == {("alice@ops", "planner", "valid"), ("bob@ops", "approver", "valid")}

@@ -24,6 +24,7 @@ from regplan.cli.base import (
 )
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
+from regplan.scan.layout import printable
 from regplan.views import render, report, reviewjson, ticket, why
 
 
@@ -135,14 +136,18 @@ def verify(
                 "plan_id": v.header.plan_id,
                 "valid": True,
                 "signers": signers,
+                "principals": [k.name for k in v.signers],
                 "root": str(v.storage.root),
                 "fresh": True,
             }
         )
     else:
+        named = ", ".join(
+            f"{printable(k.name)} {k.keyid}" if k.name else k.keyid for k in v.signers
+        )
         click.echo(
             f"OK: plan {v.header.plan_id} is signed by {len(signers)} trusted key(s) "
-            f"({', '.join(signers)}) and matches {v.storage.root}"
+            f"({named}) and matches {v.storage.root}"
         )
 
 

@@ -308,10 +308,11 @@ def _clip(value: str, width: int = CLIP) -> str:
 
 def who(c: Checked) -> str:
     """The signer: a valid signature's trusted key's name (and what the signature claims,
-    when that differs); otherwise what the signature claims."""
+    when it claims another); otherwise what the signature claims (an SSH signature
+    made by ssh-keygen claims nothing)."""
     if c.state is State.VALID and c.name:
-        return c.name if c.name == c.signer else f"{c.name} (says {c.signer})"
-    return c.signer
+        return c.name if c.signer in ("", c.name) else f"{c.name} (says {c.signer})"
+    return c.signer or "(unnamed)"
 
 
 def why_text(answer: WhyAnswer, plan: Plan) -> str:
