@@ -8,14 +8,16 @@ import functools
 from collections.abc import Callable, Sequence, Set
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from regplan.changes import applies, fresh, purging, recheck, transaction
+from regplan.changes import applies, fresh, purging, recheck, transaction, who
 from regplan.changes import only as changes_only
 from regplan.changes.recheck import Recheck
-from regplan.changes.records import ApplyRecord
-from regplan.changes.transaction import ApplyResult, RollbackResult, record_json
+from regplan.changes.records import Action, ApplyRecord, who_json
+from regplan.changes.transaction import ApplyResult, RollbackResult
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
+from regplan.plans.rule import Rule, require
 from regplan.progress import Progress
 from regplan.storage import location
 from regplan.storage.clouds import Found
@@ -38,6 +40,12 @@ def records(storage: Location) -> list[ApplyRecord]:
     return applies.records(location.store(storage))
 
 
+def record_json(r: ApplyRecord) -> dict[str, Any]:
+    """One apply as ``history --json`` prints it: the transaction's fields, the plan's
+    signers by principal and who ran each step."""
+    return {**transaction.record_json(r), **who_json(r)}
+
+
 def apply_plan(
     *,
     plan_path: Path,
@@ -52,6 +60,7 @@ def apply_plan(
     opener: Callable[[Location], Store] = location.store,
     guard: Callable[[Location], str] | None = None,
     exact: bool = False,
+    rule: Rule | None = None,
 ) -> ApplyResult:
     """Verify, then move the plan's targets into quarantine (or finish an interrupted apply).
 
@@ -61,9 +70,12 @@ def apply_plan(
     the plan's file, signatures and approvals are verified and before anything else reads
     the storage; what it returns is recorded as ``registry``. With ``exact``, the tree
     must be the one planned (Terraform's rule); else what still holds moves and the
-    rest is skipped (changes/recheck.py)."""
+    rest is skipped (changes/recheck.py). With ``rule`` (an approval rule file), the
+    signatures must meet it too (exit 3 naming who signed and who is missing). The
+    apply's record names the operator and the plan's signers by principal."""
     with PlanStream(plan_path, snapshot=True) as stream:
         signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
+        signed = require(rule, approvals.checked(stream, trusted), stream.header.plan_id)
         stream.check_items()
         storage = fresh.storage_of(stream.header, root)
         registry = guard(storage) if guard is not None else registry
@@ -77,6 +89,7 @@ def apply_plan(
             scan_progress=scan_progress,
             break_lock=break_lock,
             registry=registry,
+            by=who.by(Action.APPLY, now, planner=signed.planner, approvers=signed.approvers),
         )
 
 
@@ -115,6 +128,7 @@ def rollback(
         registry=registry,
         only=tuple(only),
         choose=changes_only.chooser(store, apply_id, lambda: location.read(storage).manifests),
+        by=who.by(Action.ROLLBACK, now),
     )
 
 
@@ -137,4 +151,5 @@ def purge(
         progress=progress,
         include_unverified=include_unverified,
         break_lock=break_lock,
+        by=who.by(Action.PURGE, now),
     )

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from regplan.changes import applies, moves
-from regplan.changes.records import ApplyRecord, State
+from regplan.changes.records import ApplyRecord, By, State, stamped
 from regplan.changes.transaction import iso
 from regplan.errors import ApplyError
 from regplan.progress import Progress
@@ -25,6 +25,7 @@ def purge(
     progress: Progress | None = None,
     include_unverified: bool = False,
     break_lock: bool = False,
+    by: By | None = None,
 ) -> list[ApplyRecord]:
     """Delete the quarantine of one apply, or of every applied one older than an age.
 
@@ -37,7 +38,7 @@ def purge(
         else:
             chosen = purgeable(applies.records(store), older_than, now, include_unverified)
         done = []
-        for record in chosen:
+        for record in (stamped(r, by) for r in chosen):
             applies.save(store, attrs.evolve(record, state=State.PURGING, updated_at=iso(now)))
             moves.finish_purge(store, record.apply_id, progress)
             final = attrs.evolve(record, state=State.PURGED, bytes=0, updated_at=iso(now))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import Any
 
 import attrs
 import cattrs
@@ -24,6 +25,33 @@ class State(enum.Enum):
     """``rollback --only`` restored some images; the rest is still in the quarantine."""
     PURGING = "purging"
     PURGED = "purged"
+
+
+class Action(enum.Enum):
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+    PURGE = "purge"
+
+
+@attrs.frozen(kw_only=True)
+class Operator:
+    """Who ran one step of an apply's life, as the machine it ran on says (the local
+    user and host: what the operator's own account shows, not a proof)."""
+
+    action: Action
+    user: str
+    host: str
+    at: str
+
+
+@attrs.frozen(kw_only=True)
+class By:
+    """Who a step is by: its operator and, for an apply, the principals of the plan's
+    valid signatures by trusted keys (apply signs nothing itself: no key of its own)."""
+
+    operator: Operator
+    planner: str = ""
+    approvers: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +77,31 @@ class ApplyRecord:
     only: tuple[str, ...] = ()
     """While a ``rollback --only`` runs (and after it): the references it restores (a
     rollback run again after a kill restores at least these)."""
+    planner: str = ""
+    """The principal whose key signed the plan as planner ("" in records made before
+    regplan recorded it)."""
+    approvers: tuple[str, ...] = ()
+    """The principals of the valid approvals by trusted keys the apply found, sorted."""
+    operators: tuple[Operator, ...] = ()
+    """Who ran each step (apply, an apply run again, rollback, purge), in order."""
+
+
+def stamped(record: ApplyRecord, by: By | None) -> ApplyRecord:
+    """The record with one more step's operator (and an apply's signers); as it was when
+    ``by`` is None (a caller that says nobody, as the tests of the steps themselves)."""
+    if by is None:
+        return record
+    steps = (*record.operators, by.operator)
+    if len(steps) > MAX_OPERATORS:  # an apply killed and run again without end: the first stays
+        steps = (steps[0], *steps[1 - MAX_OPERATORS :])
+    record = attrs.evolve(record, operators=steps)
+    if by.operator.action is Action.APPLY and (by.planner or by.approvers):
+        record = attrs.evolve(record, planner=by.planner, approvers=by.approvers)
+    return record
+
+
+MAX_OPERATORS = 64
+"""Steps a record keeps (the first and the latest): a record stays a few KiB."""
 
 
 _converter = codec.make_converter()
@@ -65,3 +118,16 @@ def parse_state(data: bytes, where: str) -> ApplyRecord:
         return _converter.structure(json.loads(data), ApplyRecord)
     except (ValueError, TypeError, KeyError, RecursionError, cattrs.BaseValidationError) as e:
         raise ApplyError(f"cannot read {where}: {e}") from None
+
+
+def who_json(r: ApplyRecord) -> dict[str, Any]:
+    """Who planned, approved and ran each step of one apply, as ``history --json`` adds
+    it (empty in records made before regplan recorded it)."""
+    return {
+        "planner": r.planner,
+        "approvers": list(r.approvers),
+        "operators": [
+            {"action": o.action.value, "user": o.user, "host": o.host, "at": o.at}
+            for o in r.operators
+        ],
+    }

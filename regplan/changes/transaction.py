@@ -19,7 +19,7 @@ import attrs
 
 from regplan.changes import applies, moves
 from regplan.changes.recheck import Recheck, describe, resumed
-from regplan.changes.records import ApplyRecord, State
+from regplan.changes.records import ApplyRecord, By, State, stamped
 from regplan.errors import ApplyError, StalePlanError
 from regplan.plans import signing
 from regplan.plans.planfile import PlanStream
@@ -109,6 +109,7 @@ def apply(
     scan_progress: Progress | None = None,
     break_lock: bool = False,
     registry: str = "",
+    by: By | None = None,
 ) -> ApplyResult:
     """Move a verified plan's targets into quarantine, or finish its interrupted apply.
 
@@ -122,12 +123,12 @@ def apply(
         if resuming is not None:
             _refuse_another_plan(store, stream, resuming)
             log.info("resuming apply %s", resuming.apply_id)
-            record = resuming
+            record = stamped(resuming, by)
             found = _decided_again(stream, store, resuming.apply_id, recheck)
         else:
             _refuse_beside_interrupted(store, plan.plan_id)
             found = _decide(stream, check_fresh, recheck)
-            record = _begin(stream, store, found, now, registry)
+            record = _begin(stream, store, found, now, registry, by)
         skip = found.skip if found is not None else frozenset()
         moved = moves.move_out(
             store, stream, record.apply_id, progress, resuming=resuming is not None, skip=skip
@@ -155,13 +156,18 @@ def apply(
 
 
 def _begin(
-    stream: PlanStream, store: Store, found: Recheck | None, now: datetime, registry: str
+    stream: PlanStream,
+    store: Store,
+    found: Recheck | None,
+    now: datetime,
+    registry: str,
+    by: By | None = None,
 ) -> ApplyRecord:
     """Refuse what cannot move, then keep the plan, the first record and what moves."""
     apply_id = new_id(now)
     skip = found.skip if found is not None else frozenset()
     moves.preflight(store, stream, apply_id, skip)
-    record = _first_record(stream, store, apply_id, now, registry, found)
+    record = stamped(_first_record(stream, store, apply_id, now, registry, found), by)
     if found is not None:
         applies.keep_recheck(store, apply_id, found)
     applies.begin(store, stream, record)
@@ -310,6 +316,7 @@ def rollback(
     registry: str = "",
     only: tuple[str, ...] = (),
     choose: Callable[[PlanStream, tuple[str, ...]], set[int]] | None = None,
+    by: By | None = None,
 ) -> RollbackResult:
     """Put everything of one apply back (``only``: the images those references name,
     the targets ``choose`` finds for them, as ``rollback --only``; the rest stays in the
@@ -324,7 +331,7 @@ def rollback(
             _refuse_out_of_order(store, record, plan)
             chosen = choose(plan, refs) if refs and choose is not None else None
             ready = moves.check_back(store, plan, apply_id, chosen)
-            record = attrs.evolve(rolling_back(record, now, registry), only=refs)
+            record = stamped(attrs.evolve(rolling_back(record, now, registry), only=refs), by)
             applies.save(store, record)
             restored, recreated = moves.move_back(store, plan, apply_id, ready, progress)
             before = _before(store, apply_id, plan)

@@ -35,6 +35,7 @@ from regplan.cli.base import (
 )
 from regplan.errors import ApplyError
 from regplan.plans import signing
+from regplan.policy import approvals_file
 from regplan.views import results
 
 
@@ -48,6 +49,15 @@ from regplan.views import results
     show_default=True,
     type=click.IntRange(1),
     help="Distinct trusted keys that must have signed.",
+)
+@click.option(
+    "--approvals",
+    "approvals",
+    type=ExistingFile,
+    envvar=approvals_file.ENV,
+    help="An approval rule file (regplan-approvals.yml: who may plan, who may approve, how "
+    "many distinct approvers): the plan's signatures must meet it (exit 3 naming who is "
+    f"missing). [env: {approvals_file.ENV}]",
 )
 @click.option(
     "--exact",
@@ -67,6 +77,7 @@ def apply_cmd(
     root: str | None,
     config: Path | None,
     require_signatures: int,
+    approvals: Path | None,
     exact: bool,
     registry_stopped: bool,
     allow_online: bool,
@@ -77,6 +88,7 @@ def apply_cmd(
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
     command, url = f"regplan apply {plan_file}", probed_url(reg, config)
+    rule = approvals_file.read_file(approvals) if approvals is not None else None
     with (
         progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning,
         progress_of("moving", quiet=quiet, as_json=as_json) as moving,
@@ -91,6 +103,7 @@ def apply_cmd(
             scan_progress=scanning.update,
             break_lock=break_lock,
             exact=exact,
+            rule=rule,
             guard=lambda storage: write_guard(
                 reg, config, registry_stopped, allow_online, command, storage, scanning.update
             ),

@@ -87,17 +87,39 @@ def purged(done: Sequence[ApplyRecord]) -> str:
 
 
 def history(found: Sequence[ApplyRecord]) -> str:
+    """The applies as a table, then per apply its note, how the registry was known not
+    to write, who planned and approved it, and who ran each step. Every field is made
+    printable: a record read from storage drives no terminal."""
     if not found:
         return "No applies recorded.\n"
-    rows = [("APPLY ID", "STATE", "PLAN", "STARTED", "TARGETS", "IN QUARANTINE")]
+    rows: list[tuple[str, ...]] = [
+        ("APPLY ID", "STATE", "PLAN", "STARTED", "TARGETS", "IN QUARANTINE")
+    ]
     rows += [
-        (r.apply_id, r.state.value, r.plan_id, r.started_at, str(r.targets), human_bytes(r.bytes))
+        (
+            *map(printable, (r.apply_id, r.state.value, r.plan_id, r.started_at)),
+            str(r.targets),
+            human_bytes(r.bytes),
+        )
         for r in found
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    lines += [f"  {r.apply_id}: {r.note}" for r in found if r.note]
-    lines += [f"  {r.apply_id}: registry: {r.registry}" for r in found if r.registry]
+    for r in found:
+        said = [
+            r.note,
+            f"registry: {r.registry}" if r.registry else "",
+            _signed_by(r),
+            "; ".join(f"{o.action.value} by {o.user} on {o.host} at {o.at}" for o in r.operators),
+        ]
+        lines += [f"  {printable(r.apply_id)}: {printable(s)}" for s in said if s]
     return "\n".join(lines) + "\n"
+
+
+def _signed_by(r: ApplyRecord) -> str:
+    if not r.planner and not r.approvers:
+        return ""
+    approved = ", ".join(r.approvers) if r.approvers else "nobody"
+    return f"planned by {r.planner or 'unknown'}; approved by {approved}"
