@@ -17,8 +17,10 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from regplan.plans import rule as approval_rule
 from regplan.plans.plan import Plan, Verdict
 from regplan.plans.planfile import Source
+from regplan.plans.rule import Rule
 from regplan.plans.signing import Checked
 from regplan.scan.layout import printable
 from regplan.views.overview import TOTAL_SHOWN, ImagesOverview, Overview, counted, overview
@@ -84,22 +86,29 @@ def markdown(
     plan: Plan | Source,
     plan_file: PlanFile | None = None,
     signatures: Sequence[Checked] | None = None,
+    rule: Rule | None = None,
 ) -> str:
     """The ticket (see the module's docstring); ``signatures`` as checked (default: the
-    plan's own, not verified). The other tables are shortened (``cap`` rows) until every
-    removed image has its row, or they are as short as they go."""
+    plan's own, not verified); ``rule``: the approval rule the apply will be held to
+    (``apply --approvals``), whose approvers the runbook asks for by principal. The other
+    tables are shortened (``cap`` rows) until every removed image has its row, or they
+    are as short as they go."""
     ov = overview(plan, image_cap=TOTAL_SHOWN)
     checked = unchecked(ov.header) if signatures is None else signatures
     cap = 40
     while True:
-        text, whole = _markdown(ov, plan_file, checked, cap)
+        text, whole = _markdown(ov, plan_file, checked, cap, rule)
         if (whole and len(text) <= MARKDOWN_LIMIT) or cap <= 1:
             return text[:MARKDOWN_LIMIT]
         cap //= 2
 
 
 def _markdown(
-    ov: Overview, plan_file: PlanFile | None, signatures: Sequence[Checked], cap: int
+    ov: Overview,
+    plan_file: PlanFile | None,
+    signatures: Sequence[Checked],
+    cap: int,
+    rule: Rule | None = None,
 ) -> tuple[str, bool]:
     """The ticket with ``cap`` rows in each table but the images', which gets the room
     the rest leaves; and whether it lists every removed image."""
@@ -109,7 +118,7 @@ def _markdown(
     before += _policy_text(plan)
     after = _tables(ov, cap)
     after += _signatures(signatures, cap)
-    after += runbook(plan, name)
+    after += runbook(plan, name, rule, signatures)
     after += [
         "",
         f"The full list of the {counted(plan.summary.targets, 'directory')} is in the "
@@ -300,20 +309,30 @@ def _signatures(signatures: Sequence[Checked], cap: int) -> list[str]:
     return [*head, *table, *_capped(rows, cap, "signatures"), ""]
 
 
-def runbook(plan: Plan, name: str) -> list[str]:
+def runbook(
+    plan: Plan, name: str, rule: Rule | None = None, signatures: Sequence[Checked] = ()
+) -> list[str]:
     """The change's steps with the real paths the plan was made with: approve, verify,
     apply, check, and the backout (rollback) and purge; what is not known is a
-    placeholder that says what to put there. The commands stand in a fenced block:
-    each value is shell-quoted and printable, so none ends the block or the line."""
+    placeholder that says what to put there. With ``rule``, the approvals it needs by
+    principal (and who has given one, of ``signatures`` as checked), and an apply held
+    to it (``--approvals``). The commands stand in a fenced block: each value is
+    shell-quoted and printable, so none ends the block or the line."""
     root = shlex.quote(printable(plan.root))
     path = shlex.quote(printable(name))
     keyid = plan.signatures[0].keyid if plan.signatures else "the planner's key"
+    held = (
+        f"--approvals {shlex.quote(printable(rule.file or 'regplan-approvals.yml'))}"
+        if rule is not None
+        else "--require-signatures 2"
+    )
     return [
         "## Runbook",
         "",
         f"`PLANNER.pub`: the planner's public key ({code(keyid, 80)}); `REVIEWER.pub`: each "
         "approver's; `URL`: the registry's address (or give its `--config CONFIG.yml`).",
         "",
+        *_asked(rule, signatures),
         "```sh",
         "# 1. approve (each reviewer; writes the approval beside the plan, never into it)",
         f"regplan approve {path} --key REVIEWER.key --trust PLANNER.pub",
@@ -321,7 +340,7 @@ def runbook(plan: Plan, name: str) -> list[str]:
         f"regplan verify {path} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
         "# 3. apply: the registry in read-only mode (or stopped); regplan probes it",
         f"regplan apply {path} --trust PLANNER.pub --trust REVIEWER.pub "
-        f"--require-signatures 2 --root {root} --registry-url URL",
+        f"{held} --root {root} --registry-url URL",
         "# 4. restart the registry (its caches), then prove every kept image pulls",
         f"regplan check --registry-url URL --root {root} --plan {path}",
         "# backout: the apply id is printed by apply and listed by history",
@@ -331,3 +350,37 @@ def runbook(plan: Plan, name: str) -> list[str]:
         f"regplan purge APPLY_ID --root {root}",
         "```",
     ]
+
+
+PRINCIPALS = 20
+"""Principals (or patterns) of a rule a ticket names at the most."""
+
+
+def _asked(rule: Rule | None, signatures: Sequence[Checked]) -> list[str]:
+    """What the rule asks for, by principal, and how far the signatures checked go."""
+    if rule is None:
+        return []
+    decision = approval_rule.decide(rule, signatures)
+    own = "" if rule.planner_counts_as_approver else " (the planner's own does not count)"
+    done = ", ".join(code(p, 80) for p in decision.counted[:PRINCIPALS]) or "nobody yet"
+    still = (
+        f"**{decision.missing} more needed**, from {_principals(decision.candidates)}."
+        if decision.missing
+        else "Enough approvals so far."
+    )
+    if decision.problem:
+        still = f"**Refused whatever the approvals: {code(decision.problem, 400)}.** {still}"
+    return [
+        f"Approval rule {code(rule.file or 'regplan-approvals.yml', 200)} (`apply "
+        f"--approvals`): the plan is made by one of {_principals(rule.planners)} and needs "
+        f"**{rule.required_approvals}** approval(s) from {_principals(rule.approvers)}{own}. "
+        f"Approved so far (valid signatures by trusted keys, as checked above): {done}. "
+        f"{still}",
+        "",
+    ]
+
+
+def _principals(patterns: Sequence[str]) -> str:
+    shown = ", ".join(code(p, 80) for p in patterns[:PRINCIPALS])
+    more = f" and {len(patterns) - PRINCIPALS} more" if len(patterns) > PRINCIPALS else ""
+    return (shown + more) or "nobody"
