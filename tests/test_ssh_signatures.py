@@ -341,3 +341,13 @@ def test_a_security_key_signature_is_checked_as_openssh_does(
     [approval] = [s for s in shown["signatures"] if s["role"] == "approver"]
     assert approval["state"] == ("valid" if accepted else "invalid")
     assert approval["name"] == ("yubi@ops" if accepted else "")
+
+
+def test_keygen_ssh_writes_a_key_openssh_uses(keys: Keys, plan: Path) -> None:
+    made = run("keygen", str(keys.base / "carol"), "--ssh", "--comment", "carol@ops")
+    assert made.exit_code == 0, made.output
+    listed = ssh_keygen("-l", "-f", str(keys.base / "carol.pub")).stdout.decode()
+    assert listed.split()[1] in made.output and "carol@ops (ED25519)" in listed
+    keys.allowed.write_text(f"carol@ops {public(keys.base / 'carol')}\n")
+    openssh_signs(keys.base / "carol", plan, "carol")  # ssh-keygen reads the private key
+    assert openssh_verifies(keys, "carol@ops", plan.with_name("p.json.approval-carol.sig"), plan)
