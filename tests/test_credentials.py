@@ -77,6 +77,7 @@ def bindir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder of helpers first on PATH (and no helper anywhere else that matters)."""
     path = tmp_path / "bin"
     path.mkdir()
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
     monkeypatch.setenv("PATH", f"{path}{os.pathsep}{os.environ.get('PATH', '')}")
     return path
 
@@ -137,6 +138,23 @@ def test_docker_config_from_the_environment(
     assert docker_credentials(URL) == Credentials(user="ops", password=SECRET)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nowhere"))
     assert docker_credentials(URL) is None
+
+
+def test_docker_auth_config_first(
+    tmp_path: Path, bindir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOCKER_AUTH_CONFIG's auths entry for exactly the host comes before the file and its
+    helpers; without one (or not JSON) the file decides, as docker's memory store falls back."""
+    b = store(bindir, "b", {HOST: ("from-b", "b-secret")})
+    path = config(tmp_path, {"credsStore": "b"})
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG", json.dumps({"auths": {HOST: basic("ci", SECRET)}}))
+    assert docker_credentials(URL, path) == Credentials(user="ci", password=SECRET)
+    assert asked(b) == []
+    other_key = json.dumps({"auths": {f"https://{HOST}": basic("ci", "x")}})
+    for other in (other_key, "{not json", '["x"]', json.dumps({"auths": {HOST: "x"}})):
+        monkeypatch.setenv("DOCKER_AUTH_CONFIG", other)
+        found = docker_credentials(URL, path)
+        assert found == Credentials(user="from-b", password="b-secret")  # noqa: S106 (a test's)
 
 
 def test_an_identity_token(tmp_path: Path, bindir: Path) -> None:
@@ -230,6 +248,26 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_helper_that_closes_its_output_and_hangs(
+    tmp_path: Path, bindir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper(bindir, "mute", "import os, time\nos.close(1)\ntime.sleep(60)")
+    monkeypatch.setenv("REGPLAN_CREDENTIAL_HELPER_TIMEOUT", "0.5")
+    started = time.monotonic()
+    with pytest.raises(CredentialHelperError, match=r"no answer for .* within 0.5 s"):
+        docker_credentials(URL, config(tmp_path, {"credsStore": "mute"}))
+    assert time.monotonic() - started < 5
+
+
+def test_a_helper_that_never_stops_talking(tmp_path: Path, bindir: Path) -> None:
+    """Its stdout is read to 1 MiB, never held further; it is stopped at once."""
+    helper(bindir, "talks", f"import sys\nwhile True:\n    sys.stdout.write('{SECRET}' * 4096)")
+    started = time.monotonic()
+    with pytest.raises(CredentialHelperError, match="more than 1 MiB") as e:
+        docker_credentials(URL, config(tmp_path, {"credsStore": "talks"}))
+    assert time.monotonic() - started < 10 and SECRET not in str(e.value)
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "inf", "nan"])

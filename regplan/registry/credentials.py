@@ -1,6 +1,8 @@
-"""Registry credentials as docker finds them, from ``$DOCKER_CONFIG/config.json`` (else
-``~/.docker/config.json``), in docker/cli's order (``configfile.GetCredentialsStore``):
+"""Registry credentials as docker finds them, in docker/cli's order
+(``configfile.GetCredentialsStore``):
 
+0. ``auths[HOST]`` of the config JSON in ``DOCKER_AUTH_CONFIG`` (CI systems set it), then
+   from ``$DOCKER_CONFIG/config.json`` (else ``~/.docker/config.json``):
 1. ``credHelpers[HOST]``, the helper named for the registry's ``host[:port]``, else
 2. ``credsStore``, the default helper: either one is asked, ``docker-credential-NAME
    get`` from PATH with the host on stdin, and its answer is the whole answer (when it
@@ -12,8 +14,7 @@
 A helper answers JSON ``{"ServerURL", "Username", "Secret"}``; the user ``<token>``
 means the secret is an identity token (an OAuth2 refresh token for the registry's token
 service), and ``credentials not found in native keychain`` with a non-zero exit means
-none. Whatever goes wrong is one line naming the helper and the host, never its output
-(a failing helper may print what it holds): the secret reaches no message, log or record.
+none (``credhelper``). The secret reaches no message, log or record.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
 from base64 import b64decode
 from pathlib import Path
 from typing import Any
@@ -31,19 +29,15 @@ from urllib.parse import urlencode, urlparse
 
 import attrs
 
-from regplan.errors import RegistryError
+from regplan.registry import credhelper
+from regplan.registry.credhelper import PREFIX, CredentialHelperError
 
 __all__ = ["CredentialHelperError", "Credentials", "config_path", "docker_credentials"]
 
 log = logging.getLogger(__name__)
 
-HELPER_PREFIX = "docker-credential-"
-NOT_FOUND = "credentials not found in native keychain"
-"""docker-credential-helpers' ``errCredentialsNotFoundMessage``: no credentials, no error."""
 TOKEN_USER = "<token>"  # noqa: S105 (the user name that marks an identity token)
-TIMEOUT_ENV = "REGPLAN_CREDENTIAL_HELPER_TIMEOUT"
-TIMEOUT = 60.0
-"""Seconds a helper may take (one may wait for a keychain's unlock dialog)."""
+ENV_CONFIG = "DOCKER_AUTH_CONFIG"
 
 
 @attrs.frozen(kw_only=True)
@@ -56,10 +50,6 @@ class Credentials:
     """An OAuth2 refresh token for the token service (a helper's ``<token>`` user)."""
 
 
-class CredentialHelperError(RegistryError):
-    """A docker credential helper that could not be run or gave no readable answer."""
-
-
 def config_path() -> Path:
     """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (docker's)."""
     folder = os.environ.get("DOCKER_CONFIG")
@@ -69,6 +59,10 @@ def config_path() -> Path:
 def docker_credentials(url: str, config: Path | None = None) -> Credentials | None:
     """The credentials docker would use for the registry at ``url`` (its ``host[:port]``);
     None when there are none, or the config is missing or not JSON (anonymous)."""
+    host = hostname(url)
+    inline = _inline(host)
+    if inline is not None:
+        return from_auths({host: inline}, host)
     path = config or config_path()
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -76,11 +70,33 @@ def docker_credentials(url: str, config: Path | None = None) -> Credentials | No
         return None
     if not isinstance(doc, dict):
         return None
-    host = hostname(url)
     helper = helper_for(doc, host, path)
     if helper:
         return ask_helper(helper, host)
     return from_auths(doc.get("auths"), host)
+
+
+def _inline(host: str) -> dict[str, Any] | None:
+    """``DOCKER_AUTH_CONFIG``'s ``auths`` entry for exactly ``host`` (docker reads this
+    config, given whole in the variable, before its file and helpers); None without one."""
+    text = os.environ.get(ENV_CONFIG, "")
+    try:
+        auths = json.loads(text).get("auths") if text else None
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    entry = auths.get(host) if isinstance(auths, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def ask_helper(name: str, host: str) -> Credentials | None:
+    """The helper's credentials for ``host`` (its ``<token>`` user: an identity token)."""
+    said = credhelper.ask(name, host)
+    if said is None:
+        return None
+    user, secret = said
+    if user == TOKEN_USER:
+        return _credentials("", "", secret)
+    return _credentials(user, secret, "")
 
 
 def hostname(url: str) -> str:
@@ -106,7 +122,7 @@ def helper_for(doc: dict[str, Any], host: str, path: Path) -> str:
     if any(sep in name for sep in ("/", "\\", os.sep, os.altsep or "/", "\0")):
         raise CredentialHelperError(
             f"{path}: {key} {name!r} is not a helper's name: docker runs "
-            f"{HELPER_PREFIX}NAME from PATH, never a path"
+            f"{PREFIX}NAME from PATH, never a path"
         )
     return name
 
@@ -140,110 +156,6 @@ def _credentials(user: str, password: str, token: str) -> Credentials | None:
     if not (user or password or token):
         return None
     return Credentials(user=user, password=password, identity_token=token)
-
-
-def ask_helper(name: str, host: str) -> Credentials | None:
-    """``docker-credential-NAME get`` for ``host``: its credentials, None for none."""
-    program = f"{HELPER_PREFIX}{name}"
-    found = shutil.which(program)
-    if found is None:
-        raise CredentialHelperError(
-            f"credential helper {program} (for {host}, from the docker config) is not on PATH"
-        )
-    if not Path(found).is_absolute():  # a relative PATH entry: docker (Go's LookPath) refuses it
-        raise CredentialHelperError(
-            f"credential helper {program} was found only through a relative PATH entry "
-            f"({found!r}): docker does not run it from there, nor does regplan"
-        )
-    log.debug("asking %s for %s's credentials", program, host)
-    status, out = _run(found, program, host)
-    said = out.decode("utf-8", errors="replace").strip()
-    if status != 0 and said == NOT_FOUND:
-        log.debug("%s has no credentials for %s", program, host)
-        return None
-    if status != 0:
-        raise CredentialHelperError(
-            f"credential helper {program} failed for {host} (exit {status}); its output is "
-            f"not shown (it may hold a secret): try `printf %s {host} | {program} get`"
-        )
-    return _answer(said, program, host)
-
-
-def _run(path: str, program: str, host: str) -> tuple[int, bytes]:
-    """(exit status, stdout) of ``path get`` with the host on stdin, within the timeout;
-    a helper past it is killed with what it started (its own process group)."""
-    timeout = helper_timeout()
-    try:
-        proc = subprocess.Popen(  # the helper docker would run, from PATH
-            [path, "get"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise CredentialHelperError(
-            f"credential helper {program} could not run: {e.strerror or type(e).__name__}"
-        ) from None
-    try:
-        out, _ = proc.communicate(host.encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise CredentialHelperError(
-            f"credential helper {program} gave no answer for {host} within {timeout:g} s "
-            f"(stopped; {TIMEOUT_ENV} sets the wait)"
-        ) from None
-    return proc.returncode, out
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the helper and its own process group (start_new_session: only what it started)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
-
-
-def helper_timeout() -> float:
-    text = os.environ.get(TIMEOUT_ENV, "")
-    if not text:
-        return TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise CredentialHelperError(f"{TIMEOUT_ENV}={text!r}: expected seconds, e.g. 60")
-    return seconds
-
-
-def _answer(text: str, program: str, host: str) -> Credentials | None:
-    """The helper's JSON: ``Username`` and ``Secret`` strings (keys matched regardless of
-    case, and the first JSON value read, as Go's decoder does)."""
-    bad = f"credential helper {program} answered {host} with something other than"
-    try:
-        doc, _ = json.JSONDecoder().raw_decode(text)
-    except (ValueError, RecursionError):
-        raise CredentialHelperError(f"{bad} JSON (not shown)") from None
-    if not isinstance(doc, dict):
-        raise CredentialHelperError(f"{bad} a JSON object (not shown)")
-    user, secret = _field(doc, "Username"), _field(doc, "Secret")
-    if not isinstance(user, str) or not isinstance(secret, str):
-        raise CredentialHelperError(f"{bad} a Username and a Secret that are strings")
-    if user == TOKEN_USER:
-        return _credentials("", "", secret)
-    return _credentials(user, secret, "")
-
-
-def _field(doc: dict[str, Any], name: str) -> object:
-    """``doc[name]``, else a key equal to it but for case; "" when there is none."""
-    if name in doc:
-        return doc[name]
-    return next((v for k, v in doc.items() if k.lower() == name.lower()), "")
 
 
 def refresh_grant(identity_token: str, query: dict[str, str]) -> bytes:

@@ -74,7 +74,7 @@ def docker_env(tmp_path: Path, name: str, doc: Mapping[str, object]) -> dict[str
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(doc))
     path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
-    return {"DOCKER_CONFIG": str(folder), "PATH": path}
+    return {"DOCKER_CONFIG": str(folder), "PATH": path, "DOCKER_AUTH_CONFIG": ""}
 
 
 @pytest.mark.parametrize("way", ["credHelpers", "credsStore"])
