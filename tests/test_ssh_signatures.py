@@ -21,9 +21,11 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from markdown_it import MarkdownIt
 
 from regplan.cli import cli
 from regplan.plans import sshsig
+from tests.test_views_inert import tags_of
 
 
 def _require_openssh() -> None:
@@ -351,3 +353,20 @@ def test_keygen_ssh_writes_a_key_openssh_uses(keys: Keys, plan: Path) -> None:
     keys.allowed.write_text(f"carol@ops {public(keys.base / 'carol')}\n")
     openssh_signs(keys.base / "carol", plan, "carol")  # ssh-keygen reads the private key
     assert openssh_verifies(keys, "carol@ops", plan.with_name("p.json.approval-carol.sig"), plan)
+
+
+def test_a_principal_is_inert_in_every_view(keys: Keys, plan: Path) -> None:
+    """The allowed signers name the signer: a name with escapes and markup renders as text."""
+    hostile = "bob\x1b[2J<img src=x onerror=alert(1)>`|**x**@ops"
+    keys.allowed.write_text(f'"{hostile}" {public(keys.bob)}\n')
+    openssh_signs(keys.bob, plan, "bob")
+    trust = ("--trust", str(keys.allowed))
+    text = run("show", str(plan), *trust).output
+    assert "\x1b" not in text and "VALID approver bob\\x1b[2J<img" in text
+    page = run("show", str(plan), *trust, "--format", "html").output
+    assert "<img" not in page and "&lt;img src=x" in page
+    md = run("show", str(plan), *trust, "--format", "markdown").output
+    rendered = MarkdownIt("gfm-like", {"linkify": True}).render(md)
+    assert "\x1b" not in md and "img" not in tags_of(rendered)
+    shown = json.loads(run("show", str(plan), *trust, "--json").output)
+    assert hostile in {s["name"] for s in shown["signatures"]}
