@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,7 +66,7 @@ def ask(name: str, host: str) -> tuple[str, str] | None:
     if status != 0:
         raise CredentialHelperError(
             f"credential helper {program} failed for {host} (exit {status}); its output is "
-            f"not shown (it may hold a secret): try `printf %s {host} | {program} get`"
+            f"not shown (it may hold a secret): try `printf %s {shlex.quote(host)} | {program} get`"
         )
     return answer(said, program, host)
 
