@@ -15,24 +15,43 @@ from cattrs.preconf.json import make_converter as _json_converter
 from cattrs.v import format_exception
 
 from regplan.errors import PlanFormatError
-from regplan.plans.plan import FORMAT, VERSION, Image, Plan, Request, StorageRecord, Target
+from regplan.plans.plan import (
+    FORMAT,
+    VERSION,
+    Image,
+    Plan,
+    Request,
+    SelectionRecord,
+    StorageRecord,
+    Target,
+)
 
 
 def make_converter() -> cattrs.Converter:
     c = _json_converter(forbid_extra_keys=True)
     # Request's and StorageRecord's before Plan's: its function takes theirs as they are now
+    omit = override(omit_if_default=True)
+    c.register_unstructure_hook(  # before Request's: it takes this one as it is now
+        SelectionRecord, make_dict_unstructure_fn(SelectionRecord, c, pulled_within=omit)
+    )
     c.register_unstructure_hook(
-        Request, make_dict_unstructure_fn(Request, c, policy=override(omit_if_default=True))
+        Request, make_dict_unstructure_fn(Request, c, policy=omit, pulls=omit)
     )
     c.register_unstructure_hook(StorageRecord, StorageRecord.flat)
     c.register_unstructure_hook(
         Target, make_dict_unstructure_fn(Target, c, digest=override(omit_if_default=True))
     )
-    omit = override(omit_if_default=True)
-    c.register_unstructure_hook(
+    image_fn = make_dict_unstructure_fn(
         Image,
-        make_dict_unstructure_fn(Image, c, pushed=omit, created=omit, rule=omit, rank=omit),
+        c,
+        pushed=omit,
+        created=omit,
+        rule=omit,
+        rank=omit,
+        last_pulled=omit,
+        pulls=omit,
     )
+    c.register_unstructure_hook(Image, image_fn)
     c.register_structure_hook(StorageRecord, _storage_record)
     plan_fn = make_dict_unstructure_fn(Plan, c, storage=override(omit_if_default=True))
     order = [f.name for f in attrs.fields(Plan)]

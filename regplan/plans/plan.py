@@ -120,6 +120,11 @@ class Image:
     """The retention rule that decided it (a policy rule's label, ``--image SPEC``)."""
     rank: int | None = None
     """Its rank under that rule (newest first), when the rule ranks."""
+    last_pulled: str | None = None
+    """Its last pull (with its index's and children's), UTC; None: not pulled, or the
+    plan was made without ``--pulls``."""
+    pulls: int | None = None
+    """How many pulls the records hold (0: none); None without ``--pulls``."""
 
     @property
     def name(self) -> str:
@@ -171,6 +176,7 @@ class SelectionRecord:
     uploads_older_than: str | None = None
     leftovers_older_than: str | None = None
     protect: tuple[ProtectRecord, ...] = ()
+    pulled_within: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -183,11 +189,46 @@ class PolicyRecord:
 
 
 @attrs.frozen(kw_only=True)
+class PullSpan:
+    """A time a pull store's source covers (UTC, to the second)."""
+
+    source: str
+    since: str
+    until: str
+
+
+@attrs.frozen(kw_only=True)
+class PulledImage:
+    """An image tag's pulls as the plan's rules judged them (an index's with its
+    children's, regplan.pulls.facts)."""
+
+    repo: str
+    tag: str
+    last: str
+    """The last pull, UTC, to the second."""
+    count: int
+
+
+@attrs.frozen(kw_only=True)
+class PullsRecord:
+    """The pull store a plan was made with (``--pulls``): its name, the digest of the
+    records read, what they cover, and the pulls of every image a rule judged by pulls
+    (an apply decides again with these)."""
+
+    file: str
+    sha256: str
+    spans: tuple[PullSpan, ...] = ()
+    images: tuple[PulledImage, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class Request:
     argv: tuple[str, ...]
     selection: SelectionRecord
     policy: PolicyRecord | None = None
     """Only in plans made with ``--policy``."""
+    pulls: PullsRecord | None = None
+    """Only in plans made with ``--pulls``."""
 
 
 @attrs.frozen(kw_only=True)

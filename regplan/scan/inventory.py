@@ -32,6 +32,7 @@ class ProblemCode(enum.StrEnum):
     LEFTOVER_TEMP = "leftover-temp-file"
     ABSENT_CHILD = "absent-child"
     SCHEMA1_ON_V3 = "schema1-on-v3"
+    PULLS_UNCOVERED = "pulls-uncovered"
 
 
 @attrs.frozen(kw_only=True, order=True)
