@@ -101,21 +101,15 @@ def decide(rule: Rule, checked: Sequence[Checked]) -> Decision:
         problem = "it has no valid planner signature by a trusted key"
     elif not_allowed := [p for p in planners if not matches(p, rule.planners)]:
         problem = f"planned by {_names(not_allowed)}, not among the planners {_list(rule.planners)}"
-    counted: set[str] = set()
-    not_counted: dict[str, str] = {}
-    for c in valid:
-        who = principal(c)
-        own = who in planners
-        if own and not rule.planner_counts_as_approver:
-            if c.role == "approver":
-                not_counted[who] = "the planner"
-        elif not matches(who, rule.approvers):
-            if c.role == "approver":
-                not_counted[who] = "not among the approvers"
-        elif c.role == "approver" or own:
-            counted.add(who)
+    approvals = {principal(c) for c in valid if c.role == "approver"}
+    own = set() if rule.planner_counts_as_approver else set(planners)
+    if rule.planner_counts_as_approver:  # the plan's own signature is one approval
+        approvals |= set(planners)
+    counted = {p for p in approvals - own if matches(p, rule.approvers)}
+    not_counted = dict.fromkeys(approvals & own, "the planner")
+    not_counted |= dict.fromkeys(approvals - own - counted, "not among the approvers")
     missing = max(0, rule.required_approvals - len(counted))
-    excluded = counted | (set() if rule.planner_counts_as_approver else set(planners))
+    excluded = counted | own
     return Decision(
         planner=planner,
         counted=tuple(sorted(counted)),
