@@ -131,8 +131,9 @@ def _read(stream: IO[bytes], out: bytearray) -> None:
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """Stop the helper and its process group (its own session: only what it started)."""
+    killpg = getattr(os, "killpg", None)  # POSIX; elsewhere the helper alone
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        killpg(proc.pid, signal.SIGKILL) if killpg else proc.kill()
     except (ProcessLookupError, PermissionError):
         proc.kill()
     proc.wait()
