@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
+import functools
+import re
 from datetime import UTC, datetime
 
 import attrs
@@ -73,12 +74,23 @@ def _when(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def match(name: str, pattern: str) -> bool:
+    """OpenSSH's match_pattern: ``*`` any run of characters, ``?`` one, the rest itself."""
+    return _compiled(pattern).fullmatch(name) is not None
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
 def match_list(name: str, patterns: str) -> bool:
     """OpenSSH's match_pattern_list: a negated match (``!pattern``) wins over any other."""
     found = False
     for pattern in patterns.split(","):
         negated = pattern.startswith("!")
-        if fnmatch.fnmatchcase(name, pattern[1:] if negated else pattern):
+        if match(name, pattern[1:] if negated else pattern):
             if negated:
                 return False
             found = True
