@@ -1,5 +1,6 @@
-"""Decide (pure): the request resolved (selection, or a policy's rules), the mark and
-sweep (planner, reach, sweep), every image's verdict (images).
+"""Decide: the request resolved (selection, or a policy's rules), the mark and sweep
+(planner, reach, sweep; the registry-wide part in SQL, regplan.mark), every image's
+verdict (images).
 
 The rules (DESIGN.md section 2), in the order they apply:
 

@@ -15,7 +15,7 @@ from regplan.decide import reasons, stale, sweep
 from regplan.decide.decision import Decision, Spooled, refs
 from regplan.decide.reach import Reach, image_name
 from regplan.decide.selection import Resolved
-from regplan.decide.sweep import RepoResult
+from regplan.decide.sweep import Marking, RepoResult
 from regplan.plans.plan import Kept, PlanProblem, Target, TargetKind
 from regplan.plans.spool import TargetSpool
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
@@ -36,9 +36,11 @@ from regplan.scan.layout import (
 )
 
 
-def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Decision:
+def decide(
+    inventory: Inventory, request: Resolved, *, prune: bool = False, memory: str | None = None
+) -> Decision:
     """Everything the request removes, and what it touched but keeps."""
-    spooled = decide_spooled(inventory, request, prune=prune)
+    spooled = decide_spooled(inventory, request, prune=prune, memory=memory)
     try:
         targets = tuple(spooled.targets.targets())
     finally:
@@ -46,9 +48,12 @@ def decide(inventory: Inventory, request: Resolved, *, prune: bool = False) -> D
     return Decision(targets=targets, kept=spooled.kept, problems=spooled.problems)
 
 
-def decide_spooled(inventory: Inventory, request: Resolved, *, prune: bool = False) -> Spooled:
-    """``decide`` with the targets left in a spool (past ``spool.RUN`` of them, on disk)."""
-    p = _Planner(inventory, request, TargetSpool())
+def decide_spooled(
+    inventory: Inventory, request: Resolved, *, prune: bool = False, memory: str | None = None
+) -> Spooled:
+    """``decide`` with the targets left in a spool (past ``spool.RUN`` of them, on disk);
+    ``memory``: the mark and sweep's memory limit (mark.tables.memory_limit)."""
+    p = _Planner(inventory, request, TargetSpool(), Marking(inventory, request, memory))
     try:
         p.run()
         if prune:
@@ -56,6 +61,8 @@ def decide_spooled(inventory: Inventory, request: Resolved, *, prune: bool = Fal
     except BaseException:
         p.spool.close()
         raise
+    finally:
+        p.mark.close()
     kept = tuple(sorted(p.kept.values(), key=lambda k: k.path))
     problems = tuple(
         PlanProblem(path=pr.path, code=pr.code, message=pr.message)
@@ -78,9 +85,10 @@ class _Decided:
 
 
 class _Planner:
-    def __init__(self, inv: Inventory, req: Resolved, spool: TargetSpool) -> None:
+    def __init__(self, inv: Inventory, req: Resolved, spool: TargetSpool, mark: Marking) -> None:
         self.inv = inv
         self.req = req
+        self.mark = mark
         self.spool = spool
         """The targets, sized as they are decided: one repository's, then one blob
         shard's, come together, so the tree decompresses each part about once."""
@@ -93,6 +101,7 @@ class _Planner:
             self.removed_tags[repo].add(tag)
         self.reach = Reach(inv, req.repos, self.removed_tags)
         self.results: dict[str, RepoResult] = {}
+        self.pending: list[tuple[Repository, RepoResult, str]] = []  # see _layer_links
         self.blind_repos: dict[str, str] = {}
         """repository -> why it fails closed: something inside it cannot be seen."""
         self.blind_holders: set[str] = set()
@@ -137,6 +146,7 @@ class _Planner:
                 self._revisions(repo)
             elif self.req.gc:
                 self.results[name] = RepoResult(fail_closed=self._fail_closed(repo, set()))
+        self._layer_links()
         for (name, uuid), reason in sorted(self.req.uploads.items()):
             self._target(upload_dir(name, uuid), TargetKind.UPLOAD, reason)
         if self.req.gc:
@@ -154,7 +164,10 @@ class _Planner:
 
     def _gc_layer_links(self) -> None:
         """--gc: a layer link no manifest of its repository that stays uses goes."""
-        for name, repo in self.inv.repositories.items():
+        free: dict[str, list[Digest]] = defaultdict(list)
+        for name, b in self.mark.free_links(self.results):
+            free[name].append(b)
+        for name in self.inv.repositories:
             result = self.results.get(name)
             if result is None or name in self.req.repos:
                 continue
@@ -164,8 +177,7 @@ class _Planner:
                     f"--gc sweeps none of its layer links: {result.fail_closed} (fail closed)",
                 )
                 continue
-            needed = sweep.used_by_staying(self.inv, repo, result)
-            for b in sorted(repo.layers - result.layers_removed - needed.keys()):
+            for b in free.get(name, ()):
                 path = layer_dir(name, b)
                 if self._young(f"{path}/link"):
                     self.keep(path, "--gc: younger than --gc-min-age")
@@ -353,7 +365,7 @@ class _Planner:
             self._target(revision_dir(name, d), TargetKind.REVISION, why, [source])
         self.results[name] = result
         self._history(repo, result, set(decided.removed_tags))
-        self._layer_links(repo, result, decided.fail_closed)
+        self.pending.append((repo, result, decided.fail_closed))
 
     def _fail_closed(self, repo: Repository, removed_tags: set[str]) -> str:
         """Why this repository must keep all it might reference, or "" when it is sound."""
@@ -415,50 +427,48 @@ class _Planner:
         else:
             self.keep(path, "still reached from a revision that stays (index child or referrer)")
 
-    def _layer_links(self, repo: Repository, result: RepoResult, fail_closed: str) -> None:
-        name = repo.name
-        needed = sweep.used_by_staying(self.inv, repo, result)
-        candidates: dict[Digest, set[str]] = defaultdict(set)
-        for d, sources in result.removed.items():
-            m = self.inv.manifests.get(d)
-            if m is not None:
-                for b in m.blobs:
-                    candidates[b].update(sources)
-        for b in sorted(candidates.keys() & repo.layers):
-            path = layer_dir(name, b)
-            if fail_closed:
-                self.keep(path, f"kept because {fail_closed} (fail closed)")
-            elif b in needed:
-                users = {n for d in needed[b] for n in self.reach.names(repo, d)}
-                self.keep(path, f"still used by revisions of {name} that stay", users)
-            else:
-                result.layers_removed.add(b)
-                self._target(
-                    path,
-                    TargetKind.LAYER_LINK,
-                    f"no revision of {name} that stays uses it",
-                    candidates[b],
-                )
+    def _layer_links(self) -> None:
+        """The layer links the removed revisions used: each goes unless a revision of its
+        repository that stays uses it (or the repository fails closed)."""
+        asked = {r.name: sweep.link_candidates(self.inv, r, res) for r, res, _ in self.pending}
+        needed = self.mark.needed_links(self.results, asked)
+        for repo, result, fail_closed in self.pending:
+            name, candidates = repo.name, asked[repo.name]
+            for b in sorted(candidates):
+                path = layer_dir(name, b)
+                if fail_closed:
+                    self.keep(path, f"kept because {fail_closed} (fail closed)")
+                elif (name, b) in needed:
+                    users = {n for d in needed[name, b] for n in self.reach.names(repo, d)}
+                    self.keep(path, f"still used by revisions of {name} that stay", users)
+                else:
+                    result.layers_removed.add(b)
+                    self._target(
+                        path,
+                        TargetKind.LAYER_LINK,
+                        f"no revision of {name} that stays uses it",
+                        candidates[b],
+                    )
+        self.pending.clear()
 
     def _blobs(self) -> None:
         candidates = sweep.blob_candidates(self.inv, self.req, self.results)
-        if not candidates:
+        if not candidates and not (self.req.gc and self.inv.blobs):
             return
         if self.freeze:
             self._freeze_blobs(candidates)
             return
-        keepers = sweep.keepers(self.inv, self.req, self.results, self.reach, candidates)
-        for b in sorted(candidates):  # keys only: a list of (key, value) pairs is 7x that
-            sources = candidates[b]
-            if b not in self.inv.blobs:
-                continue
+        held = self.mark.held_named(self.results, candidates)
+        for b, sources in sorted(candidates.items()):
             path = blob_dir(b)
-            if b in keepers.held:
-                if sources:  # touched by the request: say why it stays
-                    self.keep(path, "shared: still referenced", keepers.names[b])
-            elif sources:
+            if b in held:
+                names = (n for h in held[b] for n in sweep.holder_name(self.reach, self.inv, h))
+                self.keep(path, "shared: still referenced", names)
+            else:
                 self._target(path, TargetKind.BLOB, "nothing that stays references it", sources)
-            elif self._young(f"{path}/data"):
+        for b in self.mark.unheld(self.results) if self.req.gc else ():
+            path = blob_dir(b)
+            if self._young(f"{path}/data"):
                 self.keep(path, "--gc: younger than --gc-min-age")
             else:
                 self._target(path, TargetKind.BLOB, "--gc: no kept manifest references it")
@@ -467,8 +477,7 @@ class _Planner:
         """No blob goes: something under repositories/ cannot be seen and might use any."""
         why = f"{self.freeze} cannot be seen and might reference it (fail closed)"
         for b, sources in sorted(candidates.items()):
-            if sources and b in self.inv.blobs:
-                self.keep(blob_dir(b), why, sources)
+            self.keep(blob_dir(b), why, sources)
         self.keep(
             "blobs",
             f"no blob is removed: {self.freeze} cannot be seen, and what is there might "

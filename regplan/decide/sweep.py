@@ -1,21 +1,24 @@
-"""The sweep after the repositories are decided: which blobs go (nothing that stays
-references them, in any repository), and which folders are empty once the targets go.
-Pure."""
+"""The sweep after the repositories are decided: which layer links and blobs go (nothing
+that stays references them, in any repository: the mark, regplan.mark, in SQL), and
+which folders are empty once the targets go."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import Any
 
 import attrs
 
 from regplan.decide.reach import Reach
 from regplan.decide.selection import Resolved
+from regplan.mark.tables import Mark
 from regplan.scan import tokens
 from regplan.scan.inventory import Inventory, ProblemCode, Repository
 from regplan.scan.layout import ROOTS, Digest
 
-NO_IMAGES: frozenset[str] = frozenset()
+Holder = tuple[str, int, Any]
+"""(repository, how, via): what holds a blob (mark.tables.Mark.held_named)."""
 
 
 @attrs.define
@@ -27,31 +30,12 @@ class RepoResult:
     """Why nothing this repository might reference may be removed ("" when it is sound)."""
 
 
-@attrs.define
-class Keepers:
-    """The candidate blobs something that stays references (``held``), and for those
-    the plan explains (``named``: touched by the request), what references them.
-
-    A --gc plan makes every blob a candidate; only the touched ones need names,
-    which for a shared base layer are thousands."""
-
-    named: Mapping[Digest, Collection[str]]
-    """The candidates: those with images (what the request touched) are named."""
-    held: set[Digest] = attrs.field(factory=set)
-    names: dict[Digest, set[str]] = attrs.field(factory=dict)
-
-    def add(self, blob: Digest, names: Iterable[str]) -> None:
-        self.held.add(blob)
-        if self.named.get(blob):
-            self.names.setdefault(blob, set()).update(names)
-
-
 def blob_candidates(
     inv: Inventory, req: Resolved, results: Mapping[str, RepoResult]
 ) -> dict[Digest, Collection[str]]:
-    """Blobs the request may free, with the images whose removal freed them.
+    """Blobs (with data) the request may free, with the images whose removal freed them.
 
-    With --gc every blob is a candidate (those with no images: gc only).
+    With --gc every other blob is a candidate too: the mark finds those (Marking.unheld).
     """
     candidates: dict[Digest, Collection[str]] = {}
     for result in results.values():
@@ -66,68 +50,80 @@ def blob_candidates(
         if name in req.repos:
             for b in result.layers_removed:
                 _add_sources(candidates, b, (name,))
-    if req.gc:
-        for b in inv.blobs:  # without images: one shared empty set, not one each
-            candidates.setdefault(b, NO_IMAGES)
-    return candidates
+    return {b: sources for b, sources in candidates.items() if b in inv.blobs}
 
 
-def keepers(
-    inv: Inventory,
-    req: Resolved,
-    results: Mapping[str, RepoResult],
-    reach: Reach,
-    candidates: Mapping[Digest, Collection[str]],
-) -> Keepers:
-    """The candidate blobs that something that stays references, and by what."""
-    found = Keepers(named=candidates)
-    for name, repo in inv.repositories.items():
-        if name not in req.repos:
-            result = results.get(name, RepoResult())
-            _repo_keepers(repo, result, reach, candidates, found)
-    return found
+class Marking:
+    """The registry-wide mark and sweep (regplan.mark), started the first time a step
+    needs it: before each step, the decisions so far are loaded into its tables."""
+
+    def __init__(self, inv: Inventory, req: Resolved, memory: str | None) -> None:
+        self.inv = inv
+        self.req = req
+        self.memory = memory
+        self._mark: Mark | None = None
+
+    def _ready(self, results: Mapping[str, RepoResult]) -> Mark:
+        if self._mark is None:
+            self._mark = Mark(self.inv, limit=self.memory)
+        self._mark.decided(
+            removed=((n, d) for n, r in results.items() for d in r.removed),
+            layers_gone=((n, b) for n, r in results.items() for b in r.layers_removed),
+            whole=(n for n in self.req.repos if n in self.inv.repositories),
+            failed=(n for n, r in results.items() if r.fail_closed),
+            touched=results,
+        )
+        return self._mark
+
+    def needed_links(
+        self, results: Mapping[str, RepoResult], asked: Mapping[str, Collection[Digest]]
+    ) -> Mapping[tuple[str, Digest], list[Digest]]:
+        """Of the layer links ``asked`` (repository -> blobs), those a revision of their
+        repository that stays uses -> those revisions."""
+        pairs = [(n, b) for n, blobs in asked.items() for b in blobs]
+        return self._ready(results).needed_links(pairs) if pairs else {}
+
+    def free_links(self, results: Mapping[str, RepoResult]) -> list[tuple[str, Digest]]:
+        """--gc: (repository, blob) of the layer links no revision that stays there uses."""
+        return self._ready(results).free_links()
+
+    def held_named(
+        self, results: Mapping[str, RepoResult], named: Collection[Digest]
+    ) -> Mapping[Digest, list[Holder]]:
+        """Of the blobs the request freed, those something that stays references -> what."""
+        return self._ready(results).held_named(named)
+
+    def unheld(self, results: Mapping[str, RepoResult]) -> Iterator[Digest]:
+        """--gc: the blobs nothing references, but those ``held_named`` was asked of
+        (call it first)."""
+        return (self._mark or self._ready(results)).unheld()
+
+    def close(self) -> None:
+        if self._mark is not None:
+            self._mark.close()
+            self._mark = None
 
 
-def _repo_keepers(
-    repo: Repository,
-    result: RepoResult,
-    reach: Reach,
-    candidates: Collection[Digest],
-    keepers: Keepers,
-) -> None:
-    name = repo.name
-    if result.fail_closed:
-        # It might reference any blob its layer links name: they all stay.
-        for b in repo.layers:
-            if b in candidates:
-                keepers.add(b, (f"{name} (fail closed)",))
-    for d in repo.revisions - result.removed.keys():
-        m = reach.inv.manifests.get(d)
-        hits = {d} if d in candidates else set()
-        if m is not None:
-            hits |= {b for b in m.blobs if b in candidates}
-        for b in hits:
-            keepers.add(b, reach.names(repo, d))
-    for t in repo.tags.values():
-        current = t.current
-        if current is not None and current in candidates and current not in result.removed:
-            keepers.add(current, (f"{name}:{t.name}",))
-    for b in repo.layers - result.layers_removed:
-        if b in candidates:
-            keepers.add(b, (f"{name} (layer link)",))
+def holder_name(reach: Reach, inv: Inventory, holder: Holder) -> Iterable[str]:
+    """How a reason names what holds a blob (see mark.sql.HOLDERS)."""
+    name, how, what = holder
+    if how == 0:
+        return reach.names(inv.repositories[name], what)
+    if how == 1:
+        return (f"{name}:{what}",)
+    return (f"{name} (layer link)" if how == 2 else f"{name} (fail closed)",)
 
 
-def used_by_staying(
-    inv: Inventory, repo: Repository, result: RepoResult
-) -> dict[Digest, list[Digest]]:
-    """blob -> the revisions of ``repo`` that stay and reference it."""
-    used: dict[Digest, list[Digest]] = defaultdict(list)
-    for d in repo.revisions - result.removed.keys():
+def link_candidates(inv: Inventory, repo: Repository, result: RepoResult) -> dict[Digest, set[str]]:
+    """The layer links of ``repo`` its removed revisions used -> the images that took them."""
+    candidates: dict[Digest, set[str]] = defaultdict(set)
+    for d, sources in result.removed.items():
         m = inv.manifests.get(d)
-        if m is not None:  # an unreadable one lists nothing; its repository fails closed
+        if m is not None:
             for b in m.blobs:
-                used[b].append(d)
-    return used
+                if b in repo.layers:
+                    candidates[b].update(sources)
+    return candidates
 
 
 def empty_dirs(inv: Inventory, targets: Iterable[str]) -> Iterator[tuple[str, str]]:

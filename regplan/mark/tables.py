@@ -1,0 +1,201 @@
+"""The inventory as DuckDB tables, and the mark and sweep's steps over them.
+
+One :class:`Mark` per plan: an in-memory database under a memory limit that spills
+to its own temporary folder (removed on close). The inventory's facts are loaded
+once (``sql.STATIC``); before each step the planner's decisions so far are loaded
+(``sql.DYNAMIC``), the step's statement runs, and its (small) answer comes back as
+digests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import duckdb
+
+from regplan.errors import SpoolError
+from regplan.mark import sql
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Digest
+
+CHUNK = 100_000
+"""Rows handed to DuckDB per insert (each a Python list while it is made)."""
+BATCH = 4096
+"""Rows of a long answer read back at a time."""
+_SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def default_memory_limit() -> str:
+    """A quarter of the machine's memory, at least 256 MiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 4 << 30
+    return f"{max(256, total // 4 >> 20)}MiB"
+
+
+def memory_limit(text: str) -> str:
+    """``text`` (``512MiB``, ``2GB``) as DuckDB reads it; ValueError otherwise."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError(f"{text[:40]!r} is not a size such as 512MiB or 2GB")
+    return f"{m.group(1)}{m.group(2)}"
+
+
+def undigest(b: bytes) -> Digest:
+    """A digest back from its BLOB (sql.DIGEST)."""
+    return Digest("sha256:" + b.hex() if len(b) == 32 else b.decode())
+
+
+class Mark:
+    """The mark and sweep's database for one plan. Close it (or use ``with``)."""
+
+    def __init__(self, inv: Inventory, *, limit: str | None = None) -> None:
+        self._tmp = tempfile.mkdtemp(prefix="regplan-mark-")
+        try:
+            self._db = duckdb.connect(
+                ":memory:",
+                config={
+                    "memory_limit": limit or default_memory_limit(),
+                    "temp_directory": self._tmp,
+                    "threads": min(4, os.cpu_count() or 1),
+                },
+            )
+        except duckdb.Error as e:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise SpoolError(f"cannot start the mark's database: {e}") from None
+        self.ids = {name: i for i, name in enumerate(inv.repositories)}
+        self.tags: list[tuple[str, str]] = []
+        """A tag's number in ``tagcur`` -> (repository, tag)."""
+        self._db.execute(sql.DIGEST)
+        for table, columns in (*sql.STATIC.items(), *sql.DYNAMIC.items()):
+            self._db.execute(f"CREATE TEMP TABLE {table} ({columns})")
+        self._load(inv)
+        self._db.execute(sql.STAYING)
+        self._db.execute(sql.HOLDERS)
+
+    def close(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Mark:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- loading ------------------------------------------------------------
+
+    def _load(self, inv: Inventory) -> None:
+        self.fill(
+            "rev", ((self.ids[n], d) for n, r in inv.repositories.items() for d in r.revisions)
+        )
+        self.fill("uses", ((d, b) for d, m in inv.manifests.items() for b in m.blobs))
+        self.fill("tagcur", self._tagcur(inv))
+        self.fill(
+            "layer", ((self.ids[n], b) for n, r in inv.repositories.items() for b in r.layers)
+        )
+        self.fill("blob", ((b,) for b in inv.blobs))
+
+    def _tagcur(self, inv: Inventory) -> Iterator[tuple[int, int, Digest]]:
+        for name, repo in inv.repositories.items():
+            for tag in repo.tags.values():
+                if tag.current is not None:
+                    self.tags.append((name, tag.name))
+                    yield self.ids[name], len(self.tags) - 1, tag.current
+
+    def fill(self, table: str, rows: Iterable[tuple[Any, ...]], *, fresh: bool = False) -> None:
+        """Insert ``rows`` (digests as text, repositories as numbers) into ``table``."""
+        if fresh:
+            self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (a name of sql.DYNAMIC)
+        columns = [c.split()[0] for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
+        kinds = [c.split()[1] for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
+        select = ", ".join(
+            f"dg(unnest(${i + 1}))" if kind == "BLOB" else f"unnest(${i + 1})"
+            for i, kind in enumerate(kinds)
+        )
+        chunk: list[tuple[Any, ...]] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= CHUNK:
+                self._insert(table, columns, select, chunk)
+                chunk = []
+        if chunk:
+            self._insert(table, columns, select, chunk)
+
+    def _insert(
+        self, table: str, columns: Sequence[str], select: str, chunk: list[tuple[Any, ...]]
+    ) -> None:
+        lists = [list(col) for col in zip(*chunk, strict=True)]
+        try:
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select}"
+            self._db.execute(insert, lists)  # (names of sql.STATIC and sql.DYNAMIC)
+        except duckdb.Error as e:
+            raise SpoolError(f"the mark's database cannot hold {table}: {e}") from None
+
+    def decided(
+        self,
+        *,
+        removed: Iterable[tuple[str, Digest]],
+        layers_gone: Iterable[tuple[str, Digest]],
+        whole: Iterable[str],
+        failed: Iterable[str],
+        touched: Iterable[str],
+    ) -> None:
+        """The planner's decisions so far (each replaces the last)."""
+        self.fill("removed", ((self.ids[n], d) for n, d in removed), fresh=True)
+        self.fill("layer_gone", ((self.ids[n], b) for n, b in layers_gone), fresh=True)
+        for table, names in (("whole", whole), ("failed", failed), ("touched", touched)):
+            self.fill(table, ((self.ids[n],) for n in names), fresh=True)
+
+    # -- the steps ----------------------------------------------------------
+
+    def _rows(self, query: str) -> list[tuple[Any, ...]]:
+        try:
+            rows: list[tuple[Any, ...]] = self._db.execute(query).fetchall()
+        except duckdb.Error as e:
+            raise SpoolError(f"the mark and sweep failed: {e}") from None
+        return rows
+
+    def needed_links(
+        self, asked: Iterable[tuple[str, Digest]]
+    ) -> dict[tuple[str, Digest], list[Digest]]:
+        """Of the layer links ``asked`` (repository, blob), those a staying revision of
+        their repository uses -> those revisions (sorted)."""
+        self.fill("lcand", ((self.ids[n], b) for n, b in asked), fresh=True)
+        names = list(self.ids)
+        out: dict[tuple[str, Digest], list[Digest]] = {}
+        for repo, b, d in self._rows(sql.NEEDED_LINKS):
+            out.setdefault((names[repo], undigest(b)), []).append(undigest(d))
+        return out
+
+    def free_links(self) -> list[tuple[str, Digest]]:
+        """--gc: (repository, blob) of every layer link nothing staying there uses."""
+        names = list(self.ids)
+        return sorted((names[repo], undigest(b)) for repo, b in self._rows(sql.FREE_LINKS))
+
+    def held_named(self, named: Iterable[Digest]) -> Mapping[Digest, list[tuple[str, int, Any]]]:
+        """Of the blobs the request freed, those something that stays references ->
+        what: (repository, how, via revision or tag name) as sql.HOLDERS says."""
+        self.fill("named", ((b,) for b in named), fresh=True)
+        names = list(self.ids)
+        out: dict[Digest, list[tuple[str, int, Any]]] = {}
+        for b, repo, how, via, tag in self._rows(sql.NAMED_HOLDERS):
+            what: Any = undigest(via) if how == 0 else self.tags[tag][1] if how == 1 else None
+            out.setdefault(undigest(b), []).append((names[repo], how, what))
+        return out
+
+    def unheld(self) -> Iterator[Digest]:
+        """--gc: every blob nothing that stays references, but those the request freed
+        (in no order; a batch at a time: there may be millions)."""
+        try:
+            result = self._db.execute(sql.UNHELD)
+            while batch := result.fetchmany(BATCH):
+                yield from (undigest(b) for (b,) in batch)
+        except duckdb.Error as e:
+            raise SpoolError(f"the mark and sweep failed: {e}") from None

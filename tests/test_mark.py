@@ -1,0 +1,85 @@
+"""The mark and sweep's database (regplan.mark): digests as binaries, a memory limit
+that spills instead of failing, and its folder gone after."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from regplan.decide.planner import decide_spooled
+from regplan.decide.selection import Resolved
+from regplan.mark import tables
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Digest, blob_dir
+from regplan.scan.tree import Tree
+
+
+def _gc_inventory(digests: list[Digest]) -> Inventory:
+    """Blobs nothing references: a --gc plan removes each."""
+    entries = {"blobs": "d", "repositories": "d"}
+    for d in digests:
+        folder = blob_dir(d)
+        for i in range(1, folder.count("/") + 1):
+            entries["/".join(folder.split("/")[:i])] = "d"
+        entries[folder] = "d"
+        entries[f"{folder}/data"] = "f100"
+    return Inventory(
+        repositories={},
+        blobs=dict.fromkeys(digests, 100),
+        manifests={},
+        problems=(),
+        tree=Tree.from_entries(entries),
+    )
+
+
+def _swept(inventory: Inventory, memory: str | None = None) -> list[str]:
+    spooled = decide_spooled(inventory, Resolved(gc=True), memory=memory)
+    with contextlib.closing(spooled.targets):
+        return [t.path for t in spooled.targets.targets()]
+
+
+@pytest.mark.parametrize(
+    "digest",
+    [f"sha256:{'ab' * 32}", f"sha512:{'cd' * 64}", f"sha384:{'0' * 32}"],
+)
+def test_a_digest_comes_back_from_its_blob(digest: str) -> None:
+    """sha256 is kept as 32 bytes, any other algorithm as its text: never 32 bytes."""
+    with tables.Mark(_gc_inventory([Digest(digest)])) as mark:
+        mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
+        assert list(mark.held_named(())) == []
+        assert list(mark.unheld()) == [digest]
+
+
+def test_digests_of_every_algorithm_are_swept_apart() -> None:
+    """A sha256 digest and another algorithm's are never the same blob."""
+    digests = [Digest(f"sha256:{n:064x}") for n in range(3)]
+    digests.append(Digest(f"sha512:{'1' * 128}"))
+    assert _swept(_gc_inventory(digests)) == sorted(blob_dir(d) for d in digests)
+
+
+@pytest.mark.parametrize(
+    ("text", "read"), [("512MiB", "512MiB"), ("2GB", "2GB"), (" 64 mib", "64mib")]
+)
+def test_memory_limits_are_sizes(text: str, read: str) -> None:
+    assert tables.memory_limit(text) == read
+
+
+@pytest.mark.parametrize("text", ["", "512", "0MiB", "lots", "1PB", "-1GB"])
+def test_a_memory_limit_that_is_no_size_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        tables.memory_limit(text)
+
+
+def test_a_sweep_past_its_memory_spills_and_decides_the_same(tmp_path: Path) -> None:
+    """Under a limit far below what the sweep holds, it spills to its folder and the
+    plan is the same; the folder is gone after."""
+    digests = [Digest(f"sha256:{n:064x}") for n in range(60_000)]
+    inventory = _gc_inventory(digests)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/regplan-mark-*"))
+    small = _swept(inventory, "8MiB")
+    assert small == _swept(inventory) == sorted(blob_dir(d) for d in digests)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/regplan-mark-*")) == before
