@@ -33,9 +33,9 @@ from regplan.cli.base import (
     where_args,
     write_guard,
 )
+from regplan.cli.rules import approvals_option, rule_of
 from regplan.errors import ApplyError
 from regplan.plans import signing
-from regplan.policy import approvals_file
 from regplan.views import results
 
 
@@ -50,15 +50,7 @@ from regplan.views import results
     type=click.IntRange(1),
     help="Distinct trusted keys that must have signed.",
 )
-@click.option(
-    "--approvals",
-    "approvals",
-    type=ExistingFile,
-    envvar=approvals_file.ENV,
-    help="An approval rule file (regplan-approvals.yml: who may plan, who may approve, how "
-    "many distinct approvers): the plan's signatures must meet it (exit 3 naming who is "
-    f"missing). [env: {approvals_file.ENV}]",
-)
+@approvals_option
 @click.option(
     "--exact",
     is_flag=True,
@@ -88,7 +80,7 @@ def apply_cmd(
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
     command, url = f"regplan apply {plan_file}", probed_url(reg, config)
-    rule = approvals_file.read_file(approvals) if approvals is not None else None
+    rule = rule_of(approvals)
     with (
         progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning,
         progress_of("moving", quiet=quiet, as_json=as_json) as moving,
