@@ -35,7 +35,7 @@ def make_converter() -> cattrs.Converter:
         SelectionRecord, make_dict_unstructure_fn(SelectionRecord, c, pulled_within=omit)
     )
     c.register_unstructure_hook(
-        Request, make_dict_unstructure_fn(Request, c, policy=omit, pulls=omit)
+        Request, make_dict_unstructure_fn(Request, c, policy=omit, pulls=omit, listing=omit)
     )
     c.register_unstructure_hook(StorageRecord, StorageRecord.flat)
     c.register_unstructure_hook(

@@ -222,6 +222,18 @@ class PullsRecord:
 
 
 @attrs.frozen(kw_only=True)
+class ListingRecord:
+    """The listing a plan was made from (``--listing``) instead of listing the store:
+    its file's name and SHA-256 (of the manifest, for an inventory report), its kind,
+    and when it was taken (UTC, to the second)."""
+
+    file: str
+    sha256: str
+    format: str
+    listed_at: str
+
+
+@attrs.frozen(kw_only=True)
 class Request:
     argv: tuple[str, ...]
     selection: SelectionRecord
@@ -229,6 +241,8 @@ class Request:
     """Only in plans made with ``--policy``."""
     pulls: PullsRecord | None = None
     """Only in plans made with ``--pulls``."""
+    listing: ListingRecord | None = None
+    """Only in plans made with ``--listing``."""
 
 
 @attrs.frozen(kw_only=True)
