@@ -8,10 +8,10 @@ from __future__ import annotations
 import gc
 import signal
 
-from regplan.cli import changes, inspect, planning, policies, review
+from regplan.cli import changes, inspect, planning, policies, pulls, review
 from regplan.cli.base import cli
 
-__all__ = ["changes", "cli", "inspect", "main", "planning", "policies", "review"]
+__all__ = ["changes", "cli", "inspect", "main", "planning", "policies", "pulls", "review"]
 
 
 def main() -> None:
