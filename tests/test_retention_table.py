@@ -82,6 +82,7 @@ def test_every_flag_goes_into_the_rule() -> None:
         "keep": "v1",
         "sort_by": "created",
         "allow_empty_repos": True,
+        "pulled_within": "30d",
     }
     assert set(given) == {f.field for f in flags.FLAGS}
     made = flags.rule(flags.Retention(**given), "team/*", "v*", "--image team/*:v*")

@@ -34,6 +34,7 @@ from regplan.plans.plan import Plan, Request, Target, TargetKind
 from regplan.plans.planfile import PlanStream
 from regplan.policy import load
 from regplan.progress import Progress
+from regplan.pulls import records
 from regplan.scan import fingerprint, identity, tokens
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import part_of
@@ -83,6 +84,7 @@ def selection_of(request: Request) -> Selection:
             leftovers_older_than=r.leftovers_older_than,
             protect=tuple(Protect.parse(p.ref, p.source) for p in r.protect),
             policy=policy,
+            pulls=None if request.pulls is None else records.pulls_of(request.pulls),
         )
     except (SelectionError, PolicyError, TypeError, ValueError) as e:
         raise ApplyError(

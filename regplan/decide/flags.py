@@ -15,7 +15,10 @@ flag                   field (Retention, record)   in the rule
 ``--keep REGEX``       ``keep``                    ``keep.regex``
 ``--sort-by``          ``sort_by``                 ``keep.by``
 ``--allow-empty-repos``  ``allow_empty_repos``     ``allow_empty``
+``--pulled-within AGE``  ``pulled_within``         ``keep.pulled_within``
 =====================  ==========================  ==============================
+
+``--pulled-within`` reads the pull records ``plan --pulls FILE`` gives (regplan.pulls).
 
 ``--image REPO[:TAG]`` is the rule's ``repositories`` and ``tags`` (one rule per
 ``--image``). In a policy, ``exclude`` lists repository globs; the flag that leaves tags
@@ -122,6 +125,14 @@ FLAGS: tuple[Flag, ...] = (
         rule="allow_empty",
         help="Retention may remove every tag of a repository (and so the repository).",
     ),
+    Flag(
+        field="pulled_within",
+        option="--pulled-within",
+        metavar="AGE",
+        kind="age",
+        rule="keep.pulled_within",
+        help="Retention: never remove tags pulled within AGE (needs --pulls FILE).",
+    ),
 )
 BY_FIELD = {f.field: f for f in FLAGS}
 
@@ -138,6 +149,7 @@ class Retention:
     keep: str | None = None
     sort_by: str = "pushed"
     allow_empty_repos: bool = False
+    pulled_within: str | None = None
 
     @property
     def active(self) -> bool:

@@ -17,6 +17,8 @@ import attrs
 
 from regplan.decide.selection import Resolved
 from regplan.plans.plan import Image, Kept, TargetKind, Verdict
+from regplan.pulls.facts import Looks
+from regplan.pulls.records import stamp
 from regplan.scan.inventory import Inventory, Repository, Tag, subject_of
 from regplan.scan.layout import (
     Digest,
@@ -28,7 +30,7 @@ from regplan.scan.layout import (
     tag_dir,
 )
 
-FACTS = ("pushed", "created", "rule", "rank")
+FACTS = ("pushed", "created", "rule", "rank", "last_pulled", "pulls")
 """An image's facts as fields, each left out of the plan when unknown."""
 
 MAX_DEPTH = 8
@@ -57,6 +59,7 @@ def records(
         elif path.rpartition("/")[2] not in ("_layers", "_uploads"):
             whole[path] = reason  # the folder, and every repository nested in it
     why_kept = {k.path: k.reason for k in kept if "/_manifests/" in k.path}  # tags, revisions
+    looks = None if request.pulls is None else Looks(request.pulls, inv)
     for name, repo in inv.repositories.items():
         whole_reason = _whole(name, whole, gone)
         for tag in repo.tags.values():
@@ -69,7 +72,7 @@ def records(
             else:
                 verdict, reason = _kept(request, why_kept, repo, tag.name, subject)
             found = _image(inv, repo, tag.name, tag.current, verdict, reason, subject)
-            yield _with_facts(found, inv, request, tag)
+            yield _with_facts(found, inv, request, tag, looks)
         yield from _untagged(inv, repo, whole_reason, gone, why_kept)
 
 
@@ -79,7 +82,7 @@ def as_record(image: Image, seq: int) -> tuple[Any, ...]:
     so that no two records compare past it)."""
     i = image
     key = (i.repo, i.tag is None, i.tag or "", i.digest or "", seq)
-    facts = (i.pushed, i.created, i.rule, i.rank)
+    facts = tuple(getattr(i, f) for f in FACTS)
     return (
         *key,
         i.tag,
@@ -218,9 +221,11 @@ def _image(
     )
 
 
-def _with_facts(image: Image, inv: Inventory, request: Resolved, tag: Tag) -> Image:
-    """A tag's facts: when it was pushed, its config's ``created`` (when read), and the
-    retention rule that decided it with its rank."""
+def _with_facts(
+    image: Image, inv: Inventory, request: Resolved, tag: Tag, looks: Looks | None
+) -> Image:
+    """A tag's facts: when it was pushed, its config's ``created`` (when read), the
+    retention rule that decided it with its rank, and with pull records its pulls."""
     rule, rank = request.decided.get((image.repo, tag.name), (None, None))
     created = inv.created.get(tag.current) if tag.current is not None else None
     pushed = (
@@ -228,7 +233,16 @@ def _with_facts(image: Image, inv: Inventory, request: Resolved, tag: Tag) -> Im
         if tag.pushed_at
         else None
     )
-    return attrs.evolve(image, pushed=pushed, created=created, rule=rule, rank=rank)
+    seen = None if looks is None else looks.tag(inv.repositories[image.repo], tag.name)
+    return attrs.evolve(
+        image,
+        pushed=pushed,
+        created=created,
+        rule=rule,
+        rank=rank,
+        last_pulled=None if seen is None else stamp(seen.last),
+        pulls=None if looks is None else (0 if seen is None else seen.count),
+    )
 
 
 def size(inv: Inventory, digest: Digest) -> int:

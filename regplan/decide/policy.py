@@ -27,8 +27,16 @@ class Keep:
     """Globs: tags whose name matches are kept."""
     regex: str | None = None
     """A regular expression: tags whose whole name matches are kept."""
+    pulled_within: str | None = None
+    """An age: tags pulled more recently are kept (``plan --pulls``; regplan.pulls)."""
+    most_recently_pulled: int | None = None
+    """The N tags pulled most recently are kept."""
     all: bool = False
     """Every tag the rule selects is kept (a protecting rule)."""
+
+    @property
+    def by_pulls(self) -> bool:
+        return self.pulled_within is not None or self.most_recently_pulled is not None
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +89,11 @@ class Policy:
     @property
     def untagged_ages(self) -> bool:
         return any(r.untagged for r in self.rules)
+
+    @property
+    def by_pulls(self) -> bool:
+        """Whether a rule keeps by pulls (a plan then needs ``--pulls``)."""
+        return any(r.keep is not None and r.keep.by_pulls for r in self.rules)
 
     @property
     def by_created(self) -> bool:

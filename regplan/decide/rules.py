@@ -27,11 +27,13 @@ from datetime import datetime
 
 import attrs
 
-from regplan.decide import patterns
+from regplan.decide import patterns, pulled
 from regplan.decide.ages import after, day, parse_age, tag_time
 from regplan.decide.policy import Keep, Origin, Policy, Rule
+from regplan.decide.pulled import Pulled
+from regplan.pulls.facts import Looks, Seen
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, subject_of
-from regplan.scan.layout import Digest, revision_dir, tag_dir
+from regplan.scan.layout import Digest, repo_dir, revision_dir, tag_dir
 
 
 @attrs.frozen
@@ -71,6 +73,8 @@ class Outcome:
     counts: list[RuleCount] = attrs.Factory(list)
     decided: dict[tuple[str, str], tuple[str, int | None]] = attrs.Factory(dict)
     """(repository, tag) -> the rule that decided it and its rank there."""
+    pulled: dict[tuple[str, str], Seen] = attrs.Factory(dict)
+    """(repository, tag) -> its pulls, of the tags a rule judged by pulls."""
 
 
 def selects_repository(rule: Rule, name: str) -> bool:
@@ -93,12 +97,15 @@ def _skipped_by(rule: Rule, tag: str) -> str | None:
 @attrs.frozen(kw_only=True)
 class Facts:
     """What a keep criterion may look at: the tag, its rank among the tags the rule
-    selects in its repository (newest first), its time, and the ``within`` cutoff."""
+    selects in its repository (newest first), its time, the ``within`` cutoff, and its
+    pulls."""
 
     tag: Tag
     rank: int
     when: float
     cutoff: float | None
+    pull: Pulled | None = None
+    """Its pulls, when the rule keeps by pulls (decide.pulled)."""
 
 
 def _all(k: Keep, f: Facts) -> str | None:
@@ -121,10 +128,21 @@ def _regex(k: Keep, f: Facts) -> str | None:
     return k.regex if k.regex is not None and patterns.whole(k.regex, f.tag.name) else None
 
 
+def _pulled_within(k: Keep, f: Facts) -> str | None:
+    return pulled.within(f.pull) if k.pulled_within is not None else None
+
+
+def _most_recently_pulled(k: Keep, f: Facts) -> str | None:
+    n = k.most_recently_pulled
+    return pulled.most_recent(f.pull, n) if n is not None else None
+
+
 CRITERIA: tuple[tuple[str, Callable[[Keep, Facts], str | None]], ...] = (
     ("all", _all),
     ("newest", _newest),
     ("within", _within),
+    ("pulled_within", _pulled_within),
+    ("most_recently_pulled", _most_recently_pulled),
     ("tags", _tags),
     ("regex", _regex),
 )
@@ -149,6 +167,8 @@ class Judged:
     """Older than ``keep.within``."""
     tied: tuple[str, ...] = ()
     """The other tags with the same time (their ranks are by name)."""
+    pull: Pulled | None = None
+    """Its pulls, when the rule keeps by pulls."""
 
     @property
     def ties(self) -> str:
@@ -162,6 +182,10 @@ class Judged:
         return f" (same {kind} time as {shown}: {TIES})"
 
 
+CHANGING = ("newest", "within", *pulled.BY_PULLS)
+"""The criteria whose hold changes with time, pushes and pulls (the others keep a tag by
+what it is)."""
+
 TIES = "ties rank by tag name in ASCII order"
 """The one rule that breaks a tie in rank (tags with the same time), as reasons say it."""
 
@@ -172,6 +196,9 @@ class Judgement:
     """The tags the rule selects, newest first (ties by name)."""
     skipped: tuple[tuple[str, str], ...]
     """(tag, the ``Rule`` field that leaves it out) of the tags it does not select."""
+    uncovered: str | None = None
+    """Why the pull records cannot judge the rule's window (it then keeps every tag it
+    judges by pulls); None: they can, or the rule does not keep by pulls."""
 
 
 def _dated(
@@ -188,10 +215,16 @@ def _dated(
 
 
 def judge(
-    rule: Rule, repo: Repository, images: list[str], created: Mapping[Digest, str], now: datetime
+    rule: Rule,
+    repo: Repository,
+    images: list[str],
+    created: Mapping[Digest, str],
+    now: datetime,
+    pulls: Looks | None = None,
 ) -> Judgement:
     """The one retention engine: which of ``images`` (image tags of ``repo``) ``rule``
-    selects, their ranks and times, and for each the keep criterion that holds."""
+    selects, their ranks and times, and for each the keep criterion that holds
+    (``pulls``: the pull records, for a rule that keeps by pulls)."""
     k = rule.keep or Keep()
     left_out = {t: _skipped_by(rule, t) for t in images}
     skipped = [(t, why) for t, why in left_out.items() if why is not None]
@@ -199,6 +232,7 @@ def judge(
     timed = {t: _dated(rule, repo.tags[t], created, k.by, now.timestamp()) for t in chosen}
     ranked = sorted(chosen, key=lambda t: (-timed[t][0], t))
     cutoff = (now - parse_age(k.within)).timestamp() if k.within else None
+    seen = pulled.of(rule, k, repo, ranked, pulls, now)
     same: dict[float, list[str]] = {}
     for name in ranked:
         same.setdefault(timed[name][0], []).append(name)
@@ -209,7 +243,8 @@ def judge(
             out.append(Judged(tag=name, rank=rank, when=None, said=said))
             continue
         tied = tuple(t for t in same[timed[name][0]] if t != name)
-        facts = Facts(tag=repo.tags[name], rank=rank, when=when, cutoff=cutoff)
+        pull = seen.tags.get(name)
+        facts = Facts(tag=repo.tags[name], rank=rank, when=when, cutoff=cutoff, pull=pull)
         held = next(
             ((c, said_) for c, test in CRITERIA if (said_ := test(k, facts)) is not None), None
         )
@@ -225,9 +260,10 @@ def judge(
                 beyond=beyond,
                 old=old,
                 tied=tied,
+                pull=pull,
             )
         )
-    return Judgement(ranked=tuple(out), skipped=tuple(skipped))
+    return Judgement(ranked=tuple(out), skipped=tuple(skipped), uncovered=seen.uncovered)
 
 
 def _words(k: Keep, j: Judged) -> str:
@@ -241,26 +277,33 @@ def _words(k: Keep, j: Judged) -> str:
             "within": f"within {k.within}: {j.said}",
             "tags": f"matches keep tags {what}",
             "regex": f"matches keep regex {what}",
-        }.get(name, f"matches keep {name} {what}")
+        }.get(name) or pulled.held(k, name, what, j.pull)
     why = []
     if k.newest is not None:
         why.append(f"rank {j.rank} > keep newest {k.newest} by {by}{j.ties}")
     if k.within is not None:
         why.append(f"not within {k.within}: {j.said}")
+    why += pulled.not_held(k, j.pull)
     return " and ".join(why) or "selected, and no keep criterion holds"
 
 
 class _Apply:
-    def __init__(self, policy: Policy, inv: Inventory, now: datetime) -> None:
-        self.policy, self.inv, self.now = policy, inv, now
+    def __init__(self, policy: Policy, inv: Inventory, now: datetime, pulls: Looks | None) -> None:
+        self.policy, self.inv, self.now, self.pulls = policy, inv, now, pulls
         self.out = Outcome(counts=[RuleCount(r) for r in policy.rules])
+        self.uncovered: dict[str, Problem] = {}
 
     def verdicts(self, rule: Rule, repo: Repository, images: list[str]) -> dict[str, Verdict]:
         """What ``rule`` says of each tag it selects in ``repo`` (none without ``keep``)."""
         if rule.keep is None:
             return {}
         out: dict[str, Verdict] = {}
-        for j in judge(rule, repo, images, self.inv.created, self.now).ranked:
+        judged = judge(rule, repo, images, self.inv.created, self.now, self.pulls)
+        if judged.uncovered is not None and rule.label not in self.uncovered:
+            self.uncovered[rule.label] = uncovered(rule.label, repo.name, judged.uncovered)
+        for j in judged.ranked:
+            if j.pull is not None and j.pull.seen is not None:
+                self.out.pulled[(repo.name, j.tag)] = j.pull.seen
             if j.when is None:
                 out[j.tag] = Verdict(rule, True, f"{j.said}: cannot tell its age")
                 self.out.problems.append(
@@ -271,7 +314,7 @@ class _Apply:
                     )
                 )
             else:
-                lasting = j.held is not None and j.held[0] not in ("newest", "within")
+                lasting = j.held is not None and j.held[0] not in CHANGING
                 out[j.tag] = Verdict(
                     rule, j.held is not None, _words(rule.keep, j), lasting, j.rank
                 )
@@ -387,12 +430,24 @@ class _Apply:
         return seen
 
 
-def apply(policy: Policy, inv: Inventory, now: datetime) -> Outcome:
-    """What ``policy`` removes and keeps of ``inv``'s tags, and why."""
-    run = _Apply(policy, inv, now)
+def apply(policy: Policy, inv: Inventory, now: datetime, pulls: Looks | None = None) -> Outcome:
+    """What ``policy`` removes and keeps of ``inv``'s tags, and why (``pulls``: the
+    pull records, for rules that keep by pulls)."""
+    run = _Apply(policy, inv, now, pulls)
     for name in sorted(inv.repositories):
         run.repository(inv.repositories[name])
+    run.out.problems += run.uncovered.values()
     return run.out
+
+
+def uncovered(label: str, repo: str, why: str) -> Problem:
+    """The problem a rule that cannot judge by pulls reports, once (at its first
+    repository)."""
+    return Problem(
+        path=repo_dir(repo),
+        code=ProblemCode.PULLS_UNCOVERED,
+        message=f"{label}: {why}: every tag it judges by pulls is kept",
+    )
 
 
 def unselected(policy: Policy, names: list[str]) -> Iterator[Rule]:

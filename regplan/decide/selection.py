@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 
 import attrs
 
-from regplan.decide import flags, rules, stale
+from regplan.decide import flags, pulled, rules, stale
 from regplan.decide.ages import parse_age
 from regplan.decide.flags import Retention
-from regplan.decide.policy import Policy
+from regplan.decide.policy import Keep, Policy
 from regplan.decide.protect import Protect
 from regplan.errors import SelectionError
+from regplan.pulls.facts import Looks, Pulls, Seen
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, subject_of
 from regplan.scan.layout import (
     Digest,
@@ -64,6 +65,8 @@ class Selection:
     protect: tuple[Protect, ...] = ()
     policy: Policy | None = None
     """A cleanup policy's rules (instead of --image, --untagged and retention)."""
+    pulls: Pulls | None = None
+    """The pull records (``--pulls``) rules that keep by pulls read."""
 
     @property
     def empty(self) -> bool:
@@ -123,6 +126,9 @@ class Resolved:
     (``rank 2 of keep-last 3 by push time``, ``not matched by --match …``)."""
     decided: Mapping[tuple[str, str], tuple[str, int | None]] = attrs.field(factory=dict)
     """(repository, tag) -> the retention rule that decided it and its rank there."""
+    pulls: Pulls | None = None
+    pulled: Mapping[tuple[str, str], Seen] = attrs.field(factory=dict)
+    """(repository, tag) -> its pulls, of the tags a rule judged by pulls."""
 
 
 def _match_repos(pattern: str, names: list[str], flag: str, strict: bool = True) -> list[str]:
@@ -172,6 +178,8 @@ class _Resolver:
         self.notes: dict[tuple[str, str], str] = {}
         self.decided: dict[tuple[str, str], tuple[str, int | None]] = {}
         self.problems: list[Problem] = []
+        self.looks = None if selection.pulls is None else Looks(selection.pulls, inventory)
+        self.pulled: dict[tuple[str, str], Seen] = {}
         selection.retention.check()
         self.protected: dict[tuple[str, Digest], str] = {}
         self.protected_tags: dict[tuple[str, str], str] = {}
@@ -246,16 +254,20 @@ class _Resolver:
         r = self.sel.retention
         rule = flags.rule(r, spec.repo, spec.tag, f"--image {spec}")
         images = [t for t in candidates if subject_of(self.inv, repo, t) is None]
-        judged = rules.judge(rule, repo, images, self.inv.created, self.now)
+        judged = rules.judge(rule, repo, images, self.inv.created, self.now, self.looks)
+        if judged.uncovered is not None:
+            self.problems.append(rules.uncovered(f"--image {spec}", repo.name, judged.uncovered))
         for j in judged.ranked:
             self.decided[(repo.name, j.tag)] = (f"--image {spec}", j.rank)
+            if j.pull is not None and j.pull.seen is not None:
+                self.pulled[(repo.name, j.tag)] = j.pull.seen
         for tag, field in judged.skipped:
             self.notes[(repo.name, tag)] = _left_out(r, field, spec)
         going: dict[str, str] = {}
         for j in judged.ranked:
             if j.when is None:  # what regplan cannot date, it keeps
                 self._undated(repo, j.tag, j.said)
-            elif j.held is not None and j.held[0] in ("newest", "within"):
+            elif j.held is not None and j.held[0] in rules.CHANGING:
                 self.notes[(repo.name, j.tag)] = _held(r, j)
             elif j.held is not None:  # a name the flags keep (--keep)
                 self.kept[tag_dir(repo.name, j.tag)] = _held(r, j)
@@ -288,6 +300,7 @@ class _Resolver:
         self.tags.update(outcome.tags)
         self.notes.update(outcome.notes)
         self.decided.update(outcome.decided)
+        self.pulled.update(outcome.pulled)
         self.selected.update(outcome.selected)
         self.problems += outcome.problems
         untagged.update(outcome.untagged)
@@ -352,11 +365,13 @@ def _left_out(r: Retention, field: str, spec: ImageSpec) -> str:
 def _held(r: Retention, j: rules.Judged) -> str:
     """Why the flags keep a tag: within keep-last, not old enough, or the flag (a keep
     criterion's, by the table) that its name matches."""
-    name = j.held[0] if j.held is not None else ""
+    name, what = j.held if j.held is not None else ("", "")
     if name == "newest":
         return f"rank {j.rank} of keep-last {r.keep_last} by {_by(r)}{j.ties}"
     if name == "within":
         return f"newer than --older-than {r.older_than}: {j.said}"
+    if name in pulled.BY_PULLS:
+        return pulled.held(Keep(pulled_within=r.pulled_within), name, what, j.pull)
     flag = next(f for f in flags.FLAGS if f.rule == f"keep.{name}")
     return f"matches {flag.option} {getattr(r, flag.field)}"
 
@@ -368,6 +383,7 @@ def _going(r: Retention, j: rules.Judged, spec: ImageSpec) -> str:
         why.append(f"beyond keep-last {r.keep_last}: rank {j.rank} by {_by(r)}{j.ties}")
     if j.old:
         why.append(f"older than {r.older_than}: {j.said}")
+    why += pulled.not_held(Keep(pulled_within=r.pulled_within), j.pull)
     if not why:
         why.append(f"matched --image {spec}" + (f" --match {r.match}" if r.match else ""))
     return " and ".join(why)
@@ -414,7 +430,7 @@ def resolve(
     res.images()
     untagged: dict[str, str] = {}
     if selection.policy is not None:
-        res.follow(rules.apply(selection.policy, inventory, now), untagged)
+        res.follow(rules.apply(selection.policy, inventory, now, res.looks), untagged)
     for pattern in selection.untagged:
         for repo in _match_repos(pattern, res.names, "--untagged", strict):
             untagged.setdefault(repo, f"--untagged {pattern}")
@@ -444,4 +460,6 @@ def resolve(
         selected=res.selected,
         tag_notes=res.notes,
         decided=res.decided,
+        pulls=selection.pulls,
+        pulled=res.pulled,
     )

@@ -311,7 +311,8 @@ def _patterns(rule: dict[str, Any], at: DocPath, said: str) -> Iterator[tuple[Do
         except patterns.PatternError as e:
             yield path, f"{_dotted(path)}: {printable(value)!r} is not a regular expression ({e})"
     yield from _age(rule.get("untagged"), (*at, "untagged"), f"{said}.untagged")
-    yield from _age(keep.get("within"), (*at, "keep", "within"), f"{said}.keep.within")
+    for field in ("within", "pulled_within"):
+        yield from _age(keep.get(field), (*at, "keep", field), f"{said}.keep.{field}")
 
 
 def _age(value: Any, path: DocPath, name: str) -> Iterator[tuple[DocPath, str]]:

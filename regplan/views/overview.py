@@ -283,6 +283,21 @@ class ImagesOverview:
     kept: int
     untouched_repos: int
     untouched_images: int
+    with_pulls: bool = False
+    """The plan was made with pull records (``--pulls``): each image shows its last pull."""
+    pulls_began: str | None = None
+    """When those records began (UTC)."""
+
+    def pulled(self, image: Image) -> str:
+        """``last pulled 2026-09-02 (23 pulls)``, ``not pulled since records began
+        2026-08-01``; "" when the plan has no pull records."""
+        if not self.with_pulls or image.pulls is None:
+            return ""
+        if image.last_pulled is None or not image.pulls:
+            began = self.pulls_began
+            return f"not pulled since records began {began[:10]}" if began else "not pulled"
+        n = image.pulls
+        return f"last pulled {image.last_pulled[:10]} ({n} pull{'' if n == 1 else 's'})"
 
 
 def images_overview(
@@ -293,6 +308,7 @@ def images_overview(
     holds does not grow with the registry's images, only their counts do)."""
     if not src.counts.get("images"):
         return None
+    pulls = src.header.request.pulls
     repos: dict[str, RepoImages] = {}
     listed = 0
     current: RepoImages | None = None
@@ -312,4 +328,6 @@ def images_overview(
         kept=sum(r.counts[Verdict.KEPT] for r in touched),
         untouched_repos=len(untouched),
         untouched_images=sum(r.counts[Verdict.UNTOUCHED] for r in repos.values()),
+        with_pulls=pulls is not None,
+        pulls_began=min((s.since for s in pulls.spans), default=None) if pulls else None,
     )

@@ -236,12 +236,15 @@ def _image_lines(records: ImagesOverview) -> Iterator[str]:
         yield ""
         yield f"{repo.name}: {repo.summary()}"
         width = max(len(repo.label(i)) for i in (*repo.removed, *repo.kept))
+        pulled = max(len(records.pulled(i)) for i in (*repo.removed, *repo.kept))
         for mark, shown, verdict in (
             ("-", repo.removed, Verdict.REMOVED),
             ("+", repo.kept, Verdict.KEPT),
         ):
             yield from (
-                f"  {mark} {repo.label(i):<{width}}  {human_bytes(i.bytes):>9}  {i.reason}"
+                f"  {mark} {repo.label(i):<{width}}  {human_bytes(i.bytes):>9}  "
+                + (f"{records.pulled(i):<{pulled}}  " if pulled else "")
+                + i.reason
                 for i in shown
             )
             more = repo.counts[verdict] - len(shown)

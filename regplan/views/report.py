@@ -224,6 +224,7 @@ def _records(records: ImagesOverview) -> tuple[list[str], int]:
             ("Image", "26%"),
             ("Verdict", "6.5em"),
             ("Size", "7em"),
+            *((("Last pulled", "12em"),) if records.with_pulls else ()),
             ("Why", ""),
             num="Size",
         )
@@ -231,7 +232,9 @@ def _records(records: ImagesOverview) -> tuple[list[str], int]:
         *(
             f'<tr class="{i.verdict.value}"><td><code>{_e(distinct(r.name))}</code></td>'
             f"<td><code>{_e(distinct(r.label(i)))}</code></td><td>{i.verdict.value}</td>"
-            f'<td class="num">{human_bytes(i.bytes)}</td><td>{_e(i.reason)}</td></tr>'
+            f'<td class="num">{human_bytes(i.bytes)}</td>'
+            + (f"<td>{_e(records.pulled(i))}</td>" if records.with_pulls else "")
+            + f"<td>{_e(i.reason)}</td></tr>"
             for r, i in listed
         ),
         "</tbody></table>",

@@ -47,6 +47,7 @@ def _image(i: Image, attached: Sequence[Image]) -> dict[str, Any]:
         "created": i.created,
         "rule": i.rule,
         "rank": i.rank,
+        **({} if i.pulls is None else {"last_pulled": i.last_pulled, "pulls": i.pulls}),
     }
 
 

@@ -248,7 +248,9 @@ def _images(records: ImagesOverview, room: int, plan: str) -> tuple[list[str], b
     is left; what is not listed is counted, with where to see it. True: every removed
     image is listed."""
     head = ["## Images", "", images_headline(records).replace("|", "\\|"), ""]
-    head += ["| Repository | Image | | Size | Why |", "|---|---|---|--:|---|"]
+    pulls = records.with_pulls  # a column of last pulls
+    head += ["| Repository | Image | | Size |" + (" Last pulled |" if pulls else "") + " Why |"]
+    head += ["|---|---|---|--:|" + ("---|" if pulls else "") + "---|"]
     left = room - sum(len(line) + 1 for line in head) - NOTE
     chosen: set[int] = set()
     listed = {Verdict.REMOVED: 0, Verdict.KEPT: 0}
@@ -258,7 +260,9 @@ def _images(records: ImagesOverview, room: int, plan: str) -> tuple[list[str], b
     for r, i, verdict in candidates:
         row = (
             f"| {name_span(r.name)} | {name_span(r.label(i))} | {verdict.value} | "
-            f"{human_bytes(i.bytes)} | {code(i.reason)} |"
+            f"{human_bytes(i.bytes)} | "
+            + (f"{code(records.pulled(i))} | " if pulls else "")
+            + f"{code(i.reason)} |"
         )
         if len(row) + 1 > left:
             break
