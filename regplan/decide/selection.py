@@ -180,6 +180,7 @@ class _Resolver:
         self.problems: list[Problem] = []
         self.looks = None if selection.pulls is None else Looks(selection.pulls, inventory)
         self.pulled: dict[tuple[str, str], Seen] = {}
+        self.uncovered: set[ImageSpec] = set()
         selection.retention.check()
         self.protected: dict[tuple[str, Digest], str] = {}
         self.protected_tags: dict[tuple[str, str], str] = {}
@@ -255,7 +256,8 @@ class _Resolver:
         rule = flags.rule(r, spec.repo, spec.tag, f"--image {spec}")
         images = [t for t in candidates if subject_of(self.inv, repo, t) is None]
         judged = rules.judge(rule, repo, images, self.inv.created, self.now, self.looks)
-        if judged.uncovered is not None:
+        if judged.uncovered is not None and spec not in self.uncovered:  # once per --image
+            self.uncovered.add(spec)
             self.problems.append(rules.uncovered(f"--image {spec}", repo.name, judged.uncovered))
         for j in judged.ranked:
             self.decided[(repo.name, j.tag)] = (f"--image {spec}", j.rank)

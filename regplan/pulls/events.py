@@ -1,6 +1,7 @@
 """A notification envelope as distribution POSTs it (pure): the manifest pulls in it.
 
-distribution sends ``{"events": [...]}`` with media type ``MEDIA_TYPE``; each event has
+distribution sends ``{"events": [...]}`` with media type ``MEDIA_TYPE`` (3.x: ``...v2+json``,
+the same envelope); each event has
 an ``id``, a ``timestamp``, an ``action`` and a ``target`` (``repository``, ``digest``,
 ``mediaType``, ``url``, ``tag`` when pulled by tag). A pull's key is its request's id
 (the one the access log holds too), or the event's. Only ``pull`` events of manifests
@@ -17,6 +18,8 @@ from typing import Any
 from regplan.pulls.pull import Pull, PullsError, manifest_path, parse_time, reference
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+MEDIA_TYPES = frozenset({MEDIA_TYPE, "application/vnd.docker.distribution.events.v2+json"})
+"""What distribution 2.x sends, and 3.x (the same envelope)."""
 
 MANIFEST_TYPES = frozenset(
     {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import http.server
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -90,8 +91,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._refuse(401, "missing or wrong token")
             return
         media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip()
-        if media != events.MEDIA_TYPE:
-            self._refuse(415, f"media type {media[:80]!r} is not {events.MEDIA_TYPE}")
+        if media not in events.MEDIA_TYPES:
+            self._refuse(415, f"media type {media[:80]!r} is not {events.MEDIA_TYPE} (or v2)")
             return
         try:
             length = int(self.headers.get("Content-Length") or "")
@@ -120,6 +121,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     receiver: Receiver
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """One line, not socketserver's traceback: a client that closed its connection
+        (the registry drops idle ones) is routine."""
+        error = sys.exc_info()[1]
+        routine = isinstance(error, (ConnectionResetError, BrokenPipeError))
+        log.log(
+            logging.DEBUG if routine else logging.WARNING,
+            "connection from %s: %s",
+            client_address[0],
+            error,
+        )
 
 
 def server_for(store: Store, host: str, port: int, token: str | None) -> _Server:
