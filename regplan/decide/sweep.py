@@ -105,7 +105,7 @@ class Marking:
 
 
 def holder_name(reach: Reach, inv: Inventory, holder: Holder) -> Iterable[str]:
-    """How a reason names what holds a blob (see mark.sql.HOLDERS)."""
+    """How a reason names what holds a blob (see mark.sql.NAMED_HOLDERS)."""
     name, how, what = holder
     if how == 0:
         return reach.names(inv.repositories[name], what)

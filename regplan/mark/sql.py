@@ -54,10 +54,10 @@ WHERE r.repo NOT IN (SELECT repo FROM whole)
 """The revisions that stay (every repository but those removed whole)."""
 
 NEEDED_LINKS = """
-SELECT DISTINCT c.repo, c.b, s.d
-FROM lcand c
-JOIN staying s ON s.repo = c.repo
-JOIN uses u ON u.d = s.d AND u.b = c.b
+SELECT DISTINCT s.repo, u.b, s.d
+FROM staying s
+JOIN uses u ON u.d = s.d
+JOIN lcand c ON c.repo = s.repo AND c.b = u.b
 ORDER BY 1, 2, 3
 """
 """Of the layer links asked about, those a staying revision of their repository uses,
@@ -77,40 +77,45 @@ ORDER BY 1, 2
 """--gc: the layer links no staying revision of their repository uses (repositories the
 request decided, sound, not removed whole)."""
 
-HOLDERS = """
-CREATE OR REPLACE TEMP VIEW holders AS
-SELECT s.d AS b, s.repo, 0 AS how, s.d AS via, NULL AS tag FROM staying s
-UNION ALL
-SELECT u.b, s.repo, 0, s.d, NULL FROM staying s JOIN uses u ON u.d = s.d
-UNION ALL
-SELECT t.d, t.repo, 1, NULL, t.tag FROM tagcur t
-WHERE t.repo NOT IN (SELECT repo FROM whole)
-  AND NOT EXISTS (SELECT 1 FROM removed x WHERE x.repo = t.repo AND x.d = t.d)
-UNION ALL
-SELECT l.b, l.repo, 2, NULL, NULL FROM layer l
-WHERE l.repo NOT IN (SELECT repo FROM whole)
-  AND NOT EXISTS (SELECT 1 FROM layer_gone g WHERE g.repo = l.repo AND g.b = l.b)
-UNION ALL
-SELECT l.b, l.repo, 3, NULL, NULL FROM layer l
-WHERE l.repo IN (SELECT repo FROM failed) AND l.repo NOT IN (SELECT repo FROM whole)
-"""
-"""Every reference that stays, by blob: ``how`` 0 a staying revision (itself, or a blob
-its manifest uses: ``via``), 1 a staying tag's current revision, 2 a layer link that
-stays, 3 a layer link of a repository that fails closed (it might use any)."""
-
 NAMED_HOLDERS = """
-SELECT DISTINCT h.b, h.repo, h.how, h.via, h.tag
-FROM holders h JOIN named n ON n.b = h.b
+SELECT DISTINCT * FROM (
+  SELECT n.b, s.repo, 0 AS how, s.d AS via, NULL AS tag
+  FROM named n JOIN staying s ON s.d = n.b
+  UNION ALL
+  SELECT n.b, s.repo, 0, s.d, NULL
+  FROM named n JOIN uses u ON u.b = n.b JOIN staying s ON s.d = u.d
+  UNION ALL
+  SELECT n.b, t.repo, 1, NULL, t.tag FROM named n JOIN tagcur t ON t.d = n.b
+  WHERE t.repo NOT IN (SELECT repo FROM whole)
+    AND NOT EXISTS (SELECT 1 FROM removed x WHERE x.repo = t.repo AND x.d = t.d)
+  UNION ALL
+  SELECT n.b, l.repo, 2, NULL, NULL FROM named n JOIN layer l ON l.b = n.b
+  WHERE l.repo NOT IN (SELECT repo FROM whole)
+    AND NOT EXISTS (SELECT 1 FROM layer_gone g WHERE g.repo = l.repo AND g.b = l.b)
+  UNION ALL
+  SELECT n.b, l.repo, 3, NULL, NULL FROM named n JOIN layer l ON l.b = n.b
+  WHERE l.repo IN (SELECT repo FROM failed) AND l.repo NOT IN (SELECT repo FROM whole)
+)
 """
-"""What holds each blob the request freed (the plan names it in the reason)."""
-
-NAMED_HELD = """
-SELECT DISTINCT n.b FROM named n WHERE n.b IN (SELECT b FROM holders)
-"""
+"""What holds each blob the request freed (the plan names them in its reason): ``how``
+0 a staying revision (the blob itself, or one its manifest uses: ``via``), 1 a staying
+tag's current revision (``tag``), 2 a layer link that stays, 3 a layer link of a
+repository that fails closed (it might use any)."""
 
 UNHELD = """
 SELECT b.b FROM blob b
-WHERE b.b NOT IN (SELECT b FROM named)
-  AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.b = b.b)
+WHERE NOT EXISTS (SELECT 1 FROM named n WHERE n.b = b.b)
+  AND NOT EXISTS (SELECT 1 FROM staying s WHERE s.d = b.b)
+  AND NOT EXISTS (SELECT 1 FROM staying s JOIN uses u ON u.d = s.d WHERE u.b = b.b)
+  AND NOT EXISTS (
+    SELECT 1 FROM tagcur t
+    WHERE t.d = b.b AND t.repo NOT IN (SELECT repo FROM whole)
+      AND NOT EXISTS (SELECT 1 FROM removed x WHERE x.repo = t.repo AND x.d = t.d))
+  AND NOT EXISTS (
+    SELECT 1 FROM layer l
+    WHERE l.b = b.b AND l.repo NOT IN (SELECT repo FROM whole)
+      AND (l.repo IN (SELECT repo FROM failed)
+        OR NOT EXISTS (SELECT 1 FROM layer_gone g WHERE g.repo = l.repo AND g.b = l.b)))
 """
-"""--gc: the blobs nothing that stays references (besides those the request freed)."""
+"""--gc: the blobs nothing that stays references (besides those the request freed): no
+source of NAMED_HOLDERS names them, asked source by source."""

@@ -13,7 +13,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -23,8 +24,6 @@ from regplan.mark import sql
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import Digest
 
-CHUNK = 100_000
-"""Rows handed to DuckDB per insert (each a Python list while it is made)."""
 BATCH = 4096
 """Rows of a long answer read back at a time."""
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
@@ -63,7 +62,8 @@ class Mark:
                 config={
                     "memory_limit": limit or default_memory_limit(),
                     "temp_directory": self._tmp,
-                    "threads": min(4, os.cpu_count() or 1),
+                    "threads": 1,
+                    "preserve_insertion_order": False,
                 },
             )
         except duckdb.Error as e:
@@ -77,7 +77,6 @@ class Mark:
             self._db.execute(f"CREATE TEMP TABLE {table} ({columns})")
         self._load(inv)
         self._db.execute(sql.STAYING)
-        self._db.execute(sql.HOLDERS)
 
     def close(self) -> None:
         self._db.close()
@@ -110,33 +109,42 @@ class Mark:
                     yield self.ids[name], len(self.tags) - 1, tag.current
 
     def fill(self, table: str, rows: Iterable[tuple[Any, ...]], *, fresh: bool = False) -> None:
-        """Insert ``rows`` (digests as text, repositories as numbers) into ``table``."""
+        """Insert ``rows`` (digests as text, repositories as numbers) into ``table``,
+        through a tab-separated file in the database's folder (a Python list of a
+        million rows handed over as parameters took three times the memory)."""
         if fresh:
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (a name of sql.DYNAMIC)
-        columns = [c.split()[0] for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
-        kinds = [c.split()[1] for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
-        select = ", ".join(
-            f"dg(unnest(${i + 1}))" if kind == "BLOB" else f"unnest(${i + 1})"
-            for i, kind in enumerate(kinds)
-        )
-        chunk: list[tuple[Any, ...]] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= CHUNK:
-                self._insert(table, columns, select, chunk)
-                chunk = []
-        if chunk:
-            self._insert(table, columns, select, chunk)
-
-    def _insert(
-        self, table: str, columns: Sequence[str], select: str, chunk: list[tuple[Any, ...]]
-    ) -> None:
-        lists = [list(col) for col in zip(*chunk, strict=True)]
+        spec = [c.split() for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
+        path = Path(self._tmp) / f"{table}.tsv"
+        n = 0
         try:
-            insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select}"
-            self._db.execute(insert, lists)  # (names of sql.STATIC and sql.DYNAMIC)
+            with path.open("w", encoding="utf-8", newline="\n") as f:
+                for row in rows:
+                    f.write("\t".join(map(str, row)) + "\n")
+                    n += 1
+            if not n:
+                return
+            names = ", ".join(name for name, _ in spec)
+            values = ", ".join(
+                f"dg(c{i})" if kind == "BLOB" else f"c{i}" for i, (_, kind) in enumerate(spec)
+            )
+            columns = ", ".join(
+                f"'c{i}': '{'VARCHAR' if kind == 'BLOB' else kind}'"
+                for i, (_, kind) in enumerate(spec)
+            )
+            self._db.execute(
+                f"INSERT INTO {table} ({names}) SELECT {values} FROM read_csv(?, "  # noqa: S608
+                f"delim='\t', header=false, quote='', escape='', columns={{{columns}}})",
+                [str(path)],
+            )
+        except OSError as e:
+            raise SpoolError(
+                f"cannot keep the mark's tables in {self._tmp}: {e.strerror}"
+            ) from None
         except duckdb.Error as e:
             raise SpoolError(f"the mark's database cannot hold {table}: {e}") from None
+        finally:
+            path.unlink(missing_ok=True)
 
     def decided(
         self,
@@ -181,7 +189,7 @@ class Mark:
 
     def held_named(self, named: Iterable[Digest]) -> Mapping[Digest, list[tuple[str, int, Any]]]:
         """Of the blobs the request freed, those something that stays references ->
-        what: (repository, how, via revision or tag name) as sql.HOLDERS says."""
+        what: (repository, how, via revision or tag name) as sql.NAMED_HOLDERS says."""
         self.fill("named", ((b,) for b in named), fresh=True)
         names = list(self.ids)
         out: dict[Digest, list[tuple[str, int, Any]]] = {}
