@@ -124,7 +124,8 @@ def test_a_planner_not_in_the_rule_is_refused(
 
 
 def test_without_a_rule_todays_flags_apply(team: tuple[Path, Path, Path], demo_root: Path) -> None:
-    """No --approvals and no REGPLAN_APPROVALS: --require-signatures as before."""
+    """No --approvals and no REGPLAN_APPROVALS: --require-signatures as before; history
+    still names the signers, and the purge's operator."""
     plan, trust, _ = team
     approve(plan, "eve", trust)
     done = run("apply", plan, "--trust", trust, "--root", demo_root, "--require-signatures", "3")
@@ -132,8 +133,11 @@ def test_without_a_rule_todays_flags_apply(team: tuple[Path, Path, Path], demo_r
     assert "2 valid signature(s) from trusted keys, 3 required" in done.output
     done = run("apply", plan, "--trust", trust, "--root", demo_root, "--json")
     assert done.exit_code == 0, done.output
+    purged = run("purge", json.loads(done.output)["apply_id"], "--root", demo_root)
+    assert purged.exit_code == 0, purged.output
     [record] = json.loads(run("history", "--root", demo_root, "--json").output)
     assert (record["planner"], record["approvers"]) == ("alice@ops", ["eve@ops"])
+    assert [o["action"] for o in record["operators"]] == ["apply", "purge"]
 
 
 def test_a_bad_rule_file_is_one_line_before_anything_is_read(
