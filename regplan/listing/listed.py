@@ -1,0 +1,173 @@
+"""A bucket whose listings come from a listing file and whose reads go to the store:
+what ``plan --listing`` scans instead of listing the bucket.
+
+The listing's rows under the registry's rootdirectory are loaded once into an
+embedded DuckDB table in key order (under the mark's memory limit, spilling to a
+temporary folder); each unit the scan lists (a blob shard, a repository) is a range
+of it. The scan proves links from the rows' content hashes as it does from a live
+listing, and GETs the rest (links it cannot prove, manifests) from the store, which
+must still hold them: a key gone since the listing reads as gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import duckdb
+
+from regplan.errors import StorageError
+from regplan.listing import source
+from regplan.mark.tables import default_memory_limit
+from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
+
+_ROW = "key, size, mtime, etag, content"
+
+
+def _upper(prefix: str) -> str:
+    """The least key after every key that starts with ``prefix`` (not empty)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class Listing:
+    """A listing file loaded for one plan. Close it (or use ``with``)."""
+
+    def __init__(self, path: Path, storage: ObjectStorage, *, memory: str | None = None) -> None:
+        self._tmp = tempfile.mkdtemp(prefix="regplan-listing-")
+        self._db = duckdb.connect(
+            ":memory:",
+            config={"memory_limit": memory or default_memory_limit(), "temp_directory": self._tmp},
+        )
+        self._lock = threading.Lock()
+        try:
+            self.source = source.read(path, self._db)
+            self._check_bucket(storage)
+            root = storage.rootdirectory
+            within = "WHERE key >= ? AND key < ?" if root else ""
+            params = [f"{root}/", _upper(f"{root}/")] if root else []
+            rows = self.source.rows  # SQL of source.py's own making; paths quoted there
+            self._db.execute(
+                f"CREATE TABLE listing AS SELECT {_ROW} FROM {rows} {within} ORDER BY key",  # noqa: S608
+                params,
+            )
+            self.count = int(self._db.execute("SELECT count(*) FROM listing").fetchall()[0][0])
+        except duckdb.Error as e:
+            self.close()
+            raise StorageError(
+                f"{path}: cannot read it as a listing: {str(e).splitlines()[0]}"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_bucket(self, storage: ObjectStorage) -> None:
+        record = storage.record()
+        mine = record.get("bucket") or record.get("container")
+        if self.source.bucket is not None and mine is not None and self.source.bucket != mine:
+            raise StorageError(
+                f"{self.source.file} lists bucket {self.source.bucket!r}, not {mine!r}"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Listing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, *params: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                rows: list[tuple[Any, ...]] = self._db.execute(sql, list(params)).fetchall()
+            except duckdb.Error as e:
+                raise StorageError(f"the listing cannot be read: {e}") from None
+        return rows
+
+    def objects(self, prefix: str) -> list[Obj]:
+        """Every row under ``prefix``, in key order, relative to it."""
+        n = len(prefix)
+        where = "WHERE key >= ? AND key < ?" if prefix else ""
+        rows = self._query(
+            f"SELECT {_ROW} FROM listing {where} ORDER BY key",  # noqa: S608 (constants)
+            *((prefix, _upper(prefix)) if prefix else ()),
+        )
+        return [
+            Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
+            for k, s, m, e, c in rows
+        ]
+
+    def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
+        """A delimiter listing of ``prefix`` from the rows."""
+        names: list[str] = []
+        files: list[Obj] = []
+        for o in self._folder_rows(prefix):
+            if isinstance(o, str):
+                names.append(o)
+            else:
+                files.append(o)
+        return names, files
+
+    def _folder_rows(self, prefix: str) -> Iterator[str | Obj]:
+        n = len(prefix)
+        where = "key >= ? AND key < ?" if prefix else "true"
+        args = (prefix, _upper(prefix)) if prefix else ()
+        rest = f"substr(key, {n + 1})"
+        for (name,) in self._query(
+            f"SELECT DISTINCT split_part({rest}, '/', 1) FROM listing "  # noqa: S608 (constants)
+            f"WHERE {where} AND strpos({rest}, '/') > 0 ORDER BY 1",
+            *args,
+        ):
+            yield str(name)
+        for k, s, m, e, c in self._query(
+            f"SELECT {_ROW} FROM listing WHERE {where} AND strpos({rest}, '/') = 0 ORDER BY key",  # noqa: S608 (constants)
+            *args,
+        ):
+            yield Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
+
+
+class ListedBucket:
+    """The store's bucket, but for its listings, which are the listing file's (no
+    request). ``seeks`` is False: no listing request starts at a key."""
+
+    def __init__(self, inner: Bucket, listing: Listing) -> None:
+        self._inner = inner
+        self._listing = listing
+        self.seeks = False
+
+    def objects(self, prefix: str) -> Iterator[Obj]:
+        return iter(self._listing.objects(prefix))
+
+    def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
+        return self._listing.folders(prefix)
+
+    def page(self, prefix: str, after: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class ListedStorage:
+    """An ObjectStorage whose ``open`` gives its bucket with the listing's listings."""
+
+    def __init__(self, inner: ObjectStorage, listing: Listing) -> None:
+        self._inner = inner
+        self.listing = listing
+
+    def open(self) -> Bucket:
+        return cast(Bucket, ListedBucket(self._inner.open(), self.listing))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def listed(inner: ObjectStorage, listing: Listing) -> ObjectStorage:
+    """``inner``, listed from ``listing`` (reads, records and keys are ``inner``'s)."""
+    return cast(ObjectStorage, ListedStorage(inner, listing))

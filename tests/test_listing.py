@@ -1,0 +1,150 @@
+"""plan from a listing (regplan.listing): the same plan as a scan that lists the
+bucket, from regplan's own listing and from an S3 Inventory report, with no listing
+request; what a listing cannot be is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from regplan.decide.selection import ImageSpec, Selection
+from regplan.errors import StorageError
+from regplan.listing import lister
+from regplan.listing.listed import Listing, listed
+from regplan.plans.plan import Plan
+from regplan.storage.objects.memory import MemoryBucket, MemoryStorage
+from tests.buckets import Counting, upload_tree
+from tests.helpers import NOW, drafted
+from tests.inventories import rows_of, s3_inventory
+
+SELECTIONS = {
+    "untagged-gc": Selection(untagged=("*",), gc=True),
+    "image": Selection(images=(ImageSpec.parse("team/app:v1"),)),
+    "repo-gc": Selection(images=(ImageSpec.parse("old/repo"),), gc=True),
+}
+
+
+def _decided(plan: Plan) -> tuple[object, ...]:
+    return plan.targets, plan.kept, plan.problems, plan.fingerprint, plan.summary
+
+
+@pytest.fixture(params=["s3", "azure", "gcs"])
+def bucket(request: pytest.FixtureRequest, demo_root: Path) -> MemoryBucket:
+    found = MemoryBucket(request.param, clock=lambda: NOW.timestamp() - 86400)
+    upload_tree(demo_root, found)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(SELECTIONS))
+def test_a_plan_from_regplans_own_listing_is_the_scans(
+    bucket: MemoryBucket, tmp_path: Path, name: str
+) -> None:
+    """regplan list, then plan from it: the same targets, kept, problems and
+    fingerprint as a plan that lists the bucket, and no listing request is made."""
+    storage = bucket.storage
+    made = lister.write(storage, tmp_path / "listing.parquet")
+    assert made.keys == len(bucket.snapshot(""))
+    scanned = drafted(storage=storage, selection=SELECTIONS[name])
+    counting = Counting(bucket)
+    with Listing(made.path, storage) as listing:
+        assert listing.source.format == "regplan"
+        from_listing = drafted(
+            storage=listed(storage.opening(counting), listing), selection=SELECTIONS[name]
+        )
+    assert _decided(from_listing) == _decided(scanned)
+    assert counting.counts["objects"] == counting.counts["folders"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["CSV", "Parquet"])
+def test_a_plan_from_an_s3_inventory_report_is_the_scans(
+    demo_root: Path, tmp_path: Path, fmt: str
+) -> None:
+    """An S3 Inventory report (manifest.json and its data files): links are proven
+    from the ETags as a listing of the bucket proves them."""
+    bucket = MemoryBucket("s3", clock=lambda: NOW.timestamp() - 86400)
+    upload_tree(demo_root, bucket)
+    storage = bucket.storage
+    manifest = s3_inventory(
+        rows_of(bucket),
+        tmp_path / "inv",
+        bucket=storage.container,
+        created=NOW.timestamp(),
+        fmt=fmt,
+    )
+    counting = Counting(bucket)
+    for sel in SELECTIONS.values():
+        with Listing(manifest, storage) as listing:
+            assert listing.source.format == "s3-inventory"
+            assert listing.source.listed_at == NOW.timestamp()
+            got = drafted(storage=listed(storage.opening(counting), listing), selection=sel)
+        assert _decided(got) == _decided(drafted(storage=storage, selection=sel))
+    assert counting.counts["get"] < 40  # manifests only: every link proven by its ETag
+    assert counting.counts["objects"] == counting.counts["folders"] == 0
+
+
+def test_an_inventory_of_another_bucket_is_refused(bucket: MemoryBucket, tmp_path: Path) -> None:
+    manifest = s3_inventory(rows_of(bucket), tmp_path, bucket="other-bucket", created=0)
+    with pytest.raises(StorageError, match="lists bucket 'other-bucket'"):
+        Listing(manifest, bucket.storage)
+
+
+def test_a_damaged_data_file_is_refused(bucket: MemoryBucket, tmp_path: Path) -> None:
+    storage: MemoryStorage = bucket.storage
+    manifest = s3_inventory(rows_of(bucket), tmp_path, bucket=storage.container, created=0)
+    data = next((tmp_path / storage.container).rglob("*.csv.gz"))
+    data.write_bytes(data.read_bytes() + b"\0")
+    with pytest.raises(StorageError, match="its MD5 is not the manifest's"):
+        Listing(manifest, storage)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"fileFormat": "ORC"}, "ORC is not read"),
+        ({"fileSchema": "Bucket, Key, Size"}, "must name Key, Size, LastModifiedDate and ETag"),
+        ({"fileSchema": "Bucket, Key', Size, LastModifiedDate, ETag"}, "only plain column names"),
+        ({"creationTimestamp": "soon"}, "not an S3 Inventory manifest"),
+    ],
+)
+def test_a_manifest_regplan_cannot_read_is_refused(
+    bucket: MemoryBucket, tmp_path: Path, change: dict[str, str], said: str
+) -> None:
+    storage = bucket.storage
+    manifest = s3_inventory(rows_of(bucket), tmp_path, bucket=storage.container, created=0)
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **change}))
+    with pytest.raises(StorageError, match=said):
+        Listing(manifest, storage)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("l.csv", "key,size\na,1\n", "no column last_modified"),
+        ("l.txt", "key\n", "a .parquet or .csv file"),
+        ("l.parquet", "not parquet", "cannot read it as a listing"),
+    ],
+)
+def test_a_file_that_is_no_listing_is_refused(
+    bucket: MemoryBucket, tmp_path: Path, name: str, text: str, said: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(StorageError, match=said):
+        Listing(path, bucket.storage)
+
+
+def test_a_plain_csv_listing_is_dated_by_its_newest_key(
+    bucket: MemoryBucket, tmp_path: Path
+) -> None:
+    """A CSV of keys says nothing of when it was taken: at least when its newest key was
+    written (the age --gc-min-age must cover is then never less than the truth)."""
+    rows = rows_of(bucket)
+    path = tmp_path / "keys.csv"
+    lines = ["key,size,last_modified,etag"] + [f"{k},{s},{m},{e}" for k, s, m, e in rows]
+    path.write_text("\n".join(lines) + "\n")
+    with Listing(path, bucket.storage) as listing:
+        assert listing.source.format == "csv"
+        assert listing.source.listed_at == max(m for _, _, m, _ in rows)
+        assert listing.count == len(rows)
