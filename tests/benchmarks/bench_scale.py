@@ -4,6 +4,7 @@ Run as a script (not part of the test run; needs docker-registry):
 
     python -m tests.benchmarks.bench_scale --size 250k [--size 1m] [--rounds 3]
         [--workdir /var/tmp/regplan-bench] [--out bench-results/scale.json] [--plan-only]
+        [--baseline DIR]
 
 For each size it builds a tree with regplan.demo.samples.build_scale (kept in --workdir
 for re-runs), then, interleaved in each round so that every command sees the
@@ -23,7 +24,9 @@ same machine noise:
 
 With ``--plan-only``, each round is the plan and the mark-only
 ``garbage-collect`` alone (the plan's goals: its peak, and its time against
-distribution's), and seconds per path are reported.
+distribution's), and seconds per path are reported. With ``--baseline DIR`` (another regplan's
+source tree, say ``git archive v1.2 | tar -x -C DIR``), each round also runs that
+regplan's plan of the same request, in the same round: its time and peak side by side.
 
 Every command runs as its own process; wall time and peak RSS (wait4) are
 recorded. The report gives medians and ratios, as a table and as JSON.
@@ -66,7 +69,11 @@ KEPT_OUTPUT = 1 << 20
 
 
 def run(
-    cmd: list[str], *, env: dict[str, str] | None = None, output: Path | None = None
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    output: Path | None = None,
+    cwd: Path | None = None,
 ) -> tuple[float, int, str]:
     """(seconds, peak RSS in MiB, stdout) of one process; with ``output``, its stdout goes
     to that file instead (and "" is returned): a garbage-collect prints every blob it marks.
@@ -77,7 +84,7 @@ def run(
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:  # read only when the command fails
         if output is None:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, cwd=cwd)
             assert proc.stdout is not None
             kept = b""
             while chunk := proc.stdout.read(1 << 16):
@@ -108,11 +115,17 @@ def plan_report(
     steps: dict[str, list[tuple[float, int]]],
 ) -> dict[str, Any]:
     ratio = med["plan"] / med["gc --dry-run"]
+    ratios = {"plan / gc mark-only": ratio}
+    if "plan (baseline)" in med:
+        ratios["baseline plan / gc mark-only"] = med["plan (baseline)"] / med["gc --dry-run"]
+        ratios["plan / baseline plan"] = med["plan"] / med["plan (baseline)"]
     per_path_us = med["plan"] / built["paths"] * 1e6
     print(f"  plan: {targets:,} targets")
     for k in steps:
         print(f"  {k:<32}{med[k]:>10.2f} s{mem[k]:>8} MiB")
-    print(f"  plan / gc mark-only {ratio:.2f}; plan {per_path_us:.1f} us per path")
+    for k, v in ratios.items():
+        print(f"  {k:<32}{v:>10.2f}")
+    print(f"  plan {per_path_us:.1f} us per path")
     return {
         **built,
         "size": size,
@@ -120,7 +133,7 @@ def plan_report(
         "rounds": rounds,
         "median_seconds": med,
         "peak_rss_mib": mem,
-        "ratios": {"plan / gc mark-only": ratio},
+        "ratios": ratios,
         "plan_us_per_path": per_path_us,
         "all": {k: [list(x) for x in v] for k, v in steps.items()},
     }
@@ -186,7 +199,9 @@ def first_image(root: Path) -> str:
     return f"{team.name}/{repo.name}:{tag.name}"
 
 
-def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> dict[str, Any]:
+def bench(
+    size: str, rounds: int, workdir: Path, *, plan_only: bool = False, baseline: Path | None = None
+) -> dict[str, Any]:
     root, config, built = prepare(size, workdir)
     key = config.parent / "bench.key"
     plan = config.parent / "bench.plan.json"
@@ -236,6 +251,10 @@ def bench(size: str, rounds: int, workdir: Path, *, plan_only: bool = False) -> 
             ),
         )
         targets = planned_targets(plan)
+        if baseline is not None:  # the same request, by the other regplan (python -m from DIR)
+            args = ["plan", "--root", str(root), "--key", str(key), "-o", f"{plan}.base"]
+            args += ["--untagged", "*", "--gc", "-q", "--json"]
+            record("plan (baseline)", run([*REGPLAN, *args], cwd=baseline))
         record(
             "gc --dry-run", run(["docker-registry", "garbage-collect", "--dry-run", str(config)])
         )
@@ -365,11 +384,14 @@ def main() -> None:
     parser.add_argument(
         "--plan-only", action="store_true", help="each round: plan and gc --dry-run only"
     )
+    parser.add_argument(
+        "--baseline", type=Path, help="another regplan's source tree: its plan side by side"
+    )
     args = parser.parse_args()
     if shutil.which("docker-registry") is None:
         sys.exit("needs docker-registry (apt-get install docker-registry)")
     results = [
-        bench(size, args.rounds, args.workdir, plan_only=args.plan_only)
+        bench(size, args.rounds, args.workdir, plan_only=args.plan_only, baseline=args.baseline)
         for size in args.size or ["250k"]
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
