@@ -45,6 +45,7 @@ from regplan.plans.plan import (
 from regplan.plans.planfile import PlanStream, Source
 from regplan.plans.spool import Sorted
 from regplan.progress import Progress
+from regplan.pulls import records
 from regplan.scan import fingerprint, identity
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import part_of
@@ -222,6 +223,7 @@ def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> R
         else PolicyRecord(
             file=selection.policy.file, sha256=selection.policy.sha256, text=selection.policy.text
         ),
+        pulls=None if selection.pulls is None else records.record(selection.pulls, resolved.pulled),
     )
 
 

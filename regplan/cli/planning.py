@@ -27,6 +27,7 @@ from regplan.cli.base import (
     storage_options,
 )
 from regplan.cli.policies import SELECTION_FLAGS, policy_selection
+from regplan.cli.pulls import pulls_option, with_pulls
 from regplan.decide.flags import FLAGS, Flag, Retention
 from regplan.decide.protect import Protect, parse_protect
 from regplan.decide.selection import ImageSpec, Selection
@@ -147,6 +148,7 @@ def retention_options(f: Decorated) -> Decorated:
     help="Images that must survive, whatever else is asked: lines repo:tag, "
     "repo@sha256:... or sha256:... ('-' reads stdin; # comments). Repeatable.",
 )
+@pulls_option
 @signer_option
 @json_option
 @quiet_option
@@ -170,7 +172,7 @@ def plan(
     **sel: Any,
 ) -> None:
     """Decide what to remove and write a signed plan; changes nothing."""
-    selection = _selection(sel)
+    selection = with_pulls(_selection(sel), sel["pulls"])
     storage = storage_of(root, config)
     settings = settings_of(config)
     version = sel["registry_version"]
@@ -303,6 +305,7 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
     if sel["policy"] is not None:
         argv.append(f"--policy={'-' if sel['policy'].name == '<stdin>' else sel['policy'].name}")
     argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
+    argv += [f"--pulls={sel['pulls']}"] if sel["pulls"] is not None else []
     switches = [(f.option, f.field) for f in FLAGS if f.kind == "switch"]
     switches += [("--gc", "gc"), ("--prune", "prune")]
     argv += [option for option, name in switches if sel[name]]
