@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -96,6 +98,11 @@ def test_pulled_within_keeps_what_was_pulled_and_says_when(
         for i in r[v]
     }
     assert facts == {"v1": (1, True), "v2": (1, True), "latest": (0, False)}
+    for schema, instance in (
+        ((Path(__file__).parents[1] / "plans/plan.schema.json").read_text(), doc),
+        (resources.files("regplan.views").joinpath("review.schema.json").read_text(), shown),
+    ):
+        jsonschema.validate(instance, json.loads(schema))
     why = CliRunner().invoke(cli, ["why", str(demo_root.parent / "p.json"), "team/app:v2"])
     assert why.exit_code == 7 and "not pulled within 30d: last pulled " in why.output
 
