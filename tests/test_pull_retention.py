@@ -240,3 +240,21 @@ def test_every_review_shows_each_images_last_pull(
     assert "not pulled since records began " in shown.output
     if form != "text":
         assert "Last pulled" in shown.output  # the column's head
+
+
+def test_policy_check_says_what_pulls_keep(demo_root: Path, tmp_path: Path) -> None:
+    """Per rule, how many tags the pulls keep; without --pulls, one line, exit 1."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    db = store(tmp_path / "p.db", [("team/app", V1, "v1", 5), ("team/app", V2, "v2", 1)])
+    args = ["policy", "check", str(policy), "--root", str(demo_root)]
+    r = CliRunner().invoke(cli, [*args, "--pulls", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [
+        (c["rule"], c["tags"], c["removes"], c["kept_by_pulls"]) for c in json.loads(r.output)
+    ] == [("pulled", 3, 2, 1)]
+    text = CliRunner().invoke(cli, [*args, "--pulls", str(db)])
+    assert "(pulls keep 1)" in text.output
+    bare = CliRunner().invoke(cli, args)
+    assert bare.exit_code == 1
+    assert bare.output.strip().endswith("keeps by pulls: give --pulls FILE (regplan pulls)")

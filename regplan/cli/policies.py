@@ -16,12 +16,16 @@ from regplan.cli.base import (
     storage_of,
     storage_options,
 )
+from regplan.cli.pulls import pulls_option
 from regplan.decide import rules
 from regplan.decide.flags import FLAGS
 from regplan.decide.protect import Protect
 from regplan.decide.selection import Selection
 from regplan.errors import PolicyError
 from regplan.policy import load
+from regplan.pulls import store
+from regplan.pulls.facts import Looks
+from regplan.scan.inventory import ProblemCode
 from regplan.scan.layout import printable
 from regplan.storage import location
 
@@ -63,10 +67,16 @@ def policy_group() -> None:
 @policy_group.command("check")
 @click.argument("file", type=ExistingFile)
 @storage_options
+@pulls_option
 @json_option
 @click.pass_context
 def check(
-    ctx: click.Context, file: Path, root: str | None, config: Path | None, as_json: bool
+    ctx: click.Context,
+    file: Path,
+    root: str | None,
+    config: Path | None,
+    pulls: Path | None,
+    as_json: bool,
 ) -> None:
     """Every mistake in FILE with its line and column; with --root (or --config), what
     each rule selects and would remove there, without writing a plan."""
@@ -89,7 +99,8 @@ def check(
             f"{printable(str(storage.root))}",
             err=True,
         )
-    outcome = rules.apply(policy, inv, now())
+    looks = None if pulls is None else Looks(store.read(pulls), inv)
+    outcome = rules.apply(policy, inv, now(), looks)
     _report(outcome, as_json=as_json)
     if idle:
         ctx.exit(PolicyError.exit_code)
@@ -105,6 +116,7 @@ def _report(outcome: rules.Outcome, *, as_json: bool) -> None:
                     "repositories": c.repositories,
                     "tags": c.tags,
                     "removes": c.removes,
+                    "kept_by_pulls": c.by_pulls,
                 }
                 for c in outcome.counts
             ]
@@ -113,10 +125,14 @@ def _report(outcome: rules.Outcome, *, as_json: bool) -> None:
     width = max(len(c.rule.name) for c in outcome.counts)
     click.echo(f"{'rule':<{width}}  repositories  tags  removes  where")
     for c in outcome.counts:
+        pulled = f" (pulls keep {c.by_pulls})" if c.by_pulls else ""
         click.echo(
             f"{c.rule.name:<{width}}  {c.repositories:>12}  {c.tags:>4}  {c.removes:>7}  "
-            f"{printable(c.rule.where)}"
+            f"{printable(c.rule.where)}{pulled}"
         )
+    for p in outcome.problems:
+        if p.code is ProblemCode.PULLS_UNCOVERED:
+            click.echo(f"Note: {printable(p.message)}", err=True)
     click.echo(
         f"{len(outcome.tags)} tags removed in all (a tag goes when a rule selects it and no "
         "rule that selects it keeps it); the plan adds what they alone reference."

@@ -65,7 +65,7 @@ def of(
         return RulePulls()
     if pulls is None:
         what = "--pulled-within" if rule.origin is Origin.FLAGS else rule.label
-        raise SelectionError(f"{what} keeps by pulls: give plan --pulls FILE (regplan pulls)")
+        raise SelectionError(f"{what} keeps by pulls: give --pulls FILE (regplan pulls)")
     seen = {t: pulls.tag(repo, t) for t in ranked}
     order = sorted((t for t in ranked if seen[t] is not None), key=lambda t: (-_last(seen[t]), t))
     rank = {t: i for i, t in enumerate(order, 1)}

@@ -57,6 +57,8 @@ class RuleCount:
     repositories: int = 0
     tags: int = 0
     removes: int = 0
+    by_pulls: int = 0
+    """Tags a criterion by pulls keeps (and no criterion before it)."""
 
 
 @attrs.define
@@ -314,6 +316,8 @@ class _Apply:
                     )
                 )
             else:
+                if j.held is not None and j.held[0] in pulled.BY_PULLS:
+                    self.out.counts[self.policy.rules.index(rule)].by_pulls += 1
                 lasting = j.held is not None and j.held[0] not in CHANGING
                 out[j.tag] = Verdict(
                     rule, j.held is not None, _words(rule.keep, j), lasting, j.rank
