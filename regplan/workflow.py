@@ -31,6 +31,7 @@ from regplan.plans.plan import (
     Fingerprint,
     Image,
     Kept,
+    ListingRecord,
     Plan,
     PlanProblem,
     PolicyRecord,
@@ -136,13 +137,14 @@ def make_plan(
     now: datetime,
     progress: Progress | None = None,
     traits: Traits | None = None,
+    memory: str | None = None,
+    listing: ListingRecord | None = None,
 ) -> Draft:
     """Scan the storage and return the signed plan for ``selection`` (``traits``: what the
-    registry's version and configuration make of the tree).
+    registry makes of the tree; ``memory``: the mark's limit; ``listing``: plan --listing's).
 
-    The targets are spooled as they are decided (``regplan.plans.spool``), then read
-    in passes (predicted digest, summary, signature, file): memory does not grow
-    with them. The inventory is dropped before the passes.
+    The targets are spooled as they are decided (``regplan.plans.spool``) and read in
+    passes: memory does not grow with them. The inventory is dropped before the passes.
     """
     inventory = location.read(
         storage, progress=progress, created=selection.created, mtimes=selection.ages
@@ -151,9 +153,9 @@ def make_plan(
         inventory = read_for(inventory, traits)
     _give_back_freed_memory()
     resolved = resolve(selection, inventory, now)
-    request = _request(selection, resolved, argv)
+    request = _request(selection, resolved, argv, listing)
     prune = selection.prune and location.has_folders(storage)  # a bucket has no empty folder
-    spooled = decide_spooled(inventory, resolved, prune=prune)
+    spooled = decide_spooled(inventory, resolved, prune=prune, memory=memory)
     digests = _digests(inventory, spooled)
     found = Sorted(IMAGE_RUN)
     try:
@@ -198,10 +200,16 @@ def _digests(inventory: Inventory, spooled: Spooled) -> bytes:
     return bytes(out)
 
 
-def _request(selection: Selection, resolved: Resolved, argv: Sequence[str]) -> Request:
+def _request(
+    selection: Selection,
+    resolved: Resolved,
+    argv: Sequence[str],
+    listing: ListingRecord | None = None,
+) -> Request:
     """What was asked, as the plan records it (with what each --protect line matched)."""
     return Request(
         argv=tuple(argv),
+        listing=listing,
         selection=SelectionRecord(
             images=tuple(str(i) for i in selection.images),
             untagged=selection.untagged,

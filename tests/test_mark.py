@@ -4,12 +4,13 @@ that spills instead of failing, and its folder gone after."""
 from __future__ import annotations
 
 import contextlib
-import glob
 import tempfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from regplan.cli import cli
 from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved
 from regplan.mark import tables
@@ -74,12 +75,26 @@ def test_a_memory_limit_that_is_no_size_is_refused(text: str) -> None:
         tables.memory_limit(text)
 
 
-def test_a_sweep_past_its_memory_spills_and_decides_the_same(tmp_path: Path) -> None:
-    """Under a limit far below what the sweep holds, it spills to its folder and the
-    plan is the same; the folder is gone after."""
+def test_a_sweep_past_its_memory_spills_and_decides_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a limit far below the machine's (DuckDB spills past it), the plan is the
+    same; the database's folder is gone after."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     digests = [Digest(f"sha256:{n:064x}") for n in range(60_000)]
     inventory = _gc_inventory(digests)
-    before = set(glob.glob(f"{tempfile.gettempdir()}/regplan-mark-*"))
     small = _swept(inventory, "8MiB")
     assert small == _swept(inventory) == sorted(blob_dir(d) for d in digests)
-    assert set(glob.glob(f"{tempfile.gettempdir()}/regplan-mark-*")) == before
+    assert not list(tmp_path.glob("regplan-mark-*"))
+
+
+def test_plan_refuses_a_memory_limit_that_is_no_size(demo_root: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["keygen", str(tmp_path / "k")]).exit_code == 0
+    args = ["plan", "--root", str(demo_root), "--key", str(tmp_path / "k"), "--gc"]
+    made = runner.invoke(cli, [*args, "--memory-limit", "lots"])
+    assert made.exit_code == 64  # a usage error (README: Exit codes)
+    assert "--memory-limit" in made.output
+    assert "not a size" in made.output
+    made = runner.invoke(cli, [*args, "--memory-limit", "64MiB", "-o", str(tmp_path / "p")])
+    assert made.exit_code == 0, made.output

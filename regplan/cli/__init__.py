@@ -8,10 +8,20 @@ from __future__ import annotations
 import gc
 import signal
 
-from regplan.cli import changes, inspect, planning, policies, pulls, review
+from regplan.cli import changes, inspect, listing, planning, policies, pulls, review
 from regplan.cli.base import cli
 
-__all__ = ["changes", "cli", "inspect", "main", "planning", "policies", "pulls", "review"]
+__all__ = [
+    "changes",
+    "cli",
+    "inspect",
+    "listing",
+    "main",
+    "planning",
+    "policies",
+    "pulls",
+    "review",
+]
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,8 +33,10 @@ from regplan.cli.pulls import pulls_option, with_pulls
 from regplan.decide.flags import FLAGS, Flag, Retention
 from regplan.decide.protect import Protect, parse_protect
 from regplan.decide.selection import ImageSpec, Selection
+from regplan.listing import use
+from regplan.mark import tables
 from regplan.plans import signing
-from regplan.plans.plan import Plan
+from regplan.plans.plan import ListingRecord, Plan
 from regplan.scan.layout import printable
 from regplan.scan.traits import Traits
 from regplan.storage import location
@@ -88,6 +92,13 @@ def retention_options(f: Decorated) -> Decorated:
             f = _option(flag, flag.alias, flag.alias_param, hidden=True)(f)
         f = _option(flag, flag.option, flag.field)(f)
     return f
+
+
+def _memory_limit(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else tables.memory_limit(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @cli.command()
@@ -149,6 +160,21 @@ def retention_options(f: Decorated) -> Decorated:
     "repo@sha256:... or sha256:... ('-' reads stdin; # comments). Repeatable.",
 )
 @pulls_option
+@click.option(
+    "--listing",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Plan from this listing of the bucket instead of listing it: an S3 Inventory "
+    "manifest.json, regplan list's Parquet, or a Parquet/CSV of key, size, last_modified, "
+    "etag[, content]. With --gc, --gc-min-age must be at least the listing's age.",
+)
+@click.option(
+    "--memory-limit",
+    metavar="SIZE",
+    callback=_memory_limit,
+    help="The mark and sweep's memory (512MiB, 2GB); past it, it spills to TMPDIR. "
+    "[default: a quarter of this machine's memory]",
+)
 @signer_option
 @json_option
 @quiet_option
@@ -169,6 +195,7 @@ def plan(
     as_json: bool,
     quiet: bool,
     detailed_exitcode: bool,
+    memory_limit: str | None,
     **sel: Any,
 ) -> None:
     """Decide what to remove and write a signed plan; changes nothing."""
@@ -188,7 +215,9 @@ def plan(
         )
     t = now()
     private, name = load_key(key, signer)
-    with progress_of("scanning paths", quiet=quiet, as_json=as_json) as scanning:
+    with contextlib.ExitStack() as stack:
+        storage, record = _listed(stack, storage, sel["listing"], selection, t, memory_limit)
+        scanning = stack.enter_context(progress_of("scanning paths", quiet=quiet, as_json=as_json))
         made = workflow.make_plan(
             storage=storage,
             selection=selection,
@@ -198,6 +227,8 @@ def plan(
             now=t,
             progress=scanning.update,
             traits=traits,
+            memory=memory_limit,
+            listing=record,
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     with made:
@@ -207,6 +238,24 @@ def plan(
     s = header.summary
     if detailed_exitcode and s.targets:
         ctx.exit(2)
+
+
+def _listed(
+    stack: contextlib.ExitStack,
+    storage: Location,
+    listing: Path | None,
+    selection: Selection,
+    t: datetime,
+    memory: str | None,
+) -> tuple[Location, ListingRecord | None]:
+    """The storage to scan: through ``listing`` when given (plan --listing), and its record."""
+    if listing is None:
+        return storage, None
+    opened, through, record = use.open_listing(
+        storage, listing, selection=selection, now=t, memory=memory
+    )
+    stack.callback(opened.close)
+    return through, record
 
 
 def _report_written(
@@ -306,6 +355,7 @@ def _argv(storage: Location, sel: dict[str, Any]) -> list[str]:
         argv.append(f"--policy={'-' if sel['policy'].name == '<stdin>' else sel['policy'].name}")
     argv += [f"--protect={'-' if f.name == '<stdin>' else f.name}" for f in sel["protect"]]
     argv += [f"--pulls={sel['pulls']}"] if sel["pulls"] is not None else []
+    argv += [f"--listing={sel['listing']}"] if sel["listing"] is not None else []
     switches = [(f.option, f.field) for f in FLAGS if f.kind == "switch"]
     switches += [("--gc", "gc"), ("--prune", "prune")]
     argv += [option for option, name in switches if sel[name]]
