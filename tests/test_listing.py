@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from regplan import workflow
 from regplan.decide.selection import ImageSpec, Selection
 from regplan.errors import StorageError
 from regplan.listing import lister
 from regplan.listing.listed import Listing, listed
-from regplan.plans.plan import Plan
+from regplan.plans.plan import Plan, TargetKind
+from regplan.scan.layout import Digest, blob_data
 from regplan.storage.objects.memory import MemoryBucket, MemoryStorage
-from tests.buckets import Counting, upload_tree
-from tests.helpers import NOW, drafted
+from tests.buckets import Counting, InMemory, upload_tree
+from tests.helpers import KEY, NOW, drafted
 from tests.inventories import rows_of, s3_inventory
 
 SELECTIONS = {
@@ -148,3 +150,40 @@ def test_a_plain_csv_listing_is_dated_by_its_newest_key(
         assert listing.source.format == "csv"
         assert listing.source.listed_at == max(m for _, _, m, _ in rows)
         assert listing.count == len(rows)
+
+
+def test_a_push_after_the_listing_keeps_what_it_uses(demo_root: Path, tmp_path: Path) -> None:
+    """The listing goes stale: after it, an untagged manifest the plan removes is tagged.
+    Apply lists the store again and keeps that manifest, its blobs and layer links;
+    the rest of the plan moves."""
+    reg = InMemory.of("s3", tmp_path, demo_root)
+    made = lister.write(reg.storage, tmp_path / "listing.parquet")
+    reg.clock.advance(7200)
+    sel = Selection(untagged=("*",), gc=True, gc_min_age="1h")
+    with (
+        Listing(made.path, reg.storage) as listing,
+        workflow.make_plan(
+            storage=listed(reg.storage, listing),
+            selection=sel,
+            argv=("regplan", "plan"),
+            key=KEY,
+            signer="test-planner",
+            now=reg.clock.now(),
+        ) as draft,
+    ):
+        plan = workflow.whole(draft)
+        workflow.write_plan(draft, tmp_path / "p.json")
+    revisions = [t.path for t in plan.targets if t.kind is TargetKind.REVISION]
+    assert revisions
+    repo, _, rest = revisions[0].removeprefix("repositories/").partition("/_manifests/")
+    digest = "sha256:" + rest.rpartition("/")[2]
+    tag = f"docker/registry/v2/repositories/{repo}/_manifests/tags/pushed-later"
+    reg.bucket.put(reg.storage.key(f"{tag}/current/link"), digest.encode())
+    reg.bucket.put(reg.storage.key(f"{tag}/index/sha256/{digest[7:]}/link"), digest.encode())
+    result = reg.apply(tmp_path / "p.json")
+    assert revisions[0] in {path for path, _ in result.skipped}
+    assert 0 < result.moved < len(plan.targets)
+    manifest = reg.bucket.get(reg.storage.key(f"docker/registry/v2/{blob_data(Digest(digest))}"))
+    kept = reg.objects()
+    for d in [digest, *(b["digest"] for b in json.loads(manifest).get("layers", []))]:
+        assert any(k.endswith(f"blobs/sha256/{d[7:9]}/{d[7:]}/data") for k in kept), d
