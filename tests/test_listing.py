@@ -187,3 +187,22 @@ def test_a_push_after_the_listing_keeps_what_it_uses(demo_root: Path, tmp_path: 
     kept = reg.objects()
     for d in [digest, *(b["digest"] for b in json.loads(manifest).get("layers", []))]:
         assert any(k.endswith(f"blobs/sha256/{d[7:9]}/{d[7:]}/data") for k in kept), d
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        (["{k},,1000,abc"], "a row has no size or no time"),
+        (["{k},5,,abc"], "a row has no size or no time"),
+        (["{k},5,1000,abc", "{k},6,1001,abd"], "twice: not one snapshot"),
+    ],
+)
+def test_a_listing_with_holes_or_twice_a_key_is_refused(
+    bucket: MemoryBucket, tmp_path: Path, rows: list[str], said: str
+) -> None:
+    storage = bucket.storage
+    key = storage.key("docker/registry/v2/repositories/r/_layers/sha256/ab/link")
+    path = tmp_path / "l.csv"
+    path.write_text("\n".join(["key,size,last_modified,etag", *(r.format(k=key) for r in rows)]))
+    with pytest.raises(StorageError, match=said), Listing(path, storage) as listing:
+        listing.objects(storage.key("docker/registry/v2/repositories/r/"))

@@ -11,6 +11,7 @@ must still hold them: a key gone since the listing reads as gone.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ import duckdb
 from regplan.errors import StorageError
 from regplan.listing import source
 from regplan.mark.tables import default_memory_limit
+from regplan.scan.layout import printable
 from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
 
 _ROW = "key, size, mtime, etag, content"
@@ -47,7 +49,7 @@ class Listing:
             self.source = source.read(path, self._db)
             self._check_bucket(storage)
             root = storage.rootdirectory
-            within = "WHERE key >= ? AND key < ?" if root else ""
+            within = "WHERE key >= ? AND key < ?" if root else "WHERE key IS NOT NULL"
             params = [f"{root}/", _upper(f"{root}/")] if root else []
             rows = self.source.rows  # SQL of source.py's own making; paths quoted there
             self._db.execute(
@@ -55,6 +57,7 @@ class Listing:
                 params,
             )
             self.count = int(self._db.execute("SELECT count(*) FROM listing").fetchall()[0][0])
+            self._check_rows(path)
         except duckdb.Error as e:
             self.close()
             raise StorageError(
@@ -63,6 +66,15 @@ class Listing:
         except BaseException:
             self.close()
             raise
+
+    def _check_rows(self, path: Path) -> None:
+        """Every row a key with a size and a time, each key once: StorageError otherwise."""
+        bad = self._db.execute(
+            "SELECT key FROM listing WHERE size IS NULL OR size < 0 OR mtime IS NULL "
+            "OR isnan(mtime) OR isinf(mtime) LIMIT 1"
+        ).fetchall()
+        if bad:
+            raise StorageError(f"{path}: a row has no size or no time ({printable(bad[0][0])})")
 
     def _check_bucket(self, storage: ObjectStorage) -> None:
         record = storage.record()
@@ -98,10 +110,12 @@ class Listing:
             f"SELECT {_ROW} FROM listing {where} ORDER BY key",  # noqa: S608 (constants)
             *((prefix, _upper(prefix)) if prefix else ()),
         )
-        return [
-            Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
-            for k, s, m, e, c in rows
-        ]
+        return _distinct(
+            [
+                Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
+                for k, s, m, e, c in rows
+            ]
+        )
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
         """A delimiter listing of ``prefix`` from the rows."""
@@ -112,7 +126,7 @@ class Listing:
                 names.append(o)
             else:
                 files.append(o)
-        return names, files
+        return names, _distinct(files)
 
     def _folder_rows(self, prefix: str) -> Iterator[str | Obj]:
         n = len(prefix)
@@ -130,6 +144,15 @@ class Listing:
             *args,
         ):
             yield Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
+
+
+def _distinct(objs: list[Obj]) -> list[Obj]:
+    """``objs`` (in key order), refused when a key is listed twice (two versions of it,
+    or a listing of two listings: which one is there is not known)."""
+    for a, b in itertools.pairwise(objs):
+        if a.rel == b.rel:
+            raise StorageError(f"the listing lists {printable(a.rel)} twice: not one snapshot")
+    return objs
 
 
 class ListedBucket:
