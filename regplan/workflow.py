@@ -44,6 +44,7 @@ from regplan.plans.plan import (
     tally,
 )
 from regplan.plans.planfile import PlanStream, Source
+from regplan.plans.rule import Rule, Signers, require
 from regplan.plans.spool import Sorted
 from regplan.progress import Progress
 from regplan.pulls import records
@@ -319,6 +320,8 @@ class Verified:
     """The plan without its lists (they stay in the file: a verify holds no target)."""
     signers: tuple[signing.TrustedKey, ...]
     storage: Location
+    principals: Signers | None = None
+    """With an approval rule: the planner and approvers by principal (the rule held)."""
 
 
 def load_verified(
@@ -328,18 +331,23 @@ def load_verified(
     root: Found | None,
     required: int = 1,
     progress: Progress | None = None,
+    rule: Rule | None = None,
 ) -> Verified:
-    """Signatures first (exit 3), then the plan's form, then freshness (exit 4); the
-    plan is read as a stream, so memory does not grow with it."""
+    """Signatures first (exit 3; with ``rule``, an approval rule, they must meet it too),
+    then the plan's form, then freshness (exit 4); the plan is read as a stream, so
+    memory does not grow with it."""
     with PlanStream(path, snapshot=True) as stream:
         signers = signing.verify_stream(
             stream, trusted, required=required, detached=approvals.beside(stream)
         )
+        principals = None
+        if rule is not None:
+            principals = require(rule, approvals.checked(stream, trusted), stream.header.plan_id)
         stream.check_items()
         header = stream.header
     storage = fresh.storage_of(header, root)
     fresh.check_fresh(header, storage, progress)
-    return Verified(header=header, signers=tuple(signers), storage=storage)
+    return Verified(header=header, signers=tuple(signers), storage=storage, principals=principals)
 
 
 def _record(storage: Location) -> StorageRecord | None:

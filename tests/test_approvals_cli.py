@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from regplan import workflow
 from regplan.cli import cli
+from regplan.errors import SignatureError
+from regplan.plans import signing
+from regplan.plans.rule import Signers
+from regplan.policy import approvals_file
 from tests.helpers import content_hashes
 
 RULE = """\
@@ -151,3 +156,18 @@ def test_a_bad_rule_file_is_one_line_before_anything_is_read(
         f"Error: {rule}:3:1: the rule: unknown key 'planers' (expected one of: approvers, "
         "planner_counts_as_approver, planners, required_approvals, version)\n"
     )
+
+
+def test_verify_holds_the_plan_to_the_rule(team: tuple[Path, Path, Path], demo_root: Path) -> None:
+    """``workflow.load_verified(rule=...)`` (verify's core): exit 3 short of the rule, and
+    the planner and approvers by principal once it holds."""
+    plan, trust, rule_file = team
+    rule = approvals_file.read_file(rule_file)
+    trusted = signing.trusted_from([trust])
+    approve(plan, "bob", trust)
+    with pytest.raises(SignatureError, match=r"missing: 1 more approval from \[carol@review"):
+        workflow.load_verified(plan, trusted=trusted, root=demo_root, rule=rule)
+    approve(plan, "carol", trust)
+    v = workflow.load_verified(plan, trusted=trusted, root=demo_root, rule=rule)
+    assert v.principals == Signers(planner="alice@ops", approvers=("bob@review", "carol@review"))
+    assert workflow.load_verified(plan, trusted=trusted, root=demo_root).principals is None
