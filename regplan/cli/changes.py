@@ -69,7 +69,7 @@ def apply_cmd(
     root: str | None,
     config: Path | None,
     require_signatures: int,
-    approvals: Path | None,
+    rule_file: Path | None,
     exact: bool,
     registry_stopped: bool,
     allow_online: bool,
@@ -80,7 +80,7 @@ def apply_cmd(
 ) -> None:
     """Verify PLAN and move its targets into quarantine (re-run to finish an interrupted apply)."""
     command, url = f"regplan apply {plan_file}", probed_url(reg, config)
-    rule = rule_of(approvals)
+    rule = rule_of(rule_file)
     with (
         progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning,
         progress_of("moving", quiet=quiet, as_json=as_json) as moving,

@@ -13,7 +13,7 @@ from regplan.policy import approvals_file
 
 approvals_option = click.option(
     "--approvals",
-    "approvals",
+    "rule_file",
     type=ExistingFile,
     envvar=approvals_file.ENV,
     help="An approval rule file (regplan-approvals.yml: who may plan, who may approve, how "
@@ -22,6 +22,6 @@ approvals_option = click.option(
 )
 
 
-def rule_of(approvals: Path | None) -> Rule | None:
+def rule_of(rule_file: Path | None) -> Rule | None:
     """The rule in the file ``--approvals`` names (every mistake on one line, exit 1)."""
-    return approvals_file.read_file(approvals) if approvals is not None else None
+    return approvals_file.read_file(rule_file) if rule_file is not None else None
