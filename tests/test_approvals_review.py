@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
@@ -15,16 +14,11 @@ from tests.test_approvals_cli import approve, team
 
 __all__ = ["team"]  # the fixture, shared
 
-PENDING = pytest.mark.xfail(
-    strict=True, reason="cli/review.py takes --approvals (the lines handed over for #35)"
-)
-
 
 def run(*args: str | Path) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-@PENDING
 def test_verify_holds_the_plan_to_the_rule(team: tuple[Path, Path, Path], demo_root: Path) -> None:
     plan, trust, rule = team
     approve(plan, "bob", trust)
@@ -57,7 +51,6 @@ def test_verify_holds_the_plan_to_the_rule(team: tuple[Path, Path, Path], demo_r
     }
 
 
-@PENDING
 def test_the_ticket_asks_for_the_rule_s_approvers(team: tuple[Path, Path, Path]) -> None:
     plan, trust, rule = team
     approve(plan, "bob", trust)

@@ -22,10 +22,11 @@ from regplan.cli.base import (
     storage_options,
     trust_option,
 )
+from regplan.cli.rules import approvals_option, rule_of
 from regplan.plans import approvals, signing
 from regplan.plans.planfile import PlanStream
 from regplan.scan.layout import printable
-from regplan.views import render, report, reviewjson, ticket, why
+from regplan.views import render, report, reviewjson, rulefacts, ticket, why
 
 
 @cli.command()
@@ -44,12 +45,21 @@ from regplan.views import render, report, reviewjson, ticket, why
     help="Check the signatures (in the plan and beside it) against these public keys; "
     "without it every signature is shown as NOT VERIFIED. [env: REGPLAN_TRUST]",
 )
-def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[Path, ...]) -> None:
+@approvals_option
+def show(
+    plan_file: Path,
+    fmt: str,
+    as_json: bool,
+    targets: bool,
+    trust: tuple[Path, ...],
+    rule_file: Path | None,
+) -> None:
     """Print a plan for review: what it removes and keeps, image by image, and its
     signatures (checked with --trust).
 
     The plan is read as a stream: a plan of any size is summarized in flat memory."""
     fmt = "json" if as_json else fmt
+    rule = rule_of(rule_file)
     with PlanStream(plan_file) as loaded:
         checked = approvals.checked(loaded, signing.trusted_from(trust))
         if fmt == "json":
@@ -59,7 +69,7 @@ def show(plan_file: Path, fmt: str, as_json: bool, targets: bool, trust: tuple[P
             # the SHA-256 of the very bytes rendered (the stream's first pass took it)
             pinned = render.PlanFile(name=str(plan_file), sha256=loaded.sha256)
             page = (
-                ticket.markdown(loaded, pinned, checked)
+                ticket.markdown(loaded, pinned, checked, rule)
                 if fmt == "markdown"
                 else report.html(loaded, pinned, checked)
             )
@@ -107,6 +117,7 @@ guard must not pass as "untouched")."""
 @trust_option
 @storage_options
 @click.option("--require-signatures", default=1, show_default=True, type=click.IntRange(1))
+@approvals_option
 @json_option
 @quiet_option
 def verify(
@@ -115,10 +126,12 @@ def verify(
     root: str | None,
     config: Path | None,
     require_signatures: int,
+    rule_file: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Check signatures against trusted keys and the plan against the tree; changes nothing."""
+    rule = rule_of(rule_file)
     with progress_of("checking paths", quiet=quiet, as_json=as_json) as scanning:
         v = workflow.load_verified(
             plan_file,
@@ -126,6 +139,7 @@ def verify(
             root=root_arg(root, config),
             required=require_signatures,
             progress=scanning.update,
+            rule=rule,
         )
     signers = [k.keyid for k in v.signers]
     if quiet and not as_json:
@@ -139,6 +153,7 @@ def verify(
                 "principals": [k.name for k in v.signers],
                 "root": str(v.storage.root),
                 "fresh": True,
+                **rulefacts.rule_json(rule, v.principals),
             }
         )
     else:
@@ -149,6 +164,8 @@ def verify(
             f"OK: plan {v.header.plan_id} is signed by {len(signers)} trusted key(s) "
             f"({named}) and matches {v.storage.root}"
         )
+        if rule is not None and v.principals is not None:
+            click.echo(rulefacts.rule_line(rule, v.principals))
 
 
 @cli.command()
