@@ -14,12 +14,12 @@ characters, ``?`` one character, everything else itself (case matters).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 import attrs
 
 from regplan.errors import SignatureError
+from regplan.plans import allowed
 from regplan.plans.signing import Checked, State
 from regplan.scan.layout import printable
 
@@ -37,13 +37,9 @@ class Rule:
 
 
 def matches(principal: str, patterns: Iterable[str]) -> bool:
-    """Whether ``principal`` matches one of ``patterns`` (``*`` and ``?`` only)."""
-    return any(_compiled(p).fullmatch(principal) for p in patterns)
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
+    """Whether ``principal`` matches one of ``patterns`` (``*`` and ``?`` only, as the
+    allowed_signers' principals match)."""
+    return any(allowed.match(principal, p) for p in patterns)
 
 
 def is_glob(pattern: str) -> bool:
