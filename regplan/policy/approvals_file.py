@@ -29,7 +29,7 @@ import yaml
 
 from regplan.errors import RegplanError
 from regplan.plans.rule import Rule, is_glob
-from regplan.policy.load import DocPath, Key, _Placed, _shared
+from regplan.policy.load import DocPath, Key, Placed, shared_anchor
 from regplan.scan.layout import printable
 
 ENV = "REGPLAN_APPROVALS"
@@ -81,7 +81,7 @@ def read(data: bytes, file: str) -> Rule:
     except UnicodeDecodeError as e:
         raise RuleFileError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
     node, doc = _parse(text, file)
-    placed = _Placed(node)
+    placed = Placed(node)
     errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
     if not errors:
         errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
@@ -122,7 +122,7 @@ def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
     if node is None:
         say = "empty; a rule has version: 1, required_approvals, planners and approvers"
         raise RuleFileError(file, [f"{file}: {say}"])
-    shared = _shared(node)
+    shared = shared_anchor(node)
     if shared is not None:
         m = shared.start_mark
         say = "anchors and aliases are not allowed"

@@ -82,7 +82,7 @@ def read(data: bytes, file: str) -> Policy:
     except UnicodeDecodeError as e:
         raise PolicyError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
     node, doc = _parse(text, file)
-    placed = _Placed(node)
+    placed = Placed(node)
     errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
     errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
     errors += placed.duplicates()
@@ -117,7 +117,7 @@ def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
         loader.dispose()
     if node is None:
         raise PolicyError(file, [f"{file}: empty; a policy has version: 1 and rules"])
-    shared = _shared(node)
+    shared = shared_anchor(node)
     if shared is not None:  # an alias: a few lines could stand for an exponential tree
         m = shared.start_mark
         raise PolicyError(
@@ -126,7 +126,7 @@ def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
     return node, doc
 
 
-def _shared(root: yaml.Node) -> yaml.Node | None:
+def shared_anchor(root: yaml.Node) -> yaml.Node | None:
     """The first node reached twice (an alias), walking each node once."""
     seen: set[int] = set()
     todo = [root]
@@ -142,7 +142,7 @@ def _shared(root: yaml.Node) -> yaml.Node | None:
     return None
 
 
-class _Placed:
+class Placed:
     """The YAML nodes behind the document: where a path into it was written."""
 
     def __init__(self, root: yaml.Node) -> None:
@@ -330,7 +330,7 @@ def _keep(k: dict[str, Any]) -> Keep:
     return Keep(**fields)
 
 
-def _policy(doc: dict[str, Any], placed: _Placed, file: str, text: str, sha256: str) -> Policy:
+def _policy(doc: dict[str, Any], placed: Placed, file: str, text: str, sha256: str) -> Policy:
     rules = []
     for i, r in enumerate(doc["rules"]):
         k = r.get("keep")
