@@ -126,6 +126,6 @@ def test_markdown_fits_a_ticket_whatever_the_plan(example: Plan) -> None:
     assert "| Removes | 250000 directories, " in text
     assert "SHA-256 `" + "ab" * 32 + "`" in text
     assert "## Images" in text and "more repositories |" in text
-    assert "regplan apply big.plan.json --trust PLANNER.pub --trust REVIEWER.pub" in text
+    assert "regplan apply big.plan.json --trust TRUST --require-signatures 2" in text
     assert "regplan rollback APPLY_ID --root" in text and "regplan check --registry-url" in text
     assert text.endswith("(`regplan show big.plan.json --targets`).\n")

@@ -333,18 +333,19 @@ def runbook(
     return [
         "## Runbook",
         "",
-        f"`PLANNER.pub`: the planner's public key ({code(keyid, 80)}); `REVIEWER.pub`: each "
-        "approver's; `URL`: the registry's address (or give its `--config CONFIG.yml`).",
+        f"`TRUST`: the team's `allowed_signers` file (or the planner's and each approver's "
+        f"public key; the planner signed with {code(keyid, 80)}); `REVIEWER_KEY`: each "
+        "approver's SSH key (a key file, its `.pub` in ssh-agent, or a regplan key); "
+        "`URL`: the registry's address (or give its `--config CONFIG.yml`).",
         "",
         *_asked(rule, signatures),
         "```sh",
         "# 1. approve (each reviewer; writes the approval beside the plan, never into it)",
-        f"regplan approve {path} --key REVIEWER.key --trust PLANNER.pub",
+        f"regplan approve {path} --key REVIEWER_KEY --trust TRUST",
         "# 2. verify: signatures, and that the storage is still what was planned",
-        f"regplan verify {path} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
+        f"regplan verify {path} --trust TRUST {held} --root {root}",
         "# 3. apply: the registry in read-only mode (or stopped); regplan probes it",
-        f"regplan apply {path} --trust PLANNER.pub --trust REVIEWER.pub "
-        f"{held} --root {root} --registry-url URL",
+        f"regplan apply {path} --trust TRUST {held} --root {root} --registry-url URL",
         "# 4. restart the registry (its caches), then prove every kept image pulls",
         f"regplan check --registry-url URL --root {root} --plan {path}",
         "# backout: the apply id is printed by apply and listed by history",

@@ -138,7 +138,7 @@ def test_the_ticket_is_a_runbook(reviewed: tuple[Path, RealRegistry, Path, Path,
     root, _, plan, _, _ = reviewed
     md = regplan("show", str(plan), "--format", "markdown")
     for step in (
-        f"regplan verify {plan} --trust PLANNER.pub --trust REVIEWER.pub --root {root}",
+        f"regplan verify {plan} --trust TRUST --require-signatures 2 --root {root}",
         f"regplan check --registry-url URL --root {root} --plan {plan}",
         f"regplan history --root {root}",
         f"regplan rollback APPLY_ID --root {root} --registry-url URL",
