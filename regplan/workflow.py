@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved, Selection, resolve
 from regplan.errors import PlanWriteError
 from regplan.plans import approvals, codec, signing
+from regplan.plans import body as planbody
 from regplan.plans.plan import (
     Fingerprint,
     Image,
@@ -38,6 +41,7 @@ from regplan.plans.plan import (
     ProtectRecord,
     Request,
     SelectionRecord,
+    Signature,
     StorageRecord,
     Target,
     Tool,
@@ -67,7 +71,14 @@ class Draft:
     """A plan just made and signed: its header here, its targets still in the planner's
     spool (a ``planfile.Source``). Use as a context manager: leaving drops the spool."""
 
-    def __init__(self, header: Plan, spooled: Spooled, found: Sorted, digests: bytes = b"") -> None:
+    def __init__(
+        self,
+        header: Plan,
+        spooled: Spooled,
+        found: Sorted,
+        digests: bytes = b"",
+        sign: Callable[[bytes], Signature] | None = None,
+    ) -> None:
         self.header = header
         self._spooled = spooled
         self._digests = digests
@@ -80,6 +91,9 @@ class Draft:
             "problems": len(spooled.problems),
             "images": found.count,
         }
+        self.sign = sign
+        """The planner's signature of a body digest: a header that pins a Parquet
+        body (``write_plan(body=...)``) is signed again."""
 
     def targets(self) -> Iterator[Target]:
         for i, t in enumerate(self._spooled.targets.targets()):
@@ -178,9 +192,9 @@ def make_plan(
             summary=tally(spooled.targets.kinds_and_bytes()),
             targets=(),
         )
-        draft = Draft(header, spooled, found, digests)
-        body = codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists()))
-        signature = signing.sign_body(body, key, role="planner", signer=signer, now=now)
+        sign = functools.partial(signing.sign_body, key=key, role="planner", signer=signer, now=now)
+        draft = Draft(header, spooled, found, digests, sign)
+        signature = sign(codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists())))
     except BaseException:
         spooled.targets.close()
         found.close()
@@ -266,13 +280,40 @@ def _give_back_freed_memory() -> None:
     trim(0)
 
 
-def write_plan(plan: Plan | Draft, path: Path) -> None:
+def write_plan(plan: Plan | Draft, path: Path, *, body: str = "json") -> None:
     """Write atomically (a reader never sees half a plan) and item by item; on any
-    failure (a full disk) the temporary file is removed and the error is one line."""
+    failure (a full disk) the temporary file is removed and the error is one line.
+    ``body`` (plan --body, ``plans.body``): a draft's lists go to a Parquet file
+    beside ``path``, pinned by the header (signed again)."""
     if isinstance(plan, Plan):
         _write_chunks(codec.pretty_chunks(plan), path)
+    elif planbody.chosen(body, plan.counts["targets"]):
+        _write_with_body(plan, path)
     else:
         _write_chunks(codec.raw_pretty_chunks(plan.header, plan.raw_lists()), path)
+
+
+def _write_with_body(draft: Draft, path: Path) -> None:
+    if draft.sign is None:
+        raise PlanWriteError("a plan with a Parquet body is signed when written: no key")
+    if path.is_dir():
+        raise PlanWriteError(f"{path} is a directory; give the plan file's name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PlanWriteError(f"cannot write plan {path}: {e.strerror}") from None
+    beside = path.with_name(planbody.name_for(path))
+    pin = planbody.write(beside, draft.raw_lists())
+    try:
+        header = attrs.evolve(draft.header, signatures=())
+        raw = planbody.pinned(codec.unstructure(header), pin)
+        signature = draft.sign(codec.hex_sha256(codec.raw_body_chunks(raw)))
+        draft.header = attrs.evolve(header, signatures=(signature,))
+        raw = planbody.pinned(codec.unstructure(draft.header), pin)
+        _write_chunks([json.dumps(raw, indent=2, ensure_ascii=False) + "\n"], path)
+    except BaseException:
+        beside.unlink(missing_ok=True)
+        raise
 
 
 def _write_chunks(chunks: Iterable[str], path: Path) -> None:

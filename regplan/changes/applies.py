@@ -1,7 +1,8 @@
 """What each apply keeps in the storage's ``regplan-state/``, the same on every store.
 
 ``applies/<apply_id>/`` holds ``state.json`` (the record, replaced at every step),
-``plan.json`` (the verified plan's bytes, as read) and ``journal`` (journal.py);
+``plan.json`` (the verified plan's bytes, as read), ``plan.body.parquet`` (its pinned
+Parquet body, for a plan that has one) and ``journal`` (journal.py);
 ``quarantine/<apply_id>/`` holds a slot per moved target (seam.slot) and
 ``INDEX.tsv``, naming each slot's original path for people browsing it.
 """
@@ -12,7 +13,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from regplan.changes.recheck import Recheck
 from regplan.changes.records import ApplyRecord, parse_state, state_bytes
@@ -38,6 +39,11 @@ def state(apply_id: str) -> str:
 
 def plan(apply_id: str) -> str:
     return f"applies/{apply_id}/plan.json"
+
+
+def plan_body(apply_id: str) -> str:
+    """The Parquet body ``plan.json`` pins, when it pins one (plans.body)."""
+    return f"applies/{apply_id}/plan.body.parquet"
 
 
 def quarantine(apply_id: str) -> str:
@@ -87,7 +93,11 @@ def began(store: Store, apply_id: str) -> Iterator[PlanStream]:
             f = stack.enter_context(store.reader(plan(apply_id)))
         except FileNotFoundError:
             raise ApplyError(f"apply {apply_id} has no plan.json; nothing was changed") from None
-        yield stack.enter_context(PlanStream.of_file(f, store.url(plan(apply_id))))
+        try:
+            body: IO[bytes] | None = stack.enter_context(store.reader(plan_body(apply_id)))
+        except FileNotFoundError:
+            body = None  # a plan with its lists in the JSON (or one whose body is lost: it says)
+        yield stack.enter_context(PlanStream.of_file(f, store.url(plan(apply_id)), body))
 
 
 def keep_recheck(store: Store, apply_id: str, found: Recheck, *, again: bool = False) -> None:
@@ -133,7 +143,9 @@ def _digest_of(raw: dict[str, Any]) -> fingerprint.TreeDigest:
 
 
 def begin(store: Store, stream: PlanStream, record: ApplyRecord) -> None:
-    """Keep the verified plan, the first state and the quarantine's index."""
+    """Keep the verified plan (its body first), the first state and the quarantine's index."""
+    if stream.body is not None:
+        store.write(plan_body(record.apply_id), stream.body.copy(), new=True)
     store.write(plan(record.apply_id), stream.copy(), new=True)
     save(store, record)
     store.write(  # line by line: as one string it was 170 MiB at 516,000 targets

@@ -35,6 +35,7 @@ from regplan.decide.protect import Protect, parse_protect
 from regplan.decide.selection import ImageSpec, Selection
 from regplan.listing import use
 from regplan.mark import tables
+from regplan.plans import body as planbody
 from regplan.plans import signing
 from regplan.plans.plan import ListingRecord, Plan
 from regplan.scan.layout import printable
@@ -175,6 +176,14 @@ def _memory_limit(_ctx: click.Context, _param: click.Parameter, value: str | Non
     help="The mark and sweep's memory (512MiB, 2GB); past it, it spills to TMPDIR. "
     "[default: a quarter of this machine's memory]",
 )
+@click.option(
+    "--body",
+    type=click.Choice(planbody.CHOICES),
+    default="auto",
+    show_default=True,
+    help="Where the lists go: in the JSON, or a Parquet file beside it (PLAN.body.parquet) "
+    f"that the signed JSON pins by SHA-256; auto: Parquet past {planbody.AUTO_TARGETS:,} targets.",
+)
 @signer_option
 @json_option
 @quiet_option
@@ -196,6 +205,7 @@ def plan(
     quiet: bool,
     detailed_exitcode: bool,
     memory_limit: str | None,
+    body: str,
     **sel: Any,
 ) -> None:
     """Decide what to remove and write a signed plan; changes nothing."""
@@ -232,7 +242,7 @@ def plan(
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     with made:
-        workflow.write_plan(made, path)
+        workflow.write_plan(made, path, body=body)
     header, counts = made.header, made.counts
     _report_written(header, counts, path, as_json=as_json, quiet=quiet)
     s = header.summary

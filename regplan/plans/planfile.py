@@ -14,6 +14,10 @@ unnamed temporary file that only this process holds, and every pass reads that:
 what the signature check read is what the moves read, even if someone writes
 into the plan file meanwhile.
 
+A plan may keep its lists in a Parquet file beside it, pinned in its header
+(``plans.body``): the stream checks the pin before any item is used, copies the
+Parquet aside too with ``snapshot``, and reads each list from it in batches.
+
 Views take a :class:`Source`: a ``PlanStream`` or a plan already in memory
 (``InMemory``, the one ``regplan plan`` just made, or a test's).
 """
@@ -27,7 +31,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -35,6 +39,7 @@ import attrs
 import ijson
 
 from regplan.errors import PlanFormatError
+from regplan.plans import body as planbody
 from regplan.plans import codec
 from regplan.plans.plan import FORMAT, Image, Kept, Plan, PlanProblem, Target
 
@@ -93,20 +98,29 @@ class PlanStream:
         self._file = _open(path, follow=follow)
         if snapshot:
             self._file = _snapshot(self._file, path)
-        self._load()
+        self._load(lambda pin: planbody.Body.beside(path, pin, self.source, snapshot=snapshot))
 
     @classmethod
-    def of_file(cls, f: IO[bytes], name: str) -> PlanStream:
+    def of_file(cls, f: IO[bytes], name: str, body: IO[bytes] | None = None) -> PlanStream:
         """A plan in an open file (e.g. a temporary copy of an object); ``name`` for
-        messages. The stream holds its own descriptor of it."""
+        messages; ``body``: its pinned Parquet body, when the store keeps one. The
+        stream holds its own descriptors of them."""
         self = cls.__new__(cls)
         self.path = Path(name)
         self.source = name
         self._file = os.fdopen(os.dup(f.fileno()), "rb")
-        self._load()
+
+        def opened(pin: Mapping[str, Any]) -> planbody.Body:
+            if body is None:
+                raise PlanFormatError(f"{name}: its body {pin['file']} is not kept beside it")
+            return planbody.Body.of_file(body, pin, name)
+
+        self._load(opened)
         return self
 
-    def _load(self) -> None:
+    def _load(self, body: Callable[[Mapping[str, Any]], planbody.Body]) -> None:
+        self.body: planbody.Body | None = None
+        """The pinned Parquet body, checked (None: the lists are in the JSON)."""
         try:
             skim, self.sha256 = self._header()
             """``sha256``: of the bytes the first pass checked (``copy`` writes only those)."""
@@ -115,18 +129,25 @@ class PlanStream:
             self.present: frozenset[str] = frozenset(skim.present)
             """The lists the file holds (a plan may leave out an empty one)."""
             self.counts: Mapping[str, int] = skim.counts
+            pin = planbody.pin_of(skim.raw, self.source, lists=bool(self.present))
+            if pin is not None:
+                self.body = body(pin)
+                self.counts = self.body.counts
         except BaseException:
-            self._file.close()
+            self.close()
             raise
 
     @functools.cached_property
     def header(self) -> Plan:
         """The header structured (on first use: a signature check comes before it)."""
         lists: dict[str, list[Any]] = {name: [] for name in codec.LISTS}
-        return codec.structure({**self.raw_header, **lists}, source=self.source)
+        raw = {k: v for k, v in self.raw_header.items() if k != "body"}
+        return codec.structure({**raw, **lists}, source=self.source)
 
     def close(self) -> None:
         self._file.close()
+        if self.body is not None:
+            self.body.close()
 
     def __enter__(self) -> PlanStream:
         return self
@@ -159,6 +180,9 @@ class PlanStream:
 
     def raw_items(self, name: str) -> Iterator[dict[str, Any]]:
         """The items of list ``name`` as parsed, one at a time."""
+        if self.body is not None:
+            yield from self.body.items(name)
+            return
         try:
             yield from ijson.items(self._rewound(), f"{name}.item", use_float=True)
         except ijson.JSONError as e:  # the file changed under us since the header pass
