@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
+import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 
@@ -213,3 +214,37 @@ def test_every_store_keeps_the_body_with_the_plan(
         store.write(applies.plan_body("a1"), [b"not the body"])
         with pytest.raises(Exception, match="is not the one it pins"), applies.began(store, "a1"):
             pass
+
+
+def test_an_approval_of_a_parquet_plan_counts_and_a_swapped_body_voids_it(
+    demo_root: Path, key: Path, tmp_path: Path
+) -> None:
+    made = run("keygen", str(tmp_path / "bob"), "--comment", "bob@review")
+    assert made.exit_code == 0, made.output
+    trust = tmp_path / "team.pub"
+    trust.write_text(Path(f"{key}.pub").read_text() + (tmp_path / "bob.pub").read_text())
+    _, p = both(demo_root, key, tmp_path / "plans")
+    done = run("approve", str(p), "--key", str(tmp_path / "bob"), "--trust", str(trust))
+    assert done.exit_code == 0, done.output
+    two = ["verify", str(p), "--trust", str(trust), "--require-signatures", "2"]
+    ok = run(*two)
+    assert ok.exit_code == 0 and "signed by 2 trusted key" in ok.output, ok.output
+    _, other = both(demo_root, key, tmp_path / "other", "team/app:v2")
+    raw = json.loads(p.read_text())
+    raw["body"] = json.loads(other.read_text())["body"]
+    p.write_text(json.dumps(raw, indent=2))
+    (tmp_path / "plans" / raw["body"]["file"]).write_bytes(
+        (tmp_path / "other" / raw["body"]["file"]).read_bytes()
+    )
+    assert run(*two).exit_code == 3
+
+
+def test_the_schema_describes_a_parquet_plan(demo_root: Path, key: Path, tmp_path: Path) -> None:
+    schema = json.loads((Path(__file__).parents[1] / "plans" / "plan.schema.json").read_text())
+    j, p = both(demo_root, key, tmp_path / "plans")
+    jsonschema.validate(json.loads(j.read_text()), schema)
+    raw = json.loads(p.read_text())
+    jsonschema.validate(raw, schema)
+    for bad in ({**raw, "targets": []}, {**raw, "body": {**raw["body"], "file": "../x"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
