@@ -23,11 +23,15 @@ import duckdb
 
 from regplan.errors import StorageError
 from regplan.listing import source
-from regplan.mark.tables import default_memory_limit
 from regplan.scan.layout import printable
 from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
 
 _ROW = "key, size, mtime, etag, content"
+SORT_MEMORY = "256MiB"
+"""The listing's database memory unless --memory-limit says otherwise: it only sorts
+(spilling to its folder) and reads ranges of the sorted file."""
+ROW_GROUP = 4096
+"""Rows per row group of the sorted file: what one listing of a unit reads at least."""
 
 
 def _upper(prefix: str) -> str:
@@ -42,7 +46,11 @@ class Listing:
         self._tmp = tempfile.mkdtemp(prefix="regplan-listing-")
         self._db = duckdb.connect(
             ":memory:",
-            config={"memory_limit": memory or default_memory_limit(), "temp_directory": self._tmp},
+            config={
+                "memory_limit": memory or SORT_MEMORY,
+                "temp_directory": self._tmp,
+                "preserve_insertion_order": False,
+            },
         )
         self._lock = threading.Lock()
         try:
@@ -52,10 +60,7 @@ class Listing:
             within = "WHERE key >= ? AND key < ?" if root else "WHERE key IS NOT NULL"
             params = [f"{root}/", _upper(f"{root}/")] if root else []
             rows = self.source.rows  # SQL of source.py's own making; paths quoted there
-            self._db.execute(
-                f"CREATE TABLE listing AS SELECT {_ROW} FROM {rows} {within} ORDER BY key",  # noqa: S608
-                params,
-            )
+            self._sort(rows, within, params)
             self.count = int(self._db.execute("SELECT count(*) FROM listing").fetchall()[0][0])
             self._check_rows(path)
         except duckdb.Error as e:
@@ -66,6 +71,20 @@ class Listing:
         except BaseException:
             self.close()
             raise
+
+    def _sort(self, rows: str, within: str, params: list[str]) -> None:
+        """The rows under the rootdirectory, sorted by key, into a Parquet file of small
+        row groups in the listing's folder (the sort spills past the memory limit); each
+        listing the scan asks for reads only the row groups of its key range."""
+        sorted_rows = str(Path(self._tmp) / "sorted.parquet").replace("'", "''")
+        self._db.execute(
+            f"COPY (SELECT {_ROW} FROM {rows} {within} ORDER BY key) TO "  # noqa: S608
+            f"'{sorted_rows}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})",
+            params,
+        )
+        self._db.execute(
+            f"CREATE VIEW listing AS SELECT * FROM read_parquet('{sorted_rows}')"  # noqa: S608
+        )
 
     def _check_rows(self, path: Path) -> None:
         """Every row a key with a size and a time, each key once: StorageError otherwise."""
