@@ -1,0 +1,259 @@
+"""Benchmark: plan from a listing (``plan --listing``) at a million objects and more.
+
+Run as a script (not part of the test run):
+
+    python -m tests.benchmarks.bench_listing --objects 1e6 [--objects 1e7]
+        [--format CSV|Parquet] [--memory-limit 512MiB] [--workdir /var/tmp/regplan-listing]
+        [--out bench-results/listing.json]
+
+For each size it makes (untimed, kept in --workdir for re-runs) a synthetic registry
+as an object store would hold it, without a store: an S3 Inventory report of its keys
+(``tests/inventories.py``'s format: manifest.json and CSV or Parquet data files; the
+ETags of link files are their MD5s, as S3 gives them) and its manifests as local files
+that a read-only bucket over the folder serves (the only GETs a listing plan makes).
+The registry: repositories of tags pushed several times (each push a manifest, a
+config and a layer of its own, on a base layer shared by the repository), so that
+an ``--untagged '*' --gc`` plan removes about two thirds of it (every push but the
+last of each tag, and what only it used).
+
+Then, in a child process (peak RSS by wait4), ``regplan.workflow.make_plan`` of
+``--untagged '*' --gc --gc-min-age 1h`` through the listing: seconds, peak RSS, targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from regplan import workflow
+from regplan.decide.selection import Selection
+from regplan.listing.listed import Listing, listed
+from regplan.storage.objects.bucket import Bucket
+from regplan.storage.objects.memory import FLAVOURS, MemoryStorage
+from tests.inventories import Row, s3_inventory
+
+BUCKET = "bench-bucket"
+ROOT = "registry"
+V2 = f"{ROOT}/docker/registry/v2"
+DAY = 86400.0
+PER_PUSH = 22 / 3
+"""Objects per push: manifest, config and layer data; revision link; layer links of the
+config and the layer; tag index link; and for the last push of a tag its current link
+(the base layer and its link are one per repository)."""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def shape(objects: int) -> tuple[int, int, int]:
+    """(repositories, tags each, pushes of each tag) for about ``objects`` keys."""
+    pushes = 3
+    tags = 50
+    repos = max(1, round(objects / (PER_PUSH * tags * pushes)))  # and 2 keys each
+    return repos, tags, pushes
+
+
+def _manifest(config: str, layers: list[str]) -> bytes:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": f"sha256:{config}",
+            "size": 100,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": f"sha256:{d}",
+                "size": 1000,
+            }
+            for d in layers
+        ],
+    }
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def _link(rel: str, digest: str, mtime: float) -> Row:
+    return (f"{V2}/{rel}", 71, mtime, _md5(f"sha256:{digest}"))
+
+
+def registry(objects: int, manifests: Path, now: float) -> Iterator[Row]:
+    """Every key of the synthetic registry (manifest bytes written under ``manifests``)."""
+    repos, tags, pushes = shape(objects)
+    old = now - 30 * DAY
+    for r in range(repos):
+        repo = f"team{r % 50}/svc{r}"
+        base = _sha(f"base {r}")
+        yield (f"{V2}/blobs/sha256/{base[:2]}/{base}/data", 1000, old, _md5(base))
+        yield _link(f"repositories/{repo}/_layers/sha256/{base}/link", base, old)
+        for t in range(tags):
+            for p in range(pushes):
+                when = old + (t * pushes + p) * 60
+                yield from _push(repo, r, t, p, base, when, manifests, current=p == pushes - 1)
+
+
+def _push(
+    repo: str, r: int, t: int, p: int, base: str, when: float, manifests: Path, *, current: bool
+) -> Iterator[Row]:
+    config, layer = _sha(f"config {r} {t} {p}"), _sha(f"layer {r} {t} {p}")
+    data = _manifest(config, [base, layer])
+    m = hashlib.sha256(data).hexdigest()
+    (manifests / m).write_bytes(data)
+    for d, size in ((config, 100), (layer, 1000)):
+        yield (f"{V2}/blobs/sha256/{d[:2]}/{d}/data", size, when, _md5(d))
+        yield _link(f"repositories/{repo}/_layers/sha256/{d}/link", d, when)
+    yield (f"{V2}/blobs/sha256/{m[:2]}/{m}/data", len(data), when, _md5(data.decode()))
+    yield _link(f"repositories/{repo}/_manifests/revisions/sha256/{m}/link", m, when)
+    yield _link(f"repositories/{repo}/_manifests/tags/v{t}/index/sha256/{m}/link", m, when)
+    if current:
+        yield _link(f"repositories/{repo}/_manifests/tags/v{t}/current/link", m, when)
+
+
+class FolderBucket:
+    """Reads of manifests from a folder of files named by digest (the only GETs a
+    listing plan makes when every link is proven by its ETag); anything else is gone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        parts = key.split("/")
+        path = self.folder / parts[-2] if parts[-1] == "data" else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(key)
+        data = path.read_bytes()
+        return data if limit is None else data[:limit]
+
+    def get_to(self, key: str, f: IO[bytes], limit: int | None = None) -> str:
+        f.write(self.get(key, limit))
+        return ""
+
+    def check(self) -> None:
+        pass
+
+    def url(self, key: str) -> str:
+        return f"s3://{BUCKET}/{key}"
+
+
+def made_keys(manifest: Path) -> int:
+    """How many keys a report lists (its data files' rows)."""
+    import duckdb
+
+    with duckdb.connect() as db:
+        from regplan.listing import source
+
+        found = source.read(manifest, db)
+        return int(db.execute(f"SELECT count(*) FROM {found.rows}").fetchall()[0][0])  # noqa: S608
+
+
+def _peak(usage: Any) -> int:
+    return int(usage.ru_maxrss // 1024)
+
+
+def prepare(objects: int, fmt: str, workdir: Path) -> tuple[Path, Path, int]:
+    repos, tags, pushes = shape(objects)
+    base = workdir / f"{repos}x{tags}x{pushes}-{fmt}"
+    marker = base / "built.json"
+    if not marker.exists():
+        manifests = base / "manifests"
+        manifests.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        now = time.time()
+        rows = registry(objects, manifests, now)  # in no order: the plan sorts
+        made = s3_inventory(rows, base / "inventory", bucket=BUCKET, created=now, fmt=fmt)
+        marker.write_text(
+            json.dumps(
+                {"manifest": str(made), "keys": made_keys(made), "seconds": time.perf_counter() - t}
+            )
+        )
+    built = json.loads(marker.read_text())
+    return Path(built["manifest"]), base / "manifests", int(built["keys"])
+
+
+def child(manifest: Path, manifests: Path, memory: str | None) -> None:
+    """The plan, in this process (``--child``): prints its seconds and targets."""
+    bucket = cast(Bucket, FolderBucket(manifests))
+    storage = MemoryStorage(
+        flavour=FLAVOURS["s3"], container=BUCKET, rootdirectory=ROOT, bucket=bucket
+    )
+    selection = Selection(untagged=("*",), gc=True, gc_min_age="1h")
+    t = time.perf_counter()
+    with (
+        Listing(manifest, storage, memory=memory) as listing,
+        workflow.make_plan(
+            storage=listed(storage, listing),
+            selection=selection,
+            argv=("regplan", "plan"),
+            key=Ed25519PrivateKey.generate(),
+            signer="bench",
+            now=datetime.now(UTC),
+            memory=memory,
+        ) as draft,
+    ):
+        targets = draft.header.summary.targets
+    print(json.dumps({"seconds": time.perf_counter() - t, "targets": targets}))
+
+
+def bench(objects: int, fmt: str, workdir: Path, memory: str | None) -> dict[str, Any]:
+    manifest, manifests, keys = prepare(objects, fmt, workdir)
+    print(f"\n{keys:,} objects ({fmt}): planning --untagged '*' --gc", flush=True)
+    cmd = [sys.executable, "-m", "tests.benchmarks.bench_listing", "--child", str(manifest)]
+    cmd += ["--manifests", str(manifests)] + (["--memory-limit", memory] if memory else [])
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "REGPLAN_CACHE_DIR": cache}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        said = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"the plan failed ({proc.returncode})")
+    result = {**json.loads(said), "objects": keys, "format": fmt, "peak_rss_mib": _peak(usage)}
+    print(
+        f"  {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']} MiB, "
+        f"{result['targets']:,} targets"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", action="append", type=float)
+    parser.add_argument("--format", choices=["CSV", "Parquet"], default="Parquet")
+    parser.add_argument("--memory-limit")
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/regplan-listing"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/listing.json"))
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--manifests", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child, args.manifests, args.memory_limit)
+        return
+    results = [
+        bench(int(n), args.format, args.workdir, args.memory_limit) for n in args.objects or [1e6]
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
