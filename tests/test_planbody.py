@@ -20,11 +20,14 @@ from regplan.changes import applies
 from regplan.changes.records import ApplyRecord, State
 from regplan.cli import cli
 from regplan.cli.base import load_key
+from regplan.demo.samples import build_demo
 from regplan.plans import body as planbody
 from regplan.plans.planfile import PlanStream
 from regplan.storage.fs.fsstorage import FsStorage
+from regplan.storage.objects import objscan
 from regplan.storage.seam import Store
 from tests.helpers import content_hashes, selection
+from tests.s3server import S3Server, objects, upload_tree
 from tests.test_seam import STORES
 
 
@@ -248,3 +251,33 @@ def test_the_schema_describes_a_parquet_plan(demo_root: Path, key: Path, tmp_pat
     for bad in ({**raw, "targets": []}, {**raw, "body": {**raw["body"], "file": "../x"}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_apply_and_rollback_on_s3_keep_the_body_in_the_bucket(
+    s3server: S3Server, key: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On moto, through the CLI: the body goes into the bucket's state with the plan,
+    and rollback reads it back from there."""
+    storage = s3server.storage()
+    build_demo(tmp_path / "fs")
+    upload_tree(tmp_path / "fs", storage)
+    for k, v in s3server.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
+    before = objects(storage)
+    p = tmp_path / "p.plan.json"
+    made = run("plan", "--root", storage.root, "--key", str(key), "-o", str(p), "-q",
+               "--untagged", "*", "--gc", "--body", "parquet")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    done = run("apply", str(p), "--trust", f"{key}.pub", "--json", "--root", storage.root)
+    assert done.exit_code == 0, done.output
+    apply_id = json.loads(done.stdout)["apply_id"]
+    state = objects(storage, f"regplan-state/applies/{apply_id}/")
+    [(size, etag, _)] = [v for k, v in state.items() if k.endswith("/plan.body.parquet")]
+    data = (tmp_path / "p.plan.body.parquet").read_bytes()
+    assert (size, etag) == (len(data), hashlib.md5(data).hexdigest())  # noqa: S324 (S3's ETag)
+    assert objects(storage) != before
+    back = run("rollback", apply_id, "--root", storage.root, "-q")
+    assert back.exit_code == 0, back.output
+    assert objects(storage) == before

@@ -104,7 +104,7 @@ def _to_parquet(rows: Path, out: Path, tmp: Path) -> None:
         db.execute(
             "COPY (SELECT list, CAST(idx AS BIGINT) AS idx, item FROM read_csv(?, header=true, "  # noqa: S608 (our own column names)
             f"auto_detect=false, columns={{{columns}}}, quote='\"', escape='\"', "
-            "max_line_size=1073741824)) "
+            "max_line_size=8388608, buffer_size=16777216)) "
             f"TO ? (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})",
             [str(rows), str(out)],
         )
