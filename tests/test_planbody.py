@@ -21,6 +21,7 @@ from regplan.changes.records import ApplyRecord, State
 from regplan.cli import cli
 from regplan.cli.base import load_key
 from regplan.demo.samples import build_demo
+from regplan.errors import PlanFormatError
 from regplan.plans import body as planbody
 from regplan.plans.planfile import PlanStream
 from regplan.storage.fs.fsstorage import FsStorage
@@ -281,3 +282,23 @@ def test_apply_and_rollback_on_s3_keep_the_body_in_the_bucket(
     back = run("rollback", apply_id, "--root", storage.root, "-q")
     assert back.exit_code == 0, back.output
     assert objects(storage) == before
+
+
+def test_a_snapshot_reads_the_body_it_checked(demo_root: Path, key: Path, tmp_path: Path) -> None:
+    """With ``snapshot`` (verify, apply, approve) the body is read from a private copy:
+    bytes written into the file afterwards change nothing; without it, the copy an
+    apply keeps says the file changed instead of keeping other bytes."""
+    _, p = both(demo_root, key, tmp_path / "plans")
+    both(demo_root, key, tmp_path / "other", "team/app:v2")
+    parquet = tmp_path / "plans" / "p.plan.body.parquet"
+    theirs = (tmp_path / "other" / "p.plan.body.parquet").read_bytes()
+    with PlanStream(p) as plain, PlanStream(p, snapshot=True) as snap:
+        expected = list(snap.targets())
+        with parquet.open("r+b") as f:  # in place: the same inode
+            f.write(theirs)
+            f.truncate()
+        assert list(snap.targets()) == expected
+        assert snap.body is not None and plain.body is not None
+        assert b"".join(snap.body.copy()) != theirs
+        with pytest.raises(PlanFormatError, match="changed while it was read"):
+            b"".join(plain.body.copy())
