@@ -11,6 +11,7 @@ import pytest
 
 from regplan import workflow
 from regplan.decide.selection import ImageSpec, Selection
+from regplan.demo.samples import build_scale
 from regplan.errors import StorageError
 from regplan.listing import lister
 from regplan.listing.listed import Listing, listed
@@ -206,3 +207,36 @@ def test_a_listing_with_holes_or_twice_a_key_is_refused(
     path.write_text("\n".join(["key,size,last_modified,etag", *(r.format(k=key) for r in rows)]))
     with pytest.raises(StorageError, match=said), Listing(path, storage) as listing:
         listing.objects(storage.key("docker/registry/v2/repositories/r/"))
+
+
+def test_a_listing_plans_as_the_scan_on_a_hostile_scale_tree(tmp_path: Path) -> None:
+    """The scale sample (indexes, re-pushed tags) with keys a plan cannot name, a link
+    naming another digest, a link with no MD5 (read) and a manifest that is not one:
+    the listing's plan is the scan's, for every request below (nothing more removed)."""
+    build_scale(tmp_path / "fs", repos=4, tags=6, pushes=3, index_every=3, repush_every=2)
+    bucket = MemoryBucket("s3", clock=lambda: NOW.timestamp() - 86400, part_size=40)
+    upload_tree(tmp_path / "fs", bucket)
+    storage = bucket.storage
+    v2 = "docker/registry/v2"
+    revisions = sorted(k for k in bucket.snapshot("") if "/_manifests/revisions/" in k)
+    garbage = revisions[0].split("/")[-2]
+    for rel, data in (
+        (f"{v2}/repositories/team0/a\x01b/link", b"sha256:0"),
+        (f"{v2}/repositories/team0/{'x' * 300}/link", b"sha256:0"),
+        (f"{v2}/repositories/team0//c/link", b"sha256:0"),
+        (f"{v2}/repositories/team1/svc1/_layers/sha256/{'ab' * 32}/link", b"sha256:" + b"cd" * 32),
+        (f"{v2}/blobs/sha256/{garbage[:2]}/{garbage}/data", b"not a manifest"),
+    ):
+        bucket.put(storage.key(rel), data)
+    bucket.copy(revisions[1], revisions[1], 71)  # copied part by part: no MD5, so it is read
+    assert bucket.snapshot(revisions[1])[revisions[1]].content is None
+    made = lister.write(storage, tmp_path / "l.parquet")
+    requests = [
+        Selection(untagged=("*",), gc=True),
+        Selection(images=(ImageSpec.parse("team0/*"),), gc=True),
+        Selection(images=(ImageSpec.parse("team1/svc1:v1"),), untagged=("team1/*",)),
+    ]
+    for sel in requests:
+        with Listing(made.path, storage) as listing:
+            got = drafted(storage=listed(storage, listing), selection=sel)
+        assert _decided(got) == _decided(drafted(storage=storage, selection=sel))
