@@ -11,7 +11,9 @@ hands one to regplan's public entry points through ``MemoryStorage.opening``.
   answer was lost after the store did it).
 
 A request's kind is the Bucket method's name; a ``delete`` of many keys is one request
-per ``batch`` keys, as the real clients send it (S3 1,000 keys, Azure 256, GCS one).
+per ``batch`` keys, as the real clients send it (S3 1,000 keys, Azure 256, GCS 100), and
+a listing (``objects``, ``folders``) one per page of the store's (S3 and GCS 1,000 keys,
+Azure 5,000), as a real server answers it.
 Also here: an injectable :class:`Clock`, and :class:`InMemory`, a registry in a memory
 bucket driven through ``regplan.workflow`` and ``regplan.apply``.
 """
@@ -46,7 +48,7 @@ T = TypeVar("T")
 
 WRITES = ("put", "copy", "delete", "delete_one")
 """The kinds of request that change a bucket."""
-BATCH = {"s3": 1000, "azure": 256, "gcs": 1}
+BATCH = {"s3": 1000, "azure": 256, "gcs": 100}
 """Keys per delete request of each store's client."""
 
 
@@ -71,12 +73,20 @@ class Clock:
         return datetime.fromtimestamp(int(self.t), UTC)
 
 
+def page_keys(bucket: Bucket) -> int:
+    """Keys per listing page of the store ``bucket`` is (or wraps)."""
+    if isinstance(bucket, Wrapping):
+        return bucket.page_keys
+    return bucket.flavour.page if isinstance(bucket, MemoryBucket) else 1000
+
+
 class Wrapping:
     """A bucket around ``inner``: every request goes through :meth:`request`."""
 
     def __init__(self, inner: Bucket, *, batch: int = 1000) -> None:
         self.inner = inner
         self.batch = batch
+        self.page_keys = page_keys(inner)
 
     @property
     def storage(self) -> ObjectStorage:
@@ -91,10 +101,26 @@ class Wrapping:
         return call()
 
     def objects(self, prefix: str) -> Iterator[Obj]:
-        yield from self.request("objects", prefix, lambda: self.inner.objects(prefix))
+        listed = self.request("objects", prefix, lambda: self.inner.objects(prefix))
+        for n, o in enumerate(listed):
+            if n and n % self.page_keys == 0:  # the next page's request
+                self.request("objects", prefix, lambda: None)
+            yield o
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
-        return self.request("folders", prefix, lambda: self.inner.folders(prefix))
+        names, files = self.request("folders", prefix, lambda: self.inner.folders(prefix))
+        for _ in range(1, -(-(len(names) + len(files)) // self.page_keys)):
+            self.request("folders", prefix, lambda: None)  # a later page's request
+        return names, files
+
+    @property
+    def seeks(self) -> bool:
+        return self.inner.seeks
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool] | None:
+        if not self.inner.seeks:  # no request is sent
+            return None
+        return self.request("page", prefix, lambda: self.inner.page(prefix, after))
 
     def get(self, key: str, limit: int | None = None) -> bytes:
         return self.request("get", key, lambda: self.inner.get(key, limit))
@@ -109,8 +135,10 @@ class Wrapping:
             "put", key, lambda: self.inner.put(key, data, new=new, if_match=if_match)
         )
 
-    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
-        return self.request("copy", src, lambda: self.inner.copy(src, dst, size))
+    def copy(
+        self, src: str, dst: str, size: int, *, if_match: str | None = None
+    ) -> tuple[str, float]:
+        return self.request("copy", src, lambda: self.inner.copy(src, dst, size, if_match=if_match))
 
     def delete(self, keys: Iterable[str]) -> int:
         todo = list(keys)

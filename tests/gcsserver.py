@@ -6,8 +6,9 @@ back, through Google's own client (not through regplan's bucket).
 The emulator answers the JSON API regplan uses (list, media and multipart uploads,
 ranged downloads, rewrite, delete) but ignores preconditions: a write with
 ``ifGenerationMatch`` always succeeds. The server started here runs it with the one
-rule GCS documents added, under one lock: an upload or delete whose
-``ifGenerationMatch`` is not the object's generation (0: no object) answers 412. Without
+rules GCS documents added, under one lock: an upload or delete whose
+``ifGenerationMatch`` is not the object's generation (0: no object), or a rewrite whose
+``ifSourceGenerationMatch`` is not its source's, answers 412. Without
 it the lock's compare-and-swap could not be tested at all. What is tested here is
 what the registry wrote on a filesystem, copied in: the v3 gcs driver cannot push
 offline (its uploads go to Google's host whatever the emulator)."""
@@ -61,14 +62,28 @@ def conditional(handler, name_of):
             return handler(request, response, storage, *args, **kwargs)
     return wrapped
 
+def source_conditional(handler):
+    def wrapped(request, response, storage, *args, **kwargs):
+        with LOCK:
+            want = request.query.get("ifSourceGenerationMatch")
+            bucket, name = request.params["bucket_name"], request.params["object_id"]
+            if want and generation(storage, bucket, name) != int(want[0]):
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+    return wrapped
+
 insert = conditional(objects.insert, upload_name)
 delete = conditional(objects.delete, lambda r: r.params["object_id"])
+rewrite = source_conditional(objects.rewrite)
 for _, handlers in server.HANDLERS:
     for method, handler in list(handlers.items()):
         if handler is objects.insert:
             handlers[method] = insert
         elif handler is objects.delete:
             handlers[method] = delete
+        elif handler is objects.rewrite:
+            handlers[method] = rewrite
 objects.insert = insert
 server.create_server(sys.argv[1], int(sys.argv[2]), in_memory=True).run()
 """

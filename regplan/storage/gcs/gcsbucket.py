@@ -5,10 +5,13 @@ What GCS proves: a listing gives each object's size, ``updated`` time, generatio
 (a number every write changes: regplan's etag) and its ``md5Hash`` (absent for a
 composite object, which has its ``crc32c`` only); a rewrite keeps both hashes.
 Conditional writes: ``ifGenerationMatch=0`` creates only where there is no object,
-``ifGenerationMatch=N`` replaces or deletes only generation N (412 otherwise).
+``ifGenerationMatch=N`` replaces or deletes only generation N (412 otherwise), and a
+rewrite with ``ifSourceGenerationMatch=N`` copies only generation N. A listing can
+begin at a key (``startOffset``).
 
 A copy is a rewrite, repeated with its token until done: GCS copies any size so,
-in as many calls as it takes. Deletes are one request per object, 16 at a time.
+in as many calls as it takes. Deletes go 100 to a batch request (GCS bills each as an
+operation all the same).
 Every request is retried on a dropped connection or a 429/5xx: Google's client
 retries a write only under a precondition by default, but a copy or an
 unconditional write of regplan's repeats to the same end.
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Protocol
 
 from regplan.errors import StorageError
@@ -27,7 +30,8 @@ from regplan.storage.objects.bucket import Exists, Obj, ObjectStorage
 
 PAGE = 1000
 """Objects per list page: what GCS serves at most."""
-DELETERS = 16
+DELETE_BATCH = 100
+"""Deletes per batch request (the JSON API takes at most 100 calls in one)."""
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 
 try:
@@ -67,6 +71,12 @@ class GcsBucket:
         self.storage = storage
         self._client = client if client is not None else _client(storage)
         self._bucket = self._client.bucket(storage.bucket)
+        self.seeks = True
+        """Whether the server begins a listing at ``startOffset`` (GCS does; its emulator
+        does not: found out at the first listing)."""
+        self._batcher: Any = None
+        """The client of batch deletes (made at the first)."""
+        self._batching = threading.Lock()
 
     def url(self, key: str) -> str:
         return self.storage.url(key)
@@ -106,6 +116,25 @@ class GcsBucket:
         except FAILURES as e:
             raise self._fail("list", prefix, e) from None
         return sorted(p[n:].rstrip("/") for p in found.prefixes), files
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool] | None:
+        """One list request from ``after`` on (``startOffset``, which includes it); None
+        once a server is seen to ignore the offset (an emulator), as from then on."""
+        if not self.seeks:
+            return None
+        n = len(prefix)
+        try:
+            found = self._client.list_blobs(
+                self._bucket, prefix=prefix, start_offset=after, page_size=PAGE
+            )
+            first = next(found.pages, None)
+            listed = [] if first is None else [self._obj(n, b) for b in first]
+        except FAILURES as e:
+            raise self._fail("list", prefix, e) from None
+        if any(prefix + o.rel < after for o in listed):
+            self.seeks = False
+            return None
+        return [o for o in listed if prefix + o.rel != after], found.next_page_token is not None
 
     def get(self, key: str, limit: int | None = None) -> bytes:
         end = None if limit is None else limit - 1
@@ -160,27 +189,60 @@ class GcsBucket:
             raise self._fail("write", key, e) from None
         return str(blob.generation)
 
-    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
-        """Rewrite ``src`` to ``dst``, call after call until GCS says it is done."""
+    def copy(
+        self, src: str, dst: str, size: int, *, if_match: str | None = None
+    ) -> tuple[str, float]:
+        """Rewrite ``src`` to ``dst``, call after call until GCS says it is done; with
+        ``if_match``, only from that generation of ``src`` (``ifSourceGenerationMatch``),
+        else Exists."""
         target = self._bucket.blob(dst)
+        condition = None if if_match is None else int(if_match)
         token = None
         try:
             while True:
                 token, _, _ = target.rewrite(
-                    self._bucket.blob(src), token=token, retry=DEFAULT_RETRY
+                    self._bucket.blob(src),
+                    token=token,
+                    if_source_generation_match=condition,
+                    retry=DEFAULT_RETRY,
                 )
                 if token is None:
                     break
+        except (gexc.PreconditionFailed, gexc.NotFound) as e:
+            if condition is not None:
+                raise Exists(src) from None
+            raise self._fail(f"copy to {dst}", src, e) from None
         except FAILURES as e:
             raise self._fail(f"copy to {dst}", src, e) from None
         return str(target.generation), target.updated.timestamp()
 
     def delete(self, keys: Iterable[str]) -> int:
+        """Many keys, DELETE_BATCH to a batch request, on a client of their own (a batch
+        is its client's: any other request on it meanwhile would join the batch)."""
         todo = list(keys)
-        if todo:
-            with ThreadPoolExecutor(min(DELETERS, len(todo))) as pool:
-                list(pool.map(self.delete_one, todo))
+        with self._batching:
+            if todo and self._batcher is None:
+                self._batcher = _client(self.storage)
+            for start in range(0, len(todo), DELETE_BATCH):
+                self._delete_batch(todo[start : start + DELETE_BATCH])
         return len(todo)
+
+    def _delete_batch(self, chunk: list[str]) -> None:
+        client = self._batcher
+        try:
+            with client.batch(raise_exception=False) as batch:
+                bucket = client.bucket(self.storage.bucket)
+                for key in chunk:
+                    bucket.delete_blob(key)
+        except FAILURES as e:
+            raise self._fail("delete", chunk[0], e) from None
+        answers = batch._responses  # what finish() returned: one answer per delete
+        failed = [(k, r.status_code) for k, r in zip(chunk, answers, strict=True)]
+        failed = [(k, s) for k, s in failed if s >= 300 and s != 404]  # 404: gone already
+        if failed:
+            key, status = failed[0]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise StorageError(f"{self.url(key)}: cannot delete: HTTP {status}{more}")
 
     def delete_one(self, key: str, *, if_match: str | None = None) -> None:
         condition = None if if_match is None else int(if_match)

@@ -73,6 +73,17 @@ class Bucket(Protocol):
         under ``prefix`` (a delimiter listing)."""
         ...
 
+    @property
+    def seeks(self) -> bool:
+        """Whether :meth:`page` can begin a listing at a key (S3, GCS; not Azure)."""
+        ...
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool] | None:
+        """One listing request: the keys under ``prefix`` that sort after the key
+        ``after``, at most a page of them in key order, and whether more may follow; None
+        (and no request) when the store does not :attr:`seeks`, or turned out not to."""
+        ...
+
     def get(self, key: str, limit: int | None = None) -> bytes:
         """The object's bytes (at most ``limit``); FileNotFoundError when there is none."""
         ...
@@ -89,9 +100,12 @@ class Bucket(Protocol):
         ``if_match``, only over the object of that etag (compare-and-swap); else Exists."""
         ...
 
-    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
+    def copy(
+        self, src: str, dst: str, size: int, *, if_match: str | None = None
+    ) -> tuple[str, float]:
         """Server-side copy, whatever the size, finished when it returns; returns the
-        new object's etag and time."""
+        new object's etag and time. With ``if_match``, only from the source of that
+        etag (else Exists: it was written again or is gone)."""
         ...
 
     def delete(self, keys: Iterable[str]) -> int:

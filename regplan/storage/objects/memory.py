@@ -13,12 +13,13 @@ stand-in. What it keeps of each store:
 - **content hashes** (``Obj.content``): S3's single-part ETag, Azure's Content-MD5
   (none for a blob put block by block, above ``part_size``), GCS's md5Hash. A copy
   keeps it, but S3's multipart copy, which has none.
-- **conditional requests**: ``put(new=True)`` (``If-None-Match: *``), ``put(if_match=)``
-  and ``delete_one(if_match=)`` raise Exists when the object is another or none; an
-  unconditional delete of a missing key is no error.
+- **conditional requests**: ``put(new=True)`` (``If-None-Match: *``), ``put(if_match=)``,
+  ``delete_one(if_match=)`` and ``copy(if_match=)`` (of the source) raise Exists when the
+  object is another or none; an unconditional delete of a missing key is no error.
 - **listings** in key order, a page at a time (S3 and GCS 1,000 keys, Azure 5,000),
   each page read on its own (a write between two pages shows in the later one);
-  ``folders`` is a delimiter listing, whose common prefixes count in a page as keys do.
+  ``folders`` is a delimiter listing, whose common prefixes count in a page as keys do;
+  ``page`` begins after a key (S3, GCS; not Azure: None).
 - **reads**: a limited read is a range; an empty object reads as empty; a missing one
   is FileNotFoundError. A copy of a missing source is a StorageError.
 - **times** from an injectable clock, at the store's resolution (S3's and Azure's
@@ -57,10 +58,13 @@ class Flavour:
     part_size: int
     """S3: copies above this go part by part (CopyObject's 5 GiB); Azure: puts above this
     go block by block (the SDK's 64 MiB single put); GCS: none."""
+    seeks: bool = True
+    """A listing can begin after a key (S3's StartAfter, GCS's startOffset; regplan does
+    not rely on Azure's startFrom)."""
 
 
 S3 = Flavour("s3", "s3://", page=1000, tick=1.0, part_size=5 << 30)
-AZURE = Flavour("azure", "az://", page=5000, tick=1.0, part_size=64 << 20)
+AZURE = Flavour("azure", "az://", page=5000, tick=1.0, part_size=64 << 20, seeks=False)
 GCS = Flavour("gcs", "gs://", page=1000, tick=0.001, part_size=0)
 FLAVOURS = {f.driver: f for f in (S3, AZURE, GCS)}
 MIN_PART = 5 << 20
@@ -232,6 +236,16 @@ class MemoryBucket:
         for _, files in self._pages(prefix, delimiter=False):
             yield from files
 
+    @property
+    def seeks(self) -> bool:
+        return self.flavour.seeks
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool] | None:
+        if not self.flavour.seeks:
+            return None
+        _, files, start = self._page(prefix, after + "\0", delimiter=False)
+        return files, start is not None
+
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
         names: list[str] = []
         files: list[Obj] = []
@@ -269,10 +283,14 @@ class MemoryBucket:
             self._store(key, made)
         return made.etag
 
-    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
+    def copy(
+        self, src: str, dst: str, size: int, *, if_match: str | None = None
+    ) -> tuple[str, float]:
         del size  # any size, in one request (the real stores' clients loop as they must)
         with self._lock:
             there = self._objects.get(src)
+            if if_match is not None and (there is None or there.etag != if_match):
+                raise Exists(src)
             if there is None:
                 raise StorageError(f"{self.url(src)}: cannot copy to {dst}: NoSuchKey")
             made = self._copied(there)

@@ -7,7 +7,9 @@ CopyObject then DeleteObject, never a download (objects/bucket.py).
 What S3 proves: a listing gives each key's size, LastModified and ETag; the ETag
 of a single-part object is the MD5 of its bytes (and a copy keeps it), a
 multipart ETag (``<md5>-<parts>``) proves nothing of them. Conditional writes:
-``If-None-Match: *`` and ``If-Match`` on PutObject and DeleteObject.
+``If-None-Match: *`` and ``If-Match`` on PutObject and DeleteObject, and
+``x-amz-copy-source-if-match`` on CopyObject and UploadPartCopy. A listing can begin
+after a key (StartAfter).
 
 Only this module imports the S3 client (boto3, the optional extra
 ``regplan[s3]``); every failure comes out as one line naming the key.
@@ -176,36 +178,45 @@ class S3Bucket:
     def _fail(self, what: str, key: str, e: Exception) -> StorageError:
         return StorageError(f"{self.url(key)}: cannot {what}: {_reason(e)}")
 
+    def _list(self, prefix: str, **more: str) -> Any:
+        """One ListObjectsV2 request (at most 1,000 keys)."""
+        try:
+            return self._client.list_objects_v2(
+                Bucket=self.name, Prefix=prefix, MaxKeys=PAGE, **more
+            )
+        except Exception as e:  # noqa: BLE001 (any client error is one line)
+            raise self._fail("list", prefix, e) from None
+
+    @staticmethod
+    def _keys(page: Any, n: int) -> list[Obj]:
+        return [
+            _obj(
+                o["Key"][n:], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp()
+            )
+            for o in page.get("Contents", ())
+        ]
+
     def _pages(self, prefix: str, delimiter: str | None) -> Iterator[tuple[list[str], list[Obj]]]:
         """ListObjectsV2 page by page (at most 1,000 keys each): the page's common prefixes
         (names before the next delimiter) and its keys, both relative to ``prefix``."""
         n = len(prefix)
         token: str | None = None
         while True:
-            args: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": PAGE}
-            if delimiter:
-                args["Delimiter"] = delimiter
+            args: dict[str, str] = {"Delimiter": delimiter} if delimiter else {}
             if token:
                 args["ContinuationToken"] = token
-            try:
-                page = self._client.list_objects_v2(**args)
-            except Exception as e:  # noqa: BLE001 (any client error is one line)
-                raise self._fail("list", prefix, e) from None
-            yield (
-                [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())],
-                [
-                    _obj(
-                        o["Key"][n:],
-                        o["Size"],
-                        o.get("ETag", "").strip('"'),
-                        o["LastModified"].timestamp(),
-                    )
-                    for o in page.get("Contents", ())
-                ],
-            )
+            page = self._list(prefix, **args)
+            yield [p["Prefix"][n:-1] for p in page.get("CommonPrefixes", ())], self._keys(page, n)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+
+    seeks = True
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool]:
+        """One ListObjectsV2 request from after a key (StartAfter)."""
+        page = self._list(prefix, StartAfter=after)
+        return self._keys(page, len(prefix)), bool(page.get("IsTruncated"))
 
     def objects(self, prefix: str) -> Iterator[Obj]:
         """Every key under ``prefix``, in key order, a page of at most 1,000 at a time."""
@@ -278,25 +289,35 @@ class S3Bucket:
             raise self._fail("write", key, e) from None
         return str(r.get("ETag", "")).strip('"')
 
-    def copy(self, src: str, dst: str, size: int) -> tuple[str, float]:
+    def copy(
+        self, src: str, dst: str, size: int, *, if_match: str | None = None
+    ) -> tuple[str, float]:
         """Server-side copy; part by part above the storage's multipart threshold. Returns
-        the new object's ETag and LastModified."""
+        the new object's ETag and LastModified. With ``if_match``, only from the source of
+        that ETag (``x-amz-copy-source-if-match``, on every part), else Exists."""
+        condition = {} if if_match is None else {"CopySourceIfMatch": f'"{if_match}"'}
         try:
             if size <= self.storage.multipart_threshold:
                 r = self._client.copy_object(
-                    Bucket=self.name, Key=dst, CopySource={"Bucket": self.name, "Key": src}
+                    Bucket=self.name,
+                    Key=dst,
+                    CopySource={"Bucket": self.name, "Key": src},
+                    **condition,
                 )["CopyObjectResult"]
             else:
-                self._multipart_copy(src, dst, size)
+                self._multipart_copy(src, dst, size, condition)
                 r = self._client.head_object(Bucket=self.name, Key=dst)
             return str(r.get("ETag", "")).strip('"'), float(r["LastModified"].timestamp())
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001
+            if _conflict(e, conditional=if_match is not None):
+                raise Exists(src) from None
             raise self._fail(f"copy to {dst}", src, e) from None
 
-    def _multipart_copy(self, src: str, dst: str, size: int) -> None:
-        head = self._client.head_object(Bucket=self.name, Key=src)
+    def _multipart_copy(self, src: str, dst: str, size: int, condition: dict[str, str]) -> None:
+        match = {"IfMatch": condition["CopySourceIfMatch"]} if condition else {}
+        head = self._client.head_object(Bucket=self.name, Key=src, **match)
         extra: dict[str, Any] = {}
         if head.get("ContentType"):
             extra["ContentType"] = head["ContentType"]
@@ -316,6 +337,7 @@ class S3Bucket:
                     PartNumber=n,
                     CopySource={"Bucket": self.name, "Key": src},
                     CopySourceRange=f"bytes={start}-{end}",
+                    **condition,
                 )
                 parts.append({"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]})
             self._client.complete_multipart_upload(
