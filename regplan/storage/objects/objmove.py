@@ -19,37 +19,16 @@ import attrs
 
 from regplan.errors import StalePlanError, StorageError
 from regplan.storage.objects import objmoves, objtimes
-from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
+from regplan.storage.objects.bucket import Bucket, Exists, Obj, ObjectStorage
+from regplan.storage.objects.objlist import Place, listed
 from regplan.storage.objects.objpreflight import refuse_namespace
 from regplan.storage.seam import Holds, Item, Where
 
 JOBS = 16
-"""Targets listed and copied at once (each waits on the server, not the CPU)."""
+"""Copies (and reads) at once (each waits on the server, not the CPU)."""
 
 SMALL = 1 << 20
 """Objects compared byte for byte when the store keeps no content hash of them."""
-
-
-@attrs.frozen
-class Place:
-    """Where a target's keys lie: every key under its folder's prefix, or, for a file
-    target (a leftover), the one key of that name in its folder's prefix."""
-
-    target: str
-    folder: str
-    """The folder the keys' ``rel`` are relative to (a file target's parent)."""
-    prefix: str
-    """``folder``'s key prefix, ending in ``/``."""
-    only: str | None = None
-
-    def objects(self, bucket: Bucket) -> list[Obj]:
-        if self.only is None:
-            return list(bucket.objects(self.prefix))
-        return [
-            attrs.evolve(o, rel=self.only)
-            for o in bucket.objects(self.prefix + self.only)
-            if o.rel == ""  # not a longer name that shares the prefix
-        ]
 
 
 class Moves:
@@ -87,55 +66,61 @@ class Moves:
             return None
         return self.bucket.url(self.quarantine(apply_id) + first.rel[:7])
 
-    def _in_slot(self, apply_id: str, index: int) -> bool:
-        return next(iter(self.bucket.objects(self.slot(apply_id, index))), None) is not None
-
     def locate(self, apply_id: str, items: Sequence[Item]) -> list[Where]:
         """A target still at its place is moved (again: a copy interrupted before its
         deletes is made again); one only in its slot was moved."""
+        slots = self.slots(apply_id)  # as this run began: it moves no batch before locating it
+        return [
+            Where.STORAGE if there else Where.QUARANTINE if it.slot in slots else Where.NEITHER
+            for it, there in zip(items, self.at_places(items), strict=True)
+        ]
 
-        def where(it: Item) -> Where:
-            if self.place(it).objects(self.bucket):
-                return Where.STORAGE
-            return Where.QUARANTINE if self._in_slot(apply_id, it.slot) else Where.NEITHER
-
-        with ThreadPoolExecutor(max_workers=JOBS) as pool:
-            return list(pool.map(where, items))
-
-    def _listed(self, it: Item) -> tuple[Item, Place, list[Obj]]:
-        place = self.place(it)
-        objs = place.objects(self.bucket)
-        if not objs:
-            raise StalePlanError(
-                f"target {it.path} vanished since planning; nothing further was moved"
-            )
-        if not all(objtimes.writable(o.rel) for o in objs):
-            raise StalePlanError(f"a key with a tab or line break appeared under {it.path}")
-        return it, place, objs
+    def at_places(self, items: Sequence[Item]) -> list[list[Obj]]:
+        """What each target's place holds now (objlist.py: a page for many places)."""
+        return listed(self.bucket, [self.place(it) for it in items])
 
     @functools.cached_property
     def overlay(self) -> objtimes.Overlay:
         return objtimes.Overlay.load(self.bucket, self.storage)
 
     def move_out(self, apply_id: str, items: Sequence[Item]) -> None:
-        """List the batch's targets, record what they hold, copy (in parallel), then
-        delete (1,000 keys per request)."""
-
-        def copy(found: tuple[Item, Place, list[Obj]]) -> None:
-            it, place, objs = found
-            for o in objs:
-                self.bucket.copy(place.prefix + o.rel, self.slot(apply_id, it.slot) + o.rel, o.size)
-
+        """List the batch's places (objlist.py), record what they hold, copy each key on
+        the condition that it is the version listed (in parallel), then delete (1,000
+        keys per request on S3)."""
+        found = []
+        for it, objs in zip(items, self.at_places(items), strict=True):
+            if not objs:
+                raise StalePlanError(
+                    f"target {it.path} vanished since planning; nothing further was moved"
+                )
+            if not all(objtimes.writable(o.rel) for o in objs):
+                raise StalePlanError(f"a key with a tab or line break appeared under {it.path}")
+            found.append((it, self.place(it), objs))
+        rows = "".join(
+            objmoves.row(it.slot, o, self.overlay.time(f"{place.folder}/{o.rel}", o))
+            for it, place, objs in found
+            for o in objs
+        )
+        objmoves.append(self.bucket, objmoves.key(self.record(apply_id), items[0].slot), rows)
+        copies = [
+            (place.prefix + o.rel, self.slot(apply_id, it.slot) + o.rel, o)
+            for it, place, objs in found
+            for o in objs
+        ]
         with ThreadPoolExecutor(max_workers=JOBS) as pool:
-            found = list(pool.map(self._listed, items))
-            rows = "".join(
-                objmoves.row(it.slot, o, self.overlay.time(f"{place.folder}/{o.rel}", o))
-                for it, place, objs in found
-                for o in objs
-            )
-            objmoves.append(self.bucket, objmoves.key(self.record(apply_id), items[0].slot), rows)
-            list(pool.map(copy, found))
-        self.bucket.delete(place.prefix + o.rel for _, place, objs in found for o in objs)
+            list(pool.map(lambda c: self._copy(*c), copies))
+        self.bucket.delete(src for src, _, _ in copies)
+        self._slots.pop(apply_id, None)  # what the slots hold has changed
+
+    def _copy(self, src: str, dst: str, o: Obj) -> tuple[str, float]:
+        """Copy the version of ``src`` that was listed, or fail (nothing is deleted)."""
+        try:
+            return self.bucket.copy(src, dst, o.size, if_match=o.etag)
+        except Exists:
+            raise StorageError(
+                f"{self.bucket.url(src)} changed since it was listed (written during the "
+                "apply?): not copied"
+            ) from None
 
     # -- rollback ------------------------------------------------------------------
 
@@ -166,9 +151,9 @@ class Moves:
         a place is new (a push since the apply, or a key pushed again with other bytes)."""
         moved = self.moved(apply_id)
 
-        def holds(it: Item) -> Holds:
+        def holds(pair: tuple[Item, list[Obj]]) -> Holds:
+            it, there = pair
             mine = moved.get(it.slot, {})
-            there = self.place(it).objects(self.bucket)
             if not there:
                 return Holds.NOTHING
             if all(o.rel in mine and mine[o.rel].same(o) for o in there):
@@ -176,7 +161,7 @@ class Moves:
             return Holds.SAME if self._same(apply_id, it, there) else Holds.OTHER
 
         with ThreadPoolExecutor(max_workers=JOBS) as pool:
-            return list(pool.map(holds, items))
+            return list(pool.map(holds, zip(items, self.at_places(items), strict=True)))
 
     def _same(self, apply_id: str, it: Item, there: list[Obj]) -> bool:
         """The place holds every key the slot holds, each the same size and content hash
@@ -205,6 +190,8 @@ class Moves:
         """Copy back what a place lacks, record the restored keys' original times, then
         delete the slots' copies."""
         slots, moved = self.slots(apply_id), self.moved(apply_id)
+        originals = [it for it, holds in items if holds == Holds.ORIGINAL]
+        at = dict(zip((it.slot for it in originals), self.at_places(originals), strict=True))
 
         def one(pair: tuple[Item, Holds]) -> tuple[list[str], str]:
             it, holds = pair
@@ -213,18 +200,14 @@ class Moves:
             if holds == Holds.SAME:  # pushed again, byte for byte: the copy goes
                 return [self.slot(apply_id, it.slot) + o.rel for o in slots.get(it.slot, [])], ""
             place = self.place(it)
-            there = (
-                {o.rel: o for o in place.objects(self.bucket)} if holds == Holds.ORIGINAL else {}
-            )
+            there = {o.rel: o for o in at.get(it.slot, [])}
             rows = []
             for o in slots.get(it.slot, []):
                 now = there.get(o.rel)  # copied but not yet deleted by an interrupted apply
                 etag, mtime = (
                     (now.etag, now.mtime)
                     if now is not None
-                    else self.bucket.copy(
-                        self.slot(apply_id, it.slot) + o.rel, place.prefix + o.rel, o.size
-                    )
+                    else self._copy(self.slot(apply_id, it.slot) + o.rel, place.prefix + o.rel, o)
                 )
                 original = moved.get(it.slot, {}).get(o.rel)
                 rel = f"{place.folder}/{o.rel}"

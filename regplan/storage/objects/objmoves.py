@@ -18,7 +18,7 @@ import contextlib
 
 import attrs
 
-from regplan.storage.objects.bucket import Bucket, Obj
+from regplan.storage.objects.bucket import Bucket, Exists, Obj
 from regplan.storage.objects.objtimes import number, rows
 
 FIELDS = 5
@@ -61,8 +61,13 @@ def load(bucket: Bucket, record_prefix: str) -> dict[int, dict[str, Moved]]:
 
 
 def append(bucket: Bucket, key: str, text: str) -> None:
-    """Add rows after those an interrupted run wrote at ``key``."""
+    """Add rows after those an interrupted run wrote at ``key``: one request where there
+    are none (a conditional create), a read and a write where there are."""
+    if not text:
+        return
+    with contextlib.suppress(Exists):
+        bucket.put(key, text.encode(), new=True)
+        return
     with contextlib.suppress(FileNotFoundError):
         text = bucket.get(key).decode("utf-8", "replace") + text
-    if text:
-        bucket.put(key, text.encode())
+    bucket.put(key, text.encode())
