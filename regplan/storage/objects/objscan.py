@@ -3,15 +3,16 @@ from listings, and manifests through a local content-addressed cache.
 
 A bucket has no folders: the walk's folder events are every key's parents
 (so the tree digest is the filesystem's, minus empty folders). Listings run in
-parallel, one per unit (a blob shard ``blobs/sha256/ab/``, a top-level
-repository name ``repositories/team/``), a page of at most 1,000 keys at a
-time. A link's content mostly follows from its key: a layer, revision or tag
-index link of ``<alg>/<hex>/link`` holds ``<alg>:<hex>``, and the MD5 the listing
-gives (``Obj.md5``: S3's single-part ETag, Azure's Content-MD5, GCS's md5Hash)
-proves it; a tag's ``current/link`` is matched
-against its own index's digests the same way. Only a link nothing matches is
-read (GET). Manifests are read once per digest and kept on local disk by
-digest; a cached copy is used only when its bytes still hash to its name.
+parallel, one per unit (a blob shard ``blobs/sha256/ab/``, or 16 shards of a first
+digit ``blobs/sha256/a`` where shards hold few keys; a top-level repository name
+``repositories/team/``), a page of at most 1,000 keys at a time. A link's content
+mostly follows from its key: a layer, revision or tag index link of
+``<alg>/<hex>/link`` holds ``<alg>:<hex>``, and the MD5 the listing gives
+(``Obj.md5``: S3's single-part ETag, Azure's Content-MD5, GCS's md5Hash) proves it;
+a tag's ``current/link`` is matched against its own index's digests the same way.
+Only a link nothing matches is read (GET). Manifests are read once per digest and
+kept on local disk by digest; a cached copy is used only when its bytes still hash to
+its name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import tempfile
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 
 JOBS = 16
 """Listings and GETs in flight at once (requests wait on the network, not the CPU)."""
+HEX = frozenset("0123456789abcdef")
+PROBE = 1000
+"""Keys of the blob listing's first page (one request on every store)."""
+FEW = 250
+"""Keys per blob shard under which shards are listed 16 at a time (a unit of at most
+~4,000 keys)."""
 CACHE_ENV = "REGPLAN_CACHE_DIR"
 
 
@@ -54,6 +62,7 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
     of the folders and keys above them."""
     top: list[Event] = []
     units: list[str] = []
+    folders: set[str] = set()
     names, files = bucket.folders(prefix)
     loose = [("", o) for o in files]
     for name in names:
@@ -71,8 +80,9 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
             top.append((rel, tokens.DIRECTORY, part_of(rel)))
             shards, files3 = bucket.folders(f"{prefix}{rel}/")
             loose += [(f"{rel}/", o) for o in files3]
-            units += [f"{rel}/{s}/" for s in shards]
-    folders = {u[:-1] for u in units} | {ev[0] for ev in top}
+            units += _blob_units(bucket, f"{prefix}{rel}/", rel, shards)
+            folders |= {f"{rel}/{s}" for s in shards}
+    folders |= {u[:-1] for u in units if u.endswith("/")} | {ev[0] for ev in top}
     for base, o in loose:  # files beside the folders: each a part of its own
         rel = base + o.rel
         _refuse_file_and_folder(rel, folders, bucket, prefix)
@@ -87,6 +97,21 @@ def _units(bucket: Bucket, prefix: str, side: Side) -> tuple[list[str], list[Eve
         events += sorted(parts[part])
         events.append((part, tokens.PART_END, part))
     return units, events
+
+
+def _blob_units(bucket: Bucket, at: str, rel: str, shards: list[str]) -> list[str]:
+    """A unit per blob shard (``blobs/sha256/ab/``); or, where the shards are the
+    registry's two hex digits and hold few keys each (the first page of the listing
+    spans several), a unit per first digit (``blobs/sha256/a``): 16 listings instead of
+    256. A unit's events are held till used, so only where they are few."""
+    per_shard = [f"{rel}/{s}/" for s in shards]
+    if len(shards) <= len(HEX) or not all(len(s) == 2 and set(s) <= HEX for s in shards):
+        return per_shard
+    probe = list(itertools.islice(bucket.objects(at), PROBE))
+    spanned = len({o.rel.partition("/")[0] for o in probe})
+    if len(probe) == PROBE and spanned * FEW < PROBE:
+        return per_shard
+    return [f"{rel}/{c}" for c in sorted({s[0] for s in shards})]
 
 
 def _file_token(
@@ -140,15 +165,23 @@ def _inferred(rel: str, o: Obj, candidates: dict[str, str] | None) -> str | None
     return None
 
 
+def _listed_unit(bucket: Bucket, prefix: str, unit: str) -> tuple[list[Obj], str, set[str]]:
+    """A unit's keys, the folder its paths are below, and its own folder's event (none
+    for shards by first digit: their folder and its files are walked above)."""
+    objs = list(bucket.objects(prefix + unit))
+    own, _, name = unit.rpartition("/")
+    if not name:
+        return objs, own, {own}
+    return [o for o in objs if "/" in name + o.rel], own, set()
+
+
 def _unit_events(
     bucket: Bucket, prefix: str, unit: str, mtimes: bool, times: Overlay | None
 ) -> tuple[list[Event], Side]:
     """Every event of one unit (listed whole), part by part, each part's paths sorted
     (a folder before what it holds), closed by its end event."""
     side = Side()
-    objs = list(bucket.objects(prefix + unit))
-    own = unit[:-1]
-    dirs: set[str] = {own}
+    objs, own, dirs = _listed_unit(bucket, prefix, unit)
     files: list[tuple[str, Obj]] = []
     tag_index: dict[str, dict[str, str]] = {}
     for o in objs:
