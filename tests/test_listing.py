@@ -13,10 +13,10 @@ from regplan import workflow
 from regplan.decide.selection import ImageSpec, Selection
 from regplan.demo.samples import build_scale
 from regplan.errors import StorageError
-from regplan.listing import lister
-from regplan.listing.listed import Listing, listed
 from regplan.plans.plan import Plan, TargetKind
 from regplan.scan.layout import Digest, blob_data
+from regplan.storage.listing import lister
+from regplan.storage.listing.listed import Listing, listed
 from regplan.storage.objects.memory import MemoryBucket, MemoryStorage
 from tests.buckets import Counting, InMemory, upload_tree
 from tests.helpers import KEY, NOW, drafted

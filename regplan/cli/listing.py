@@ -17,8 +17,8 @@ from regplan.cli.base import (
     storage_options,
 )
 from regplan.errors import StorageError
-from regplan.listing import lister
-from regplan.storage.fs.fsstorage import FsStorage
+from regplan.storage import location
+from regplan.storage.listing import lister
 
 
 @cli.command("list")
@@ -31,7 +31,7 @@ def list_keys(
 ) -> None:
     """List an object-store registry's keys, in parallel, into a Parquet file."""
     storage = storage_of(root, config)
-    if isinstance(storage, FsStorage):
+    if not location.is_object_store(storage):
         raise StorageError(
             "list reads an object store (s3://, az://, gs://): plan walks a filesystem"
         )

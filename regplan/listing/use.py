@@ -14,9 +14,9 @@ from pathlib import Path
 from regplan.decide.ages import parse_age
 from regplan.decide.selection import Selection
 from regplan.errors import SelectionError, StorageError
-from regplan.listing.listed import Listing, listed
 from regplan.plans.plan import ListingRecord
-from regplan.storage.fs.fsstorage import FsStorage
+from regplan.storage import location
+from regplan.storage.listing.listed import Listing, listed
 from regplan.storage.location import Location
 
 
@@ -51,7 +51,7 @@ def open_listing(
 ) -> tuple[Listing, Location, ListingRecord]:
     """The listing at ``path`` loaded (close it), the storage to plan through, and the
     plan's record of the listing."""
-    if isinstance(storage, FsStorage):
+    if not location.is_object_store(storage):
         raise StorageError(
             "--listing lists an object store (s3://, az://, gs://): a filesystem is walked"
         )

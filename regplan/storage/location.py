@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard
 
 from regplan.errors import StorageError
 from regplan.progress import Progress
@@ -61,6 +61,11 @@ def of_plan(
 def has_folders(storage: Location) -> bool:
     """Whether the storage keeps a folder once it is empty (a bucket does not)."""
     return isinstance(storage, FsStorage)
+
+
+def is_object_store(storage: Location) -> TypeGuard[ObjectStorage]:
+    """Whether the storage is a bucket or container (what a listing of keys describes)."""
+    return not isinstance(storage, FsStorage)
 
 
 def record(storage: Location) -> dict[str, str] | None:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regplan import workflow
 from regplan.decide.selection import Selection
-from regplan.listing.listed import Listing, listed
+from regplan.storage.listing.listed import Listing, listed
 from regplan.storage.objects.bucket import Bucket
 from regplan.storage.objects.memory import FLAVOURS, MemoryStorage
 from tests.inventories import Row, s3_inventory
@@ -158,7 +158,7 @@ def made_keys(manifest: Path) -> int:
     import duckdb
 
     with duckdb.connect() as db:
-        from regplan.listing import source
+        from regplan.storage.listing import source
 
         found = source.read(manifest, db)
         return int(db.execute(f"SELECT count(*) FROM {found.rows}").fetchall()[0][0])  # noqa: S608

@@ -22,8 +22,8 @@ from typing import Any, cast
 import duckdb
 
 from regplan.errors import StorageError
-from regplan.listing import source
 from regplan.scan.layout import printable
+from regplan.storage.listing import source
 from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
 
 _ROW = "key, size, mtime, etag, content"
