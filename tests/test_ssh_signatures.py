@@ -370,3 +370,17 @@ def test_a_principal_is_inert_in_every_view(keys: Keys, plan: Path) -> None:
     assert "\x1b" not in md and "img" not in tags_of(rendered)
     shown = json.loads(run("show", str(plan), *trust, "--json").output)
     assert hostile in {s["name"] for s in shown["signatures"]}
+
+
+def test_an_ssh_signature_against_regplan_keys_only_is_untrusted(
+    keys: Keys, plan: Path, tmp_path: Path
+) -> None:
+    """Trust given, but no SSH key in it: the SSH signatures are by untrusted keys (not
+    "not verified"), and the plan has no valid signature."""
+    made = run("keygen", str(tmp_path / "own"), "--comment", "own@ops")
+    assert made.exit_code == 0, made.output
+    shown = run("show", str(plan), "--trust", str(tmp_path / "own.pub"), "--json").output
+    assert [s["state"] for s in json.loads(shown)["signatures"]] == ["untrusted key"]
+    assert [
+        s["state"] for s in json.loads(run("show", str(plan), "--json").output)["signatures"]
+    ] == ["not verified"]

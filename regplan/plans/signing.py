@@ -355,7 +355,8 @@ def check(
             continue
         meta = {f: raw[f] for f in FIELDS[:4]}
         if sshsig.is_armored(raw["sig"]):
-            out.append(_check_ssh(entry, meta, raw["sig"], body_digest, signers, at))
+            judged = _check_ssh(entry, meta, raw["sig"], body_digest, signers, at)
+            out.append(judged if trusted else attrs.evolve(judged, state=State.NOT_VERIFIED))
             continue
         key = by_id.get(raw["keyid"])
         if not trusted:
@@ -386,9 +387,9 @@ def _check_ssh(
     it), its key the one inside it; trusted through the allowed signers."""
     role = "planner" if entry.source == "plan" else "approver"
     meta = {**meta, "role": role}
-    if not signers:
+    if not signers:  # nothing to check against: the key inside names it
         keyid = _ssh_keyid(sig) or meta["keyid"]
-        return Checked(**{**meta, "keyid": keyid}, source=entry.source, state=State.NOT_VERIFIED)
+        return Checked(**{**meta, "keyid": keyid}, source=entry.source, state=State.UNTRUSTED)
     verdict = sshcheck.judge(sig, body_digest(), signers, now)
     return Checked(
         **{**meta, "keyid": verdict.keyid},
