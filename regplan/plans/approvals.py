@@ -145,15 +145,16 @@ def _ignored(name: str, kind: str) -> Entry:
 def write(plan: Path, plan_id: str, signature: Signature) -> Path:
     """Write one approval beside ``plan`` (never over an existing file)."""
     path = path_for(plan, signature.keyid)
-    doc = {
-        "format": FORMAT,
-        "version": VERSION,
-        "plan_id": plan_id,
-        "signature": attrs.asdict(signature),
-    }
-    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     if sshsig.is_armored(signature.sig):
         data = signature.sig.encode()  # what ssh-keygen -Y sign writes, byte for byte
+    else:
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "plan_id": plan_id,
+            "signature": attrs.asdict(signature),
+        }
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except FileExistsError:
