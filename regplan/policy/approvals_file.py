@@ -24,12 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-import jsonschema
-import yaml
-
 from regplan.errors import RegplanError
 from regplan.plans.rule import Rule, is_glob
-from regplan.policy.load import DocPath, Key, Placed, shared_anchor
+from regplan.policy import yamldoc
+from regplan.policy.yamldoc import DocPath
 from regplan.scan.layout import printable
 
 ENV = "REGPLAN_APPROVALS"
@@ -74,21 +72,7 @@ def read_stream(f: IO[bytes], file: str) -> Rule:
 
 def read(data: bytes, file: str) -> Rule:
     """The rule in ``data`` (the bytes of ``file``); RuleFileError lists every mistake."""
-    if len(data) > MAX_BYTES:
-        raise RuleFileError(file, [f"{file}: more than 64 KiB; an approval rule is a few lines"])
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise RuleFileError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
-    node, doc = _parse(text, file)
-    placed = Placed(node)
-    errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
-    if not errors:
-        errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
-    errors += placed.duplicates()
-    if errors:
-        lines = [f"{file}:{line}:{column}: {msg}" for line, column, msg in sorted(set(errors))]
-        raise RuleFileError(file, lines)
+    _, doc, _ = yamldoc.read(data, file, KIND, _meaning_errors)
     return Rule(
         required_approvals=int(doc["required_approvals"]),
         planners=tuple(doc["planners"]),
@@ -96,64 +80,6 @@ def read(data: bytes, file: str) -> Rule:
         planner_counts_as_approver=doc.get("planner_counts_as_approver", False),
         file=file,
     )
-
-
-def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
-    bad = next((i for i, c in enumerate(text) if not (c.isprintable() or c in "\t\n\r")), None)
-    if bad is not None:
-        line = text.count("\n", 0, bad) + 1
-        column = bad - text.rfind("\n", 0, bad)
-        name = f"U+{ord(text[bad]):04X}"
-        raise RuleFileError(file, [f"{file}:{line}:{column}: {name} is not allowed in a rule"])
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        doc = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        raise RuleFileError(file, [f"{where}: not YAML: {printable(str(e.problem))}"]) from None
-    except yaml.YAMLError as e:
-        raise RuleFileError(file, [f"{file}: not YAML: {printable(str(e))[:200]}"]) from None
-    except RecursionError:
-        raise RuleFileError(file, [f"{file}: nested too deeply to be a rule"]) from None
-    finally:
-        loader.dispose()
-    if node is None:
-        say = "empty; a rule has version: 1, required_approvals, planners and approvers"
-        raise RuleFileError(file, [f"{file}: {say}"])
-    shared = shared_anchor(node)
-    if shared is not None:
-        m = shared.start_mark
-        say = "anchors and aliases are not allowed"
-        raise RuleFileError(file, [f"{file}:{m.line + 1}:{m.column + 1}: {say}"])
-    return node, doc
-
-
-def _schema_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
-    validator = jsonschema.Draft202012Validator(schema())
-    for e in validator.iter_errors(doc):
-        path: DocPath = tuple(e.absolute_path)
-        where = _dotted(path)
-        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-            allowed = sorted(e.schema.get("properties", {}))
-            for k in sorted(set(e.instance) - set(allowed), key=str):
-                yield (
-                    (*path, Key(k)),
-                    f"{where}: unknown key {printable(str(k))!r} (expected one of: "
-                    f"{', '.join(allowed)})",
-                )
-        elif e.validator == "required":
-            yield path, f"{where}: {e.message.replace(' is a required property', ' is missing')}"
-        else:
-            yield path, f"{where}: {printable(e.message)[:200]}"
-
-
-def _dotted(path: DocPath) -> str:
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out or "the rule"
 
 
 def _meaning_errors(doc: dict[str, Any]) -> Iterator[tuple[DocPath, str]]:
@@ -171,3 +97,14 @@ def _meaning_errors(doc: dict[str, Any]) -> Iterator[tuple[DocPath, str]]:
             f"required_approvals: {doc['required_approvals']} but approvers names "
             f"{len(set(approvers))}: no plan could ever be applied",
         )
+
+
+KIND = yamldoc.Kind(
+    noun="rule",
+    limit=MAX_BYTES,
+    too_large="more than 64 KiB; an approval rule is a few lines",
+    empty="a rule has version: 1, required_approvals, planners and approvers",
+    refuse=RuleFileError,
+    schema=schema,
+    meaning_despite_schema=False,  # its meaning's checks take the schema's shape as given
+)

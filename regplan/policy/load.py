@@ -18,28 +18,15 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-import attrs
 import jsonschema
-import yaml
 
 from regplan.decide import patterns
 from regplan.decide.ages import parse_age
 from regplan.decide.policy import Keep, Policy, Registry, Rule
 from regplan.errors import PolicyError, SelectionError
+from regplan.policy import yamldoc
+from regplan.policy.yamldoc import DocPath, Key, Placed
 from regplan.scan.layout import printable
-
-
-@attrs.frozen
-class Key:
-    """A path's last step naming a mapping's key itself (an unknown key is written there)."""
-
-    name: object
-
-
-DocPath = tuple["str | int | Key", ...]
-"""Where in the document: mapping keys and sequence indexes, from the top."""
-Mistake = tuple[int, int, str]
-"""(line, column, message), both from 1: one line of PolicyError once the file is named."""
 
 
 @functools.cache
@@ -75,165 +62,33 @@ def read_stream(f: IO[bytes], file: str) -> Policy:
 
 def read(data: bytes, file: str) -> Policy:
     """The policy in ``data`` (the bytes of ``file``); PolicyError lists every mistake."""
-    if len(data) > MAX_BYTES:
-        raise PolicyError(file, [f"{file}: more than 1 MiB; a policy has at most 1 MiB"])
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise PolicyError(file, [f"{file}: not UTF-8 text (byte {e.start})"]) from None
-    node, doc = _parse(text, file)
-    placed = Placed(node)
-    errors = [placed.say(path, msg) for path, msg in _schema_errors(doc)]
-    errors += [placed.say(path, msg) for path, msg in _meaning_errors(doc)]
-    errors += placed.duplicates()
-    if errors:
-        lines = [f"{file}:{line}:{column}: {msg}" for line, column, msg in sorted(set(errors))]
-        raise PolicyError(file, lines)
+    text, doc, placed = yamldoc.read(data, file, KIND, _meaning_errors)
     return _policy(doc, placed, file, text, hashlib.sha256(data).hexdigest())
 
 
-def _parse(text: str, file: str) -> tuple[yaml.Node, Any]:
-    bad = next((i for i, c in enumerate(text) if not (c.isprintable() or c in "\t\n\r")), None)
-    if bad is not None:  # YAML allows none; say where, one line, without the character
-        line = text.count("\n", 0, bad) + 1
-        column = bad - text.rfind("\n", 0, bad)
-        name = f"U+{ord(text[bad]):04X}"
-        raise PolicyError(file, [f"{file}:{line}:{column}: {name} is not allowed in a policy"])
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        doc = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        what = printable(str(e.problem or e.context))
-        raise PolicyError(file, [f"{where}: not YAML: {what}"]) from None
-    except yaml.YAMLError as e:
-        what = printable(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        raise PolicyError(file, [f"{file}: not YAML: {what}"]) from None
-    except RecursionError:
-        raise PolicyError(file, [f"{file}: nested too deeply to be a policy"]) from None
-    finally:
-        loader.dispose()
-    if node is None:
-        raise PolicyError(file, [f"{file}: empty; a policy has version: 1 and rules"])
-    shared = shared_anchor(node)
-    if shared is not None:  # an alias: a few lines could stand for an exponential tree
-        m = shared.start_mark
-        raise PolicyError(
-            file, [f"{file}:{m.line + 1}:{m.column + 1}: anchors and aliases are not allowed"]
-        )
-    return node, doc
-
-
-def shared_anchor(root: yaml.Node) -> yaml.Node | None:
-    """The first node reached twice (an alias), walking each node once."""
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        if id(node) in seen:
-            return node
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            todo += [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            todo += node.value
+def _friendly(e: jsonschema.ValidationError, path: DocPath, where: str) -> str | None:
+    """A policy's own words for two schema errors (yamldoc's for the rest)."""
+    if e.validator == "anyOf" and isinstance(e.instance, dict):
+        return f"{where}: give keep (what it keeps of the tags it selects), untagged, or both"
+    if e.validator == "pattern" and "smhdw" in str(e.validator_value):
+        age = printable(str(e.instance))
+        return f"{where}: {age!r} is not an age (a number and a unit: s, m, h, d, w; 7d)"
     return None
 
 
-class Placed:
-    """The YAML nodes behind the document: where a path into it was written."""
-
-    def __init__(self, root: yaml.Node) -> None:
-        self.root = root
-
-    def node(self, path: DocPath) -> yaml.Node:
-        node = self.root
-        for i, step in enumerate(path):
-            last = i == len(path) - 1
-            if isinstance(node, yaml.MappingNode):
-                name = step.name if isinstance(step, Key) else step
-                pair = next((p for p in node.value if p[0].value == name), None)
-                if pair is None:
-                    break
-                node = pair[0] if isinstance(step, Key) and last else pair[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-                if step >= len(node.value):
-                    break
-                node = node.value[step]
-            else:
-                break
-        return node
-
-    def line(self, path: DocPath) -> int:
-        return int(self.node(path).start_mark.line) + 1
-
-    def say(self, path: DocPath, message: str) -> Mistake:
-        mark = self.node(path).start_mark
-        return mark.line + 1, mark.column + 1, message
-
-    def duplicates(self) -> list[Mistake]:
-        """A key given twice in one mapping (YAML keeps the last, silently)."""
-        out: list[Mistake] = []
-        for node in _mappings(self.root):
-            seen: set[object] = set()
-            for k, _ in node.value:
-                if k.value in seen:
-                    m = k.start_mark
-                    name = printable(str(k.value))
-                    out.append((m.line + 1, m.column + 1, f"{name!r} given twice"))
-                seen.add(k.value)
-        return out
-
-
-def _mappings(node: yaml.Node) -> Iterator[yaml.MappingNode]:
-    if isinstance(node, yaml.MappingNode):
-        yield node
-        for k, v in node.value:
-            yield from _mappings(k)
-            yield from _mappings(v)
-    elif isinstance(node, yaml.SequenceNode):
-        for v in node.value:
-            yield from _mappings(v)
-
-
-def _schema_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
-    validator = jsonschema.Draft202012Validator(schema())
-    for e in validator.iter_errors(doc):
-        path = tuple(e.absolute_path)
-        yield from _friendly(e, path)
-
-
-def _friendly(e: jsonschema.ValidationError, path: DocPath) -> Iterator[tuple[DocPath, str]]:
-    where = _dotted(path)
-    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-        allowed = sorted(e.schema.get("properties", {}))
-        for k in sorted(set(e.instance) - set(allowed), key=str):
-            yield (
-                (*path, Key(k)),
-                f"{where}: unknown key {printable(str(k))!r} (expected one of: "
-                f"{', '.join(allowed)})",
-            )
-        return
-    if e.validator == "anyOf" and isinstance(e.instance, dict):
-        yield path, f"{where}: give keep (what it keeps of the tags it selects), untagged, or both"
-        return
-    if e.validator == "required":
-        yield path, f"{where}: {e.message.replace(' is a required property', ' is missing')}"
-        return
-    if e.validator == "pattern" and "smhdw" in str(e.validator_value):
-        age = printable(str(e.instance))
-        yield path, f"{where}: {age!r} is not an age (a number and a unit: s, m, h, d, w; 7d)"
-        return
-    yield path, f"{where}: {printable(e.message)[:200]}"
-
-
 def _dotted(path: DocPath) -> str:
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out or "the policy"
+    return yamldoc.dotted(path, "policy")
+
+
+KIND = yamldoc.Kind(
+    noun="policy",
+    limit=MAX_BYTES,
+    too_large="more than 1 MiB; a policy has at most 1 MiB",
+    empty="a policy has version: 1 and rules",
+    refuse=PolicyError,
+    schema=schema,
+    friendly=_friendly,
+)
 
 
 def _meaning_errors(doc: Any) -> Iterator[tuple[DocPath, str]]:
