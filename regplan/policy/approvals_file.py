@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from regplan.errors import RegplanError
 from regplan.plans.rule import Rule, is_glob
@@ -55,19 +55,7 @@ def schema() -> dict[str, Any]:
 def read_file(path: Path) -> Rule:
     """The rule in the file at ``path`` (a FIFO or a device is read to the cap, never
     without end)."""
-    try:
-        with path.open("rb") as f:
-            return read_stream(f, str(path))
-    except OSError as e:
-        raise RuleFileError(str(path), [f"{path}: {e.strerror}"]) from None
-
-
-def read_stream(f: IO[bytes], file: str) -> Rule:
-    try:
-        data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise RuleFileError(file, [f"{file}: {e.strerror}"]) from None
-    return read(data, file)
+    return read(yamldoc.data_of_file(path, KIND), str(path))
 
 
 def read(data: bytes, file: str) -> Rule:

@@ -36,28 +36,17 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def read_file(path: Path) -> Policy:
-    """The policy in the file at ``path`` (of which ``read_stream`` reads at most the cap)."""
-    try:
-        with path.open("rb") as f:
-            return read_stream(f, str(path))
-    except OSError as e:
-        raise PolicyError(str(path), [f"{path}: {e.strerror}"]) from None
-
-
 MAX_BYTES = 1 << 20
 """A policy larger than this is not one (the plan holds its whole text)."""
 
 
+def read_file(path: Path) -> Policy:
+    return read(yamldoc.data_of_file(path, KIND), str(path))
+
+
 def read_stream(f: IO[bytes], file: str) -> Policy:
-    """The policy read from ``f``: a file, a device (``/dev/zero``) or a pipe (stdin)
-    alike, never more than ``MAX_BYTES`` and one byte of it, so that what has no end,
-    or a huge file, is refused without being held."""
-    try:
-        data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise PolicyError(file, [f"{file}: {e.strerror}"]) from None
-    return read(data, file)
+    """The policy read from ``f`` (a file, a device or a pipe: at most the cap)."""
+    return read(yamldoc.data_of_stream(f, file, KIND), file)
 
 
 def read(data: bytes, file: str) -> Policy:

@@ -10,7 +10,8 @@ their documents are; this reads them alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import attrs
 import jsonschema
@@ -58,6 +59,25 @@ class Kind:
     meaning_despite_schema: bool = True
     """Check the meaning even when the schema found mistakes (the meaning's checks
     must then take any shape)."""
+
+
+def data_of_file(path: Path, kind: Kind) -> bytes:
+    """The bytes of the file at ``path`` (of which ``data_of_stream`` reads at most the cap)."""
+    try:
+        with path.open("rb") as f:
+            return data_of_stream(f, str(path), kind)
+    except OSError as e:
+        raise kind.refuse(str(path), [f"{path}: {e.strerror}"]) from None
+
+
+def data_of_stream(f: IO[bytes], file: str, kind: Kind) -> bytes:
+    """What ``f`` holds: a file, a device (``/dev/zero``) or a pipe (stdin) alike, never
+    more than the kind's limit and one byte of it, so that what has no end, or a huge
+    file, is refused without being held."""
+    try:
+        return f.read(kind.limit + 1)
+    except OSError as e:
+        raise kind.refuse(file, [f"{file}: {e.strerror}"]) from None
 
 
 def read(data: bytes, file: str, kind: Kind, meaning: Meaning) -> tuple[str, Any, Placed]:
