@@ -92,8 +92,17 @@ class Draft:
             "images": found.count,
         }
         self.sign = sign
-        """The planner's signature of a body digest: a header that pins a Parquet
-        body (``write_plan(body=...)``) is signed again."""
+        """The planner's signature of a body digest, made once: over the lists in the
+        JSON (``sign_in_json``), or over a header that pins a Parquet body."""
+
+    def sign_in_json(self) -> None:
+        """Sign the plan as the JSON holds its lists (once: a signed draft stays as is)."""
+        if self.header.signatures:
+            return
+        if self.sign is None:
+            raise PlanWriteError("the plan is not signed: no key")
+        body = codec.hex_sha256(codec.stream_body_chunks(self.header, self.raw_lists()))
+        self.header = attrs.evolve(self.header, signatures=(self.sign(body),))
 
     def targets(self) -> Iterator[Target]:
         for i, t in enumerate(self._spooled.targets.targets()):
@@ -154,13 +163,13 @@ def make_plan(
     traits: Traits | None = None,
     memory: str | None = None,
     listing: ListingRecord | None = None,
+    body: str = "json",
 ) -> Draft:
-    """Scan the storage and return the signed plan for ``selection`` (``traits``: what the
-    registry makes of the tree; ``memory``: the mark's limit; ``listing``: plan --listing's).
-
-    The targets are spooled as they are decided (``regplan.plans.spool``) and read in
-    passes: memory does not grow with them. The inventory is dropped before the passes.
-    """
+    """Scan the storage and return the plan for ``selection`` (``traits``: what the
+    registry makes of the tree; ``memory``: the mark's limit; ``listing``: plan --listing's),
+    signed unless ``body`` puts its lists in a Parquet file, which ``write_plan`` signs as
+    it pins it (one signature: one touch of a hardware key). The targets are spooled as
+    they are decided and read in passes; the inventory is dropped before the passes."""
     inventory = location.read(
         storage, progress=progress, created=selection.created, mtimes=selection.ages
     )
@@ -194,12 +203,12 @@ def make_plan(
         )
         sign = functools.partial(signing.sign_body, key=key, role="planner", signer=signer, now=now)
         draft = Draft(header, spooled, found, digests, sign)
-        signature = sign(codec.hex_sha256(codec.stream_body_chunks(header, draft.raw_lists())))
+        if not planbody.chosen(body, header.summary.targets):
+            draft.sign_in_json()
     except BaseException:
         spooled.targets.close()
         found.close()
         raise
-    draft.header = attrs.evolve(header, signatures=(signature,))
     log.debug("plan %s: %d targets", header.plan_id, header.summary.targets)
     return draft
 
@@ -290,6 +299,7 @@ def write_plan(plan: Plan | Draft, path: Path, *, body: str = "json") -> None:
     elif planbody.chosen(body, plan.counts["targets"]):
         _write_with_body(plan, path)
     else:
+        plan.sign_in_json()
         _write_chunks(codec.raw_pretty_chunks(plan.header, plan.raw_lists()), path)
 
 

@@ -24,6 +24,7 @@ from regplan.demo.samples import build_demo
 from regplan.errors import PlanFormatError
 from regplan.plans import body as planbody
 from regplan.plans.planfile import PlanStream
+from regplan.plans.sshkeys import SshKey
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.objects import objscan
 from regplan.storage.seam import Store
@@ -302,3 +303,31 @@ def test_a_snapshot_reads_the_body_it_checked(demo_root: Path, key: Path, tmp_pa
         assert b"".join(snap.body.copy()) != theirs
         with pytest.raises(PlanFormatError, match="changed while it was read"):
             b"".join(plain.body.copy())
+
+
+def test_a_plan_with_a_parquet_body_is_signed_once(demo_root: Path, tmp_path: Path) -> None:
+    """One signature whatever the body: a hardware key is touched once per plan."""
+    made = run("keygen", str(tmp_path / "s"), "--ssh", "--comment", "alice@ops")
+    assert made.exit_code == 0, made.output
+    key, name = load_key(str(tmp_path / "s"), None)
+    assert isinstance(key, SshKey)
+    signed: list[bytes] = []
+
+    def sign_data(data: bytes) -> bytes:
+        signed.append(data)
+        return key.sign_data(data)
+
+    counting = attrs.evolve(key, sign_data=sign_data)
+    for body in ("parquet", "json"):
+        signed.clear()
+        with workflow.make_plan(
+            storage=FsStorage.locate(demo_root),
+            selection=selection(("team/app:v1",), ("team/*",)),
+            argv=["regplan", "plan"],
+            key=counting,
+            signer=name,
+            now=datetime.now(UTC).replace(microsecond=0),
+            body=body,
+        ) as draft:
+            workflow.write_plan(draft, tmp_path / f"{body}.plan.json", body=body)
+        assert len(signed) == 1, body

@@ -239,6 +239,7 @@ def plan(
             traits=traits,
             memory=memory_limit,
             listing=record,
+            body=body,
         )
     path = output or Path("plans") / f"{workflow.timestamp(t)}.plan.json"
     with made:
