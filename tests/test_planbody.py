@@ -183,6 +183,8 @@ def test_plan_body_option(demo_root: Path, key: Path, tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert (out.parent / "x.plan.body.parquet").exists() == parquet
         assert ("body" in json.loads(out.read_text())) == parquet
+        said = f"Its lists are in {out.parent / 'x.plan.body.parquet'}, pinned by the plan"
+        assert (said in r.output) == parquet
         assert run("verify", str(out), "--trust", f"{key}.pub").exit_code == 0
     assert planbody.chosen("auto", planbody.AUTO_TARGETS + 1)
     assert not planbody.chosen("auto", planbody.AUTO_TARGETS)

@@ -245,7 +245,9 @@ def plan(
     with made:
         workflow.write_plan(made, path, body=body)
     header, counts = made.header, made.counts
-    _report_written(header, counts, path, as_json=as_json, quiet=quiet)
+    beside = path.with_name(planbody.name_for(path))
+    body_path = beside if planbody.chosen(body, header.summary.targets) else None
+    _report_written(header, counts, path, body_path, as_json=as_json, quiet=quiet)
     s = header.summary
     if detailed_exitcode and s.targets:
         ctx.exit(2)
@@ -270,7 +272,13 @@ def _listed(
 
 
 def _report_written(
-    header: Plan, counts: Mapping[str, int], path: Path, *, as_json: bool, quiet: bool
+    header: Plan,
+    counts: Mapping[str, int],
+    path: Path,
+    body: Path | None,
+    *,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """What ``plan`` says once the file is written (warnings go to stderr; ``quiet``:
     only they, or the JSON asked for)."""
@@ -285,6 +293,7 @@ def _report_written(
             {
                 "plan_id": header.plan_id,
                 "path": str(path),
+                **({"body": str(body)} if body is not None else {}),
                 "targets": s.targets,
                 "bytes": s.bytes,
                 "kept": counts["kept"],
@@ -298,6 +307,8 @@ def _report_written(
         f"Plan {header.plan_id} written to {path}: {s.targets} directories to remove, "
         f"{render.human_bytes(s.bytes)}; {counts['kept']} kept; {counts['problems']} problems."
     )
+    if body is not None:
+        click.echo(f"Its lists are in {body}, pinned by the plan: keep the two files together.")
     click.echo(f"Review it with: regplan show {path}")
 
 
