@@ -191,7 +191,7 @@ class Body:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             f.close()
             raise PlanFormatError(f"cannot read plan body {path}: not a regular file")
-        return cls(_copied(f, path) if snapshot else f, pin, source)
+        return cls(copy_aside(f, f"plan body {path}") if snapshot else f, pin, source)
 
     @classmethod
     def of_file(cls, f: IO[bytes], pin: Mapping[str, Any], source: str) -> Body:
@@ -284,19 +284,20 @@ def _hash_fd(fd: int) -> str:
     return h.hexdigest()
 
 
-def _copied(original: IO[bytes], path: Path) -> IO[bytes]:
-    """A private copy of ``original`` (closed): an unnamed file in the temporary folder."""
+def copy_aside(original: IO[bytes], what: str) -> IO[bytes]:
+    """A private copy of ``original`` (closed): an unnamed file in the temporary folder
+    that only this process holds (``what`` names the file in a refusal)."""
     with original:
         try:
             copy = tempfile.TemporaryFile(prefix="regplan-")  # noqa: SIM115 (returned open)
         except OSError as e:
-            raise PlanFormatError(f"cannot copy plan body {path} aside: {e.strerror}") from None
+            raise PlanFormatError(f"cannot copy {what} aside: {e.strerror}") from None
         try:
             shutil.copyfileobj(original, copy, 1 << 20)
             copy.flush()
         except OSError as e:
             copy.close()
-            raise PlanFormatError(f"cannot copy plan body {path} aside: {e.strerror}") from None
+            raise PlanFormatError(f"cannot copy {what} aside: {e.strerror}") from None
     return copy
 
 

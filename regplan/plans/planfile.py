@@ -28,9 +28,7 @@ import functools
 import hashlib
 import itertools
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -97,7 +95,7 @@ class PlanStream:
         self.source = str(path)
         self._file = _open(path, follow=follow)
         if snapshot:
-            self._file = _snapshot(self._file, path)
+            self._file = planbody.copy_aside(self._file, f"plan {path}")
         self._load(lambda pin: planbody.Body.beside(path, pin, self.source, snapshot=snapshot))
 
     @classmethod
@@ -318,22 +316,6 @@ def _json_error(source: str, e: Exception) -> PlanFormatError:
     if "invalid bytes in UTF8" in first:
         return PlanFormatError(f"{source}: not UTF-8 ({first})")
     return PlanFormatError(f"{source}: not JSON ({first})")
-
-
-def _snapshot(original: IO[bytes], path: Path) -> IO[bytes]:
-    """A private copy of ``original`` (closed): an unnamed file in the temporary folder."""
-    with original:
-        try:
-            copy = tempfile.TemporaryFile()  # noqa: SIM115 (returned open: the stream holds it)
-        except OSError as e:
-            raise PlanFormatError(f"cannot copy plan {path} aside: {e.strerror}") from None
-        try:
-            shutil.copyfileobj(original, copy, 1 << 20)
-            copy.flush()
-        except OSError as e:
-            copy.close()
-            raise PlanFormatError(f"cannot copy plan {path} aside: {e.strerror}") from None
-    return copy
 
 
 def _open(path: Path, *, follow: bool) -> IO[bytes]:
