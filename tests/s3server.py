@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from regplan.demo.samples import build_demo
+from regplan.storage.objects import objscan
 from regplan.storage.s3.bucket import Credentials, S3Bucket, S3Storage
 from tests import procs
 
@@ -137,3 +139,17 @@ def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def demo_bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
+    """The demo registry in a new bucket on moto; the AWS environment points at the server
+    and the manifest cache is the test's own."""
+    storage = s3server.storage()
+    build_demo(tmp_path / "fs")
+    upload_tree(tmp_path / "fs", storage)
+    for k, v in s3server.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
+    return storage

@@ -12,25 +12,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from regplan.cli import cli
-from regplan.demo.samples import build_demo
-from regplan.storage.objects import objscan
 from regplan.storage.s3.bucket import S3Storage
 from tests.helpers import write_keys
-from tests.s3server import S3Server
-from tests.s3server import upload_tree as upload_to_s3
 
 
 @pytest.fixture
-def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
-    """The demo registry in a new bucket on moto, the AWS environment pointing at it."""
-    storage = s3server.storage()
-    build_demo(tmp_path / "fs")
-    upload_to_s3(tmp_path / "fs", storage)
-    for k, v in s3server.env().items():
-        if k.startswith("AWS_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
-    return storage
+def bucket(demo_bucket: S3Storage) -> S3Storage:
+    return demo_bucket
 
 
 def run(*args: str) -> Result:

@@ -354,17 +354,8 @@ def test_rollback_over_a_re_pushed_tag_keeps_it_and_the_original(
 
 
 @pytest.fixture
-def bucket(s3server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
-    """The demo registry in a new bucket on moto; the AWS environment points at the server
-    and the manifest cache is the test's own."""
-    storage = s3server.storage()
-    build_demo(tmp_path / "fs")
-    upload_to_s3(tmp_path / "fs", storage)
-    for k, v in s3server.env().items():
-        if k.startswith("AWS_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
-    return storage
+def bucket(demo_bucket: S3Storage) -> S3Storage:
+    return demo_bucket
 
 
 def run(*args: str) -> Result:
