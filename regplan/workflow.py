@@ -7,6 +7,7 @@ plans/approvals.py's).
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import functools
@@ -215,12 +216,21 @@ def make_plan(
 
 def _digests(inventory: Inventory, spooled: Spooled) -> bytes:
     """Each target's digest (scan.identity), 32 bytes each, in plan order; made in the
-    order of the tree's parts, so each part is unpacked once (the tree keeps one)."""
+    order of the tree's parts, so each part is unpacked once (the tree keeps one). Each
+    part's targets are numbered in an array: no sort key per target (at 1M files,
+    sorting them by (part, path) was the plan's peak). What the mark's database freed
+    goes back to the system first: this pass comes on top."""
+    _give_back_freed_memory()
     paths = [t.path for t in spooled.targets.targets()]
+    by_part: dict[str, array.array[int]] = {}
+    for i, path in enumerate(paths):
+        by_part.setdefault(part_of(path), array.array("L")).append(i)
     out = bytearray(32 * len(paths))
-    for i in sorted(range(len(paths)), key=lambda i: (part_of(paths[i]), paths[i])):
-        digest = identity.of_target(inventory, paths[i]).removeprefix(identity.PREFIX)
-        out[32 * i : 32 * i + 32] = bytes.fromhex(digest)
+    for part in sorted(by_part):
+        for i in by_part.pop(part):
+            digest = identity.of_target(inventory, paths[i]).removeprefix(identity.PREFIX)
+            out[32 * i : 32 * i + 32] = bytes.fromhex(digest)
+    del paths
     return bytes(out)
 
 

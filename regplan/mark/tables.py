@@ -24,18 +24,39 @@ from regplan.mark import sql
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import Digest
 
+READ_BUFFER = 1 << 18
+"""Bytes the table loader reads at a time (DuckDB's default, 32 MiB, was its peak)."""
+FLOOR = 64 << 20
+"""The mark's memory limit at least: what its steps' joins need at a time (48 MiB was too
+little for the 250k bench tree's)."""
+CELL = 56
+"""Bytes a digest takes in a table (32 of its own, a string's 16, a row's share of the
+rest), measured: 26 MiB for the 250k bench tree, 103 MiB for the 1M one."""
 BATCH = 4096
 """Rows of a long answer read back at a time."""
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
-def default_memory_limit() -> str:
-    """A quarter of the machine's memory, at least 256 MiB."""
+def default_memory_limit(inv: Inventory | None = None) -> str:
+    """Sized to the inventory: a floor for the steps' joins plus half of what its tables
+    hold (past that they spill to the database's folder), at most a quarter of the
+    machine's memory. Holding all of them beside the inventory raised the plan's peak
+    past the release before the SQL mark (docs/scale.md)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         total = 4 << 30
-    return f"{max(256, total // 4 >> 20)}MiB"
+    cap = max(FLOOR, total // 4)
+    held = 0 if inv is None else CELL * cells(inv)
+    return f"{min(cap, FLOOR + held // 2) >> 20}MiB"
+
+
+def cells(inv: Inventory) -> int:
+    """How many digests the static tables (sql.STATIC) hold."""
+    n = len(inv.blobs) + sum(len(m.blobs) * 2 for m in inv.manifests.values())
+    for repo in inv.repositories.values():
+        n += len(repo.revisions) + len(repo.layers) + len(repo.tags)
+    return n
 
 
 def memory_limit(text: str) -> str:
@@ -60,10 +81,11 @@ class Mark:
             self._db = duckdb.connect(
                 ":memory:",
                 config={
-                    "memory_limit": limit or default_memory_limit(),
+                    "memory_limit": limit or default_memory_limit(inv),
                     "temp_directory": self._tmp,
                     "threads": 1,
                     "preserve_insertion_order": False,
+                    "allocator_flush_threshold": "1MiB",  # give back what a step freed
                 },
             )
         except duckdb.Error as e:
@@ -134,7 +156,8 @@ class Mark:
             )
             self._db.execute(
                 f"INSERT INTO {table} ({names}) SELECT {values} FROM read_csv(?, "  # noqa: S608
-                f"delim='\t', header=false, quote='', escape='', columns={{{columns}}})",
+                f"delim='\t', header=false, quote='', escape='', columns={{{columns}}}, "
+                f"buffer_size={READ_BUFFER}, max_line_size={READ_BUFFER})",
                 [str(path)],
             )
         except OSError as e:
