@@ -20,7 +20,7 @@ from regplan.storage.listing.listed import Listing, listed
 from regplan.storage.objects.memory import MemoryBucket, MemoryStorage
 from tests.buckets import Counting, InMemory, upload_tree
 from tests.helpers import KEY, NOW, drafted
-from tests.inventories import rows_of, s3_inventory
+from tests.inventories import azure_inventory, blobs_of, gcs_inventory, rows_of, s3_inventory
 
 SELECTIONS = {
     "untagged-gc": Selection(untagged=("*",), gc=True),
@@ -85,6 +85,106 @@ def test_a_plan_from_an_s3_inventory_report_is_the_scans(
         assert _decided(got) == _decided(drafted(storage=storage, selection=sel))
     assert counting.counts["get"] < 40  # manifests only: every link proven by its ETag
     assert counting.counts["objects"] == counting.counts["folders"] == 0
+
+
+def _cloud_report(bucket: MemoryBucket, folder: Path, fmt: str, taken: float) -> Path:
+    """The Azure or GCS inventory report of ``bucket`` (by its flavour)."""
+    name = bucket.storage.container
+    if bucket.flavour.driver == "azure":
+        return azure_inventory(blobs_of(bucket), folder, container=name, started=taken, fmt=fmt)
+    return gcs_inventory(blobs_of(bucket), folder, bucket=name, taken=taken, fmt=fmt)
+
+
+@pytest.mark.parametrize("flavour", ["azure", "gcs"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_plan_from_an_azure_or_gcs_inventory_is_the_scans(
+    demo_root: Path, tmp_path: Path, flavour: str, fmt: str
+) -> None:
+    """An Azure Blob Inventory run (an account's report: another container's blob and
+    a snapshot in it too) or a GCS Storage Insights report: links are proven from
+    Content-MD5 / md5Hash as a listing of the bucket proves them."""
+    bucket = MemoryBucket(flavour, clock=lambda: NOW.timestamp() - 86400)
+    upload_tree(demo_root, bucket)
+    storage = bucket.storage
+    manifest = _cloud_report(bucket, tmp_path / "inv", fmt, NOW.timestamp())
+    counting = Counting(bucket)
+    for sel in SELECTIONS.values():
+        with Listing(manifest, storage) as listing:
+            assert listing.source.format == f"{flavour}-inventory"
+            assert listing.source.listed_at == NOW.timestamp()
+            assert listing.count == len(bucket.snapshot(""))
+            got = drafted(storage=listed(storage.opening(counting), listing), selection=sel)
+        assert _decided(got) == _decided(drafted(storage=storage, selection=sel))
+    assert counting.counts["get"] < 40  # manifests only: every link proven by its MD5
+    assert counting.counts["objects"] == counting.counts["folders"] == 0
+
+
+@pytest.mark.parametrize(
+    ("flavour", "change", "said"),
+    [
+        ("azure", {"status": "Pending"}, "is 'Pending', not Succeeded"),
+        ("azure", {"ruleDefinition": {"format": "csv", "objectType": "container"}}, "'container'"),
+        ("azure", {"inventoryStartTime": "soon"}, "its inventoryStartTime 'soon' is not a time"),
+        ("azure", {"files": [{"blob": "x.csv"}]}, "not an Azure Blob Inventory manifest"),
+        ("azure", {"files": [{"blob": "gone.csv", "size": 1}]}, "gone.csv is not beside it"),
+        ("gcs", {"shard_count": 2}, "its shard_count 2 is not the 1 shards named"),
+        ("gcs", {"snapshot_time": None}, "its snapshot_time 'None' is not a time"),
+        ("gcs", {"report_shards_file_names": "x"}, "report_shards_file_names is no list"),
+        ("gcs", {"report_config": []}, "not a GCS inventory manifest"),
+    ],
+)
+def test_an_azure_or_gcs_manifest_regplan_cannot_read_is_refused(
+    demo_root: Path, tmp_path: Path, flavour: str, change: dict[str, object], said: str
+) -> None:
+    bucket = MemoryBucket(flavour)
+    upload_tree(demo_root, bucket)
+    manifest = _cloud_report(bucket, tmp_path, "csv", 0)
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **change}))
+    manifest.with_name("regplan-rule-manifest.checksum").unlink(missing_ok=True)
+    with pytest.raises(StorageError, match=said) as e:
+        Listing(manifest, bucket.storage)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("flavour", "damage", "said"),
+    [
+        ("azure", "data", "its size is not the manifest's"),
+        ("azure", "manifest", "its MD5 is not its checksum file's"),
+        ("azure", "md5", "cannot read it as a listing"),
+        ("gcs", "md5", "cannot read it as a listing"),
+        ("gcs", "bucket", "lists bucket 'other'"),
+    ],
+)
+def test_a_damaged_azure_or_gcs_report_is_refused(
+    demo_root: Path, tmp_path: Path, flavour: str, damage: str, said: str
+) -> None:
+    """A data file or manifest that is not the run's, a Content-MD5 / md5Hash that is
+    no base64, a report of another bucket: one line each."""
+    bucket = MemoryBucket(flavour)
+    upload_tree(demo_root, bucket)
+    manifest = _cloud_report(bucket, tmp_path, "csv", 0)
+    data = next(p for p in manifest.parent.iterdir() if p.suffix == ".csv")
+    if damage == "data":
+        data.write_bytes(data.read_bytes() + b"\n")
+    elif damage == "manifest":
+        manifest.write_text(manifest.read_text().replace('"Succeeded"', '"Succeeded" '))
+    elif damage == "md5":
+        lines = data.read_text().splitlines()
+        b64 = next(c for c in lines[1].split(",") if c.endswith("="))
+        data.write_text("\n".join([lines[0], lines[1].replace(b64, "!!"), *lines[2:]]) + "\n")
+        if flavour == "azure":
+            text = manifest.read_text()
+            size = json.loads(text)["files"][0]["size"]
+            manifest.write_text(text.replace(f'"size": {size}', f'"size": {data.stat().st_size}'))
+            manifest.with_name("regplan-rule-manifest.checksum").unlink()
+    else:
+        report = json.loads(manifest.read_text())
+        report["report_config"]["objectMetadataReportOptions"]["storageFilters"]["bucket"] = "other"
+        manifest.write_text(json.dumps(report))
+    with pytest.raises(StorageError, match=said) as e:
+        Listing(manifest, bucket.storage)
+    assert "\n" not in str(e.value)
 
 
 def test_an_inventory_of_another_bucket_is_refused(bucket: MemoryBucket, tmp_path: Path) -> None:

@@ -54,7 +54,9 @@ class Listing:
         )
         self._lock = threading.Lock()
         try:
-            self.source = source.read(path, self._db)
+            record = storage.record()
+            mine = record.get("bucket") or record.get("container")
+            self.source = source.read(path, self._db, container=mine)
             self._check_bucket(storage)
             root = storage.rootdirectory
             within = "WHERE key >= ? AND key < ?" if root else "WHERE key IS NOT NULL"
