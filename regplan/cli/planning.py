@@ -165,9 +165,10 @@ def _memory_limit(_ctx: click.Context, _param: click.Parameter, value: str | Non
     "--listing",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="PATH",
-    help="Plan from this listing of the bucket instead of listing it: an S3 Inventory "
-    "manifest.json, regplan list's Parquet, or a Parquet/CSV of key, size, last_modified, "
-    "etag[, content]. With --gc, --gc-min-age must be at least the listing's age.",
+    help="Plan from this listing of the bucket instead of listing it: an inventory "
+    "report's manifest (S3's manifest.json, Azure's <rule>-manifest.json, GCS's "
+    "<config>_<time>_manifest.json), regplan list's Parquet, or a Parquet/CSV of key, size, "
+    "last_modified, etag[, content]. With --gc, --gc-min-age must be at least the listing's age.",
 )
 @click.option(
     "--memory-limit",
