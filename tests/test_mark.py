@@ -4,6 +4,7 @@ that spills instead of failing, and its folder gone after."""
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -98,3 +99,18 @@ def test_plan_refuses_a_memory_limit_that_is_no_size(demo_root: Path, tmp_path: 
     assert "not a size" in made.output
     made = runner.invoke(cli, [*args, "--memory-limit", "64MiB", "-o", str(tmp_path / "p")])
     assert made.exit_code == 0, made.output
+
+
+def test_the_default_memory_limit_is_sized_to_the_inventory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """64 MiB for the steps' joins, plus half of what the tables hold (the rest spills),
+    never more than a quarter of the machine's memory."""
+    inventory = _gc_inventory([Digest(f"sha256:{n:064x}") for n in range(64)])
+    assert tables.cells(inventory) == 64
+    assert tables.default_memory_limit() == "64MiB"
+    monkeypatch.setattr(tables, "CELL", 1 << 20)  # a MiB a digest: the tables hold 64 MiB
+    assert tables.default_memory_limit(inventory) == "96MiB"
+    monkeypatch.setattr(tables, "CELL", 1 << 40)
+    quarter = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    assert tables.default_memory_limit(inventory) == f"{max(64 << 20, quarter) >> 20}MiB"

@@ -175,7 +175,7 @@ def _memory_limit(_ctx: click.Context, _param: click.Parameter, value: str | Non
     metavar="SIZE",
     callback=_memory_limit,
     help="The mark and sweep's memory (512MiB, 2GB); past it, it spills to TMPDIR. "
-    "[default: a quarter of this machine's memory]",
+    "[default: 64MiB plus half of the mark's tables, at most a quarter of this machine's]",
 )
 @click.option(
     "--body",
