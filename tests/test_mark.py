@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from regplan.cli import cli
 from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved
+from regplan.errors import SpoolError
 from regplan.mark import tables
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import Digest, blob_dir
@@ -114,3 +115,21 @@ def test_the_default_memory_limit_is_sized_to_the_inventory(
     monkeypatch.setattr(tables, "CELL", 1 << 40)
     quarter = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     assert tables.default_memory_limit(inventory) == f"{max(64 << 20, quarter) >> 20}MiB"
+
+
+@pytest.mark.parametrize("limit", [None, "64MiB"])
+def test_a_step_out_of_memory_runs_again_under_the_machines_limit_unless_one_was_given(
+    limit: str | None,
+) -> None:
+    """The default limit is an estimate: a step that runs out of memory under it runs
+    again under a quarter of the machine's memory, with the same answer. A limit the
+    user gave is kept: the step fails, one line, no traceback."""
+    digests = [Digest(f"sha256:{n:064x}") for n in range(20_000)]
+    with tables.Mark(_gc_inventory(digests), limit=limit) as mark:
+        mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
+        mark._db.execute("SET memory_limit = '256KiB'")  # far below what the tables hold
+        if limit is None:
+            assert sorted(mark.unheld()) == sorted(digests)
+        else:
+            with pytest.raises(SpoolError, match="the mark and sweep failed: Out of Memory"):
+                list(mark.unheld())

@@ -37,18 +37,23 @@ BATCH = 4096
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
-def default_memory_limit(inv: Inventory | None = None) -> str:
-    """Sized to the inventory: a floor for the steps' joins plus half of what its tables
-    hold (past that they spill to the database's folder), at most a quarter of the
-    machine's memory. Holding all of them beside the inventory raised the plan's peak
-    past the release before the SQL mark (docs/scale.md)."""
+def machine_limit() -> int:
+    """A quarter of the machine's memory (bytes), at least FLOOR."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         total = 4 << 30
-    cap = max(FLOOR, total // 4)
+    return max(FLOOR, total // 4)
+
+
+def default_memory_limit(inv: Inventory | None = None) -> str:
+    """Sized to the inventory: a floor for the steps' joins plus half of what its tables
+    hold (past that they spill to the database's folder), at most machine_limit().
+    Holding all of them beside the inventory raised the plan's peak past the release
+    before the SQL mark (docs/scale.md). A step that runs out of memory under it runs
+    again under machine_limit() (Mark._fetch)."""
     held = 0 if inv is None else CELL * cells(inv)
-    return f"{min(cap, FLOOR + held // 2) >> 20}MiB"
+    return f"{min(machine_limit(), FLOOR + held // 2) >> 20}MiB"
 
 
 def cells(inv: Inventory) -> int:
@@ -91,6 +96,8 @@ class Mark:
         except duckdb.Error as e:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise SpoolError(f"cannot start the mark's database: {e}") from None
+        self._may_grow = limit is None
+        """An explicit limit is the user's; the default one may grow once (_fetch)."""
         self.ids = {name: i for i, name in enumerate(inv.repositories)}
         self.tags: list[tuple[str, str]] = []
         """A tag's number in ``tagcur`` -> (repository, tag)."""
@@ -186,12 +193,26 @@ class Mark:
 
     # -- the steps ----------------------------------------------------------
 
-    def _rows(self, query: str) -> list[tuple[Any, ...]]:
+    def _fetch(self, query: str, n: int | None) -> tuple[Any, list[tuple[Any, ...]]]:
+        """Run ``query``: its result and its first ``n`` rows (all with None). Under the
+        default limit, a step that runs out of memory runs again under machine_limit()
+        (the sized limit is an estimate: at 1M files, 80 MiB was too little)."""
         try:
-            rows: list[tuple[Any, ...]] = self._db.execute(query).fetchall()
+            try:
+                result = self._db.execute(query)
+                return result, result.fetchall() if n is None else result.fetchmany(n)
+            except duckdb.OutOfMemoryException:
+                if not self._may_grow:
+                    raise
+                self._may_grow = False
+                self._db.execute(f"SET memory_limit = '{machine_limit() >> 20}MiB'")
+                result = self._db.execute(query)
+                return result, result.fetchall() if n is None else result.fetchmany(n)
         except duckdb.Error as e:
             raise SpoolError(f"the mark and sweep failed: {e}") from None
-        return rows
+
+    def _rows(self, query: str) -> list[tuple[Any, ...]]:
+        return self._fetch(query, None)[1]
 
     def needed_links(
         self, asked: Iterable[tuple[str, Digest]]
@@ -224,9 +245,10 @@ class Mark:
     def unheld(self) -> Iterator[Digest]:
         """--gc: every blob nothing that stays references, but those the request freed
         (in no order; a batch at a time: there may be millions)."""
+        result, batch = self._fetch(sql.UNHELD, BATCH)
         try:
-            result = self._db.execute(sql.UNHELD)
-            while batch := result.fetchmany(BATCH):
+            while batch:
                 yield from (undigest(b) for (b,) in batch)
+                batch = result.fetchmany(BATCH)
         except duckdb.Error as e:
             raise SpoolError(f"the mark and sweep failed: {e}") from None
