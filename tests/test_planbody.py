@@ -20,16 +20,15 @@ from regplan.changes import applies
 from regplan.changes.records import ApplyRecord, State
 from regplan.cli import cli
 from regplan.cli.base import load_key
-from regplan.demo.samples import build_demo
 from regplan.errors import PlanFormatError
 from regplan.plans import body as planbody
 from regplan.plans.planfile import PlanStream
 from regplan.plans.sshkeys import SshKey
 from regplan.storage.fs.fsstorage import FsStorage
-from regplan.storage.objects import objscan
+from regplan.storage.s3.bucket import S3Storage
 from regplan.storage.seam import Store
 from tests.helpers import content_hashes, selection
-from tests.s3server import S3Server, objects, upload_tree
+from tests.s3server import objects
 from tests.test_seam import STORES
 
 
@@ -258,17 +257,11 @@ def test_the_schema_describes_a_parquet_plan(demo_root: Path, key: Path, tmp_pat
 
 
 def test_apply_and_rollback_on_s3_keep_the_body_in_the_bucket(
-    s3server: S3Server, key: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_bucket: S3Storage, key: Path, tmp_path: Path
 ) -> None:
     """On moto, through the CLI: the body goes into the bucket's state with the plan,
     and rollback reads it back from there."""
-    storage = s3server.storage()
-    build_demo(tmp_path / "fs")
-    upload_tree(tmp_path / "fs", storage)
-    for k, v in s3server.env().items():
-        if k.startswith("AWS_"):
-            monkeypatch.setenv(k, v)
-    monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
+    storage = demo_bucket
     before = objects(storage)
     p = tmp_path / "p.plan.json"
     made = run("plan", "--root", storage.root, "--key", str(key), "-o", str(p), "-q",
