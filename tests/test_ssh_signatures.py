@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -222,6 +223,13 @@ def test_an_agent_that_is_absent_or_lacks_the_key_is_one_line(
                env={"SSH_AUTH_SOCK": str(keys.base / "no.sock")})  # fmt: skip
     assert gone.exit_code == 1
     assert gone.output.count("\n") == 1 and "no ssh-agent at" in gone.output
+    stale = keys.base / "stale.sock"  # an agent that died: its socket file stays
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(stale))
+    refused = run("approve", str(plan), "--key", f"{keys.bob}.pub", *trust,
+                  env={"SSH_AUTH_SOCK": str(stale)})  # fmt: skip
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: no ssh-agent at {stale}: Connection refused\n"
     unset = run("approve", str(plan), "--key", f"{keys.bob}.pub", *trust,
                 env={"SSH_AUTH_SOCK": None})  # type: ignore[dict-item]  # fmt: skip
     assert unset.output == "Error: no ssh-agent: SSH_AUTH_SOCK is not set\n"

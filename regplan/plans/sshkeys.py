@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import stat
 import warnings
 from collections.abc import Callable
@@ -136,21 +137,23 @@ def from_agent(*, blob: bytes | None = None, fingerprint: str = "") -> SshKey:
 
 
 def _agent() -> paramiko.Agent:
+    """The agent at SSH_AUTH_SOCK, asked for its keys (paramiko takes an agent it cannot
+    reach for one with no keys: whether one answers is found out here first)."""
     sock = os.environ.get("SSH_AUTH_SOCK", "")
     if not sock:
         raise KeyFileError("no ssh-agent: SSH_AUTH_SOCK is not set")
     try:
         if not stat.S_ISSOCK(Path(sock).stat().st_mode):
             raise KeyFileError(f"no ssh-agent at {sock}: not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            probe.connect(sock)
     except OSError as e:
-        raise KeyFileError(f"no ssh-agent at {sock}: {e.strerror}") from None
+        raise KeyFileError(f"no ssh-agent at {sock}: {e.strerror or e}") from None
     try:
-        agent = paramiko.Agent()
+        return paramiko.Agent()
     except paramiko.SSHException as e:
         raise KeyFileError(f"ssh-agent at {sock} does not answer: {e}") from None
-    if agent._conn is None:  # paramiko's only sign that it could not connect
-        raise KeyFileError(f"no ssh-agent answers at {sock}")
-    return agent
 
 
 def _agent_signer(key: paramiko.AgentKey) -> Callable[[bytes], bytes]:
