@@ -32,8 +32,14 @@ from http import HTTPStatus
 from gcp_storage_emulator import server
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects
+from gcp_storage_emulator.storage import Storage
 
 LOCK = threading.Lock()
+
+# In memory, the emulator writes every object's metadata out as JSON after each change
+# (time growing with all the objects the session's tests made) and reads it only when
+# it starts, which a server in memory never does again: the write is skipped.
+Storage._write_config_to_file = lambda self: None
 
 def generation(storage, bucket, name):
     try:
