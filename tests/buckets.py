@@ -260,6 +260,16 @@ def upload_tree(root: Path, bucket: Bucket) -> int:
     return n
 
 
+def mirror(bucket: MemoryBucket, to: Path) -> Path:
+    """The bucket's tree as files (what the filesystem driver would hold, no empty folders)."""
+    prefix = bucket.storage.key("")
+    for key, o in bucket.snapshot(prefix).items():
+        path = to / key[len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(o.data)
+    return to
+
+
 def objects(bucket: MemoryBucket, prefix: str = "docker/") -> dict[str, tuple[int, str, str]]:
     """key -> (size, content hash or "-", SHA-256 of the bytes) under ``prefix`` of the
     rootdirectory: an object's identity whatever version the store gave it."""

@@ -13,18 +13,7 @@ from regplan.demo.samples import build_scale
 from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.objects import objscan
-from regplan.storage.objects.memory import MemoryBucket
-from tests.buckets import Counting, InMemory
-
-
-def mirror(bucket: MemoryBucket, to: Path) -> Path:
-    """The bucket's tree as files (what the filesystem driver would hold)."""
-    prefix = bucket.storage.key("")
-    for key, o in bucket.snapshot(prefix).items():
-        path = to / key[len(prefix) :]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(o.data)
-    return to
+from tests.buckets import Counting, InMemory, mirror
 
 
 @pytest.fixture(scope="module")

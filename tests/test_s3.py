@@ -33,9 +33,8 @@ from regplan.storage.config import rootdirectory
 from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.objects import objscan
-from regplan.storage.objects.memory import MemoryBucket
 from regplan.storage.s3.bucket import ENV_THRESHOLD, S3Storage, parse_url
-from tests.buckets import Counting, InMemory
+from tests.buckets import Counting, InMemory, mirror
 from tests.helpers import NOW, drafted, selection, sign_raw, write_keys
 from tests.s3server import S3Server, objects
 from tests.s3server import upload_tree as upload_to_s3
@@ -53,16 +52,6 @@ def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InMemory:
     found.clock.advance(60)
     monkeypatch.setenv(objscan.CACHE_ENV, str(tmp_path / "cache"))
     return found
-
-
-def mirror(bucket: MemoryBucket, to: Path) -> Path:
-    """The bucket's tree as files (what the filesystem driver would hold, no empty folders)."""
-    prefix = bucket.storage.key("")
-    for key, o in bucket.snapshot(prefix).items():
-        path = to / key[len(prefix) :]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(o.data)
-    return to
 
 
 def plant(reg: InMemory, rel: str, data: bytes) -> None:
