@@ -29,7 +29,9 @@ from regplan.decide.selection import ImageSpec, Selection
 from regplan.plans import signing
 from regplan.plans.plan import Plan
 from regplan.scan import fingerprint
-from regplan.scan.layout import group_by_part
+from regplan.scan.inventory import Inventory
+from regplan.scan.layout import Digest, blob_dir, group_by_part
+from regplan.scan.tree import Tree
 from regplan.storage.fs.fsops import Disk
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.fs.fsstore import FsStore
@@ -465,3 +467,22 @@ def broken_images(v2: Path) -> list[str]:
     tags, revisions = images_on_disk(v2)
     out = [f"{r}:{t}: {m}" for (r, t), (d, _) in sorted(tags.items()) for m in unwhole(v2, r, d)]
     return out + [m for r, d in sorted(revisions) for m in unwhole(v2, r, d)]
+
+
+def unreferenced_blobs(digests: Sequence[Digest]) -> Inventory:
+    """A storage of these blobs (100 bytes each) that nothing references: a --gc plan
+    removes each."""
+    entries = {"blobs": "d", "repositories": "d"}
+    for d in digests:
+        folder = blob_dir(d)
+        for i in range(1, folder.count("/") + 1):
+            entries["/".join(folder.split("/")[:i])] = "d"
+        entries[folder] = "d"
+        entries[f"{folder}/data"] = "f100"
+    return Inventory(
+        repositories={},
+        blobs=dict.fromkeys(digests, 100),
+        manifests={},
+        problems=(),
+        tree=Tree.from_entries(entries),
+    )

@@ -18,25 +18,7 @@ from regplan.errors import SpoolError
 from regplan.mark import tables
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import Digest, blob_dir
-from regplan.scan.tree import Tree
-
-
-def _gc_inventory(digests: list[Digest]) -> Inventory:
-    """Blobs nothing references: a --gc plan removes each."""
-    entries = {"blobs": "d", "repositories": "d"}
-    for d in digests:
-        folder = blob_dir(d)
-        for i in range(1, folder.count("/") + 1):
-            entries["/".join(folder.split("/")[:i])] = "d"
-        entries[folder] = "d"
-        entries[f"{folder}/data"] = "f100"
-    return Inventory(
-        repositories={},
-        blobs=dict.fromkeys(digests, 100),
-        manifests={},
-        problems=(),
-        tree=Tree.from_entries(entries),
-    )
+from tests.helpers import unreferenced_blobs
 
 
 def _swept(inventory: Inventory, memory: str | None = None) -> list[str]:
@@ -51,7 +33,7 @@ def _swept(inventory: Inventory, memory: str | None = None) -> list[str]:
 )
 def test_a_digest_comes_back_from_its_blob(digest: str) -> None:
     """sha256 is kept as 32 bytes, any other algorithm as its text: never 32 bytes."""
-    with tables.Mark(_gc_inventory([Digest(digest)])) as mark:
+    with tables.Mark(unreferenced_blobs([Digest(digest)])) as mark:
         mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
         assert list(mark.held_named(())) == []
         assert list(mark.unheld()) == [digest]
@@ -61,7 +43,7 @@ def test_digests_of_every_algorithm_are_swept_apart() -> None:
     """A sha256 digest and another algorithm's are never the same blob."""
     digests = [Digest(f"sha256:{n:064x}") for n in range(3)]
     digests.append(Digest(f"sha512:{'1' * 128}"))
-    assert _swept(_gc_inventory(digests)) == sorted(blob_dir(d) for d in digests)
+    assert _swept(unreferenced_blobs(digests)) == sorted(blob_dir(d) for d in digests)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +66,7 @@ def test_a_sweep_past_its_memory_spills_and_decides_the_same(
     same; the database's folder is gone after."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     digests = [Digest(f"sha256:{n:064x}") for n in range(60_000)]
-    inventory = _gc_inventory(digests)
+    inventory = unreferenced_blobs(digests)
     small = _swept(inventory, "8MiB")
     assert small == _swept(inventory) == sorted(blob_dir(d) for d in digests)
     assert not list(tmp_path.glob("regplan-mark-*"))
@@ -107,7 +89,7 @@ def test_the_default_memory_limit_is_sized_to_the_inventory(
 ) -> None:
     """64 MiB for the steps' joins, plus half of what the tables hold (the rest spills),
     never more than a quarter of the machine's memory."""
-    inventory = _gc_inventory([Digest(f"sha256:{n:064x}") for n in range(64)])
+    inventory = unreferenced_blobs([Digest(f"sha256:{n:064x}") for n in range(64)])
     assert tables.cells(inventory) == 64
     assert tables.default_memory_limit() == "64MiB"
     monkeypatch.setattr(tables, "CELL", 1 << 20)  # a MiB a digest: the tables hold 64 MiB
@@ -125,7 +107,7 @@ def test_a_step_out_of_memory_runs_again_under_the_machines_limit_unless_one_was
     again under a quarter of the machine's memory, with the same answer. A limit the
     user gave is kept: the step fails, one line, no traceback."""
     digests = [Digest(f"sha256:{n:064x}") for n in range(20_000)]
-    with tables.Mark(_gc_inventory(digests), limit=limit) as mark:
+    with tables.Mark(unreferenced_blobs(digests), limit=limit) as mark:
         mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
         mark._db.execute("SET memory_limit = '256KiB'")  # far below what the tables hold
         if limit is None:

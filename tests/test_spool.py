@@ -22,10 +22,9 @@ from regplan.plans import codec, spool
 from regplan.plans.plan import Target, TargetKind, summarize, tally
 from regplan.plans.spool import Sorted, TargetSpool
 from regplan.scan.inventory import Inventory
-from regplan.scan.layout import Digest, blob_dir, part_of
-from regplan.scan.tree import Tree
+from regplan.scan.layout import Digest, part_of
 from regplan.storage.fs.fsstorage import FsStorage
-from tests.helpers import KEY, NOW, pem, selection, write_pub
+from tests.helpers import KEY, NOW, pem, selection, unreferenced_blobs, write_pub
 
 records = st.lists(
     st.tuples(st.integers(0, 7), st.text(max_size=8), st.tuples(st.text(max_size=3))),
@@ -118,24 +117,6 @@ def test_no_room_for_the_spool_is_one_line_and_no_plan(
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def _gc_inventory(blobs: int) -> Inventory:
-    """A storage of ``blobs`` blobs that nothing references: a --gc plan removes each."""
-    digests = [Digest(f"sha256:{n:064x}") for n in range(blobs)]
-    entries = {"blobs": "d", "blobs/sha256": "d", "repositories": "d"}
-    for d in digests:
-        folder = blob_dir(d)
-        entries[folder.rsplit("/", 1)[0]] = "d"
-        entries[folder] = "d"
-        entries[f"{folder}/data"] = "f100"
-    return Inventory(
-        repositories={},
-        blobs=dict.fromkeys(digests, 100),
-        manifests={},
-        problems=(),
-        tree=Tree.from_entries(entries),
-    )
-
-
 def _sweep_peak(inventory: Inventory) -> tuple[int, int]:
     """(targets, bytes the sweep allocated at its peak beyond what it started with)."""
     tracemalloc.start()
@@ -150,7 +131,7 @@ def _sweep_peak(inventory: Inventory) -> tuple[int, int]:
 
 
 def test_the_sweep_does_not_hold_its_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    inventory = _gc_inventory(20_000)
+    inventory = unreferenced_blobs([Digest(f"sha256:{n:064x}") for n in range(20_000)])
     monkeypatch.setattr(spool, "RUN", 10**9)  # every target held until the end
     held, held_peak = _sweep_peak(inventory)
     monkeypatch.setattr(spool, "RUN", 256)
