@@ -44,6 +44,17 @@ V3_SHARED = Path(__file__).resolve().parents[3] / "shared" / "registry" / "regis
 """Where the workplace keeps the v3 build (beside the repository, as CI's clone has it)."""
 
 
+def htpasswd_file(path: Path, user: str, secret: str) -> Path:
+    """A bcrypt htpasswd file (Apache's ``htpasswd``) for the registry's ``auth``;
+    skipped without the tool, unless CI requires the real parts."""
+    if shutil.which("htpasswd") is None:
+        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
+            pytest.fail("htpasswd missing (apt-get install apache2-utils)")
+        pytest.skip("htpasswd missing (apt-get install apache2-utils)")
+    subprocess.run(["htpasswd", "-Bbc", str(path), user, secret], check=True, capture_output=True)
+    return path
+
+
 def registry_binary(version: str) -> tuple[str | None, str]:
     """(the registry's command for ``version`` or None, how to get it)."""
     if version == "2.8":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from regplan.demo.samples import build_demo
-from tests.integration.realreg import RealRegistry, Serve
+from tests.integration.realreg import RealRegistry, Serve, htpasswd_file
 from tests.integration.tokenserver import TokenServer
 from tests.test_credentials import asked, store
 
@@ -59,12 +59,7 @@ def planned(tmp_path: Path) -> tuple[Path, Path, Path]:
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> str:
     """The registry's auth section: the user ops with SECRET (bcrypt, by htpasswd)."""
-    if subprocess.run(["which", "htpasswd"], capture_output=True, check=False).returncode:
-        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
-            pytest.fail("htpasswd missing (apt-get install apache2-utils)")
-        pytest.skip("htpasswd missing (apt-get install apache2-utils)")
-    path = tmp_path / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(path), "ops", SECRET], check=True, capture_output=True)
+    path = htpasswd_file(tmp_path / "htpasswd", "ops", SECRET)
     return f"auth:\n  htpasswd: {{realm: regplan-test, path: {path}}}\n"
 
 

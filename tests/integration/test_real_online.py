@@ -20,7 +20,7 @@ from regplan.registry.guard import Holding, short
 from regplan.storage import location
 from regplan.storage.fs.fsstorage import FsStorage
 from tests.helpers import docker_hashes
-from tests.integration.realreg import RealRegistry, Serve, free_port, tls_pair
+from tests.integration.realreg import RealRegistry, Serve, free_port, htpasswd_file, tls_pair
 from tests.integration.tokenserver import TokenServer
 
 CACHE = "  cache: {blobdescriptor: inmemory}\n"
@@ -217,15 +217,7 @@ def _layer_of(root: Path, repo: str, tag: str) -> str:
 
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> Path:
-    if subprocess.run(["which", "htpasswd"], capture_output=True, check=False).returncode:
-        if os.environ.get("REGPLAN_REQUIRE_REAL_REGISTRY") == "1":
-            pytest.fail("htpasswd missing (apt-get install apache2-utils)")
-        pytest.skip("htpasswd missing (apt-get install apache2-utils)")
-    path = tmp_path / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-Bbc", str(path), "ops", "s3cret"], check=True, capture_output=True
-    )
-    return path
+    return htpasswd_file(tmp_path / "htpasswd", "ops", "s3cret")
 
 
 def test_basic_auth_with_htpasswd(
