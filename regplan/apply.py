@@ -74,8 +74,10 @@ def apply_plan(
     signatures must meet it too (exit 3 naming who signed and who is missing). The
     apply's record names the operator and the plan's signers by principal."""
     with PlanStream(plan_path, snapshot=True) as stream:
-        signing.verify_stream(stream, trusted, required=required, detached=approvals.beside(stream))
-        signed = require(rule, approvals.checked(stream, trusted), stream.header.plan_id)
+        checked, _ = signing.verify_stream(
+            stream, trusted, required=required, detached=approvals.beside(stream)
+        )
+        signed = require(rule, checked, stream.header.plan_id)
         stream.check_items()
         storage = fresh.storage_of(stream.header, root)
         registry = guard(storage) if guard is not None else registry

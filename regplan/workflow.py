@@ -398,12 +398,12 @@ def load_verified(
     then the plan's form, then freshness (exit 4); the plan is read as a stream, so
     memory does not grow with it."""
     with PlanStream(path, snapshot=True) as stream:
-        signers = signing.verify_stream(
+        checked, signers = signing.verify_stream(
             stream, trusted, required=required, detached=approvals.beside(stream)
         )
         principals = None
         if rule is not None:
-            principals = require(rule, approvals.checked(stream, trusted), stream.header.plan_id)
+            principals = require(rule, checked, stream.header.plan_id)
         stream.check_items()
         header = stream.header
     storage = fresh.storage_of(header, root)

@@ -198,11 +198,11 @@ def approve(
             "the planner's public key (and the other approvers')"
         )
     with PlanStream(path, snapshot=True) as stream:
-        verify_stream(stream, trusted, detached=beside(stream))
+        every, _ = verify_stream(stream, trusted, detached=beside(stream))
         stream.check_items()
         header = stream.header
         mine = keyid(key)
-        signed = {c.keyid for c in checked(stream, trusted)}
+        signed = {c.keyid for c in every}
         if mine in signed:
             raise SignatureError(f"{path} is already signed by {mine}")
         signature = sign_body(body_digest(stream), key, role="approver", signer=signer, now=now)

@@ -280,11 +280,12 @@ def verify_stream(
     *,
     required: int = 1,
     detached: Sequence[Entry] = (),
-) -> list[TrustedKey]:
+) -> tuple[list[Checked], list[TrustedKey]]:
     """``verify`` of a plan read as a stream (the body is hashed list item by list
-    item), counting the ``detached`` approvals found beside its file too."""
+    item), counting the ``detached`` approvals found beside its file too; with the
+    signatures as checked (what an approval rule decides on), each checked once."""
     found = [*entries(stream.raw_header.get("signatures")), *detached]
-    return verify_body(found, lambda: body_digest(stream), trusted, required)
+    return verified(found, lambda: body_digest(stream), trusted, required)
 
 
 class State(enum.Enum):
@@ -439,12 +440,23 @@ def verify_body(
     """The signatures ``found`` against the body's digest (computed once it is known
     that there is something to check): any invalid one fails, and ``required``
     distinct trusted keys must have signed."""
+    return verified(found, body_digest, trusted, required)[1]
+
+
+def verified(
+    found: Sequence[Entry],
+    body_digest: Callable[[], bytes],
+    trusted: Sequence[TrustedKey],
+    required: int,
+) -> tuple[list[Checked], list[TrustedKey]]:
+    """``verify_body``, with the signatures as checked beside the trusted keys that
+    signed."""
     if not trusted:
         raise SignatureError("no trusted keys given (--trust or REGPLAN_TRUST)")
     if not found:
         raise SignatureError("the plan is not signed")
-    checked = check(found, body_digest, trusted)
-    checked = [c for c in checked if c.state is not State.IGNORED]
+    every = check(found, body_digest, trusted)
+    checked = [c for c in every if c.state is not State.IGNORED]
     for c in checked:
         where = "" if c.source == "plan" else f" in {c.source}"
         if c.detail:
@@ -464,7 +476,7 @@ def verify_body(
         raise SignatureError(
             f"{len(valid)} valid signature(s) from trusted keys, {required} required{others}"
         )
-    return list(valid.values())
+    return every, list(valid.values())
 
 
 def _trusted_of(c: Checked, trusted: Sequence[TrustedKey]) -> TrustedKey:
