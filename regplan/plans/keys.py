@@ -30,7 +30,7 @@ def load(spec: str, passphrase: Callable[[], str | None]) -> SigningKey:
     if head.startswith(sshkeys.PRIVATE_OPENSSH):
         return sshkeys.from_private(data, path, passphrase)
     if head.startswith(b"-----BEGIN"):
-        return signing.load_private(path)
+        return signing.private_of(data, path)
     first = head.split(maxsplit=1)[0].decode("ascii", "replace") if head else ""
     if first in allowed.KEY_TYPES:
         return sshkeys.from_public_line(data.decode("ascii", "replace"), str(path))

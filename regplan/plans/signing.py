@@ -120,6 +120,11 @@ def load_private(path: Path) -> Ed25519PrivateKey:
         data = read_regular(path, KEYS_LIMIT)
     except OSError as e:
         raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
+    return private_of(data, path)
+
+
+def private_of(data: bytes, path: Path) -> Ed25519PrivateKey:
+    """A regplan key from the bytes of its PEM file ``path``."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
