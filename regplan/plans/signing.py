@@ -269,9 +269,8 @@ def verify(
     Works on the raw JSON object, before structuring, so that any edit of any
     value fails here with a signature error.
     """
-    return verify_body(
-        entries(raw.get("signatures")), lambda: raw_body_digest(raw), trusted, required
-    )
+    found = entries(raw.get("signatures"))
+    return verified(found, lambda: raw_body_digest(raw), trusted, required)[1]
 
 
 def body_digest(stream: PlanStream) -> bytes:
@@ -436,26 +435,16 @@ def _malformed(entry: Entry, raw: dict[str, Any]) -> Checked:
     )
 
 
-def verify_body(
-    found: Sequence[Entry],
-    body_digest: Callable[[], bytes],
-    trusted: Sequence[TrustedKey],
-    required: int,
-) -> list[TrustedKey]:
-    """The signatures ``found`` against the body's digest (computed once it is known
-    that there is something to check): any invalid one fails, and ``required``
-    distinct trusted keys must have signed."""
-    return verified(found, body_digest, trusted, required)[1]
-
-
 def verified(
     found: Sequence[Entry],
     body_digest: Callable[[], bytes],
     trusted: Sequence[TrustedKey],
     required: int,
 ) -> tuple[list[Checked], list[TrustedKey]]:
-    """``verify_body``, with the signatures as checked beside the trusted keys that
-    signed."""
+    """The signatures ``found`` against the body's digest (computed once it is known
+    that there is something to check): any invalid one fails, and ``required``
+    distinct trusted keys must have signed. Returned: the signatures as checked, and
+    the trusted keys that signed."""
     if not trusted:
         raise SignatureError("no trusted keys given (--trust or REGPLAN_TRUST)")
     if not found:
