@@ -13,15 +13,18 @@ import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import paramiko
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from regplan.errors import KeyFileError, SignatureError
 from regplan.plans import allowed, sshsig
+
+if TYPE_CHECKING:
+    import paramiko
 
 PRIVATE_OPENSSH = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 PASSPHRASE_ENV = "REGPLAN_KEY_PASSPHRASE"  # noqa: S105 (the variable's name)
@@ -99,7 +102,7 @@ def _comment(path: Path) -> str:
 
 def _signer(key: PrivateSsh) -> Callable[[bytes], bytes]:
     def sign(data: bytes) -> bytes:
-        m = paramiko.Message()
+        m = sshsig.wire()
         if isinstance(key, ed25519.Ed25519PrivateKey):
             m.add_string("ssh-ed25519")
             m.add_string(key.sign(data))
@@ -108,7 +111,7 @@ def _signer(key: PrivateSsh) -> Callable[[bytes], bytes]:
             m.add_string(key.sign(data, padding.PKCS1v15(), hashes.SHA512()))
         else:
             r, s = decode_dss_signature(key.sign(data, ec.ECDSA(_EC[key.curve.name])))
-            inner = paramiko.Message()
+            inner = sshsig.wire()
             inner.add_mpint(r)
             inner.add_mpint(s)
             m.add_string(f"ecdsa-sha2-{_CURVES[key.curve.name]}")
@@ -150,6 +153,8 @@ def _agent() -> paramiko.Agent:
             probe.connect(sock)
     except OSError as e:
         raise KeyFileError(f"no ssh-agent at {sock}: {e.strerror or e}") from None
+    import paramiko  # noqa: PLC0415 (see sshsig.wire)
+
     try:
         return paramiko.Agent()
     except paramiko.SSHException as e:
@@ -157,6 +162,8 @@ def _agent() -> paramiko.Agent:
 
 
 def _agent_signer(key: paramiko.AgentKey) -> Callable[[bytes], bytes]:
+    import paramiko  # noqa: PLC0415 (see sshsig.wire)
+
     algorithm = "rsa-sha2-512" if key.name == "ssh-rsa" else None
 
     def sign(data: bytes) -> bytes:

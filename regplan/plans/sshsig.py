@@ -15,13 +15,16 @@ import base64
 import binascii
 import hashlib
 import textwrap
+from typing import TYPE_CHECKING
 
 import attrs
-import paramiko
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+if TYPE_CHECKING:
+    import paramiko
 
 NAMESPACE = "regplan-plan"
 MAGIC = b"SSHSIG"
@@ -56,6 +59,15 @@ class Envelope:
         return key_type(self.public_blob)
 
 
+def wire(data: bytes | None = None) -> paramiko.Message:
+    """An SSH wire-format message (paramiko's), to read ``data`` or to write. paramiko is
+    imported here, not with the module: it costs every command ~20 MiB of memory, and
+    a plan signed and checked with regplan keys never needs it."""
+    import paramiko  # noqa: PLC0415
+
+    return paramiko.Message(data)
+
+
 def fingerprint(blob: bytes) -> str:
     """OpenSSH's fingerprint of a public key blob (``ssh-keygen -l``): ``SHA256:…``."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
@@ -63,14 +75,14 @@ def fingerprint(blob: bytes) -> str:
 
 def key_type(blob: bytes) -> str:
     try:
-        return str(paramiko.Message(blob).get_text())
+        return str(wire(blob).get_text())
     except Exception:  # noqa: BLE001 (paramiko raises what struct gives on short data)
         return "?"
 
 
 def to_sign(message: bytes, namespace: str = NAMESPACE, hash_alg: str = "sha512") -> bytes:
     """What the key signs for ``message`` in ``namespace``."""
-    m = paramiko.Message()
+    m = wire()
     m.add_string(namespace)
     m.add_string(b"")
     m.add_string(hash_alg)
@@ -80,7 +92,7 @@ def to_sign(message: bytes, namespace: str = NAMESPACE, hash_alg: str = "sha512"
 
 def armor(public_blob: bytes, signature: bytes, namespace: str = NAMESPACE) -> str:
     """The armored signature file's text, as ssh-keygen writes it (ending in a newline)."""
-    m = paramiko.Message()
+    m = wire()
     m.add_int(VERSION)
     m.add_string(public_blob)
     m.add_string(namespace)
@@ -106,7 +118,7 @@ def parse(text: str) -> Envelope:
     if not raw.startswith(MAGIC):
         raise SshsigError("not an SSHSIG signature")
     try:
-        m = paramiko.Message(raw[len(MAGIC) :])
+        m = wire(raw[len(MAGIC) :])
         version = m.get_int()
         fields = (m.get_binary(), m.get_text(), m.get_binary(), m.get_text(), m.get_binary())
     except Exception:  # noqa: BLE001 (truncated data: struct.error, IndexError, UnicodeError)
@@ -137,7 +149,7 @@ def verify(envelope: Envelope, message: bytes, key_blob: bytes) -> bool:
     ``key_blob`` (a certificate's own key: the caller checks the certificate)."""
     data = to_sign(message, envelope.namespace, envelope.hash_alg)
     try:
-        sig = paramiko.Message(envelope.signature)
+        sig = wire(envelope.signature)
         algorithm, raw = sig.get_text(), sig.get_binary()
         if key_type(key_blob) == SK_ED25519:
             return _verify_sk(key_blob, raw, sig, data)
@@ -156,7 +168,7 @@ def _verify_plain(key: object, algorithm: str, raw: bytes, data: bytes) -> bool:
         key.verify(raw, data, padding.PKCS1v15(), RSA_HASHES[algorithm])
         return True
     if isinstance(key, ec.EllipticCurvePublicKey) and algorithm.startswith("ecdsa-sha2-"):
-        rs = paramiko.Message(raw)
+        rs = wire(raw)
         der = encode_dss_signature(rs.get_mpint(), rs.get_mpint())
         key.verify(der, data, ec.ECDSA(_EC_HASHES[key.curve.name]))
         return True
@@ -177,7 +189,7 @@ _EC_HASHES: dict[str, hashes.HashAlgorithm] = {
 def _verify_sk(key_blob: bytes, raw: bytes, rest: paramiko.Message, data: bytes) -> bool:
     """A FIDO security key's Ed25519 signature (PROTOCOL.u2f): the authenticator signs
     ``sha256(application) flags counter sha256(data)``; the user must have touched it."""
-    key = paramiko.Message(key_blob)
+    key = wire(key_blob)
     key.get_text()
     public, application = key.get_binary(), key.get_binary()
     flags, counter = rest.get_byte(), rest.get_int()
