@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 
-from regplan.scan import entries, manifests, tokens
+from regplan.scan import edges, entries, manifests, tokens
 from regplan.scan.entries import Entry
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.scan.layout import (
@@ -377,6 +377,8 @@ class _Builder:
                 )
 
     def read_manifests(self, read: Reader) -> None:
+        """Each manifest a revision or tag names: its facts from the edges cache where the
+        walk proves them (edges.py), else read through ``read`` and parsed."""
         wanted: set[Digest] = set()
         for r in self.repos.values():
             wanted.update(r.revisions)
@@ -384,12 +386,20 @@ class _Builder:
         for digest in sorted(wanted - self.blobs.keys()):
             self.manifests[digest] = manifests.Manifest.unreadable("blob data missing")
         present = sorted(wanted & self.blobs.keys())
-        paths = [blob_data(d) for d in present]
-        for digest, path, data in zip(present, paths, read(paths, -1), strict=True):
+        cache = edges.of(read)
+        found: dict[Digest, manifests.Manifest] = {}
+        for d in (d for d in present if d in cache):
+            m = cache.proven(d, blob_data(d), self.blobs[d], self.digest)
+            if m is not None:
+                found[d] = m
+        todo = [d for d in present if d not in found]
+        paths = [blob_data(d) for d in todo]
+        for digest, path, data in zip(todo, paths, read(paths, -1), strict=True):
             if isinstance(data, OSError):
                 parsed = manifests.Manifest.unreadable(f"cannot read: {strerror(data)}")
             else:
                 parsed = manifests.parse(data, self.digest)
+                cache.learn(digest, data, parsed)
             if not parsed.known:
                 self.problem(
                     path,
@@ -397,7 +407,12 @@ class _Builder:
                     f"manifest {short_of(digest)}: {parsed.error}; "
                     "kept with all it might reference",
                 )
-            self.manifests[digest] = parsed
+            found[digest] = parsed
+        cache.save()
+        self.manifests.update((d, found[d]) for d in present)  # in digest order, as before
+        self._missing_children()
+
+    def _missing_children(self) -> None:
         for name, r in self.repos.items():
             for digest in sorted(r.revisions):
                 m = self.manifests.get(digest)

@@ -10,9 +10,9 @@ mostly follows from its key: a layer, revision or tag index link of
 ``<alg>/<hex>/link`` holds ``<alg>:<hex>``, and the MD5 the listing gives
 (``Obj.md5``: S3's single-part ETag, Azure's Content-MD5, GCS's md5Hash) proves it;
 a tag's ``current/link`` is matched against its own index's digests the same way.
-Only a link nothing matches is read (GET). Manifests are read once per digest and
-kept on local disk by digest; a cached copy is used only when its bytes still hash to
-its name.
+Only a link nothing matches is read (GET). What a manifest references is kept by
+digest in the edges cache (scan/edges.py) once read: a later scan GETs only manifests
+it has not seen, or whose listed size or MD5 is not the cached one's.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from regplan import confine
 from regplan.errors import StorageError
 from regplan.progress import Progress
-from regplan.scan import fingerprint, tokens
+from regplan.scan import edges, fingerprint, tokens
 from regplan.scan.build import Side, build, share_of
 from regplan.scan.inventory import Inventory, Problem, ProblemCode
 from regplan.scan.layout import name_problem, part_of, printable
@@ -50,7 +51,7 @@ PROBE = 1000
 FEW = 250
 """Keys per blob shard under which shards are listed 16 at a time (a unit of at most
 ~4,000 keys)."""
-CACHE_ENV = "REGPLAN_CACHE_DIR"
+CACHE_ENV = edges.CACHE_ENV
 
 
 def _md5(text: str) -> str:
@@ -319,10 +320,11 @@ def scan(
     bucket = bucket or storage.open()
     side = Side()
     times = Overlay.load(bucket, storage, ages=mtimes)
-    evs = walk(bucket, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
-    share = share_of(evs, side, mtimes=mtimes)
     reader = ManifestReader(bucket, storage, cache if cache is not None else cache_dir())
-    return build([share], reader.read, created, mtimes)
+    listing = reader.noting(bucket)  # the walk's listing notes the hashes that prove the cache
+    evs = walk(listing, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
+    share = share_of(evs, side, mtimes=mtimes)
+    return build([share], reader, created, mtimes)
 
 
 def digest(
@@ -333,16 +335,14 @@ def digest(
 
 
 def cache_dir() -> Path:
-    found = os.environ.get(CACHE_ENV)
-    if found:
-        return Path(found)
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path("~/.cache").expanduser()) / "regplan"
+    return edges.cache_dir()
 
 
 class ManifestReader:
-    """Blob reads for the scan (manifests; image configs with --sort-by created):
-    GETs in parallel, each digest kept on local disk once read and checked."""
+    """Blob reads for the scan, GETs in parallel. What each manifest references is kept in
+    the edges cache (scan/edges.py, in ``cache``), proven by the hashes the walk's listing
+    gives (``noting``); its bytes are not kept. An image config (read for --sort-by
+    created) is kept on local disk by digest, used while its bytes hash to its name."""
 
     def __init__(self, bucket: Bucket, storage: ObjectStorage, cache: Path) -> None:
         self.bucket = bucket
@@ -350,6 +350,25 @@ class ManifestReader:
         self.cache = cache
         self.gets = 0
         self.hits = 0
+        self.noted: dict[str, str | None] = {}
+        """Blob ``data`` paths of the cached manifests -> the content hash listed."""
+        self.edges = edges.Edges(cache, self.listed)
+
+    def listed(self, rel: str) -> str | None:
+        return self.noted.get(rel, edges.UNSEEN)
+
+    def noting(self, bucket: Bucket) -> Bucket:
+        """``bucket``, whose listings note the content hash of each cached manifest's key."""
+        return _Noting(bucket, self)
+
+    def note(self, key: str, o: Obj) -> None:
+        rel = key[len(self.prefix) :]
+        parts = rel.split("/")  # blobs/<alg>/<ab>/<hex>/data
+        if len(parts) == 5 and parts[0] == "blobs" and f"{parts[1]}:{parts[3]}" in self.edges:
+            self.noted[rel] = o.content
+
+    def __call__(self, paths: Sequence[str], limit: int) -> Iterator[bytes | OSError]:
+        return self.read(paths, limit)
 
     def _cached(self, rel: str) -> Path | None:
         parts = rel.split("/")  # blobs/<alg>/<ab>/<hex>/data
@@ -363,7 +382,7 @@ class ManifestReader:
         return hashlib.new(parts[1], data).hexdigest() == parts[3]
 
     def _one(self, rel: str, limit: int) -> bytes | OSError:
-        cached = self._cached(rel)
+        cached = self._cached(rel) if limit >= 0 else None  # a manifest: edges.py keeps it
         if cached is not None:
             try:
                 data = confine.read_regular(os.fspath(cached))
@@ -407,3 +426,21 @@ class ManifestReader:
             for start in range(0, len(paths), 1024):
                 yield from pool.map(one, paths[start : start + 1024])
         log.debug("manifests: %d from cache, %d GETs", self.hits, self.gets)
+
+
+class _Noting:
+    """A bucket whose listings tell the reader each key's content hash (all else delegated)."""
+
+    def __init__(self, inner: Bucket, reader: ManifestReader) -> None:
+        self._inner = inner
+        self._reader = reader
+
+    def objects(self, prefix: str) -> Iterator[Obj]:
+        note = self._reader.note
+        for o in self._inner.objects(prefix):
+            if o.rel.endswith("/data"):
+                note(prefix + o.rel, o)
+            yield o
+
+    def __getattr__(self, name: str) -> Any:  # the inner bucket's methods
+        return getattr(self._inner, name)

@@ -1,0 +1,290 @@
+"""What manifests reference, kept across runs: a columnar edges table by manifest digest.
+
+A manifest's facts (``manifests.Manifest``: its kind and the digests it references)
+follow from its bytes, and its bytes from its digest. So once a manifest has been read
+and its bytes hash to its name, its facts are kept in one Parquet file (written through
+DuckDB), one row per reference::
+
+    manifest   kind          size  md5   relation  child
+    sha256:..  oci-manifest  1234  9f..  config    sha256:..
+    sha256:..  oci-manifest  1234  9f..  layer     sha256:..
+    sha256:..  oci-index      310  1c..  child     sha256:..
+    sha256:..  oci-index      310  1c..  subject   sha256:..
+
+(a manifest that references nothing has one row with neither relation nor child), and
+a later scan takes the facts from here instead of reading and parsing the manifest
+again: a daily plan of a bucket GETs only the manifests pushed since the last one.
+
+Used only where the cached facts are the facts of the bytes the storage holds at that
+digest now (fail closed): the walk's size of the blob equals the cached size, and where
+the walk's listing gives a content hash (S3's single-part ETag, Azure's Content-MD5,
+GCS's md5Hash) it is the MD5 of the cached bytes; a listing hash that is not an MD5
+(GCS's CRC32C of a composite object), or none noted for a key, is no proof: the
+manifest is read and parsed as before. A manifest that cannot be read or understood is
+never kept. A file that is unreadable, truncated, of another schema or holding a row
+this module would not write is ignored whole (``log.debug``) and written again.
+Writes are a temporary file renamed over the old one, under a lock file, merged with
+what another plan wrote meanwhile: a crash or two plans at once leave a whole file.
+
+Where it lives is the reader's to say (``of``): an object store's reader keeps it in
+its cache folder (``REGPLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/regplan``, else
+``~/.cache/regplan``); a filesystem's reader keeps none unless ``REGPLAN_CACHE_DIR``
+names one (a filesystem plan writes nothing under the home by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+import duckdb
+
+from regplan.scan.layout import Digest, parse_digest
+from regplan.scan.manifests import Intern, Manifest, ManifestKind
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "REGPLAN_CACHE_DIR"
+FILE = "edges-v1.parquet"
+"""The table's file in the cache folder (a new layout is a new name)."""
+LOCK = "edges-v1.lock"
+UNSEEN = "?"
+"""What ``Edges.listed`` says of a key the walk did not note: never a proof."""
+_COLUMNS = "manifest, kind, size, md5, relation, child"
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_KINDS = {k.value: k for k in ManifestKind if k is not ManifestKind.UNKNOWN}
+_INDEXES = (ManifestKind.MANIFEST_LIST, ManifestKind.OCI_INDEX)
+_IMAGES = (ManifestKind.SCHEMA2, ManifestKind.OCI_MANIFEST)
+_DB: dict[str, str | bool | int | float | list[str]] = {"threads": 1, "memory_limit": "256MB"}
+
+
+def cache_dir() -> Path:
+    """The cache folder of an object store's plans."""
+    found = os.environ.get(CACHE_ENV)
+    if found:
+        return Path(found)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path("~/.cache").expanduser()) / "regplan"
+
+
+class Foreign(Exception):  # noqa: N818 (not an error: a file this module did not write)
+    """A row this module would not have written."""
+
+
+@attrs.frozen
+class _Entry:
+    size: int
+    md5: str
+    kind: ManifestKind
+    edges: tuple[tuple[str, str], ...]
+    """(relation, child digest), as written."""
+
+    def manifest(self, intern: Intern) -> Manifest:
+        by: dict[str, list[Digest]] = {"config": [], "layer": [], "child": [], "subject": []}
+        for relation, child in self.edges:
+            by[relation].append(intern(child))
+        config = by["config"][0] if by["config"] else None
+        blobs = set(by["layer"]) | ({config} if config is not None else set())
+        return Manifest(
+            kind=self.kind,
+            blobs=tuple(sorted(blobs)),
+            children=tuple(sorted(set(by["child"]))),
+            subject=by["subject"][0] if by["subject"] else None,
+            config=config,
+        )
+
+
+def _entry_of(data: bytes, parsed: Manifest) -> _Entry:
+    rows = [("config", parsed.config)] if parsed.config is not None else []
+    rows += [("layer", b) for b in parsed.blobs if b != parsed.config]
+    rows += [("child", c) for c in parsed.children]
+    rows += [("subject", parsed.subject)] if parsed.subject is not None else []
+    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return _Entry(len(data), md5, parsed.kind, tuple((r, str(d)) for r, d in rows))
+
+
+def _proven_by_digest(digest: str, data: bytes) -> bool:
+    """Whether ``data`` hashes to ``digest`` (an algorithm hashlib lacks proves nothing)."""
+    alg, _, encoded = digest.partition(":")
+    if alg not in hashlib.algorithms_available:
+        return False
+    return hashlib.new(alg, data).hexdigest() == encoded
+
+
+def _checked(rows: Sequence[tuple[object, ...]]) -> dict[str, _Entry]:
+    """The entries of a file's rows; Foreign at the first row this module would not write."""
+    found: dict[str, tuple[int, str, ManifestKind, list[tuple[str, str]]]] = {}
+    for manifest, kind, size, md5, relation, child in rows:
+        if not isinstance(manifest, str) or not isinstance(md5, str) or not _MD5.fullmatch(md5):
+            raise Foreign(f"row of {manifest!r}")
+        parse_digest(manifest)  # ValueError: foreign
+        if not isinstance(size, int) or size < 0 or not isinstance(kind, str) or kind not in _KINDS:
+            raise Foreign(f"{manifest}: size {size!r}, kind {kind!r}")
+        head = found.setdefault(manifest, (size, md5, _KINDS[kind], []))
+        if head[:3] != (size, md5, _KINDS[kind]):
+            raise Foreign(f"{manifest}: rows disagree")
+        if relation is None and child is None:
+            continue
+        if relation not in ("config", "layer", "child", "subject") or not isinstance(child, str):
+            raise Foreign(f"{manifest}: relation {relation!r}")
+        parse_digest(child)
+        head[3].append((str(relation), child))
+    entries = {m: _Entry(s, h, k, tuple(sorted(e))) for m, (s, h, k, e) in found.items()}
+    for m, e in entries.items():
+        _shape(m, e)
+    return entries
+
+
+def _shape(manifest: str, e: _Entry) -> None:
+    """Foreign unless the entry is what ``manifests.parse`` could have said."""
+    rels = [r for r, _ in e.edges]
+    if rels.count("config") > 1 or rels.count("subject") > 1:
+        raise Foreign(f"{manifest}: two configs or subjects")
+    allowed = {
+        ManifestKind.SCHEMA1: {"layer"},
+        ManifestKind.SCHEMA2: {"config", "layer", "subject"},
+        ManifestKind.OCI_MANIFEST: {"config", "layer", "subject"},
+        ManifestKind.MANIFEST_LIST: {"child", "subject"},
+        ManifestKind.OCI_INDEX: {"child", "subject"},
+    }[e.kind]
+    if not set(rels) <= allowed or (e.kind in _IMAGES and "config" not in rels):
+        raise Foreign(f"{manifest}: {e.kind.value} with {sorted(set(rels))}")
+
+
+def _read(path: Path) -> dict[str, _Entry]:
+    """The entries of the file at ``path``; empty when there is none or it is not ours."""
+    if not path.is_file():
+        return {}
+    try:
+        db = duckdb.connect(":memory:", config=_DB)
+        try:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM read_parquet(?)",  # noqa: S608 (our own columns)
+                [str(path)],
+            ).fetchall()
+        finally:
+            db.close()
+        return _checked(rows)
+    except (duckdb.Error, OSError, ValueError, Foreign) as e:
+        log.debug("manifest edges cache %s ignored (written again): %s", path, e)
+        return {}
+
+
+def _write(path: Path, entries: Mapping[str, _Entry]) -> None:
+    """Write ``entries`` to ``path``: a temporary file, synced, renamed over it."""
+    cols: dict[str, list[object]] = {c: [] for c in ("m", "k", "s", "h", "r", "c")}
+    for m, e in sorted(entries.items()):
+        for r, c in e.edges or ((None, None),):
+            for key, value in zip(cols, (m, e.kind.value, e.size, e.md5, r, c), strict=True):
+                cols[key].append(value)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".edges-", suffix=".tmp")
+    os.close(fd)
+    try:
+        db = duckdb.connect(":memory:", config=_DB)
+        try:
+            db.execute(
+                "COPY (SELECT unnest($m)::VARCHAR AS manifest, unnest($k)::VARCHAR AS kind, "
+                "unnest($s)::BIGINT AS size, unnest($h)::VARCHAR AS md5, "
+                "unnest($r)::VARCHAR AS relation, unnest($c)::VARCHAR AS child) "
+                "TO $out (FORMAT parquet)",
+                {**cols, "out": tmp},
+            )
+        finally:
+            db.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One writer at a time among the plans on this machine (where there is flock)."""
+    try:
+        import fcntl  # noqa: PLC0415 (POSIX only)
+    except ImportError:  # pragma: no cover (Windows: the rename alone keeps the file whole)
+        yield
+        return
+    with open(folder / LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Edges:
+    """The cache of one scan: loaded once, asked for proven facts, told of manifests read,
+    saved once. ``listed(path)`` is the content hash the walk's listing gave for a blob's
+    ``data`` (None: the store keeps none; ``UNSEEN``: not noted, no proof)."""
+
+    def __init__(
+        self, folder: Path | None, listed: Callable[[str], str | None] | None = None
+    ) -> None:
+        self.path = None if folder is None else folder / FILE
+        self.listed: Callable[[str], str | None] = listed or (lambda _: None)
+        self.entries = {} if self.path is None else _read(self.path)
+        self.new: dict[str, _Entry] = {}
+        self.used = 0
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self.entries
+
+    def proven(self, digest: Digest, path: str, size: int, intern: Intern) -> Manifest | None:
+        """The cached facts of the manifest at ``path`` (the blob ``data`` of ``digest``,
+        ``size`` bytes by the walk), or None unless the walk proves them still its facts."""
+        e = self.entries.get(digest)
+        if e is None or e.size != size:
+            return None
+        listed = self.listed(path)
+        if listed is not None and listed != e.md5:
+            return None
+        self.used += 1
+        return e.manifest(intern)
+
+    def learn(self, digest: Digest, data: bytes, parsed: Manifest) -> None:
+        """Keep what ``parsed`` says, if it was understood and ``data`` hashes to ``digest``."""
+        if self.path is not None and parsed.known and _proven_by_digest(digest, data):
+            self.new[digest] = _entry_of(data, parsed)
+
+    def save(self) -> None:
+        """Merge the manifests learnt into the file; a failure only costs reads next time."""
+        if self.path is None:
+            return
+        log.debug("manifest edges: %d from the cache, %d added", self.used, len(self.new))
+        if not self.new:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _locked(self.path.parent):
+                merged = {**_read(self.path), **self.entries, **self.new}
+                _write(self.path, merged)
+        except (OSError, duckdb.Error) as e:
+            log.debug("manifest edges cache %s not written: %s", self.path, e)
+        self.entries.update(self.new)
+        self.new.clear()
+
+
+@runtime_checkable
+class Keeping(Protocol):
+    """A reader (build.Reader) that keeps an edges cache of its own."""
+
+    edges: Edges
+
+
+def of(read: object) -> Edges:
+    """The edges cache for a scan through ``read``: its own, or the one ``REGPLAN_CACHE_DIR``
+    names explicitly, or none (every manifest is read, as before the cache)."""
+    if isinstance(read, Keeping):
+        return read.edges
+    explicit = os.environ.get(CACHE_ENV)
+    return Edges(Path(explicit) if explicit else None)
