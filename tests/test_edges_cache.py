@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from regplan.storage.fs import fsscan
 from regplan.storage.fs.fsstorage import FsStorage
 from regplan.storage.location import Location
 from regplan.storage.objects import objscan
+from regplan.storage.objects.bucket import Obj
 from tests.buckets import Counting, InMemory, upload_tree
 from tests.helpers import drafted, selection, write_keys
 
@@ -298,3 +299,35 @@ def test_the_cache_outlives_the_process_that_wrote_it(tree: Path, tmp_path: Path
     b = Reading(reg.bucket)
     objscan.scan(reg.through(b), cache=cache)
     assert b.gets() == []
+
+
+class NoMd5(Reading):
+    """Lists every object as a store that keeps no MD5 of it (a multipart S3 upload, an
+    Azure blob put block by block)."""
+
+    def objects(self, prefix: str) -> Iterator[Obj]:
+        return (attrs.evolve(o, content=None) for o in super().objects(prefix))
+
+    def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
+        names, objs = super().folders(prefix)
+        return names, [attrs.evolve(o, content=None) for o in objs]
+
+    def page(self, prefix: str, after: str) -> tuple[list[Obj], bool] | None:
+        found = super().page(prefix, after)
+        if found is None:
+            return None
+        return [attrs.evolve(o, content=None) for o in found[0]], found[1]
+
+
+def test_a_manifest_the_listing_gives_no_md5_for_is_read_again(
+    tree: Path, tmp_path: Path, cache: Path
+) -> None:
+    """Its size alone proves nothing on a bucket: every manifest is GET again (and every
+    link, which nothing proves either)."""
+    reg = InMemory.of("s3", tmp_path, tree)
+    objscan.scan(reg.storage, cache=cache)
+    assert kept(cache)
+    b = NoMd5(reg.bucket)
+    inv = objscan.scan(reg.through(b), cache=cache)
+    got = [p for p in b.gets() if p.startswith("blobs/")]
+    assert got == sorted(blob_data(d) for d, m in inv.manifests.items() if m.known)

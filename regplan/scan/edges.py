@@ -16,13 +16,16 @@ a later scan takes the facts from here instead of reading and parsing the manife
 again: a daily plan of a bucket GETs only the manifests pushed since the last one.
 
 Used only where the cached facts are the facts of the bytes the storage holds at that
-digest now (fail closed): the walk's size of the blob equals the cached size, and where
-the walk's listing gives a content hash (S3's single-part ETag, Azure's Content-MD5,
-GCS's md5Hash) it is the MD5 of the cached bytes; a listing hash that is not an MD5
-(GCS's CRC32C of a composite object), or none noted for a key, is no proof: the
-manifest is read and parsed as before. A manifest that cannot be read or understood is
-never kept. A file that is unreadable, truncated, of another schema or holding a row
-this module would not write is ignored whole (``log.debug``) and written again.
+digest now (fail closed): the walk's size of the blob equals the cached size, and on an
+object store the listing's MD5 of it (S3's single-part ETag, Azure's Content-MD5, GCS's
+md5Hash) is the MD5 of the cached bytes; an object the listing gives no MD5 for (a
+multipart S3 upload, an Azure blob put block by block, GCS's CRC32C of a composite
+object), or none noted for a key, is no proof: the manifest is read and parsed as
+before. A filesystem keeps no hash: there the size alone is the proof, which is why a
+filesystem plan uses the cache only when asked to (below). A manifest that cannot be
+read or understood is never kept. A file that is unreadable, truncated, of another
+schema or holding a row this module would not write is ignored whole (``log.debug``)
+and written again.
 Writes are a temporary file renamed over the old one, under a lock file, merged with
 what another plan wrote meanwhile: a crash or two plans at once leave a whole file.
 

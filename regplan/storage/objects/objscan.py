@@ -365,7 +365,7 @@ class ManifestReader:
         rel = key[len(self.prefix) :]
         parts = rel.split("/")  # blobs/<alg>/<ab>/<hex>/data
         if len(parts) == 5 and parts[0] == "blobs" and f"{parts[1]}:{parts[3]}" in self.edges:
-            self.noted[rel] = o.content
+            self.noted[rel] = o.md5() or edges.UNSEEN  # no MD5 listed: no proof, read it
 
     def __call__(self, paths: Sequence[str], limit: int) -> Iterator[bytes | OSError]:
         return self.read(paths, limit)
