@@ -80,7 +80,7 @@ def plan_bytes(storage: Location) -> bytes:
 
 def kept(cache: Path) -> dict[str, Any]:
     """The manifests the cache file holds."""
-    return edges.Edges(cache).entries
+    return edges.read_all(cache / edges.FILE)
 
 
 def manifests_of(bucket: InMemory) -> set[str]:
@@ -236,10 +236,19 @@ def _forged(f: Path) -> None:
     Path(f"{f}.new").replace(f)
 
 
+def _apart(f: Path) -> None:
+    """Our rows, but a manifest's no longer together (a part is never taken for the whole)."""
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{f}') ORDER BY relation, manifest) "  # noqa: S608
+        f"TO '{f}.new' (FORMAT parquet)"
+    )
+    Path(f"{f}.new").replace(f)
+
+
 @pytest.mark.parametrize(
     "spoil",
-    [_garbage, _truncated, _empty, _foreign, _forged],
-    ids=["garbage", "truncated", "empty", "foreign", "forged"],
+    [_garbage, _truncated, _empty, _foreign, _forged, _apart],
+    ids=["garbage", "truncated", "empty", "foreign", "forged", "apart"],
 )
 def test_a_corrupt_cache_file_is_ignored_and_written_again(
     tree: Path, tmp_path: Path, cache: Path, spoil: Callable[[Path], None]

@@ -387,11 +387,7 @@ class _Builder:
             self.manifests[digest] = manifests.Manifest.unreadable("blob data missing")
         present = sorted(wanted & self.blobs.keys())
         cache = edges.of(read)
-        found: dict[Digest, manifests.Manifest] = {}
-        for d in (d for d in present if d in cache):
-            m = cache.proven(d, blob_data(d), self.blobs[d], self.digest)
-            if m is not None:
-                found[d] = m
+        found = cache.proven([(d, blob_data(d), self.blobs[d]) for d in present], self.digest)
         todo = [d for d in present if d not in found]
         paths = [blob_data(d) for d in todo]
         for digest, path, data in zip(todo, paths, read(paths, -1), strict=True):

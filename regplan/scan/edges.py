@@ -43,9 +43,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 import attrs
 import duckdb
@@ -66,7 +66,10 @@ _MD5 = re.compile(r"[0-9a-f]{32}")
 _KINDS = {k.value: k for k in ManifestKind if k is not ManifestKind.UNKNOWN}
 _INDEXES = (ManifestKind.MANIFEST_LIST, ManifestKind.OCI_INDEX)
 _IMAGES = (ManifestKind.SCHEMA2, ManifestKind.OCI_MANIFEST)
-_DB: dict[str, str | bool | int | float | list[str]] = {"threads": 1, "memory_limit": "256MB"}
+_DB: dict[str, str | bool | int | float | list[str]] = {
+    "threads": 1,  # one thread: a scan reads the file in its order (_groups)
+    "memory_limit": "256MB",
+}
 
 
 def cache_dir() -> Path:
@@ -162,51 +165,117 @@ def _shape(manifest: str, e: _Entry) -> None:
         raise Foreign(f"{manifest}: {e.kind.value} with {sorted(set(rels))}")
 
 
-def _read(path: Path) -> dict[str, _Entry]:
-    """The entries of the file at ``path``; empty when there is none or it is not ours."""
+_VALID = (
+    "regexp_full_match(md5, '[0-9a-f]{{32}}') AND size >= 0 AND kind IN ({kinds}) "
+    "AND ((relation IS NULL AND child IS NULL) OR relation IN "
+    "('config', 'layer', 'child', 'subject'))"
+).format(kinds=", ".join(f"'{k}'" for k in _KINDS))
+"""A row this module could have written (the rest of the checks: ``_checked``)."""
+BATCH = 4096
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(":memory:", config=_DB)
+
+
+def read_all(path: Path) -> dict[str, _Entry]:
+    """Every entry of the file at ``path``; empty when there is none or it is not ours."""
     if not path.is_file():
         return {}
     try:
-        db = duckdb.connect(":memory:", config=_DB)
-        try:
+        with _connect() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM read_parquet(?)",  # noqa: S608 (our own columns)
                 [str(path)],
             ).fetchall()
-        finally:
-            db.close()
-        return _checked(rows)
+        return dict(_groups(iter(rows)))
     except (duckdb.Error, OSError, ValueError, Foreign) as e:
         log.debug("manifest edges cache %s ignored (written again): %s", path, e)
         return {}
 
 
-def _write(path: Path, entries: Mapping[str, _Entry]) -> None:
-    """Write ``entries`` to ``path``: a temporary file, synced, renamed over it."""
-    cols: dict[str, list[object]] = {c: [] for c in ("m", "k", "s", "h", "r", "c")}
-    for m, e in sorted(entries.items()):
-        for r, c in e.edges or ((None, None),):
-            for key, value in zip(cols, (m, e.kind.value, e.size, e.md5, r, c), strict=True):
-                cols[key].append(value)
+def _keys(path: Path | None) -> set[int] | None:
+    """The hashes of the manifests the file holds (a set of small ints, not of digests: the
+    walk asks it of every blob); None when there is no file or it is not one of ours."""
+    if path is None or not path.is_file():
+        return set()
+    try:
+        with _connect() as db:
+            result = db.execute("SELECT DISTINCT manifest FROM read_parquet(?)", [str(path)])
+            keys: set[int] = set()
+            while batch := result.fetchmany(BATCH):
+                keys.update(hash(m) for (m,) in batch)
+            return keys
+    except (duckdb.Error, OSError) as e:
+        log.debug("manifest edges cache %s ignored (written again): %s", path, e)
+        return None
+
+
+def _groups(rows: Iterator[tuple[object, ...]]) -> Iterator[tuple[str, _Entry]]:
+    """Rows in manifest order -> (manifest, entry), checked a manifest at a time. The file
+    is written in that order; a manifest whose rows are not together is Foreign (a part of
+    them taken for the whole would lose references)."""
+    group: list[tuple[object, ...]] = []
+    done: set[int] = set()
+    for row in rows:
+        if group and row[0] != group[0][0]:
+            yield from _checked(group).items()
+            done.add(hash(group[0][0]))
+            group = []
+        if not group and hash(row[0]) in done:
+            raise Foreign(f"{row[0]!r}: rows apart")
+        group.append(row)
+    if group:
+        yield from _checked(group).items()
+
+
+def _write(path: Path, new: Path, old: Path | None) -> None:
+    """The rows learnt (``new``, tab-separated) and those of ``old`` for other manifests,
+    in manifest order, to ``path``: a temporary file, synced, renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".edges-", suffix=".tmp")
     os.close(fd)
+    columns = (
+        "{'manifest': 'VARCHAR', 'kind': 'VARCHAR', 'size': 'BIGINT', 'md5': 'VARCHAR', "
+        "'relation': 'VARCHAR', 'child': 'VARCHAR'}"
+    )
+    learnt = (
+        f"SELECT {_COLUMNS} FROM read_csv($new, delim='\t', header=false, quote='', "  # noqa: S608
+        f"escape='', nullstr='', columns={columns})"
+    )
+    both = "SELECT * FROM n"
+    if old is not None:
+        both += f" UNION ALL SELECT {_COLUMNS} FROM read_parquet($old) WHERE manifest NOT IN "  # noqa: S608
+        both += "(SELECT manifest FROM n)"
     try:
-        db = duckdb.connect(":memory:", config=_DB)
-        try:
+        with _connect() as db:
+            db.execute(f"CREATE TEMP TABLE n AS {learnt}", {"new": str(new)})
             db.execute(
-                "COPY (SELECT unnest($m)::VARCHAR AS manifest, unnest($k)::VARCHAR AS kind, "
-                "unnest($s)::BIGINT AS size, unnest($h)::VARCHAR AS md5, "
-                "unnest($r)::VARCHAR AS relation, unnest($c)::VARCHAR AS child) "
-                "TO $out (FORMAT parquet)",
-                {**cols, "out": tmp},
+                f"COPY ({both} ORDER BY manifest, relation, child) TO $out (FORMAT parquet)",
+                {"out": tmp} | ({"old": str(old)} if old is not None else {}),
             )
-        finally:
-            db.close()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         Path(tmp).replace(path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _sound(path: Path) -> bool:
+    """Whether every row of the file at ``path`` is one this module could have written
+    (a file that is not is left out of the next one, not merged into it)."""
+    if not path.is_file():
+        return False
+    try:
+        with _connect() as db:
+            found = db.execute(
+                f"SELECT count(*) FILTER (WHERE NOT coalesce({_VALID}, false)) "  # noqa: S608
+                f"FROM read_parquet(?)",
+                [str(path)],
+            ).fetchone()
+        return found is not None and found[0] == 0
+    except (duckdb.Error, OSError) as e:
+        log.debug("manifest edges cache %s not merged: %s", path, e)
+        return False
 
 
 @contextlib.contextmanager
@@ -226,55 +295,91 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 class Edges:
-    """The cache of one scan: loaded once, asked for proven facts, told of manifests read,
-    saved once. ``listed(path)`` is the content hash the walk's listing gave for a blob's
-    ``data`` (None: the store keeps none; ``UNSEEN``: not noted, no proof)."""
+    """The cache of one scan: asked once for the proven facts of the manifests it wants,
+    told of the manifests read, saved once. ``listed(path)`` is the content hash the
+    walk's listing gave for a blob's ``data`` (None: the store keeps none; ``UNSEEN``:
+    not noted, no proof). What it holds in memory is a small int per cached manifest;
+    the facts are read from the file for the manifests asked about, a manifest at a
+    time, and those learnt wait in a scratch file until saved."""
 
     def __init__(
         self, folder: Path | None, listed: Callable[[str], str | None] | None = None
     ) -> None:
         self.path = None if folder is None else folder / FILE
         self.listed: Callable[[str], str | None] = listed or (lambda _: None)
-        self.entries = {} if self.path is None else _read(self.path)
-        self.new: dict[str, _Entry] = {}
+        keys = _keys(self.path)
+        self._keys = keys or set()
+        self.bad = keys is None
+        """The file is not one of ours: it is not merged into the next one."""
+        self._new: IO[str] | None = None
+        self.learnt = 0
         self.used = 0
 
     def __contains__(self, digest: str) -> bool:
-        return digest in self.entries
+        """Whether the file may hold ``digest`` (a hash: rarely yes when it does not)."""
+        return hash(digest) in self._keys
 
-    def proven(self, digest: Digest, path: str, size: int, intern: Intern) -> Manifest | None:
-        """The cached facts of the manifest at ``path`` (the blob ``data`` of ``digest``,
-        ``size`` bytes by the walk), or None unless the walk proves them still its facts."""
-        e = self.entries.get(digest)
-        if e is None or e.size != size:
-            return None
-        listed = self.listed(path)
-        if listed is not None and listed != e.md5:
-            return None
-        self.used += 1
-        return e.manifest(intern)
+    def proven(
+        self, wanted: Sequence[tuple[Digest, str, int]], intern: Intern
+    ) -> dict[Digest, Manifest]:
+        """Of ``wanted`` (digest, the path of its blob ``data``, its size by the walk), the
+        cached facts the walk proves still theirs (see the module's docstring)."""
+        asked = {d: (p, n) for d, p, n in wanted if d in self}
+        if self.path is None or not asked:
+            return {}
+        out: dict[Digest, Manifest] = {}
+        try:
+            with _connect() as db:
+                result = db.execute(
+                    f"SELECT {_COLUMNS} FROM read_parquet(?) "  # noqa: S608 (our columns)
+                    "WHERE manifest IN (SELECT unnest(?::VARCHAR[]))",  # in the file's order
+                    [str(self.path), list(asked)],
+                )
+                rows = (row for batch in iter(lambda: result.fetchmany(BATCH), []) for row in batch)
+                for digest, e in _groups(rows):
+                    path, size = asked[Digest(digest)]
+                    listed = self.listed(path)
+                    if e.size == size and (listed is None or listed == e.md5):
+                        out[Digest(digest)] = e.manifest(intern)
+        except (duckdb.Error, OSError, ValueError, Foreign) as e:
+            log.debug("manifest edges cache %s ignored (written again): %s", self.path, e)
+            self.bad = True
+            return {}
+        self.used = len(out)
+        return out
 
     def learn(self, digest: Digest, data: bytes, parsed: Manifest) -> None:
         """Keep what ``parsed`` says, if it was understood and ``data`` hashes to ``digest``."""
-        if self.path is not None and parsed.known and _proven_by_digest(digest, data):
-            self.new[digest] = _entry_of(data, parsed)
+        if self.path is None or not parsed.known or not _proven_by_digest(digest, data):
+            return
+        if self._new is None:
+            self._new = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by save)
+                "w", encoding="utf-8", prefix="regplan-edges-", suffix=".tsv"
+            )
+        e = _entry_of(data, parsed)
+        for r, c in e.edges or (("", ""),):
+            self._new.write(f"{digest}\t{e.kind.value}\t{e.size}\t{e.md5}\t{r}\t{c}\n")
+        self.learnt += 1
 
     def save(self) -> None:
         """Merge the manifests learnt into the file; a failure only costs reads next time."""
         if self.path is None:
             return
-        log.debug("manifest edges: %d from the cache, %d added", self.used, len(self.new))
-        if not self.new:
+        log.debug("manifest edges: %d from the cache, %d added", self.used, self.learnt)
+        if self._new is None:
             return
         try:
+            self._new.flush()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with _locked(self.path.parent):
-                merged = {**_read(self.path), **self.entries, **self.new}
-                _write(self.path, merged)
+                old = self.path if not self.bad and _sound(self.path) else None
+                _write(self.path, Path(self._new.name), old)
         except (OSError, duckdb.Error) as e:
             log.debug("manifest edges cache %s not written: %s", self.path, e)
-        self.entries.update(self.new)
-        self.new.clear()
+        finally:
+            self._new.close()
+            self._new = None
+            self.learnt = 0
 
 
 @runtime_checkable
