@@ -67,7 +67,7 @@ def test_a_sweep_past_its_memory_spills_and_decides_the_same(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     digests = [Digest(f"sha256:{n:064x}") for n in range(60_000)]
     inventory = unreferenced_blobs(digests)
-    small = _swept(inventory, "8MiB")
+    small = _swept(inventory, "12MiB")
     assert small == _swept(inventory) == sorted(blob_dir(d) for d in digests)
     assert not list(tmp_path.glob("regplan-mark-*"))
 

@@ -1,7 +1,10 @@
-"""The mark and sweep's SQL: plain joins and anti-joins over digests kept as binaries.
+"""The mark and sweep's SQL: plain joins and anti-joins over digests kept as numbers.
 
-A digest is a BLOB (``dg``): the 32 bytes of a sha256 digest, the text of any other
-(never 32 bytes long, so the two never meet). Repositories are numbered (``repo``).
+A digest is a number (``id``) of the ``dig(id, d)`` table, where ``d`` is its BLOB
+(``dg``): the 32 bytes of a sha256 digest, the text of any other (never 32 bytes long,
+so the two never meet). Every other table holds numbers only (4 bytes a cell, where a
+BLOB took some 50), and an answer turns its numbers back into BLOBs by a join with
+``dig`` at its end. Repositories are numbered (``repo``).
 
 Static tables (the inventory, loaded once):
 
@@ -18,6 +21,8 @@ Tables of a decision (what the per-repository rules removed, loaded before each 
 * ``touched(repo)``: repositories the request decided (the others keep all they have);
 * ``lcand(repo, b)``: layer links a step asks about; ``named(b)``: blobs the request
   freed, which the plan explains.
+
+A column of type ``DIGEST`` below holds a digest's number (an INTEGER).
 """
 
 from __future__ import annotations
@@ -28,21 +33,24 @@ DIGEST = (
     "THEN unhex(substr(x, 8)) ELSE encode(x) END"
 )
 
+DIGESTS = "CREATE TEMP TABLE dig (id INTEGER, d BLOB); CREATE SEQUENCE digid"
+"""Every digest the tables hold, numbered once (``digid``)."""
+
 STATIC = {
-    "rev": "repo INTEGER, d BLOB",
-    "uses": "d BLOB, b BLOB",
-    "tagcur": "repo INTEGER, tag INTEGER, d BLOB",
-    "layer": "repo INTEGER, b BLOB",
-    "blob": "b BLOB",
+    "rev": "repo INTEGER, d DIGEST",
+    "uses": "d DIGEST, b DIGEST",
+    "tagcur": "repo INTEGER, tag INTEGER, d DIGEST",
+    "layer": "repo INTEGER, b DIGEST",
+    "blob": "b DIGEST",
 }
 DYNAMIC = {
-    "removed": "repo INTEGER, d BLOB",
-    "layer_gone": "repo INTEGER, b BLOB",
+    "removed": "repo INTEGER, d DIGEST",
+    "layer_gone": "repo INTEGER, b DIGEST",
     "whole": "repo INTEGER",
     "failed": "repo INTEGER",
     "touched": "repo INTEGER",
-    "lcand": "repo INTEGER, b BLOB",
-    "named": "b BLOB",
+    "lcand": "repo INTEGER, b DIGEST",
+    "named": "b DIGEST",
 }
 
 STAYING = """
@@ -54,17 +62,19 @@ WHERE r.repo NOT IN (SELECT repo FROM whole)
 """The revisions that stay (every repository but those removed whole)."""
 
 NEEDED_LINKS = """
-SELECT DISTINCT s.repo, u.b, s.d
-FROM staying s
-JOIN uses u ON u.d = s.d
-JOIN lcand c ON c.repo = s.repo AND c.b = u.b
+SELECT q.repo, k.d, kv.d FROM (
+  SELECT DISTINCT s.repo, u.b, s.d
+  FROM staying s
+  JOIN uses u ON u.d = s.d
+  JOIN lcand c ON c.repo = s.repo AND c.b = u.b
+) q JOIN dig k ON k.id = q.b JOIN dig kv ON kv.id = q.d
 ORDER BY 1, 2, 3
 """
 """Of the layer links asked about, those a staying revision of their repository uses,
 and by which revisions."""
 
 FREE_LINKS = """
-SELECT l.repo, l.b FROM layer l
+SELECT l.repo, k.d FROM layer l JOIN dig k ON k.id = l.b
 WHERE l.repo IN (SELECT repo FROM touched)
   AND l.repo NOT IN (SELECT repo FROM whole)
   AND l.repo NOT IN (SELECT repo FROM failed)
@@ -78,7 +88,7 @@ ORDER BY 1, 2
 request decided, sound, not removed whole)."""
 
 NAMED_HOLDERS = """
-SELECT DISTINCT * FROM (
+SELECT k.d, q.repo, q.how, kv.d, q.tag FROM (SELECT DISTINCT * FROM (
   SELECT n.b, s.repo, 0 AS how, s.d AS via, NULL AS tag
   FROM named n JOIN staying s ON s.d = n.b
   UNION ALL
@@ -95,7 +105,7 @@ SELECT DISTINCT * FROM (
   UNION ALL
   SELECT n.b, l.repo, 3, NULL, NULL FROM named n JOIN layer l ON l.b = n.b
   WHERE l.repo IN (SELECT repo FROM failed) AND l.repo NOT IN (SELECT repo FROM whole)
-)
+)) q JOIN dig k ON k.id = q.b LEFT JOIN dig kv ON kv.id = q.via
 """
 """What holds each blob the request freed (the plan names them in its reason): ``how``
 0 a staying revision (the blob itself, or one its manifest uses: ``via``), 1 a staying
@@ -103,7 +113,7 @@ tag's current revision (``tag``), 2 a layer link that stays, 3 a layer link of a
 repository that fails closed (it might use any)."""
 
 UNHELD = """
-SELECT b.b FROM blob b
+SELECT k.d FROM blob b JOIN dig k ON k.id = b.b
 WHERE NOT EXISTS (SELECT 1 FROM named n WHERE n.b = b.b)
   AND NOT EXISTS (SELECT 1 FROM staying s WHERE s.d = b.b)
   AND NOT EXISTS (SELECT 1 FROM staying s JOIN uses u ON u.d = s.d WHERE u.b = b.b)

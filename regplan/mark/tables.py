@@ -29,9 +29,10 @@ READ_BUFFER = 1 << 18
 FLOOR = 64 << 20
 """The mark's memory limit at least: what its steps' joins need at a time (48 MiB was too
 little for the 250k bench tree's)."""
-CELL = 56
-"""Bytes a digest takes in a table (32 of its own, a string's 16, a row's share of the
-rest), measured: 26 MiB for the 250k bench tree, 103 MiB for the 1M one."""
+CELL = 22
+"""Bytes a digest takes in the tables, on average (its number, 4 bytes, in each table
+that names it; once in ``dig``, 32 bytes of its own and a string's 16), measured: 9 MiB
+for the 250k bench tree (436,501 cells; they were 26 MiB as BLOBs everywhere)."""
 BATCH = 4096
 """Rows of a long answer read back at a time."""
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
@@ -102,8 +103,10 @@ class Mark:
         self.tags: list[tuple[str, str]] = []
         """A tag's number in ``tagcur`` -> (repository, tag)."""
         self._db.execute(sql.DIGEST)
+        self._db.execute(sql.DIGESTS)
         for table, columns in (*sql.STATIC.items(), *sql.DYNAMIC.items()):
-            self._db.execute(f"CREATE TEMP TABLE {table} ({columns})")
+            ddl = columns.replace("DIGEST", "INTEGER")
+            self._db.execute(f"CREATE TEMP TABLE {table} ({ddl})")
         self._load(inv)
         self._db.execute(sql.STAYING)
 
@@ -140,7 +143,9 @@ class Mark:
     def fill(self, table: str, rows: Iterable[tuple[Any, ...]], *, fresh: bool = False) -> None:
         """Insert ``rows`` (digests as text, repositories as numbers) into ``table``,
         through a tab-separated file in the database's folder (a Python list of a
-        million rows handed over as parameters took three times the memory)."""
+        million rows handed over as parameters took three times the memory): the
+        digests ``dig`` does not hold yet are numbered first, then the rows go in with
+        their digests' numbers."""
         if fresh:
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (a name of sql.DYNAMIC)
         spec = [c.split() for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
@@ -151,22 +156,8 @@ class Mark:
                 for row in rows:
                     f.write("\t".join(map(str, row)) + "\n")
                     n += 1
-            if not n:
-                return
-            names = ", ".join(name for name, _ in spec)
-            values = ", ".join(
-                f"dg(c{i})" if kind == "BLOB" else f"c{i}" for i, (_, kind) in enumerate(spec)
-            )
-            columns = ", ".join(
-                f"'c{i}': '{'VARCHAR' if kind == 'BLOB' else kind}'"
-                for i, (_, kind) in enumerate(spec)
-            )
-            self._db.execute(
-                f"INSERT INTO {table} ({names}) SELECT {values} FROM read_csv(?, "  # noqa: S608
-                f"delim='\t', header=false, quote='', escape='', columns={{{columns}}}, "
-                f"buffer_size={READ_BUFFER}, max_line_size={READ_BUFFER})",
-                [str(path)],
-            )
+            if n:
+                self._insert(table, spec, str(path))
         except OSError as e:
             raise SpoolError(
                 f"cannot keep the mark's tables in {self._tmp}: {e.strerror}"
@@ -175,6 +166,35 @@ class Mark:
             raise SpoolError(f"the mark's database cannot hold {table}: {e}") from None
         finally:
             path.unlink(missing_ok=True)
+
+    def _insert(self, table: str, spec: list[list[str]], path: str) -> None:
+        """The rows of the file at ``path`` into ``table`` (sql.py: a DIGEST column holds
+        the number ``dig`` gives the digest)."""
+        columns = ", ".join(
+            f"'c{i}': '{'VARCHAR' if kind == 'DIGEST' else kind}'"
+            for i, (_, kind) in enumerate(spec)
+        )
+        source = (
+            f"read_csv(?, delim='\t', header=false, quote='', escape='', "
+            f"columns={{{columns}}}, buffer_size={READ_BUFFER}, max_line_size={READ_BUFFER})"
+        )
+        digests = [f"c{i}" for i, (_, kind) in enumerate(spec) if kind == "DIGEST"]
+        if digests:
+            found = " UNION ".join(f"SELECT dg({c}) AS x FROM {source}" for c in digests)  # noqa: S608
+            self._db.execute(
+                f"INSERT INTO dig SELECT nextval('digid'), x FROM ({found}) n "  # noqa: S608
+                "WHERE NOT EXISTS (SELECT 1 FROM dig WHERE dig.d = n.x)",
+                [path] * len(digests),
+            )
+        values = ", ".join(
+            f"k{i}.id" if kind == "DIGEST" else f"r.c{i}" for i, (_, kind) in enumerate(spec)
+        )
+        joins = "".join(f" JOIN dig k{c[1:]} ON k{c[1:]}.d = dg(r.{c})" for c in digests)
+        names = ", ".join(name for name, _ in spec)
+        self._db.execute(
+            f"INSERT INTO {table} ({names}) SELECT {values} FROM {source} r{joins}",  # noqa: S608
+            [path],
+        )
 
     def decided(
         self,
