@@ -11,6 +11,7 @@ must still hold them: a key gone since the listing reads as gone.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import shutil
 import tempfile
@@ -32,6 +33,35 @@ SORT_MEMORY = "256MiB"
 (spilling to its folder) and reads ranges of the sorted file."""
 ROW_GROUP = 4096
 """Rows per row group of the sorted file: what one listing of a unit reads at least."""
+BATCH = 1024
+"""Rows a listing of a unit fetches at a time."""
+READ_MEMORY = "64MiB"
+"""The memory of the database that reads the sorted file, a few row groups at a time."""
+
+
+def _connect(folder: str, memory: str, *, ordered: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory database under ``memory``, spilling to ``folder``, that gives back
+    what a query freed (its allocator keeps up to 128 MiB otherwise) and caches no file;
+    ``ordered``: a scan of a file gives its rows in the file's order."""
+    return duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": memory,
+            "temp_directory": folder,
+            "preserve_insertion_order": ordered,
+            "allocator_flush_threshold": "16MiB",
+            "enable_external_file_cache": False,
+        },
+    )
+
+
+def give_back_freed_memory() -> None:
+    """Return freed heap to the system (glibc keeps it for reuse otherwise)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def _upper(prefix: str) -> str:
@@ -44,14 +74,7 @@ class Listing:
 
     def __init__(self, path: Path, storage: ObjectStorage, *, memory: str | None = None) -> None:
         self._tmp = tempfile.mkdtemp(prefix="regplan-listing-")
-        self._db = duckdb.connect(
-            ":memory:",
-            config={
-                "memory_limit": memory or SORT_MEMORY,
-                "temp_directory": self._tmp,
-                "preserve_insertion_order": False,
-            },
-        )
+        self._db = _connect(self._tmp, memory or SORT_MEMORY)
         self._lock = threading.Lock()
         try:
             record = storage.record()
@@ -77,13 +100,18 @@ class Listing:
     def _sort(self, rows: str, within: str, params: list[str]) -> None:
         """The rows under the rootdirectory, sorted by key, into a Parquet file of small
         row groups in the listing's folder (the sort spills past the memory limit); each
-        listing the scan asks for reads only the row groups of its key range."""
+        listing the scan asks for reads only the row groups of its key range. The sort's
+        database is closed and its memory given back before the scan: the listings are
+        read by a database of their own, which holds a row group at a time."""
         sorted_rows = str(Path(self._tmp) / "sorted.parquet").replace("'", "''")
         self._db.execute(
             f"COPY (SELECT {_ROW} FROM {rows} {within} ORDER BY key) TO "  # noqa: S608
             f"'{sorted_rows}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})",
             params,
         )
+        self._db.close()
+        give_back_freed_memory()
+        self._db = _connect(self._tmp, READ_MEMORY, ordered=True)
         self._db.execute(
             f"CREATE VIEW listing AS SELECT * FROM read_parquet('{sorted_rows}')"  # noqa: S608
         )
@@ -125,18 +153,40 @@ class Listing:
 
     def objects(self, prefix: str) -> list[Obj]:
         """Every row under ``prefix``, in key order, relative to it."""
+        return list(self.stream(prefix))
+
+    def stream(self, prefix: str) -> Iterator[Obj]:
+        """Every row under ``prefix``, in key order, relative to it, read a batch at a
+        time by a cursor of its own, in the sorted file's order (no sort of the range:
+        the scan's first look at the blobs reads a page of them, not all of them);
+        StorageError when a key is listed twice."""
         n = len(prefix)
         where = "WHERE key >= ? AND key < ?" if prefix else ""
-        rows = self._query(
-            f"SELECT {_ROW} FROM listing {where} ORDER BY key",  # noqa: S608 (constants)
-            *((prefix, _upper(prefix)) if prefix else ()),
-        )
-        return _distinct(
-            [
-                Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
-                for k, s, m, e, c in rows
-            ]
-        )
+        with self._lock:
+            cursor = self._db.cursor()
+        try:
+            last = None
+            for k, s, m, e, c in _fetched(
+                cursor,
+                f"SELECT {_ROW} FROM listing {where}",  # noqa: S608 (constants)
+                [prefix, _upper(prefix)] if prefix else [],
+            ):
+                rel = k[n:]
+                if last is not None and rel <= last:
+                    raise StorageError(
+                        _twice(rel) if rel == last else "the sorted listing is out of order"
+                    )
+                last = rel
+                etag = e or ""
+                yield Obj(
+                    rel=rel,
+                    size=int(s),
+                    etag=etag,
+                    mtime=float(m),
+                    content=etag if c is not None and c == e else c,
+                )
+        finally:
+            cursor.close()
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
         """A delimiter listing of ``prefix`` from the rows."""
@@ -167,12 +217,28 @@ class Listing:
             yield Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
 
 
+def _fetched(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: list[str]
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of a query, a batch at a time; a one-line StorageError."""
+    try:
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(BATCH):
+            yield from batch
+    except duckdb.Error as e:
+        raise StorageError(f"the listing cannot be read: {e}") from None
+
+
+def _twice(rel: str) -> str:
+    return f"the listing lists {printable(rel)} twice: not one snapshot"
+
+
 def _distinct(objs: list[Obj]) -> list[Obj]:
     """``objs`` (in key order), refused when a key is listed twice (two versions of it,
     or a listing of two listings: which one is there is not known)."""
     for a, b in itertools.pairwise(objs):
         if a.rel == b.rel:
-            raise StorageError(f"the listing lists {printable(a.rel)} twice: not one snapshot")
+            raise StorageError(_twice(a.rel))
     return objs
 
 
@@ -186,7 +252,7 @@ class ListedBucket:
         self.seeks = False
 
     def objects(self, prefix: str) -> Iterator[Obj]:
-        return iter(self._listing.objects(prefix))
+        return self._listing.stream(prefix)
 
     def folders(self, prefix: str) -> tuple[list[str], list[Obj]]:
         return self._listing.folders(prefix)
