@@ -4,7 +4,7 @@ Run as a script (not part of the test run):
 
     python -m tests.benchmarks.bench_listing --objects 1e6 [--objects 1e7]
         [--format CSV|Parquet] [--memory-limit 512MiB] [--workdir /var/tmp/regplan-listing]
-        [--out bench-results/listing.json]
+        [--out bench-results/listing.json] [--before /var/tmp/rp-before]
 
 For each size it makes (untimed, kept in --workdir for re-runs) a synthetic registry
 as an object store would hold it, without a store: an S3 Inventory report of its keys
@@ -18,19 +18,24 @@ last of each tag, and what only it used).
 
 Then, in a child process (peak RSS by wait4), ``regplan.workflow.make_plan`` of
 ``--untagged '*' --gc --gc-min-age 1h`` through the listing: seconds, peak RSS, targets.
+With ``--before DIR`` (a checkout of another version, e.g. ``git archive HEAD | tar -x
+-C DIR``), its code plans the same report first, in a child of its own: side by side.
+A Parquet report is written by DuckDB from text (``parquet_inventory``), the same files
+as ``tests/inventories.py`` writes row by row, in minutes rather than hours at 10M.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
@@ -153,6 +158,55 @@ class FolderBucket:
         return f"s3://{BUCKET}/{key}"
 
 
+PER_FILE = 1_000_000
+"""Rows per data file of a Parquet report the benchmark writes."""
+
+
+def parquet_inventory(
+    rows: Iterable[Row], folder: Path, *, bucket: str, created: float, fmt: str = "Parquet"
+) -> Path:
+    """``tests/inventories.py``'s S3 Inventory report in Parquet, the same files and
+    manifest, written by DuckDB from a text file per data file (its row-by-row inserts
+    take hours at 10M rows)."""
+    import duckdb
+
+    data = folder / bucket / "regplan-inv" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    files: list[dict[str, object]] = []
+    chunks = iter(rows)
+    while chunk := list(itertools.islice(chunks, PER_FILE)):
+        path = data / f"part-{len(files):05d}.parquet"
+        text = data / "rows.tsv"
+        with text.open("w") as f:
+            f.writelines(f"{k}\t{s}\t{m!r}\t{e}\n" for k, s, m, e in chunk)
+        with duckdb.connect() as db:
+            db.execute(
+                "COPY (SELECT ? AS bucket, key, size, to_timestamp(mtime) AS last_modified_date, "
+                "e_tag FROM read_csv(?, delim='\t', quote='', header=false, columns={"
+                "'key': 'VARCHAR', 'size': 'BIGINT', 'mtime': 'DOUBLE', 'e_tag': 'VARCHAR'})) "
+                "TO ? (FORMAT parquet)",
+                [bucket, str(text), str(path)],
+            )
+        text.unlink()
+        raw = path.read_bytes()
+        md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        files.append({"key": f"regplan-inv/data/{path.name}", "size": len(raw), "MD5checksum": md5})
+    stamp = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H-%MZ")
+    manifest = folder / bucket / "regplan-inv" / stamp / "manifest.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "sourceBucket": bucket,
+        "destinationBucket": "arn:aws:s3:::inventory-dest",
+        "version": "2016-11-30",
+        "creationTimestamp": str(int(created * 1000)),
+        "fileFormat": fmt,
+        "fileSchema": "message s3.inventory { required binary bucket (STRING); }",
+        "files": files,
+    }
+    manifest.write_text(json.dumps(doc))
+    return manifest
+
+
 def made_keys(manifest: Path) -> int:
     """How many keys a report lists (its data files' rows)."""
     import duckdb
@@ -178,7 +232,8 @@ def prepare(objects: int, fmt: str, workdir: Path) -> tuple[Path, Path, int]:
         t = time.perf_counter()
         now = time.time()
         rows = registry(objects, manifests, now)  # in no order: the plan sorts
-        made = s3_inventory(rows, base / "inventory", bucket=BUCKET, created=now, fmt=fmt)
+        write = s3_inventory if fmt == "CSV" else parquet_inventory
+        made = write(rows, base / "inventory", bucket=BUCKET, created=now, fmt=fmt)
         marker.write_text(
             json.dumps(
                 {"manifest": str(made), "keys": made_keys(made), "seconds": time.perf_counter() - t}
@@ -212,26 +267,41 @@ def child(manifest: Path, manifests: Path, memory: str | None) -> None:
     print(json.dumps({"seconds": time.perf_counter() - t, "targets": targets}))
 
 
-def bench(objects: int, fmt: str, workdir: Path, memory: str | None) -> dict[str, Any]:
+def bench(
+    objects: int, fmt: str, workdir: Path, memory: str | None, before: Path | None = None
+) -> list[dict[str, Any]]:
+    """The plan of a synthetic registry of about ``objects`` keys, by ``before``'s code
+    (a checkout of another version: its ``regplan`` and this benchmark) and then by
+    this one's, one after the other on the same report."""
     manifest, manifests, keys = prepare(objects, fmt, workdir)
     print(f"\n{keys:,} objects ({fmt}): planning --untagged '*' --gc", flush=True)
+    here = Path(__file__).resolve().parents[2]
+    results = []
+    for code, name in ([(before, "before")] if before else []) + [(here, "this")]:
+        result = _planned(code, manifest, manifests, memory)
+        results.append({**result, "objects": keys, "format": fmt, "code": name})
+        print(
+            f"  {name:>6}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']} MiB, "
+            f"{result['targets']:,} targets",
+            flush=True,
+        )
+    return results
+
+
+def _planned(code: Path, manifest: Path, manifests: Path, memory: str | None) -> dict[str, Any]:
+    """One plan in a child process run from ``code``: its seconds, targets, peak RSS."""
     cmd = [sys.executable, "-m", "tests.benchmarks.bench_listing", "--child", str(manifest)]
     cmd += ["--manifests", str(manifests)] + (["--memory-limit", memory] if memory else [])
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "REGPLAN_CACHE_DIR": cache}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+        env = {**os.environ, "REGPLAN_CACHE_DIR": cache, "PYTHONPATH": str(code)}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=code)
         assert proc.stdout is not None
         said = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"the plan failed ({proc.returncode})")
-    result = {**json.loads(said), "objects": keys, "format": fmt, "peak_rss_mib": _peak(usage)}
-    print(
-        f"  {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']} MiB, "
-        f"{result['targets']:,} targets"
-    )
-    return result
+    return {**json.loads(said), "peak_rss_mib": _peak(usage)}
 
 
 def main() -> None:
@@ -241,6 +311,9 @@ def main() -> None:
     parser.add_argument("--memory-limit")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/regplan-listing"))
     parser.add_argument("--out", type=Path, default=Path("bench-results/listing.json"))
+    parser.add_argument(
+        "--before", type=Path, help="a checkout of another version, planned first (side by side)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--manifests", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,7 +321,9 @@ def main() -> None:
         child(args.child, args.manifests, args.memory_limit)
         return
     results = [
-        bench(int(n), args.format, args.workdir, args.memory_limit) for n in args.objects or [1e6]
+        r
+        for n in args.objects or [1e6]
+        for r in bench(int(n), args.format, args.workdir, args.memory_limit, args.before)
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
