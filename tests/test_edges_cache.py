@@ -21,7 +21,7 @@ import attrs
 import duckdb
 import pytest
 
-from regplan.demo.samples import Registry, build_demo, image, index
+from regplan.demo.samples import Registry, image, index
 from regplan.plans import codec
 from regplan.scan import edges, manifests
 from regplan.scan.inventory import ProblemCode
@@ -59,10 +59,8 @@ class Reading(Counting):
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "fs"
-    build_demo(root)
-    return root
+def tree(demo_root: Path) -> Path:
+    return demo_root
 
 
 @pytest.fixture

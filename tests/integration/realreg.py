@@ -117,6 +117,21 @@ class RealRegistry:
         self.config = work / f"registry-{self.port}.yml"
         self.configure(storage=storage, extra=extra)
 
+    @classmethod
+    def on_store(cls, tmp_path: Path, *, version: str, driver: str) -> RealRegistry:
+        """A registry whose storage is an object store (``driver``: its line), redirects
+        off (the client is sent to the registry, not to the store), its files in
+        ``tmp_path/work``."""
+        work = tmp_path / "work"
+        work.mkdir()
+        return cls(
+            tmp_path / "unused",
+            work,
+            version=version,
+            driver=driver,
+            storage="  redirect: {disable: true}\n",
+        )
+
     def configure(self, *, storage: str = "", extra: str = "") -> None:
         """Write the config (takes effect at the next start)."""
         self.config.write_text(

@@ -64,14 +64,10 @@ def on_s3(
 ) -> Iterator[Pushed]:
     """A real registry over a new bucket on moto; tags pushed, two pushed again."""
     storage = s3server.storage()
-    work = tmp_path / "work"
-    work.mkdir()
-    reg = RealRegistry(
-        tmp_path / "unused",
-        work,
+    reg = RealRegistry.on_store(
+        tmp_path,
         version=registry_version,
         driver=s3_driver_line(storage, s3server.endpoint, registry_version),
-        storage="  redirect: {disable: true}\n",
     )
     for k in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(k)  # AWS_CA_BUNDLE and the like: only the server's, below

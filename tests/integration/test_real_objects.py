@@ -110,14 +110,8 @@ def on_store(
     cloud, version = request.param
     server = request.getfixturevalue(cloud.server)
     storage = server.storage()
-    work = tmp_path / "work"
-    work.mkdir()
-    reg = RealRegistry(
-        tmp_path / "unused",
-        work,
-        version=version,
-        driver=cloud.driver(server, storage, version),
-        storage="  redirect: {disable: true}\n",
+    reg = RealRegistry.on_store(
+        tmp_path, version=version, driver=cloud.driver(server, storage, version)
     )
     for k in [k for k in os.environ if k.startswith(cloud.env)]:
         monkeypatch.delenv(k)  # regplan reads the endpoint and keys from the config only
