@@ -29,26 +29,29 @@ from regplan.storage.objects.bucket import Bucket, Obj, ObjectStorage
 
 _ROW = "key, size, mtime, etag, content"
 SORT_MEMORY = "256MiB"
-"""The listing's database memory unless --memory-limit says otherwise: it only sorts
-(spilling to its folder) and reads ranges of the sorted file."""
+"""The memory of the listing's sort unless --memory-limit says otherwise (it spills to
+its folder past it); the sorted file is read under READ_MEMORY."""
 ROW_GROUP = 4096
 """Rows per row group of the sorted file: what one listing of a unit reads at least."""
 BATCH = 1024
 """Rows a listing of a unit fetches at a time."""
-READ_MEMORY = "64MiB"
-"""The memory of the database that reads the sorted file, a few row groups at a time."""
+READ_MEMORY = "128MiB"
+"""The memory of the database that reads the sorted file: each listing in flight holds
+a row group or two (the scan runs 16)."""
 
 
 def _connect(folder: str, memory: str, *, ordered: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory database under ``memory``, spilling to ``folder``, that gives back
     what a query freed (its allocator keeps up to 128 MiB otherwise) and caches no file;
-    ``ordered``: a scan of a file gives its rows in the file's order."""
+    ``ordered``: a scan of a file gives its rows in the file's order, each query in the
+    thread that fetches its rows (no worker runs ahead of a slow reader and buffers)."""
     return duckdb.connect(
         ":memory:",
         config={
             "memory_limit": memory,
             "temp_directory": folder,
             "preserve_insertion_order": ordered,
+            **({"threads": 1} if ordered else {}),
             "allocator_flush_threshold": "16MiB",
             "enable_external_file_cache": False,
         },
