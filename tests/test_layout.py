@@ -34,6 +34,8 @@ def test_digest_parses_valid(text: str) -> None:
         f"sha256:{HEX.upper()}",
         f"sha256:{HEX}\n",
         ":abc",
+        "foo:abc\n",  # a trailing newline: ``$`` matched before it
+        "foo\n:abc",
     ],
 )
 def test_digest_rejects_invalid(text: str) -> None:

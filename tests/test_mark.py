@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
@@ -16,8 +17,9 @@ from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved
 from regplan.errors import SpoolError
 from regplan.mark import tables
-from regplan.scan.inventory import Inventory
+from regplan.scan.inventory import Inventory, Repository
 from regplan.scan.layout import Digest, blob_dir
+from regplan.scan.manifests import Manifest, ManifestKind
 from tests.helpers import unreferenced_blobs
 
 
@@ -29,10 +31,11 @@ def _swept(inventory: Inventory, memory: str | None = None) -> list[str]:
 
 @pytest.mark.parametrize(
     "digest",
-    [f"sha256:{'ab' * 32}", f"sha512:{'cd' * 64}", f"sha384:{'0' * 32}"],
+    [f"sha256:{'ab' * 32}", f"sha512:{'cd' * 64}", f"sha384:{'0' * 32}", f"md5:{'e' * 28}"],
 )
 def test_a_digest_comes_back_from_its_blob(digest: str) -> None:
-    """sha256 is kept as 32 bytes, any other algorithm as its text: never 32 bytes."""
+    """sha256 is kept as 32 bytes, any other algorithm as its text, a first byte saying
+    which: a text of 32 bytes (md5:…) never reads back as a sha256 digest."""
     with tables.Mark(unreferenced_blobs([Digest(digest)])) as mark:
         mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
         assert list(mark.held_named(())) == []
@@ -115,3 +118,30 @@ def test_a_step_out_of_memory_runs_again_under_the_machines_limit_unless_one_was
         else:
             with pytest.raises(SpoolError, match="the mark and sweep failed: Out of Memory"):
                 list(mark.unheld())
+
+
+def test_a_manifest_many_repositories_hold_is_one_row_of_each() -> None:
+    """The same revision in 200 repositories, each linking its one layer: every answer
+    names it once per repository (a digest numbered once per row it first appeared in
+    joined each row to each of its numbers: 200 x 200 rows)."""
+    layer = Digest(f"sha256:{'1' * 64}")
+    manifest = Digest(f"sha256:{'2' * 64}")
+    names = [f"team/app{n}" for n in range(200)]
+    inventory = attrs.evolve(
+        unreferenced_blobs([layer, manifest]),
+        repositories={
+            n: Repository(name=n, revisions=frozenset({manifest}), layers=frozenset({layer}))
+            for n in names
+        },
+        manifests={manifest: Manifest(kind=ManifestKind.OCI_MANIFEST, blobs=(layer,))},
+    )
+    with tables.Mark(inventory) as mark:
+        mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=names)
+        needed = mark.needed_links([(n, layer) for n in names])
+        assert needed == {(n, layer): [manifest] for n in names}
+        assert mark.free_links() == []
+        held = mark.held_named([layer])
+        assert sorted(held[layer]) == sorted(
+            [(n, 0, manifest) for n in names] + [(n, 2, None) for n in names]
+        )
+        assert list(mark.unheld()) == []

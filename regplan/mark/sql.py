@@ -1,8 +1,8 @@
 """The mark and sweep's SQL: plain joins and anti-joins over digests kept as numbers.
 
 A digest is a number (``id``) of the ``dig(id, d)`` table, where ``d`` is its BLOB
-(``dg``): the 32 bytes of a sha256 digest, the text of any other (never 32 bytes long,
-so the two never meet). Every other table holds numbers only (4 bytes a cell, where a
+(``dg``): a byte saying which, then the 32 bytes of a sha256 digest or the text of any
+other (so the two never meet). Every other table holds numbers only (4 bytes a cell, where a
 BLOB took some 50), and an answer turns its numbers back into BLOBs by a join with
 ``dig`` at its end. Repositories are numbered (``repo``).
 
@@ -30,8 +30,10 @@ from __future__ import annotations
 DIGEST = (
     "CREATE OR REPLACE TEMP MACRO dg(x) AS "
     "CASE WHEN starts_with(x, 'sha256:') AND length(x) = 71 "
-    "THEN unhex(substr(x, 8)) ELSE encode(x) END"
+    "THEN '\\x00'::BLOB || unhex(substr(x, 8)) ELSE '\\x01'::BLOB || encode(x) END"
 )
+"""A digest's BLOB: a first byte saying which (0: sha256, its 32 bytes follow; 1: any
+other, its text follows), so that no text ever reads back as a sha256 digest."""
 
 DIGESTS = "CREATE TEMP TABLE dig (id INTEGER, d BLOB); CREATE SEQUENCE digid"
 """Every digest the tables hold, numbered once (``digid``)."""

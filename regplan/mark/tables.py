@@ -74,8 +74,8 @@ def memory_limit(text: str) -> str:
 
 
 def undigest(b: bytes) -> Digest:
-    """A digest back from its BLOB (sql.DIGEST)."""
-    return Digest("sha256:" + b.hex() if len(b) == 32 else b.decode())
+    """A digest back from its BLOB (sql.DIGEST: its first byte says which)."""
+    return Digest("sha256:" + b[1:].hex() if b[:1] == b"\x00" else b[1:].decode())
 
 
 class Mark:
@@ -182,7 +182,10 @@ class Mark:
         if digests:
             found = " UNION ".join(f"SELECT dg({c}) AS x FROM {source}" for c in digests)  # noqa: S608
             self._db.execute(
-                f"INSERT INTO dig SELECT nextval('digid'), x FROM ({found}) n "  # noqa: S608
+                # DISTINCT: a digest many rows name (a manifest in many repositories)
+                # is numbered once, or each row would join each of its numbers
+                "INSERT INTO dig SELECT nextval('digid'), x FROM "  # noqa: S608
+                f"(SELECT DISTINCT x FROM ({found})) n "
                 "WHERE NOT EXISTS (SELECT 1 FROM dig WHERE dig.d = n.x)",
                 [path] * len(digests),
             )

@@ -14,9 +14,8 @@ STATE_DIR = "regplan-state"
 ROOTS = frozenset({"", "blobs", "repositories"})
 """Directories that are never removed, even when empty (rel paths)."""
 
-_ALGORITHM = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*$")
-_ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
-_HEX = re.compile(r"^[a-f0-9]+$")
+_ALGORITHM = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
+_ENCODED = re.compile(r"[a-zA-Z0-9=_-]+")
 
 
 _SHA256 = re.compile(r"sha256:[a-f0-9]{64}")
@@ -36,7 +35,8 @@ def parse_digest(text: str) -> Digest:
     if _SHA256.fullmatch(text):
         return Digest(text)
     alg, sep, enc = text.partition(":")
-    if not sep or not _ALGORITHM.match(alg) or not _ENCODED.match(enc):
+    if not sep or not _ALGORITHM.fullmatch(alg) or not _ENCODED.fullmatch(enc):
+        # fullmatch: ``$`` matched before a trailing newline, which let "foo:abc\n" in
         raise ValueError(f"not a digest: {text[:80]!r}")
     if alg == "sha256":
         raise ValueError(f"not a sha256 digest: {text[:80]!r}")
