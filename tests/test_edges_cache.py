@@ -338,3 +338,45 @@ def test_a_manifest_the_listing_gives_no_md5_for_is_read_again(
     inv = objscan.scan(reg.through(b), cache=cache)
     got = [p for p in b.gets() if p.startswith("blobs/")]
     assert got == sorted(blob_data(d) for d, m in inv.manifests.items() if m.known)
+
+
+def test_a_cache_folder_regplan_cannot_use_costs_reads_only(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache folder that cannot be looked into (here a name too long for the system):
+    the plan is the plan without a cache, every manifest read, no error."""
+    reg = InMemory.of("s3", tmp_path, tree)
+    b = Reading(reg.bucket)
+    cold = objscan.scan(reg.through(b), cache=tmp_path / "cold")
+    every = b.gets()
+    unusable = tmp_path / ("x" * 300) / "cache"
+    monkeypatch.setenv(edges.CACHE_ENV, str(unusable))
+    for _ in range(2):
+        inv = objscan.scan(reg.through(b), cache=unusable)
+        assert b.gets() == every
+        assert inv.manifests == cold.manifests
+
+
+def test_rows_regplan_never_writes_are_not_carried_into_the_next_file(
+    tree: Path, tmp_path: Path, cache: Path
+) -> None:
+    """A manifest no plan asks about, with two heads and an edge to no digest: the next
+    save writes what it learnt without the old file's rows, and the file is ours again."""
+    reg = InMemory.of("s3", tmp_path, tree)
+    inv = objscan.scan(reg.storage, cache=cache)
+    f = cache / edges.FILE
+    stranger = "sha256:" + "9" * 64
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{f}') UNION ALL "  # noqa: S608
+        f"SELECT '{stranger}', 'oci-index', 10, repeat('a', 32), 'child', 'not-a-digest' "
+        f"UNION ALL SELECT '{stranger}', 'oci-index', 11, repeat('b', 32), NULL, NULL "
+        f"ORDER BY manifest) TO '{f}.new' (FORMAT parquet)"
+    )
+    Path(f"{f}.new").replace(f)
+    assert kept(cache) == {}
+    d = min(d for d, m in inv.manifests.items() if m.known)
+    data = reg.bucket.get(reg.storage.key(f"{V2}/{blob_data(d)}"))
+    learning = edges.Edges(cache)
+    learning.learn(d, data, manifests.parse(data))
+    learning.save()
+    assert set(kept(cache)) == {d}
