@@ -173,6 +173,7 @@ class Listing:
                 cursor,
                 f"SELECT {_ROW} FROM listing {where}",  # noqa: S608 (constants)
                 [prefix, _upper(prefix)] if prefix else [],
+                self._lock,
             ):
                 rel = k[n:]
                 if last is not None and rel <= last:
@@ -221,12 +222,19 @@ class Listing:
 
 
 def _fetched(
-    cursor: duckdb.DuckDBPyConnection, sql: str, params: list[str]
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: list[str], lock: threading.Lock
 ) -> Iterator[tuple[Any, ...]]:
-    """The rows of a query, a batch at a time; a one-line StorageError."""
+    """The rows of a query, a batch at a time, one batch of one listing at a time (the
+    scan's threads take turns: each holds its batch, not a share of the file);
+    a one-line StorageError."""
     try:
-        cursor.execute(sql, params)
-        while batch := cursor.fetchmany(BATCH):
+        with lock:
+            cursor.execute(sql, params)
+        while True:
+            with lock:
+                batch = cursor.fetchmany(BATCH)
+            if not batch:
+                return
             yield from batch
     except duckdb.Error as e:
         raise StorageError(f"the listing cannot be read: {e}") from None
