@@ -17,6 +17,7 @@ it has not seen, or whose listed size or MD5 is not the cached one's.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hashlib
@@ -27,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from regplan import confine
 from regplan.errors import StorageError
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 JOBS = 16
 """Listings and GETs in flight at once (requests wait on the network, not the CPU)."""
+AHEAD = JOBS + 4
+"""Units of a walk read ahead of the one being used (all of them JOBS at a time)."""
+T = TypeVar("T")
+R = TypeVar("R")
 HEX = frozenset("0123456789abcdef")
 PROBE = 1000
 """Keys of the blob listing's first page (one request on every store)."""
@@ -289,22 +294,33 @@ def walk(
         )
     yield from top
     seen = 0
+    for evs, unit_side in _in_order(
+        lambda u: _unit_events(bucket, prefix, u, mtimes, times), units
+    ):
+        # the unit's notes first: consuming its events reads them (a tag's push time)
+        side.problems += unit_side.problems
+        side.blind += unit_side.blind
+        side.mtimes.update(unit_side.mtimes)
+        side.startedat.update(unit_side.startedat)
+        yield from evs
+        seen += unit_side.count
+        side.count = seen
+        if progress is not None:
+            progress(seen, 0)
+
+
+def _in_order(work: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``work`` of each item, JOBS at once, yielded in order, and never more than AHEAD
+    answers held (a window of JOBS * 4 units held a million objects' listing whole:
+    at that size there are some 66 units)."""
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
-        for start in range(0, len(units), JOBS * 4):  # a window: results are held till used
-            window = units[start : start + JOBS * 4]
-            for evs, unit_side in pool.map(
-                lambda u: _unit_events(bucket, prefix, u, mtimes, times), window
-            ):
-                # the unit's notes first: consuming its events reads them (a tag's push time)
-                side.problems += unit_side.problems
-                side.blind += unit_side.blind
-                side.mtimes.update(unit_side.mtimes)
-                side.startedat.update(unit_side.startedat)
-                yield from evs
-                seen += unit_side.count
-                side.count = seen
-                if progress is not None:
-                    progress(seen, 0)
+        todo = iter(items)
+        pending = collections.deque(pool.submit(work, i) for i in itertools.islice(todo, AHEAD))
+        while pending:
+            done = pending.popleft().result()
+            pending.extend(pool.submit(work, i) for i in itertools.islice(todo, 1))
+            yield done
+            del done  # the unit's events are not held while the next one is read
 
 
 def scan(
