@@ -25,6 +25,7 @@ from regplan.scan.layout import (
     short_of,
     tag_dir,
 )
+from regplan.scan.times import Times
 from regplan.scan.tokens import Event
 from regplan.scan.tree import Parts, Tree, TreeBuilder
 
@@ -40,7 +41,7 @@ def strerror(e: OSError) -> str:
 class Side:
     """What a walk notes besides its events."""
 
-    mtimes: dict[str, float] = attrs.field(factory=dict)
+    mtimes: Times = attrs.field(factory=Times)
     startedat: dict[str, str] = attrs.field(factory=dict)
     problems: list[Problem] = attrs.field(factory=list)
     blind: list[str] = attrs.field(factory=list)
@@ -88,7 +89,7 @@ class Share:
     blobs: dict[Digest, int]
     problems: list[Problem]
     blind: list[str]
-    mtimes: dict[str, float]
+    mtimes: Times
     interned: dict[str, Digest]
     """Share 0's digest table (it ran in this process); empty for forked shares."""
 

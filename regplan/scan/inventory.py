@@ -9,6 +9,7 @@ import attrs
 
 from regplan.scan.layout import Digest, attached_subject
 from regplan.scan.manifests import Manifest
+from regplan.scan.times import ByPath, Times
 from regplan.scan.tree import Tree
 
 
@@ -85,7 +86,7 @@ class Inventory:
     """Every digest a revision or tag names, parsed once (unreadable ones say why)."""
     problems: tuple[Problem, ...]
     tree: Tree = attrs.field(eq=False)
-    mtimes: Mapping[str, float] = attrs.field(factory=dict, eq=False)
+    mtimes: ByPath = attrs.field(factory=Times, eq=False)
     """Only when scanned with mtimes: mtime of every link file and blob ``data``, by path
     (and always of tags' ``current/link``, as ``Tag.pushed_at``)."""
     created: Mapping[Digest, str] = attrs.field(factory=dict)
