@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
 import functools
 import hashlib
 import json
@@ -22,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from regplan import __version__
+from regplan import __version__, heap
 from regplan.changes import fresh
 from regplan.decide import images
 from regplan.decide.decision import Spooled
@@ -176,7 +175,7 @@ def make_plan(
     )
     if traits is not None:
         inventory = read_for(inventory, traits)
-    _give_back_freed_memory()
+    heap.give_back()
     resolved = resolve(selection, inventory, now)
     request = _request(selection, resolved, argv, listing)
     prune = selection.prune and location.has_folders(storage)  # a bucket has no empty folder
@@ -220,7 +219,7 @@ def _digests(inventory: Inventory, spooled: Spooled) -> bytes:
     part's targets are numbered in an array: no sort key per target (at 1M files,
     sorting them by (part, path) was the plan's peak). What the mark's database freed
     goes back to the system first: this pass comes on top."""
-    _give_back_freed_memory()
+    heap.give_back()
     paths = [t.path for t in spooled.targets.targets()]
     by_part: dict[str, array.array[int]] = {}
     for i, path in enumerate(paths):
@@ -286,17 +285,6 @@ def _spool_images(
     made = images.records(inventory, resolved, spooled.targets.image_targets(), spooled.kept)
     for n, image in enumerate(made):
         found.add(images.as_record(image, n))
-
-
-def _give_back_freed_memory() -> None:
-    """Return to the system what the scan freed (its shares, the walk's buffers):
-    glibc keeps freed heap for reuse, and the sweep's objects would come on top."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
 
 
 def write_plan(plan: Plan | Draft, path: Path, *, body: str = "json") -> None:

@@ -11,7 +11,6 @@ must still hold them: a key gone since the listing reads as gone.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any, cast
 
 import duckdb
 
+from regplan import heap
 from regplan.errors import StorageError
 from regplan.scan.layout import printable
 from regplan.storage.listing import source
@@ -56,15 +56,6 @@ def _connect(folder: str, memory: str, *, ordered: bool = False) -> duckdb.DuckD
             "enable_external_file_cache": False,
         },
     )
-
-
-def give_back_freed_memory() -> None:
-    """Return freed heap to the system (glibc keeps it for reuse otherwise)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
 
 
 def _upper(prefix: str) -> str:
@@ -113,7 +104,7 @@ class Listing:
             params,
         )
         self._db.close()
-        give_back_freed_memory()
+        heap.give_back()
         self._db = _connect(self._tmp, READ_MEMORY, ordered=True)
         self._db.execute(
             f"CREATE VIEW listing AS SELECT * FROM read_parquet('{sorted_rows}')"  # noqa: S608
