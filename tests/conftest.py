@@ -32,6 +32,17 @@ def registry_stopped() -> Iterator[None]:
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test's object-store plans keep their cache (scan/edges.py) in a folder of
+    the test's own, not in the user's ~/.cache (nor one shared by every test of the
+    run, which every save rewrote). A filesystem plan still keeps none."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def demo_root(tmp_path: Path) -> Path:
     root = tmp_path / "registry"
