@@ -50,7 +50,7 @@ from typing import IO, Protocol, runtime_checkable
 import attrs
 import duckdb
 
-from regplan.scan.layout import Digest, parse_digest
+from regplan.scan.layout import DIGEST_SYNTAX, Digest, parse_digest
 from regplan.scan.manifests import Intern, Manifest, ManifestKind
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ UNSEEN = "?"
 _COLUMNS = "manifest, kind, size, md5, relation, child"
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _KINDS = {k.value: k for k in ManifestKind if k is not ManifestKind.UNKNOWN}
-_INDEXES = (ManifestKind.MANIFEST_LIST, ManifestKind.OCI_INDEX)
 _IMAGES = (ManifestKind.SCHEMA2, ManifestKind.OCI_MANIFEST)
 _DB: dict[str, str | bool | int | float | list[str]] = {
     "threads": 1,  # one thread: a scan reads the file in its order (_groups)
@@ -118,7 +117,7 @@ def _entry_of(data: bytes, parsed: Manifest) -> _Entry:
 
 
 def _proven_by_digest(digest: str, data: bytes) -> bool:
-    """Whether ``data`` hashes to ``digest`` (an algorithm hashlib lacks proves nothing)."""
+    """Whether ``data`` hashes to ``digest`` (only sha256, sha384 and sha512 prove)."""
     alg, _, encoded = digest.partition(":")
     if alg not in ("sha256", "sha384", "sha512"):  # what registries name content by
         return False
@@ -190,7 +189,8 @@ def read_all(path: Path) -> dict[str, _Entry]:
 
 def _keys(path: Path | None) -> set[int] | None:
     """The hashes of the manifests the file holds (a set of small ints, not of digests: the
-    walk asks it of every blob); None when there is no file or it is not one of ours."""
+    walk asks it of every blob): empty when there is no file or no folder regplan may
+    look into; None when the file cannot be read as ours (it is not merged, see save)."""
     if path is None:
         return set()
     try:
@@ -225,7 +225,7 @@ def _groups(rows: Iterator[tuple[object, ...]]) -> Iterator[tuple[str, _Entry]]:
         yield from _checked(group).items()
 
 
-def _write(path: Path, new: Path, old: Path | None) -> None:
+def _write(db: duckdb.DuckDBPyConnection, path: Path, new: Path, old: Path | None) -> None:
     """The rows learnt (``new``, tab-separated) and those of ``old`` for other manifests,
     in manifest order, to ``path``: a temporary file, synced, renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".edges-", suffix=".tmp")
@@ -243,12 +243,11 @@ def _write(path: Path, new: Path, old: Path | None) -> None:
         both += f" UNION ALL SELECT {_COLUMNS} FROM read_parquet($old) WHERE manifest NOT IN "  # noqa: S608
         both += "(SELECT manifest FROM n)"
     try:
-        with _connect() as db:
-            db.execute(f"CREATE TEMP TABLE n AS {learnt}", {"new": str(new)})
-            db.execute(
-                f"COPY ({both} ORDER BY manifest, relation, child) TO $out (FORMAT parquet)",
-                {"out": tmp} | ({"old": str(old)} if old is not None else {}),
-            )
+        db.execute(f"CREATE TEMP TABLE n AS {learnt}", {"new": str(new)})
+        db.execute(
+            f"COPY ({both} ORDER BY manifest, relation, child) TO $out (FORMAT parquet)",
+            {"out": tmp} | ({"old": str(old)} if old is not None else {}),
+        )
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         Path(tmp).replace(path)
@@ -256,7 +255,7 @@ def _write(path: Path, new: Path, old: Path | None) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-_DIGEST = "[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+"
+_DIGEST = DIGEST_SYNTAX
 _KIND_LIST = ", ".join(f"'{k}'" for k in _KINDS)
 _ROW_OK = (
     f"regexp_full_match(manifest, '{_DIGEST}') AND regexp_full_match(md5, '[0-9a-f]{{32}}') "
@@ -267,7 +266,7 @@ _ROW_OK = (
 """A row this module could have written, as SQL (a digest as parse_digest reads one)."""
 
 
-def _sound(path: Path) -> bool:
+def _sound(db: duckdb.DuckDBPyConnection, path: Path) -> bool:
     """Whether the file at ``path`` holds only rows this module could have written, one
     head (kind, size, MD5) per manifest (a file that does not is left out of the next
     one, not merged into it). Checked in SQL, column by column: a save must not read a
@@ -276,14 +275,13 @@ def _sound(path: Path) -> bool:
     try:
         if not path.is_file():
             return False
-        with _connect() as db:
-            found = db.execute(
-                f"SELECT count(*) FILTER (WHERE NOT coalesce({_ROW_OK}, false)), "  # noqa: S608
-                "(SELECT count(*) FROM (SELECT manifest FROM read_parquet($f) GROUP BY "
-                "manifest HAVING count(DISTINCT (kind, size, md5)) > 1)) "
-                "FROM read_parquet($f)",
-                {"f": str(path)},
-            ).fetchone()
+        found = db.execute(
+            f"SELECT count(*) FILTER (WHERE NOT coalesce({_ROW_OK}, false)), "  # noqa: S608
+            "(SELECT count(*) FROM (SELECT manifest FROM read_parquet($f) GROUP BY "
+            "manifest HAVING count(DISTINCT (kind, size, md5)) > 1)) "
+            "FROM read_parquet($f)",
+            {"f": str(path)},
+        ).fetchone()
     except (duckdb.Error, OSError) as e:
         log.debug("manifest edges cache %s not merged: %s", path, e)
         return False
@@ -383,9 +381,9 @@ class Edges:
         try:
             self._new.flush()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _locked(self.path.parent):
-                old = self.path if not self.bad and _sound(self.path) else None
-                _write(self.path, Path(self._new.name), old)
+            with _locked(self.path.parent), _connect() as db:  # one database per save
+                old = self.path if not self.bad and _sound(db, self.path) else None
+                _write(db, self.path, Path(self._new.name), old)
         except (OSError, duckdb.Error) as e:
             log.debug("manifest edges cache %s not written: %s", self.path, e)
         finally:

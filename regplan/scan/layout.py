@@ -16,6 +16,8 @@ ROOTS = frozenset({"", "blobs", "repositories"})
 
 _ALGORITHM = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
 _ENCODED = re.compile(r"[a-zA-Z0-9=_-]+")
+DIGEST_SYNTAX = f"{_ALGORITHM.pattern}:{_ENCODED.pattern}"
+"""What parse_digest takes, as a regular expression (RE2 reads it too: SQL checks)."""
 
 
 _SHA256 = re.compile(r"sha256:[a-f0-9]{64}")

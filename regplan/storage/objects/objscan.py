@@ -336,7 +336,7 @@ def scan(
     bucket = bucket or storage.open()
     side = Side()
     times = Overlay.load(bucket, storage, ages=mtimes)
-    reader = ManifestReader(bucket, storage, cache if cache is not None else cache_dir())
+    reader = ManifestReader(bucket, storage, cache if cache is not None else edges.cache_dir())
     listing = reader.noting(bucket)  # the walk's listing notes the hashes that prove the cache
     evs = walk(listing, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
     share = share_of(evs, side, mtimes=mtimes)
@@ -348,10 +348,6 @@ def digest(
 ) -> fingerprint.TreeDigest:
     bucket = bucket or storage.open()
     return digest_events(walk(bucket, storage, Side(), progress=progress))
-
-
-def cache_dir() -> Path:
-    return edges.cache_dir()
 
 
 class ManifestReader:
