@@ -220,17 +220,20 @@ class Mark:
         """Run ``query``: its result and its first ``n`` rows (all with None). Under the
         default limit, a step that runs out of memory runs again under machine_limit()
         (the sized limit is an estimate: at 1M files, 80 MiB was too little)."""
+
+        def run() -> tuple[Any, list[tuple[Any, ...]]]:
+            result = self._db.execute(query)
+            return result, result.fetchall() if n is None else result.fetchmany(n)
+
         try:
             try:
-                result = self._db.execute(query)
-                return result, result.fetchall() if n is None else result.fetchmany(n)
+                return run()
             except duckdb.OutOfMemoryException:
                 if not self._may_grow:
                     raise
                 self._may_grow = False
                 self._db.execute(f"SET memory_limit = '{machine_limit() >> 20}MiB'")
-                result = self._db.execute(query)
-                return result, result.fetchall() if n is None else result.fetchmany(n)
+                return run()
         except duckdb.Error as e:
             raise SpoolError(f"the mark and sweep failed: {e}") from None
 
