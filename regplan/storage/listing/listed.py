@@ -172,14 +172,7 @@ class Listing:
                         _twice(rel) if rel == last else "the sorted listing is out of order"
                     )
                 last = rel
-                etag = e or ""
-                yield Obj(
-                    rel=rel,
-                    size=int(s),
-                    etag=etag,
-                    mtime=float(m),
-                    content=etag if c is not None and c == e else c,
-                )
+                yield _obj(rel, s, m, e, c)
         finally:
             cursor.close()
 
@@ -209,7 +202,16 @@ class Listing:
             f"SELECT {_ROW} FROM listing WHERE {where} AND strpos({rest}, '/') = 0 ORDER BY key",  # noqa: S608 (constants)
             *args,
         ):
-            yield Obj(rel=k[n:], size=int(s), etag=e or "", mtime=float(m), content=c)
+            yield _obj(k[n:], s, m, e, c)
+
+
+def _obj(rel: str, size: Any, mtime: Any, etag: Any, content: Any) -> Obj:
+    """One row as an object (on S3 its content hash is its ETag: one string for both)."""
+    etag = etag or ""
+    same = content is not None and content == etag
+    return Obj(
+        rel=rel, size=int(size), etag=etag, mtime=float(mtime), content=etag if same else content
+    )
 
 
 def _fetched(
