@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import attrs
 
 from regplan.scan import edges, entries, manifests, tokens
+from regplan.scan.digests import Digests
 from regplan.scan.entries import Entry
 from regplan.scan.inventory import Inventory, Problem, ProblemCode, Repository, Tag, Upload
 from regplan.scan.layout import (
@@ -464,8 +465,8 @@ class _Builder:
                     )
                     for tag, t in sorted(r.tags.items())
                 },
-                revisions=frozenset(r.revisions),
-                layers=frozenset(r.layers),
+                revisions=Digests(r.revisions),
+                layers=Digests(r.layers),
                 uploads={u: Upload(uuid=u, started_at=s) for u, s in sorted(r.uploads.items())},
                 damaged=tuple(sorted(r.damaged)),
                 unknown=tuple(sorted(r.unknown)),

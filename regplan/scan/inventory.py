@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from regplan.scan.digests import Digests
 from regplan.scan.layout import Digest, attached_subject
 from regplan.scan.manifests import Manifest
 from regplan.scan.times import ByPath, Times
@@ -67,8 +68,9 @@ class Upload:
 class Repository:
     name: str
     tags: Mapping[str, Tag] = attrs.field(factory=dict)
-    revisions: frozenset[Digest] = frozenset()
-    layers: frozenset[Digest] = frozenset()
+    revisions: Digests = attrs.field(factory=Digests, converter=Digests)
+    layers: Digests = attrs.field(factory=Digests, converter=Digests)
+    """Both sorted tuples with a set's interface (scan.digests): one per repository."""
     uploads: Mapping[str, Upload] = attrs.field(factory=dict)
     damaged: tuple[str, ...] = ()
     """Link files here that are present but empty, corrupt or naming another digest."""
