@@ -1,15 +1,17 @@
-"""scan.digests.Digests: a sorted tuple that answers as the frozenset of its digests does."""
+"""scan.digests: Digests, a sorted tuple that answers as the frozenset of its digests does,
+and Sizes, a sorted tuple and an array that answer as the dict of the blobs' sizes does."""
 
 from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regplan.scan.digests import Digests
+from regplan.scan.digests import Digests, Sizes
 from regplan.scan.inventory import Repository
 from regplan.scan.layout import Digest
 
@@ -60,3 +62,25 @@ def test_it_is_smaller_than_a_frozenset() -> None:
     items = [Digest(f"sha256:{i:064x}") for i in range(200)]
     ours = sys.getsizeof(Digests(items)) + sys.getsizeof(Digests(items)._items)
     assert ours * 3 < sys.getsizeof(frozenset(items))
+
+
+@given(
+    items=st.dictionaries(digests, st.integers(0, 2**63), max_size=12),
+    probes=st.lists(digests, max_size=6),
+)
+def test_sizes_answer_as_a_dict(items: dict[Digest, int], probes: list[Digest]) -> None:
+    ours: Mapping[Digest, int] = Sizes(items)
+    assert ours == items and items == ours and len(ours) == len(items)
+    assert list(ours) == sorted(items) and dict(ours.items()) == items
+    assert Sizes(list(items.items())) == ours and Sizes(ours) == ours
+    for p in [*probes, *items]:
+        assert (p in ours) == (p in items) and ours.get(p, -1) == items.get(p, -1)
+        if p not in items:
+            with pytest.raises(KeyError):
+                ours[p]
+    assert pickle.loads(pickle.dumps(ours)) == items  # noqa: S301 (our own bytes)
+
+
+def test_a_size_below_zero_is_refused() -> None:
+    with pytest.raises(OverflowError):
+        Sizes({Digest("sha256:ab"): -1})

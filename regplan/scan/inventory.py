@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from regplan.scan.digests import Digests
+from regplan.scan.digests import Digests, Sizes
 from regplan.scan.layout import Digest, attached_subject
 from regplan.scan.manifests import Manifest
 from regplan.scan.times import ByPath, Times
@@ -82,8 +82,8 @@ class Repository:
 @attrs.frozen(kw_only=True)
 class Inventory:
     repositories: Mapping[str, Repository]
-    blobs: Mapping[Digest, int]
-    """Blob digest -> size of its ``data``."""
+    blobs: Sizes = attrs.field(converter=Sizes)
+    """Blob digest -> size of its ``data`` (sorted: scan.digests)."""
     manifests: Mapping[Digest, Manifest]
     """Every digest a revision or tag names, parsed once (unreadable ones say why)."""
     problems: tuple[Problem, ...]
