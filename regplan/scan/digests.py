@@ -19,6 +19,14 @@ from typing import Any
 from regplan.scan.layout import Digest
 
 
+def _find(items: tuple[Digest, ...], value: object) -> int:
+    """The index of ``value`` in the sorted ``items``, or -1."""
+    if not isinstance(value, str):
+        return -1
+    i = bisect.bisect_left(items, value)
+    return i if i < len(items) and items[i] == value else -1
+
+
 class Digests(Set[Digest]):
     """Sorted, without repeats; equal to any set of the same digests. The set
     operations are ``collections.abc.Set``'s, and what they make is a frozenset."""
@@ -33,10 +41,7 @@ class Digests(Set[Digest]):
         )
 
     def __contains__(self, value: object) -> bool:
-        if not isinstance(value, str):
-            return False
-        i = bisect.bisect_left(self._items, value)
-        return i < len(self._items) and self._items[i] == value
+        return _find(self._items, value) >= 0
 
     def __iter__(self) -> Iterator[Digest]:
         return iter(self._items)
@@ -49,12 +54,6 @@ class Digests(Set[Digest]):
 
     def __repr__(self) -> str:
         return f"Digests({list(self._items)!r})"
-
-    def __getstate__(self) -> tuple[Digest, ...]:
-        return self._items
-
-    def __setstate__(self, state: tuple[Digest, ...]) -> None:
-        self._items = state
 
     @classmethod
     def _from_iterable(cls, it: Iterable[Any]) -> frozenset[Any]:
@@ -78,20 +77,14 @@ class Sizes(Mapping[Digest, int]):
         self._keys = tuple(keys)
         self._sizes = array.array("Q", map(sizes.__getitem__, keys))  # OverflowError: < 0
 
-    def _at(self, key: object) -> int:
-        if not isinstance(key, str):
-            return -1
-        i = bisect.bisect_left(self._keys, key)
-        return i if i < len(self._keys) and self._keys[i] == key else -1
-
     def __getitem__(self, key: Digest) -> int:
-        i = self._at(key)
+        i = _find(self._keys, key)
         if i < 0:
             raise KeyError(key)
         return self._sizes[i]
 
     def __contains__(self, key: object) -> bool:
-        return self._at(key) >= 0
+        return _find(self._keys, key) >= 0
 
     def __iter__(self) -> Iterator[Digest]:
         return iter(self._keys)
@@ -101,9 +94,3 @@ class Sizes(Mapping[Digest, int]):
 
     def __repr__(self) -> str:
         return f"Sizes({dict(self.items())!r})"
-
-    def __getstate__(self) -> tuple[tuple[Digest, ...], array.array[int]]:
-        return self._keys, self._sizes
-
-    def __setstate__(self, state: tuple[tuple[Digest, ...], array.array[int]]) -> None:
-        self._keys, self._sizes = state
