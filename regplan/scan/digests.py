@@ -19,41 +19,48 @@ from typing import Any
 from regplan.scan.layout import Digest
 
 
-def _find(items: tuple[Digest, ...], value: object) -> int:
-    """The index of ``value`` in the sorted ``items``, or -1."""
-    if not isinstance(value, str):
-        return -1
-    i = bisect.bisect_left(items, value)
-    return i if i < len(items) and items[i] == value else -1
+class _Sorted:
+    """Digests held sorted, without repeats, in ``_keys``: what ``in``, iteration and
+    ``len`` ask of them (both kinds below)."""
+
+    __slots__ = ("_keys",)
+    _keys: tuple[Digest, ...]
+
+    def _find(self, value: object) -> int:
+        """The index of ``value`` in ``_keys``, or -1."""
+        if not isinstance(value, str):
+            return -1
+        i = bisect.bisect_left(self._keys, value)
+        return i if i < len(self._keys) and self._keys[i] == value else -1
+
+    def __contains__(self, value: object) -> bool:
+        return self._find(value) >= 0
+
+    def __iter__(self) -> Iterator[Digest]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
-class Digests(Set[Digest]):
+class Digests(_Sorted, Set[Digest]):
     """Sorted, without repeats; equal to any set of the same digests. The set
     operations are ``collections.abc.Set``'s, and what they make is a frozenset."""
 
-    __slots__ = ("_items",)
+    __slots__ = ()
 
     def __init__(self, items: Iterable[Digest] = ()) -> None:
-        self._items: tuple[Digest, ...] = (
-            items._items
+        self._keys = (
+            items._keys
             if isinstance(items, Digests)
             else tuple(sorted(items if isinstance(items, (set, frozenset)) else set(items)))
         )
-
-    def __contains__(self, value: object) -> bool:
-        return _find(self._items, value) >= 0
-
-    def __iter__(self) -> Iterator[Digest]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def __hash__(self) -> int:
         return self._hash()
 
     def __repr__(self) -> str:
-        return f"Digests({list(self._items)!r})"
+        return f"Digests({list(self._keys)!r})"
 
     @classmethod
     def _from_iterable(cls, it: Iterable[Any]) -> frozenset[Any]:
@@ -61,11 +68,10 @@ class Digests(Set[Digest]):
         return frozenset(it)
 
 
-class Sizes(Mapping[Digest, int]):
+class Sizes(_Sorted, Mapping[Digest, int]):
     """Digest -> size (at least 0), sorted by digest; equal to any mapping of the same."""
 
-    __slots__ = ("_keys", "_sizes")
-    _keys: tuple[Digest, ...]
+    __slots__ = ("_sizes",)
     _sizes: array.array[int]
 
     def __init__(self, items: Mapping[Digest, int] | Iterable[tuple[Digest, int]] = ()) -> None:
@@ -78,19 +84,10 @@ class Sizes(Mapping[Digest, int]):
         self._sizes = array.array("Q", map(sizes.__getitem__, keys))  # OverflowError: < 0
 
     def __getitem__(self, key: Digest) -> int:
-        i = _find(self._keys, key)
+        i = self._find(key)
         if i < 0:
             raise KeyError(key)
         return self._sizes[i]
-
-    def __contains__(self, key: object) -> bool:
-        return _find(self._keys, key) >= 0
-
-    def __iter__(self) -> Iterator[Digest]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
     def __repr__(self) -> str:
         return f"Sizes({dict(self.items())!r})"
