@@ -1,4 +1,4 @@
-"""The mark and sweep's database (regplan.mark): digests as binaries, a memory limit
+"""The mark and sweep's database (regplan.mark): digests as numbers, a memory limit
 that spills instead of failing, and its folder gone after."""
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from pathlib import Path
 import attrs
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regplan.cli import cli
 from regplan.decide.planner import decide_spooled
 from regplan.decide.selection import Resolved
 from regplan.errors import SpoolError
 from regplan.mark import tables
+from regplan.mark.numbers import Numbering
+from regplan.scan.digests import Sizes
 from regplan.scan.inventory import Inventory, Repository
 from regplan.scan.layout import Digest, blob_dir
 from regplan.scan.manifests import Manifest, ManifestKind
@@ -29,13 +33,56 @@ def _swept(inventory: Inventory, memory: str | None = None) -> list[str]:
         return [t.path for t in spooled.targets.targets()]
 
 
+_digests = st.builds(
+    lambda alg, h: Digest(f"{alg}:{h}"),
+    st.sampled_from(["sha256", "sha512", "md5"]),
+    st.text("0123456789abcdef", min_size=1, max_size=4),
+)
+
+
+@given(blobs=st.frozensets(_digests, max_size=10), asked=st.lists(_digests, max_size=20))
+def test_digests_and_numbers_are_one_to_one(blobs: frozenset[Digest], asked: list[Digest]) -> None:
+    """A blob's number is its place among the blobs, sorted; any other digest is
+    numbered after them; equal digests share a number, and a number gives back the
+    digest object the inventory holds."""
+    sizes = Sizes(dict.fromkeys(blobs, 1))
+    numbering = Numbering(sizes)
+    numbers = {d: numbering.number(d) for d in [*asked, *blobs, *reversed(asked)]}
+    assert len(set(numbers.values())) == len(numbers)
+    for d, n in numbers.items():
+        assert numbering.number(d) == n and numbering.digest(n) == d
+        assert (n < len(blobs)) == (d in blobs)
+    for i, d in enumerate(sorted(blobs)):
+        assert numbers[d] == i and numbering.digest(i) is sizes.key(i)
+    with pytest.raises(IndexError):
+        numbering.digest(len(numbers))
+    with pytest.raises(IndexError):
+        numbering.digest(-1)
+
+
+def test_a_revision_without_its_blob_still_holds_what_it_uses() -> None:
+    """A revision whose manifest's blob is gone (a digest that names no blob, numbered
+    after the blobs) is a holder by that digest."""
+    layer = Digest(f"sha256:{'1' * 64}")
+    gone = Digest(f"sha512:{'2' * 128}")
+    inventory = attrs.evolve(
+        unreferenced_blobs([layer]),
+        repositories={"app": Repository(name="app", revisions=frozenset({gone}))},
+        manifests={gone: Manifest(kind=ManifestKind.OCI_MANIFEST, blobs=(layer,))},
+    )
+    with tables.Mark(inventory) as mark:
+        mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=["app"])
+        assert mark.held_named([layer]) == {layer: [("app", 0, gone)]}
+        assert list(mark.unheld()) == []
+
+
 @pytest.mark.parametrize(
     "digest",
     [f"sha256:{'ab' * 32}", f"sha512:{'cd' * 64}", f"sha384:{'0' * 32}", f"md5:{'e' * 28}"],
 )
-def test_a_digest_comes_back_from_its_blob(digest: str) -> None:
-    """sha256 is kept as 32 bytes, any other algorithm as its text, a first byte saying
-    which: a text of 32 bytes (md5:…) never reads back as a sha256 digest."""
+def test_a_digest_comes_back_from_its_number(digest: str) -> None:
+    """Whatever its algorithm: a text of 32 bytes (md5:…) never reads back as a sha256
+    digest."""
     with tables.Mark(unreferenced_blobs([Digest(digest)])) as mark:
         mark.decided(removed=(), layers_gone=(), whole=(), failed=(), touched=())
         assert list(mark.held_named(())) == []

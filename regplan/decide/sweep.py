@@ -95,8 +95,12 @@ class Marking:
 
     def unheld(self, results: Mapping[str, RepoResult]) -> Iterator[Digest]:
         """--gc: the blobs nothing references, but those ``held_named`` was asked of
-        (call it first)."""
-        return (self._mark or self._ready(results)).unheld()
+        (call it first). The last step: the database closes before the answer is
+        taken, so that its memory is gone while the blobs become targets."""
+        mark = self._mark or self._ready(results)
+        unheld = mark.unheld()
+        self.close()
+        return unheld
 
     def close(self) -> None:
         if self._mark is not None:

@@ -1,10 +1,9 @@
-"""The mark and sweep's SQL: plain joins and anti-joins over digests kept as numbers.
+"""The mark and sweep's SQL: plain joins and anti-joins over numbers.
 
-A digest is a number (``id``) of the ``dig(id, d)`` table, where ``d`` is its BLOB
-(``dg``): a byte saying which, then the 32 bytes of a sha256 digest or the text of any
-other (so the two never meet). Every other table holds numbers only (4 bytes a cell, where a
-BLOB took some 50), and an answer turns its numbers back into BLOBs by a join with
-``dig`` at its end. Repositories are numbered (``repo``).
+Every table holds numbers only: a digest is the number ``mark.numbers`` gives it (a
+blob's its place among the blobs in sorted order), a repository its place in the
+inventory (``repo``), and an answer is numbers, which the caller turns back into
+digests. Two digests are the same blob exactly when their numbers are equal.
 
 Static tables (the inventory, loaded once):
 
@@ -22,21 +21,11 @@ Tables of a decision (what the per-repository rules removed, loaded before each 
 * ``lcand(repo, b)``: layer links a step asks about; ``named(b)``: blobs the request
   freed, which the plan explains.
 
-A column of type ``DIGEST`` below holds a digest's number (an INTEGER).
+A column of type ``DIGEST`` below holds a digest's number (an INTEGER); ``blob`` holds
+0 to n - 1.
 """
 
 from __future__ import annotations
-
-DIGEST = (
-    "CREATE OR REPLACE TEMP MACRO dg(x) AS "
-    "CASE WHEN starts_with(x, 'sha256:') AND length(x) = 71 "
-    "THEN '\\x00'::BLOB || unhex(substr(x, 8)) ELSE '\\x01'::BLOB || encode(x) END"
-)
-"""A digest's BLOB: a first byte saying which (0: sha256, its 32 bytes follow; 1: any
-other, its text follows), so that no text ever reads back as a sha256 digest."""
-
-DIGESTS = "CREATE TEMP TABLE dig (id INTEGER, d BLOB); CREATE SEQUENCE digid"
-"""Every digest the tables hold, numbered once (``digid``)."""
 
 STATIC = {
     "rev": "repo INTEGER, d DIGEST",
@@ -64,19 +53,16 @@ WHERE r.repo NOT IN (SELECT repo FROM whole)
 """The revisions that stay (every repository but those removed whole)."""
 
 NEEDED_LINKS = """
-SELECT q.repo, k.d, kv.d FROM (
-  SELECT DISTINCT s.repo, u.b, s.d
-  FROM staying s
-  JOIN uses u ON u.d = s.d
-  JOIN lcand c ON c.repo = s.repo AND c.b = u.b
-) q JOIN dig k ON k.id = q.b JOIN dig kv ON kv.id = q.d
-ORDER BY 1, 2, 3
+SELECT DISTINCT s.repo, u.b, s.d
+FROM staying s
+JOIN uses u ON u.d = s.d
+JOIN lcand c ON c.repo = s.repo AND c.b = u.b
 """
 """Of the layer links asked about, those a staying revision of their repository uses,
 and by which revisions."""
 
 FREE_LINKS = """
-SELECT l.repo, k.d FROM layer l JOIN dig k ON k.id = l.b
+SELECT l.repo, l.b FROM layer l
 WHERE l.repo IN (SELECT repo FROM touched)
   AND l.repo NOT IN (SELECT repo FROM whole)
   AND l.repo NOT IN (SELECT repo FROM failed)
@@ -84,13 +70,12 @@ WHERE l.repo IN (SELECT repo FROM touched)
   AND NOT EXISTS (
     SELECT 1 FROM staying s JOIN uses u ON u.d = s.d
     WHERE s.repo = l.repo AND u.b = l.b)
-ORDER BY 1, 2
 """
 """--gc: the layer links no staying revision of their repository uses (repositories the
 request decided, sound, not removed whole)."""
 
 NAMED_HOLDERS = """
-SELECT k.d, q.repo, q.how, kv.d, q.tag FROM (SELECT DISTINCT * FROM (
+SELECT DISTINCT * FROM (
   SELECT n.b, s.repo, 0 AS how, s.d AS via, NULL AS tag
   FROM named n JOIN staying s ON s.d = n.b
   UNION ALL
@@ -107,7 +92,7 @@ SELECT k.d, q.repo, q.how, kv.d, q.tag FROM (SELECT DISTINCT * FROM (
   UNION ALL
   SELECT n.b, l.repo, 3, NULL, NULL FROM named n JOIN layer l ON l.b = n.b
   WHERE l.repo IN (SELECT repo FROM failed) AND l.repo NOT IN (SELECT repo FROM whole)
-)) q JOIN dig k ON k.id = q.b LEFT JOIN dig kv ON kv.id = q.via
+)
 """
 """What holds each blob the request freed (the plan names them in its reason): ``how``
 0 a staying revision (the blob itself, or one its manifest uses: ``via``), 1 a staying
@@ -115,7 +100,7 @@ tag's current revision (``tag``), 2 a layer link that stays, 3 a layer link of a
 repository that fails closed (it might use any)."""
 
 UNHELD = """
-SELECT k.d FROM blob b JOIN dig k ON k.id = b.b
+SELECT b.b FROM blob b
 WHERE NOT EXISTS (SELECT 1 FROM named n WHERE n.b = b.b)
   AND NOT EXISTS (SELECT 1 FROM staying s WHERE s.d = b.b)
   AND NOT EXISTS (SELECT 1 FROM staying s JOIN uses u ON u.d = s.d WHERE u.b = b.b)

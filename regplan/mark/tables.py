@@ -9,6 +9,7 @@ digests.
 
 from __future__ import annotations
 
+import array
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import duckdb
 
 from regplan.errors import SpoolError
 from regplan.mark import sql
+from regplan.mark.numbers import Numbering
 from regplan.scan.inventory import Inventory
 from regplan.scan.layout import Digest
 
@@ -29,10 +31,10 @@ READ_BUFFER = 1 << 18
 FLOOR = 64 << 20
 """The mark's memory limit at least: what its steps' joins need at a time (48 MiB was too
 little for the 250k bench tree's)."""
-CELL = 22
-"""Bytes a digest takes in the tables, on average (its number, 4 bytes, in each table
-that names it; once in ``dig``, 32 bytes of its own and a string's 16), measured: 9 MiB
-for the 250k bench tree (436,501 cells; they were 26 MiB as BLOBs everywhere)."""
+CELL = 10
+"""Bytes a digest takes in the tables, on average (its number, 4 bytes, and the row's
+other numbers), measured: 4.3 MiB for the 250k bench tree's 436,501 (as BLOBs in every
+table they were 26 MiB; numbered in SQL, beside a table of each digest, 9 MiB)."""
 BATCH = 4096
 """Rows of a long answer read back at a time."""
 _SIZE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
@@ -73,11 +75,6 @@ def memory_limit(text: str) -> str:
     return f"{m.group(1)}{m.group(2)}"
 
 
-def undigest(b: bytes) -> Digest:
-    """A digest back from its BLOB (sql.DIGEST: its first byte says which)."""
-    return Digest("sha256:" + b[1:].hex() if b[:1] == b"\x00" else b[1:].decode())
-
-
 class Mark:
     """The mark and sweep's database for one plan. Close it (or use ``with``)."""
 
@@ -99,11 +96,10 @@ class Mark:
             raise SpoolError(f"cannot start the mark's database: {e}") from None
         self._may_grow = limit is None
         """An explicit limit is the user's; the default one may grow once (_fetch)."""
+        self.numbers = Numbering(inv.blobs)
         self.ids = {name: i for i, name in enumerate(inv.repositories)}
         self.tags: list[tuple[str, str]] = []
         """A tag's number in ``tagcur`` -> (repository, tag)."""
-        self._db.execute(sql.DIGEST)
-        self._db.execute(sql.DIGESTS)
         for table, columns in (*sql.STATIC.items(), *sql.DYNAMIC.items()):
             ddl = columns.replace("DIGEST", "INTEGER")
             self._db.execute(f"CREATE TEMP TABLE {table} ({ddl})")
@@ -131,7 +127,8 @@ class Mark:
         self.fill(
             "layer", ((self.ids[n], b) for n, r in inv.repositories.items() for b in r.layers)
         )
-        self.fill("blob", ((b,) for b in inv.blobs))
+        # the blobs are numbered by their sorted place (mark.numbers): 0 to n - 1
+        self._db.execute("INSERT INTO blob SELECT range FROM range(?)", [len(inv.blobs)])
 
     def _tagcur(self, inv: Inventory) -> Iterator[tuple[int, int, Digest]]:
         for name, repo in inv.repositories.items():
@@ -141,23 +138,30 @@ class Mark:
                     yield self.ids[name], len(self.tags) - 1, tag.current
 
     def fill(self, table: str, rows: Iterable[tuple[Any, ...]], *, fresh: bool = False) -> None:
-        """Insert ``rows`` (digests as text, repositories as numbers) into ``table``,
-        through a tab-separated file in the database's folder (a Python list of a
-        million rows handed over as parameters took three times the memory): the
-        digests ``dig`` does not hold yet are numbered first, then the rows go in with
-        their digests' numbers."""
+        """Insert ``rows`` (digests, repositories as numbers) into ``table``, each digest
+        as its number (mark.numbers), through a tab-separated file in the database's
+        folder (a Python list of a million rows handed over as parameters took three
+        times the memory)."""
         if fresh:
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (a name of sql.DYNAMIC)
         spec = [c.split() for c in {**sql.STATIC, **sql.DYNAMIC}[table].split(", ")]
+        digest = [kind == "DIGEST" for _, kind in spec]
+        number = self.numbers.number
         path = Path(self._tmp) / f"{table}.tsv"
         n = 0
         try:
             with path.open("w", encoding="utf-8", newline="\n") as f:
                 for row in rows:
-                    f.write("\t".join(map(str, row)) + "\n")
+                    cells = (number(v) if d else v for v, d in zip(row, digest, strict=True))
+                    f.write("\t".join(map(str, cells)) + "\n")
                     n += 1
             if n:
-                self._insert(table, spec, str(path))
+                self._db.execute(
+                    f"INSERT INTO {table} SELECT * FROM read_csv(?, delim='\t', "  # noqa: S608
+                    f"header=false, columns={{{_columns(spec)}}}, buffer_size={READ_BUFFER}, "
+                    f"max_line_size={READ_BUFFER})",
+                    [str(path)],
+                )
         except OSError as e:
             raise SpoolError(
                 f"cannot keep the mark's tables in {self._tmp}: {e.strerror}"
@@ -166,38 +170,6 @@ class Mark:
             raise SpoolError(f"the mark's database cannot hold {table}: {e}") from None
         finally:
             path.unlink(missing_ok=True)
-
-    def _insert(self, table: str, spec: list[list[str]], path: str) -> None:
-        """The rows of the file at ``path`` into ``table`` (sql.py: a DIGEST column holds
-        the number ``dig`` gives the digest)."""
-        columns = ", ".join(
-            f"'c{i}': '{'VARCHAR' if kind == 'DIGEST' else kind}'"
-            for i, (_, kind) in enumerate(spec)
-        )
-        source = (
-            f"read_csv(?, delim='\t', header=false, quote='', escape='', "
-            f"columns={{{columns}}}, buffer_size={READ_BUFFER}, max_line_size={READ_BUFFER})"
-        )
-        digests = [f"c{i}" for i, (_, kind) in enumerate(spec) if kind == "DIGEST"]
-        if digests:
-            found = " UNION ".join(f"SELECT dg({c}) AS x FROM {source}" for c in digests)  # noqa: S608
-            self._db.execute(
-                # DISTINCT: a digest many rows name (a manifest in many repositories)
-                # is numbered once, or each row would join each of its numbers
-                "INSERT INTO dig SELECT nextval('digid'), x FROM "  # noqa: S608
-                f"(SELECT DISTINCT x FROM ({found})) n "
-                "WHERE NOT EXISTS (SELECT 1 FROM dig WHERE dig.d = n.x)",
-                [path] * len(digests),
-            )
-        values = ", ".join(
-            f"k{i}.id" if kind == "DIGEST" else f"r.c{i}" for i, (_, kind) in enumerate(spec)
-        )
-        joins = "".join(f" JOIN dig k{c[1:]} ON k{c[1:]}.d = dg(r.{c})" for c in digests)
-        names = ", ".join(name for name, _ in spec)
-        self._db.execute(
-            f"INSERT INTO {table} ({names}) SELECT {values} FROM {source} r{joins}",  # noqa: S608
-            [path],
-        )
 
     def decided(
         self,
@@ -246,35 +218,46 @@ class Mark:
         """Of the layer links ``asked`` (repository, blob), those a staying revision of
         their repository uses -> those revisions (sorted)."""
         self.fill("lcand", ((self.ids[n], b) for n, b in asked), fresh=True)
-        names = list(self.ids)
+        names, digest = list(self.ids), self.numbers.digest
         out: dict[tuple[str, Digest], list[Digest]] = {}
         for repo, b, d in self._rows(sql.NEEDED_LINKS):
-            out.setdefault((names[repo], undigest(b)), []).append(undigest(d))
+            out.setdefault((names[repo], digest(b)), []).append(digest(d))
+        for revisions in out.values():
+            revisions.sort()
         return out
 
     def free_links(self) -> list[tuple[str, Digest]]:
         """--gc: (repository, blob) of every layer link nothing staying there uses."""
-        names = list(self.ids)
-        return sorted((names[repo], undigest(b)) for repo, b in self._rows(sql.FREE_LINKS))
+        names, digest = list(self.ids), self.numbers.digest
+        return sorted((names[repo], digest(b)) for repo, b in self._rows(sql.FREE_LINKS))
 
     def held_named(self, named: Iterable[Digest]) -> Mapping[Digest, list[tuple[str, int, Any]]]:
         """Of the blobs the request freed, those something that stays references ->
         what: (repository, how, via revision or tag name) as sql.NAMED_HOLDERS says."""
         self.fill("named", ((b,) for b in named), fresh=True)
-        names = list(self.ids)
+        names, digest = list(self.ids), self.numbers.digest
         out: dict[Digest, list[tuple[str, int, Any]]] = {}
         for b, repo, how, via, tag in self._rows(sql.NAMED_HOLDERS):
-            what: Any = undigest(via) if how == 0 else self.tags[tag][1] if how == 1 else None
-            out.setdefault(undigest(b), []).append((names[repo], how, what))
+            what: Any = digest(via) if how == 0 else self.tags[tag][1] if how == 1 else None
+            out.setdefault(digest(b), []).append((names[repo], how, what))
         return out
 
     def unheld(self) -> Iterator[Digest]:
         """--gc: every blob nothing that stays references, but those the request freed
-        (in no order; a batch at a time: there may be millions)."""
+        (in no order). The answer is read whole, as numbers (4 bytes a blob: there may
+        be millions), before this returns: the database may close before they are
+        taken (the planner's targets then grow without its memory beside them)."""
         result, batch = self._fetch(sql.UNHELD, BATCH)
+        numbers = array.array("I")
         try:
             while batch:
-                yield from (undigest(b) for (b,) in batch)
+                numbers.extend(b for (b,) in batch)
                 batch = result.fetchmany(BATCH)
         except duckdb.Error as e:
             raise SpoolError(f"the mark and sweep failed: {e}") from None
+        return map(self.numbers.digest, numbers)
+
+
+def _columns(spec: list[list[str]]) -> str:
+    """read_csv's ``columns`` for a table's (name, kind) pairs: every one a number."""
+    return ", ".join(f"'{name}': 'INTEGER'" for name, _ in spec)

@@ -26,15 +26,19 @@ class _Sorted:
     __slots__ = ("_keys",)
     _keys: tuple[Digest, ...]
 
-    def _find(self, value: object) -> int:
-        """The index of ``value`` in ``_keys``, or -1."""
+    def index(self, value: object) -> int:
+        """``value``'s place in sorted order, or -1 when it is not here."""
         if not isinstance(value, str):
             return -1
         i = bisect.bisect_left(self._keys, value)
         return i if i < len(self._keys) and self._keys[i] == value else -1
 
     def __contains__(self, value: object) -> bool:
-        return self._find(value) >= 0
+        return self.index(value) >= 0
+
+    def key(self, i: int) -> Digest:
+        """The digest at place ``i`` in sorted order (IndexError past the end)."""
+        return self._keys[i]
 
     def __iter__(self) -> Iterator[Digest]:
         return iter(self._keys)
@@ -84,7 +88,7 @@ class Sizes(_Sorted, Mapping[Digest, int]):
         self._sizes = array.array("Q", map(sizes.__getitem__, keys))  # OverflowError: < 0
 
     def __getitem__(self, key: Digest) -> int:
-        i = self._find(key)
+        i = self.index(key)
         if i < 0:
             raise KeyError(key)
         return self._sizes[i]
