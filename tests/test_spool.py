@@ -72,6 +72,7 @@ def test_the_last_decision_of_a_path_holds_and_items_are_as_the_codec_writes_the
         (blob(2), "r"),
     ]
     assert list(s.raw()) == list(codec.unstructure_items(targets))
+    assert list(s.plan_paths()) == [t.path for t in targets]
     assert tally(s.kinds_and_bytes()) == summarize(targets)  # the later decision's bytes
     paths = list(s.paths())
     assert paths == sorted(paths, key=lambda p: (part_of(p), p))

@@ -136,6 +136,11 @@ class TargetSpool:
             if kind != TargetKind.TAG_INDEX.value:
                 yield kind, path, reason, refs
 
+    def plan_paths(self) -> Iterator[str]:
+        """Each target's path, in plan order (``targets``' paths, no target built)."""
+        for record in self._records():
+            yield record[1]
+
     def kinds_and_bytes(self) -> Iterator[tuple[str, int]]:
         """(kind, bytes) of each target, in plan order: what ``plan.tally`` sums."""
         for _, _, _, kind, _, _, size in self._records():
