@@ -20,8 +20,8 @@ from regplan.scan.layout import Digest
 
 
 class _Sorted:
-    """Digests held sorted, without repeats, in ``_keys``: what ``in``, iteration and
-    ``len`` ask of them (both kinds below)."""
+    """Digests held sorted, without repeats, in ``_keys``: what ``in``, iteration,
+    ``len`` and a digest's place (mark.numbers) ask of them (both kinds below)."""
 
     __slots__ = ("_keys",)
     _keys: tuple[Digest, ...]
