@@ -243,10 +243,20 @@ def _apart(f: Path) -> None:
     Path(f"{f}.new").replace(f)
 
 
+def _descending(f: Path) -> None:
+    """Our rows, each manifest's together, but the manifests in descending order (a save
+    merges the file with what it learnt in one pass, which needs the file's order)."""
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{f}') ORDER BY manifest DESC, relation, child) "  # noqa: S608
+        f"TO '{f}.new' (FORMAT parquet)"
+    )
+    Path(f"{f}.new").replace(f)
+
+
 @pytest.mark.parametrize(
     "spoil",
-    [_garbage, _truncated, _empty, _foreign, _forged, _apart],
-    ids=["garbage", "truncated", "empty", "foreign", "forged", "apart"],
+    [_garbage, _truncated, _empty, _foreign, _forged, _apart, _descending],
+    ids=["garbage", "truncated", "empty", "foreign", "forged", "apart", "descending"],
 )
 def test_a_corrupt_cache_file_is_ignored_and_written_again(
     tree: Path, tmp_path: Path, cache: Path, spoil: Callable[[Path], None]
@@ -380,3 +390,48 @@ def test_rows_regplan_never_writes_are_not_carried_into_the_next_file(
     learning.learn(d, data, manifests.parse(data))
     learning.save()
     assert set(kept(cache)) == {d}
+
+
+def _learn(cache: Path, reg: InMemory, digests: list[Digest]) -> None:
+    learning = edges.Edges(cache)
+    for d in digests:
+        data = reg.bucket.get(reg.storage.key(f"{V2}/{blob_data(d)}"))
+        learning.learn(d, data, manifests.parse(data))
+    learning.save()
+
+
+def test_a_save_replaces_the_old_rows_of_what_it_learnt_and_keeps_the_rest(
+    tree: Path, tmp_path: Path, cache: Path
+) -> None:
+    """The old file says another size of a manifest (rows this module could write, but
+    not that manifest's): the one learnt replaces them; the others stay as they were,
+    and the file stays in manifest order (the next save merges it again)."""
+    reg = InMemory.of("s3", tmp_path, tree)
+    inv = objscan.scan(reg.storage, cache=cache)
+    before = kept(cache)
+    f = cache / edges.FILE
+    d = sorted(before)[len(before) // 2]
+    duckdb.sql(
+        f"COPY (SELECT * REPLACE (CASE WHEN manifest = '{d}' THEN size + 1 ELSE size END "  # noqa: S608
+        f"AS size) FROM read_parquet('{f}') ORDER BY manifest, relation, child) "
+        f"TO '{f}.new' (FORMAT parquet)"
+    )
+    Path(f"{f}.new").replace(f)
+    assert kept(cache)[d].size == before[d].size + 1
+    _learn(cache, reg, [Digest(d)])
+    assert kept(cache) == before
+    rows = duckdb.execute("SELECT manifest FROM read_parquet(?)", [str(f)]).fetchall()
+    order = [m for (m,) in rows]
+    assert order == sorted(order)
+    assert inv.manifests[Digest(d)] == before[d].manifest(Digest)
+
+
+def test_manifests_are_learnt_in_digest_order_only(tree: Path, tmp_path: Path, cache: Path) -> None:
+    """A scan reads them in that order; learning one out of it is a caller's bug, said."""
+    reg = InMemory.of("s3", tmp_path, tree)
+    inv = objscan.scan(reg.storage, cache=None)
+    ms = sorted(d for d, m in inv.manifests.items() if m.known)
+    with pytest.raises(ValueError, match="learnt after"):
+        _learn(cache, reg, [ms[1], ms[0]])
+    with pytest.raises(ValueError, match="learnt after"):
+        _learn(cache, reg, [ms[0], ms[0]])
