@@ -3,9 +3,12 @@ keyed hashes of the paths."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regplan.scan.times import Times
 
@@ -38,3 +41,44 @@ def test_times_travel_between_a_walks_shares() -> None:
     assert back == two
     one.update(back)
     assert (one["a/link"], one["b/link"], len(one)) == (1.0, 2.0, 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "pop", "get"]),
+            st.integers(0, 40),
+            st.floats(allow_nan=True, allow_infinity=False, width=64),
+        ),
+        max_size=300,
+    )
+)
+def test_times_are_a_dict_of_paths_whatever_is_done(ops: list[tuple[str, int, float]]) -> None:
+    """Any run of writes, pops and reads (writes waiting in the log between reads, a
+    table that grows, popped keys left in their slots), joined into another before or
+    after its last read, and pickled: the answers a dict of the same paths gives, save
+    that a NaN is no time."""
+    times, plain = Times(), dict[str, float]()
+    paths = [f"blobs/sha256/{n:02x}/{n:064x}/data" for n in range(41)]
+    for op, n, when in ops:
+        path = paths[n]
+        if op == "set":
+            times[path] = when
+            if math.isnan(when):
+                plain.pop(path, None)
+            else:
+                plain[path] = when
+        elif op == "pop":
+            assert times.pop(path, -1.0) == plain.pop(path, -1.0)
+        else:
+            assert times.get(path) == plain.get(path)
+            assert (path in times) == (path in plain)
+    joined = Times()
+    joined["blobs/elsewhere"] = 1.0
+    joined.update(times)  # with what ``times`` has not yet put in its table
+    assert joined.pop("blobs/elsewhere", 0.0) == 1.0
+    for t in (joined, times, pickle.loads(pickle.dumps(times))):  # noqa: S301 (ours)
+        assert len(t) == len(plain)
+        assert all(t.get(p) == plain.get(p) for p in paths)
+    assert joined == times
