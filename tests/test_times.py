@@ -74,11 +74,16 @@ def test_times_are_a_dict_of_paths_whatever_is_done(ops: list[tuple[str, int, fl
         else:
             assert times.get(path) == plain.get(path)
             assert (path in times) == (path in plain)
+    copied = Times()
+    copied.update(times)  # into nothing yet: a copy of its arrays, log and all
     joined = Times()
     joined["blobs/elsewhere"] = 1.0
     joined.update(times)  # with what ``times`` has not yet put in its table
     assert joined.pop("blobs/elsewhere", 0.0) == 1.0
-    for t in (joined, times, pickle.loads(pickle.dumps(times))):  # noqa: S301 (ours)
+    for t in (copied, joined, times, pickle.loads(pickle.dumps(times))):  # noqa: S301 (ours)
         assert len(t) == len(plain)
         assert all(t.get(p) == plain.get(p) for p in paths)
-    assert joined == times
+    assert copied == joined == times
+    for p in paths:
+        copied.pop(p, 0.0)  # a copy's own: the original keeps its times
+    assert len(times) == len(plain)

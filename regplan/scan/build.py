@@ -160,9 +160,13 @@ class _Builder:
         are the ones kept; a forked share's came through pickle and are interned again."""
         builder = cls(Side(), keep_mtimes=keep_mtimes)
         builder.interned = shares[0].interned
+        builder.blobs = shares[0].blobs  # taken, not copied: share 0's digests are ours
+        builder.side.mtimes = shares[0].mtimes
         d = builder.digest
         for i, share in enumerate(shares):
-            builder.blobs.update((d(b), size) for b, size in share.blobs.items())
+            if i > 0:
+                builder.blobs.update((d(b), size) for b, size in share.blobs.items())
+                builder.side.mtimes.update(share.mtimes)
             for name, r in share.repos.items():
                 if i > 0:
                     r.revisions = {d(x) for x in r.revisions}
@@ -173,7 +177,6 @@ class _Builder:
                 builder.repos[name] = r
             builder.problems.extend(share.problems)
             builder.side.blind.extend(share.blind)
-            builder.side.mtimes.update(share.mtimes)
         return builder
 
     def consume(self, evs: Iterator[Event]) -> Parts:

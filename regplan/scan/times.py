@@ -92,27 +92,33 @@ class Times:
         self._insert(his_, los_, whens_)
 
     def _insert(self, his_: Iterable[int], los_: Iterable[int], whens_: Iterable[float]) -> None:
-        """Each (hi, lo, when) into the table, which has room for them all (a NaN time
-        leaves its key popped)."""
+        """Each (hi, lo, when) into the table, which has room for them all: a NaN time
+        pops its key; a free slot's (0, 0) is skipped (``_grow`` hands the old slots)."""
         his, los, whens = self._hi, self._lo, self._when
         mask = len(los) - 1
         for hi, lo, when in zip(his_, los_, whens_, strict=True):
+            if not (hi or lo):
+                continue
             i = lo & mask
             while his[i] != hi or los[i] != lo:
                 if his[i] == 0 and los[i] == 0:
-                    his[i], los[i], whens[i] = hi, lo, math.nan
-                    self._n += 1
                     break
                 i = (i + 1) & mask
-            self._live += math.isnan(whens[i]) - math.isnan(when)
-            whens[i] = when
+            else:  # the key is here (with a time, or popped)
+                self._live += math.isnan(whens[i]) - math.isnan(when)
+                whens[i] = when
+                continue
+            if not math.isnan(when):  # a new key (no slot for a time it never had)
+                his[i], los[i], whens[i] = hi, lo, when
+                self._n += 1
+                self._live += 1
 
     def _grow(self) -> None:
-        """Twice the slots (a key moves about once on the whole); popped keys are left."""
+        """Twice the slots (a key moves about once on the whole), the old ones read in
+        place (no list of them: a million objects at a time); popped keys are left."""
         hi, lo, when = self._hi, self._lo, self._when
         self._new(2 * len(lo))
-        live = [k for k in range(len(lo)) if (hi[k] or lo[k]) and not math.isnan(when[k])]
-        self._insert((hi[k] for k in live), (lo[k] for k in live), (when[k] for k in live))
+        self._insert(hi, lo, when)
 
     def _find(self, path: str) -> int:
         """The slot of ``path``'s time, or -1 when it has none."""
@@ -178,14 +184,21 @@ class Times:
         return when
 
     def update(self, other: Times) -> None:
-        """``other``'s times over these: its log after this one's (a walk's units and
-        shares are joined so, each time put in a table once, at the next read)."""
+        """``other``'s times over these: a copy of its arrays when this holds none yet
+        (a walk's join of its first share), else its table's times and then its log
+        after this one's log, a time at a time (no list of them), each put in the
+        table at the next read."""
+        if self._n == 0 and not self._log[2]:
+            self._hi, self._lo, self._when = other._hi[:], other._lo[:], other._when[:]
+            self._n, self._live = other._n, other._live
+            self._log = other._log[0][:], other._log[1][:], other._log[2][:]
+            return
         his, los, whens = self._log
-        if other._live:
-            known = other._known()
-            his.extend(hi for hi, _ in known)
-            los.extend(lo for _, lo in known)
-            whens.extend(known.values())
+        for hi, lo, when in zip(other._hi, other._lo, other._when, strict=True):
+            if (hi or lo) and not math.isnan(when):
+                his.append(hi)
+                los.append(lo)
+                whens.append(when)
         his.extend(other._log[0])
         los.extend(other._log[1])
         whens.extend(other._log[2])

@@ -339,8 +339,10 @@ def scan(
     reader = ManifestReader(bucket, storage, cache if cache is not None else edges.cache_dir())
     listing = reader.noting(bucket)  # the walk's listing notes the hashes that prove the cache
     evs = walk(listing, storage, side, progress=progress, mtimes=mtimes, required=True, times=times)
-    share = share_of(evs, side, mtimes=mtimes)
-    return build([share], reader, created, mtimes)
+    # the share only in the list build empties: its tree's blocks and its blobs are freed
+    # as build takes them over, not held by this frame until the scan ends (62 MiB at a
+    # million objects, under the manifests' reads)
+    return build([share_of(evs, side, mtimes=mtimes)], reader, created, mtimes)
 
 
 def digest(
