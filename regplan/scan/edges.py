@@ -64,6 +64,8 @@ UNSEEN = "?"
 """What ``Edges.listed`` says of a key the walk did not note: never a proof."""
 _COLUMNS = "manifest, kind, size, md5, relation, child"
 _MD5 = re.compile(r"[0-9a-f]{32}")
+_RELATIONS = ("config", "layer", "child", "subject")
+"""A tuple, not a set: a foreign file's value may be unhashable (a list)."""
 _KINDS = {k.value: k for k in ManifestKind if k is not ManifestKind.UNKNOWN}
 _IMAGES = (ManifestKind.SCHEMA2, ManifestKind.OCI_MANIFEST)
 _DB: dict[str, str | bool | int | float | list[str]] = {
@@ -125,28 +127,31 @@ def _proven_by_digest(digest: str, data: bytes) -> bool:
     return hashlib.new(alg, data).hexdigest() == encoded
 
 
-def _checked(rows: Sequence[tuple[object, ...]]) -> dict[str, _Entry]:
-    """The entries of a file's rows; Foreign at the first row this module would not write."""
-    found: dict[str, tuple[int, str, ManifestKind, list[tuple[str, str]]]] = {}
-    for manifest, kind, size, md5, relation, child in rows:
-        if not isinstance(manifest, str) or not isinstance(md5, str) or not _MD5.fullmatch(md5):
-            raise Foreign(f"row of {manifest!r}")
-        parse_digest(manifest)  # ValueError: foreign
-        if not isinstance(size, int) or size < 0 or not isinstance(kind, str) or kind not in _KINDS:
-            raise Foreign(f"{manifest}: size {size!r}, kind {kind!r}")
-        head = found.setdefault(manifest, (size, md5, _KINDS[kind], []))
-        if head[:3] != (size, md5, _KINDS[kind]):
+def _checked(rows: Sequence[tuple[object, ...]]) -> tuple[str, _Entry]:
+    """The entry of one manifest's rows (``_groups`` hands them, all of one manifest);
+    Foreign at the first row this module would not write. The head (manifest, kind,
+    size, MD5) is checked once, then each row is that head and an edge."""
+    manifest, kind, size, md5 = rows[0][:4]
+    if not isinstance(manifest, str) or not isinstance(md5, str) or not _MD5.fullmatch(md5):
+        raise Foreign(f"row of {manifest!r}")
+    parse_digest(manifest)  # ValueError: foreign
+    if not isinstance(size, int) or size < 0 or not isinstance(kind, str) or kind not in _KINDS:
+        raise Foreign(f"{manifest}: size {size!r}, kind {kind!r}")
+    head = rows[0][:4]
+    edges: list[tuple[str, str]] = []
+    for row in rows:
+        if row[:4] != head:
             raise Foreign(f"{manifest}: rows disagree")
+        relation, child = row[4:]
         if relation is None and child is None:
             continue
-        if relation not in ("config", "layer", "child", "subject") or not isinstance(child, str):
+        if relation not in _RELATIONS or not isinstance(child, str):
             raise Foreign(f"{manifest}: relation {relation!r}")
         parse_digest(child)
-        head[3].append((str(relation), child))
-    entries = {m: _Entry(s, h, k, tuple(sorted(e))) for m, (s, h, k, e) in found.items()}
-    for m, e in entries.items():
-        _shape(m, e)
-    return entries
+        edges.append((str(relation), child))
+    entry = _Entry(size, md5, _KINDS[kind], tuple(sorted(edges)))
+    _shape(manifest, entry)
+    return manifest, entry
 
 
 def _shape(manifest: str, e: _Entry) -> None:
@@ -216,13 +221,13 @@ def _groups(rows: Iterator[tuple[object, ...]]) -> Iterator[tuple[str, _Entry]]:
     group: list[tuple[object, ...]] = []
     for row in rows:
         if group and row[0] != group[0][0]:
-            yield from _checked(group).items()
+            yield _checked(group)
             if not isinstance(row[0], str) or row[0] < str(group[0][0]):
                 raise Foreign(f"{row[0]!r}: out of order")
             group = []
         group.append(row)
     if group:
-        yield from _checked(group).items()
+        yield _checked(group)
 
 
 def _lines(manifest: str, e: _Entry) -> str:

@@ -7,7 +7,7 @@ blob ``data``: a million of them at a million files. As a dict of paths that cos
 paths that meet) some 110 bytes (an int object, a float object, the dict's slot).
 Here the hashes and times sit in three flat arrays, a hash table with open addressing:
 32 to 64 bytes an entry (a million-object listing's walk: 136 MiB of RSS for its times
-as a dict, 66 MiB so). Only ever asked by path, never listed: the paths are in the
+as a dict, 42 MiB so). Only ever asked by path, never listed: the paths are in the
 tree.
 """
 
@@ -185,8 +185,8 @@ class Times:
 
     def update(self, other: Times) -> None:
         """``other``'s times over these: a copy of its arrays when this holds none yet
-        (a walk's join of its first share), else its table's times and then its log
-        after this one's log, a time at a time (no list of them), each put in the
+        (an object store's walk, its first unit), else its table's times and then its
+        log after this one's log, a time at a time (no list of them), each put in the
         table at the next read."""
         if self._n == 0 and not self._log[2]:
             self._hi, self._lo, self._when = other._hi[:], other._lo[:], other._when[:]
