@@ -177,17 +177,20 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:", config=_DB)
 
 
+def _rows(db: duckdb.DuckDBPyConnection, path: Path) -> Iterator[tuple[object, ...]]:
+    """The rows of the file at ``path`` in its order, a batch at a time (one thread: the
+    file's order is the order read)."""
+    result = db.execute(f"SELECT {_COLUMNS} FROM read_parquet(?)", [str(path)])  # noqa: S608
+    return (row for batch in iter(lambda: result.fetchmany(BATCH), []) for row in batch)
+
+
 def read_all(path: Path) -> dict[str, _Entry]:
     """Every entry of the file at ``path``; empty when there is none or it is not ours."""
     try:
         if not path.is_file():
             return {}
         with _connect() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM read_parquet(?)",  # noqa: S608 (our own columns)
-                [str(path)],
-            ).fetchall()
-        return dict(_groups(iter(rows)))
+            return dict(_groups(_rows(db, path)))
     except (duckdb.Error, OSError, ValueError, Foreign) as e:
         log.debug("manifest edges cache %s ignored (written again): %s", path, e)
         return {}
@@ -245,9 +248,7 @@ def _old(db: duckdb.DuckDBPyConnection, path: Path) -> Iterator[tuple[str, _Entr
     ``proven`` checks it; _Unmergeable at the first sign the file is not ours or cannot
     be read."""
     try:
-        result = db.execute(f"SELECT {_COLUMNS} FROM read_parquet(?)", [str(path)])  # noqa: S608
-        rows = (row for batch in iter(lambda: result.fetchmany(BATCH), []) for row in batch)
-        yield from _groups(rows)
+        yield from _groups(_rows(db, path))
     except (duckdb.Error, OSError, ValueError, Foreign) as e:
         raise _Unmergeable(str(e)) from e
 
@@ -368,19 +369,10 @@ class Edges:
         out: dict[Digest, Manifest] = {}
         try:
             with _connect() as db:
-                result = db.execute(
-                    f"SELECT {_COLUMNS} FROM read_parquet(?)",  # noqa: S608 (our columns)
-                    [str(self.path)],
-                )
-                # in the file's order; the rows asked about are picked here, not by the
-                # database: handing it the list of every digest asked (and its hash set)
-                # raised a warm million-object plan's peak from 741 to 806 MiB
-                rows = (
-                    row
-                    for batch in iter(lambda: result.fetchmany(BATCH), [])
-                    for row in batch
-                    if row[0] in asked
-                )
+                # the rows asked about are picked here, not by the database: handing it
+                # the list of every digest asked (and its hash set) raised a warm
+                # million-object plan's peak from 741 to 806 MiB
+                rows = (row for row in _rows(db, self.path) if row[0] in asked)
                 for digest, e in _groups(rows):
                     path, size = asked[Digest(digest)]
                     listed = self.listed(path)
