@@ -18,7 +18,7 @@ import hashlib
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol, overload
 
 _KEY = os.urandom(16)
@@ -160,8 +160,13 @@ class Times:
 
     def _known(self) -> dict[tuple[int, int], float]:
         self._settle()
-        slots = zip(self._hi, self._lo, self._when, strict=True)
-        return {(hi, lo): w for hi, lo, w in slots if (hi or lo) and not math.isnan(w)}
+        return {(hi, lo): w for hi, lo, w in self._times()}
+
+    def _times(self) -> Iterator[tuple[int, int, float]]:
+        """The table's keys with a time (not the log's), slot by slot."""
+        for hi, lo, when in zip(self._hi, self._lo, self._when, strict=True):
+            if (hi or lo) and not math.isnan(when):
+                yield hi, lo, when
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dict
 
@@ -194,11 +199,10 @@ class Times:
             self._log = other._log[0][:], other._log[1][:], other._log[2][:]
             return
         his, los, whens = self._log
-        for hi, lo, when in zip(other._hi, other._lo, other._when, strict=True):
-            if (hi or lo) and not math.isnan(when):
-                his.append(hi)
-                los.append(lo)
-                whens.append(when)
+        for hi, lo, when in other._times():
+            his.append(hi)
+            los.append(lo)
+            whens.append(when)
         his.extend(other._log[0])
         los.extend(other._log[1])
         whens.extend(other._log[2])
@@ -213,9 +217,8 @@ class Times:
         self._lo.frombytes(state[1])
         self._when.frombytes(state[2])
         self._log = _log()
-        slots = zip(self._hi, self._lo, self._when, strict=True)
-        taken = [math.isnan(w) for hi, lo, w in slots if hi or lo]
-        self._n, self._live = len(taken), taken.count(False)
+        self._n = sum(1 for hi, lo in zip(self._hi, self._lo, strict=True) if hi or lo)
+        self._live = sum(1 for _ in self._times())
 
 
 def _log() -> tuple[array.array[int], array.array[int], array.array[float]]:
